@@ -1,0 +1,213 @@
+//! Running firewall tools: argument vectors only (never a shell string),
+//! optional stdin, and errors that name the missing package or privilege.
+//! The `Runner` trait lets unit tests put a fake in place of the system.
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CmdOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Runs a program; `Err` only when it could not be started at all.
+pub trait Runner: Send + Sync {
+    fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput>;
+}
+
+/// The real thing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemRunner;
+
+impl Runner for SystemRunner {
+    fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Stable, parseable output whatever the operator's locale.
+            .env("LC_ALL", "C");
+        let mut child = cmd.spawn()?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        Ok(CmdOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// The distribution package that ships a tool, for "not found" errors.
+pub fn package_of(program: &str) -> &'static str {
+    if program.starts_with("nft") {
+        "nftables"
+    } else {
+        "iptables"
+    }
+}
+
+/// Whether stderr says we lack the privilege.
+pub fn is_permission_error(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("operation not permitted") || s.contains("permission denied") || s.contains("must be root")
+}
+
+/// Runs a command that must start; maps "not found" to the package to install.
+pub fn start(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<CmdOutput> {
+    runner.run(program, args, stdin).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::runtime(format!(
+                "`{program}` not found: install the {} package (apt-get install {0} / dnf install {0})",
+                package_of(program)
+            ))
+        } else {
+            Error::runtime(format!("cannot run `{program}`: {e}"))
+        }
+    })
+}
+
+/// Turns a failed command into an operator-facing error.
+pub fn failure(program: &str, args: &[&str], out: &CmdOutput) -> Error {
+    let stderr = out.stderr.trim();
+    if is_permission_error(stderr) {
+        return Error::runtime(format!(
+            "`{program}` was refused by the kernel: apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables) ({stderr})"
+        ));
+    }
+    Error::runtime(format!(
+        "`{program} {}` failed (exit {}): {}",
+        args.join(" "),
+        out.code,
+        if stderr.is_empty() { "no message" } else { stderr }
+    ))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let out = start(runner, program, args, stdin)?;
+    if out.ok() {
+        Ok(out.stdout)
+    } else {
+        Err(failure(program, args, &out))
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A scripted `Runner` for unit tests: answers by program+args prefix and records every call.
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct FakeRunner {
+        pub answers: Mutex<Vec<(String, std::io::Result<CmdOutput>)>>,
+        pub calls: Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    impl FakeRunner {
+        /// Answer calls whose "program args..." line starts with `prefix`.
+        pub fn on(self, prefix: &str, code: i32, stdout: &str, stderr: &str) -> Self {
+            let out = CmdOutput {
+                code,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+            };
+            self.answers.lock().unwrap().push((prefix.into(), Ok(out)));
+            self
+        }
+
+        pub fn missing(self, prefix: &str) -> Self {
+            let err = std::io::Error::from(std::io::ErrorKind::NotFound);
+            self.answers.lock().unwrap().push((prefix.into(), Err(err)));
+            self
+        }
+
+        pub fn calls(&self) -> Vec<(String, Option<String>)> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Runner for FakeRunner {
+        fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
+            let line = std::iter::once(program)
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ");
+            self.calls
+                .lock()
+                .unwrap()
+                .push((line.clone(), stdin.map(str::to_string)));
+            let answers = self.answers.lock().unwrap();
+            match answers.iter().find(|(p, _)| line.starts_with(p.as_str())) {
+                Some((_, Ok(out))) => Ok(out.clone()),
+                Some((_, Err(e))) => Err(std::io::Error::from(e.kind())),
+                None => panic!("FakeRunner: unexpected call `{line}`"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeRunner;
+    use super::*;
+
+    #[test]
+    fn missing_binary_names_the_package() {
+        let r = FakeRunner::default().missing("nft");
+        let e = start(&r, "nft", &["list", "tables"], None).unwrap_err().to_string();
+        assert!(e.contains("install the nftables package"), "{e}");
+        let r = FakeRunner::default().missing("iptables-legacy");
+        let e = start(&r, "iptables-legacy", &[], None).unwrap_err().to_string();
+        assert!(e.contains("iptables package"), "{e}");
+    }
+
+    #[test]
+    fn permission_errors_say_what_is_needed() {
+        let out = CmdOutput {
+            code: 1,
+            stdout: String::new(),
+            stderr: "Error: Operation not permitted".into(),
+        };
+        let e = failure("nft", &["-f", "-"], &out).to_string();
+        assert!(e.contains("CAP_NET_ADMIN"), "{e}");
+    }
+
+    #[test]
+    fn other_failures_carry_command_and_stderr() {
+        let out = CmdOutput {
+            code: 1,
+            stdout: String::new(),
+            stderr: "Error: Could not process rule: No such file".into(),
+        };
+        let e = failure("nft", &["-f", "-"], &out).to_string();
+        assert!(
+            e.contains("nft -f -") && e.contains("exit 1") && e.contains("Could not process rule"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn system_runner_passes_argv_untouched_and_stdin() {
+        let out = SystemRunner
+            .run("cat", &[], Some("10.0.0.0/16; nft flush ruleset"))
+            .unwrap();
+        assert_eq!(out.stdout, "10.0.0.0/16; nft flush ruleset");
+        let out = SystemRunner.run("printf", &["%s|", "a b", "$(x)"], None).unwrap();
+        assert_eq!(out.stdout, "a b|$(x)|");
+    }
+}

@@ -1,0 +1,29 @@
+//! Backends: thin adapters that install, read back and remove the one
+//! `Blocklist` in a firewall. One file per backend, one place (`select`)
+//! that picks the backend and says why.
+
+pub mod exec;
+pub mod iptables;
+pub mod nftables;
+pub mod select;
+
+use crate::core::drift::Drift;
+use crate::core::model::Blocklist;
+use crate::error::Result;
+
+/// What every firewall backend offers. `status` reads back only our own
+/// objects; `apply` changes nothing when `status` finds nothing to change.
+pub trait Backend {
+    /// e.g. `nftables`, `iptables-nft`, `iptables-legacy`.
+    fn name(&self) -> &'static str;
+    /// The payload `apply` sends to install the blocklist on a node that has none of it.
+    fn render(&self, b: &Blocklist) -> String;
+    /// Differences between the installed objects and the blocklist.
+    fn status(&self, b: &Blocklist) -> Result<Vec<Drift>>;
+    /// Installs or repairs atomically; returns whether anything was changed.
+    fn apply(&self, b: &Blocklist) -> Result<bool>;
+    /// Removes every object of ours; returns whether anything was there.
+    fn remove(&self) -> Result<bool>;
+    /// Whether any object of ours exists (cheap; used to find leftovers).
+    fn present(&self) -> Result<bool>;
+}

@@ -1,0 +1,178 @@
+//! Picking the backend, and saying why: `auto` takes nftables when `nft`
+//! works here, else iptables in the variant the host already uses, detected
+//! the way the `iptables-wrappers` project does (kubelet's hint chains first,
+//! then which variant holds more rules).
+
+use super::exec::{start, Runner};
+use super::iptables::{legacy_filter_loaded, Iptables, Variant};
+use super::nftables::{Nftables, NFT};
+use super::Backend;
+use crate::core::model::Family;
+use crate::core::policy::BackendChoice;
+use crate::error::{Error, Result};
+
+/// What was found about one iptables variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VariantFacts {
+    /// kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY chain exists there.
+    pub kube_hint: bool,
+    /// Number of rules (`-A` lines) of all tables, when counted.
+    pub rules: usize,
+}
+
+/// Pure decision between the variants.
+pub fn choose_variant(legacy: VariantFacts, nft: VariantFacts) -> (Variant, String) {
+    match (legacy.kube_hint, nft.kube_hint) {
+        (true, false) => (Variant::Legacy, "kubelet's hint chain is in iptables-legacy".into()),
+        (false, true) => (Variant::Nft, "kubelet's hint chain is in iptables-nft".into()),
+        _ if legacy.rules > nft.rules => (
+            Variant::Legacy,
+            format!("iptables-legacy holds more rules ({} vs {})", legacy.rules, nft.rules),
+        ),
+        _ => (
+            Variant::Nft,
+            format!(
+                "iptables-nft holds as many or more rules ({} vs {} in legacy)",
+                nft.rules, legacy.rules
+            ),
+        ),
+    }
+}
+
+const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
+
+fn facts(runner: &dyn Runner, v: Variant) -> VariantFacts {
+    let prog = super::iptables::tool(v, Family::V4, false);
+    if v == Variant::Legacy && !legacy_filter_loaded(Family::V4) {
+        return VariantFacts::default();
+    }
+    let kube_hint = HINT_CHAINS.iter().any(|chain| {
+        let args = ["-w", "5", "-t", "mangle", "-S", chain];
+        runner.run(&prog, &args, None).is_ok_and(|o| o.ok())
+    });
+    if kube_hint {
+        return VariantFacts { kube_hint, rules: 0 };
+    }
+    let save = format!("{prog}-save");
+    let rules = runner
+        .run(&save, &[], None)
+        .map(|o| o.stdout.lines().filter(|l| l.starts_with("-A ")).count())
+        .unwrap_or(0);
+    VariantFacts { kube_hint, rules }
+}
+
+/// Whether `nft` runs and can read the kernel's tables here.
+pub fn nft_works(runner: &dyn Runner) -> bool {
+    runner.run(NFT, &["list", "tables"], None).is_ok_and(|o| o.ok())
+}
+
+/// The variant the host uses.
+pub fn detect_variant(runner: &dyn Runner) -> (Variant, String) {
+    choose_variant(facts(runner, Variant::Legacy), facts(runner, Variant::Nft))
+}
+
+/// Every backend we know, for leftover cleanup.
+pub fn all(runner: &dyn Runner) -> Vec<Box<dyn Backend + '_>> {
+    vec![
+        Box::new(Nftables::new(runner)),
+        Box::new(Iptables::new(runner, Variant::Nft)),
+        Box::new(Iptables::new(runner, Variant::Legacy)),
+    ]
+}
+
+/// The backend to use and the reason it was chosen.
+pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Backend + '_>, String)> {
+    let iptables = |reason: &str| -> (Box<dyn Backend + '_>, String) {
+        let (v, why) = detect_variant(runner);
+        (Box::new(Iptables::new(runner, v)), format!("{reason}; {why}"))
+    };
+    Ok(match choice {
+        BackendChoice::Nftables => {
+            start(runner, NFT, &["--version"], None)?;
+            (Box::new(Nftables::new(runner)), "chosen with --backend nftables".into())
+        }
+        BackendChoice::IptablesNft => (
+            Box::new(Iptables::new(runner, Variant::Nft)),
+            "chosen with --backend iptables-nft".into(),
+        ),
+        BackendChoice::IptablesLegacy => (
+            Box::new(Iptables::new(runner, Variant::Legacy)),
+            "chosen with --backend iptables-legacy".into(),
+        ),
+        BackendChoice::Iptables => iptables("chosen with --backend iptables"),
+        BackendChoice::Auto if nft_works(runner) => (Box::new(Nftables::new(runner)), "auto: nft works here".into()),
+        BackendChoice::Auto => {
+            let any_iptables = ["iptables-nft", "iptables-legacy"]
+                .iter()
+                .any(|p| runner.run(p, &["--version"], None).is_ok());
+            if !any_iptables {
+                return Err(Error::runtime(
+                    "no firewall tool found: install the nftables package (preferred) or iptables",
+                ));
+            }
+            iptables("auto: nft is missing or cannot read the kernel's tables")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::exec::fake::FakeRunner;
+
+    #[test]
+    fn kube_hint_wins_over_rule_counts() {
+        let legacy = VariantFacts {
+            kube_hint: true,
+            rules: 0,
+        };
+        let nft = VariantFacts {
+            kube_hint: false,
+            rules: 500,
+        };
+        assert_eq!(choose_variant(legacy, nft).0, Variant::Legacy);
+        assert_eq!(choose_variant(nft, legacy).0, Variant::Nft);
+    }
+
+    #[test]
+    fn more_rules_wins_ties_go_to_nft() {
+        let few = VariantFacts {
+            kube_hint: false,
+            rules: 3,
+        };
+        let many = VariantFacts {
+            kube_hint: false,
+            rules: 30,
+        };
+        assert_eq!(choose_variant(many, few).0, Variant::Legacy);
+        assert_eq!(choose_variant(few, many).0, Variant::Nft);
+        assert_eq!(choose_variant(few, few).0, Variant::Nft);
+        let both = VariantFacts {
+            kube_hint: true,
+            rules: 0,
+        };
+        assert_eq!(choose_variant(both, both).0, Variant::Nft);
+    }
+
+    #[test]
+    fn auto_prefers_nftables_when_nft_works() {
+        let r = FakeRunner::default().on("nft list tables", 0, "", "");
+        let (b, why) = select(BackendChoice::Auto, &r).unwrap();
+        assert_eq!(b.name(), "nftables");
+        assert!(why.contains("nft works"));
+    }
+
+    #[test]
+    fn auto_without_any_tool_names_the_packages() {
+        let r = FakeRunner::default().missing("nft").missing("iptables");
+        let e = select(BackendChoice::Auto, &r).err().unwrap().to_string();
+        assert!(e.contains("nftables package"), "{e}");
+    }
+
+    #[test]
+    fn explicit_nftables_without_nft_is_a_clear_error() {
+        let r = FakeRunner::default().missing("nft");
+        let e = select(BackendChoice::Nftables, &r).err().unwrap().to_string();
+        assert!(e.contains("install the nftables package"), "{e}");
+    }
+}

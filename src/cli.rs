@@ -1,0 +1,124 @@
+//! The command line (the stable contract of DESIGN.md): subcommands, policy
+//! flags and their `APISERVER_GUARD_*` environment variables.
+
+use crate::core::policy::{Action, BackendChoice, Mode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "apiserver-guard",
+    version,
+    about = "Keep pod traffic away from kube-apiserver: an atomic, idempotent, self-checking nftables/iptables block",
+    after_help = "Exit codes: 0 ok, 1 runtime error, 2 bad input (nothing changed), 3 not in sync (status)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install or update the block once, idempotently and atomically.
+    Apply(PolicyArgs),
+    /// Remove everything this tool installed, in every backend, and nothing else.
+    Remove,
+    /// Compare what is installed with the policy: exit 0 in sync, 3 missing or drifted.
+    Status(StatusArgs),
+    /// Print exactly what `apply` would send to the firewall; change nothing.
+    Render(PolicyArgs),
+}
+
+/// Output format of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// Policy options shared by every subcommand that needs a policy. Unset
+/// options fall back to the config file, then to the defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyArgs {
+    /// Container (pod) CIDR to block; repeatable or comma-separated; IPv4 and IPv6.
+    #[arg(
+        long = "container-cidr",
+        value_name = "CIDR",
+        env = "APISERVER_GUARD_CONTAINER_CIDR",
+        value_delimiter = ','
+    )]
+    pub container_cidr: Vec<String>,
+    /// Apiserver endpoint: IP, IP:PORT or [IPv6]:PORT (no port = every port); repeatable or comma-separated.
+    #[arg(long, value_name = "ADDR", env = "APISERVER_GUARD_APISERVER", value_delimiter = ',')]
+    pub apiserver: Vec<String>,
+    /// vpc = OUTPUT hook, tunnel = FORWARD hook, both [default: both].
+    #[arg(long, value_enum, env = "APISERVER_GUARD_MODE")]
+    pub mode: Option<Mode>,
+    /// Firewall backend [default: auto].
+    #[arg(long, value_enum, env = "APISERVER_GUARD_BACKEND")]
+    pub backend: Option<BackendChoice>,
+    /// Source inside a container CIDR that keeps access; repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR", env = "APISERVER_GUARD_EXEMPT", value_delimiter = ',')]
+    pub exempt: Vec<String>,
+    /// What happens to blocked packets [default: reject].
+    #[arg(long, value_enum, env = "APISERVER_GUARD_ACTION")]
+    pub action: Option<Action>,
+    /// TOML config file; a missing default file is fine, a missing named file is an error.
+    #[arg(long, value_name = "PATH", env = "APISERVER_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("apiserver-guard").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lists_are_repeatable_and_comma_separated() {
+        let cli = parse(&[
+            "apply",
+            "--container-cidr",
+            "10.0.0.0/16,10.1.0.0/16",
+            "--container-cidr",
+            "fd00::/48",
+            "--apiserver",
+            "1.2.3.4:443",
+        ])
+        .unwrap();
+        let Command::Apply(p) = cli.command else { panic!() };
+        assert_eq!(p.container_cidr, vec!["10.0.0.0/16", "10.1.0.0/16", "fd00::/48"]);
+    }
+
+    #[test]
+    fn unknown_enum_values_are_usage_errors() {
+        let e = parse(&["apply", "--mode", "overlay"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = parse(&["apply", "--backend", "pf"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn status_takes_output_json() {
+        let cli = parse(&["status", "--output", "json"]).unwrap();
+        let Command::Status(s) = cli.command else { panic!() };
+        assert_eq!(s.output, OutputFormat::Json);
+    }
+}

@@ -1,0 +1,177 @@
+//! The subcommands as thin orchestration: load and check the policy, pick
+//! the backend, call it, print the result, map it to an exit code.
+
+use crate::backend::exec::{Runner, SystemRunner};
+use crate::backend::select::{all, select};
+use crate::backend::Backend;
+use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
+use crate::config::load_policy;
+use crate::core::drift::Drift;
+use crate::core::model::Blocklist;
+use crate::core::policy::Policy;
+use crate::core::validate::{check_lockout, validate};
+use crate::error::{exit, Error, Result};
+use crate::lockout::routes;
+use serde::Serialize;
+
+/// Runs one command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let runner = SystemRunner;
+    let result = match cli.command {
+        Command::Apply(args) => apply(&args, &runner),
+        Command::Remove => remove(&runner),
+        Command::Status(args) => status(&args, &runner),
+        Command::Render(args) => render(&args, &runner),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("apiserver-guard: {e}");
+        e.exit_code()
+    })
+}
+
+/// Policy from flags/env/file, validated (and, for changes, checked for self-lockout).
+pub fn prepare(args: &PolicyArgs, check_node_route: bool) -> Result<(Policy, Blocklist)> {
+    let policy = load_policy(args)?;
+    validate(&policy).map_err(Error::BadInput)?;
+    if check_node_route {
+        check_lockout(&policy, &routes(&policy.apiservers)).map_err(Error::BadInput)?;
+    }
+    let blocklist = Blocklist::from_policy(&policy);
+    Ok((policy, blocklist))
+}
+
+fn summary(p: &Policy, b: &Blocklist) -> String {
+    let hooks: Vec<&str> = b.hooks.iter().map(|h| h.name()).collect();
+    format!(
+        "{} container CIDR(s), {} exempt, {} apiserver endpoint(s), hooks {}, action {:?}",
+        p.sources.len(),
+        p.exempt.len(),
+        p.apiservers.len(),
+        hooks.join("+"),
+        p.action
+    )
+    .to_lowercase()
+}
+
+fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
+    let (policy, blocklist) = prepare(args, true)?;
+    let (backend, why) = select(policy.backend, runner)?;
+    let changed = backend.apply(&blocklist)?;
+    let left = backend.status(&blocklist)?;
+    if !left.is_empty() {
+        return Err(Error::runtime(format!(
+            "applied with {} but the read-back still differs (another agent may be rewriting the firewall): {}",
+            backend.name(),
+            describe(&left)
+        )));
+    }
+    let verb = if changed {
+        "block installed"
+    } else {
+        "block already in place, nothing changed"
+    };
+    println!(
+        "apiserver-guard: {verb} [{}: {why}]: {}",
+        backend.name(),
+        summary(&policy, &blocklist)
+    );
+    let cleaned = remove_leftovers(backend.as_ref(), runner)?;
+    for name in cleaned {
+        println!("apiserver-guard: removed stale rules of ours from {name}");
+    }
+    Ok(exit::OK)
+}
+
+/// Removes our objects from every backend but `keep`, so a backend switch
+/// never leaves an old block behind. Tools that are not installed hold nothing.
+fn remove_leftovers(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'static str>> {
+    let mut cleaned = Vec::new();
+    for other in all(runner).iter().filter(|b| b.name() != keep.name()) {
+        match other.remove() {
+            Ok(true) => cleaned.push(other.name()),
+            Ok(false) => {}
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => {
+                return Err(Error::runtime(format!(
+                    "the block is in place with {}, but stale rules of ours in {} could not be removed: {e}",
+                    keep.name(),
+                    other.name()
+                )))
+            }
+        }
+    }
+    Ok(cleaned)
+}
+
+fn remove(runner: &dyn Runner) -> Result<i32> {
+    let mut removed = Vec::new();
+    for b in all(runner) {
+        match b.remove() {
+            Ok(true) => removed.push(b.name()),
+            Ok(false) => {}
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if removed.is_empty() {
+        println!("apiserver-guard: nothing of ours installed");
+    } else {
+        println!("apiserver-guard: removed from {}", removed.join(", "));
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Serialize)]
+struct StatusReport<'a> {
+    backend: &'a str,
+    reason: &'a str,
+    in_sync: bool,
+    drift: &'a [Drift],
+}
+
+fn describe(drift: &[Drift]) -> String {
+    drift
+        .iter()
+        .map(|d| format!("{}: {}", d.object, d.problem))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
+    let (_, blocklist) = prepare(&args.policy, false)?;
+    let (backend, why) = select(load_policy(&args.policy)?.backend, runner)?;
+    let mut drift = backend.status(&blocklist)?;
+    for other in all(runner).iter().filter(|b| b.name() != backend.name()) {
+        if other.present().unwrap_or(false) {
+            drift.push(Drift {
+                object: other.name().to_string(),
+                problem: "stale objects of ours in a backend not in use (apply removes them)".into(),
+            });
+        }
+    }
+    let report = StatusReport {
+        backend: backend.name(),
+        reason: &why,
+        in_sync: drift.is_empty(),
+        drift: &drift,
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
+        OutputFormat::Text => {
+            let state = if report.in_sync { "in sync" } else { "NOT in sync" };
+            println!("backend: {} ({why})\nstate: {state}", report.backend);
+            for d in &drift {
+                println!("  - {}: {}", d.object, d.problem);
+            }
+        }
+    }
+    Ok(if report.in_sync { exit::OK } else { exit::NOT_IN_SYNC })
+}
+
+fn render(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
+    let (policy, blocklist) = prepare(args, false)?;
+    let (backend, why) = select(policy.backend, runner)?;
+    println!("# backend: {} ({why})", backend.name());
+    print!("{}", backend.render(&blocklist));
+    Ok(exit::OK)
+}

@@ -1,0 +1,220 @@
+//! Strict parsing of the addresses an operator gives us: CIDRs (no host bits,
+//! no names, no stray characters) and apiserver endpoints (`IP`, `IP:PORT`,
+//! `[IPv6]:PORT`). Pure; every error says what would be right.
+
+use ipnet::IpNet;
+use std::fmt;
+use std::net::IpAddr;
+
+/// An apiserver endpoint: an address and, optionally, one TCP port.
+/// Without a port every protocol and port to that address is blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.ip, self.port) {
+            (ip, None) => write!(f, "{ip}"),
+            (IpAddr::V4(ip), Some(p)) => write!(f, "{ip}:{p}"),
+            (IpAddr::V6(ip), Some(p)) => write!(f, "[{ip}]:{p}"),
+        }
+    }
+}
+
+/// Characters that can appear in an address or CIDR; anything else is
+/// refused up front with a message that does not echo shell syntax back as valid.
+fn has_only_address_chars(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/' | '[' | ']'))
+}
+
+/// Parses a CIDR such as `10.0.0.0/16` or `fd00::/48`. A bare address is a
+/// host network (/32 or /128). Host bits must be zero.
+pub fn parse_cidr(what: &str, input: &str) -> Result<IpNet, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(format!(
+            "{what}: empty value (expected a CIDR such as 10.0.0.0/16 or fd00::/48)"
+        ));
+    }
+    if !has_only_address_chars(s) {
+        return Err(format!(
+            "{what}: '{s}' is not a CIDR (expected a CIDR such as 10.0.0.0/16 or fd00::/48; names and other characters are not allowed)"
+        ));
+    }
+    let net: IpNet = if s.contains('/') {
+        s.parse().map_err(|_| {
+            format!("{what}: '{s}' is not a valid CIDR (expected e.g. 10.0.0.0/16 or fd00::/48; the prefix length is at most 32 for IPv4 and 128 for IPv6)")
+        })?
+    } else {
+        let ip: IpAddr = s.parse().map_err(|_| {
+            format!("{what}: '{s}' is not a valid CIDR or address (expected e.g. 10.0.0.0/16 or fd00::/48)")
+        })?;
+        IpNet::from(ip)
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{what}: '{s}' has host bits set; the network address is {} (write that, or fix the prefix length)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Parses an apiserver endpoint: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT`.
+pub fn parse_endpoint(input: &str) -> Result<Endpoint, String> {
+    let s = input.trim();
+    let what = "apiserver";
+    let hint = "expected IP, IP:PORT or [IPv6]:PORT, e.g. 192.168.0.10:5443 or [fd00::10]:6443";
+    if s.is_empty() {
+        return Err(format!("{what}: empty value ({hint})"));
+    }
+    if !has_only_address_chars(s) {
+        return Err(format!(
+            "{what}: '{s}' is not an IP address ({hint}; host names are not resolved, give the address)"
+        ));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{what}: '{s}' has no closing ']' ({hint})"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err(format!("{what}: '{s}' is malformed ({hint})")),
+            },
+        }
+    } else if s.matches(':').count() == 1 {
+        let (h, p) = s.split_once(':').expect("one colon");
+        (h, Some(p))
+    } else {
+        (s, None)
+    };
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| format!("{what}: '{s}' is not a valid address ({hint})"))?;
+    if s.starts_with('[') && ip.is_ipv4() {
+        return Err(format!(
+            "{what}: '{s}' puts an IPv4 address in brackets, which are for IPv6 ({hint})"
+        ));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(parse_port(s, p)?),
+    };
+    Ok(Endpoint { ip, port })
+}
+
+fn parse_port(whole: &str, p: &str) -> Result<u16, String> {
+    let n: u64 = p
+        .parse()
+        .map_err(|_| format!("apiserver: '{whole}' has an invalid port '{p}' (a number from 1 to 65535)"))?;
+    match n {
+        1..=65535 => Ok(n as u16),
+        _ => Err(format!(
+            "apiserver: '{whole}' has port {n}, outside 1..65535 (leave the port out to block every port)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_that_parse() {
+        assert_eq!(parse_cidr("x", "10.0.0.0/16").unwrap().to_string(), "10.0.0.0/16");
+        assert_eq!(parse_cidr("x", " fd00::/48 ").unwrap().to_string(), "fd00::/48");
+        assert_eq!(parse_cidr("x", "10.0.0.7").unwrap().to_string(), "10.0.0.7/32");
+        assert_eq!(parse_cidr("x", "fd00::7").unwrap().to_string(), "fd00::7/128");
+        assert_eq!(parse_cidr("x", "0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
+    }
+
+    #[test]
+    fn host_bits_name_the_network_address() {
+        let e = parse_cidr("container CIDR", "10.0.1.5/16").unwrap_err();
+        assert!(e.contains("host bits"), "{e}");
+        assert!(e.contains("10.0.0.0/16"), "{e}");
+        let e = parse_cidr("container CIDR", "fd00::1/48").unwrap_err();
+        assert!(e.contains("fd00::/48"), "{e}");
+    }
+
+    #[test]
+    fn malformed_cidrs_are_refused() {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/16",
+            "10.0.0.0/",
+            "ten.0.0.0/8",
+            "10.0.0.0/16; nft flush ruleset",
+            "10.0.0.0/16 -j ACCEPT",
+            "$(reboot)",
+            "10.0.0.0//16",
+            "256.0.0.0/8",
+            "10.0.0.0/-1",
+        ] {
+            assert!(parse_cidr("x", bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn smuggled_commands_are_named_as_not_a_cidr() {
+        let e = parse_cidr("container CIDR", "10.0.0.0/16; nft flush ruleset").unwrap_err();
+        assert!(e.contains("not a CIDR"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_that_parse() {
+        let e = parse_endpoint("192.168.0.10").unwrap();
+        assert_eq!((e.ip.to_string(), e.port), ("192.168.0.10".into(), None));
+        let e = parse_endpoint("192.168.0.10:5443").unwrap();
+        assert_eq!(e.port, Some(5443));
+        let e = parse_endpoint("[fd00::10]:6443").unwrap();
+        assert_eq!((e.ip.to_string(), e.port), ("fd00::10".into(), Some(6443)));
+        let e = parse_endpoint("fd00::10").unwrap();
+        assert_eq!((e.ip.to_string(), e.port), ("fd00::10".into(), None));
+        let e = parse_endpoint("[fd00::10]").unwrap();
+        assert_eq!(e.port, None);
+        assert_eq!(parse_endpoint("1.2.3.4:65535").unwrap().port, Some(65535));
+    }
+
+    #[test]
+    fn endpoint_display_round_trips() {
+        for s in ["192.168.0.10", "192.168.0.10:5443", "[fd00::10]:6443", "fd00::10"] {
+            assert_eq!(parse_endpoint(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn bad_ports_are_refused_with_the_range() {
+        for bad in ["1.2.3.4:0", "1.2.3.4:65536", "[fd00::1]:0", "[fd00::1]:99999"] {
+            let e = parse_endpoint(bad).unwrap_err();
+            assert!(e.contains("1..65535"), "{bad}: {e}");
+        }
+        assert!(parse_endpoint("1.2.3.4:").is_err());
+        assert!(parse_endpoint("1.2.3.4:https").is_err());
+    }
+
+    #[test]
+    fn malformed_endpoints_are_refused() {
+        for bad in [
+            "",
+            "apiserver.local",
+            "apiserver.local:443",
+            "1.2.3.4/32",
+            "[fd00::1",
+            "[fd00::1]443",
+            "1.2.3.4:443; rm -rf /",
+            "[1.2.3.4]:443",
+            "fd00::1:443:x",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+}

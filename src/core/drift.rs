@@ -1,0 +1,347 @@
+//! Drift comparison: desired vs observed state of our own objects, for each
+//! backend, as a list of findings an operator can read ("what is missing or
+//! different, and who likely did it"). Empty list = in sync.
+
+use super::nft_state::{NftState, RuleSig};
+use super::policy::Hook;
+use super::render_iptables::{jump_line, IptDesired, IptObserved, CHAIN};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// One difference between what should be installed and what is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The object concerned, e.g. `table inet apiserver_guard`, `ip6tables chain APISERVER-GUARD`.
+    pub object: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn drift(object: impl Into<String>, problem: impl Into<String>) -> Drift {
+    Drift {
+        object: object.into(),
+        problem: problem.into(),
+    }
+}
+
+fn show(set: &BTreeSet<&String>) -> String {
+    set.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Compares our nftables table. `observed` is None when the table is absent.
+pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) -> Vec<Drift> {
+    let Some(seen) = observed else {
+        return vec![drift(
+            format!("table {table}"),
+            "missing (deleted, or the ruleset was flushed)",
+        )];
+    };
+    let mut out = Vec::new();
+    for (name, want) in &desired.sets {
+        let obj = format!("set {name}");
+        let Some(got) = seen.sets.get(name) else {
+            out.push(drift(obj, "missing"));
+            continue;
+        };
+        if got.key_type != want.key_type || got.interval != want.interval {
+            out.push(drift(
+                obj.clone(),
+                format!(
+                    "has type '{}' (interval {}), expected '{}' (interval {})",
+                    got.key_type, got.interval, want.key_type, want.interval
+                ),
+            ));
+        }
+        let missing: BTreeSet<_> = want.elements.difference(&got.elements).collect();
+        let extra: BTreeSet<_> = got.elements.difference(&want.elements).collect();
+        if !missing.is_empty() {
+            out.push(drift(obj.clone(), format!("missing elements: {}", show(&missing))));
+        }
+        if !extra.is_empty() {
+            out.push(drift(obj, format!("unexpected elements: {}", show(&extra))));
+        }
+    }
+    for name in seen.sets.keys().filter(|n| !desired.sets.contains_key(*n)) {
+        out.push(drift(
+            format!("set {name}"),
+            "not part of the policy (stale or foreign)",
+        ));
+    }
+    for (name, want) in &desired.chains {
+        let obj = format!("chain {name}");
+        let Some(got) = seen.chains.get(name) else {
+            out.push(drift(obj, "missing"));
+            continue;
+        };
+        if got.base != want.base {
+            out.push(drift(
+                obj.clone(),
+                format!("hook/type/priority/policy is {:?}, expected {:?}", got.base, want.base),
+            ));
+        }
+        if got.rules != want.rules {
+            out.push(drift(obj, rules_problem(&want.rules, &got.rules)));
+        }
+    }
+    for name in seen.chains.keys().filter(|n| !desired.chains.contains_key(*n)) {
+        out.push(drift(
+            format!("chain {name}"),
+            "not part of the policy (stale hook or foreign chain)",
+        ));
+    }
+    out
+}
+
+fn rules_problem(want: &[RuleSig], got: &[RuleSig]) -> String {
+    let names = |rules: &[RuleSig]| {
+        rules
+            .iter()
+            .map(|r| {
+                if r.comment.is_empty() {
+                    "<uncommented>".to_string()
+                } else {
+                    r.comment.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let (w, g) = (names(want), names(got));
+    if w == g {
+        format!("rules changed in place (expected {want:?}, found {got:?})")
+    } else {
+        format!("rules are [{}], expected [{}]", g.join(", "), w.join(", "))
+    }
+}
+
+/// Compares one iptables family. `label` names the tool, e.g. `iptables-nft` or `ip6tables-legacy`.
+pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let chain_obj = format!("{label} chain {CHAIN}");
+    match (want, &seen.chain) {
+        (Some(_), None) => out.push(drift(chain_obj.clone(), "missing (deleted, or the table was flushed)")),
+        (Some(w), Some(rules)) if *rules != w.rules => {
+            let have: BTreeSet<&String> = rules.iter().collect();
+            let need: BTreeSet<&String> = w.rules.iter().collect();
+            let missing: BTreeSet<_> = need.difference(&have).copied().collect();
+            let extra: BTreeSet<_> = have.difference(&need).copied().collect();
+            let problem = if rules.is_empty() {
+                "empty (flushed, e.g. by iptables -F)".to_string()
+            } else if missing.is_empty() && extra.is_empty() {
+                "rules are out of order or duplicated".to_string()
+            } else {
+                format!(
+                    "missing rules: [{}]; unexpected rules: [{}]",
+                    show(&missing),
+                    show(&extra)
+                )
+            };
+            out.push(drift(chain_obj.clone(), problem));
+        }
+        (None, Some(_)) => out.push(drift(
+            chain_obj.clone(),
+            "stale: the policy blocks nothing in this family",
+        )),
+        _ => {}
+    }
+    for hook in Hook::ALL {
+        let j = seen.jumps.get(&hook).copied().unwrap_or_default();
+        let used = want.is_some_and(|w| w.hooks.contains(&hook));
+        let obj = format!("{label} chain {}", hook.iptables_chain());
+        if used && !j.at_top {
+            let problem = match seen.top_rule.get(&hook) {
+                Some(top) => format!(
+                    "our jump is not rule 1 (rule 1 is '{top}'): a rule above it can bypass the block; expected '{}'",
+                    jump_line(hook)
+                ),
+                None => format!("our jump is missing (expected '{}' as rule 1)", jump_line(hook)),
+            };
+            out.push(drift(obj, problem));
+        } else if used && j.count.is_some_and(|n| n > 1) {
+            out.push(drift(
+                obj,
+                format!("{} copies of our jump, expected one", j.count.unwrap_or(0)),
+            ));
+        } else if !used && (j.at_top || j.count.is_some_and(|n| n > 0)) {
+            out.push(drift(
+                obj,
+                "stale jump to our chain (the mode no longer hooks this chain)",
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::tests::policy;
+    use crate::core::model::{Blocklist, Family};
+    use crate::core::policy::{Action, Mode};
+    use crate::core::render_iptables::{desired, JumpState};
+    use crate::core::render_nft::desired_state;
+    use std::collections::BTreeMap;
+
+    fn blocklist(mode: Mode) -> Blocklist {
+        Blocklist::from_policy(&policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.10:5443"],
+            mode,
+            Action::Reject,
+        ))
+    }
+
+    const T: &str = "inet apiserver_guard";
+
+    #[test]
+    fn nft_identical_state_is_in_sync() {
+        let d = desired_state(&blocklist(Mode::Both));
+        assert!(diff_nft(&d, Some(&d.clone()), T).is_empty());
+    }
+
+    #[test]
+    fn nft_missing_table_is_one_finding() {
+        let d = desired_state(&blocklist(Mode::Both));
+        let f = diff_nft(&d, None, T);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].problem.contains("missing"));
+    }
+
+    #[test]
+    fn nft_changed_elements_are_named() {
+        let d = desired_state(&blocklist(Mode::Both));
+        let mut seen = d.clone();
+        let src = seen.sets.get_mut("sources_v4").unwrap();
+        src.elements.clear();
+        src.elements.insert("10.9.0.0/16".into());
+        let f = diff_nft(&d, Some(&seen), T);
+        assert!(f.iter().any(|x| x.problem == "missing elements: 10.0.0.0/16"), "{f:?}");
+        assert!(
+            f.iter().any(|x| x.problem == "unexpected elements: 10.9.0.0/16"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn nft_deleted_rule_foreign_rule_and_stale_chain_are_found() {
+        let d = desired_state(&blocklist(Mode::Tunnel));
+        let mut seen = d.clone();
+        seen.chains.get_mut("guard").unwrap().rules.clear();
+        let f = diff_nft(&d, Some(&seen), T);
+        assert!(f.iter().any(|x| x.object == "chain guard"), "{f:?}");
+
+        let mut seen = d.clone();
+        let mut accept = seen.chains["guard"].rules[0].clone();
+        accept.verdict = "accept".into();
+        accept.comment = String::new();
+        seen.chains.get_mut("guard").unwrap().rules.insert(0, accept);
+        assert!(diff_nft(&d, Some(&seen), T)
+            .iter()
+            .any(|x| x.problem.contains("<uncommented>")));
+
+        let both = desired_state(&blocklist(Mode::Both));
+        let f = diff_nft(&d, Some(&both), T);
+        assert!(
+            f.iter()
+                .any(|x| x.object == "chain output" && x.problem.contains("not part of the policy")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn nft_rule_changed_in_place_is_found() {
+        let d = desired_state(&blocklist(Mode::Both));
+        let mut seen = d.clone();
+        seen.chains.get_mut("guard").unwrap().rules[0].verdict = "accept".into();
+        let f = diff_nft(&d, Some(&seen), T);
+        assert!(f.iter().any(|x| x.problem.contains("changed in place")), "{f:?}");
+    }
+
+    #[test]
+    fn nft_base_chain_priority_change_is_found() {
+        let d = desired_state(&blocklist(Mode::Both));
+        let mut seen = d.clone();
+        seen.chains.get_mut("forward").unwrap().base.as_mut().unwrap().priority = 10;
+        assert_eq!(diff_nft(&d, Some(&seen), T).len(), 1);
+    }
+
+    fn ipt(mode: Mode) -> IptDesired {
+        desired(&blocklist(mode), Family::V4).unwrap()
+    }
+
+    fn seen(rules: Option<Vec<String>>, out: JumpState, fwd: JumpState, top: &[(Hook, &str)]) -> IptObserved {
+        IptObserved {
+            chain: rules,
+            jumps: [(Hook::Output, out), (Hook::Forward, fwd)].into(),
+            top_rule: top.iter().map(|(h, s)| (*h, s.to_string())).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    const TOP: JumpState = JumpState {
+        at_top: true,
+        count: None,
+    };
+    const NOT: JumpState = JumpState {
+        at_top: false,
+        count: None,
+    };
+
+    #[test]
+    fn iptables_in_sync() {
+        let w = ipt(Mode::Both);
+        assert!(diff_iptables(Some(&w), &seen(Some(w.rules.clone()), TOP, TOP, &[]), "iptables-nft").is_empty());
+    }
+
+    #[test]
+    fn iptables_accept_above_our_jump_is_reported_with_the_rule() {
+        let w = ipt(Mode::Tunnel);
+        let top = "-A FORWARD -s 10.0.0.0/16 -j ACCEPT";
+        let f = diff_iptables(
+            Some(&w),
+            &seen(Some(w.rules.clone()), NOT, NOT, &[(Hook::Forward, top)]),
+            "iptables-legacy",
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].problem.contains(top) && f[0].problem.contains("bypass"), "{f:?}");
+    }
+
+    #[test]
+    fn iptables_flushed_chain_and_missing_chain() {
+        let w = ipt(Mode::Tunnel);
+        let f = diff_iptables(Some(&w), &seen(Some(vec![]), NOT, TOP, &[]), "iptables-nft");
+        assert!(f[0].problem.contains("flushed"), "{f:?}");
+        let f = diff_iptables(Some(&w), &seen(None, NOT, NOT, &[]), "iptables-nft");
+        assert_eq!(f.len(), 2, "chain and jump: {f:?}");
+    }
+
+    #[test]
+    fn iptables_changed_rules_and_stale_objects() {
+        let w = ipt(Mode::Tunnel);
+        let f = diff_iptables(
+            Some(&w),
+            &seen(Some(vec!["-A APISERVER-GUARD -j ACCEPT".into()]), NOT, TOP, &[]),
+            "x",
+        );
+        assert!(
+            f[0].problem
+                .contains("unexpected rules: [-A APISERVER-GUARD -j ACCEPT]"),
+            "{f:?}"
+        );
+        let f = diff_iptables(Some(&w), &seen(Some(w.rules.clone()), TOP, TOP, &[]), "x");
+        assert!(f[0].problem.contains("stale jump"), "{f:?}");
+        let f = diff_iptables(None, &seen(Some(vec![]), NOT, NOT, &[]), "ip6tables-nft");
+        assert!(f[0].problem.contains("stale"), "{f:?}");
+        assert!(diff_iptables(None, &seen(None, NOT, NOT, &[]), "x").is_empty());
+    }
+
+    #[test]
+    fn iptables_duplicate_jumps_are_reported() {
+        let w = ipt(Mode::Tunnel);
+        let dup = JumpState {
+            at_top: true,
+            count: Some(2),
+        };
+        let f = diff_iptables(Some(&w), &seen(Some(w.rules.clone()), NOT, dup, &[]), "x");
+        assert!(f[0].problem.contains("2 copies"), "{f:?}");
+    }
+}

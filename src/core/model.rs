@@ -1,0 +1,311 @@
+//! The backend-neutral rule model: one validated policy becomes, per address
+//! family, the sets of addresses and the ordered list of abstract rules every
+//! backend installs. This is the only place that decides *which* rules exist;
+//! the renderers only translate them into nft or iptables syntax.
+
+use super::address::Endpoint;
+use super::policy::{Action, Hook, Policy};
+use ipnet::IpNet;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of_ip(ip: &IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn of_net(net: &IpNet) -> Family {
+        Family::of_ip(&net.addr())
+    }
+
+    /// "v4" / "v6", used in object names.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+}
+
+/// Which destinations a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Source in the exempt set: leave our chain, untouched.
+    Exempt,
+    /// Destination address and TCP port in the `address:port` endpoints.
+    ApiPort,
+    /// Destination address in the port-less endpoints (every protocol and port).
+    ApiAny,
+}
+
+/// What a rule does with a matching packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stop evaluating our rules (exempt sources).
+    Return,
+    /// Answer with a TCP reset (TCP only).
+    TcpReset,
+    /// Answer with ICMP "administratively prohibited".
+    IcmpProhibited,
+    Drop,
+}
+
+/// One abstract rule, before any backend syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub family: Family,
+    pub target: Target,
+    /// Match TCP only.
+    pub tcp_only: bool,
+    pub verdict: Verdict,
+}
+
+impl Rule {
+    /// Stable name, used as the nftables rule comment and in drift reports.
+    pub fn name(&self) -> String {
+        let what = match (self.target, self.tcp_only) {
+            (Target::Exempt, _) => "exempt",
+            (Target::ApiPort, _) => "block-tcp-port",
+            (Target::ApiAny, true) => "block-tcp",
+            (Target::ApiAny, false) => "block-all",
+        };
+        format!("{what}-{}", self.family.suffix())
+    }
+
+    /// Whether the rule's counter counts blocked packets (metrics).
+    pub fn blocks(&self) -> bool {
+        self.target != Target::Exempt
+    }
+}
+
+/// The addresses of one family.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FamilyAddrs {
+    /// Blocked container CIDRs, aggregated (no overlaps: nft interval sets refuse them).
+    pub sources: Vec<IpNet>,
+    /// Exempt sources, aggregated.
+    pub exempt: Vec<IpNet>,
+    /// Endpoints with a port (TCP to that port is blocked).
+    pub api_ports: Vec<(IpAddr, u16)>,
+    /// Endpoints without a port (everything to that address is blocked).
+    pub api_any: Vec<IpAddr>,
+}
+
+/// Everything a backend needs to install: hooks, and per family the sets and rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocklist {
+    pub hooks: Vec<Hook>,
+    pub action: Action,
+    pub families: Vec<(Family, FamilyAddrs)>,
+}
+
+impl Blocklist {
+    /// Builds the model from a validated policy. Families with no source or
+    /// no apiserver are left out: there is nothing to block for them.
+    pub fn from_policy(policy: &Policy) -> Blocklist {
+        let families = Family::ALL
+            .iter()
+            .filter_map(|&fam| {
+                let addrs = family_addrs(policy, fam);
+                let blocks_something =
+                    !addrs.sources.is_empty() && (!addrs.api_ports.is_empty() || !addrs.api_any.is_empty());
+                blocks_something.then_some((fam, addrs))
+            })
+            .collect();
+        let mut hooks = policy.mode.hooks();
+        hooks.sort();
+        Blocklist {
+            hooks,
+            action: policy.action,
+            families,
+        }
+    }
+
+    /// The ordered rules of every family: exemptions first, then blocks.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.families
+            .iter()
+            .flat_map(|(fam, addrs)| family_rules(*fam, addrs, self.action))
+            .collect()
+    }
+
+    pub fn addrs(&self, fam: Family) -> Option<&FamilyAddrs> {
+        self.families.iter().find(|(f, _)| *f == fam).map(|(_, a)| a)
+    }
+}
+
+fn family_addrs(policy: &Policy, fam: Family) -> FamilyAddrs {
+    let nets = |list: &[IpNet]| {
+        let of_fam: Vec<IpNet> = list.iter().filter(|n| Family::of_net(n) == fam).copied().collect();
+        IpNet::aggregate(&of_fam)
+    };
+    let endpoints: Vec<&Endpoint> = policy
+        .apiservers
+        .iter()
+        .filter(|e| Family::of_ip(&e.ip) == fam)
+        .collect();
+    let api_any: BTreeSet<IpAddr> = endpoints.iter().filter(|e| e.port.is_none()).map(|e| e.ip).collect();
+    let api_ports: BTreeSet<(IpAddr, u16)> = endpoints
+        .iter()
+        .filter_map(|e| e.port.map(|p| (e.ip, p)))
+        // An address blocked on every port needs no per-port entry.
+        .filter(|(ip, _)| !api_any.contains(ip))
+        .collect();
+    FamilyAddrs {
+        sources: nets(&policy.sources),
+        exempt: nets(&policy.exempt),
+        api_ports: api_ports.into_iter().collect(),
+        api_any: api_any.into_iter().collect(),
+    }
+}
+
+fn family_rules(family: Family, addrs: &FamilyAddrs, action: Action) -> Vec<Rule> {
+    let rule = |target, tcp_only, verdict| Rule {
+        family,
+        target,
+        tcp_only,
+        verdict,
+    };
+    let mut rules = Vec::new();
+    if !addrs.exempt.is_empty() {
+        rules.push(rule(Target::Exempt, false, Verdict::Return));
+    }
+    let (tcp_verdict, other_verdict) = match action {
+        Action::Reject => (Verdict::TcpReset, Verdict::IcmpProhibited),
+        Action::Drop => (Verdict::Drop, Verdict::Drop),
+    };
+    if !addrs.api_ports.is_empty() {
+        rules.push(rule(Target::ApiPort, true, tcp_verdict));
+    }
+    if !addrs.api_any.is_empty() {
+        if action == Action::Reject {
+            // TCP first so it gets a reset; the rest an ICMP error.
+            rules.push(rule(Target::ApiAny, true, tcp_verdict));
+        }
+        rules.push(rule(Target::ApiAny, false, other_verdict));
+    }
+    rules
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::core::address::{parse_cidr, parse_endpoint};
+    use crate::core::policy::{BackendChoice, Mode};
+
+    pub(crate) fn policy(sources: &[&str], exempt: &[&str], apis: &[&str], mode: Mode, action: Action) -> Policy {
+        Policy {
+            sources: sources.iter().map(|s| parse_cidr("s", s).unwrap()).collect(),
+            exempt: exempt.iter().map(|s| parse_cidr("e", s).unwrap()).collect(),
+            apiservers: apis.iter().map(|s| parse_endpoint(s).unwrap()).collect(),
+            mode,
+            action,
+            backend: BackendChoice::Auto,
+        }
+    }
+
+    #[test]
+    fn overlapping_and_adjacent_sources_are_aggregated() {
+        let p = policy(
+            &["10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/25", "10.0.0.0/24"],
+            &[],
+            &["192.168.0.1:443"],
+            Mode::Both,
+            Action::Reject,
+        );
+        let b = Blocklist::from_policy(&p);
+        assert_eq!(
+            b.addrs(Family::V4).unwrap().sources,
+            vec![parse_cidr("x", "10.0.0.0/23").unwrap()]
+        );
+    }
+
+    #[test]
+    fn families_are_split_and_empty_ones_left_out() {
+        let p = policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &[],
+            &["192.168.0.1:443"],
+            Mode::Both,
+            Action::Reject,
+        );
+        let b = Blocklist::from_policy(&p);
+        assert!(b.addrs(Family::V4).is_some());
+        assert!(b.addrs(Family::V6).is_none(), "no v6 apiserver, nothing to block in v6");
+    }
+
+    #[test]
+    fn port_entries_subsumed_by_a_portless_endpoint_are_dropped() {
+        let p = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.1:443", "192.168.0.1", "192.168.0.2:443", "192.168.0.2:443"],
+            Mode::Both,
+            Action::Reject,
+        );
+        let a = Blocklist::from_policy(&p).addrs(Family::V4).unwrap().clone();
+        assert_eq!(a.api_any, vec!["192.168.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(a.api_ports, vec![("192.168.0.2".parse().unwrap(), 443)]);
+    }
+
+    #[test]
+    fn reject_rules_in_order_exempt_then_tcp_then_icmp() {
+        let p = policy(
+            &["10.0.0.0/16"],
+            &["10.0.9.0/24"],
+            &["192.168.0.1:443", "192.168.0.2"],
+            Mode::Both,
+            Action::Reject,
+        );
+        let names: Vec<String> = Blocklist::from_policy(&p).rules().iter().map(|r| r.name()).collect();
+        assert_eq!(
+            names,
+            ["exempt-v4", "block-tcp-port-v4", "block-tcp-v4", "block-all-v4"]
+        );
+        let verdicts: Vec<Verdict> = Blocklist::from_policy(&p).rules().iter().map(|r| r.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Return,
+                Verdict::TcpReset,
+                Verdict::TcpReset,
+                Verdict::IcmpProhibited
+            ]
+        );
+    }
+
+    #[test]
+    fn drop_action_needs_no_separate_tcp_rule() {
+        let p = policy(
+            &["fd00::/48"],
+            &[],
+            &["[fd01::1]:443", "fd01::2"],
+            Mode::Tunnel,
+            Action::Drop,
+        );
+        let rules = Blocklist::from_policy(&p).rules();
+        let names: Vec<String> = rules.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["block-tcp-port-v6", "block-all-v6"]);
+        assert!(rules.iter().all(|r| r.verdict == Verdict::Drop));
+    }
+
+    #[test]
+    fn hooks_follow_the_mode() {
+        let mk = |m| Blocklist::from_policy(&policy(&["10.0.0.0/16"], &[], &["1.2.3.4"], m, Action::Reject)).hooks;
+        assert_eq!(mk(Mode::Vpc), vec![Hook::Output]);
+        assert_eq!(mk(Mode::Tunnel), vec![Hook::Forward]);
+        assert_eq!(mk(Mode::Both), vec![Hook::Output, Hook::Forward]);
+    }
+}

@@ -1,0 +1,93 @@
+//! The policy as plain data: which sources are blocked from which apiserver
+//! endpoints, on which hooks, with which action, through which backend.
+//! Built by `config`, checked by `validate`, turned into rules by `model`.
+
+use super::address::Endpoint;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Network model of the cluster, i.e. which netfilter hooks see pod traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// VPC model: pod traffic leaves through the node's OUTPUT path.
+    Vpc,
+    /// Overlay/tunnel model: pod traffic is routed through FORWARD.
+    Tunnel,
+    /// Both hooks (the default: safe whatever the network model).
+    Both,
+}
+
+/// A netfilter hook we attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Output,
+    Forward,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::Output, Hook::Forward];
+
+    /// Lower-case name, as nftables spells the hook.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Output => "output",
+            Hook::Forward => "forward",
+        }
+    }
+
+    /// Upper-case name of the built-in iptables chain on this hook.
+    pub fn iptables_chain(self) -> &'static str {
+        match self {
+            Hook::Output => "OUTPUT",
+            Hook::Forward => "FORWARD",
+        }
+    }
+}
+
+impl Mode {
+    pub fn hooks(self) -> Vec<Hook> {
+        match self {
+            Mode::Vpc => vec![Hook::Output],
+            Mode::Tunnel => vec![Hook::Forward],
+            Mode::Both => vec![Hook::Output, Hook::Forward],
+        }
+    }
+}
+
+/// What happens to a blocked packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// TCP reset for TCP (instant, not rate limited), ICMP error otherwise.
+    Reject,
+    /// Silently drop (clients wait for their timeout).
+    Drop,
+}
+
+/// Which firewall to program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendChoice {
+    /// nftables when `nft` works, else iptables in the variant the host uses.
+    Auto,
+    Nftables,
+    /// iptables in the variant the host uses (legacy or nft).
+    Iptables,
+    IptablesNft,
+    IptablesLegacy,
+}
+
+/// The whole policy, parsed but not yet validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Container CIDRs whose traffic is blocked.
+    pub sources: Vec<IpNet>,
+    /// Sources inside the container CIDRs that keep access.
+    pub exempt: Vec<IpNet>,
+    pub apiservers: Vec<Endpoint>,
+    pub mode: Mode,
+    pub action: Action,
+    pub backend: BackendChoice,
+}

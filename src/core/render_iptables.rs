@@ -1,0 +1,363 @@
+//! iptables rendering: the model becomes the rule lines of our own chain
+//! (spelled exactly as `iptables -S` prints them, so read-back is a string
+//! compare) and `iptables-restore --noflush` payloads that install, move or
+//! remove our jumps in one transaction per address family.
+
+use super::model::{Blocklist, Family, Rule, Target, Verdict};
+use super::policy::Hook;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub const CHAIN: &str = "APISERVER-GUARD";
+pub const COMMENT: &str = "apiserver-guard";
+
+/// The jump rule as `iptables -S <HOOK> 1` prints it.
+pub fn jump_line(hook: Hook) -> String {
+    format!("-A {} {}", hook.iptables_chain(), jump_spec())
+}
+
+fn jump_spec() -> String {
+    format!("-m comment --comment {COMMENT} -j {CHAIN}")
+}
+
+fn host(ip: &IpAddr) -> String {
+    IpNet::from(*ip).to_string()
+}
+
+fn verdict_spec(v: Verdict, fam: Family) -> &'static str {
+    match (v, fam) {
+        (Verdict::Return, _) => "-j RETURN",
+        (Verdict::TcpReset, _) => "-j REJECT --reject-with tcp-reset",
+        (Verdict::IcmpProhibited, Family::V4) => "-j REJECT --reject-with icmp-admin-prohibited",
+        (Verdict::IcmpProhibited, Family::V6) => "-j REJECT --reject-with icmp6-adm-prohibited",
+        (Verdict::Drop, _) => "-j DROP",
+    }
+}
+
+/// Expands one abstract rule over the addresses (iptables has no sets here:
+/// one line per source and destination).
+fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
+    let Some(a) = b.addrs(r.family) else { return Vec::new() };
+    let tail = format!("-m comment --comment {COMMENT} {}", verdict_spec(r.verdict, r.family));
+    let mut out = Vec::new();
+    match r.target {
+        Target::Exempt => {
+            for ex in &a.exempt {
+                out.push(format!("-A {CHAIN} -s {ex} {tail}"));
+            }
+        }
+        Target::ApiPort => {
+            for src in &a.sources {
+                for (ip, port) in &a.api_ports {
+                    out.push(format!(
+                        "-A {CHAIN} -s {src} -d {} -p tcp -m tcp --dport {port} {tail}",
+                        host(ip)
+                    ));
+                }
+            }
+        }
+        Target::ApiAny => {
+            let proto = if r.tcp_only { "-p tcp " } else { "" };
+            for src in &a.sources {
+                for ip in &a.api_any {
+                    out.push(format!("-A {CHAIN} -s {src} -d {} {proto}{tail}", host(ip)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What one address family should hold: our chain's rules and the hooks that jump to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IptDesired {
+    pub rules: Vec<String>,
+    pub hooks: Vec<Hook>,
+}
+
+/// The desired state of a family; None when the policy blocks nothing there.
+pub fn desired(b: &Blocklist, fam: Family) -> Option<IptDesired> {
+    b.addrs(fam)?;
+    let rules = b
+        .rules()
+        .iter()
+        .filter(|r| r.family == fam)
+        .flat_map(|r| rule_lines(r, b))
+        .collect();
+    Some(IptDesired {
+        rules,
+        hooks: b.hooks.clone(),
+    })
+}
+
+/// Where our jump stands in one built-in chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JumpState {
+    /// Rule 1 of the chain is our jump.
+    pub at_top: bool,
+    /// How many of our jumps the chain holds; None when only rule 1 was read.
+    pub count: Option<usize>,
+}
+
+/// Our objects in one family, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IptObserved {
+    /// Our chain's rule lines (`-A ...`), None when the chain does not exist.
+    pub chain: Option<Vec<String>>,
+    pub jumps: BTreeMap<Hook, JumpState>,
+    /// Rule 1 of each built-in chain when it is not ours (for drift reports).
+    pub top_rule: BTreeMap<Hook, String>,
+}
+
+impl IptObserved {
+    /// Nothing of ours is present.
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_none() && self.jumps.values().all(|j| !j.at_top && j.count.unwrap_or(0) == 0)
+    }
+
+    /// Whether planning a change needs the full jump counts (reading whole built-in chains).
+    pub fn needs_full_count(&self, want: Option<&IptDesired>) -> bool {
+        Hook::ALL.iter().any(|h| {
+            let j = self.jumps.get(h).copied().unwrap_or_default();
+            let used = want.is_some_and(|w| w.hooks.contains(h));
+            // Rule 1 already right (used and ours) or nothing of ours seen (unused, not ours): no count needed.
+            j.count.is_none() && used != j.at_top
+        })
+    }
+}
+
+/// The `iptables-restore --noflush` payload that brings one family from
+/// `seen` to `want` (or removes everything of ours when `want` is None).
+/// Returns None when nothing needs to change. Jumps are deleted by their
+/// full spec (never by number, which another agent could shift under us).
+pub fn plan(want: Option<&IptDesired>, seen: &IptObserved) -> Option<String> {
+    let mut lines = vec!["*filter".to_string()];
+    let mut changed = false;
+    if let Some(w) = want {
+        if seen.chain.as_ref() != Some(&w.rules) {
+            lines.push(format!(":{CHAIN} - [0:0]"));
+            lines.extend(w.rules.iter().cloned());
+            changed = true;
+        }
+    }
+    for hook in Hook::ALL {
+        let j = seen.jumps.get(&hook).copied().unwrap_or_default();
+        let used = want.is_some_and(|w| w.hooks.contains(&hook));
+        let count = j.count.unwrap_or(usize::from(j.at_top));
+        if used && j.at_top && count == 1 {
+            continue;
+        }
+        for _ in 0..count {
+            lines.push(format!("-D {} {}", hook.iptables_chain(), jump_spec()));
+            changed = true;
+        }
+        if used {
+            lines.push(format!("-I {} 1 {}", hook.iptables_chain(), jump_spec()));
+            changed = true;
+        }
+    }
+    if want.is_none() && seen.chain.is_some() {
+        lines.push(format!("-F {CHAIN}"));
+        lines.push(format!("-X {CHAIN}"));
+        changed = true;
+    }
+    lines.push("COMMIT".to_string());
+    changed.then(|| lines.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::tests::policy;
+    use crate::core::policy::{Action, Mode};
+
+    fn bl(src: &[&str], ex: &[&str], api: &[&str], mode: Mode, action: Action) -> Blocklist {
+        Blocklist::from_policy(&policy(src, ex, api, mode, action))
+    }
+
+    #[test]
+    fn rules_are_spelled_as_iptables_prints_them() {
+        let b = bl(
+            &["10.0.0.0/16"],
+            &["10.0.9.0/24"],
+            &["192.168.0.10:5443", "192.168.0.11"],
+            Mode::Both,
+            Action::Reject,
+        );
+        let d = desired(&b, Family::V4).unwrap();
+        assert_eq!(
+            d.rules,
+            vec![
+                "-A APISERVER-GUARD -s 10.0.9.0/24 -m comment --comment apiserver-guard -j RETURN",
+                "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset",
+                "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.11/32 -p tcp -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset",
+                "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.11/32 -m comment --comment apiserver-guard -j REJECT --reject-with icmp-admin-prohibited",
+            ]
+        );
+        assert!(desired(&b, Family::V6).is_none());
+    }
+
+    #[test]
+    fn ipv6_and_drop() {
+        let b = bl(
+            &["fd00::/48"],
+            &[],
+            &["fd01::1", "[fd01::2]:443"],
+            Mode::Tunnel,
+            Action::Drop,
+        );
+        let d = desired(&b, Family::V6).unwrap();
+        assert_eq!(
+            d.rules,
+            vec![
+                "-A APISERVER-GUARD -s fd00::/48 -d fd01::2/128 -p tcp -m tcp --dport 443 -m comment --comment apiserver-guard -j DROP",
+                "-A APISERVER-GUARD -s fd00::/48 -d fd01::1/128 -m comment --comment apiserver-guard -j DROP",
+            ]
+        );
+        assert_eq!(d.hooks, vec![Hook::Forward]);
+        let r = bl(&["fd00::/48"], &[], &["fd01::1"], Mode::Tunnel, Action::Reject);
+        assert!(desired(&r, Family::V6).unwrap().rules[1].ends_with("--reject-with icmp6-adm-prohibited"));
+    }
+
+    #[test]
+    fn rules_multiply_sources_by_apiservers() {
+        let b = bl(
+            &["10.0.0.0/16", "10.2.0.0/16"],
+            &[],
+            &["1.1.1.1:443", "1.1.1.2:443"],
+            Mode::Both,
+            Action::Reject,
+        );
+        assert_eq!(desired(&b, Family::V4).unwrap().rules.len(), 4);
+    }
+
+    fn want() -> IptDesired {
+        IptDesired {
+            rules: vec!["-A APISERVER-GUARD -s 10.0.0.0/16 -j DROP".into()],
+            hooks: vec![Hook::Forward],
+        }
+    }
+
+    fn observed(chain: Option<Vec<String>>, out: JumpState, fwd: JumpState) -> IptObserved {
+        IptObserved {
+            chain,
+            jumps: [(Hook::Output, out), (Hook::Forward, fwd)].into(),
+            top_rule: BTreeMap::new(),
+        }
+    }
+
+    const NONE: JumpState = JumpState {
+        at_top: false,
+        count: Some(0),
+    };
+    const TOP: JumpState = JumpState {
+        at_top: true,
+        count: None,
+    };
+
+    #[test]
+    fn fresh_install_creates_chain_and_inserts_jump_at_1() {
+        let p = plan(Some(&want()), &observed(None, NONE, NONE)).unwrap();
+        assert_eq!(
+            p,
+            "*filter\n:APISERVER-GUARD - [0:0]\n-A APISERVER-GUARD -s 10.0.0.0/16 -j DROP\n\
+             -I FORWARD 1 -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn in_sync_needs_nothing() {
+        assert_eq!(plan(Some(&want()), &observed(Some(want().rules), NONE, TOP)), None);
+    }
+
+    #[test]
+    fn flushed_chain_is_refilled_without_touching_a_good_jump() {
+        let p = plan(Some(&want()), &observed(Some(vec![]), NONE, TOP)).unwrap();
+        assert!(p.contains(":APISERVER-GUARD - [0:0]"));
+        assert!(!p.contains("-D ") && !p.contains("-I "), "{p}");
+    }
+
+    #[test]
+    fn displaced_jumps_are_all_deleted_by_spec_and_one_inserted_at_top() {
+        let fwd = JumpState {
+            at_top: false,
+            count: Some(2),
+        };
+        let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd)).unwrap();
+        assert_eq!(
+            p.matches("-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD")
+                .count(),
+            2
+        );
+        assert_eq!(p.matches("-I FORWARD 1 ").count(), 1);
+        assert!(p.find("-D FORWARD").unwrap() < p.find("-I FORWARD").unwrap());
+    }
+
+    #[test]
+    fn duplicate_at_top_is_reduced_to_one() {
+        let fwd = JumpState {
+            at_top: true,
+            count: Some(3),
+        };
+        let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd)).unwrap();
+        assert_eq!(p.matches("-D FORWARD").count(), 3);
+        assert_eq!(p.matches("-I FORWARD 1").count(), 1);
+    }
+
+    #[test]
+    fn jumps_of_unused_hooks_are_removed() {
+        let out = JumpState {
+            at_top: true,
+            count: Some(1),
+        };
+        let p = plan(Some(&want()), &observed(Some(want().rules), out, TOP)).unwrap();
+        assert!(p.contains("-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD"));
+        assert!(!p.contains("-I OUTPUT"));
+    }
+
+    #[test]
+    fn removal_deletes_jumps_then_flushes_and_deletes_chain() {
+        let p = plan(
+            None,
+            &observed(
+                Some(want().rules),
+                JumpState {
+                    at_top: true,
+                    count: Some(1),
+                },
+                NONE,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            "*filter\n-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD\n-F APISERVER-GUARD\n-X APISERVER-GUARD\nCOMMIT\n"
+        );
+        assert_eq!(plan(None, &observed(None, NONE, NONE)), None);
+    }
+
+    #[test]
+    fn full_count_needed_only_when_jumps_must_move() {
+        let w = want();
+        assert!(!observed(Some(w.rules.clone()), NONE, TOP).needs_full_count(Some(&w)));
+        let unknown_missing = JumpState {
+            at_top: false,
+            count: None,
+        };
+        assert!(observed(None, NONE, unknown_missing).needs_full_count(Some(&w)));
+        assert!(
+            observed(None, TOP, TOP).needs_full_count(Some(&w)),
+            "stale jump in OUTPUT"
+        );
+        assert!(observed(None, NONE, TOP).needs_full_count(None), "removal");
+    }
+
+    #[test]
+    fn jump_line_matches_listing() {
+        assert_eq!(
+            jump_line(Hook::Output),
+            "-A OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD"
+        );
+    }
+}

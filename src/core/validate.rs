@@ -1,0 +1,228 @@
+//! Every rule that refuses a policy before the firewall is touched. Pure:
+//! the one input that needs the kernel (the source address the node would
+//! use towards each apiserver) is passed in by the caller.
+
+use super::address::Endpoint;
+use super::policy::{Hook, Policy};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Checks the policy on its own; returns every problem found, not just the first.
+pub fn validate(policy: &Policy) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    if policy.sources.is_empty() {
+        problems.push(
+            "no container CIDR given: set --container-cidr, APISERVER_GUARD_CONTAINER_CIDR or container_cidr in the config file".to_string(),
+        );
+    }
+    if policy.apiservers.is_empty() {
+        problems.push(
+            "no apiserver given: set --apiserver, APISERVER_GUARD_APISERVER or apiserver in the config file (IP, IP:PORT or [IPv6]:PORT)".to_string(),
+        );
+    }
+    for src in &policy.sources {
+        if src.prefix_len() == 0 {
+            problems.push(format!(
+                "container CIDR {src} would block every source address, the node's own included: give the cluster's container CIDR (e.g. 10.0.0.0/16)"
+            ));
+        }
+    }
+    for ex in &policy.exempt {
+        if !policy.sources.iter().any(|s| s.contains(ex)) {
+            problems.push(format!(
+                "exempt {ex} is not inside any container CIDR ({}): it would have no effect; exempt only addresses inside a container CIDR",
+                list(&policy.sources)
+            ));
+        }
+    }
+    for src in &policy.sources {
+        if let Some(ex) = policy.exempt.iter().find(|ex| ex.contains(src)) {
+            problems.push(format!(
+                "exempt {ex} covers the whole container CIDR {src}: nothing of it would be blocked; drop one of them"
+            ));
+        }
+    }
+    for api in &policy.apiservers {
+        if api.ip.is_unspecified() {
+            problems.push(format!(
+                "apiserver {api} is the unspecified address: give the address kube-apiserver is reached at"
+            ));
+        }
+        if let Some(src) = policy.sources.iter().find(|s| s.contains(&api.ip)) {
+            problems.push(format!(
+                "apiserver {api} lies inside the blocked container CIDR {src}: a container CIDR must not contain the apiserver; check both values"
+            ));
+        }
+    }
+    if !policy.sources.is_empty() && !policy.apiservers.is_empty() && !any_family_blocks(policy) {
+        problems.push(format!(
+            "nothing to block: the container CIDRs ({}) and the apiservers ({}) share no address family; give an apiserver of the same IP version as a container CIDR",
+            list(&policy.sources),
+            policy.apiservers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn any_family_blocks(policy: &Policy) -> bool {
+    policy.sources.iter().any(|s| {
+        policy
+            .apiservers
+            .iter()
+            .any(|a| matches!((s, a.ip), (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))))
+    })
+}
+
+fn list(nets: &[IpNet]) -> String {
+    nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The self-lockout guard. `routes` holds, for each apiserver, the source
+/// address the kernel would pick to reach it (None when there is no route).
+/// Only the OUTPUT hook sees the node's own traffic, so only then can the
+/// block cut the node (and its kubelet) off.
+pub fn check_lockout(policy: &Policy, routes: &[(Endpoint, Option<IpAddr>)]) -> Result<(), Vec<String>> {
+    if !policy.mode.hooks().contains(&Hook::Output) {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    for (api, local) in routes {
+        let Some(local) = local else { continue };
+        let exempt = policy.exempt.iter().any(|e| e.contains(local));
+        if let Some(src) = policy.sources.iter().find(|s| s.contains(local)) {
+            if !exempt {
+                problems.push(format!(
+                    "self-lockout: this node reaches apiserver {api} from {local}, which is inside the blocked container CIDR {src}; \
+                     with the OUTPUT hook (mode vpc or both) the block would cut the node and its kubelet off. \
+                     Use --mode tunnel if pods are routed through FORWARD, exempt {} if that address is the node's own, or correct the CIDR",
+                    IpNet::from(*local)
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::address::{parse_cidr, parse_endpoint};
+    use crate::core::policy::{Action, BackendChoice, Mode};
+
+    fn policy(sources: &[&str], exempt: &[&str], apis: &[&str]) -> Policy {
+        Policy {
+            sources: sources.iter().map(|s| parse_cidr("s", s).unwrap()).collect(),
+            exempt: exempt.iter().map(|s| parse_cidr("e", s).unwrap()).collect(),
+            apiservers: apis.iter().map(|s| parse_endpoint(s).unwrap()).collect(),
+            mode: Mode::Both,
+            action: Action::Reject,
+            backend: BackendChoice::Auto,
+        }
+    }
+
+    fn err(p: &Policy) -> String {
+        validate(p).unwrap_err().join("\n")
+    }
+
+    #[test]
+    fn a_sound_policy_passes() {
+        validate(&policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &["10.0.5.0/24"],
+            &["192.168.0.10:5443", "[fd01::1]:443"],
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn empty_lists_are_refused_naming_where_to_set_them() {
+        let e = err(&policy(&[], &[], &["1.2.3.4"]));
+        assert!(e.contains("no container CIDR") && e.contains("--container-cidr"), "{e}");
+        let e = err(&policy(&["10.0.0.0/16"], &[], &[]));
+        assert!(e.contains("no apiserver") && e.contains("--apiserver"), "{e}");
+    }
+
+    #[test]
+    fn default_routes_as_sources_are_refused() {
+        assert!(err(&policy(&["0.0.0.0/0"], &[], &["1.2.3.4"])).contains("every source"));
+        assert!(err(&policy(&["::/0"], &[], &["fd00::1"])).contains("every source"));
+    }
+
+    #[test]
+    fn apiserver_inside_a_blocked_cidr_is_refused() {
+        let e = err(&policy(&["10.0.0.0/16"], &[], &["10.0.3.4:443"]));
+        assert!(e.contains("inside the blocked container CIDR 10.0.0.0/16"), "{e}");
+        let e = err(&policy(&["fd00::/48"], &[], &["[fd00::1]:443"]));
+        assert!(e.contains("fd00::/48"), "{e}");
+    }
+
+    #[test]
+    fn unspecified_apiserver_is_refused() {
+        assert!(err(&policy(&["10.0.0.0/16"], &[], &["0.0.0.0:443"])).contains("unspecified"));
+    }
+
+    #[test]
+    fn exempt_must_lie_inside_a_source_and_not_swallow_it() {
+        let e = err(&policy(&["10.0.0.0/16"], &["10.9.0.0/24"], &["1.2.3.4"]));
+        assert!(e.contains("not inside any container CIDR"), "{e}");
+        let e = err(&policy(&["10.0.0.0/16"], &["10.0.0.0/8"], &["1.2.3.4"]));
+        assert!(e.contains("covers the whole container CIDR"), "{e}");
+        let e = err(&policy(&["10.0.0.0/16"], &["fd00::/64"], &["1.2.3.4"]));
+        assert!(e.contains("not inside any container CIDR"), "{e}");
+    }
+
+    #[test]
+    fn families_without_overlap_have_nothing_to_block() {
+        let e = err(&policy(&["10.0.0.0/16"], &[], &["[fd00::1]:443"]));
+        assert!(e.contains("nothing to block"), "{e}");
+        // One family in common is enough.
+        validate(&policy(&["10.0.0.0/16", "fd00::/48"], &[], &["1.2.3.4"])).unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let problems = validate(&policy(&["0.0.0.0/0"], &["10.9.0.0/24"], &["0.0.0.0"])).unwrap_err();
+        assert!(problems.len() >= 3, "{problems:?}");
+    }
+
+    fn route(api: &str, local: Option<&str>) -> (Endpoint, Option<IpAddr>) {
+        (parse_endpoint(api).unwrap(), local.map(|l| l.parse().unwrap()))
+    }
+
+    #[test]
+    fn lockout_refused_when_node_source_is_blocked() {
+        let p = policy(&["10.0.0.0/16"], &[], &["192.168.0.10:443"]);
+        let e = check_lockout(&p, &[route("192.168.0.10:443", Some("10.0.0.5"))])
+            .unwrap_err()
+            .join("");
+        assert!(
+            e.contains("self-lockout") && e.contains("10.0.0.5") && e.contains("10.0.0.0/16"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lockout_allows_node_outside_cidr_exempt_source_or_no_route() {
+        let p = policy(&["10.0.0.0/16"], &["10.0.0.5/32"], &["192.168.0.10:443"]);
+        check_lockout(&p, &[route("192.168.0.10:443", Some("10.0.0.5"))]).unwrap();
+        check_lockout(&p, &[route("192.168.0.10:443", Some("192.168.0.2"))]).unwrap();
+        check_lockout(&p, &[route("192.168.0.10:443", None)]).unwrap();
+    }
+
+    #[test]
+    fn lockout_ignored_when_only_forward_is_hooked() {
+        let mut p = policy(&["10.0.0.0/16"], &[], &["192.168.0.10:443"]);
+        p.mode = Mode::Tunnel;
+        check_lockout(&p, &[route("192.168.0.10:443", Some("10.0.0.5"))]).unwrap();
+        p.mode = Mode::Vpc;
+        assert!(check_lockout(&p, &[route("192.168.0.10:443", Some("10.0.0.5"))]).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The one error type of the program: what went wrong, said for an operator,
+//! and which exit code (DESIGN.md contract) it maps to.
+
+use std::fmt;
+
+/// Exit codes shared by every subcommand.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const RUNTIME: i32 = 1;
+    pub const BAD_INPUT: i32 = 2;
+    pub const NOT_IN_SYNC: i32 = 3;
+}
+
+/// Why a command failed: refused input (nothing was changed) or a runtime failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The input (flags, env, config file) is invalid; exit 2, nothing touched.
+    BadInput(Vec<String>),
+    /// Something outside our control failed (missing binary, permission, kernel); exit 1.
+    Runtime(String),
+}
+
+impl Error {
+    pub fn bad_input(msg: impl Into<String>) -> Error {
+        Error::BadInput(vec![msg.into()])
+    }
+
+    pub fn runtime(msg: impl Into<String>) -> Error {
+        Error::Runtime(msg.into())
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::BadInput(_) => exit::BAD_INPUT,
+            Error::Runtime(_) => exit::RUNTIME,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadInput(problems) if problems.len() == 1 => {
+                write!(f, "invalid input, nothing was changed: {}", problems[0])
+            }
+            Error::BadInput(problems) => {
+                writeln!(f, "invalid input, nothing was changed:")?;
+                for (i, p) in problems.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "  - {p}")?;
+                }
+                Ok(())
+            }
+            Error::Runtime(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

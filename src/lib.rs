@@ -1,0 +1,12 @@
+//! apiserver-guard: keeps pod traffic away from kube-apiserver with one
+//! atomic, idempotent, self-checking firewall block. `core` is pure (policy,
+//! validation, model, rendering, drift); `backend` talks to nft/iptables;
+//! `commands` wires them to the command line.
+
+pub mod backend;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod lockout;

@@ -1,0 +1,49 @@
+//! `firewall_snapshot`: a normalised dump of every firewall state in a
+//! namespace (nftables, iptables-legacy, ip6tables-legacy), suitable for
+//! byte-identical before/after comparisons.
+
+use super::netns::Netns;
+
+/// Concatenation of `nft --stateless list ruleset`, `iptables-legacy-save`
+/// and `ip6tables-legacy-save` run in `ns`, each preceded by a header line
+/// `==> <command> <==`. Lines starting with '#' (timestamps, iptables-nft
+/// warnings) are removed and iptables chain counters (`[packets:bytes]`) are
+/// zeroed, so traffic does not change the snapshot. iptables-nft state shows
+/// up in the nft section. A failing command adds a `!! exit ...` line.
+pub fn firewall_snapshot(ns: &Netns) -> String {
+    const SECTIONS: [&[&str]; 3] = [
+        &["nft", "--stateless", "list", "ruleset"],
+        &["iptables-legacy-save"],
+        &["ip6tables-legacy-save"],
+    ];
+    let mut snapshot = String::new();
+    for argv in SECTIONS {
+        snapshot.push_str(&format!("==> {} <==\n", argv.join(" ")));
+        let out = ns.run(argv);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            snapshot.push_str(&zero_chain_counters(line));
+            snapshot.push('\n');
+        }
+        if !out.status.success() {
+            snapshot.push_str(&format!(
+                "!! exit {}: {}\n",
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    snapshot
+}
+
+/// `:INPUT ACCEPT [12:720]` -> `:INPUT ACCEPT [0:0]`; other lines unchanged.
+fn zero_chain_counters(line: &str) -> String {
+    if line.starts_with(':') && line.ends_with(']') {
+        if let Some(open) = line.rfind(" [") {
+            return format!("{} [0:0]", &line[..open]);
+        }
+    }
+    line.to_owned()
+}
