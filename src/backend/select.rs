@@ -9,6 +9,7 @@ use super::nftables::{Nftables, NFT};
 use super::Backend;
 use crate::core::model::Family;
 use crate::core::policy::BackendChoice;
+use crate::core::render_nft::{TABLE_FAMILY, TABLE_NAME};
 use crate::error::{Error, Result};
 
 /// What was found about one iptables variant.
@@ -61,9 +62,13 @@ fn facts(runner: &dyn Runner, v: Variant) -> VariantFacts {
     VariantFacts { kube_hint, rules }
 }
 
-/// Whether `nft` runs and can read the kernel's tables here.
+/// Whether `nft` runs and can talk to the kernel here. Asks for our own
+/// table only: `nft list tables` reads the whole ruleset (1.6 s measured
+/// with 100,000 iptables-nft rules loaded), this answers in milliseconds.
 pub fn nft_works(runner: &dyn Runner) -> bool {
-    runner.run(NFT, &["list", "tables"], None).is_ok_and(|o| o.ok())
+    runner
+        .run(NFT, &["list", "table", TABLE_FAMILY, TABLE_NAME], None)
+        .is_ok_and(|o| o.ok() || o.stderr.contains("No such file or directory"))
 }
 
 /// The variant the host uses.
@@ -156,10 +161,34 @@ mod tests {
 
     #[test]
     fn auto_prefers_nftables_when_nft_works() {
-        let r = FakeRunner::default().on("nft list tables", 0, "", "");
+        let r = FakeRunner::default().on(
+            "nft list table inet apiserver_guard",
+            1,
+            "",
+            "Error: No such file or directory",
+        );
         let (b, why) = select(BackendChoice::Auto, &r).unwrap();
         assert_eq!(b.name(), "nftables");
         assert!(why.contains("nft works"));
+    }
+
+    #[test]
+    fn auto_falls_back_to_iptables_when_nft_is_refused() {
+        let r = FakeRunner::default()
+            .on("nft list table", 1, "", "Error: Operation not permitted")
+            .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
+            .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "")
+            .on(
+                "iptables-nft -w 5 -t mangle -S KUBE-IPTABLES-HINT",
+                0,
+                "-N KUBE-IPTABLES-HINT",
+                "",
+            )
+            .on("iptables-nft", 1, "", "")
+            .on("iptables-legacy", 1, "", "");
+        let (b, why) = select(BackendChoice::Auto, &r).unwrap();
+        assert_eq!(b.name(), "iptables-nft");
+        assert!(why.contains("hint chain is in iptables-nft"), "{why}");
     }
 
     #[test]

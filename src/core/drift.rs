@@ -2,9 +2,10 @@
 //! backend, as a list of findings an operator can read ("what is missing or
 //! different, and who likely did it"). Empty list = in sync.
 
+use super::iptables_state::IptObserved;
 use super::nft_state::{NftState, RuleSig};
 use super::policy::Hook;
-use super::render_iptables::{jump_line, IptDesired, IptObserved, CHAIN};
+use super::render_iptables::{jump_line, IptDesired, CHAIN};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -156,12 +157,9 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
                 None => format!("our jump is missing (expected '{}' as rule 1)", jump_line(hook)),
             };
             out.push(drift(obj, problem));
-        } else if used && j.count.is_some_and(|n| n > 1) {
-            out.push(drift(
-                obj,
-                format!("{} copies of our jump, expected one", j.count.unwrap_or(0)),
-            ));
-        } else if !used && (j.at_top || j.count.is_some_and(|n| n > 0)) {
+        } else if used && j.count > 1 {
+            out.push(drift(obj, format!("{} copies of our jump, expected one", j.count)));
+        } else if !used && j.count > 0 {
             out.push(drift(
                 obj,
                 "stale jump to our chain (the mode no longer hooks this chain)",
@@ -174,10 +172,11 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::iptables_state::JumpState;
     use crate::core::model::tests::policy;
     use crate::core::model::{Blocklist, Family};
     use crate::core::policy::{Action, Mode};
-    use crate::core::render_iptables::{desired, JumpState};
+    use crate::core::render_iptables::desired;
     use crate::core::render_nft::desired_state;
     use std::collections::BTreeMap;
 
@@ -277,13 +276,10 @@ mod tests {
         }
     }
 
-    const TOP: JumpState = JumpState {
-        at_top: true,
-        count: None,
-    };
+    const TOP: JumpState = JumpState { at_top: true, count: 1 };
     const NOT: JumpState = JumpState {
         at_top: false,
-        count: None,
+        count: 0,
     };
 
     #[test]
@@ -337,10 +333,7 @@ mod tests {
     #[test]
     fn iptables_duplicate_jumps_are_reported() {
         let w = ipt(Mode::Tunnel);
-        let dup = JumpState {
-            at_top: true,
-            count: Some(2),
-        };
+        let dup = JumpState { at_top: true, count: 2 };
         let f = diff_iptables(Some(&w), &seen(Some(w.rules.clone()), NOT, dup, &[]), "x");
         assert!(f[0].problem.contains("2 copies"), "{f:?}");
     }

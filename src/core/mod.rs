@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod drift;
+pub mod iptables_state;
 pub mod model;
 pub mod nft_state;
 pub mod policy;

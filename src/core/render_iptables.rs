@@ -3,10 +3,10 @@
 //! compare) and `iptables-restore --noflush` payloads that install, move or
 //! remove our jumps in one transaction per address family.
 
+use super::iptables_state::IptObserved;
 use super::model::{Blocklist, Family, Rule, Target, Verdict};
 use super::policy::Hook;
 use ipnet::IpNet;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub const CHAIN: &str = "APISERVER-GUARD";
@@ -91,42 +91,6 @@ pub fn desired(b: &Blocklist, fam: Family) -> Option<IptDesired> {
     })
 }
 
-/// Where our jump stands in one built-in chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct JumpState {
-    /// Rule 1 of the chain is our jump.
-    pub at_top: bool,
-    /// How many of our jumps the chain holds; None when only rule 1 was read.
-    pub count: Option<usize>,
-}
-
-/// Our objects in one family, as read back.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct IptObserved {
-    /// Our chain's rule lines (`-A ...`), None when the chain does not exist.
-    pub chain: Option<Vec<String>>,
-    pub jumps: BTreeMap<Hook, JumpState>,
-    /// Rule 1 of each built-in chain when it is not ours (for drift reports).
-    pub top_rule: BTreeMap<Hook, String>,
-}
-
-impl IptObserved {
-    /// Nothing of ours is present.
-    pub fn is_empty(&self) -> bool {
-        self.chain.is_none() && self.jumps.values().all(|j| !j.at_top && j.count.unwrap_or(0) == 0)
-    }
-
-    /// Whether planning a change needs the full jump counts (reading whole built-in chains).
-    pub fn needs_full_count(&self, want: Option<&IptDesired>) -> bool {
-        Hook::ALL.iter().any(|h| {
-            let j = self.jumps.get(h).copied().unwrap_or_default();
-            let used = want.is_some_and(|w| w.hooks.contains(h));
-            // Rule 1 already right (used and ours) or nothing of ours seen (unused, not ours): no count needed.
-            j.count.is_none() && used != j.at_top
-        })
-    }
-}
-
 /// The `iptables-restore --noflush` payload that brings one family from
 /// `seen` to `want` (or removes everything of ours when `want` is None).
 /// Returns None when nothing needs to change. Jumps are deleted by their
@@ -144,11 +108,10 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved) -> Option<String> {
     for hook in Hook::ALL {
         let j = seen.jumps.get(&hook).copied().unwrap_or_default();
         let used = want.is_some_and(|w| w.hooks.contains(&hook));
-        let count = j.count.unwrap_or(usize::from(j.at_top));
-        if used && j.at_top && count == 1 {
+        if used && j.at_top && j.count == 1 {
             continue;
         }
-        for _ in 0..count {
+        for _ in 0..j.count {
             lines.push(format!("-D {} {}", hook.iptables_chain(), jump_spec()));
             changed = true;
         }
@@ -169,8 +132,10 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::iptables_state::JumpState;
     use crate::core::model::tests::policy;
     use crate::core::policy::{Action, Mode};
+    use std::collections::BTreeMap;
 
     fn bl(src: &[&str], ex: &[&str], api: &[&str], mode: Mode, action: Action) -> Blocklist {
         Blocklist::from_policy(&policy(src, ex, api, mode, action))
@@ -249,12 +214,9 @@ mod tests {
 
     const NONE: JumpState = JumpState {
         at_top: false,
-        count: Some(0),
+        count: 0,
     };
-    const TOP: JumpState = JumpState {
-        at_top: true,
-        count: None,
-    };
+    const TOP: JumpState = JumpState { at_top: true, count: 1 };
 
     #[test]
     fn fresh_install_creates_chain_and_inserts_jump_at_1() {
@@ -282,7 +244,7 @@ mod tests {
     fn displaced_jumps_are_all_deleted_by_spec_and_one_inserted_at_top() {
         let fwd = JumpState {
             at_top: false,
-            count: Some(2),
+            count: 2,
         };
         let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd)).unwrap();
         assert_eq!(
@@ -296,10 +258,7 @@ mod tests {
 
     #[test]
     fn duplicate_at_top_is_reduced_to_one() {
-        let fwd = JumpState {
-            at_top: true,
-            count: Some(3),
-        };
+        let fwd = JumpState { at_top: true, count: 3 };
         let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd)).unwrap();
         assert_eq!(p.matches("-D FORWARD").count(), 3);
         assert_eq!(p.matches("-I FORWARD 1").count(), 1);
@@ -307,10 +266,7 @@ mod tests {
 
     #[test]
     fn jumps_of_unused_hooks_are_removed() {
-        let out = JumpState {
-            at_top: true,
-            count: Some(1),
-        };
+        let out = JumpState { at_top: true, count: 1 };
         let p = plan(Some(&want()), &observed(Some(want().rules), out, TOP)).unwrap();
         assert!(p.contains("-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD"));
         assert!(!p.contains("-I OUTPUT"));
@@ -320,14 +276,7 @@ mod tests {
     fn removal_deletes_jumps_then_flushes_and_deletes_chain() {
         let p = plan(
             None,
-            &observed(
-                Some(want().rules),
-                JumpState {
-                    at_top: true,
-                    count: Some(1),
-                },
-                NONE,
-            ),
+            &observed(Some(want().rules), JumpState { at_top: true, count: 1 }, NONE),
         )
         .unwrap();
         assert_eq!(
@@ -335,22 +284,6 @@ mod tests {
             "*filter\n-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD\n-F APISERVER-GUARD\n-X APISERVER-GUARD\nCOMMIT\n"
         );
         assert_eq!(plan(None, &observed(None, NONE, NONE)), None);
-    }
-
-    #[test]
-    fn full_count_needed_only_when_jumps_must_move() {
-        let w = want();
-        assert!(!observed(Some(w.rules.clone()), NONE, TOP).needs_full_count(Some(&w)));
-        let unknown_missing = JumpState {
-            at_top: false,
-            count: None,
-        };
-        assert!(observed(None, NONE, unknown_missing).needs_full_count(Some(&w)));
-        assert!(
-            observed(None, TOP, TOP).needs_full_count(Some(&w)),
-            "stale jump in OUTPUT"
-        );
-        assert!(observed(None, NONE, TOP).needs_full_count(None), "removal");
     }
 
     #[test]
