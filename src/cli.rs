@@ -25,7 +25,7 @@ pub enum Command {
     Remove,
     /// Compare what is installed with the policy: exit 0 in sync, 3 missing or drifted.
     Status(StatusArgs),
-    /// Print exactly what `apply` would send to the firewall; change nothing.
+    /// Print what `apply` sends to install the block (on a node without it); change nothing.
     Render(PolicyArgs),
 }
 
