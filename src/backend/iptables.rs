@@ -48,15 +48,22 @@ pub fn tool(v: Variant, fam: Family, restore: bool) -> String {
     format!("{base}-{}{r}", v.suffix())
 }
 
-/// Legacy tables exist in this network namespace only once the kernel
-/// module made them; reading them through the tool would create them, so
-/// look at /proc first.
-pub fn legacy_filter_loaded(fam: Family) -> bool {
+/// Legacy tables exist in a network namespace only once something made
+/// them, and reading one through the tool creates it; so look at /proc
+/// first. Unreadable (not root) is an error, not "absent": a monitoring job
+/// must not be told the block is missing when it cannot look.
+pub fn legacy_table_loaded(fam: Family, table: &str) -> Result<bool> {
     let file = match fam {
         Family::V4 => "/proc/net/ip_tables_names",
         Family::V6 => "/proc/net/ip6_tables_names",
     };
-    std::fs::read_to_string(file).is_ok_and(|s| s.lines().any(|l| l.trim() == "filter"))
+    match std::fs::read_to_string(file) {
+        Ok(s) => Ok(s.lines().any(|l| l.trim() == table)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(crate::error::Error::runtime(format!(
+            "cannot read {file} ({e}): apiserver-guard needs root or CAP_NET_ADMIN to inspect iptables-legacy"
+        ))),
+    }
 }
 
 pub struct Iptables<'r> {
@@ -69,13 +76,13 @@ impl<'r> Iptables<'r> {
         Iptables { runner, variant }
     }
 
-    fn readable(&self, fam: Family) -> bool {
-        self.variant == Variant::Nft || legacy_filter_loaded(fam)
+    fn readable(&self, fam: Family) -> Result<bool> {
+        Ok(self.variant == Variant::Nft || legacy_table_loaded(fam, "filter")?)
     }
 
     /// Our objects in one family, from one `iptables-save -t filter`.
     pub fn observe(&self, fam: Family) -> Result<IptObserved> {
-        if !self.readable(fam) {
+        if !self.readable(fam)? {
             return Ok(IptObserved::default());
         }
         let prog = format!("{}-save", tool(self.variant, fam, false));
@@ -91,7 +98,7 @@ impl<'r> Iptables<'r> {
     /// chain` reads just that chain (milliseconds), where iptables-nft reads
     /// the whole table (seconds on a node with 100,000 rules).
     fn chain_exists(&self, fam: Family) -> Result<bool> {
-        if !self.readable(fam) {
+        if !self.readable(fam)? {
             return Ok(false);
         }
         if self.variant == Variant::Nft {
@@ -120,7 +127,7 @@ impl<'r> Iptables<'r> {
         if want.is_none() && !self.chain_exists(fam)? {
             return Ok(false); // a jump cannot exist without its target chain
         }
-        match plan(want.as_ref(), &self.observe(fam)?) {
+        match plan(want.as_ref(), &self.observe(fam)?, self.variant == Variant::Nft) {
             Some(payload) => self.restore(fam, &payload).map(|_| true),
             None => Ok(false),
         }
@@ -136,7 +143,7 @@ impl Backend for Iptables<'_> {
         let mut out = String::new();
         for fam in Family::ALL {
             let want = desired(b, fam);
-            if let Some(payload) = plan(want.as_ref(), &IptObserved::default()) {
+            if let Some(payload) = plan(want.as_ref(), &IptObserved::default(), false) {
                 out.push_str(&format!(
                     "# sent to: {} -w {LOCK_WAIT} --noflush\n",
                     tool(self.variant, fam, true)

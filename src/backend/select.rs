@@ -3,8 +3,8 @@
 //! the way the `iptables-wrappers` project does (kubelet's hint chains first,
 //! then which variant holds more rules).
 
-use super::exec::{start, Runner};
-use super::iptables::{legacy_filter_loaded, Iptables, Variant};
+use super::exec::Runner;
+use super::iptables::{legacy_table_loaded, Iptables, Variant};
 use super::nftables::{Nftables, NFT};
 use super::Backend;
 use crate::core::model::Family;
@@ -42,24 +42,47 @@ pub fn choose_variant(legacy: VariantFacts, nft: VariantFacts) -> (Variant, Stri
 
 const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
 
-fn facts(runner: &dyn Runner, v: Variant) -> VariantFacts {
+/// Whether kubelet's hint chain exists in a variant, without creating
+/// anything: listing a legacy table through the tool would create it, so
+/// /proc is asked first; for iptables-nft, `nft` reads the one chain.
+fn has_kube_hint(runner: &dyn Runner, v: Variant) -> bool {
     let prog = super::iptables::tool(v, Family::V4, false);
-    if v == Variant::Legacy && !legacy_filter_loaded(Family::V4) {
+    HINT_CHAINS.iter().any(|chain| match v {
+        Variant::Legacy => {
+            legacy_table_loaded(Family::V4, "mangle").unwrap_or(false)
+                && runner
+                    .run(&prog, &["-w", "5", "-t", "mangle", "-S", chain], None)
+                    .is_ok_and(|o| o.ok())
+        }
+        Variant::Nft => match runner.run(NFT, &["list", "chain", "ip", "mangle", chain], None) {
+            Ok(o) if o.ok() || o.stderr.contains("No such file or directory") => o.ok(),
+            _ => runner
+                .run(&prog, &["-w", "5", "-t", "mangle", "-S", chain], None)
+                .is_ok_and(|o| o.ok()),
+        },
+    })
+}
+
+fn facts(runner: &dyn Runner, v: Variant) -> VariantFacts {
+    if v == Variant::Legacy && !legacy_table_loaded(Family::V4, "filter").unwrap_or(false) {
         return VariantFacts::default();
     }
-    let kube_hint = HINT_CHAINS.iter().any(|chain| {
-        let args = ["-w", "5", "-t", "mangle", "-S", chain];
-        runner.run(&prog, &args, None).is_ok_and(|o| o.ok())
-    });
-    if kube_hint {
-        return VariantFacts { kube_hint, rules: 0 };
+    if has_kube_hint(runner, v) {
+        return VariantFacts {
+            kube_hint: true,
+            rules: 0,
+        };
     }
-    let save = format!("{prog}-save");
+    // `*-save` only reads tables that exist; it never creates one.
+    let save = format!("{}-save", super::iptables::tool(v, Family::V4, false));
     let rules = runner
         .run(&save, &[], None)
         .map(|o| o.stdout.lines().filter(|l| l.starts_with("-A ")).count())
         .unwrap_or(0);
-    VariantFacts { kube_hint, rules }
+    VariantFacts {
+        kube_hint: false,
+        rules,
+    }
 }
 
 /// Whether `nft` runs and can talk to the kernel here. Asks for our own
@@ -92,10 +115,8 @@ pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Bac
         (Box::new(Iptables::new(runner, v)), format!("{reason}; {why}"))
     };
     Ok(match choice {
-        BackendChoice::Nftables => {
-            start(runner, NFT, &["--version"], None)?;
-            (Box::new(Nftables::new(runner)), "chosen with --backend nftables".into())
-        }
+        // No probe: `render` must work without the tool; apply/status say "not found" themselves.
+        BackendChoice::Nftables => (Box::new(Nftables::new(runner)), "chosen with --backend nftables".into()),
         BackendChoice::IptablesNft => (
             Box::new(Iptables::new(runner, Variant::Nft)),
             "chosen with --backend iptables-nft".into(),
@@ -179,9 +200,9 @@ mod tests {
             .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
             .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "")
             .on(
-                "iptables-nft -w 5 -t mangle -S KUBE-IPTABLES-HINT",
+                "nft list chain ip mangle KUBE-IPTABLES-HINT",
                 0,
-                "-N KUBE-IPTABLES-HINT",
+                "table ip mangle {}",
                 "",
             )
             .on("iptables-nft", 1, "", "")
@@ -199,9 +220,11 @@ mod tests {
     }
 
     #[test]
-    fn explicit_nftables_without_nft_is_a_clear_error() {
+    fn explicit_nftables_needs_no_tool_to_select_but_says_so_when_used() {
         let r = FakeRunner::default().missing("nft");
-        let e = select(BackendChoice::Nftables, &r).err().unwrap().to_string();
+        let (b, _) = select(BackendChoice::Nftables, &r).unwrap();
+        assert!(r.calls().is_empty(), "selection ran {:?}", r.calls());
+        let e = b.present().unwrap_err().to_string();
         assert!(e.contains("install the nftables package"), "{e}");
     }
 }

@@ -72,6 +72,14 @@ pub fn parse_endpoint(input: &str) -> Result<Endpoint, String> {
     if s.is_empty() {
         return Err(format!("{what}: empty value ({hint})"));
     }
+    if let Some((h, p)) = s.rsplit_once(':') {
+        let ip_host = h.parse::<std::net::Ipv4Addr>().is_ok() || (h.starts_with('[') && h.ends_with(']'));
+        if ip_host && !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()) && p.parse::<u64>().is_err() {
+            return Err(format!(
+                "{what}: '{s}' has an invalid port '{p}' (a number from 1 to 65535)"
+            ));
+        }
+    }
     if !has_only_address_chars(s) {
         return Err(format!(
             "{what}: '{s}' is not an IP address ({hint}; host names are not resolved, give the address)"
@@ -198,7 +206,9 @@ mod tests {
             assert!(e.contains("1..65535"), "{bad}: {e}");
         }
         assert!(parse_endpoint("1.2.3.4:").is_err());
-        assert!(parse_endpoint("1.2.3.4:https").is_err());
+        let e = parse_endpoint("1.2.3.4:https").unwrap_err();
+        assert!(e.contains("invalid port 'https'"), "{e}");
+        assert!(parse_endpoint("[fd00::1]:https").unwrap_err().contains("invalid port"));
     }
 
     #[test]

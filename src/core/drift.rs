@@ -273,6 +273,7 @@ mod tests {
             chain: rules,
             jumps: [(Hook::Output, out), (Hook::Forward, fwd)].into(),
             top_rule: top.iter().map(|(h, s)| (*h, s.to_string())).collect::<BTreeMap<_, _>>(),
+            ..Default::default()
         }
     }
 

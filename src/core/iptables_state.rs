@@ -4,7 +4,7 @@
 
 use super::policy::Hook;
 use super::render_iptables::{jump_line, CHAIN};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where our jump stands in one built-in chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,6 +23,10 @@ pub struct IptObserved {
     pub jumps: BTreeMap<Hook, JumpState>,
     /// Rule 1 of each built-in chain when it is not ours (for drift reports).
     pub top_rule: BTreeMap<Hook, String>,
+    /// Number of rules (ours included) in each built-in chain.
+    pub rules_in: BTreeMap<Hook, usize>,
+    /// Built-in chains whose policy is ACCEPT.
+    pub accept_policy: BTreeSet<Hook>,
 }
 
 impl IptObserved {
@@ -46,6 +50,11 @@ pub fn parse_save(text: &str) -> IptObserved {
         if !in_filter {
             continue;
         }
+        for hook in Hook::ALL {
+            if line.starts_with(&format!(":{} ACCEPT ", hook.iptables_chain())) {
+                seen.accept_policy.insert(hook);
+            }
+        }
         if line.starts_with(&declared) {
             seen.chain.get_or_insert_with(Vec::new);
         } else if line.starts_with(&ours) {
@@ -56,7 +65,8 @@ pub fn parse_save(text: &str) -> IptObserved {
                 if !line.starts_with(&prefix) {
                     continue;
                 }
-                let first = !seen.jumps.contains_key(&hook) && !seen.top_rule.contains_key(&hook);
+                let first = !seen.rules_in.contains_key(&hook);
+                *seen.rules_in.entry(hook).or_default() += 1;
                 let is_jump = line == jump_line(hook);
                 let j = seen.jumps.entry(hook).or_default();
                 if is_jump {
@@ -113,6 +123,9 @@ COMMIT
         assert_eq!(s.top_rule[&Hook::Forward], "-A FORWARD -s 10.0.0.0/16 -j ACCEPT");
         assert_eq!(s.jumps[&Hook::Output], JumpState { at_top: true, count: 1 });
         assert!(!s.top_rule.contains_key(&Hook::Output));
+        assert_eq!(s.rules_in[&Hook::Forward], 3);
+        assert_eq!(s.rules_in[&Hook::Output], 1);
+        assert!(s.accept_policy.contains(&Hook::Forward) && s.accept_policy.contains(&Hook::Output));
         assert!(!s.is_empty());
     }
 

@@ -95,7 +95,11 @@ pub fn desired(b: &Blocklist, fam: Family) -> Option<IptDesired> {
 /// `seen` to `want` (or removes everything of ours when `want` is None).
 /// Returns None when nothing needs to change. Jumps are deleted by their
 /// full spec (never by number, which another agent could shift under us).
-pub fn plan(want: Option<&IptDesired>, seen: &IptObserved) -> Option<String> {
+/// With `drop_emptied_builtins` (iptables-nft, where a built-in chain is an
+/// nft base chain that exists only once something created it), a built-in
+/// chain that held nothing but our jumps and accepts by policy is deleted
+/// with them, so `remove` leaves the ruleset as it found it.
+pub fn plan(want: Option<&IptDesired>, seen: &IptObserved, drop_emptied_builtins: bool) -> Option<String> {
     let mut lines = vec!["*filter".to_string()];
     let mut changed = false;
     if let Some(w) = want {
@@ -118,6 +122,12 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved) -> Option<String> {
         if used {
             lines.push(format!("-I {} 1 {}", hook.iptables_chain(), jump_spec()));
             changed = true;
+        } else if drop_emptied_builtins
+            && j.count > 0
+            && seen.rules_in.get(&hook) == Some(&j.count)
+            && seen.accept_policy.contains(&hook)
+        {
+            lines.push(format!("-X {}", hook.iptables_chain()));
         }
     }
     if want.is_none() && seen.chain.is_some() {
@@ -209,6 +219,7 @@ mod tests {
             chain,
             jumps: [(Hook::Output, out), (Hook::Forward, fwd)].into(),
             top_rule: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -220,7 +231,7 @@ mod tests {
 
     #[test]
     fn fresh_install_creates_chain_and_inserts_jump_at_1() {
-        let p = plan(Some(&want()), &observed(None, NONE, NONE)).unwrap();
+        let p = plan(Some(&want()), &observed(None, NONE, NONE), false).unwrap();
         assert_eq!(
             p,
             "*filter\n:APISERVER-GUARD - [0:0]\n-A APISERVER-GUARD -s 10.0.0.0/16 -j DROP\n\
@@ -230,12 +241,15 @@ mod tests {
 
     #[test]
     fn in_sync_needs_nothing() {
-        assert_eq!(plan(Some(&want()), &observed(Some(want().rules), NONE, TOP)), None);
+        assert_eq!(
+            plan(Some(&want()), &observed(Some(want().rules), NONE, TOP), false),
+            None
+        );
     }
 
     #[test]
     fn flushed_chain_is_refilled_without_touching_a_good_jump() {
-        let p = plan(Some(&want()), &observed(Some(vec![]), NONE, TOP)).unwrap();
+        let p = plan(Some(&want()), &observed(Some(vec![]), NONE, TOP), false).unwrap();
         assert!(p.contains(":APISERVER-GUARD - [0:0]"));
         assert!(!p.contains("-D ") && !p.contains("-I "), "{p}");
     }
@@ -246,7 +260,7 @@ mod tests {
             at_top: false,
             count: 2,
         };
-        let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd)).unwrap();
+        let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd), false).unwrap();
         assert_eq!(
             p.matches("-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD")
                 .count(),
@@ -259,7 +273,7 @@ mod tests {
     #[test]
     fn duplicate_at_top_is_reduced_to_one() {
         let fwd = JumpState { at_top: true, count: 3 };
-        let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd)).unwrap();
+        let p = plan(Some(&want()), &observed(Some(want().rules), NONE, fwd), false).unwrap();
         assert_eq!(p.matches("-D FORWARD").count(), 3);
         assert_eq!(p.matches("-I FORWARD 1").count(), 1);
     }
@@ -267,7 +281,7 @@ mod tests {
     #[test]
     fn jumps_of_unused_hooks_are_removed() {
         let out = JumpState { at_top: true, count: 1 };
-        let p = plan(Some(&want()), &observed(Some(want().rules), out, TOP)).unwrap();
+        let p = plan(Some(&want()), &observed(Some(want().rules), out, TOP), false).unwrap();
         assert!(p.contains("-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD"));
         assert!(!p.contains("-I OUTPUT"));
     }
@@ -277,13 +291,34 @@ mod tests {
         let p = plan(
             None,
             &observed(Some(want().rules), JumpState { at_top: true, count: 1 }, NONE),
+            false,
         )
         .unwrap();
         assert_eq!(
             p,
             "*filter\n-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD\n-F APISERVER-GUARD\n-X APISERVER-GUARD\nCOMMIT\n"
         );
-        assert_eq!(plan(None, &observed(None, NONE, NONE)), None);
+        assert_eq!(plan(None, &observed(None, NONE, NONE), false), None);
+    }
+
+    #[test]
+    fn builtin_chains_emptied_by_removal_are_dropped_for_iptables_nft_only() {
+        let mut seen = observed(Some(want().rules), JumpState { at_top: true, count: 1 }, NONE);
+        seen.rules_in.insert(Hook::Output, 1);
+        seen.accept_policy.insert(Hook::Output);
+        let p = plan(None, &seen, true).unwrap();
+        assert!(
+            p.contains("-D OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD\n-X OUTPUT\n"),
+            "{p}"
+        );
+        assert!(!plan(None, &seen, false).unwrap().contains("-X OUTPUT"));
+        // A chain with a foreign rule stays.
+        seen.rules_in.insert(Hook::Output, 2);
+        assert!(!plan(None, &seen, true).unwrap().contains("-X OUTPUT"));
+        // So does one with a DROP policy.
+        seen.rules_in.insert(Hook::Output, 1);
+        seen.accept_policy.clear();
+        assert!(!plan(None, &seen, true).unwrap().contains("-X OUTPUT"));
     }
 
     #[test]

@@ -10,10 +10,12 @@
 #![allow(unused_imports)]
 
 mod addresses;
+pub mod bad_input_cases;
 mod connection;
 mod curl;
 mod firewall;
 mod guard;
+pub mod guard_cases;
 mod listener;
 mod netns;
 mod preflight;

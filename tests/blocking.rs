@@ -1,0 +1,333 @@
+//! Real-kernel tests of what the block does to packets, for each backend
+//! (nftables, iptables-nft, iptables-legacy): tunnel mode (FORWARD) and vpc
+//! mode (OUTPUT) for IPv4, IPv6 and dual stack, port-specific and port-less
+//! apiservers, a DNAT'd ClusterIP, an established connection being cut, and
+//! `--action drop`. Every firewall change happens in the test's own node
+//! namespace; traffic flows only between the test's own namespaces.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use common::guard_cases::*;
+use common::*;
+
+/// ClusterIP of the `kubernetes` Service, DNAT'd to the apiserver in the node namespace.
+const CLUSTER_IP: &str = "10.96.0.1";
+const CLUSTER_PORT: u16 = 443;
+
+per_backend!(
+    tunnel_v4_blocks_pod_port_specific,
+    tunnel_v4_portless_blocks_every_port,
+    vpc_v4_blocks_node_local_container_source,
+    tunnel_blocks_dnat_cluster_ip,
+    tunnel_cuts_established_connection,
+    tunnel_v6_blocks_pod_port_specific,
+    vpc_v6_blocks_node_local_container_source,
+    dual_stack_both_modes_blocks_everything,
+    drop_action_times_out,
+);
+
+fn tunnel_v4_blocks_pod_port_specific(b: Backend) {
+    let topo = Topology::new();
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "before apply: pod -> API_V4",
+    );
+
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
+    policy.apply_ok(&topo.node);
+
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "after apply: pod -> API_V4:API_PORT");
+    assert_served(
+        &curl(&topo.node, API_V4, API_PORT, MAX_TIME),
+        "after apply: node -> API_V4:API_PORT",
+    );
+    assert_served(
+        &curl(&topo.pod, OTHER_V4, API_PORT, MAX_TIME),
+        "after apply: pod -> OTHER_V4:API_PORT (other destination)",
+    );
+    assert_served(
+        &curl(&topo.pod, API_V4, OTHER_PORT, MAX_TIME),
+        "after apply: pod -> API_V4:OTHER_PORT (port-specific block)",
+    );
+    // The v6 family is not part of the policy: untouched.
+    assert_served(
+        &curl(&topo.pod, API_V6, API_PORT, MAX_TIME),
+        "after apply: pod -> API_V6 (IPv4-only policy)",
+    );
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+fn tunnel_v4_portless_blocks_every_port(b: Backend) {
+    let topo = Topology::new();
+    assert_served(
+        &curl(&topo.pod, API_V4, OTHER_PORT, MAX_TIME),
+        "before apply: pod -> API_V4:OTHER_PORT",
+    );
+    assert_eq!(
+        udp_probe(&topo.pod, API_V4, UDP_CLOSED_PORT, Duration::from_secs(2)),
+        UdpOutcome::PortUnreachable,
+        "before apply: UDP pod -> API_V4 reaches the apiserver namespace"
+    );
+
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[API_V4]);
+    policy.apply_ok(&topo.node);
+
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "pod -> API_V4:API_PORT (port-less)");
+    assert_refused_fast(
+        &topo.pod,
+        None,
+        API_V4,
+        OTHER_PORT,
+        "pod -> API_V4:OTHER_PORT (port-less)",
+    );
+    // Non-TCP traffic gets an ICMP "administratively prohibited" from the node.
+    assert_eq!(
+        udp_probe(&topo.pod, API_V4, UDP_CLOSED_PORT, Duration::from_secs(2)),
+        UdpOutcome::Prohibited,
+        "after apply: UDP pod -> API_V4 must be rejected with ICMP admin-prohibited"
+    );
+    assert_eq!(
+        udp_probe(&topo.pod, OTHER_V4, UDP_CLOSED_PORT, Duration::from_secs(2)),
+        UdpOutcome::PortUnreachable,
+        "after apply: UDP pod -> OTHER_V4 is untouched"
+    );
+    for port in [API_PORT, OTHER_PORT] {
+        assert_served(
+            &curl(&topo.node, API_V4, port, MAX_TIME),
+            &format!("node -> API_V4:{port}"),
+        );
+        assert_served(
+            &curl(&topo.pod, OTHER_V4, port, MAX_TIME),
+            &format!("pod -> OTHER_V4:{port}"),
+        );
+    }
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+fn vpc_v4_blocks_node_local_container_source(b: Backend) {
+    let topo = Topology::new();
+    assert_served(
+        &curl_from(&topo.node, NODE_LOCAL_POD_V4, API_V4, API_PORT, MAX_TIME),
+        "before apply: node (src NODE_LOCAL_POD_V4) -> API_V4",
+    );
+
+    let policy = GuardPolicy::new(b, "vpc", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
+    policy.apply_ok(&topo.node);
+
+    assert_refused_fast(
+        &topo.node,
+        Some(NODE_LOCAL_POD_V4),
+        API_V4,
+        API_PORT,
+        "node (src NODE_LOCAL_POD_V4) -> API_V4",
+    );
+    assert_served(
+        &curl(&topo.node, API_V4, API_PORT, MAX_TIME),
+        "node (own address) -> API_V4",
+    );
+    assert_served(
+        &curl_from(&topo.node, NODE_LOCAL_POD_V4, OTHER_V4, API_PORT, MAX_TIME),
+        "node (src NODE_LOCAL_POD_V4) -> OTHER_V4",
+    );
+    // vpc mode hooks OUTPUT only: routed pod traffic (FORWARD) is not blocked.
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "pod -> API_V4 through FORWARD in vpc mode",
+    );
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+fn tunnel_blocks_dnat_cluster_ip(b: Backend) {
+    let topo = Topology::new();
+    let node = &topo.node;
+    // A kube-proxy-like DNAT of the ClusterIP to the real apiserver, in the node namespace.
+    fw_ok(node, &["nft", "add", "table", "ip", "natt"]);
+    fw_ok(
+        node,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "natt",
+            "pre",
+            "{ type nat hook prerouting priority dstnat; }",
+        ],
+    );
+    let target = format!("{API_V4}:{API_PORT}");
+    let port = CLUSTER_PORT.to_string();
+    fw_ok(
+        node,
+        &[
+            "nft", "add", "rule", "ip", "natt", "pre", "ip", "daddr", CLUSTER_IP, "tcp", "dport", &port, "dnat", "to",
+            &target,
+        ],
+    );
+    assert_served(
+        &curl(&topo.pod, CLUSTER_IP, CLUSTER_PORT, MAX_TIME),
+        "before apply: pod -> ClusterIP (DNAT to API_V4)",
+    );
+
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
+    policy.apply_ok(node);
+
+    assert_refused_fast(
+        &topo.pod,
+        None,
+        CLUSTER_IP,
+        CLUSTER_PORT,
+        "after apply: pod -> ClusterIP (matched after DNAT)",
+    );
+    assert_refused(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "after apply: pod -> API_V4 directly",
+    );
+    assert_served(
+        &curl(&topo.pod, OTHER_V4, API_PORT, MAX_TIME),
+        "after apply: pod -> OTHER_V4",
+    );
+}
+
+fn tunnel_cuts_established_connection(b: Backend) {
+    let topo = Topology::new();
+    let mut held = HeldConnection::open(&topo.pod, API_V4, API_PORT).expect("open pod -> API_V4");
+    held.roundtrip(b"before", Duration::from_secs(2))
+        .expect("roundtrip before apply");
+
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
+    policy.apply_ok(&topo.node);
+
+    let start = Instant::now();
+    let err = held
+        .roundtrip(b"after", Duration::from_secs(2))
+        .expect_err("the established pod -> API_V4 connection must be cut after apply");
+    // A reset, not a silent drop: the failure comes before the 2 s timeout.
+    assert_ne!(
+        err.kind(),
+        ErrorKind::TimedOut,
+        "established connection was not reset, it timed out ({err}) after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "reset took {:?}",
+        start.elapsed()
+    );
+    assert_refused(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "after apply: new pod -> API_V4",
+    );
+}
+
+fn tunnel_v6_blocks_pod_port_specific(b: Backend) {
+    let topo = Topology::new();
+    assert_served(
+        &curl(&topo.pod, API_V6, API_PORT, MAX_TIME),
+        "before apply: pod -> API_V6",
+    );
+
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V6], &[&endpoint(API_V6, Some(API_PORT))]);
+    policy.apply_ok(&topo.node);
+
+    assert_refused_fast(&topo.pod, None, API_V6, API_PORT, "after apply: pod -> API_V6:API_PORT");
+    assert_served(
+        &curl(&topo.node, API_V6, API_PORT, MAX_TIME),
+        "after apply: node -> API_V6:API_PORT",
+    );
+    assert_served(
+        &curl(&topo.pod, OTHER_V6, API_PORT, MAX_TIME),
+        "after apply: pod -> OTHER_V6:API_PORT",
+    );
+    assert_served(
+        &curl(&topo.pod, API_V6, OTHER_PORT, MAX_TIME),
+        "after apply: pod -> API_V6:OTHER_PORT (port-specific block)",
+    );
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "after apply: pod -> API_V4 (IPv6-only policy)",
+    );
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+fn vpc_v6_blocks_node_local_container_source(b: Backend) {
+    let topo = Topology::new();
+    assert_served(
+        &curl_from(&topo.node, NODE_LOCAL_POD_V6, API_V6, API_PORT, MAX_TIME),
+        "before apply: node (src NODE_LOCAL_POD_V6) -> API_V6",
+    );
+
+    let policy = GuardPolicy::new(b, "vpc", &[CONTAINER_CIDR_V6], &[&endpoint(API_V6, Some(API_PORT))]);
+    policy.apply_ok(&topo.node);
+
+    assert_refused_fast(
+        &topo.node,
+        Some(NODE_LOCAL_POD_V6),
+        API_V6,
+        API_PORT,
+        "node (src NODE_LOCAL_POD_V6) -> API_V6",
+    );
+    assert_served(
+        &curl(&topo.node, API_V6, API_PORT, MAX_TIME),
+        "node (own address) -> API_V6",
+    );
+    assert_served(
+        &curl_from(&topo.node, NODE_LOCAL_POD_V6, OTHER_V6, API_PORT, MAX_TIME),
+        "node (src NODE_LOCAL_POD_V6) -> OTHER_V6",
+    );
+    assert_served(
+        &curl(&topo.pod, API_V6, API_PORT, MAX_TIME),
+        "pod -> API_V6 through FORWARD in vpc mode",
+    );
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+fn dual_stack_both_modes_blocks_everything(b: Backend) {
+    let topo = Topology::new();
+    let policy = GuardPolicy::new(
+        b,
+        "both",
+        &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6],
+        &[&endpoint(API_V4, Some(API_PORT)), &endpoint(API_V6, Some(API_PORT))],
+    );
+    policy.apply_ok(&topo.node);
+
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "pod -> API_V4");
+    assert_refused_fast(&topo.pod, None, API_V6, API_PORT, "pod -> API_V6");
+    assert_refused(
+        &curl_from(&topo.node, NODE_LOCAL_POD_V4, API_V4, API_PORT, MAX_TIME),
+        "node (src NODE_LOCAL_POD_V4) -> API_V4",
+    );
+    assert_refused(
+        &curl_from(&topo.node, NODE_LOCAL_POD_V6, API_V6, API_PORT, MAX_TIME),
+        "node (src NODE_LOCAL_POD_V6) -> API_V6",
+    );
+    for ip in [API_V4, API_V6] {
+        assert_served(
+            &curl(&topo.node, ip, API_PORT, MAX_TIME),
+            &format!("node (own address) -> {ip}"),
+        );
+    }
+    for ip in [OTHER_V4, OTHER_V6] {
+        assert_served(&curl(&topo.pod, ip, API_PORT, MAX_TIME), &format!("pod -> {ip}"));
+    }
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+fn drop_action_times_out(b: Backend) {
+    let topo = Topology::new();
+    let policy =
+        GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]).with_action("drop");
+    policy.apply_ok(&topo.node);
+
+    let r = curl(&topo.pod, API_V4, API_PORT, 2);
+    assert!(
+        r.timed_out(),
+        "--action drop: pod -> API_V4 must time out (curl exit 28), got {r:?}"
+    );
+    assert_served(&curl(&topo.pod, OTHER_V4, API_PORT, MAX_TIME), "pod -> OTHER_V4");
+    assert_served(&curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node -> API_V4");
+    policy.assert_in_sync(&topo.node, "status after apply");
+}

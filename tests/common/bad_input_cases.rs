@@ -1,0 +1,422 @@
+//! Helpers for `tests/bad_input.rs`: running the binary with a controlled
+//! environment (every `APISERVER_GUARD_*` variable unset unless the test sets
+//! it), temporary config files, and the table of refused inputs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::guard::guard_bin;
+use super::netns::Netns;
+
+/// Every environment variable the binary reads; unset for each run so the
+/// host's environment cannot leak into a test.
+pub const GUARD_ENV_VARS: [&str; 7] = [
+    "APISERVER_GUARD_CONTAINER_CIDR",
+    "APISERVER_GUARD_APISERVER",
+    "APISERVER_GUARD_MODE",
+    "APISERVER_GUARD_BACKEND",
+    "APISERVER_GUARD_EXEMPT",
+    "APISERVER_GUARD_ACTION",
+    "APISERVER_GUARD_CONFIG",
+];
+
+/// Finished run of the binary, decoded.
+#[derive(Debug, Clone)]
+pub struct GuardRun {
+    /// Exit code; None when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl GuardRun {
+    fn from_output(out: Output) -> GuardRun {
+        GuardRun {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// `ip netns exec <ns> [prefix...] env -u APISERVER_GUARD_*... K=V... <bin> args...`.
+/// `prefix` wraps the whole thing (e.g. `setpriv ...`); `env` entries are set
+/// after the unsets, so a test can set one variable explicitly (PATH too).
+pub fn guard_run(ns: &Netns, prefix: &[&str], env: &[(&str, &str)], args: &[&str]) -> GuardRun {
+    let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.push("env");
+    for var in GUARD_ENV_VARS {
+        argv.extend(["-u", var]);
+    }
+    argv.extend(assignments.iter().map(String::as_str));
+    argv.push(guard_bin());
+    argv.extend_from_slice(args);
+    GuardRun::from_output(ns.run(&argv))
+}
+
+/// A temporary directory for config files, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("apiserver-guard-test-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        // Readable by an unprivileged user too (the "not root" test runs the binary as nobody).
+        set_mode(&path, 0o755);
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write `name` with `text` and return its path as a string.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let p = self.path.join(name);
+        fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        set_mode(&p, 0o644);
+        p.to_str().expect("utf-8 temp path").to_owned()
+    }
+
+    /// An empty config file (the binary then ignores the host's default config).
+    pub fn empty_config(&self) -> String {
+        self.file("empty.toml", "")
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The good policy every bad case starts from (tunnel mode: no self-lockout question).
+pub const GOOD_CIDR: &str = "10.0.0.0/16";
+pub const GOOD_API: &str = "192.168.50.10:5443";
+pub const GOOD_MODE: &str = "tunnel";
+
+/// A path that certainly does not exist.
+pub const MISSING_CONFIG: &str = "/nonexistent/apiserver-guard-test/config.toml";
+
+/// One refused input: the arguments after the subcommand, extra environment,
+/// and phrases that must all appear on stderr.
+#[derive(Debug, Clone)]
+pub struct BadCase {
+    pub name: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub expect: Vec<String>,
+}
+
+impl BadCase {
+    pub fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+}
+
+/// Flag overrides of one case: `(flag, Some(value))` replaces the default
+/// (several entries for one flag repeat it), `(flag, None)` drops it.
+type Overrides<'a> = &'a [(&'a str, Option<&'a str>)];
+
+fn build(
+    name: &str,
+    backend: &str,
+    config: &str,
+    overrides: Overrides,
+    env: &[(&str, &str)],
+    expect: &[&str],
+) -> BadCase {
+    let defaults = [
+        ("--container-cidr", GOOD_CIDR),
+        ("--apiserver", GOOD_API),
+        ("--mode", GOOD_MODE),
+        ("--backend", backend),
+        ("--config", config),
+    ];
+    let mut args = Vec::new();
+    let mut push = |flag: &str, value: &str| {
+        args.push(flag.to_owned());
+        args.push(value.to_owned());
+    };
+    for (flag, default) in defaults {
+        let mine: Vec<&Option<&str>> = overrides.iter().filter(|(f, _)| *f == flag).map(|(_, v)| v).collect();
+        if mine.is_empty() {
+            push(flag, default);
+        }
+        for v in mine.into_iter().flatten() {
+            push(flag, v);
+        }
+    }
+    for (flag, value) in overrides {
+        if !defaults.iter().any(|(d, _)| d == flag) {
+            if let Some(v) = value {
+                push(flag, v);
+            }
+        }
+    }
+    BadCase {
+        name: name.to_owned(),
+        args,
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        expect: expect.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Every refused input, each otherwise identical to the good policy with
+/// `--backend backend`. Config files are written into `dir`.
+pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
+    let empty = dir.empty_config();
+    let unknown_key = dir.file("unknown-key.toml", "container_cidrs = [\"10.0.0.0/16\"]\n");
+    let not_toml = dir.file("not-toml.toml", "this is not toml\n");
+    let bad_value = dir.file(
+        "bad-value.toml",
+        "container_cidr = \"10.0.1.5/16\"\napiserver = \"192.168.50.10:5443\"\nmode = \"tunnel\"\n",
+    );
+    let bad_mode = dir.file("bad-mode.toml", "mode = \"overlay\"\n");
+    let bad_type = dir.file("bad-type.toml", "container_cidr = 10\n");
+    let smuggled = dir.file(
+        "smuggled.toml",
+        "container_cidr = [\"10.0.0.0/16; nft flush ruleset\"]\napiserver = \"192.168.50.10:5443\"\n",
+    );
+    let config_dir = dir.path().to_str().expect("utf-8 temp path").to_owned();
+    let b = |name: &str, overrides: Overrides, expect: &[&str]| build(name, backend, &empty, overrides, &[], expect);
+    let be = |name: &str, overrides: Overrides, env: &[(&str, &str)], expect: &[&str]| {
+        build(name, backend, &empty, overrides, env, expect)
+    };
+    let cidr = |v| [("--container-cidr", Some(v))];
+    let api = |v| [("--apiserver", Some(v))];
+    // A config file case: flags given by the file are dropped from the command line.
+    let file = |name: &str, path: &str, expect: &[&str]| {
+        build(
+            name,
+            backend,
+            path,
+            &[("--container-cidr", None), ("--apiserver", None), ("--mode", None)],
+            &[],
+            expect,
+        )
+    };
+    vec![
+        // Malformed CIDRs.
+        b(
+            "malformed cidr 10.0.0/16",
+            &cidr("10.0.0/16"),
+            &["'10.0.0/16'", "not a valid CIDR"],
+        ),
+        b("malformed cidr banana", &cidr("banana"), &["'banana'", "not a CIDR"]),
+        b(
+            "host bits v4",
+            &cidr("10.0.1.5/16"),
+            &["'10.0.1.5/16'", "host bits", "network address is 10.0.0.0/16"],
+        ),
+        b(
+            "host bits v6 next to a good v4 cidr",
+            &cidr("10.0.0.0/16,fd00::1/48"),
+            &["'fd00::1/48'", "host bits", "network address is fd00::/48"],
+        ),
+        b(
+            "prefix too long v4",
+            &cidr("10.0.0.0/33"),
+            &["'10.0.0.0/33'", "not a valid CIDR", "at most 32"],
+        ),
+        b(
+            "prefix too long v6",
+            &cidr("fd00::/129"),
+            &["'fd00::/129'", "not a valid CIDR"],
+        ),
+        // Ports.
+        b("port 0", &api("192.168.50.10:0"), &["port 0", "1..65535"]),
+        b("port 65536", &api("192.168.50.10:65536"), &["port 65536", "1..65535"]),
+        b(
+            "port https",
+            &api("192.168.50.10:https"),
+            // Port names are not resolved: the message says the port is invalid and what is valid.
+            &["'192.168.50.10:https'", "invalid port 'https'", "1 to 65535"],
+        ),
+        b(
+            "port abc (hex letters reach the port parser)",
+            &api("192.168.50.10:abc"),
+            &["invalid port 'abc'", "1 to 65535"],
+        ),
+        // Unsafe policies.
+        b("0.0.0.0/0 source", &cidr("0.0.0.0/0"), &["0.0.0.0/0", "every source"]),
+        b(
+            "::/0 source",
+            &[
+                ("--container-cidr", Some("::/0")),
+                ("--apiserver", Some("[fd00:50::10]:5443")),
+            ],
+            &["::/0", "every source"],
+        ),
+        b(
+            "apiserver inside a blocked cidr",
+            &api("10.0.3.4:443"),
+            &["10.0.3.4:443", "inside the blocked container CIDR 10.0.0.0/16"],
+        ),
+        b(
+            "unspecified apiserver",
+            &api("0.0.0.0:443"),
+            &["0.0.0.0:443", "unspecified"],
+        ),
+        b(
+            "ipv4 apiserver in brackets",
+            &api("[192.168.50.10]:5443"),
+            &["[192.168.50.10]:5443", "brackets"],
+        ),
+        // Empty lists.
+        b(
+            "no container cidr",
+            &[("--container-cidr", None)],
+            &["no container CIDR"],
+        ),
+        b("empty container cidr value", &cidr(""), &["no container CIDR"]),
+        b("no apiserver", &[("--apiserver", None)], &["no apiserver"]),
+        b("empty apiserver value", &api(",,"), &["no apiserver"]),
+        b(
+            "nothing to block for any family",
+            &api("[fd00:50::10]:5443"),
+            &["nothing to block", "10.0.0.0/16", "[fd00:50::10]:5443"],
+        ),
+        // Exempt.
+        b(
+            "exempt outside every cidr",
+            &[("--exempt", Some("10.9.0.0/24"))],
+            &["exempt 10.9.0.0/24", "not inside any container CIDR"],
+        ),
+        b(
+            "exempt covering the whole cidr",
+            &[("--exempt", Some("10.0.0.0/8"))],
+            &["exempt 10.0.0.0/8", "covers the whole container CIDR 10.0.0.0/16"],
+        ),
+        b(
+            "exempt with host bits",
+            &[("--exempt", Some("10.0.5.1/24"))],
+            &["host bits", "10.0.5.0/24"],
+        ),
+        // Names are not addresses.
+        b(
+            "host name as apiserver",
+            &api("kubernetes.default:443"),
+            &["'kubernetes.default:443'", "host names are not resolved"],
+        ),
+        // Smuggled commands.
+        b(
+            "smuggled ; nft flush ruleset",
+            &cidr("10.0.0.0/16; nft flush ruleset"),
+            &["'10.0.0.0/16; nft flush ruleset'", "not a CIDR"],
+        ),
+        b(
+            "smuggled -j ACCEPT",
+            &cidr("10.0.0.0/16 -j ACCEPT"),
+            &["'10.0.0.0/16 -j ACCEPT'", "not a CIDR"],
+        ),
+        b("smuggled $(reboot)", &cidr("$(reboot)"), &["'$(reboot)'", "not a CIDR"]),
+        b(
+            "smuggled in the apiserver",
+            &api("192.168.50.10:5443; nft flush ruleset"),
+            &["not an IP address"],
+        ),
+        b(
+            "smuggled in exempt",
+            &[("--exempt", Some("10.0.5.0/24 -j ACCEPT"))],
+            &["'10.0.5.0/24 -j ACCEPT'", "not a CIDR"],
+        ),
+        be(
+            "smuggled via APISERVER_GUARD_CONTAINER_CIDR",
+            &[("--container-cidr", None)],
+            &[("APISERVER_GUARD_CONTAINER_CIDR", "10.0.0.0/16; nft flush ruleset")],
+            &["'10.0.0.0/16; nft flush ruleset'", "not a CIDR"],
+        ),
+        be(
+            "host bits via APISERVER_GUARD_CONTAINER_CIDR",
+            &[("--container-cidr", None)],
+            &[("APISERVER_GUARD_CONTAINER_CIDR", "10.0.1.5/16")],
+            &["host bits", "10.0.0.0/16"],
+        ),
+        be(
+            "port 0 via APISERVER_GUARD_APISERVER",
+            &[("--apiserver", None)],
+            &[("APISERVER_GUARD_APISERVER", "192.168.50.10:0")],
+            &["port 0", "1..65535"],
+        ),
+        // Unknown enum values: clap usage errors, exit 2 too.
+        b(
+            "--mode overlay",
+            &[("--mode", Some("overlay"))],
+            &["invalid value 'overlay'", "--mode"],
+        ),
+        b(
+            "--backend pf",
+            &[("--backend", Some("pf"))],
+            &["invalid value 'pf'", "--backend"],
+        ),
+        b(
+            "--action accept",
+            &[("--action", Some("accept"))],
+            &["invalid value 'accept'", "--action"],
+        ),
+        be(
+            "APISERVER_GUARD_MODE=overlay",
+            &[("--mode", None)],
+            &[("APISERVER_GUARD_MODE", "overlay")],
+            &["invalid value 'overlay'", "--mode"],
+        ),
+        // Config files.
+        file(
+            "config with an unknown key",
+            &unknown_key,
+            &[&unknown_key, "unknown field", "container_cidrs"],
+        ),
+        file("config that is not TOML", &not_toml, &[&not_toml, "TOML parse error"]),
+        file(
+            "named config that does not exist",
+            MISSING_CONFIG,
+            &[MISSING_CONFIG, "cannot read it"],
+        ),
+        file(
+            "config that is a directory",
+            &config_dir,
+            &[&config_dir, "cannot read it"],
+        ),
+        file(
+            "config with a host-bit cidr",
+            &bad_value,
+            &["'10.0.1.5/16'", "host bits", "10.0.0.0/16"],
+        ),
+        file("config with mode overlay", &bad_mode, &[&bad_mode, "overlay"]),
+        file("config with a number as cidr", &bad_type, &[&bad_type]),
+        file("config with a smuggled command", &smuggled, &["not a CIDR"]),
+        be(
+            "APISERVER_GUARD_CONFIG names a missing file",
+            &[("--config", None)],
+            &[("APISERVER_GUARD_CONFIG", MISSING_CONFIG)],
+            &[MISSING_CONFIG, "cannot read it"],
+        ),
+        // Several problems at once: each one is named.
+        b(
+            "several problems at once",
+            &[
+                ("--container-cidr", Some("10.0.1.5/16")),
+                ("--apiserver", Some("192.168.50.10:0")),
+            ],
+            &["host bits", "10.0.0.0/16", "port 0"],
+        ),
+    ]
+}
