@@ -6,7 +6,7 @@ use crate::backend::select::{all, select};
 use crate::backend::Backend;
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::config::load_policy;
-use crate::core::drift::Drift;
+use crate::core::drift::{Drift, DriftKind};
 use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
 use crate::core::validate::{check_lockout, validate};
@@ -144,6 +144,7 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
     for other in all(runner).iter().filter(|b| b.name() != backend.name()) {
         if other.present().unwrap_or(false) {
             drift.push(Drift {
+                kind: DriftKind::StaleObjects,
                 object: other.name().to_string(),
                 problem: "stale objects of ours in a backend not in use (apply removes them)".into(),
             });

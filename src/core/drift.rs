@@ -16,13 +16,64 @@ pub struct Drift {
     pub object: String,
     /// What is wrong with it.
     pub problem: String,
+    /// The class of the difference (metrics label, likely cause).
+    pub kind: DriftKind,
 }
 
-fn drift(object: impl Into<String>, problem: impl Into<String>) -> Drift {
-    Drift {
-        object: object.into(),
-        problem: problem.into(),
+/// Classes of drift, each with the likely reason an operator should look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    TableMissing,
+    ChainMissing,
+    ChainFlushed,
+    ChainChanged,
+    RulesChanged,
+    SetMissing,
+    ElementsChanged,
+    JumpMissing,
+    JumpDisplaced,
+    JumpDuplicated,
+    StaleObjects,
+}
+
+impl DriftKind {
+    /// Label value for metrics, e.g. `table_missing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::TableMissing => "table_missing",
+            DriftKind::ChainMissing => "chain_missing",
+            DriftKind::ChainFlushed => "chain_flushed",
+            DriftKind::ChainChanged => "chain_changed",
+            DriftKind::RulesChanged => "rules_changed",
+            DriftKind::SetMissing => "set_missing",
+            DriftKind::ElementsChanged => "elements_changed",
+            DriftKind::JumpMissing => "jump_missing",
+            DriftKind::JumpDisplaced => "jump_displaced",
+            DriftKind::JumpDuplicated => "jump_duplicated",
+            DriftKind::StaleObjects => "stale_objects",
+        }
     }
+
+    /// Who or what usually causes this.
+    pub fn likely_cause(self) -> &'static str {
+        match self {
+            DriftKind::TableMissing => "the table was deleted or the whole ruleset flushed (nft flush ruleset, a firewall reload)",
+            DriftKind::ChainMissing => "a chain was deleted (iptables -X, nft delete chain, a firewall reload)",
+            DriftKind::ChainFlushed => "a chain was flushed (iptables -F, nft flush chain)",
+            DriftKind::ChainChanged | DriftKind::RulesChanged | DriftKind::SetMissing | DriftKind::ElementsChanged => {
+                "someone edited our objects by hand or with another tool"
+            }
+            DriftKind::JumpMissing => "our jump was deleted (iptables -F on a built-in chain, a firewall reload)",
+            DriftKind::JumpDisplaced => "another agent inserted a rule above our jump (CNI, kube-proxy, a firewall manager)",
+            DriftKind::JumpDuplicated => "our jump was copied or inserted twice",
+            DriftKind::StaleObjects => "objects of an older policy or another backend are still there",
+        }
+    }
+}
+
+fn drift(kind: DriftKind, object: impl Into<String>, problem: impl Into<String>) -> Drift {
+    Drift { object: object.into(), problem: problem.into(), kind }
 }
 
 fn show(set: &BTreeSet<&String>) -> String {
@@ -33,6 +84,7 @@ fn show(set: &BTreeSet<&String>) -> String {
 pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) -> Vec<Drift> {
     let Some(seen) = observed else {
         return vec![drift(
+            DriftKind::TableMissing,
             format!("table {table}"),
             "missing (deleted, or the ruleset was flushed)",
         )];
@@ -41,11 +93,12 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
     for (name, want) in &desired.sets {
         let obj = format!("set {name}");
         let Some(got) = seen.sets.get(name) else {
-            out.push(drift(obj, "missing"));
+            out.push(drift(DriftKind::SetMissing, obj, "missing"));
             continue;
         };
         if got.key_type != want.key_type || got.interval != want.interval {
             out.push(drift(
+                DriftKind::ElementsChanged,
                 obj.clone(),
                 format!(
                     "has type '{}' (interval {}), expected '{}' (interval {})",
@@ -56,14 +109,15 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
         let missing: BTreeSet<_> = want.elements.difference(&got.elements).collect();
         let extra: BTreeSet<_> = got.elements.difference(&want.elements).collect();
         if !missing.is_empty() {
-            out.push(drift(obj.clone(), format!("missing elements: {}", show(&missing))));
+            out.push(drift(DriftKind::ElementsChanged, obj.clone(), format!("missing elements: {}", show(&missing))));
         }
         if !extra.is_empty() {
-            out.push(drift(obj, format!("unexpected elements: {}", show(&extra))));
+            out.push(drift(DriftKind::ElementsChanged, obj, format!("unexpected elements: {}", show(&extra))));
         }
     }
     for name in seen.sets.keys().filter(|n| !desired.sets.contains_key(*n)) {
         out.push(drift(
+            DriftKind::StaleObjects,
             format!("set {name}"),
             "not part of the policy (stale or foreign)",
         ));
@@ -71,21 +125,24 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
     for (name, want) in &desired.chains {
         let obj = format!("chain {name}");
         let Some(got) = seen.chains.get(name) else {
-            out.push(drift(obj, "missing"));
+            out.push(drift(DriftKind::ChainMissing, obj, "missing"));
             continue;
         };
         if got.base != want.base {
             out.push(drift(
+                DriftKind::ChainChanged,
                 obj.clone(),
                 format!("hook/type/priority/policy is {:?}, expected {:?}", got.base, want.base),
             ));
         }
         if got.rules != want.rules {
-            out.push(drift(obj, rules_problem(&want.rules, &got.rules)));
+            let kind = if got.rules.is_empty() { DriftKind::ChainFlushed } else { DriftKind::RulesChanged };
+            out.push(drift(kind, obj, rules_problem(&want.rules, &got.rules)));
         }
     }
     for name in seen.chains.keys().filter(|n| !desired.chains.contains_key(*n)) {
         out.push(drift(
+            DriftKind::StaleObjects,
             format!("chain {name}"),
             "not part of the policy (stale hook or foreign chain)",
         ));
@@ -119,12 +176,13 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
     let mut out = Vec::new();
     let chain_obj = format!("{label} chain {CHAIN}");
     match (want, &seen.chain) {
-        (Some(_), None) => out.push(drift(chain_obj.clone(), "missing (deleted, or the table was flushed)")),
+        (Some(_), None) => out.push(drift(DriftKind::ChainMissing, chain_obj.clone(), "missing (deleted, or the table was flushed)")),
         (Some(w), Some(rules)) if *rules != w.rules => {
             let have: BTreeSet<&String> = rules.iter().collect();
             let need: BTreeSet<&String> = w.rules.iter().collect();
             let missing: BTreeSet<_> = need.difference(&have).copied().collect();
             let extra: BTreeSet<_> = have.difference(&need).copied().collect();
+            let kind = if rules.is_empty() { DriftKind::ChainFlushed } else { DriftKind::RulesChanged };
             let problem = if rules.is_empty() {
                 "empty (flushed, e.g. by iptables -F)".to_string()
             } else if missing.is_empty() && extra.is_empty() {
@@ -136,9 +194,10 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
                     show(&extra)
                 )
             };
-            out.push(drift(chain_obj.clone(), problem));
+            out.push(drift(kind, chain_obj.clone(), problem));
         }
         (None, Some(_)) => out.push(drift(
+            DriftKind::StaleObjects,
             chain_obj.clone(),
             "stale: the policy blocks nothing in this family",
         )),
@@ -149,18 +208,22 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
         let used = want.is_some_and(|w| w.hooks.contains(&hook));
         let obj = format!("{label} chain {}", hook.iptables_chain());
         if used && !j.at_top {
-            let problem = match seen.top_rule.get(&hook) {
-                Some(top) => format!(
-                    "our jump is not rule 1 (rule 1 is '{top}'): a rule above it can bypass the block; expected '{}'",
-                    jump_line(hook)
+            let (kind, problem) = match seen.top_rule.get(&hook) {
+                Some(top) => (
+                    if j.count > 0 { DriftKind::JumpDisplaced } else { DriftKind::JumpMissing },
+                    format!(
+                        "our jump is not rule 1 (rule 1 is '{top}'): a rule above it can bypass the block; expected '{}'",
+                        jump_line(hook)
+                    ),
                 ),
-                None => format!("our jump is missing (expected '{}' as rule 1)", jump_line(hook)),
+                None => (DriftKind::JumpMissing, format!("our jump is missing (expected '{}' as rule 1)", jump_line(hook))),
             };
-            out.push(drift(obj, problem));
+            out.push(drift(kind, obj, problem));
         } else if used && j.count > 1 {
-            out.push(drift(obj, format!("{} copies of our jump, expected one", j.count)));
+            out.push(drift(DriftKind::JumpDuplicated, obj, format!("{} copies of our jump, expected one", j.count)));
         } else if !used && j.count > 0 {
             out.push(drift(
+                DriftKind::StaleObjects,
                 obj,
                 "stale jump to our chain (the mode no longer hooks this chain)",
             ));
@@ -204,6 +267,7 @@ mod tests {
         let f = diff_nft(&d, None, T);
         assert_eq!(f.len(), 1);
         assert!(f[0].problem.contains("missing"));
+        assert_eq!(f[0].kind, DriftKind::TableMissing);
     }
 
     #[test]
