@@ -27,6 +27,39 @@ pub enum Command {
     Status(StatusArgs),
     /// Print what `apply` sends to install the block (on a node without it); change nothing.
     Render(PolicyArgs),
+    /// Daemon: apply, then keep the block in place (event-driven repair, periodic
+    /// resync, config reload); health and Prometheus metrics over HTTP.
+    Run(RunArgs),
+}
+
+/// Log output of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// The systemd journal with structured fields when started by systemd, else text.
+    Auto,
+    /// One plain line per event on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Periodic full check besides event-driven repair, e.g. 10s, 500ms, 1m [default: 10s].
+    #[arg(long, value_name = "DURATION", env = "APISERVER_GUARD_RESYNC_INTERVAL")]
+    pub resync_interval: Option<String>,
+    /// Address of the health and metrics endpoint (/healthz, /readyz, /metrics) [default: 127.0.0.1:9440].
+    #[arg(long, value_name = "ADDR", env = "APISERVER_GUARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Remove the block when the daemon stops (default: fail-closed, the block stays).
+    #[arg(long, env = "APISERVER_GUARD_CLEANUP_ON_EXIT")]
+    pub cleanup_on_exit: bool,
+    /// Log format [default: auto].
+    #[arg(long, value_enum, env = "APISERVER_GUARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Output format of `status`.

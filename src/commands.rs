@@ -2,8 +2,7 @@
 //! the backend, call it, print the result, map it to an exit code.
 
 use crate::backend::exec::{Runner, SystemRunner};
-use crate::backend::select::{all, select};
-use crate::backend::Backend;
+use crate::backend::select::{all, remove_others, select};
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::config::load_policy;
 use crate::core::drift::{Drift, DriftKind};
@@ -22,6 +21,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Remove => remove(&runner),
         Command::Status(args) => status(&args, &runner),
         Command::Render(args) => render(&args, &runner),
+        Command::Run(args) => return crate::daemon::run(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("apiserver-guard: {e}");
@@ -32,12 +32,18 @@ pub fn run(cli: Cli) -> i32 {
 /// Policy from flags/env/file, validated (and, for changes, checked for self-lockout).
 pub fn prepare(args: &PolicyArgs, check_node_route: bool) -> Result<(Policy, Blocklist)> {
     let policy = load_policy(args)?;
-    validate(&policy).map_err(Error::BadInput)?;
-    if check_node_route {
-        check_lockout(&policy, &routes(&policy.apiservers)).map_err(Error::BadInput)?;
-    }
-    let blocklist = Blocklist::from_policy(&policy);
+    let blocklist = checked(&policy, check_node_route)?;
     Ok((policy, blocklist))
+}
+
+/// Validates a policy (and, before changing the firewall, the self-lockout
+/// guard) and builds its blocklist.
+pub fn checked(policy: &Policy, check_node_route: bool) -> Result<Blocklist> {
+    validate(policy).map_err(Error::BadInput)?;
+    if check_node_route {
+        check_lockout(policy, &routes(&policy.apiservers)).map_err(Error::BadInput)?;
+    }
+    Ok(Blocklist::from_policy(policy))
 }
 
 fn summary(p: &Policy, b: &Blocklist) -> String {
@@ -75,32 +81,11 @@ fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
         backend.name(),
         summary(&policy, &blocklist)
     );
-    let cleaned = remove_leftovers(backend.as_ref(), runner)?;
+    let cleaned = remove_others(backend.as_ref(), runner)?;
     for name in cleaned {
         println!("apiserver-guard: removed stale rules of ours from {name}");
     }
     Ok(exit::OK)
-}
-
-/// Removes our objects from every backend but `keep`, so a backend switch
-/// never leaves an old block behind. Tools that are not installed hold nothing.
-fn remove_leftovers(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'static str>> {
-    let mut cleaned = Vec::new();
-    for other in all(runner).iter().filter(|b| b.name() != keep.name()) {
-        match other.remove() {
-            Ok(true) => cleaned.push(other.name()),
-            Ok(false) => {}
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => {
-                return Err(Error::runtime(format!(
-                    "the block is in place with {}, but stale rules of ours in {} could not be removed: {e}",
-                    keep.name(),
-                    other.name()
-                )))
-            }
-        }
-    }
-    Ok(cleaned)
 }
 
 fn remove(runner: &dyn Runner) -> Result<i32> {

@@ -2,7 +2,7 @@
 //! the TOML file, which overrides the defaults. Reading the file is the only
 //! I/O here; merging and parsing into a `Policy` are pure.
 
-use crate::cli::PolicyArgs;
+use crate::cli::{LogFormat, PolicyArgs};
 use crate::core::address::{parse_cidr, parse_endpoint};
 use crate::core::policy::{Action, BackendChoice, Mode, Policy};
 use crate::error::{Error, Result};
@@ -38,6 +38,11 @@ pub struct FileConfig {
     pub backend: Option<BackendChoice>,
     pub exempt: Option<OneOrMany>,
     pub action: Option<Action>,
+    /// Daemon settings (`run`); ignored by the one-shot commands.
+    pub resync_interval: Option<String>,
+    pub listen: Option<String>,
+    pub cleanup_on_exit: Option<bool>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// Parses the TOML text of a config file; `origin` names it in errors.
@@ -82,6 +87,13 @@ fn pick(cli: &[String], file: Option<OneOrMany>) -> Vec<String> {
 
 /// Merges flags/env with the file and parses every value, collecting all problems.
 pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
+    let file = FileConfig {
+        resync_interval: None,
+        listen: None,
+        cleanup_on_exit: None,
+        log_format: None,
+        ..file
+    };
     let mut problems = Vec::new();
     let mut nets = |what: &str, raw: Vec<String>| {
         raw.iter()
@@ -130,6 +142,16 @@ mod tests {
             (p.mode, p.action, p.backend),
             (Mode::Tunnel, Action::Drop, BackendChoice::IptablesLegacy)
         );
+    }
+
+    #[test]
+    fn daemon_keys_are_accepted() {
+        let f = file(
+            "resync_interval = \"5s\"\nlisten = \"127.0.0.1:9441\"\ncleanup_on_exit = true\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.listen.as_deref(), Some("127.0.0.1:9441"));
+        assert_eq!(f.log_format, Some(LogFormat::Json));
     }
 
     #[test]

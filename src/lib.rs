@@ -8,5 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod error;
 pub mod lockout;
+pub mod logging;

@@ -29,6 +29,9 @@ pub trait Runner: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemRunner;
 
+/// A process-wide instance, so backends built on it live as long as needed.
+pub static SYSTEM: SystemRunner = SystemRunner;
+
 impl Runner for SystemRunner {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
         let mut cmd = Command::new(program);

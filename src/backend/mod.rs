@@ -13,7 +13,7 @@ use crate::error::Result;
 
 /// What every firewall backend offers. `status` reads back only our own
 /// objects; `apply` changes nothing when `status` finds nothing to change.
-pub trait Backend {
+pub trait Backend: Send + Sync {
     /// e.g. `nftables`, `iptables-nft`, `iptables-legacy`.
     fn name(&self) -> &'static str;
     /// The payload `apply` sends to install the blocklist on a node that has none of it.
@@ -22,8 +22,16 @@ pub trait Backend {
     fn status(&self, b: &Blocklist) -> Result<Vec<Drift>>;
     /// Installs or repairs atomically; returns whether anything was changed.
     fn apply(&self, b: &Blocklist) -> Result<bool>;
+    /// Installs atomically without checking first (the caller just saw drift).
+    fn install(&self, b: &Blocklist) -> Result<()> {
+        self.apply(b).map(|_| ())
+    }
     /// Removes every object of ours; returns whether anything was there.
     fn remove(&self) -> Result<bool>;
     /// Whether any object of ours exists (cheap; used to find leftovers).
     fn present(&self) -> Result<bool>;
+    /// Packets and bytes our blocking rules have counted, where the backend can tell cheaply.
+    fn blocked_counters(&self) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
 }

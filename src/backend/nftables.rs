@@ -64,12 +64,24 @@ impl Backend for Nftables<'_> {
         Ok(true)
     }
 
+    fn install(&self, b: &Blocklist) -> Result<()> {
+        self.send(&script(b))
+    }
+
     fn remove(&self) -> Result<bool> {
         if !self.present()? {
             return Ok(false);
         }
         self.send(&delete_script())?;
         Ok(true)
+    }
+
+    fn blocked_counters(&self) -> Result<Option<(u64, u64)>> {
+        let Some((_, counters)) = self.observe()? else {
+            return Ok(None);
+        };
+        let blocking = counters.iter().filter(|(name, _)| name.starts_with("block-"));
+        Ok(Some(blocking.fold((0, 0), |(p, b), (_, (cp, cb))| (p + cp, b + cb))))
     }
 
     fn present(&self) -> Result<bool> {

@@ -108,6 +108,27 @@ pub fn all(runner: &dyn Runner) -> Vec<Box<dyn Backend + '_>> {
     ]
 }
 
+/// Removes our objects from every backend but `keep`, so a backend switch
+/// never leaves an old block behind. Tools that are not installed hold nothing.
+pub fn remove_others(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'static str>> {
+    let mut cleaned = Vec::new();
+    for other in all(runner).iter().filter(|b| b.name() != keep.name()) {
+        match other.remove() {
+            Ok(true) => cleaned.push(other.name()),
+            Ok(false) => {}
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => {
+                return Err(Error::runtime(format!(
+                    "the block is in place with {}, but stale rules of ours in {} could not be removed: {e}",
+                    keep.name(),
+                    other.name()
+                )))
+            }
+        }
+    }
+    Ok(cleaned)
+}
+
 /// The backend to use and the reason it was chosen.
 pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Backend + '_>, String)> {
     let iptables = |reason: &str| -> (Box<dyn Backend + '_>, String) {

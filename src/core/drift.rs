@@ -58,14 +58,18 @@ impl DriftKind {
     /// Who or what usually causes this.
     pub fn likely_cause(self) -> &'static str {
         match self {
-            DriftKind::TableMissing => "the table was deleted or the whole ruleset flushed (nft flush ruleset, a firewall reload)",
+            DriftKind::TableMissing => {
+                "the table was deleted or the whole ruleset flushed (nft flush ruleset, a firewall reload)"
+            }
             DriftKind::ChainMissing => "a chain was deleted (iptables -X, nft delete chain, a firewall reload)",
             DriftKind::ChainFlushed => "a chain was flushed (iptables -F, nft flush chain)",
             DriftKind::ChainChanged | DriftKind::RulesChanged | DriftKind::SetMissing | DriftKind::ElementsChanged => {
                 "someone edited our objects by hand or with another tool"
             }
             DriftKind::JumpMissing => "our jump was deleted (iptables -F on a built-in chain, a firewall reload)",
-            DriftKind::JumpDisplaced => "another agent inserted a rule above our jump (CNI, kube-proxy, a firewall manager)",
+            DriftKind::JumpDisplaced => {
+                "another agent inserted a rule above our jump (CNI, kube-proxy, a firewall manager)"
+            }
             DriftKind::JumpDuplicated => "our jump was copied or inserted twice",
             DriftKind::StaleObjects => "objects of an older policy or another backend are still there",
         }
@@ -73,7 +77,11 @@ impl DriftKind {
 }
 
 fn drift(kind: DriftKind, object: impl Into<String>, problem: impl Into<String>) -> Drift {
-    Drift { object: object.into(), problem: problem.into(), kind }
+    Drift {
+        object: object.into(),
+        problem: problem.into(),
+        kind,
+    }
 }
 
 fn show(set: &BTreeSet<&String>) -> String {
@@ -109,10 +117,18 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
         let missing: BTreeSet<_> = want.elements.difference(&got.elements).collect();
         let extra: BTreeSet<_> = got.elements.difference(&want.elements).collect();
         if !missing.is_empty() {
-            out.push(drift(DriftKind::ElementsChanged, obj.clone(), format!("missing elements: {}", show(&missing))));
+            out.push(drift(
+                DriftKind::ElementsChanged,
+                obj.clone(),
+                format!("missing elements: {}", show(&missing)),
+            ));
         }
         if !extra.is_empty() {
-            out.push(drift(DriftKind::ElementsChanged, obj, format!("unexpected elements: {}", show(&extra))));
+            out.push(drift(
+                DriftKind::ElementsChanged,
+                obj,
+                format!("unexpected elements: {}", show(&extra)),
+            ));
         }
     }
     for name in seen.sets.keys().filter(|n| !desired.sets.contains_key(*n)) {
@@ -136,7 +152,11 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
             ));
         }
         if got.rules != want.rules {
-            let kind = if got.rules.is_empty() { DriftKind::ChainFlushed } else { DriftKind::RulesChanged };
+            let kind = if got.rules.is_empty() {
+                DriftKind::ChainFlushed
+            } else {
+                DriftKind::RulesChanged
+            };
             out.push(drift(kind, obj, rules_problem(&want.rules, &got.rules)));
         }
     }
@@ -176,13 +196,21 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
     let mut out = Vec::new();
     let chain_obj = format!("{label} chain {CHAIN}");
     match (want, &seen.chain) {
-        (Some(_), None) => out.push(drift(DriftKind::ChainMissing, chain_obj.clone(), "missing (deleted, or the table was flushed)")),
+        (Some(_), None) => out.push(drift(
+            DriftKind::ChainMissing,
+            chain_obj.clone(),
+            "missing (deleted, or the table was flushed)",
+        )),
         (Some(w), Some(rules)) if *rules != w.rules => {
             let have: BTreeSet<&String> = rules.iter().collect();
             let need: BTreeSet<&String> = w.rules.iter().collect();
             let missing: BTreeSet<_> = need.difference(&have).copied().collect();
             let extra: BTreeSet<_> = have.difference(&need).copied().collect();
-            let kind = if rules.is_empty() { DriftKind::ChainFlushed } else { DriftKind::RulesChanged };
+            let kind = if rules.is_empty() {
+                DriftKind::ChainFlushed
+            } else {
+                DriftKind::RulesChanged
+            };
             let problem = if rules.is_empty() {
                 "empty (flushed, e.g. by iptables -F)".to_string()
             } else if missing.is_empty() && extra.is_empty() {
@@ -220,7 +248,11 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
             };
             out.push(drift(kind, obj, problem));
         } else if used && j.count > 1 {
-            out.push(drift(DriftKind::JumpDuplicated, obj, format!("{} copies of our jump, expected one", j.count)));
+            out.push(drift(
+                DriftKind::JumpDuplicated,
+                obj,
+                format!("{} copies of our jump, expected one", j.count),
+            ));
         } else if !used && j.count > 0 {
             out.push(drift(
                 DriftKind::StaleObjects,

@@ -1,0 +1,135 @@
+//! The health and metrics endpoint: `GET /healthz`, `/readyz`, `/metrics`.
+//! A deliberately small HTTP/1.0 responder (GET only, bounded request size
+//! and read time, one response per connection): it serves three read-only
+//! pages on loopback by default, which does not justify an HTTP framework.
+
+use super::metrics::{render, Metrics};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MAX_REQUEST: usize = 8192;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Status, content type and body for a request line's method and path.
+pub fn respond(method: &str, path: &str, m: &Metrics, stale_after: Duration) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if method != "GET" && method != "HEAD" {
+        return (405, TEXT, "only GET\n".into());
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/healthz" => {
+            let age = m.last_turn.elapsed();
+            if age <= stale_after {
+                (200, TEXT, "ok\n".into())
+            } else {
+                (
+                    503,
+                    TEXT,
+                    format!("control loop stuck: last turn {:.1}s ago\n", age.as_secs_f64()),
+                )
+            }
+        }
+        "/readyz" => {
+            if m.ready() {
+                (200, TEXT, "ready: block installed and in sync\n".into())
+            } else {
+                (503, TEXT, format!("not ready: {}\n", m.not_ready_reason))
+            }
+        }
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(m)),
+        _ => (404, TEXT, "not found: try /healthz, /readyz or /metrics\n".into()),
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<Mutex<Metrics>>, stale_after: Duration) {
+    let mut buf = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return;
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (code, ctype, body) = {
+        let m = state.lock().unwrap_or_else(|p| p.into_inner());
+        respond(method, path, &m, stale_after)
+    };
+    let body = if method == "HEAD" { String::new() } else { body };
+    let msg = format!(
+        "HTTP/1.0 {code} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(code),
+        body.len()
+    );
+    let _ = stream.write_all(msg.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn run(listener: TcpListener, state: Arc<Mutex<Metrics>>, stale_after: Duration) {
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream, state.clone(), stale_after));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m() -> Metrics {
+        Metrics::new("t")
+    }
+
+    #[test]
+    fn readyz_follows_state() {
+        let mut s = m();
+        assert_eq!(respond("GET", "/readyz", &s, Duration::from_secs(30)).0, 503);
+        s.started = true;
+        s.in_sync = true;
+        assert_eq!(respond("GET", "/readyz", &s, Duration::from_secs(30)).0, 200);
+        s.in_sync = false;
+        s.not_ready_reason = "drift".into();
+        let (code, _, body) = respond("GET", "/readyz", &s, Duration::from_secs(30));
+        assert_eq!((code, body.as_str()), (503, "not ready: drift\n"));
+    }
+
+    #[test]
+    fn healthz_turns_unhealthy_when_the_loop_stalls() {
+        let mut s = m();
+        assert_eq!(respond("GET", "/healthz", &s, Duration::from_secs(30)).0, 200);
+        s.last_turn = std::time::Instant::now() - Duration::from_secs(60);
+        assert_eq!(respond("GET", "/healthz", &s, Duration::from_secs(30)).0, 503);
+    }
+
+    #[test]
+    fn metrics_other_paths_and_methods() {
+        let s = m();
+        let (code, ctype, body) = respond("GET", "/metrics", &s, Duration::from_secs(1));
+        assert_eq!(code, 200);
+        assert!(ctype.contains("version=0.0.4"));
+        assert!(body.contains("apiserver_guard_in_sync"));
+        assert_eq!(respond("GET", "/nope", &s, Duration::from_secs(1)).0, 404);
+        assert_eq!(respond("POST", "/metrics", &s, Duration::from_secs(1)).0, 405);
+    }
+}

@@ -1,0 +1,265 @@
+//! The daemon's state as operators see it: what `/metrics` (Prometheus text
+//! format), `/readyz` and `/healthz` report. Plain data updated by the
+//! controller; rendering is pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+/// Upper bounds (seconds) of the reconcile duration histogram.
+pub const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub version: &'static str,
+    pub backend: String,
+    /// The first apply succeeded.
+    pub started: bool,
+    /// The last check found our objects as desired.
+    pub in_sync: bool,
+    /// Why not ready, for `/readyz`.
+    pub not_ready_reason: String,
+    pub repairs: BTreeMap<String, u64>,
+    pub reconciles: BTreeMap<String, u64>,
+    pub reconcile_errors: u64,
+    /// Cumulative histogram counts, one per bucket, plus count and sum.
+    pub duration_buckets: [u64; BUCKETS.len()],
+    pub duration_count: u64,
+    pub duration_sum: f64,
+    pub last_success_unix: f64,
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+    pub config_errors: u64,
+    pub config_last_reload_ok: bool,
+    /// When the control loop last went round (for `/healthz`).
+    pub last_turn: Instant,
+}
+
+impl Metrics {
+    pub fn new(version: &'static str) -> Metrics {
+        Metrics {
+            version,
+            backend: String::new(),
+            started: false,
+            in_sync: false,
+            not_ready_reason: "starting: the block is not installed yet".into(),
+            repairs: BTreeMap::new(),
+            reconciles: BTreeMap::new(),
+            reconcile_errors: 0,
+            duration_buckets: [0; BUCKETS.len()],
+            duration_count: 0,
+            duration_sum: 0.0,
+            last_success_unix: 0.0,
+            blocked_packets: 0,
+            blocked_bytes: 0,
+            config_errors: 0,
+            config_last_reload_ok: true,
+            last_turn: Instant::now(),
+        }
+    }
+
+    pub fn observe_duration(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if s <= *le {
+                self.duration_buckets[i] += 1;
+            }
+        }
+        self.duration_count += 1;
+        self.duration_sum += s;
+    }
+
+    pub fn ready(&self) -> bool {
+        self.started && self.in_sync
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub fn render(m: &Metrics) -> String {
+    let mut o = String::new();
+    let b = |v: bool| u8::from(v);
+    family(&mut o, "apiserver_guard_build_info", "gauge", "Build information.");
+    let _ = writeln!(o, "apiserver_guard_build_info{{version=\"{}\"}} 1", escape(m.version));
+    family(
+        &mut o,
+        "apiserver_guard_backend_info",
+        "gauge",
+        "Firewall backend in use.",
+    );
+    let _ = writeln!(
+        o,
+        "apiserver_guard_backend_info{{backend=\"{}\"}} 1",
+        escape(&m.backend)
+    );
+    family(
+        &mut o,
+        "apiserver_guard_in_sync",
+        "gauge",
+        "1 when the last check found the block exactly as desired.",
+    );
+    let _ = writeln!(o, "apiserver_guard_in_sync {}", b(m.in_sync));
+    family(
+        &mut o,
+        "apiserver_guard_ready",
+        "gauge",
+        "1 when the block is installed and in sync (/readyz).",
+    );
+    let _ = writeln!(o, "apiserver_guard_ready {}", b(m.ready()));
+    family(
+        &mut o,
+        "apiserver_guard_repairs_total",
+        "counter",
+        "Repairs of drift, by cause.",
+    );
+    for (cause, n) in &m.repairs {
+        let _ = writeln!(o, "apiserver_guard_repairs_total{{cause=\"{}\"}} {n}", escape(cause));
+    }
+    family(
+        &mut o,
+        "apiserver_guard_reconciles_total",
+        "counter",
+        "Checks of the installed block, by trigger.",
+    );
+    for (trigger, n) in &m.reconciles {
+        let _ = writeln!(
+            o,
+            "apiserver_guard_reconciles_total{{trigger=\"{}\"}} {n}",
+            escape(trigger)
+        );
+    }
+    family(
+        &mut o,
+        "apiserver_guard_reconcile_errors_total",
+        "counter",
+        "Checks or repairs that failed.",
+    );
+    let _ = writeln!(o, "apiserver_guard_reconcile_errors_total {}", m.reconcile_errors);
+    family(
+        &mut o,
+        "apiserver_guard_reconcile_duration_seconds",
+        "histogram",
+        "Duration of a check (and repair).",
+    );
+    for (i, le) in BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "apiserver_guard_reconcile_duration_seconds_bucket{{le=\"{le}\"}} {}",
+            m.duration_buckets[i]
+        );
+    }
+    let _ = writeln!(
+        o,
+        "apiserver_guard_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        m.duration_count
+    );
+    let _ = writeln!(o, "apiserver_guard_reconcile_duration_seconds_sum {}", m.duration_sum);
+    let _ = writeln!(
+        o,
+        "apiserver_guard_reconcile_duration_seconds_count {}",
+        m.duration_count
+    );
+    family(
+        &mut o,
+        "apiserver_guard_last_successful_reconcile_timestamp_seconds",
+        "gauge",
+        "UNIX time of the last check that ended in sync.",
+    );
+    let _ = writeln!(
+        o,
+        "apiserver_guard_last_successful_reconcile_timestamp_seconds {:.3}",
+        m.last_success_unix
+    );
+    family(
+        &mut o,
+        "apiserver_guard_blocked_packets_total",
+        "counter",
+        "Packets blocked by our rules (nftables counters).",
+    );
+    let _ = writeln!(o, "apiserver_guard_blocked_packets_total {}", m.blocked_packets);
+    family(
+        &mut o,
+        "apiserver_guard_blocked_bytes_total",
+        "counter",
+        "Bytes blocked by our rules (nftables counters).",
+    );
+    let _ = writeln!(o, "apiserver_guard_blocked_bytes_total {}", m.blocked_bytes);
+    family(
+        &mut o,
+        "apiserver_guard_config_errors_total",
+        "counter",
+        "Config reloads refused as invalid.",
+    );
+    let _ = writeln!(o, "apiserver_guard_config_errors_total {}", m.config_errors);
+    family(
+        &mut o,
+        "apiserver_guard_config_last_reload_successful",
+        "gauge",
+        "0 while an invalid config is being ignored.",
+    );
+    let _ = writeln!(
+        o,
+        "apiserver_guard_config_last_reload_successful {}",
+        b(m.config_last_reload_ok)
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let mut m = Metrics::new("0.1.0");
+        m.observe_duration(Duration::from_millis(3));
+        m.observe_duration(Duration::from_millis(30));
+        assert_eq!(m.duration_buckets[0], 0);
+        assert_eq!(m.duration_buckets[2], 1, "<= 5ms");
+        assert_eq!(m.duration_buckets[5], 2, "<= 50ms");
+        assert_eq!(m.duration_count, 2);
+    }
+
+    #[test]
+    fn render_has_every_family_and_labels() {
+        let mut m = Metrics::new("0.1.0");
+        m.backend = "nftables".into();
+        m.repairs.insert("table_missing".into(), 2);
+        m.reconciles.insert("event".into(), 5);
+        let t = render(&m);
+        for needle in [
+            "apiserver_guard_build_info{version=\"0.1.0\"} 1",
+            "apiserver_guard_backend_info{backend=\"nftables\"} 1",
+            "apiserver_guard_in_sync 0",
+            "apiserver_guard_repairs_total{cause=\"table_missing\"} 2",
+            "apiserver_guard_reconciles_total{trigger=\"event\"} 5",
+            "apiserver_guard_reconcile_duration_seconds_bucket{le=\"+Inf\"} 0",
+            "# TYPE apiserver_guard_reconcile_duration_seconds histogram",
+            "apiserver_guard_config_last_reload_successful 1",
+        ] {
+            assert!(t.contains(needle), "missing {needle}\n{t}");
+        }
+    }
+
+    #[test]
+    fn ready_needs_started_and_in_sync() {
+        let mut m = Metrics::new("x");
+        m.in_sync = true;
+        assert!(!m.ready());
+        m.started = true;
+        assert!(m.ready());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

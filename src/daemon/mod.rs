@@ -1,0 +1,332 @@
+//! `apiserver-guard run`: the daemon. Validates, applies (retrying with
+//! backoff while the firewall is busy), reports ready, then keeps the block
+//! in place: `nft monitor` events wake an immediate check, a periodic resync
+//! is the safety net (and the only mechanism for iptables-legacy), SIGHUP or
+//! a changed config file reloads the policy, SIGTERM/SIGINT end it
+//! fail-closed (the block stays unless `--cleanup-on-exit`).
+
+pub mod http;
+pub mod metrics;
+pub mod monitor;
+pub mod notify;
+pub mod reconciler;
+pub mod settings;
+
+use crate::cli::RunArgs;
+use crate::commands::checked;
+use crate::config::{load_file, merge, DEFAULT_CONFIG};
+use crate::core::drift::Drift;
+use crate::error::{exit, Error, Result};
+use metrics::Metrics;
+use reconciler::Reconciler;
+use settings::DaemonSettings;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// Entry point of `run`; returns the exit code.
+pub fn run(args: &RunArgs) -> i32 {
+    match start(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("apiserver-guard: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Everything that can be refused before the daemon touches anything.
+fn load(args: &RunArgs) -> Result<(DaemonSettings, Reconciler)> {
+    let file = load_file(args.policy.config.as_deref())?;
+    let settings = DaemonSettings::merge(args, &file)?;
+    let policy = merge(&args.policy, file)?;
+    let blocklist = checked(&policy, true)?;
+    Ok((settings, Reconciler::new(policy, blocklist)?))
+}
+
+fn start(args: &RunArgs) -> Result<i32> {
+    let (settings, rec) = load(args)?;
+    crate::logging::init(settings.log_format);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(Daemon::new(args.clone(), settings, rec).run())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn describe(drift: &[Drift]) -> String {
+    drift
+        .iter()
+        .map(|d| format!("{}: {}", d.object, d.problem))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+struct Daemon {
+    args: RunArgs,
+    settings: DaemonSettings,
+    rec: Arc<Reconciler>,
+    state: Arc<Mutex<Metrics>>,
+    last_actor: Arc<Mutex<Option<String>>>,
+    config_path: PathBuf,
+    config_seen: Option<Vec<u8>>,
+}
+
+impl Daemon {
+    fn new(args: RunArgs, settings: DaemonSettings, rec: Reconciler) -> Daemon {
+        let mut m = Metrics::new(env!("CARGO_PKG_VERSION"));
+        m.backend = rec.backend.name().to_string();
+        let config_path = args
+            .policy
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let config_seen = std::fs::read(&config_path).ok();
+        Daemon {
+            args,
+            settings,
+            rec: Arc::new(rec),
+            state: Arc::new(Mutex::new(m)),
+            last_actor: Arc::new(Mutex::new(None)),
+            config_path,
+            config_seen,
+        }
+    }
+
+    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(mut self) -> Result<i32> {
+        let listener = tokio::net::TcpListener::bind(self.settings.listen)
+            .await
+            .map_err(|e| Error::runtime(format!("cannot listen on {}: {e}", self.settings.listen)))?;
+        let stale_after = (self.settings.resync_interval * 3).max(Duration::from_secs(30));
+        tokio::spawn(http::run(listener, self.state.clone(), stale_after));
+        let signal_err = |e: std::io::Error| Error::runtime(format!("cannot install signal handlers: {e}"));
+        let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+        log::info!(
+            backend = self.rec.backend.name(), listen = self.settings.listen.to_string().as_str();
+            "starting: {} [{}]", self.rec.backend.name(), self.rec.why
+        );
+
+        // First apply: retry with backoff while the firewall is busy; a signal still ends us.
+        let mut backoff = Duration::from_millis(100);
+        while !self.reconcile("start", true).await {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = term.recv() => return Ok(exit::OK),
+                _ = int.recv() => return Ok(exit::OK),
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.metrics().started = true;
+        notify::notify("READY=1");
+        self.status_line();
+        log::info!("ready: the block is in place");
+
+        let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+        let mut monitor = self.spawn_monitor(&wake_tx);
+        let mut resync = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.settings.resync_interval,
+            self.settings.resync_interval,
+        );
+        let mut config_poll = tokio::time::interval(CONFIG_POLL);
+        let watchdog_every = notify::watchdog_interval();
+        let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if self.reload("SIGHUP").await {
+                        monitor = self.respawn_monitor(monitor, &wake_tx);
+                    }
+                }
+                Some(()) = wake_rx.recv() => { self.reconcile("event", false).await; }
+                _ = resync.tick() => { self.reconcile("timer", true).await; }
+                _ = config_poll.tick() => {
+                    let now = std::fs::read(&self.config_path).ok();
+                    if now != self.config_seen {
+                        self.config_seen = now;
+                        if self.reload("config file changed").await {
+                            monitor = self.respawn_monitor(monitor, &wake_tx);
+                        }
+                    }
+                }
+                _ = watchdog.tick(), if watchdog_every.is_some() => notify::notify("WATCHDOG=1"),
+            }
+            self.metrics().last_turn = Instant::now();
+        }
+
+        notify::notify("STOPPING=1");
+        if let Some(m) = monitor {
+            m.abort();
+        }
+        if self.settings.cleanup_on_exit {
+            let rec = self.rec.clone();
+            match tokio::task::spawn_blocking(move || rec.remove_everything()).await {
+                Ok(Ok(())) => log::info!("stopped; --cleanup-on-exit: the block was removed"),
+                Ok(Err(e)) => {
+                    log::error!("stopped; --cleanup-on-exit failed: {e}");
+                    return Ok(exit::RUNTIME);
+                }
+                Err(e) => log::error!("stopped; cleanup task failed: {e}"),
+            }
+        } else {
+            log::info!("stopped; the block stays in place (fail-closed)");
+        }
+        Ok(exit::OK)
+    }
+
+    fn spawn_monitor(&self, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {
+        let backend = self.rec.backend.name();
+        if backend == "iptables-legacy" {
+            log::info!("iptables-legacy emits no change events: relying on the periodic resync");
+            return None;
+        }
+        Some(tokio::spawn(monitor::run(
+            backend.to_string(),
+            wake.clone(),
+            self.last_actor.clone(),
+        )))
+    }
+
+    fn respawn_monitor(&self, old: Option<JoinHandle<()>>, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {
+        if let Some(h) = old {
+            h.abort();
+        }
+        self.spawn_monitor(wake)
+    }
+
+    fn status_line(&self) {
+        let m = self.metrics();
+        let repairs: u64 = m.repairs.values().sum();
+        notify::notify(&format!(
+            "STATUS={} with {}; {} repairs",
+            if m.ready() { "block in place" } else { "not ready" },
+            m.backend,
+            repairs
+        ));
+    }
+
+    /// One check (and repair if needed). Returns whether it ended in sync.
+    async fn reconcile(&self, trigger: &str, thorough: bool) -> bool {
+        let started = Instant::now();
+        let rec = self.rec.clone();
+        let checked = tokio::task::spawn_blocking(move || rec.check(thorough)).await;
+        let result = match checked {
+            Ok(Ok(drift)) if drift.is_empty() && trigger != "start" => Ok(None),
+            Ok(Ok(drift)) => {
+                {
+                    let mut m = self.metrics();
+                    m.in_sync = false;
+                    m.not_ready_reason = if drift.is_empty() {
+                        "installing".into()
+                    } else {
+                        describe(&drift)
+                    };
+                }
+                let rec = self.rec.clone();
+                match tokio::task::spawn_blocking(move || rec.repair(thorough)).await {
+                    Ok(Ok(())) => Ok(Some(drift)),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("repair task failed: {e}")),
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("check task failed: {e}")),
+        };
+        let elapsed = started.elapsed();
+        let counters = if thorough {
+            let rec = self.rec.clone();
+            tokio::task::spawn_blocking(move || rec.counters())
+                .await
+                .unwrap_or(None)
+        } else {
+            None
+        };
+        let mut m = self.metrics();
+        *m.reconciles.entry(trigger.to_string()).or_default() += 1;
+        m.observe_duration(elapsed);
+        if let Some((p, b)) = counters {
+            m.blocked_packets = p;
+            m.blocked_bytes = b;
+        }
+        match result {
+            Ok(repaired) => {
+                m.in_sync = true;
+                m.last_success_unix = unix_now();
+                m.not_ready_reason.clear();
+                if trigger == "start" {
+                    log::info!("block installed in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
+                } else if let Some(drift) = repaired.filter(|d| !d.is_empty()) {
+                    let kind = drift[0].kind;
+                    *m.repairs.entry(kind.as_str().to_string()).or_default() += 1;
+                    let actor = self.last_actor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let actor = actor.unwrap_or_else(|| "unknown (no change event seen)".into());
+                    log::warn!(
+                        cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
+                        repair_ms = elapsed.as_secs_f64() * 1000.0;
+                        "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
+                        elapsed.as_secs_f64() * 1000.0, describe(&drift), kind.likely_cause(), actor
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                m.in_sync = false;
+                m.reconcile_errors += 1;
+                m.not_ready_reason = e.clone();
+                log::error!(trigger = trigger; "check/repair failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Re-reads and re-validates the config; swaps to the new policy only
+    /// when it is valid (one atomic apply), else keeps enforcing the old one.
+    /// Returns whether the backend changed (the event source must follow).
+    async fn reload(&mut self, why: &str) -> bool {
+        let loaded = load(&self.args);
+        let (settings, rec) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                let mut m = self.metrics();
+                m.config_errors += 1;
+                m.config_last_reload_ok = false;
+                log::error!(reason = why; "config reload refused, still enforcing the previous policy: {e}");
+                return false;
+            }
+        };
+        self.metrics().config_last_reload_ok = true;
+        if settings.listen != self.settings.listen || settings.resync_interval != self.settings.resync_interval {
+            log::warn!("listen and resync_interval changes take effect at the next restart");
+        }
+        if rec.policy == self.rec.policy {
+            log::info!(reason = why; "config reloaded: policy unchanged");
+            return false;
+        }
+        let backend_changed = rec.backend.name() != self.rec.backend.name();
+        self.rec = Arc::new(rec);
+        self.metrics().backend = self.rec.backend.name().to_string();
+        log::info!(reason = why; "config reloaded: applying the new policy in one transaction");
+        self.reconcile("reload", true).await;
+        backend_changed
+    }
+}

@@ -1,0 +1,88 @@
+//! The reconcile steps, synchronous (they run tools): `check` reads back our
+//! objects; only when they differ does the controller call `repair`, which
+//! re-applies atomically and reads back again. A check with nothing to change
+//! changes nothing (counters and handles stay as they are).
+
+use crate::backend::exec::SYSTEM;
+use crate::backend::select::{all, remove_others, select};
+use crate::backend::Backend;
+use crate::core::drift::{Drift, DriftKind};
+use crate::core::model::Blocklist;
+use crate::core::policy::Policy;
+use crate::error::{Error, Result};
+
+pub struct Reconciler {
+    pub policy: Policy,
+    pub blocklist: Blocklist,
+    pub backend: Box<dyn Backend>,
+    /// Why this backend was chosen.
+    pub why: String,
+}
+
+impl Reconciler {
+    pub fn new(policy: Policy, blocklist: Blocklist) -> Result<Reconciler> {
+        let (backend, why) = select(policy.backend, &SYSTEM)?;
+        Ok(Reconciler {
+            policy,
+            blocklist,
+            backend,
+            why,
+        })
+    }
+
+    /// Reads back our objects and compares (no change). `thorough` also
+    /// looks for our objects in the backends not in use.
+    pub fn check(&self, thorough: bool) -> Result<Vec<Drift>> {
+        let mut drift = self.backend.status(&self.blocklist)?;
+        if thorough {
+            for other in all(&SYSTEM).iter().filter(|b| b.name() != self.backend.name()) {
+                if other.present().unwrap_or(false) {
+                    drift.push(Drift {
+                        object: other.name().to_string(),
+                        problem: "stale objects of ours in a backend not in use".into(),
+                        kind: DriftKind::StaleObjects,
+                    });
+                }
+            }
+        }
+        Ok(drift)
+    }
+
+    /// Re-applies atomically and proves it with a read-back; `thorough` also
+    /// clears leftovers in the other backends.
+    pub fn repair(&self, thorough: bool) -> Result<()> {
+        self.backend.install(&self.blocklist)?;
+        let left = self.backend.status(&self.blocklist)?;
+        if !left.is_empty() {
+            return Err(Error::runtime(format!(
+                "repair with {} did not take: {}",
+                self.backend.name(),
+                left.iter()
+                    .map(|d| format!("{}: {}", d.object, d.problem))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        if thorough {
+            remove_others(self.backend.as_ref(), &SYSTEM)?;
+        }
+        Ok(())
+    }
+
+    /// Packets and bytes our rules blocked, where the backend counts them.
+    pub fn counters(&self) -> Option<(u64, u64)> {
+        self.backend.blocked_counters().unwrap_or(None)
+    }
+
+    /// Removes everything of ours from every backend (`--cleanup-on-exit`).
+    pub fn remove_everything(&self) -> Result<()> {
+        for b in all(&SYSTEM) {
+            match b.remove() {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! Daemon settings (`run`): flags/env > config file > defaults, parsed and
+//! checked before anything starts. Pure.
+
+use crate::cli::{LogFormat, RunArgs};
+use crate::config::FileConfig;
+use crate::error::{Error, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(10);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9440";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    pub resync_interval: Duration,
+    pub listen: SocketAddr,
+    pub cleanup_on_exit: bool,
+    pub log_format: LogFormat,
+}
+
+/// Parses `10s`, `500ms`, `1m`, `2h` or a plain number of seconds.
+pub fn parse_duration(what: &str, s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{what}: '{s}' is not a duration (e.g. 10s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "{what}: '{s}' has an unknown unit '{unit}' (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{what}: '{s}' is not a duration (e.g. 10s, 500ms, 1m)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl DaemonSettings {
+    pub fn merge(args: &RunArgs, file: &FileConfig) -> Result<DaemonSettings> {
+        let mut problems = Vec::new();
+        let resync_interval = match args.resync_interval.as_deref().or(file.resync_interval.as_deref()) {
+            None => DEFAULT_RESYNC,
+            Some(s) => match parse_duration("resync interval", s) {
+                Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
+                Ok(_) => {
+                    problems.push(format!("resync interval: '{s}' is outside 100ms..1h"));
+                    DEFAULT_RESYNC
+                }
+                Err(e) => {
+                    problems.push(e);
+                    DEFAULT_RESYNC
+                }
+            },
+        };
+        let listen_raw = args
+            .listen
+            .as_deref()
+            .or(file.listen.as_deref())
+            .unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_raw.parse().unwrap_or_else(|_| {
+            problems.push(format!(
+                "listen: '{listen_raw}' is not an address:port (e.g. 127.0.0.1:9440 or [::1]:9440)"
+            ));
+            DEFAULT_LISTEN.parse().expect("default parses")
+        });
+        if !problems.is_empty() {
+            return Err(Error::BadInput(problems));
+        }
+        Ok(DaemonSettings {
+            resync_interval,
+            listen,
+            cleanup_on_exit: args.cleanup_on_exit || file.cleanup_on_exit.unwrap_or(false),
+            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Auto),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::PolicyArgs;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            policy: PolicyArgs::default(),
+            resync_interval: None,
+            listen: None,
+            cleanup_on_exit: false,
+            log_format: None,
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("x", "10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("x", "1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("x", "2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("x", "1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "10 parsecs", "-1s", "ten", "1d"] {
+            assert!(parse_duration("x", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_loopback_10s_fail_closed() {
+        let s = DaemonSettings::merge(&args(), &FileConfig::default()).unwrap();
+        assert_eq!(s.resync_interval, DEFAULT_RESYNC);
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert!(!s.cleanup_on_exit);
+        assert_eq!(s.log_format, LogFormat::Auto);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let file = FileConfig {
+            resync_interval: Some("30s".into()),
+            listen: Some("0.0.0.0:9000".into()),
+            cleanup_on_exit: Some(true),
+            ..Default::default()
+        };
+        let s = DaemonSettings::merge(&args(), &file).unwrap();
+        assert_eq!(
+            (s.resync_interval, s.listen.port(), s.cleanup_on_exit),
+            (Duration::from_secs(30), 9000, true)
+        );
+        let a = RunArgs {
+            resync_interval: Some("1s".into()),
+            listen: Some("[::1]:1".into()),
+            ..args()
+        };
+        let s = DaemonSettings::merge(&a, &file).unwrap();
+        assert_eq!(
+            (s.resync_interval, s.listen.to_string()),
+            (Duration::from_secs(1), "[::1]:1".to_string())
+        );
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let a = RunArgs {
+            resync_interval: Some("1ms".into()),
+            listen: Some("localhost".into()),
+            ..args()
+        };
+        let Err(Error::BadInput(p)) = DaemonSettings::merge(&a, &FileConfig::default()) else {
+            panic!()
+        };
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+}
