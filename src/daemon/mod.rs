@@ -268,7 +268,8 @@ impl Daemon {
             m.blocked_packets = p;
             m.blocked_bytes = b;
         }
-        match result {
+        let noteworthy = !matches!(result, Ok(None));
+        let ok = match result {
             Ok(repaired) => {
                 m.in_sync = true;
                 m.last_success_unix = unix_now();
@@ -296,7 +297,12 @@ impl Daemon {
                 log::error!(trigger = trigger; "check/repair failed: {e}");
                 false
             }
+        };
+        drop(m);
+        if noteworthy {
+            self.status_line();
         }
+        ok
     }
 
     /// Re-reads and re-validates the config; swaps to the new policy only
