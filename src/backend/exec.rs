@@ -123,6 +123,7 @@ pub mod fake {
 
     impl FakeRunner {
         /// Answer calls whose "program args..." line starts with `prefix`.
+        /// Several answers for the same prefix are given in turn, the last one for good.
         pub fn on(self, prefix: &str, code: i32, stdout: &str, stderr: &str) -> Self {
             let out = CmdOutput {
                 code,
@@ -154,12 +155,20 @@ pub mod fake {
                 .lock()
                 .unwrap()
                 .push((line.clone(), stdin.map(str::to_string)));
-            let answers = self.answers.lock().unwrap();
-            match answers.iter().find(|(p, _)| line.starts_with(p.as_str())) {
-                Some((_, Ok(out))) => Ok(out.clone()),
-                Some((_, Err(e))) => Err(std::io::Error::from(e.kind())),
-                None => panic!("FakeRunner: unexpected call `{line}`"),
+            let mut answers = self.answers.lock().unwrap();
+            let Some(i) = answers.iter().position(|(p, _)| line.starts_with(p.as_str())) else {
+                panic!("FakeRunner: unexpected call `{line}`");
+            };
+            let answer = match &answers[i].1 {
+                Ok(out) => Ok(out.clone()),
+                Err(e) => Err(std::io::Error::from(e.kind())),
+            };
+            // An answer given again later for the same prefix takes over after one use.
+            let prefix = answers[i].0.clone();
+            if answers[i + 1..].iter().any(|(p, _)| *p == prefix) {
+                let _ = answers.remove(i);
             }
+            answer
         }
     }
 }

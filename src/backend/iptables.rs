@@ -10,7 +10,8 @@ use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
 use crate::core::iptables_state::{parse_save, IptObserved};
 use crate::core::model::{Blocklist, Family};
-use crate::core::render_iptables::{desired, plan, CHAIN};
+use crate::core::policy::Hook;
+use crate::core::render_iptables::{desired, plan, IptDesired, CHAIN};
 use crate::error::Result;
 
 /// Seconds to wait for the xtables lock (held by kube-proxy and friends).
@@ -121,16 +122,22 @@ impl<'r> Iptables<'r> {
         run_ok(self.runner, &prog, &["-w", LOCK_WAIT, "--noflush"], Some(payload)).map(|_| ())
     }
 
-    /// Brings one family to `b` (or removes ours when `b` is None).
-    fn converge(&self, fam: Family, b: Option<&Blocklist>) -> Result<bool> {
-        let want = b.and_then(|b| desired(b, fam));
-        if want.is_none() && !self.chain_exists(fam)? {
-            return Ok(false); // a jump cannot exist without its target chain
-        }
-        match plan(want.as_ref(), &self.observe(fam)?, self.variant == Variant::Nft) {
+    /// Brings one family from `seen` to `want` (None: nothing of ours).
+    fn converge(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
+        match plan(want, seen, self.variant == Variant::Nft) {
             Some(payload) => self.restore(fam, &payload).map(|_| true),
             None => Ok(false),
         }
+    }
+
+    /// Puts one family back as it was read before a failed multi-family apply.
+    fn roll_back(&self, fam: Family, before: &IptObserved) -> Result<bool> {
+        let hooks = Hook::ALL
+            .into_iter()
+            .filter(|h| before.jumps.get(h).is_some_and(|j| j.count > 0))
+            .collect();
+        let want = before.chain.clone().map(|rules| IptDesired { rules, hooks });
+        self.converge(fam, want.as_ref(), &self.observe(fam)?)
     }
 }
 
@@ -164,18 +171,40 @@ impl Backend for Iptables<'_> {
         Ok(drift)
     }
 
+    /// One restore transaction per family; if a later family fails, the
+    /// earlier ones are put back as they were, so nothing is half-applied.
     fn apply(&self, b: &Blocklist) -> Result<bool> {
-        let mut changed = false;
+        let mut done: Vec<(Family, IptObserved)> = Vec::new();
         for fam in Family::ALL {
-            changed |= self.converge(fam, Some(b))?;
+            let before = self.observe(fam)?;
+            match self.converge(fam, desired(b, fam).as_ref(), &before) {
+                Ok(true) => done.push((fam, before)),
+                Ok(false) => {}
+                Err(e) => {
+                    let undone: Vec<String> = done
+                        .iter()
+                        .map(|(f, prev)| match self.roll_back(*f, prev) {
+                            Ok(_) => format!("{} rolled back", tool(self.variant, *f, false)),
+                            Err(r) => format!("{} could NOT be rolled back: {r}", tool(self.variant, *f, false)),
+                        })
+                        .collect();
+                    if undone.is_empty() {
+                        return Err(e);
+                    }
+                    return Err(crate::error::Error::runtime(format!("{e} ({})", undone.join("; "))));
+                }
+            }
         }
-        Ok(changed)
+        Ok(!done.is_empty())
     }
 
     fn remove(&self) -> Result<bool> {
         let mut changed = false;
         for fam in Family::ALL {
-            changed |= self.converge(fam, None)?;
+            // A jump cannot exist without its target chain: no chain, nothing to read.
+            if self.chain_exists(fam)? {
+                changed |= self.converge(fam, None, &self.observe(fam)?)?;
+            }
         }
         Ok(changed)
     }
@@ -259,6 +288,52 @@ mod tests {
             payload,
             "*filter\n-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD\n\
              -I FORWARD 1 -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn a_failing_second_family_rolls_the_first_back() {
+        let b = Blocklist::from_policy(&policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &[],
+            &["192.168.0.10:5443", "[fd01::1]:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        ));
+        let rules = desired(&b, Family::V4).unwrap().rules.join("\n");
+        let installed = format!(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:APISERVER-GUARD - [0:0]\n{}\n{rules}\nCOMMIT\n",
+            jump_line(Hook::Forward)
+        );
+        let r = FakeRunner::default()
+            .on("iptables-nft-save -t filter", 0, "", "") // before the install
+            .on("iptables-nft-save -t filter", 0, &installed, "") // read back for the roll back
+            .on("ip6tables-nft-save -t filter", 0, "", "")
+            .on("iptables-nft-restore", 0, "", "")
+            .on(
+                "ip6tables-nft-restore",
+                1,
+                "",
+                "ip6tables-restore: unable to initialize table 'filter'",
+            );
+        let e = Iptables::new(&r, Variant::Nft).apply(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("unable to initialize") && e.contains("iptables-nft rolled back"),
+            "{e}"
+        );
+        let v4: Vec<String> = r
+            .calls()
+            .into_iter()
+            .filter(|(c, _)| c.starts_with("iptables-nft-restore"))
+            .map(|(_, stdin)| stdin.unwrap())
+            .collect();
+        assert_eq!(v4.len(), 2, "install, then roll back: {v4:?}");
+        assert!(v4[0].contains("-I FORWARD 1"));
+        assert_eq!(
+            v4[1],
+            "*filter\n-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD\n-X FORWARD\n\
+             -F APISERVER-GUARD\n-X APISERVER-GUARD\nCOMMIT\n",
+            "back to nothing of ours"
         );
     }
 
