@@ -10,7 +10,7 @@ use std::path::PathBuf;
     name = "apiserver-guard",
     version,
     about = "Keep pod traffic away from kube-apiserver: an atomic, idempotent, self-checking nftables/iptables block",
-    after_help = "Exit codes: 0 ok, 1 runtime error, 2 bad input (nothing changed), 3 not in sync (status)."
+    after_help = "Exit codes: 0 ok, 1 runtime error, 2 bad input (nothing changed), 3 not in sync (status) or, for verify, block ineffective or node cut off."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -30,6 +30,10 @@ pub enum Command {
     /// Daemon: apply, then keep the block in place (event-driven repair, periodic
     /// resync, config reload); health and Prometheus metrics over HTTP.
     Run(RunArgs),
+    /// Probe every apiserver endpoint from the container network (expect it blocked) and from
+    /// the node (expect it reached): exit 0 as expected, 3 block ineffective or node cut off,
+    /// 1 could not probe or inconclusive, 2 bad input.
+    Verify(VerifyArgs),
 }
 
 /// Log output of the daemon.
@@ -76,6 +80,52 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+}
+
+/// `verify`: where to probe from, how, and what to expect. The vantage flags are exclusive;
+/// without one, `--auto` is used.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub from: VerifyFrom,
+    /// Port to probe on apiservers given without one [default: 5443, then 443].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub probe_port: Option<u16>,
+    /// Connect (and handshake) timeout per probe, e.g. 2s, 500ms [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Also run a TLS handshake, accepting any certificate (as `curl -k`).
+    #[arg(long)]
+    pub tls: bool,
+    /// Skip the positive control from the node (the namespace the command runs in).
+    #[arg(long)]
+    pub no_host_check: bool,
+    /// What the container network should see.
+    #[arg(long, value_enum, default_value = "blocked")]
+    pub expect: crate::verify::outcome::Expect,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// Where `verify` probes the container network from (at most one).
+#[derive(Debug, Clone, Default, Args)]
+#[group(multiple = false)]
+pub struct VerifyFrom {
+    /// A pod network namespace: /run/netns/NAME or /proc/PID/ns/net (entered by one thread only).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// Bind this local address, inside a container CIDR, and probe from this namespace (VPC mode).
+    #[arg(long, value_name = "IP")]
+    pub source: Option<std::net::IpAddr>,
+    /// This process already runs in the pod network (e.g. an unprivileged pod); no node check.
+    #[arg(long)]
+    pub from_here: bool,
+    /// Find a pod namespace that reaches the apiserver from a container-CIDR address (/run/netns, then /proc) [default].
+    #[arg(long)]
+    pub auto: bool,
 }
 
 /// Policy options shared by every subcommand that needs a policy. Unset

@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(args) => status(&args, &runner),
         Command::Render(args) => render(&args, &runner),
         Command::Run(args) => return crate::daemon::run(&args),
+        Command::Verify(args) => crate::verify::command(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("apiserver-guard: {e}");

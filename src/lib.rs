@@ -12,3 +12,4 @@ pub mod daemon;
 pub mod error;
 pub mod lockout;
 pub mod logging;
+pub mod verify;

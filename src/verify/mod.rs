@@ -1,0 +1,647 @@
+//! `apiserver-guard verify`: proves the block from the container network and
+//! proves the node still gets through. Orchestration only: resolve where to
+//! probe from, open one socket per (endpoint, port) in the pod namespace and
+//! one in the node's, connect them all concurrently, then hand the outcomes
+//! to `outcome` for the verdicts and to `report` for the output.
+//!
+//! `verify_once` is the synchronous, self-contained entry point for the
+//! daemon's periodic probe.
+
+pub mod discover;
+pub mod netns;
+pub mod outcome;
+pub mod probe;
+pub mod report;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use crate::cli::{OutputFormat, VerifyArgs};
+use crate::config::load_policy;
+use crate::core::address::Endpoint;
+use crate::core::policy::{Hook, Mode, Policy};
+use crate::core::validate::validate;
+use crate::daemon::settings::parse_duration;
+use crate::error::{Error, Result};
+use crate::lockout::source_address;
+use netns::Namespace;
+use outcome::{coverage, judge_block, judge_node, BlockVerdict, Coverage, Expect, Outcome};
+use probe::{Probe, Target};
+use report::{EndpointReport, ProbeReport, Report, VantageReport};
+
+/// Ports tried, in order, on an apiserver given without a port (and no `--probe-port`).
+pub const DEFAULT_PORTS: [u16; 2] = [5443, 443];
+/// Default per-probe timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest accepted `--timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where the container-network probes run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vantage {
+    /// A pod network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    Netns(PathBuf),
+    /// This namespace, bound to a local address inside a container CIDR (VPC mode).
+    Source(IpAddr),
+    /// This namespace as it is: the process already runs in the pod network.
+    Here,
+    /// Find a pod namespace on this node.
+    Auto,
+}
+
+/// Everything `verify` needs besides the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    pub vantage: Vantage,
+    /// Port for apiservers given without one (None: `DEFAULT_PORTS`).
+    pub probe_port: Option<u16>,
+    pub timeout: Duration,
+    pub tls: bool,
+    /// Probe from the node too (the positive control); ignored with `Vantage::Here`.
+    pub host_check: bool,
+    pub expect: Expect,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> VerifyOptions {
+        VerifyOptions {
+            vantage: Vantage::Auto,
+            probe_port: None,
+            timeout: DEFAULT_TIMEOUT,
+            tls: false,
+            host_check: true,
+            expect: Expect::Blocked,
+        }
+    }
+}
+
+/// Parses and checks a `--timeout` value.
+pub fn parse_timeout(raw: &str) -> std::result::Result<Duration, String> {
+    let d = parse_duration("timeout", raw)?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!("timeout: '{raw}' is outside 1ms..5m"));
+    }
+    Ok(d)
+}
+
+/// The options of the command line, checked (exit 2 on a bad value).
+pub fn options(args: &VerifyArgs) -> Result<VerifyOptions> {
+    let from = &args.from;
+    let vantage = if let Some(p) = &from.netns {
+        Vantage::Netns(p.clone())
+    } else if let Some(ip) = from.source {
+        Vantage::Source(ip)
+    } else if from.from_here {
+        Vantage::Here
+    } else {
+        Vantage::Auto
+    };
+    let timeout = match &args.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(raw) => parse_timeout(raw).map_err(Error::bad_input)?,
+    };
+    Ok(VerifyOptions {
+        vantage,
+        probe_port: args.probe_port,
+        timeout,
+        tls: args.tls,
+        host_check: !args.no_host_check,
+        expect: args.expect,
+    })
+}
+
+/// `apiserver-guard verify`: returns the exit code (errors are printed by the caller).
+pub fn command(args: &VerifyArgs) -> Result<i32> {
+    let policy = load_policy(&args.policy)?;
+    validate(&policy).map_err(Error::BadInput)?;
+    let opts = options(args)?;
+    let report = match verify(&policy, &opts) {
+        Ok(r) => r,
+        Err(e @ Error::Runtime(_)) if args.output == OutputFormat::Json => {
+            let r = failed(&opts, e.to_string());
+            println!("{}", r.to_json());
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", report.to_json()),
+        OutputFormat::Text => print!("{}", report.to_text()),
+    }
+    Ok(report.exit_code)
+}
+
+/// One verification for the daemon: synchronous (it blocks for up to about `opts.timeout`,
+/// plus the `--auto` scan), self-contained (threads of its own, no runtime needed), never
+/// fails: a verification that cannot run is a `Report` with `error` set and exit code 1.
+/// The policy must have been validated.
+pub fn verify_once(policy: &Policy, opts: &VerifyOptions) -> Report {
+    verify(policy, opts).unwrap_or_else(|e| failed(opts, e.to_string()))
+}
+
+fn failed(opts: &VerifyOptions, error: String) -> Report {
+    let mut r = Report::failed(
+        opts.expect,
+        opts.tls,
+        opts.timeout.as_secs_f64(),
+        opts.host_check,
+        error,
+    );
+    r.summarise();
+    r
+}
+
+/// The container side, resolved.
+enum Side {
+    Netns(Namespace),
+    Source(IpAddr),
+    Here,
+}
+
+/// One planned endpoint: probed on `ports`, or skipped (why).
+struct Plan {
+    endpoint: Endpoint,
+    ports: Vec<u16>,
+    skipped: Option<String>,
+}
+
+/// A socket ready to connect (or why there is none), its target and the source address the
+/// kernel picks in its namespace.
+struct Job {
+    target: Target,
+    socket: std::result::Result<socket2::Socket, Outcome>,
+    from: Option<IpAddr>,
+}
+
+/// Runs one verification. Errors: bad input (exit 2) and a vantage that cannot be used (no
+/// such namespace, no permission, nothing found by `--auto`: exit 1).
+pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
+    let (side, vantage) = resolve(policy, &opts.vantage)?;
+    let host_check = opts.host_check && !matches!(side, Side::Here);
+    let plans = plan(policy, opts.probe_port);
+
+    let targets: Vec<Target> = plans
+        .iter()
+        .flat_map(|p| p.ports.iter().map(|port| SocketAddr::new(p.endpoint.ip, *port)))
+        .map(|addr| Target {
+            addr,
+            bind: match side {
+                Side::Source(ip) => Some(ip),
+                _ => None,
+            },
+        })
+        .collect();
+    let container_jobs = match &side {
+        Side::Netns(ns) => ns
+            .in_thread(|| open_all(&targets))
+            .map_err(|e| Error::runtime(format!("cannot enter network namespace {}: {e}", ns.path.display())))?,
+        Side::Source(_) | Side::Here => open_all(&targets),
+    };
+    let host_jobs = if host_check {
+        let unbound: Vec<Target> = targets.iter().map(|t| Target { bind: None, ..*t }).collect();
+        Some(open_all(&unbound))
+    } else {
+        None
+    };
+    let n = container_jobs.len();
+    let mut jobs = container_jobs;
+    jobs.extend(host_jobs.into_iter().flatten());
+    let mut probes = run_all(jobs, opts.timeout, opts.tls);
+    let host_probes = if host_check { Some(probes.split_off(n)) } else { None };
+
+    let no_node_check = if matches!(side, Side::Here) {
+        "--from-here: this process is in the pod network, there is no node namespace to compare with"
+    } else {
+        "--no-host-check"
+    };
+    let mut endpoints = Vec::new();
+    let mut i = 0;
+    for p in &plans {
+        let k = p.ports.len();
+        let container = &probes[i..i + k];
+        let host = host_probes.as_ref().map(|h| &h[i..i + k]);
+        i += k;
+        endpoints.push(judge(policy, opts, &side, p, container, host, no_node_check));
+    }
+    let mut report = Report {
+        vantage: Some(vantage),
+        expect: opts.expect,
+        tls: opts.tls,
+        timeout_seconds: opts.timeout.as_secs_f64(),
+        host_check,
+        endpoints,
+        block_effective: None,
+        node_unaffected: None,
+        error: None,
+        exit_code: 0,
+    };
+    report.summarise();
+    Ok(report)
+}
+
+/// Opens the container side (entering or finding the namespace) and describes it.
+fn resolve(policy: &Policy, vantage: &Vantage) -> Result<(Side, VantageReport)> {
+    let netns = |path: &PathBuf, kind: &str, description: String| -> Result<(Side, VantageReport)> {
+        let ns = Namespace::open(path).map_err(Error::runtime)?;
+        Ok((
+            Side::Netns(ns),
+            VantageReport {
+                kind: kind.into(),
+                description,
+                netns: Some(path.display().to_string()),
+            },
+        ))
+    };
+    match vantage {
+        Vantage::Netns(path) => netns(path, "netns", format!("netns {}", path.display())),
+        Vantage::Auto => {
+            let apiservers: Vec<IpAddr> = policy.apiservers.iter().map(|a| a.ip).collect();
+            let found = discover::find(&policy.sources, &policy.exempt, &apiservers).map_err(Error::runtime)?;
+            netns(
+                &found.path,
+                "auto",
+                format!("netns {} (found by --auto: {})", found.path.display(), found.address),
+            )
+        }
+        Vantage::Source(ip) => {
+            if coverage(&policy.sources, &[], *ip) == Coverage::Outside {
+                return Err(Error::bad_input(format!(
+                    "--source {ip} is not inside any container CIDR ({}): a probe from it cannot show the block; \
+                     give an address of the container network configured on this node",
+                    policy
+                        .sources
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            // bind() alone does not tell: with no local route at all, Linux accepts any address.
+            let here = netns::local_addresses()
+                .map_err(|e| Error::runtime(format!("cannot list this namespace's addresses: {e}")))?;
+            if !here.contains(ip) {
+                return Err(Error::runtime(format!(
+                    "--source {ip} is not configured on any interface in this network namespace: \
+                     give a container-network address the node holds (ip -br addr)"
+                )));
+            }
+            Ok((
+                Side::Source(*ip),
+                VantageReport {
+                    kind: "source".into(),
+                    description: format!("source address {ip} in this namespace"),
+                    netns: None,
+                },
+            ))
+        }
+        Vantage::Here => Ok((
+            Side::Here,
+            VantageReport {
+                kind: "here".into(),
+                description: "this namespace (--from-here)".into(),
+                netns: None,
+            },
+        )),
+    }
+}
+
+/// Endpoints and their candidate ports; endpoints of a family without a container CIDR are
+/// skipped (the policy blocks nothing towards them).
+fn plan(policy: &Policy, probe_port: Option<u16>) -> Vec<Plan> {
+    policy
+        .apiservers
+        .iter()
+        .map(|ep| {
+            let family_blocked = policy.sources.iter().any(|s| s.addr().is_ipv4() == ep.ip.is_ipv4());
+            if !family_blocked {
+                let v = if ep.ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Plan {
+                    endpoint: *ep,
+                    ports: Vec::new(),
+                    skipped: Some(format!("no {v} container CIDR in the policy")),
+                };
+            }
+            let ports = match (ep.port, probe_port) {
+                (Some(p), _) | (None, Some(p)) => vec![p],
+                (None, None) => DEFAULT_PORTS.to_vec(),
+            };
+            Plan {
+                endpoint: *ep,
+                ports,
+                skipped: None,
+            }
+        })
+        .collect()
+}
+
+/// Opens a socket per target in the calling thread's namespace, with the kernel's source
+/// address towards it (the bound one, if any).
+fn open_all(targets: &[Target]) -> Vec<Job> {
+    targets
+        .iter()
+        .map(|t| Job {
+            target: *t,
+            socket: probe::open(t),
+            from: t.bind.or_else(|| {
+                source_address(&Endpoint {
+                    ip: t.addr.ip(),
+                    port: Some(t.addr.port()),
+                })
+            }),
+        })
+        .collect()
+}
+
+/// Connects every job concurrently; results in the same order, with the source address.
+fn run_all(jobs: Vec<Job>, timeout: Duration, tls: bool) -> Vec<(Probe, Option<IpAddr>)> {
+    thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let from = job.from;
+                let handle = s.spawn(move || match job.socket {
+                    Ok(sock) => probe::run(sock, &job.target, timeout, tls),
+                    Err(outcome) => Probe {
+                        outcome,
+                        elapsed: Duration::ZERO,
+                    },
+                });
+                (handle, from)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(h, from)| {
+                let probe = h.join().unwrap_or_else(|_| Probe {
+                    outcome: Outcome::Error("the probe thread panicked".into()),
+                    elapsed: Duration::ZERO,
+                });
+                (probe, from)
+            })
+            .collect()
+    })
+}
+
+fn probe_report((p, from): &(Probe, Option<IpAddr>)) -> ProbeReport {
+    ProbeReport {
+        from: from.map(|f| f.to_string()),
+        outcome: p.outcome.clone(),
+        latency_seconds: p.elapsed.as_secs_f64(),
+    }
+}
+
+/// The verdicts of one endpoint from its probes (one per candidate port).
+fn judge(
+    policy: &Policy,
+    opts: &VerifyOptions,
+    side: &Side,
+    plan: &Plan,
+    container: &[(Probe, Option<IpAddr>)],
+    host: Option<&[(Probe, Option<IpAddr>)]>,
+    no_node_check: &str,
+) -> EndpointReport {
+    let endpoint = plan.endpoint.to_string();
+    if let Some(why) = &plan.skipped {
+        return EndpointReport {
+            address: endpoint.clone(),
+            endpoint,
+            port: plan.endpoint.port.unwrap_or(0),
+            container: None,
+            node: None,
+            block: BlockVerdict::Skipped(why.clone()),
+            node_check: outcome::NodeVerdict::NotChecked(why.clone()),
+            notes: Vec::new(),
+            exit_code: 0,
+        };
+    }
+    let candidates: Vec<(u16, &Outcome, Option<&Outcome>)> = plan
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(j, port)| (*port, &container[j].0.outcome, host.map(|h| &h[j].0.outcome)))
+        .collect();
+    let j = outcome::pick_port(&candidates);
+    let port = plan.ports[j];
+    let (c_probe, c_from) = &container[j];
+    let h = host.map(|h| &h[j]);
+
+    let mut notes = Vec::new();
+    // Does the policy block the node's own source (OUTPUT hook)? Then a refused node is ours.
+    let uses_output = policy.mode.hooks().contains(&Hook::Output);
+    let node_blocked = h.and_then(|(_, from)| *from).filter(|_| uses_output).and_then(|ip| {
+        match coverage(&policy.sources, &policy.exempt, ip) {
+            Coverage::Blocked(cidr) => Some(cidr),
+            _ => None,
+        }
+    });
+    let node_check = judge_node(h.map(|(p, _)| &p.outcome), node_blocked.as_deref(), no_node_check);
+
+    let source = c_from.map(|ip| (ip, coverage(&policy.sources, &policy.exempt, ip)));
+    if source.is_none() && c_probe.outcome.stopped() {
+        notes.push("the probe namespace has no route to this apiserver".to_string());
+    }
+    let block = judge_block(
+        &c_probe.outcome,
+        &node_check,
+        opts.expect,
+        source.as_ref().map(|(ip, c)| (*ip, c)),
+    );
+    if let (BlockVerdict::Reachable, Some((ip, Coverage::Outside))) = (&block, &source) {
+        notes.push(format!(
+            "the probe source {ip} is outside every container CIDR ({}): the policy does not block it; \
+             if it is a pod address, the container CIDR is incomplete",
+            policy
+                .sources
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if block == BlockVerdict::Reachable && opts.expect == Expect::Blocked {
+        match (side, policy.mode) {
+            (Side::Source(_), Mode::Tunnel) => notes.push(
+                "mode tunnel hooks FORWARD only: traffic from a local --source address goes through OUTPUT, \
+                 which only mode vpc or both blocks"
+                    .into(),
+            ),
+            (Side::Netns(_), Mode::Vpc) => notes.push(
+                "mode vpc hooks OUTPUT only: traffic a pod namespace sends through the node is forwarded \
+                 (FORWARD), which only mode tunnel or both blocks"
+                    .into(),
+            ),
+            _ => {}
+        }
+    }
+    if plan.ports.len() > 1 {
+        let tried: Vec<String> = plan.ports.iter().map(|p| p.to_string()).collect();
+        notes.push(format!(
+            "no port in the policy: tried {}, reporting {port} (set --probe-port to choose)",
+            tried.join(" and ")
+        ));
+    }
+    let exit_code = outcome::endpoint_exit(&block, &node_check, opts.expect);
+    EndpointReport {
+        endpoint,
+        address: SocketAddr::new(plan.endpoint.ip, port).to_string(),
+        port,
+        container: Some(probe_report(&container[j])),
+        node: h.map(probe_report),
+        block,
+        node_check,
+        notes,
+        exit_code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::core::address::{parse_cidr, parse_endpoint};
+    use crate::core::policy::{Action, BackendChoice};
+    use clap::Parser;
+
+    fn args(a: &[&str]) -> std::result::Result<VerifyArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["apiserver-guard", "verify"].iter().chain(a.iter()).copied())?;
+        let Command::Verify(v) = cli.command else { panic!() };
+        Ok(v)
+    }
+
+    fn policy(sources: &[&str], apis: &[&str]) -> Policy {
+        Policy {
+            sources: sources.iter().map(|s| parse_cidr("s", s).unwrap()).collect(),
+            exempt: vec![],
+            apiservers: apis.iter().map(|s| parse_endpoint(s).unwrap()).collect(),
+            mode: Mode::Both,
+            action: Action::Reject,
+            backend: BackendChoice::Auto,
+        }
+    }
+
+    #[test]
+    fn defaults_are_auto_2s_blocked_with_the_node_check() {
+        let o = options(&args(&[]).unwrap()).unwrap();
+        assert_eq!(o, VerifyOptions::default());
+    }
+
+    #[test]
+    fn flags_map_to_options() {
+        let o = options(
+            &args(&[
+                "--netns",
+                "/proc/1/ns/net",
+                "--timeout",
+                "500ms",
+                "--tls",
+                "--no-host-check",
+                "--expect",
+                "reachable",
+                "--probe-port",
+                "6443",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(o.vantage, Vantage::Netns("/proc/1/ns/net".into()));
+        assert_eq!(o.timeout, Duration::from_millis(500));
+        assert!(o.tls && !o.host_check);
+        assert_eq!((o.expect, o.probe_port), (Expect::Reachable, Some(6443)));
+        let o = options(&args(&["--source", "10.0.200.1"]).unwrap()).unwrap();
+        assert_eq!(o.vantage, Vantage::Source("10.0.200.1".parse().unwrap()));
+        assert_eq!(
+            options(&args(&["--from-here"]).unwrap()).unwrap().vantage,
+            Vantage::Here
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for bad in [
+            &["--expect", "maybe"][..],
+            &["--output", "yaml"],
+            &["--probe-port", "0"],
+            &["--probe-port", "70000"],
+            &["--source", "10.0.0.0/16"],
+            &["--netns", "/run/netns/a", "--auto"],
+            &["--from-here", "--source", "10.0.0.1"],
+        ] {
+            assert_eq!(args(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        for bad in ["0s", "soon", "10y", "1h"] {
+            let e = options(&args(&["--timeout", bad]).unwrap()).unwrap_err();
+            assert!(matches!(e, Error::BadInput(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_come_from_the_endpoint_then_the_flag_then_the_defaults() {
+        let p = policy(
+            &["10.0.0.0/16"],
+            &["192.168.0.10:6443", "192.168.0.11", "[fd00::1]:443"],
+        );
+        let plans = plan(&p, None);
+        assert_eq!(plans[0].ports, vec![6443]);
+        assert_eq!(plans[1].ports, vec![5443, 443]);
+        assert!(plans[2].skipped.as_deref().unwrap().contains("IPv6"));
+        let plans = plan(&p, Some(8443));
+        assert_eq!(
+            (plans[0].ports.clone(), plans[1].ports.clone()),
+            (vec![6443], vec![8443])
+        );
+    }
+
+    #[test]
+    fn a_source_outside_the_container_cidrs_is_bad_input() {
+        let p = policy(&["10.0.0.0/16"], &["192.168.0.10:6443"]);
+        let e = verify(
+            &p,
+            &VerifyOptions {
+                vantage: Vantage::Source("192.168.0.1".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::BadInput(m) if m[0].contains("not inside any container CIDR")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_namespace_is_a_runtime_error_and_verify_once_reports_it() {
+        let p = policy(&["10.0.0.0/16"], &["192.168.0.10:6443"]);
+        let opts = VerifyOptions {
+            vantage: Vantage::Netns("/run/netns/apiserver-guard-unit-missing".into()),
+            ..Default::default()
+        };
+        let e = verify(&p, &opts).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        let r = verify_once(&p, &opts);
+        assert_eq!(r.exit_code, 1);
+        assert!(r.error.unwrap().contains("no such namespace"));
+    }
+
+    #[test]
+    fn from_here_on_loopback_sees_a_listener_reachable() {
+        // 127.0.0.0/8 plays the container CIDR, so the probe source (127.0.0.1) is covered.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let p = policy(&["127.0.0.0/8"], &[&format!("127.0.0.2:{port}")]);
+        // The listener is on 127.0.0.1 only: 127.0.0.2 is refused.
+        let opts = VerifyOptions {
+            vantage: Vantage::Here,
+            ..Default::default()
+        };
+        let r = verify(&p, &opts).unwrap();
+        assert_eq!(r.endpoints[0].block, BlockVerdict::Blocked);
+        assert_eq!(r.exit_code, 0, "{}", r.to_text());
+        let p = policy(&["127.0.0.0/8"], &[&format!("127.0.0.1:{port}")]);
+        let r = verify(&p, &opts).unwrap();
+        assert_eq!(r.endpoints[0].block, BlockVerdict::Reachable);
+        assert_eq!(r.exit_code, 3);
+    }
+}

@@ -1,0 +1,157 @@
+//! Entering a network namespace for a while without moving the process:
+//! the namespace file is opened (and checked) in the caller, then a dedicated
+//! thread `setns(CLONE_NEWNET)`s into it (setns changes only the calling
+//! thread), runs a closure and ends. Sockets created there keep that
+//! namespace for their whole life and can be used from any thread.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+/// An opened network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`...).
+#[derive(Debug)]
+pub struct Namespace {
+    pub path: PathBuf,
+    file: File,
+}
+
+/// Identity of a namespace: (device, inode) of its nsfs file.
+pub type NsId = (u64, u64);
+
+impl Namespace {
+    /// Opens `path` and checks that it is a network namespace. Errors name the path
+    /// and what to do.
+    pub fn open(path: &Path) -> Result<Namespace, String> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!(
+                "network namespace {}: no such namespace (list them with `ip netns list`, or give /proc/PID/ns/net of a process inside the pod)",
+                path.display()
+            ),
+            io::ErrorKind::PermissionDenied => format!(
+                "network namespace {}: permission denied (run as root, or with CAP_SYS_ADMIN and CAP_SYS_PTRACE)",
+                path.display()
+            ),
+            _ => format!("network namespace {}: cannot open it: {e}", path.display()),
+        })?;
+        let ns = Namespace {
+            path: path.to_path_buf(),
+            file,
+        };
+        // A plain file or directory would fail setns with EINVAL: say it up front.
+        ns.in_thread(|| ()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => format!("{} is not a network namespace", path.display()),
+            Some(libc::EPERM) => format!(
+                "cannot enter network namespace {}: operation not permitted (needs root or CAP_SYS_ADMIN)",
+                path.display()
+            ),
+            _ => format!("cannot enter network namespace {}: {e}", path.display()),
+        })?;
+        Ok(ns)
+    }
+
+    /// Identity of this namespace.
+    pub fn id(&self) -> io::Result<NsId> {
+        let m = self.file.metadata()?;
+        Ok((m.dev(), m.ino()))
+    }
+
+    /// Runs `f` on a fresh thread that has joined this namespace.
+    pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        let fd = self.file.as_raw_fd();
+        thread::scope(|s| {
+            let handle = s.spawn(move || {
+                // SAFETY: setns on a file descriptor that stays open for this scope.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            });
+            match handle.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
+/// Identity of the network namespace this process (the calling thread) is in.
+pub fn current_id() -> io::Result<NsId> {
+    let m = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Identity of the namespace at `path` without opening it for setns.
+pub fn id_of(path: &Path) -> io::Result<NsId> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Addresses of every interface of the calling thread's network namespace (getifaddrs).
+pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list returned by getifaddrs, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET addresses are sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 addresses are sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_namespace_is_named() {
+        let e = Namespace::open(Path::new("/run/netns/apiserver-guard-no-such-ns")).unwrap_err();
+        assert!(
+            e.contains("no such namespace") && e.contains("apiserver-guard-no-such-ns"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_plain_file_is_not_a_namespace() {
+        let e = Namespace::open(Path::new("/proc/self/status")).unwrap_err();
+        // As root: EINVAL ("not a network namespace"); unprivileged: EPERM.
+        assert!(
+            e.contains("not a network namespace") || e.contains("not permitted"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn loopback_is_listed() {
+        let addrs = local_addresses().unwrap();
+        assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+    }
+
+    #[test]
+    fn own_namespace_has_a_stable_identity() {
+        assert_eq!(current_id().unwrap(), id_of(Path::new("/proc/self/ns/net")).unwrap());
+    }
+}

@@ -1,0 +1,523 @@
+//! Real-kernel tests of `apiserver-guard verify`: every verdict is checked
+//! against what curl sees from the same place. Tunnel (from the pod
+//! namespace, by path and by /proc/PID/ns/net) and vpc (`--source` on the
+//! node) before and after `apply`, `--expect reachable`, `--auto` among
+//! several namespaces, a node cut off by hand-built rules, `--action drop`,
+//! a stopped apiserver (inconclusive, never "blocked"), a real TLS listener,
+//! a port-less apiserver, IPv6, and bad input. `verify` always runs in the
+//! test's node namespace; firewall changes and traffic stay in the test's
+//! own namespaces.
+
+mod common;
+
+use common::guard_cases::*;
+use common::verify_cases::*;
+use common::*;
+
+/// The tunnel-mode policy on the standard topology (IPv4, API_V4:API_PORT).
+fn tunnel_policy(b: Backend) -> GuardPolicy {
+    GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))])
+}
+
+#[test]
+fn tunnel_from_pod_netns_before_and_after_apply() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    let pod = topo.pod.path();
+    let from_pod = ["--netns", pod.as_str()];
+
+    let (r, j) = verify_json(&topo.node, &policy, &from_pod);
+    r.expect_code(3, "before apply: the pod gets through");
+    assert_eq!(outcome(&j, 0, "container"), "connected", "{j}");
+    assert_eq!(outcome(&j, 0, "node"), "connected", "{j}");
+    assert_eq!(j["endpoints"][0]["container"]["from"], POD_V4, "{j}");
+    assert_eq!(j["endpoints"][0]["block"]["status"], "reachable", "{j}");
+    assert_eq!(j["block_effective"], false, "{j}");
+    assert_agrees(
+        "connected",
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "before apply, pod",
+    );
+    let r = verify_text(&topo.node, &policy, &from_pod);
+    r.expect_code(3, "before apply (text)");
+    assert!(r.stdout.contains("REACHABLE: block ineffective"), "{}", r.stdout);
+    assert!(r.stdout.contains("block effective: NO"), "{}", r.stdout);
+    verify_json(
+        &topo.node,
+        &policy,
+        &[&from_pod[..], &["--expect", "reachable"]].concat(),
+    )
+    .0
+    .expect_code(0, "before apply, --expect reachable");
+
+    policy.apply_ok(&topo.node);
+
+    let (r, j) = verify_json(&topo.node, &policy, &from_pod);
+    r.expect_code(0, "after apply: blocked from the pod, node unaffected");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_eq!(outcome(&j, 0, "node"), "connected", "{j}");
+    assert_eq!(j["endpoints"][0]["node"]["from"], NODE_API_V4, "{j}");
+    assert_eq!(
+        (j["block_effective"].clone(), j["node_unaffected"].clone()),
+        (true.into(), true.into())
+    );
+    assert_agrees(
+        "refused",
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "after apply, pod",
+    );
+    assert_agrees(
+        "connected",
+        &curl(&topo.node, API_V4, API_PORT, MAX_TIME),
+        "after apply, node",
+    );
+    let r = verify_text(&topo.node, &policy, &from_pod);
+    r.expect_code(0, "after apply (text)");
+    assert!(
+        r.stdout.contains("block effective: yes") && r.stdout.contains("node unaffected: yes"),
+        "{}",
+        r.stdout
+    );
+    let (r, j) = verify_json(
+        &topo.node,
+        &policy,
+        &[&from_pod[..], &["--expect", "reachable"]].concat(),
+    );
+    r.expect_code(3, "after apply, --expect reachable");
+    assert_eq!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+}
+
+#[test]
+fn tunnel_with_iptables_legacy_is_verified_the_same_way() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::IptablesLegacy);
+    let pod = topo.pod.path();
+    verify_json(&topo.node, &policy, &["--netns", &pod])
+        .0
+        .expect_code(3, "before apply");
+    policy.apply_ok(&topo.node);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(0, "after apply");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_agrees("refused", &curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod");
+}
+
+#[test]
+fn vpc_from_a_source_address_before_and_after_apply() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "vpc",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    );
+    let from = ["--source", NODE_LOCAL_POD_V4];
+
+    let (r, j) = verify_json(&topo.node, &policy, &from);
+    r.expect_code(3, "before apply: the container source gets through");
+    assert_eq!(j["vantage"]["kind"], "source", "{j}");
+    assert_eq!(j["endpoints"][0]["container"]["from"], NODE_LOCAL_POD_V4, "{j}");
+    assert_agrees(
+        &outcome(&j, 0, "container"),
+        &curl_from(&topo.node, NODE_LOCAL_POD_V4, API_V4, API_PORT, MAX_TIME),
+        "before apply, --source",
+    );
+    verify_json(&topo.node, &policy, &[&from[..], &["--expect", "reachable"]].concat())
+        .0
+        .expect_code(0, "before apply, --expect reachable");
+
+    policy.apply_ok(&topo.node);
+
+    let (r, j) = verify_json(&topo.node, &policy, &from);
+    r.expect_code(0, "after apply");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_eq!(outcome(&j, 0, "node"), "connected", "{j}");
+    assert_agrees(
+        "refused",
+        &curl_from(&topo.node, NODE_LOCAL_POD_V4, API_V4, API_PORT, MAX_TIME),
+        "after apply, --source",
+    );
+    assert_agrees(
+        "connected",
+        &curl(&topo.node, API_V4, API_PORT, MAX_TIME),
+        "after apply, node",
+    );
+    verify_json(&topo.node, &policy, &[&from[..], &["--expect", "reachable"]].concat())
+        .0
+        .expect_code(3, "after apply, --expect reachable");
+}
+
+#[test]
+fn netns_by_proc_pid() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    let pid = park_process(&topo.pod);
+    let path = format!("/proc/{pid}/ns/net");
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &path]);
+    r.expect_code(3, "before apply, /proc/PID/ns/net");
+    assert_eq!(j["vantage"]["netns"], path.as_str(), "{j}");
+    assert_eq!(j["endpoints"][0]["container"]["from"], POD_V4, "{j}");
+    policy.apply_ok(&topo.node);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &path]);
+    r.expect_code(0, "after apply, /proc/PID/ns/net");
+    assert_agrees(
+        &outcome(&j, 0, "container"),
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "pod",
+    );
+}
+
+#[test]
+fn auto_finds_the_pod_namespace_among_several() {
+    if !can_run() {
+        return;
+    }
+    let t = AutoTopology::new();
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[&t.cidr],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    );
+    let exempt = ["--exempt", t.exempt.as_str()];
+
+    let (r, j) = verify_json(&t.node, &policy, &[&exempt[..], &["--auto"]].concat());
+    r.expect_code(3, "before apply, --auto");
+    assert_eq!(
+        j["vantage"]["netns"],
+        t.pod.path().as_str(),
+        "--auto must pick the pod namespace (not the exempt decoy, the other decoy, or the node it runs in): {j}"
+    );
+    assert_eq!(j["endpoints"][0]["container"]["from"], t.pod_ip.as_str(), "{j}");
+    assert_agrees(
+        "connected",
+        &curl(&t.pod, API_V4, API_PORT, MAX_TIME),
+        "before apply, pod",
+    );
+
+    let mut apply = policy.args("apply");
+    apply.extend(exempt.iter().map(|s| s.to_string()));
+    run_guard(&t.node, &apply).expect_code(0, "apply");
+
+    // Without any vantage flag, --auto is the default.
+    let (r, j) = verify_json(&t.node, &policy, &exempt);
+    r.expect_code(0, "after apply, default --auto");
+    assert_eq!(j["vantage"]["kind"], "auto", "{j}");
+    assert_eq!(j["vantage"]["netns"], t.pod.path().as_str(), "{j}");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_agrees("refused", &curl(&t.pod, API_V4, API_PORT, MAX_TIME), "after apply, pod");
+    assert_agrees(
+        "connected",
+        &curl(&t.node, API_V4, API_PORT, MAX_TIME),
+        "after apply, node",
+    );
+}
+
+#[test]
+fn node_cut_off_by_a_reject_is_reported() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    cut_node_off_by_hand(&topo.node, "reject with tcp reset");
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "both",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    );
+    // Our own apply refuses exactly this policy here: the self-lockout guard.
+    let r = policy.apply(&topo.node);
+    r.expect_code(2, "apply must refuse a policy that cuts the node off");
+    assert!(r.stderr.contains("self-lockout"), "{}", r.stderr);
+
+    let pod = topo.pod.path();
+    let r = verify_text(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(3, "node cut off");
+    assert!(r.stdout.contains("node cut off"), "{}", r.stdout);
+    assert!(r.stdout.contains("node unaffected: NO"), "{}", r.stdout);
+    assert!(!r.stdout.contains("block effective: yes"), "{}", r.stdout);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(3, "node cut off (json)");
+    assert_eq!(j["endpoints"][0]["node_check"]["status"], "cut-off", "{j}");
+    assert_eq!(j["endpoints"][0]["node"]["from"], NODE_LOCAL_POD_V4, "{j}");
+    assert_eq!(j["node_unaffected"], false, "{j}");
+    assert_agrees(
+        &outcome(&j, 0, "node"),
+        &curl(&topo.node, API_V4, API_PORT, MAX_TIME),
+        "node",
+    );
+    assert_agrees(
+        &outcome(&j, 0, "container"),
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "pod",
+    );
+}
+
+#[test]
+fn node_cut_off_by_a_drop_is_reported() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    cut_node_off_by_hand(&topo.node, "drop");
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "both",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    );
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(3, "node cut off by a drop");
+    assert_eq!(outcome(&j, 0, "node"), "timed-out", "{j}");
+    assert_eq!(j["endpoints"][0]["node_check"]["status"], "cut-off", "{j}");
+    assert!(
+        j["endpoints"][0]["node_check"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("node cut off"),
+        "{j}"
+    );
+    // Never "blocked" while the node does not get through either.
+    assert_ne!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+    assert_agrees("timed-out", &curl(&topo.node, API_V4, API_PORT, 2), "node");
+}
+
+#[test]
+fn drop_action_timing_out_counts_as_blocked() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables).with_action("drop");
+    policy.apply_ok(&topo.node);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(0, "--action drop: timed out is blocked");
+    assert_eq!(outcome(&j, 0, "container"), "timed-out", "{j}");
+    assert_eq!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+    let latency = j["endpoints"][0]["container"]["latency_seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        (0.9..3.0).contains(&latency),
+        "timed out after {latency}s with --timeout 1s: {j}"
+    );
+    assert_agrees("timed-out", &curl(&topo.pod, API_V4, API_PORT, 2), "pod");
+    assert_agrees("connected", &curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node");
+}
+
+#[test]
+fn stopped_apiserver_is_inconclusive_never_blocked() {
+    if !can_run() {
+        return;
+    }
+    let mut topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    policy.apply_ok(&topo.node);
+    topo.stop_listeners();
+    let pod = topo.pod.path();
+
+    let r = verify_text(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "listener stopped");
+    assert!(
+        r.stdout
+            .contains("inconclusive: the apiserver does not answer the node either"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("block effective: yes"), "{}", r.stdout);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "listener stopped (json)");
+    assert_eq!(j["endpoints"][0]["block"]["status"], "inconclusive", "{j}");
+    assert_eq!(j["block_effective"], serde_json::Value::Null, "{j}");
+    assert_agrees("refused", &curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod");
+    assert_agrees("refused", &curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node");
+    assert_eq!(outcome(&j, 0, "node"), "refused", "{j}");
+
+    // Without the positive control there is nothing to tell the two apart.
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--no-host-check"]);
+    r.expect_code(0, "--no-host-check");
+    assert_eq!(j["endpoints"][0]["node"], serde_json::Value::Null, "{j}");
+    assert_eq!(j["endpoints"][0]["node_check"]["status"], "not-checked", "{j}");
+}
+
+#[test]
+fn tls_handshake_from_the_node_and_the_pod() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let _cert = start_tls_server(&topo.api);
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(TLS_PORT))],
+    );
+    let pod = topo.pod.path();
+    let from_pod = ["--netns", pod.as_str(), "--tls"];
+
+    let (r, j) = verify_json(&topo.node, &policy, &from_pod);
+    r.expect_code(3, "before apply, TLS from the pod");
+    assert_eq!(outcome(&j, 0, "container"), "tls-ok", "{j}");
+    assert_agrees(
+        "tls-ok",
+        &curl_tls(&topo.pod, API_V4, TLS_PORT, MAX_TIME),
+        "before apply, pod",
+    );
+
+    policy.apply_ok(&topo.node);
+
+    let r = verify_text(&topo.node, &policy, &from_pod);
+    r.expect_code(0, "after apply, TLS");
+    assert!(r.stdout.contains("TLS ok"), "{}", r.stdout);
+    let (r, j) = verify_json(&topo.node, &policy, &from_pod);
+    r.expect_code(0, "after apply, TLS (json)");
+    assert_eq!(outcome(&j, 0, "node"), "tls-ok", "{j}");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_agrees("tls-ok", &curl_tls(&topo.node, API_V4, TLS_PORT, MAX_TIME), "node");
+    assert_agrees("refused", &curl_tls(&topo.pod, API_V4, TLS_PORT, MAX_TIME), "pod");
+
+    // A plain TCP listener is reached, but is not TLS.
+    let plain = tunnel_policy(Backend::Nftables);
+    let (_, j) = verify_json(&topo.node, &plain, &["--netns", &pod, "--tls"]);
+    assert_eq!(outcome(&j, 0, "node"), "tls-failed", "{j}");
+}
+
+#[test]
+fn portless_apiserver_is_probed_on_5443_then_443() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    // No port: the block covers every port; the listener is on API_PORT (5443), not on 443.
+    let policy = GuardPolicy::new(Backend::Nftables, "tunnel", &[CONTAINER_CIDR_V4], &[API_V4]);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(3, "before apply, port-less");
+    assert_eq!(j["endpoints"][0]["port"], API_PORT, "{j}");
+    policy.apply_ok(&topo.node);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(0, "after apply, port-less");
+    assert_eq!(j["endpoints"][0]["port"], API_PORT, "{j}");
+    assert_eq!(outcome(&j, 0, "node"), "connected", "{j}");
+    // --probe-port picks another port: OTHER_PORT is listened on too.
+    let (r, j) = verify_json(
+        &topo.node,
+        &policy,
+        &["--netns", &pod, "--probe-port", &OTHER_PORT.to_string()],
+    );
+    r.expect_code(0, "after apply, --probe-port");
+    assert_eq!(j["endpoints"][0]["port"], OTHER_PORT, "{j}");
+    assert_agrees(
+        "refused",
+        &curl(&topo.pod, API_V4, OTHER_PORT, MAX_TIME),
+        "pod, OTHER_PORT",
+    );
+}
+
+#[test]
+fn ipv6_tunnel_before_and_after_apply() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V6],
+        &[&endpoint(API_V6, Some(API_PORT))],
+    );
+    let pod = topo.pod.path();
+    verify_json(&topo.node, &policy, &["--netns", &pod])
+        .0
+        .expect_code(3, "before apply, IPv6");
+    policy.apply_ok(&topo.node);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(0, "after apply, IPv6");
+    assert_eq!(j["endpoints"][0]["container"]["from"], POD_V6, "{j}");
+    assert_agrees("refused", &curl(&topo.pod, API_V6, API_PORT, MAX_TIME), "pod, IPv6");
+    assert_agrees("connected", &curl(&topo.node, API_V6, API_PORT, MAX_TIME), "node, IPv6");
+}
+
+#[test]
+fn bad_input_exits_1_or_2_with_a_clear_message() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("vbad");
+    let policy = tunnel_policy(Backend::Nftables);
+    let cases: [(&[&str], i32, &str); 11] = [
+        (&["--netns", "/run/netns/agt-no-such-namespace"], 1, "no such namespace"),
+        (&["--netns", "/etc/hostname"], 1, "not a network namespace"),
+        (&["--expect", "maybe"], 2, "invalid value 'maybe'"),
+        (&["--output", "yaml"], 2, "invalid value 'yaml'"),
+        (&["--timeout", "0s"], 2, "timeout"),
+        (&["--timeout", "soon"], 2, "not a duration"),
+        (&["--probe-port", "0"], 2, "--probe-port"),
+        (&["--source", "192.168.50.1"], 2, "not inside any container CIDR"),
+        (&["--source", "10.0.0.9"], 1, "not configured on any interface"),
+        (&["--source", "10.0.0.0/16"], 2, "invalid value"),
+        (&["--netns", "/run/netns/x", "--auto"], 2, "cannot be used with"),
+    ];
+    for (extra, code, message) in cases {
+        let r = verify_text(&ns, &policy, extra);
+        r.expect_code(code, &format!("verify {}", extra.join(" ")));
+        assert!(
+            r.stderr.contains(message),
+            "verify {}: stderr must say {message:?}: {}",
+            extra.join(" "),
+            r.stderr
+        );
+    }
+    // A policy that does not validate is bad input too, before anything is probed.
+    let bad = GuardPolicy::new(Backend::Nftables, "tunnel", &["10.0.1.5/16"], &[API_V4]);
+    let r = verify_text(&ns, &bad, &["--netns", "/run/netns/agt-no-such-namespace"]);
+    r.expect_code(2, "invalid policy");
+    assert!(r.stderr.contains("host bits"), "{}", r.stderr);
+    // A missing namespace with --output json still prints a JSON report for scripts.
+    let (r, j) = verify_json(&ns, &policy, &["--netns", "/run/netns/agt-no-such-namespace"]);
+    r.expect_code(1, "missing namespace, json");
+    assert!(j["error"].as_str().unwrap_or("").contains("no such namespace"), "{j}");
+}
+
+#[test]
+fn reset_after_connect_counts_as_blocked() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let _cert = start_tls_server(&topo.api);
+    // A middlebox that lets the SYN through but resets the pod's connection as soon as it is
+    // established: connect() succeeds, the TLS handshake is reset.
+    reset_established_pod_traffic(&topo.node, TLS_PORT);
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(TLS_PORT))],
+    );
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--tls"]);
+    r.expect_code(0, "reset during the TLS handshake, node unaffected");
+    assert_eq!(outcome(&j, 0, "container"), "reset", "{j}");
+    assert_eq!(outcome(&j, 0, "node"), "tls-ok", "{j}");
+    assert_eq!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+    // curl notices the reset while connecting (exit 7) or in its own handshake (35, 56).
+    assert_agrees("reset", &curl_tls(&topo.pod, API_V4, TLS_PORT, MAX_TIME), "pod");
+    assert_agrees("tls-ok", &curl_tls(&topo.node, API_V4, TLS_PORT, MAX_TIME), "node");
+}
