@@ -64,6 +64,18 @@ pub struct RunArgs {
     /// Log format [default: auto].
     #[arg(long, value_enum, env = "APISERVER_GUARD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Run `verify` this often and export its results in /metrics, e.g. 60s [default: off].
+    #[arg(long, value_name = "DURATION", env = "APISERVER_GUARD_PROBE_INTERVAL")]
+    pub probe_interval: Option<String>,
+    /// /readyz also requires the last periodic probe to have passed (needs --probe-interval).
+    #[arg(long, env = "APISERVER_GUARD_READY_REQUIRES_PROBE")]
+    pub ready_requires_probe: bool,
+    /// Where the periodic probe runs from: a pod network namespace [default: found as `verify --auto` does].
+    #[arg(long, value_name = "PATH", conflicts_with = "probe_source")]
+    pub probe_netns: Option<PathBuf>,
+    /// Where the periodic probe runs from: a local address inside a container CIDR (VPC mode).
+    #[arg(long, value_name = "IP")]
+    pub probe_source: Option<std::net::IpAddr>,
 }
 
 /// Output format of `status`.

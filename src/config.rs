@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub cleanup_on_exit: Option<bool>,
     pub log_format: Option<LogFormat>,
+    pub probe_interval: Option<String>,
+    pub ready_requires_probe: Option<bool>,
 }
 
 /// Parses the TOML text of a config file; `origin` names it in errors.
@@ -87,13 +89,6 @@ fn pick(cli: &[String], file: Option<OneOrMany>) -> Vec<String> {
 
 /// Merges flags/env with the file and parses every value, collecting all problems.
 pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
-    let file = FileConfig {
-        resync_interval: None,
-        listen: None,
-        cleanup_on_exit: None,
-        log_format: None,
-        ..file
-    };
     let mut problems = Vec::new();
     let mut nets = |what: &str, raw: Vec<String>| {
         raw.iter()

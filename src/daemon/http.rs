@@ -35,7 +35,7 @@ pub fn respond(method: &str, path: &str, m: &Metrics, stale_after: Duration) -> 
             if m.ready() {
                 (200, TEXT, "ready: block installed and in sync\n".into())
             } else {
-                (503, TEXT, format!("not ready: {}\n", m.not_ready_reason))
+                (503, TEXT, format!("not ready: {}\n", m.why_not_ready()))
             }
         }
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(m)),

@@ -2,6 +2,7 @@
 //! format), `/readyz` and `/healthz` report. Plain data updated by the
 //! controller; rendering is pure.
 
+use crate::verify::report::Report;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -33,6 +34,12 @@ pub struct Metrics {
     pub config_last_reload_ok: bool,
     /// When the control loop last went round (for `/healthz`).
     pub last_turn: Instant,
+    /// The last periodic verification, and how the runs went (`pass`, `fail`, `error`).
+    pub probe: Option<Report>,
+    pub probe_runs: BTreeMap<&'static str, u64>,
+    pub probe_last_unix: f64,
+    /// `/readyz` also requires the last probe to have passed.
+    pub ready_requires_probe: bool,
 }
 
 impl Metrics {
@@ -55,6 +62,10 @@ impl Metrics {
             config_errors: 0,
             config_last_reload_ok: true,
             last_turn: Instant::now(),
+            probe: None,
+            probe_runs: BTreeMap::new(),
+            probe_last_unix: 0.0,
+            ready_requires_probe: false,
         }
     }
 
@@ -70,7 +81,21 @@ impl Metrics {
     }
 
     pub fn ready(&self) -> bool {
-        self.started && self.in_sync
+        self.started && self.in_sync && (!self.ready_requires_probe || self.probe.as_ref().is_some_and(Report::passed))
+    }
+
+    /// Why `/readyz` says no.
+    pub fn why_not_ready(&self) -> String {
+        if !self.started || !self.in_sync {
+            return self.not_ready_reason.clone();
+        }
+        match &self.probe {
+            None => "waiting for the first probe (--ready-requires-probe)".into(),
+            Some(r) => match &r.error {
+                Some(e) => format!("probe could not run: {e}"),
+                None => "the last probe failed: a pod got through or the node is cut off".into(),
+            },
+        }
     }
 }
 
@@ -210,6 +235,29 @@ pub fn render(m: &Metrics) -> String {
         "apiserver_guard_config_last_reload_successful {}",
         b(m.config_last_reload_ok)
     );
+    if let Some(report) = &m.probe {
+        family(
+            &mut o,
+            "apiserver_guard_probe_runs_total",
+            "counter",
+            "Periodic verifications, by result.",
+        );
+        for (result, n) in &m.probe_runs {
+            let _ = writeln!(o, "apiserver_guard_probe_runs_total{{result=\"{result}\"}} {n}");
+        }
+        family(
+            &mut o,
+            "apiserver_guard_probe_last_run_timestamp_seconds",
+            "gauge",
+            "UNIX time of the last verification.",
+        );
+        let _ = writeln!(
+            o,
+            "apiserver_guard_probe_last_run_timestamp_seconds {:.3}",
+            m.probe_last_unix
+        );
+        o.push_str(&report.prometheus());
+    }
     o
 }
 
@@ -247,6 +295,28 @@ mod tests {
         ] {
             assert!(t.contains(needle), "missing {needle}\n{t}");
         }
+    }
+
+    #[test]
+    fn ready_can_require_a_passing_probe() {
+        let mut m = Metrics::new("x");
+        m.started = true;
+        m.in_sync = true;
+        m.ready_requires_probe = true;
+        assert!(!m.ready());
+        assert!(m.why_not_ready().contains("first probe"));
+        let mut r = Report::failed(
+            crate::verify::outcome::Expect::Blocked,
+            false,
+            2.0,
+            true,
+            "no pod namespace".into(),
+        );
+        r.summarise();
+        m.probe = Some(r);
+        assert!(!m.ready());
+        assert!(m.why_not_ready().contains("no pod namespace"));
+        assert!(render(&m).contains("apiserver_guard_probe_last_run_timestamp_seconds"));
     }
 
     #[test]

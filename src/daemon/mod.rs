@@ -89,6 +89,7 @@ impl Daemon {
     fn new(args: RunArgs, settings: DaemonSettings, rec: Reconciler) -> Daemon {
         let mut m = Metrics::new(env!("CARGO_PKG_VERSION"));
         m.backend = rec.backend.name().to_string();
+        m.ready_requires_probe = settings.ready_requires_probe;
         let config_path = args
             .policy
             .config
@@ -149,6 +150,8 @@ impl Daemon {
         let mut config_poll = tokio::time::interval(CONFIG_POLL);
         let watchdog_every = notify::watchdog_interval();
         let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        let probe_every = self.settings.probe_interval;
+        let mut probe_tick = tokio::time::interval(probe_every.unwrap_or(Duration::from_secs(3600)));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -170,6 +173,7 @@ impl Daemon {
                     }
                 }
                 _ = watchdog.tick(), if watchdog_every.is_some() => notify::notify("WATCHDOG=1"),
+                _ = probe_tick.tick(), if probe_every.is_some() => self.probe().await,
             }
             self.metrics().last_turn = Instant::now();
         }
@@ -303,6 +307,39 @@ impl Daemon {
             self.status_line();
         }
         ok
+    }
+
+    /// One periodic verification (`verify` from the container network, with
+    /// the node as positive control); results go to /metrics and, with
+    /// `--ready-requires-probe`, to /readyz. Changes of verdict are logged.
+    async fn probe(&self) {
+        let policy = self.rec.policy.clone();
+        let opts = self.settings.probe.clone();
+        let report = match tokio::task::spawn_blocking(move || crate::verify::verify_once(&policy, &opts)).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("probe task failed: {e}");
+                return;
+            }
+        };
+        let result = match report.exit_code {
+            exit::OK => "pass",
+            exit::NOT_IN_SYNC => "fail",
+            _ => "error",
+        };
+        let mut m = self.metrics();
+        let previous = m.probe.as_ref().map(|r| r.exit_code);
+        if previous != Some(report.exit_code) {
+            let text = report.to_text();
+            match result {
+                "pass" => log::info!(probe = result; "probe: block effective, node unaffected\n{text}"),
+                "fail" => log::error!(probe = result; "probe FAILED: a pod got through or the node is cut off\n{text}"),
+                _ => log::warn!(probe = result; "probe could not run or was inconclusive\n{text}"),
+            }
+        }
+        *m.probe_runs.entry(result).or_default() += 1;
+        m.probe_last_unix = unix_now();
+        m.probe = Some(report);
     }
 
     /// Re-reads and re-validates the config; swaps to the new policy only

@@ -4,6 +4,7 @@
 use crate::cli::{LogFormat, RunArgs};
 use crate::config::FileConfig;
 use crate::error::{Error, Result};
+use crate::verify::{Vantage, VerifyOptions};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub struct DaemonSettings {
     pub listen: SocketAddr,
     pub cleanup_on_exit: bool,
     pub log_format: LogFormat,
+    /// Periodic `verify` (None: off) and how it probes.
+    pub probe_interval: Option<Duration>,
+    pub probe: VerifyOptions,
+    pub ready_requires_probe: bool,
 }
 
 /// Parses `10s`, `500ms`, `1m`, `2h` or a plain number of seconds.
@@ -71,10 +76,39 @@ impl DaemonSettings {
             ));
             DEFAULT_LISTEN.parse().expect("default parses")
         });
+        let probe_interval = match args.probe_interval.as_deref().or(file.probe_interval.as_deref()) {
+            None | Some("off") | Some("0") => None,
+            Some(s) => match parse_duration("probe interval", s) {
+                Ok(d) if d >= Duration::from_secs(1) => Some(d),
+                Ok(_) => {
+                    problems.push(format!("probe interval: '{s}' is below 1s (or 'off')"));
+                    None
+                }
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+        };
+        let ready_requires_probe = args.ready_requires_probe || file.ready_requires_probe.unwrap_or(false);
+        if ready_requires_probe && probe_interval.is_none() {
+            problems.push("--ready-requires-probe needs --probe-interval (e.g. 60s)".to_string());
+        }
+        let vantage = match (&args.probe_netns, args.probe_source) {
+            (Some(path), _) => Vantage::Netns(path.clone()),
+            (None, Some(ip)) => Vantage::Source(ip),
+            (None, None) => Vantage::Auto,
+        };
         if !problems.is_empty() {
             return Err(Error::BadInput(problems));
         }
         Ok(DaemonSettings {
+            probe_interval,
+            probe: VerifyOptions {
+                vantage,
+                ..VerifyOptions::default()
+            },
+            ready_requires_probe,
             resync_interval,
             listen,
             cleanup_on_exit: args.cleanup_on_exit || file.cleanup_on_exit.unwrap_or(false),
@@ -95,6 +129,10 @@ mod tests {
             listen: None,
             cleanup_on_exit: false,
             log_format: None,
+            probe_interval: None,
+            ready_requires_probe: false,
+            probe_netns: None,
+            probe_source: None,
         }
     }
 
@@ -142,6 +180,25 @@ mod tests {
             (s.resync_interval, s.listen.to_string()),
             (Duration::from_secs(1), "[::1]:1".to_string())
         );
+    }
+
+    #[test]
+    fn probe_is_off_by_default_and_ready_requires_it_to_be_on() {
+        let s = DaemonSettings::merge(&args(), &FileConfig::default()).unwrap();
+        assert_eq!(s.probe_interval, None);
+        let a = RunArgs {
+            ready_requires_probe: true,
+            ..args()
+        };
+        assert!(DaemonSettings::merge(&a, &FileConfig::default()).is_err());
+        let a = RunArgs {
+            ready_requires_probe: true,
+            probe_interval: Some("60s".into()),
+            ..args()
+        };
+        let s = DaemonSettings::merge(&a, &FileConfig::default()).unwrap();
+        assert_eq!(s.probe_interval, Some(Duration::from_secs(60)));
+        assert_eq!(s.probe.vantage, Vantage::Auto);
     }
 
     #[test]
