@@ -13,6 +13,7 @@ mod addresses;
 pub mod bad_input_cases;
 mod connection;
 mod curl;
+pub mod daemon_cases;
 mod firewall;
 mod guard;
 pub mod guard_cases;
@@ -21,6 +22,7 @@ mod netns;
 mod preflight;
 mod process;
 mod topology;
+pub mod verify_cases;
 
 pub use addresses::*;
 pub use connection::HeldConnection;
