@@ -32,6 +32,25 @@ pub struct SystemRunner;
 /// A process-wide instance, so backends built on it live as long as needed.
 pub static SYSTEM: SystemRunner = SystemRunner;
 
+/// PIDs of the tools we ran lately, so change events we caused ourselves
+/// are not blamed on somebody else.
+static OWN_PIDS: std::sync::Mutex<std::collections::VecDeque<u32>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+const OWN_PIDS_KEPT: usize = 256;
+
+fn remember_own_pid(pid: u32) {
+    let mut pids = OWN_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+    if pids.len() == OWN_PIDS_KEPT {
+        pids.pop_front();
+    }
+    pids.push_back(pid);
+}
+
+/// Whether `pid` is one of the tools this process ran lately.
+pub fn is_own_pid(pid: u32) -> bool {
+    OWN_PIDS.lock().unwrap_or_else(|p| p.into_inner()).contains(&pid)
+}
+
 impl Runner for SystemRunner {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
         let mut cmd = Command::new(program);
@@ -42,8 +61,13 @@ impl Runner for SystemRunner {
             // Stable, parseable output whatever the operator's locale.
             .env("LC_ALL", "C");
         let mut child = cmd.spawn()?;
+        remember_own_pid(child.id());
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())?;
+            // A tool that exits without reading its input says why in its exit status.
+            match pipe.write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
+                _ => {}
+            }
         }
         let out = child.wait_with_output()?;
         Ok(CmdOutput {
@@ -211,6 +235,14 @@ mod tests {
             e.contains("nft -f -") && e.contains("exit 1") && e.contains("Could not process rule"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn own_tools_are_remembered() {
+        let out = SystemRunner.run("sh", &["-c", "echo $$"], None).unwrap();
+        let pid: u32 = out.stdout.trim().parse().unwrap();
+        assert!(is_own_pid(pid));
+        assert!(!is_own_pid(u32::MAX));
     }
 
     #[test]

@@ -55,8 +55,8 @@ pub fn tool(v: Variant, fam: Family, restore: bool) -> String {
 /// must not be told the block is missing when it cannot look.
 pub fn legacy_table_loaded(fam: Family, table: &str) -> Result<bool> {
     let file = match fam {
-        Family::V4 => "/proc/net/ip_tables_names",
-        Family::V6 => "/proc/net/ip6_tables_names",
+        Family::V4 => "/proc/self/net/ip_tables_names",
+        Family::V6 => "/proc/self/net/ip6_tables_names",
     };
     match std::fs::read_to_string(file) {
         Ok(s) => Ok(s.lines().any(|l| l.trim() == table)),

@@ -47,7 +47,7 @@ impl Backend for Nftables<'_> {
     }
 
     fn render(&self, b: &Blocklist) -> String {
-        script(b)
+        script(b, None)
     }
 
     fn status(&self, b: &Blocklist) -> Result<Vec<Drift>> {
@@ -57,15 +57,18 @@ impl Backend for Nftables<'_> {
     }
 
     fn apply(&self, b: &Blocklist) -> Result<bool> {
-        if self.status(b)?.is_empty() {
+        let seen = self.observe()?;
+        let table = format!("{TABLE_FAMILY} {TABLE_NAME}");
+        if diff_nft(&desired_state(b), seen.as_ref().map(|(s, _)| s), &table).is_empty() {
             return Ok(false);
         }
-        self.send(&script(b))?;
+        self.send(&script(b, seen.as_ref().map(|(s, _)| s)))?;
         Ok(true)
     }
 
     fn install(&self, b: &Blocklist) -> Result<()> {
-        self.send(&script(b))
+        let seen = self.observe()?;
+        self.send(&script(b, seen.as_ref().map(|(s, _)| s)))
     }
 
     fn remove(&self) -> Result<bool> {
@@ -125,7 +128,7 @@ mod tests {
         let calls = r.calls();
         let sent: Vec<_> = calls.iter().filter(|(c, _)| c == "nft -f -").collect();
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].1.as_deref(), Some(script(&bl()).as_str()));
+        assert_eq!(sent[0].1.as_deref(), Some(script(&bl(), None).as_str()));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use super::model::{Blocklist, Family, FamilyAddrs, Rule, Target, Verdict};
 use super::nft_state::{BaseChain, NftChain, NftSet, NftState, RuleSig};
+use super::policy::Hook;
 use std::collections::BTreeSet;
-use std::fmt::Write;
 
 /// The table we own. Nothing else is ever written.
 pub const TABLE_FAMILY: &str = "inet";
@@ -21,34 +21,49 @@ fn set_name(kind: &str, fam: Family) -> String {
     format!("{kind}_{}", fam.suffix())
 }
 
-/// The sets of one family, as (name, key type, interval, elements).
-fn family_sets(fam: Family, a: &FamilyAddrs) -> Vec<(String, NftSet)> {
-    let addr_type = match fam {
+/// The kinds of set we may own, per family.
+const SET_KINDS: [&str; 4] = ["sources", "exempt", "api_port", "api_any"];
+
+/// Key type and interval flag of a set kind.
+fn set_def(kind: &str, fam: Family) -> (String, bool) {
+    let addr = match fam {
         Family::V4 => "ipv4_addr",
         Family::V6 => "ipv6_addr",
     };
-    let mk = |key_type: String, interval: bool, elements: BTreeSet<String>| NftSet {
-        key_type,
-        interval,
-        elements,
-    };
+    match kind {
+        "api_port" => (format!("{addr} . inet_service"), false),
+        "api_any" => (addr.to_string(), false),
+        _ => (addr.to_string(), true),
+    }
+}
+
+/// The sets of one family the blocklist needs (only non-empty ones, except sources).
+fn family_sets(fam: Family, a: &FamilyAddrs) -> Vec<(String, NftSet)> {
     let nets = |v: &[ipnet::IpNet]| v.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
-    let mut sets = vec![(set_name("sources", fam), mk(addr_type.into(), true, nets(&a.sources)))];
-    if !a.exempt.is_empty() {
-        sets.push((set_name("exempt", fam), mk(addr_type.into(), true, nets(&a.exempt))));
-    }
-    if !a.api_ports.is_empty() {
-        let elems = a.api_ports.iter().map(|(ip, p)| format!("{ip} . {p}")).collect();
-        sets.push((
-            set_name("api_port", fam),
-            mk(format!("{addr_type} . inet_service"), false, elems),
-        ));
-    }
-    if !a.api_any.is_empty() {
-        let elems = a.api_any.iter().map(|ip| ip.to_string()).collect();
-        sets.push((set_name("api_any", fam), mk(addr_type.into(), false, elems)));
-    }
-    sets
+    let contents: [(&str, BTreeSet<String>); 4] = [
+        ("sources", nets(&a.sources)),
+        ("exempt", nets(&a.exempt)),
+        (
+            "api_port",
+            a.api_ports.iter().map(|(ip, p)| format!("{ip} . {p}")).collect(),
+        ),
+        ("api_any", a.api_any.iter().map(|ip| ip.to_string()).collect()),
+    ];
+    contents
+        .into_iter()
+        .filter(|(kind, elems)| *kind == "sources" || !elems.is_empty())
+        .map(|(kind, elements)| {
+            let (key_type, interval) = set_def(kind, fam);
+            (
+                set_name(kind, fam),
+                NftSet {
+                    key_type,
+                    interval,
+                    elements,
+                },
+            )
+        })
+        .collect()
 }
 
 /// The nft statement text of a rule and the sets it references.
@@ -107,44 +122,135 @@ fn verdict_sig(v: Verdict) -> &'static str {
     }
 }
 
-/// The script `apply` sends: declare, delete and re-create our table in one
-/// transaction (the kernel swaps it whole, so there is no moment without it).
-pub fn script(b: &Blocklist) -> String {
-    let mut s = String::new();
+/// The only shape each of our chain names ever has.
+fn canonical_base(name: &str) -> Option<BaseChain> {
+    Hook::ALL.iter().find(|h| h.name() == name).map(|h| BaseChain {
+        chain_type: "filter".into(),
+        hook: h.name().into(),
+        priority: PRIORITY,
+        policy: "accept".into(),
+    })
+}
+
+fn set_decl(name: &str, key_type: &str, interval: bool) -> String {
+    let flags = if interval { " flags interval;" } else { "" };
+    format!("set {TABLE_FAMILY} {TABLE_NAME} {name} {{ type {key_type};{flags} }}")
+}
+
+fn base_decl(hook: &str) -> String {
+    format!("{{ type filter hook {hook} priority filter; policy accept; }}")
+}
+
+/// The one `nft -f` transaction that brings our table to `b`, whatever it
+/// holds now (`seen`; None when it is absent or unknown). The table is
+/// updated in place, never deleted: every chain is flushed and refilled and
+/// every set flushed and refilled inside the transaction, so packets see the
+/// old rules or the new ones and nothing in between. (Deleting and
+/// re-creating the table in one transaction is not: measured on kernel 6.18,
+/// pods got through during the swap of an interval set.) Objects the policy
+/// no longer has are removed idempotently (`add` then `delete`), and objects
+/// read back that are foreign or of another shape are deleted before they are
+/// declared again.
+pub fn script(b: &Blocklist, seen: Option<&NftState>) -> String {
+    let want = desired_state(b);
     let t = format!("{TABLE_FAMILY} {TABLE_NAME}");
-    let _ = writeln!(s, "# apiserver-guard: replaces table {t} in one atomic transaction");
-    let _ = writeln!(s, "table {t}");
-    let _ = writeln!(s, "delete table {t}");
-    let _ = writeln!(s, "table {t} {{");
-    let _ = writeln!(s, "\tcomment \"managed by apiserver-guard; edits are reverted\"");
-    for (fam, addrs) in &b.families {
-        for (name, set) in family_sets(*fam, addrs) {
-            let _ = writeln!(s, "\tset {name} {{");
-            let _ = writeln!(s, "\t\ttype {}", set.key_type);
-            if set.interval {
-                let _ = writeln!(s, "\t\tflags interval");
+    let mut s = String::new();
+    let mut line = |l: String| {
+        s.push_str(&l);
+        s.push('\n');
+    };
+    line(format!(
+        "# apiserver-guard: updates table {t} in one atomic transaction"
+    ));
+    line(format!(
+        "add table {t} {{ comment \"managed by apiserver-guard; edits are reverted\"; }}"
+    ));
+
+    // 1. Empty every chain that may exist, so no rule references a set we change.
+    let known_chains: Vec<(String, Option<String>)> = std::iter::once((GUARD_CHAIN.to_string(), None))
+        .chain(
+            Hook::ALL
+                .iter()
+                .map(|h| (h.name().to_string(), Some(base_decl(h.name())))),
+        )
+        .collect();
+    for (name, decl) in &known_chains {
+        let reshaped = seen
+            .and_then(|st| st.chains.get(name))
+            .is_some_and(|got| got.base != canonical_base(name));
+        // A chain of another shape cannot be declared over: flush and delete it first.
+        if reshaped {
+            line(format!("flush chain {t} {name}"));
+            line(format!("delete chain {t} {name}"));
+            continue;
+        }
+        line(
+            format!("add chain {t} {name} {}", decl.clone().unwrap_or_default())
+                .trim_end()
+                .to_string(),
+        );
+        line(format!("flush chain {t} {name}"));
+    }
+    let foreign_chains: Vec<&String> = seen
+        .map(|st| {
+            st.chains
+                .keys()
+                .filter(|n| !known_chains.iter().any(|(k, _)| k == *n))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &foreign_chains {
+        line(format!("flush chain {t} {name}"));
+    }
+    // 2. Remove what the policy does not have.
+    for (name, _) in known_chains.iter().filter(|(n, _)| !want.chains.contains_key(n)) {
+        line(format!("delete chain {t} {name}"));
+    }
+    for name in foreign_chains {
+        line(format!("delete chain {t} {name}"));
+    }
+    for fam in Family::ALL {
+        for kind in SET_KINDS {
+            let name = set_name(kind, fam);
+            let (key_type, interval) = set_def(kind, fam);
+            let got = seen.and_then(|st| st.sets.get(&name));
+            let reshaped = got.is_some_and(|g| g.key_type != key_type || g.interval != interval);
+            if reshaped {
+                line(format!("delete set {t} {name}"));
+            } else if !want.sets.contains_key(&name) {
+                line(set_decl(&name, &key_type, interval));
+                line(format!("delete set {t} {name}"));
             }
-            let elems: Vec<&str> = set.elements.iter().map(String::as_str).collect();
-            let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
-            let _ = writeln!(s, "\t}}");
         }
     }
-    let _ = writeln!(s, "\tchain {GUARD_CHAIN} {{");
+    if let Some(st) = seen {
+        let known = |n: &String| {
+            Family::ALL
+                .iter()
+                .any(|f| SET_KINDS.iter().any(|k| set_name(k, *f) == *n))
+        };
+        for name in st.sets.keys().filter(|n| !known(n)) {
+            line(format!("delete set {t} {name}"));
+        }
+    }
+    // 3. Declare and fill what the policy has.
+    for (name, set) in &want.sets {
+        line(set_decl(name, &set.key_type, set.interval));
+        line(format!("flush set {t} {name}"));
+        let elems: Vec<&str> = set.elements.iter().map(String::as_str).collect();
+        line(format!("add element {t} {name} {{ {} }}", elems.join(", ")));
+    }
+    line(format!("add chain {t} {GUARD_CHAIN}"));
     for r in b.rules() {
-        let _ = writeln!(s, "\t\t{}", rule_text(&r).0);
+        line(format!("add rule {t} {GUARD_CHAIN} {}", rule_text(&r).0));
     }
-    let _ = writeln!(s, "\t}}");
     for hook in &b.hooks {
-        let _ = writeln!(s, "\tchain {} {{", hook.name());
-        let _ = writeln!(
-            s,
-            "\t\ttype filter hook {} priority filter; policy accept;",
+        line(format!("add chain {t} {} {}", hook.name(), base_decl(hook.name())));
+        line(format!(
+            "add rule {t} {} jump {GUARD_CHAIN} comment \"{ENTER_COMMENT}\"",
             hook.name()
-        );
-        let _ = writeln!(s, "\t\tjump {GUARD_CHAIN} comment \"{ENTER_COMMENT}\"");
-        let _ = writeln!(s, "\t}}");
+        ));
     }
-    let _ = writeln!(s, "}}");
     s
 }
 
@@ -210,27 +316,83 @@ mod tests {
         Blocklist::from_policy(&policy(src, ex, api, mode, action))
     }
 
-    #[test]
-    fn script_replaces_the_table_in_one_transaction() {
-        let s = script(&blocklist(
+    fn tunnel() -> Blocklist {
+        blocklist(
             &["10.0.0.0/16"],
             &[],
             &["192.168.0.10:5443"],
             Mode::Tunnel,
             Action::Reject,
-        ));
-        let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines[1], "table inet apiserver_guard");
-        assert_eq!(lines[2], "delete table inet apiserver_guard");
-        assert_eq!(lines[3], "table inet apiserver_guard {");
-        assert!(s.contains("elements = { 10.0.0.0/16 }"));
-        assert!(s.contains("type ipv4_addr . inet_service"));
-        assert!(s.contains("elements = { 192.168.0.10 . 5443 }"));
+        )
+    }
+
+    fn pos(s: &str, needle: &str) -> usize {
+        s.find(needle).unwrap_or_else(|| panic!("missing {needle:?} in\n{s}"))
+    }
+
+    #[test]
+    fn script_updates_the_table_in_place_never_deletes_it() {
+        let s = script(&tunnel(), None);
+        assert!(s.lines().nth(1).unwrap().starts_with("add table inet apiserver_guard"));
+        assert!(!s.contains("delete table"), "{s}");
+        assert!(s.contains("add element inet apiserver_guard sources_v4 { 10.0.0.0/16 }"));
+        assert!(s.contains("set inet apiserver_guard api_port_v4 { type ipv4_addr . inet_service; }"));
+        assert!(s.contains("add element inet apiserver_guard api_port_v4 { 192.168.0.10 . 5443 }"));
         assert!(s.contains(
-            "ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 counter reject with tcp reset comment \"block-tcp-port-v4\""
+            "add rule inet apiserver_guard guard ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 counter reject with tcp reset comment \"block-tcp-port-v4\""
         ));
-        assert!(s.contains("type filter hook forward priority filter; policy accept;"));
-        assert!(!s.contains("hook output"), "tunnel mode hooks forward only");
+        assert!(s.contains(
+            "add chain inet apiserver_guard forward { type filter hook forward priority filter; policy accept; }"
+        ));
+    }
+
+    #[test]
+    fn chains_are_emptied_before_sets_change_and_refilled_after() {
+        let s = script(&tunnel(), None);
+        let flush_guard = pos(&s, "flush chain inet apiserver_guard guard");
+        let flush_set = pos(&s, "flush set inet apiserver_guard sources_v4");
+        let fill_set = pos(&s, "add element inet apiserver_guard sources_v4");
+        let rule = pos(&s, "add rule inet apiserver_guard guard");
+        let jump = pos(&s, "add rule inet apiserver_guard forward jump guard");
+        assert!(flush_guard < flush_set && flush_set < fill_set && fill_set < rule && rule < jump);
+    }
+
+    #[test]
+    fn what_the_policy_lacks_is_removed_idempotently() {
+        let s = script(&tunnel(), None);
+        // Mode tunnel: the output chain goes (declared first, so the delete works either way).
+        let add = pos(&s, "add chain inet apiserver_guard output {");
+        let del = pos(&s, "delete chain inet apiserver_guard output");
+        assert!(add < del);
+        // No exempt and no v6: those sets go the same way.
+        assert!(s.contains("set inet apiserver_guard exempt_v4 { type ipv4_addr; flags interval; }\ndelete set inet apiserver_guard exempt_v4"));
+        assert!(s.contains("delete set inet apiserver_guard sources_v6"));
+        assert!(!s.contains("delete set inet apiserver_guard sources_v4"));
+    }
+
+    #[test]
+    fn foreign_and_reshaped_objects_seen_are_deleted_first() {
+        let b = tunnel();
+        let mut seen = desired_state(&b);
+        seen.chains.insert("weird".into(), NftChain::default());
+        seen.sets.insert("foo".into(), NftSet::default());
+        seen.chains.get_mut("forward").unwrap().base.as_mut().unwrap().priority = 10;
+        seen.sets.get_mut("sources_v4").unwrap().interval = false;
+        let s = script(&b, Some(&seen));
+        assert!(pos(&s, "flush chain inet apiserver_guard weird") < pos(&s, "delete chain inet apiserver_guard weird"));
+        assert!(s.contains("delete set inet apiserver_guard foo"));
+        // The reshaped base chain is deleted, then declared again with our shape.
+        let del = pos(&s, "delete chain inet apiserver_guard forward");
+        let add = s.rfind("add chain inet apiserver_guard forward {").unwrap();
+        assert!(del < add);
+        let del_set = pos(&s, "delete set inet apiserver_guard sources_v4");
+        assert!(
+            del_set
+                < pos(
+                    &s,
+                    "set inet apiserver_guard sources_v4 { type ipv4_addr; flags interval; }"
+                )
+        );
     }
 
     #[test]
@@ -239,20 +401,23 @@ mod tests {
         let many: Vec<String> = (0..120).map(|i| format!("10.{}.0.0/16", 2 * i)).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let b = blocklist(&refs, &[], &["192.168.0.10:443"], Mode::Both, Action::Reject);
-        let s = script(&b);
+        let s = script(&b, None);
         assert_eq!(s.matches("@sources_v4").count(), 1);
         assert_eq!(desired_state(&b).sets["sources_v4"].elements.len(), 120);
     }
 
     #[test]
     fn ipv6_exempt_portless_and_icmp_reject() {
-        let s = script(&blocklist(
-            &["fd00::/48"],
-            &["fd00:0:0:9::/64"],
-            &["fd01::1"],
-            Mode::Vpc,
-            Action::Reject,
-        ));
+        let s = script(
+            &blocklist(
+                &["fd00::/48"],
+                &["fd00:0:0:9::/64"],
+                &["fd01::1"],
+                Mode::Vpc,
+                Action::Reject,
+            ),
+            None,
+        );
         assert!(s.contains("ip6 saddr @exempt_v6 return comment \"exempt-v6\""), "{s}");
         assert!(
             s.contains("ip6 saddr @sources_v6 ip6 daddr @api_any_v6 meta l4proto tcp counter reject with tcp reset")
@@ -260,20 +425,19 @@ mod tests {
         assert!(
             s.contains("ip6 saddr @sources_v6 ip6 daddr @api_any_v6 counter reject with icmpx type admin-prohibited")
         );
-        assert!(s.contains("hook output"));
-        // The exempt rule comes before every block rule.
-        assert!(s.find("exempt-v6").unwrap() < s.find("block-tcp-v6").unwrap());
+        assert!(s.contains("add rule inet apiserver_guard output jump guard"));
+        assert!(
+            pos(&s, "exempt-v6") < pos(&s, "block-tcp-v6"),
+            "the exempt rule comes first"
+        );
     }
 
     #[test]
     fn drop_action_renders_drop() {
-        let s = script(&blocklist(
-            &["10.0.0.0/16"],
-            &[],
-            &["192.168.0.10"],
-            Mode::Both,
-            Action::Drop,
-        ));
+        let s = script(
+            &blocklist(&["10.0.0.0/16"], &[], &["192.168.0.10"], Mode::Both, Action::Drop),
+            None,
+        );
         assert!(s.contains("counter drop comment \"block-all-v4\""));
         assert!(!s.contains("reject"));
     }
@@ -288,12 +452,15 @@ mod tests {
             Action::Reject,
         );
         let st = desired_state(&b);
-        let s = script(&b);
+        let s = script(&b, None);
         for name in st.sets.keys() {
-            assert!(s.contains(&format!("set {name} {{")), "{name}");
+            assert!(
+                s.contains(&format!("add element inet apiserver_guard {name} {{")),
+                "{name}"
+            );
         }
         for (name, chain) in &st.chains {
-            assert!(s.contains(&format!("chain {name} {{")), "{name}");
+            assert!(s.contains(&format!("add chain inet apiserver_guard {name}")), "{name}");
             for r in &chain.rules {
                 assert!(s.contains(&format!("comment \"{}\"", r.comment)));
                 for set in &r.sets {

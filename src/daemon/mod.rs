@@ -235,22 +235,19 @@ impl Daemon {
         let rec = self.rec.clone();
         let checked = tokio::task::spawn_blocking(move || rec.check(thorough)).await;
         let result = match checked {
-            Ok(Ok(drift)) if drift.is_empty() && trigger != "start" => Ok(None),
+            Ok(Ok(drift)) if drift.is_empty() => Ok(None),
             Ok(Ok(drift)) => {
+                let what = describe(&drift);
                 {
                     let mut m = self.metrics();
                     m.in_sync = false;
-                    m.not_ready_reason = if drift.is_empty() {
-                        "installing".into()
-                    } else {
-                        describe(&drift)
-                    };
+                    m.not_ready_reason = what.clone();
                 }
                 let rec = self.rec.clone();
                 match tokio::task::spawn_blocking(move || rec.repair(thorough)).await {
                     Ok(Ok(())) => Ok(Some(drift)),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("repair task failed: {e}")),
+                    Ok(Err(e)) => Err(format!("{what}; repair failed: {e}")),
+                    Err(e) => Err(format!("{what}; repair task failed: {e}")),
                 }
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -278,9 +275,14 @@ impl Daemon {
                 m.in_sync = true;
                 m.last_success_unix = unix_now();
                 m.not_ready_reason.clear();
-                if trigger == "start" {
-                    log::info!("block installed in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
-                } else if let Some(drift) = repaired.filter(|d| !d.is_empty()) {
+                if trigger == "start" || trigger == "reload" {
+                    let verb = if repaired.is_some() {
+                        "installed"
+                    } else {
+                        "already in place"
+                    };
+                    log::info!(trigger = trigger; "block {verb} ({:.1} ms)", elapsed.as_secs_f64() * 1000.0);
+                } else if let Some(drift) = repaired {
                     let kind = drift[0].kind;
                     *m.repairs.entry(kind.as_str().to_string()).or_default() += 1;
                     let actor = self.last_actor.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -346,6 +348,7 @@ impl Daemon {
     /// when it is valid (one atomic apply), else keeps enforcing the old one.
     /// Returns whether the backend changed (the event source must follow).
     async fn reload(&mut self, why: &str) -> bool {
+        self.config_seen = std::fs::read(&self.config_path).ok();
         let loaded = load(&self.args);
         let (settings, rec) = match loaded {
             Ok(x) => x,

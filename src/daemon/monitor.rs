@@ -19,6 +19,7 @@ pub enum Line {
     /// End of a transaction, with the process that committed it.
     Generation {
         actor: String,
+        pid: Option<u32>,
     },
     Other,
 }
@@ -46,6 +47,7 @@ pub fn classify(line: &str, watch: &[&str]) -> Line {
             let name = name.trim().trim_start_matches('(').trim_end_matches(')');
             return Line::Generation {
                 actor: format!("{name} (pid {pid})"),
+                pid: pid.parse().ok(),
             };
         }
         return Line::Other;
@@ -89,9 +91,12 @@ pub async fn run(backend: String, wake: mpsc::Sender<()>, last_actor: Arc<Mutex<
                                 touched = true;
                                 let _ = wake.try_send(());
                             }
-                            Line::Generation { actor } if touched => {
+                            Line::Generation { actor, pid } if touched => {
                                 touched = false;
-                                *last_actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
+                                // Our own repairs are not "somebody else".
+                                if !pid.is_some_and(crate::backend::exec::is_own_pid) {
+                                    *last_actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
+                                }
                             }
                             _ => {}
                         }
@@ -151,7 +156,8 @@ mod tests {
         assert_eq!(
             classify("# new generation 9 by process 16908 (iptables-nft)", &[]),
             Line::Generation {
-                actor: "iptables-nft (pid 16908)".into()
+                actor: "iptables-nft (pid 16908)".into(),
+                pid: Some(16908)
             }
         );
         assert_eq!(classify("# new generation 9", &[]), Line::Other);
