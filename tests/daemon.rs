@@ -1154,3 +1154,79 @@ fn busy_listen_port_fails_before_touching_the_firewall() {
     assert_same_snapshot(&before, &firewall_snapshot(node), "after `run` with a busy port");
     assert_served(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod -> API");
 }
+
+/// `--probe-interval`: the daemon runs `verify` from the pod namespace and
+/// exports the verdict; with `--ready-requires-probe`, /readyz follows it.
+/// The apiserver going silent turns the verdict inconclusive (never "pass"),
+/// which /readyz shows as not ready.
+#[test]
+fn periodic_probe_is_exported_and_gates_readiness() {
+    if !common::can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let policy = tunnel_v4_policy(Backend::Nftables);
+    let pod_ns = topo.pod.path();
+    let extra = [
+        "--probe-interval",
+        "1s",
+        "--ready-requires-probe",
+        "--probe-netns",
+        pod_ns.as_str(),
+    ];
+    let daemon = Daemon::spawn(node, &daemon_args(&policy, &extra));
+    daemon.wait_ready();
+    let (s, took) = wait_metrics(
+        node,
+        "a passing probe",
+        |s| sample(s, "apiserver_guard_probe_ok", &[]) == Some(1.0),
+        Duration::from_secs(10),
+    );
+    eprintln!("first passing probe after {took:?}");
+    let endpoint = endpoint(API_V4, Some(API_PORT));
+    assert_eq!(
+        sample(
+            &s,
+            "apiserver_guard_probe_reachable",
+            &[("endpoint", &endpoint), ("from", "container")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "apiserver_guard_probe_reachable",
+            &[("endpoint", &endpoint), ("from", "node")]
+        ),
+        Some(1.0)
+    );
+    assert!(total(&s, "apiserver_guard_probe_runs_total") >= 1.0);
+    let (r, _) = wait_http(node, "/readyz", 200, |_| true, REPAIR_DEADLINE);
+    assert!(r.body.contains("ready"), "{r:?}");
+
+    // The apiserver refuses everyone (a firewall in the apiserver's own namespace):
+    // the probe cannot prove the block any more.
+    topo.api.run_ok(&["nft", "add", "table", "inet", "down"]);
+    topo.api.run_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "down",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    topo.api.run_ok(&[
+        "nft", "add", "rule", "inet", "down", "in", "tcp", "dport", "5443", "reject", "with", "tcp", "reset",
+    ]);
+    let (r, took) = wait_http(node, "/readyz", 503, |b| b.contains("probe"), Duration::from_secs(10));
+    eprintln!("/readyz turned 503 after {took:?}: {}", r.body.trim());
+    let s = scrape(node);
+    assert_eq!(sample(&s, "apiserver_guard_probe_ok", &[]), Some(0.0));
+    assert!(
+        daemon.log().contains("probe"),
+        "verdict change logged:\n{}",
+        daemon.log()
+    );
+}
