@@ -1,0 +1,1381 @@
+//! Drift-to-repair latency of `apiserver-guard run`, and time to block on first start.
+//!
+//! Builds its own network namespaces `pod (10.0.1.2/24) <-veth-> node (forwarding) <-veth-> api
+//! (192.168.50.10, TCP listener on 5443)`, starts the daemon inside `node` (tunnel mode), then:
+//! 1. repeatedly removes the block with a foreign command in `node` (`nft flush ruleset`,
+//!    `iptables-nft -F`, ...) and measures the time from the command's return (t0) to the first
+//!    TCP connect from the pod that is refused again (RST from our `tcp reset` rule), per backend,
+//!    with 0 and N foreign kube-proxy-like iptables-nft rules;
+//! 2. measures the time from spawning `apiserver-guard run` to the first refused pod connect.
+//!
+//! Prints markdown tables (medians/percentiles, no assertions) to stdout, progress to stderr,
+//! and writes the tables into its section of `docs/benchmarks-daemon.md`.
+//! Never touches the root namespace's firewall; all traffic stays between its own namespaces,
+//! which are deleted on exit (also on panic, SIGINT or SIGTERM).
+//!
+//! Run as root: `benches/repair-latency.sh` (builds `target/release/apiserver-guard`, then runs
+//! `cargo bench --bench repair_latency -- [--iterations 100] [--slow-iterations 20]
+//! [--foreign 100000] [--start-runs 10] [--no-doc]`). `APISERVER_GUARD_BIN` overrides the binary.
+//! Under `cargo test` (no `--bench` argument) it does nothing.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, String>;
+
+const API: &str = "192.168.50.10:5443";
+const POLICY: [&str; 10] = [
+    "--container-cidr",
+    "10.0.0.0/16",
+    "--apiserver",
+    API,
+    "--mode",
+    "tunnel",
+    "--config",
+    "/dev/null",
+    "--log-format",
+    "text",
+];
+/// The probe connects back to back for this long after t0, then once per `PROBE_GAP`
+/// (bounds the probe's CPU use during long repairs; resolution stays <= ~1 ms there).
+const TIGHT_FOR: Duration = Duration::from_millis(50);
+const PROBE_GAP: Duration = Duration::from_millis(1);
+/// A connect that neither completes nor is refused within this is counted as a timeout and
+/// retried (a lost SYN would otherwise stall the probe for the 1 s SYN retransmit).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Accept queue of the api listener: deep, so that a burst of probes while the listener thread
+/// waits for a CPU never overflows it (a full queue drops SYNs, i.e. probe timeouts).
+const BACKLOG: libc::c_int = 4096;
+/// How long the api listener keeps an accepted connection before resetting it, and how many at most.
+const HOLD: Duration = Duration::from_millis(20);
+const MAX_HELD: usize = 2000;
+/// Minimum pause between iterations, before waiting for the daemon to be idle and in sync.
+const SETTLE: Duration = Duration::from_millis(200);
+const UNSET: u64 = u64::MAX;
+const DOC: &str = "docs/benchmarks-daemon.md";
+const SECTION: &str = "repair_latency";
+
+// ---------------------------------------------------------------- stop flag, clock
+
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Pause between probes in the tight phase (`--probe-gap-us`, default 0 = back to back).
+static GAP_US: AtomicU64 = AtomicU64::new(0);
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn check_stop() -> R<()> {
+    if STOP.load(Ordering::SeqCst) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Nanoseconds since the bench started (monotonic).
+fn now_ns() -> u64 {
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+// ---------------------------------------------------------------- namespaces
+
+/// A network namespace owned by this process: `agbench-<role>-<pid>`, deleted on drop
+/// (after killing whatever still runs inside, which can only be ours).
+struct Netns {
+    name: String,
+    file: File,
+}
+
+impl Netns {
+    fn new(role: &str) -> R<Netns> {
+        let name = format!("agbench-{role}-{}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .map_err(|e| format!("ip netns add: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip netns add {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let file = match File::open(format!("/run/netns/{name}")) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+                return Err(format!("open /run/netns/{name}: {e}"));
+            }
+        };
+        let ns = Netns { name, file };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> R<()> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &self.name]).args(args);
+        output_ok(&mut cmd).map(|_| ())
+    }
+
+    /// `prog args` inside this namespace: setns() in the child before exec (no shell, no
+    /// `ip netns exec` overhead).
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let fd = self.file.as_raw_fd();
+        let mut cmd = Command::new(prog);
+        cmd.args(args).stdin(Stdio::null());
+        // SAFETY: between fork and exec we only call setns(2), a plain syscall on an fd that
+        // stays open in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    fn run(&self, prog: &str, args: &[&str]) -> R<String> {
+        output_ok(&mut self.cmd(prog, args))
+    }
+
+    fn run_stdin(&self, prog: &str, args: &[&str], input: String) -> R<()> {
+        let mut child = self
+            .cmd(prog, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {prog}: {e}"))?;
+        let mut pipe = child.stdin.take().ok_or("no stdin")?;
+        let writer = thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+        let out = child.wait_with_output().map_err(|e| format!("wait {prog}: {e}"))?;
+        let _ = writer.join();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{prog} {} in {}: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Run `f` on a new thread that has joined this namespace (`None` from the handle only if
+    /// joining failed, which this function already reported).
+    fn thread<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> R<JoinHandle<Option<T>>> {
+        let path = format!("/run/netns/{}", self.name);
+        let (tx, rx) = mpsc::channel::<R<()>>();
+        let h = thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let entered = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
+                    // SAFETY: plain syscall on a valid open fd; affects only this thread.
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error().to_string())
+                    }
+                });
+                let ok = entered.is_ok();
+                let _ = tx.send(entered);
+                // Never run `f` in the wrong namespace.
+                ok.then(f)
+            })
+            .map_err(|e| format!("spawn thread: {e}"))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(h),
+            Ok(Err(e)) => Err(format!("setns({path}) failed: {e}", path = self.name)),
+            Err(_) => Err("namespace thread died".into()),
+        }
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let me = std::process::id() as i32;
+        for pid in self.pids().into_iter().filter(|&p| p != me) {
+            // SAFETY: kill(2) on a pid living in our uniquely named namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn output_ok(cmd: &mut Command) -> R<String> {
+    let out: Output = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+// ---------------------------------------------------------------- topology
+
+/// A TCP listener on 192.168.50.10:5443 in the api namespace that accepts and closes.
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<()>>>,
+}
+
+impl Listener {
+    fn start(api: &Netns) -> R<Listener> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<R<()>>();
+        let flag = stop.clone();
+        let thread = api.thread("api-listener", move || {
+            let l = match TcpListener::bind(API) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("bind {API}: {e}")));
+                    return;
+                }
+            };
+            let _ = l.set_nonblocking(true);
+            // SAFETY: listen(2) again on a listening socket only changes its backlog.
+            unsafe { libc::listen(l.as_raw_fd(), BACKLOG) };
+            let _ = tx.send(Ok(()));
+            let mut pfd = libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Accepted sockets are closed with RST, but only after HOLD: the probe closes first
+            // (RST) in the normal case, and an immediate server RST could reach the probe before
+            // its connect() returned, turning a served connect into ECONNRESET. The server-side
+            // RST matters when the block came back between a probe's handshake and its closing
+            // RST (rejected by our rule): a FIN-closed or open server socket would then linger
+            // and make a later probe that reuses the port time out.
+            let mut held: VecDeque<(Instant, TcpStream)> = VecDeque::new();
+            while !flag.load(Ordering::Relaxed) {
+                let wait = if held.is_empty() { 100 } else { 5 };
+                // SAFETY: one valid pollfd, bounded timeout.
+                unsafe { libc::poll(&mut pfd, 1, wait) };
+                while let Ok((s, _)) = l.accept() {
+                    set_linger0(&s);
+                    held.push_back((Instant::now(), s));
+                }
+                while held
+                    .front()
+                    .is_some_and(|(t, _)| t.elapsed() > HOLD || held.len() > MAX_HELD)
+                {
+                    held.pop_front();
+                }
+            }
+        })?;
+        rx.recv().map_err(|_| "listener thread died".to_string())??;
+        Ok(Listener {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Topology {
+    // Dropped in this order: probe and listener threads first, then the namespaces.
+    probe: Probe,
+    _listener: Listener,
+    pod: Netns,
+    node: Netns,
+    api: Netns,
+}
+
+impl Topology {
+    fn new() -> R<Topology> {
+        let pod = Netns::new("pod")?;
+        let node = Netns::new("node")?;
+        let api = Netns::new("api")?;
+        node.run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        node.ip(&[
+            "link", "add", "to-pod", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+        ])?;
+        node.ip(&[
+            "link", "add", "to-api", "type", "veth", "peer", "name", "eth0", "netns", &api.name,
+        ])?;
+        node.ip(&["addr", "add", "10.0.1.1/24", "dev", "to-pod"])?;
+        node.ip(&["addr", "add", "192.168.50.1/24", "dev", "to-api"])?;
+        node.ip(&["link", "set", "to-pod", "up"])?;
+        node.ip(&["link", "set", "to-api", "up"])?;
+        pod.ip(&["addr", "add", "10.0.1.2/24", "dev", "eth0"])?;
+        pod.ip(&["link", "set", "eth0", "up"])?;
+        pod.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
+        api.ip(&["addr", "add", "192.168.50.10/24", "dev", "eth0"])?;
+        api.ip(&["link", "set", "eth0", "up"])?;
+        api.ip(&["route", "add", "default", "via", "192.168.50.1"])?;
+        let listener = Listener::start(&api)?;
+        let probe = Probe::start(&pod)?;
+        let topo = Topology {
+            probe,
+            _listener: listener,
+            pod,
+            node,
+            api,
+        };
+        // The veths come up asynchronously: wait (bounded) until the pod is served.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if topo.probe.once()? == Conn::Served {
+                return Ok(topo);
+            }
+            if Instant::now() > deadline {
+                return Err("the pod cannot reach 192.168.50.10:5443 after 10 s".into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Removes every firewall object in the node namespace (only there).
+    fn clean_node(&self) -> R<()> {
+        self.node.run("nft", &["flush", "ruleset"]).map(|_| ())
+    }
+
+    fn names(&self) -> String {
+        format!("{}, {}, {}", self.pod.name, self.node.name, self.api.name)
+    }
+}
+
+// ---------------------------------------------------------------- probe
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Served,
+    Refused,
+    Other,
+}
+
+/// SO_LINGER 0: closing sends RST and leaves no TIME_WAIT or FIN_WAIT state behind.
+fn set_linger0(s: &TcpStream) {
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket fd and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &lg as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// One TCP connect, closed at once with RST (see `set_linger0`), so that thousands of probes
+/// never exhaust the pod's ephemeral ports.
+fn connect(addr: &SocketAddr) -> Conn {
+    match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
+        Ok(s) => {
+            set_linger0(&s);
+            Conn::Served
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Conn::Refused,
+        // Reset after the handshake completed (only a SYN answered by RST is "refused").
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Conn::Served,
+        Err(_) => Conn::Other,
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct ProbeOutcome {
+    /// End of the first refused connect that started at or after t0.
+    refused_at: Option<u64>,
+    /// Start of the first connect that was served (the hole observed open).
+    first_served: Option<u64>,
+    t0: u64,
+    served_before_t0: u32,
+    served_after_t0: u32,
+    refused_before_t0: u32,
+    other: u32,
+    probes: u32,
+    /// Duration of each connect (ns), to show the probe's resolution.
+    connect_ns: Vec<u64>,
+}
+
+enum Job {
+    Once(mpsc::Sender<Conn>),
+    /// Probe until a connect that started at/after t0 (set by the caller) is refused.
+    Measure {
+        t0: Arc<AtomicU64>,
+        limit: Duration,
+        reply: mpsc::Sender<ProbeOutcome>,
+    },
+}
+
+/// A thread in the pod namespace that connects to the apiserver on request.
+struct Probe {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<Option<()>>>,
+}
+
+impl Probe {
+    fn start(pod: &Netns) -> R<Probe> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = pod.thread("pod-probe", move || {
+            let addr: SocketAddr = API.parse().expect("valid address");
+            for job in rx {
+                match job {
+                    Job::Once(reply) => {
+                        let _ = reply.send(connect(&addr));
+                    }
+                    Job::Measure { t0, limit, reply } => {
+                        let _ = reply.send(measure(&addr, &t0, limit));
+                    }
+                }
+            }
+        })?;
+        Ok(Probe {
+            jobs: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, job: Job) -> R<()> {
+        self.jobs
+            .as_ref()
+            .ok_or("probe stopped")?
+            .send(job)
+            .map_err(|_| "probe thread died".to_string())
+    }
+
+    fn once(&self) -> R<Conn> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Once(tx))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "probe did not answer".to_string())
+    }
+
+    /// Starts probing now; returns the t0 cell to set and the receiver of the outcome.
+    fn begin(&self, limit: Duration) -> R<(Arc<AtomicU64>, mpsc::Receiver<ProbeOutcome>)> {
+        let t0 = Arc::new(AtomicU64::new(UNSET));
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Measure {
+            t0: t0.clone(),
+            limit,
+            reply: tx,
+        })?;
+        Ok((t0, rx))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn measure(addr: &SocketAddr, t0: &AtomicU64, limit: Duration) -> ProbeOutcome {
+    let started = Instant::now();
+    let mut o = ProbeOutcome::default();
+    while started.elapsed() < limit && !STOP.load(Ordering::Relaxed) {
+        let a = now_ns();
+        let c = connect(addr);
+        let b = now_ns();
+        o.probes += 1;
+        o.connect_ns.push(b - a);
+        let t = t0.load(Ordering::SeqCst);
+        let after = t != UNSET && a >= t;
+        match (c, after) {
+            (Conn::Refused, true) => {
+                o.refused_at = Some(b);
+                o.t0 = t;
+                return o;
+            }
+            (Conn::Refused, false) => o.refused_before_t0 += 1,
+            (Conn::Served, true) => {
+                o.served_after_t0 += 1;
+                o.first_served.get_or_insert(a);
+            }
+            (Conn::Served, false) => {
+                o.served_before_t0 += 1;
+                o.first_served.get_or_insert(a);
+            }
+            (Conn::Other, _) => o.other += 1,
+        }
+        let gap = GAP_US.load(Ordering::Relaxed);
+        if after && a - t > TIGHT_FOR.as_nanos() as u64 {
+            // At least as long as the connect took: with 50,000 rules in FORWARD each forwarded
+            // packet costs real softirq time, and a probe flood would starve the daemon.
+            thread::sleep(PROBE_GAP.max(Duration::from_nanos(b - a)));
+        } else if gap > 0 {
+            thread::sleep(Duration::from_micros(gap));
+        }
+    }
+    o.t0 = t0.load(Ordering::SeqCst);
+    o
+}
+
+// ---------------------------------------------------------------- daemon
+
+struct Daemon {
+    child: Child,
+    /// (time read, line) of everything the daemon logged.
+    log: Arc<Mutex<Vec<(u64, String)>>>,
+    reader: Option<JoinHandle<()>>,
+    log_file: PathBuf,
+    /// CPU ticks of the `nft monitor` child at the last `busy` call.
+    monitor_ticks: Option<u64>,
+}
+
+impl Daemon {
+    fn start(bin: &Path, node: &Netns, backend: &str, log_file: PathBuf) -> R<Daemon> {
+        let bin = bin.to_str().ok_or("binary path is not UTF-8")?;
+        let mut args = vec!["run"];
+        args.extend(POLICY);
+        args.extend(["--backend", backend]);
+        let mut child = node
+            .cmd(bin, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {bin}: {e}"))?;
+        let log: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+        let sink = log.clone();
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push((now_ns(), line));
+            }
+        });
+        Ok(Daemon {
+            child,
+            log,
+            reader: Some(reader),
+            log_file,
+            monitor_ticks: None,
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn lines(&self) -> Vec<(u64, String)> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn len(&self) -> usize {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits (bounded) for a log line containing `pat`; returns when it was read.
+    fn wait_line(&mut self, pat: &str, limit: Duration) -> R<u64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some((t, _)) = self.lines().iter().find(|(_, l)| l.contains(pat)) {
+                return Ok(*t);
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(format!(
+                    "daemon exited ({st}) before logging '{pat}':\n{}",
+                    self.tail(20)
+                ));
+            }
+            check_stop()?;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no '{pat}' from the daemon within {limit:?}:\n{}",
+                    self.tail(20)
+                ));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let l = self.lines();
+        l[l.len().saturating_sub(n)..]
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether the daemon runs a tool right now (any child but its `nft monitor`), or its
+    /// `nft monitor` used CPU since the last call (it reads the whole ruleset into its cache when
+    /// it starts: seconds with 100,000 foreign rules, during which it reports no events).
+    fn busy(&mut self) -> bool {
+        let pid = self.pid();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        let mut busy = false;
+        let mut monitor = None;
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace() {
+                let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.trim_end().ends_with("nft monitor") {
+                    monitor = cpu_ticks(c);
+                } else {
+                    busy = true;
+                }
+            }
+        }
+        let last = std::mem::replace(&mut self.monitor_ticks, monitor);
+        busy || last != monitor
+    }
+
+    fn ready(&self, node: &Netns) -> bool {
+        node.thread("readyz", || {
+            let Ok(mut s) = TcpStream::connect_timeout(&"127.0.0.1:9440".parse().expect("addr"), CONNECT_TIMEOUT)
+            else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            if s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_err() {
+                return false;
+            }
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            buf.starts_with("HTTP/1.0 200")
+        })
+        .ok()
+        .and_then(|h| h.join().ok().flatten())
+        .unwrap_or(false)
+    }
+
+    /// After `SETTLE`, waits (bounded) until /readyz says in sync and no check/repair has been
+    /// running for 5 polls in a row (50 ms).
+    fn wait_in_sync(&mut self, node: &Netns, limit: Duration) -> R<()> {
+        thread::sleep(SETTLE);
+        let deadline = Instant::now() + limit;
+        let mut quiet = 0;
+        while quiet < 5 {
+            check_stop()?;
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(format!("daemon exited ({st}):\n{}", self.tail(20)));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "daemon not idle and in sync within {limit:?}:\n{}",
+                    self.tail(20)
+                ));
+            }
+            quiet = if !self.busy() && self.ready(node) { quiet + 1 } else { 0 };
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let text: String = self.lines().iter().map(|(_, l)| format!("{l}\n")).collect();
+        let _ = std::fs::write(&self.log_file, text);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.reader.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn repair_ms(line: &str) -> Option<f64> {
+    let v = line.split("repair_ms=").nth(1)?;
+    v.trim_start_matches('"')
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------- foreign flushes and rules
+
+#[derive(Debug, Clone, Copy)]
+enum Flush {
+    NftRuleset,
+    NftDeleteTable,
+    IptFlushAll,
+    /// `-F APISERVER-GUARD` and `-D FORWARD <our jump>` in one iptables-nft-restore transaction.
+    IptChainAndJump,
+}
+
+impl Flush {
+    fn label(self) -> &'static str {
+        match self {
+            Flush::NftRuleset => "`nft flush ruleset`",
+            Flush::NftDeleteTable => "`nft delete table inet apiserver_guard`",
+            Flush::IptFlushAll => "`iptables-nft -F`",
+            Flush::IptChainAndJump => {
+                "`-F APISERVER-GUARD` + `-D FORWARD` our jump (one `iptables-nft-restore --noflush`)"
+            }
+        }
+    }
+
+    fn run(self, node: &Netns) -> R<()> {
+        match self {
+            Flush::NftRuleset => node.run("nft", &["flush", "ruleset"]).map(|_| ()),
+            Flush::NftDeleteTable => node
+                .run("nft", &["delete", "table", "inet", "apiserver_guard"])
+                .map(|_| ()),
+            Flush::IptFlushAll => node.run("iptables-nft", &["-F"]).map(|_| ()),
+            Flush::IptChainAndJump => node.run_stdin(
+                "iptables-nft-restore",
+                &["--noflush"],
+                "*filter\n-F APISERVER-GUARD\n-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// `n` kube-proxy-like iptables-nft rules that never match pod -> apiserver traffic: half in
+/// FORWARD between unrelated /32s, half in a KUBE-SERVICES chain that nothing jumps to.
+fn foreign_rules(n: usize) -> String {
+    let mut s = String::with_capacity(n * 80);
+    s.push_str("*filter\n:KUBE-SERVICES - [0:0]\n");
+    let half = n / 2;
+    for i in 0..n {
+        let (a, b, c) = ((i >> 16) & 15, (i >> 8) & 255, i & 255);
+        if i < half {
+            s.push_str(&format!(
+                "-A FORWARD -s 172.{}.{b}.{c}/32 -d 172.{}.{b}.{c}/32 -m comment --comment \"ns/svc-{i}\" -j ACCEPT\n",
+                16 + a,
+                17 + a
+            ));
+        } else {
+            s.push_str(&format!(
+                "-A KUBE-SERVICES -d 172.{}.{b}.{c}/32 -p tcp -m tcp --dport 443 -m comment --comment \"ns/svc-{i}\" -j RETURN\n",
+                18 + a
+            ));
+        }
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+// ---------------------------------------------------------------- statistics
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn f(x: f64) -> String {
+    if x.is_nan() {
+        "n/a".into()
+    } else if x < 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+// ---------------------------------------------------------------- measurements
+
+struct Row {
+    backend: &'static str,
+    foreign: usize,
+    flush: Flush,
+    iterations: usize,
+    note: &'static str,
+}
+
+#[derive(Default)]
+struct RowResult {
+    latencies: Vec<f64>,
+    /// First served connect -> first refused connect after t0 (the hole as the pod saw it).
+    holes: Vec<f64>,
+    flush_cmd: Vec<f64>,
+    repair_logged: Vec<f64>,
+    probe_ms: Vec<f64>,
+    repairs: usize,
+    errors: usize,
+    never_served: usize,
+    served_before_t0: usize,
+    open_at_start: usize,
+    timeouts: usize,
+    other: u32,
+    seconds: f64,
+}
+
+fn run_row(topo: &Topology, bin: &Path, row: &Row, log_dir: &Path) -> R<RowResult> {
+    let started = Instant::now();
+    topo.clean_node()?;
+    if row.foreign > 0 {
+        eprintln!("  loading {} foreign iptables-nft rules ...", row.foreign);
+        topo.node
+            .run_stdin("iptables-nft-restore", &["--noflush"], foreign_rules(row.foreign))?;
+    }
+    let log_file = log_dir.join(format!("repair-{}-{}-{:?}.log", row.backend, row.foreign, row.flush));
+    let mut d = Daemon::start(bin, &topo.node, row.backend, log_file)?;
+    d.wait_line("ready: the block is in place", Duration::from_secs(60))?;
+    let slow = Duration::from_secs(if row.foreign > 0 { 120 } else { 30 });
+    d.wait_in_sync(&topo.node, slow)?;
+    if topo.probe.once()? != Conn::Refused {
+        return Err(format!("{}: the pod is not refused after `ready`", row.backend));
+    }
+    let mut res = RowResult::default();
+    for i in 0..row.iterations {
+        check_stop()?;
+        let before = d.len();
+        let (t0, rx) = topo.probe.begin(slow)?;
+        let a = now_ns();
+        row.flush.run(&topo.node)?;
+        let b = now_ns();
+        t0.store(b, Ordering::SeqCst);
+        let o = rx
+            .recv_timeout(slow + Duration::from_secs(5))
+            .map_err(|_| "probe did not report".to_string())?;
+        d.wait_in_sync(&topo.node, slow)?;
+        let new: Vec<String> = d.lines()[before..].iter().map(|(_, l)| l.clone()).collect();
+        let repaired: Vec<&String> = new.iter().filter(|l| l.contains("repaired drift")).collect();
+        res.repairs += repaired.len();
+        res.errors += new.iter().filter(|l| l.contains("check/repair failed")).count();
+        res.repair_logged.extend(repaired.iter().filter_map(|l| repair_ms(l)));
+        res.flush_cmd.push(ms(b - a));
+        res.probe_ms.extend(o.connect_ns.iter().map(|&n| ms(n)));
+        res.other += o.other;
+        if o.refused_before_t0 == 0 && o.served_before_t0 > 0 {
+            res.open_at_start += 1;
+        }
+        if o.served_before_t0 > 0 {
+            res.served_before_t0 += 1;
+        }
+        if o.served_before_t0 + o.served_after_t0 == 0 {
+            res.never_served += 1;
+        }
+        match o.refused_at {
+            Some(r) => {
+                res.latencies.push(ms(r - o.t0));
+                if let Some(s) = o.first_served {
+                    res.holes.push(ms(r - s));
+                }
+            }
+            None => {
+                res.timeouts += 1;
+                eprintln!("  iteration {i}: not refused again within {slow:?}:\n{}", d.tail(10));
+                if res.timeouts >= 3 {
+                    break;
+                }
+            }
+        }
+        if (i + 1) % 10 == 0 || i + 1 == row.iterations {
+            let s = sorted(res.latencies.clone());
+            eprintln!(
+                "  {}/{} done, p50 so far {} ms, {:.0} s",
+                i + 1,
+                row.iterations,
+                f(pct(&s, 50.0)),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    d.stop();
+    topo.clean_node()?;
+    res.seconds = started.elapsed().as_secs_f64();
+    Ok(res)
+}
+
+struct StartResult {
+    to_block: Vec<f64>,
+    to_ready: Vec<f64>,
+    installed: Vec<f64>,
+    failures: usize,
+}
+
+fn run_first_start(topo: &Topology, bin: &Path, runs: usize, log_dir: &Path) -> R<StartResult> {
+    let mut r = StartResult {
+        to_block: vec![],
+        to_ready: vec![],
+        installed: vec![],
+        failures: 0,
+    };
+    for i in 0..runs {
+        check_stop()?;
+        topo.clean_node()?;
+        if topo.probe.once()? != Conn::Served {
+            return Err("the pod is not served with an empty node firewall".into());
+        }
+        let (t0, rx) = topo.probe.begin(Duration::from_secs(30))?;
+        let spawn_at = now_ns();
+        t0.store(spawn_at, Ordering::SeqCst);
+        let mut d = Daemon::start(
+            bin,
+            &topo.node,
+            "nftables",
+            log_dir.join(format!("first-start-{i}.log")),
+        )?;
+        let o = rx
+            .recv_timeout(Duration::from_secs(35))
+            .map_err(|_| "probe did not report".to_string())?;
+        let ready = d.wait_line("ready: the block is in place", Duration::from_secs(30))?;
+        match o.refused_at {
+            Some(at) => r.to_block.push(ms(at - spawn_at)),
+            None => r.failures += 1,
+        }
+        r.to_ready.push(ms(ready.saturating_sub(spawn_at)));
+        if let Some((_, l)) = d.lines().iter().find(|(_, l)| l.contains("block installed in")) {
+            if let Some(v) = l
+                .split("block installed in ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+            {
+                r.installed.push(v);
+            }
+        }
+        d.stop();
+        eprintln!(
+            "  start {}/{runs}: blocked after {} ms",
+            i + 1,
+            r.to_block.last().map_or("n/a".into(), |v| f(*v))
+        );
+    }
+    topo.clean_node()?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------- report
+
+fn machine_facts() -> String {
+    let sh = |p: &str, a: &[&str]| {
+        Command::new(p)
+            .args(a)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_else(|_| "n/a".into())
+    };
+    format!(
+        "Machine: {} cores (`nproc`), kernel {}, {}, {}; run {}.",
+        sh("nproc", &[]),
+        sh("uname", &["-r"]),
+        sh("nft", &["--version"]),
+        sh("iptables", &["--version"]),
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    )
+}
+
+const METHOD: &str = "How it is measured:\n\n\
+- Probe: a thread in the pod namespace connects to 192.168.50.10:5443 (a listener of the bench in the api \
+namespace) back to back from before the flush until the first refused connect that started after t0 (every \
+connect closed at once with RST); 50 ms after t0 it slows to one connect per ms (or per connect duration, if \
+longer). Refused = ECONNREFUSED, i.e. the RST of our `tcp reset` rule; served = handshake completed.\n\
+- t0 is taken when the flush command (exec'd directly in the node namespace) has returned. The kernel commits, \
+and `nft monitor` reports, before that: the daemon usually starts repairing while the command is still exiting, \
+so its logged check+repair time (details below) exceeds the latency from t0, and the pod is already served \
+before t0 in nearly every iteration. \"Hole seen by the pod\" is the better measure of exposure.\n\
+- Between iterations: 200 ms, then until /readyz is 200, the daemon runs no tool and its `nft monitor` child \
+used no CPU for 50 ms (with 100,000 foreign rules `nft monitor` first spends seconds reading the whole \
+ruleset into its cache, and reports nothing meanwhile).\n\
+- With foreign rules, `nft flush ruleset` / `iptables-nft -F` would delete them too, so those rows remove only \
+our objects: `nft delete table inet apiserver_guard`, and `-F APISERVER-GUARD` plus \
+`-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD` in one `iptables-nft-restore --noflush` \
+transaction (as two commands the daemon may repair after the first and race the second). The 0-rule rows \
+with the same flush are their baseline. iptables-nft with foreign rules runs fewer iterations: every check \
+reads the whole filter table (`iptables-nft-save`, 1-2 s), a repair does so several times.\n\n";
+
+const TIMER_CELL: &str = "avg 30 / 15 / 90 s, worst 60 / 30 / 180 s; manual: never";
+
+fn report(rows: &[(Row, RowResult)], start: &StartResult, start_runs: usize, args: &Args) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "### Drift-to-repair latency\n\nFrom the moment the foreign command that removed the block returned (t0) to the first \
+         refused TCP connect from the pod to 192.168.50.10:5443, `apiserver-guard run --mode tunnel` in the node \
+         namespace, event-driven (`nft monitor`), default resync 10 s. Foreign rules: iptables-nft, half in FORWARD \
+         (unrelated /32s, ACCEPT), half in a KUBE-SERVICES chain nothing jumps to. Milliseconds. Regenerate with \
+         `benches/repair-latency.sh` (`--iterations {} --slow-iterations {} --foreign {}`).\n\n",
+        args.iterations, args.slow_iterations, args.foreign
+    ));
+    o.push_str(
+        "| backend | foreign rules | foreign flush (t0 = command returned) | iterations | p50 | p99 | max | \
+         hole seen by the pod p50 / max | timer-based resync (expected exposure) |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (row, r) in rows {
+        let s = sorted(r.latencies.clone());
+        let h = sorted(r.holes.clone());
+        let it = if r.timeouts > 0 {
+            format!("{} ({} not repaired in time)", r.latencies.len(), r.timeouts)
+        } else {
+            format!("{}{}", r.latencies.len(), row.note)
+        };
+        o.push_str(&format!(
+            "| {} | {} | {} | {it} | {} | {} | {} | {} / {} | {TIMER_CELL} |\n",
+            row.backend,
+            row.foreign,
+            row.flush.label(),
+            f(pct(&s, 50.0)),
+            f(pct(&s, 99.0)),
+            f(pct(&s, 100.0)),
+            f(pct(&h, 50.0)),
+            f(pct(&h, 100.0))
+        ));
+    }
+    o.push_str(
+        "\n\"Hole seen by the pod\": from the start of the first served pod connect after the flush began to the \
+         first refused one after t0, i.e. the whole window in which pods could reach the apiserver, including the \
+         part before the flush command returned.\n\nTimer column (computed, not measured): a tool that only re-applies on a timer leaves the hole open \
+         interval/2 on average and a full interval at worst; ip-masq-agent 60 s / kube-proxy 30 s / Calico Felix \
+         180 s default intervals; the manual `iptables -I` in rc.local is never repaired.\n\n",
+    );
+    o.push_str(METHOD);
+    o.push_str(
+        "Details per row: how long the foreign command itself took (the block is already gone when it returns, \
+         so the hole is open for at least part of it, not counted above), what the daemon logged as its own \
+         check+repair time, how long one probe connect takes (the measurement's resolution), and sanity counts.\n\n\
+         | backend | foreign rules | flush command p50 (ms) | daemon-logged `repair_ms` p50 / max | probe connect p50 (ms) | \
+         repairs logged / iterations | iterations with the pod served before t0 | pod never served | probe timeouts | \
+         errors logged | wall time (s) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (row, r) in rows {
+        let fl = sorted(r.flush_cmd.clone());
+        let rl = sorted(r.repair_logged.clone());
+        let pr = sorted(r.probe_ms.clone());
+        o.push_str(&format!(
+            "| {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.0} |\n",
+            row.backend,
+            row.foreign,
+            f(pct(&fl, 50.0)),
+            f(pct(&rl, 50.0)),
+            f(pct(&rl, 100.0)),
+            f(pct(&pr, 50.0)),
+            r.repairs,
+            r.latencies.len() + r.timeouts,
+            r.served_before_t0,
+            r.never_served,
+            r.other,
+            r.errors,
+            r.seconds
+        ));
+    }
+    let best = rows
+        .iter()
+        .filter(|(row, _)| row.backend == "nftables" && row.foreign == 0)
+        .map(|(_, r)| sorted(r.latencies.clone()))
+        .next()
+        .unwrap_or_default();
+    o.push_str(&format!(
+        "\n### Exposure after a flush, on one scale\n\n| what repairs the block | expected exposure | worst |\n|---|---:|---:|\n\
+         | `apiserver-guard run`, nftables (events, measured above) | {} ms (p50) | {} ms (max of {}) |\n\
+         | `apiserver-guard run`, iptables-legacy (no events: resync timer, default 10 s) | 5 s | 10 s |\n\
+         | kube-proxy-style resync (30 s) | 15 s | 30 s |\n\
+         | ip-masq-agent-style resync (60 s) | 30 s | 60 s |\n\
+         | Calico Felix-style refresh (180 s) | 90 s | 180 s |\n\
+         | the manual rule | never repaired | never |\n",
+        f(pct(&best, 50.0)),
+        f(pct(&best, 100.0)),
+        best.len()
+    ));
+    let tb = sorted(start.to_block.clone());
+    let tr = sorted(start.to_ready.clone());
+    let ti = sorted(start.installed.clone());
+    o.push_str(&format!(
+        "\n### Time to block on first start\n\nFrom spawning `apiserver-guard run --backend nftables` in the node namespace \
+         (empty firewall) to the first refused pod connect; median of {start_runs} runs (ms).\n\n\
+         | backend | runs | spawn -> first refused pod connect p50 | min | max | spawn -> `ready` log line p50 | \
+         daemon-logged `block installed in` p50 |\n|---|---:|---:|---:|---:|---:|---:|\n\
+         | nftables | {}{} | {} | {} | {} | {} | {} |\n",
+        tb.len(),
+        if start.failures > 0 { format!(" ({} never blocked)", start.failures) } else { String::new() },
+        f(pct(&tb, 50.0)),
+        f(pct(&tb, 0.0)),
+        f(pct(&tb, 100.0)),
+        f(pct(&tr, 50.0)),
+        f(pct(&ti, 50.0))
+    ));
+    o
+}
+
+/// Replaces (or appends) this bench's section of the doc, between markers.
+fn write_doc(root: &Path, body: &str) -> R<()> {
+    let path = root.join(DOC);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    }
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# apiserver-guard daemon benchmarks\n\nGenerated by `benches/repair-latency.sh` and `benches/footprint.sh`; \
+         each script rewrites only its own section.\n"
+            .into()
+    });
+    let (begin, end) = (format!("<!-- {SECTION}:begin -->"), format!("<!-- {SECTION}:end -->"));
+    let section = format!("{begin}\n## Repair latency and time to block\n\n{body}{end}");
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("{}\n{section}\n", old.trim_end_matches('\n').to_string() + "\n"),
+    };
+    std::fs::write(&path, new).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------- main
+
+struct Args {
+    iterations: usize,
+    slow_iterations: usize,
+    foreign: usize,
+    start_runs: usize,
+    doc: bool,
+    /// Only rows whose `backend:foreign` label is listed (all when empty); for quick checks.
+    only: Vec<String>,
+}
+
+fn parse_args() -> R<Option<Args>> {
+    let mut a = Args {
+        iterations: 100,
+        slow_iterations: 20,
+        foreign: 100_000,
+        start_runs: 10,
+        doc: true,
+        only: vec![],
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if !argv.iter().any(|x| x == "--bench") {
+        return Ok(None);
+    }
+    let mut it = argv.iter();
+    while let Some(k) = it.next() {
+        let mut num = |name: &str| -> R<usize> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match k.as_str() {
+            "--bench" => {}
+            "--iterations" => a.iterations = num(k)?,
+            "--slow-iterations" => a.slow_iterations = num(k)?,
+            "--foreign" => a.foreign = num(k)?,
+            "--start-runs" => a.start_runs = num(k)?,
+            "--no-doc" => a.doc = false,
+            "--only" => {
+                a.only = it
+                    .next()
+                    .map(|v| v.split(',').map(String::from).collect())
+                    .unwrap_or_default()
+            }
+            "--probe-gap-us" => GAP_US.store(num(k)? as u64, Ordering::Relaxed),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!("repair_latency: not run under `cargo test`; use benches/repair-latency.sh (needs root)");
+            return;
+        }
+        Err(e) => {
+            eprintln!("repair_latency: {e}");
+            std::process::exit(2);
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("repair_latency: run as root (it creates network namespaces)");
+        std::process::exit(1);
+    }
+    install_signal_handlers();
+    now_ns();
+    if let Err(e) = bench(&args) {
+        eprintln!("repair_latency: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench(args: &Args) -> R<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = std::env::var_os("APISERVER_GUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/apiserver-guard"));
+    if !bin.exists() {
+        return Err(format!("{} missing: run `cargo build --release` first", bin.display()));
+    }
+    let log_dir = root.join("target/bench-logs");
+    std::fs::create_dir_all(&log_dir).map_err(|e| format!("mkdir {}: {e}", log_dir.display()))?;
+    let facts = machine_facts();
+    eprintln!("{facts}\nbinary: {}", bin.display());
+
+    let topo = Topology::new()?;
+    eprintln!("namespaces: {}", topo.names());
+
+    eprintln!("time to block on first start ({} runs)", args.start_runs);
+    let start = run_first_start(&topo, &bin, args.start_runs, &log_dir)?;
+
+    let (n, slow, big) = (args.iterations, args.slow_iterations, args.foreign);
+    let rows = vec![
+        Row {
+            backend: "nftables",
+            foreign: 0,
+            flush: Flush::NftRuleset,
+            iterations: n,
+            note: "",
+        },
+        Row {
+            backend: "nftables",
+            foreign: 0,
+            flush: Flush::NftDeleteTable,
+            iterations: n,
+            note: "",
+        },
+        Row {
+            backend: "nftables",
+            foreign: big,
+            flush: Flush::NftDeleteTable,
+            iterations: n,
+            note: "",
+        },
+        Row {
+            backend: "iptables-nft",
+            foreign: 0,
+            flush: Flush::IptFlushAll,
+            iterations: n,
+            note: "",
+        },
+        Row {
+            backend: "iptables-nft",
+            foreign: 0,
+            flush: Flush::IptChainAndJump,
+            iterations: n,
+            note: "",
+        },
+        Row {
+            backend: "iptables-nft",
+            foreign: big,
+            flush: Flush::IptChainAndJump,
+            iterations: slow,
+            note: " (fewer: each repair re-reads the whole table)",
+        },
+    ];
+    let mut results = Vec::new();
+    let wanted = |r: &Row| args.only.is_empty() || args.only.contains(&format!("{}:{}", r.backend, r.foreign));
+    for row in rows.into_iter().filter(wanted) {
+        eprintln!(
+            "{} with {} foreign rules, flush {}: {} iterations",
+            row.backend,
+            row.foreign,
+            row.flush.label(),
+            row.iterations
+        );
+        let r = run_row(&topo, &bin, &row, &log_dir)?;
+        results.push((row, r));
+    }
+    // SYNs dropped by a full accept queue would show up as probe timeouts; say whether any were.
+    if let Ok(out) = topo
+        .api
+        .run("nstat", &["-asz", "TcpExtListenOverflows", "TcpExtListenDrops"])
+    {
+        eprintln!("api namespace listen queue counters:\n{}", out.trim_end());
+    }
+    drop(topo);
+
+    let body = format!("{facts}\n\n{}", report(&results, &start, args.start_runs, args));
+    println!("{body}");
+    if args.doc {
+        write_doc(&root, &body)?;
+        eprintln!("written to {DOC} (daemon logs in {})", log_dir.display());
+    }
+    Ok(())
+}
