@@ -31,7 +31,10 @@ ip -n "$POD" addr add 10.0.1.2/24 dev eth0
 ip -n "$NODE" addr add 10.0.1.1/24 dev to-pod
 ip -n "$NODE" addr add 192.168.50.1/24 dev to-api
 ip -n "$API" addr add 192.168.50.10/24 dev eth0
-for dev in "$POD eth0" "$NODE to-pod" "$NODE to-api" "$API eth0"; do set -- $dev; ip -n "$1" link set "$2" up; done
+ip -n "$POD" link set eth0 up
+ip -n "$NODE" link set to-pod up
+ip -n "$NODE" link set to-api up
+ip -n "$API" link set eth0 up
 ip -n "$POD" route add default via 10.0.1.1
 ip -n "$API" route add default via 192.168.50.1
 ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
