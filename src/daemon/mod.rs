@@ -365,7 +365,9 @@ impl Daemon {
             log::warn!("listen and resync_interval changes take effect at the next restart");
         }
         if rec.policy == self.rec.policy {
-            log::info!(reason = why; "config reloaded: policy unchanged");
+            // Still check at once: a firewall reload (systemd's ReloadPropagatedFrom=) sends us SIGHUP.
+            log::info!(reason = why; "config reloaded: policy unchanged; checking the block");
+            self.reconcile("signal", true).await;
             return false;
         }
         let backend_changed = rec.backend.name() != self.rec.backend.name();

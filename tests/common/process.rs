@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 struct Tracked {
     child: Child,
     output: Arc<Mutex<Vec<u8>>>,
+    /// Reader threads still draining a pipe (0: everything written has been read).
+    open_pipes: Arc<AtomicUsize>,
 }
 
 /// The set of processes started through one `Netns`.
@@ -30,10 +33,13 @@ impl ProcessSet {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
+        let open_pipes = Arc::new(AtomicUsize::new(0));
         let stdout = child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>);
         let stderr = child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>);
         for mut pipe in [stdout, stderr].into_iter().flatten() {
             let sink = Arc::clone(&output);
+            let open = Arc::clone(&open_pipes);
+            open.fetch_add(1, Ordering::SeqCst);
             // Detached on purpose: it ends when every holder of the pipe exits.
             thread::spawn(move || {
                 let mut buf = [0u8; 4096];
@@ -45,18 +51,35 @@ impl ProcessSet {
                         .unwrap_or_else(|p| p.into_inner())
                         .extend_from_slice(&buf[..n]);
                 }
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
         let pid = child.id();
-        self.lock().push(Tracked { child, output });
+        self.lock().push(Tracked {
+            child,
+            output,
+            open_pipes,
+        });
         pid
     }
 
     /// Output (stdout and stderr, interleaved) collected so far from `pid`.
     pub fn output(&self, pid: u32) -> Option<String> {
-        let procs = self.lock();
-        let t = procs.iter().find(|t| t.child.id() == pid)?;
-        let bytes = t.output.lock().unwrap_or_else(|p| p.into_inner());
+        let (output, open_pipes, exited) = {
+            let mut procs = self.lock();
+            let t = procs.iter_mut().find(|t| t.child.id() == pid)?;
+            let exited = t.child.try_wait().ok().flatten().is_some();
+            (Arc::clone(&t.output), Arc::clone(&t.open_pipes), exited)
+        };
+        // Once the process has exited, its last lines may still be in the pipe:
+        // wait (briefly; a grandchild may hold the pipe) for the readers to drain it.
+        if exited {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while open_pipes.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let bytes = output.lock().unwrap_or_else(|p| p.into_inner());
         Some(String::from_utf8_lossy(&bytes).into_owned())
     }
 
