@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs: install system packages,
-# check formatting and lints, then unit and real-kernel integration tests
-# (each in its own network namespaces; needs root).
+# check formatting and lints, run unit and real-kernel integration tests
+# (each in its own network namespaces; needs root), then the packaging
+# checks (systemd units, .deb/.rpm, container and Kubernetes manifests,
+# and a lint of every shell script). With APISERVER_GUARD_VM_TEST=1 it also boots a throwaway
+# Debian VM twice to prove the block is in place before kubelet starts
+# (downloads from the Debian mirror; takes minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +17,8 @@ scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets
+scripts/check-packaging.sh
+scripts/check-manifests.sh
+if [ "${APISERVER_GUARD_VM_TEST:-0}" = 1 ]; then
+  tests/vm/run.sh
+fi
