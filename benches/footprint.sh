@@ -8,7 +8,8 @@
 # Targets from the issue: idle RSS < 15 MiB, idle CPU < 0.5% of a core (reported, not asserted).
 # Prints a markdown table to stdout (progress on stderr) and rewrites its section of
 # docs/benchmarks-daemon.md.
-# Usage: benches/footprint.sh [SECONDS] [BACKEND:N...]   (as root; default: 60 nftables:0)
+# Usage: benches/footprint.sh [SECONDS] [BACKEND:N...]   (as root; default: 60 nftables:0;
+#        about SECONDS + 10 s per row, more with foreign rules)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }

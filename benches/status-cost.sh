@@ -4,7 +4,8 @@
 # `iptables -C FORWARD ...`, with 0 and N foreign rules loaded in the same
 # iptables variant (KUBE-SVC-like chains plus rules directly in FORWARD).
 # Runs in its own network namespace; prints a markdown table of medians (ms).
-# Usage: benches/status-cost.sh [RUNS] [SIZES...]   (default: 7 runs, sizes 0 100000)
+# Usage: benches/status-cost.sh [RUNS] [SIZES...]   (as root; default: 7 runs, sizes 0 100000;
+#        benches/run-all.sh runs it with sizes 0 1000 10000 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
@@ -14,35 +15,9 @@ cargo build --release --locked -q
 BIN="$PWD/target/release/apiserver-guard"
 NS="agbench-$$"
 trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh   # ms_median, load_foreign
 POLICY=(--container-cidr 10.0.0.0/16 --apiserver 192.168.50.10:5443 --mode tunnel --config /dev/null)
-
-ms_median() { # ms_median <cmd...>: median wall time of RUNS runs, in ms (exit status ignored)
-  local times=() t0 t1
-  for _ in $(seq "$RUNS"); do
-    t0=$(date +%s%N); "$@" >/dev/null 2>&1 || true; t1=$(date +%s%N)
-    times+=($(( (t1 - t0) / 1000 )))
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
-}
-
-load_foreign() { # load_foreign <variant> <n>: n rules, half in FORWARD, half in KUBE-SVC-like chains
-  local v=$1 n=$2
-  [ "$n" -gt 0 ] || return 0
-  {
-    echo "*filter"
-    echo ":KUBE-SERVICES - [0:0]"
-    local half=$((n / 2)) i
-    for ((i = 0; i < half; i++)); do
-      printf -- '-A FORWARD -s 10.%d.%d.%d/32 -d 172.%d.%d.%d/32 -p tcp -m tcp --dport 80 -m comment --comment "ns/svc-%d" -j ACCEPT\n' \
-        $((i >> 16 & 255)) $((i >> 8 & 255)) $((i & 255)) $((16 + (i >> 16 & 15))) $((i >> 8 & 255)) $((i & 255)) "$i"
-    done
-    for ((i = half; i < n; i++)); do
-      printf -- '-A KUBE-SERVICES -d 172.%d.%d.%d/32 -p tcp -m tcp --dport 443 -m comment --comment "ns/svc-%d" -j RETURN\n' \
-        $((16 + (i >> 16 & 15))) $((i >> 8 & 255)) $((i & 255)) "$i"
-    done
-    echo "COMMIT"
-  } | ip netns exec "$NS" "iptables-$v-restore" --noflush
-}
 
 echo "| foreign rules | backend | \`apiserver-guard status\` (ms) | manual \`iptables -C\` (ms) |"
 echo "|---:|---|---:|---:|"
