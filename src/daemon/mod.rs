@@ -1,13 +1,13 @@
 //! `apiserver-guard run`: the daemon. Validates, applies (retrying with
 //! backoff while the firewall is busy), reports ready, then keeps the block
-//! in place: `nft monitor` events wake an immediate check, a periodic resync
+//! in place: nf_tables change events (netlink) wake an immediate check, a periodic resync
 //! is the safety net (and the only mechanism for iptables-legacy), SIGHUP or
 //! a changed config file reloads the policy, SIGTERM/SIGINT end it
 //! fail-closed (the block stays unless `--cleanup-on-exit`).
 
 pub mod http;
 pub mod metrics;
-pub mod monitor;
+pub mod netlink;
 pub mod notify;
 pub mod reconciler;
 pub mod settings;
@@ -204,7 +204,7 @@ impl Daemon {
             log::info!("iptables-legacy emits no change events: relying on the periodic resync");
             return None;
         }
-        Some(tokio::spawn(monitor::run(
+        Some(tokio::spawn(netlink::run(
             backend.to_string(),
             wake.clone(),
             self.last_actor.clone(),
