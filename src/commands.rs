@@ -2,7 +2,7 @@
 //! the backend, call it, print the result, map it to an exit code.
 
 use crate::backend::exec::{Runner, SystemRunner};
-use crate::backend::select::{all, remove_others, select};
+use crate::backend::select::{all, remove_from_all, remove_others, select};
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::config::load_policy;
 use crate::core::drift::{Drift, DriftKind};
@@ -90,15 +90,7 @@ fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
 }
 
 fn remove(runner: &dyn Runner) -> Result<i32> {
-    let mut removed = Vec::new();
-    for b in all(runner) {
-        match b.remove() {
-            Ok(true) => removed.push(b.name()),
-            Ok(false) => {}
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let removed = remove_from_all(runner, None).map_err(|(_, e)| e)?;
     if removed.is_empty() {
         println!("apiserver-guard: nothing of ours installed");
     } else {

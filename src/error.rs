@@ -16,8 +16,11 @@ pub mod exit {
 pub enum Error {
     /// The input (flags, env, config file) is invalid; exit 2, nothing touched.
     BadInput(Vec<String>),
-    /// Something outside our control failed (missing binary, permission, kernel); exit 1.
+    /// Something outside our control failed (permission, kernel); exit 1.
     Runtime(String),
+    /// A firewall tool is not installed (the message names the package); exit 1.
+    /// A backend whose tool is missing holds nothing of ours.
+    MissingTool(String),
 }
 
 impl Error {
@@ -32,7 +35,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::BadInput(_) => exit::BAD_INPUT,
-            Error::Runtime(_) => exit::RUNTIME,
+            Error::Runtime(_) | Error::MissingTool(_) => exit::RUNTIME,
         }
     }
 }
@@ -53,7 +56,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Runtime(msg) => write!(f, "{msg}"),
+            Error::Runtime(msg) | Error::MissingTool(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn is_permission_error(stderr: &str) -> bool {
 pub fn start(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<CmdOutput> {
     runner.run(program, args, stdin).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::runtime(format!(
+            Error::MissingTool(format!(
                 "`{program}` not found: install the {} package (apt-get install {0} / dnf install {0})",
                 package_of(program)
             ))

@@ -108,25 +108,33 @@ pub fn all(runner: &dyn Runner) -> Vec<Box<dyn Backend + '_>> {
     ]
 }
 
-/// Removes our objects from every backend but `keep`, so a backend switch
-/// never leaves an old block behind. Tools that are not installed hold nothing.
-pub fn remove_others(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'static str>> {
+/// Removes our objects from every backend except `keep`; returns the
+/// backends that held some. A backend whose tool is not installed holds
+/// nothing. On failure, says which backend could not be cleared.
+pub fn remove_from_all(
+    runner: &dyn Runner,
+    keep: Option<&str>,
+) -> std::result::Result<Vec<&'static str>, (&'static str, Error)> {
     let mut cleaned = Vec::new();
-    for other in all(runner).iter().filter(|b| b.name() != keep.name()) {
-        match other.remove() {
-            Ok(true) => cleaned.push(other.name()),
-            Ok(false) => {}
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => {
-                return Err(Error::runtime(format!(
-                    "the block is in place with {}, but stale rules of ours in {} could not be removed: {e}",
-                    keep.name(),
-                    other.name()
-                )))
-            }
+    for b in all(runner).iter().filter(|b| Some(b.name()) != keep) {
+        match b.remove() {
+            Ok(true) => cleaned.push(b.name()),
+            Ok(false) | Err(Error::MissingTool(_)) => {}
+            Err(e) => return Err((b.name(), e)),
         }
     }
     Ok(cleaned)
+}
+
+/// Removes our objects from every backend but `keep`, so a backend switch
+/// never leaves an old block behind.
+pub fn remove_others(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'static str>> {
+    remove_from_all(runner, Some(keep.name())).map_err(|(other, e)| {
+        Error::runtime(format!(
+            "the block is in place with {}, but stale rules of ours in {other} could not be removed: {e}",
+            keep.name()
+        ))
+    })
 }
 
 /// The backend to use and the reason it was chosen.

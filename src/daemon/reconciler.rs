@@ -4,7 +4,7 @@
 //! changes nothing (counters and handles stay as they are).
 
 use crate::backend::exec::SYSTEM;
-use crate::backend::select::{all, remove_others, select};
+use crate::backend::select::{all, remove_from_all, remove_others, select};
 use crate::backend::Backend;
 use crate::core::drift::{Drift, DriftKind};
 use crate::core::model::Blocklist;
@@ -76,13 +76,6 @@ impl Reconciler {
 
     /// Removes everything of ours from every backend (`--cleanup-on-exit`).
     pub fn remove_everything(&self) -> Result<()> {
-        for b in all(&SYSTEM) {
-            match b.remove() {
-                Ok(_) => {}
-                Err(e) if e.to_string().contains("not found") => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        remove_from_all(&SYSTEM, None).map(|_| ()).map_err(|(_, e)| e)
     }
 }
