@@ -45,7 +45,7 @@ for n in "${SIZES[@]}"; do
     ours_remove >/dev/null
     mcold=$(ms_runs 1 manual_undo manual)
     mwarm=$(ms_runs 1 : manual)
-    ratio=$(awk -v a="$cold" -v b="$mcold" 'BEGIN {printf "%.1f x", (b > 0 ? a / b : 0)}')
+    ratio=$(awk -v a="$cold" -v b="$mcold" 'BEGIN {printf "%.2g x", (b > 0 ? a / b : 0)}')
     echo "| $n | $backend | $cold | $warm | $mcold (iptables-$variant) | $mwarm | $ratio |"
   done
 done

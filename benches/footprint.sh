@@ -2,7 +2,8 @@
 # Footprint of the `apiserver-guard run` daemon: size of target/release/apiserver-guard, idle RSS
 # (VmRSS/VmHWM from /proc/PID/status) and idle CPU over SECONDS (utime+stime from /proc/PID/stat
 # before and after, divided by wall time, % of one core): the daemon's own, with the short-lived
-# tools it ran and reaped (nft/iptables for each resync), and its `nft monitor` child. Default
+# tools it ran and reaped (nft/iptables for each resync). The daemon hears ruleset changes on a
+# netlink socket of its own (no child process). Default
 # resync (10 s), tunnel mode, each row in its own network namespace (deleted on exit), nothing
 # else running there; a row BACKEND:N first loads N foreign kube-proxy-like iptables-nft rules.
 # Targets from the issue: idle RSS < 15 MiB, idle CPU < 0.5% of a core (reported, not asserted).
@@ -38,13 +39,6 @@ ticks() { # ticks <pid> <fields>: sum of the given /proc/PID/stat fields (1-base
   sed 's/^.*) //' "/proc/$pid/stat" | awk -v f="$f" '{n = split(f, a, ","); s = 0; for (i = 1; i <= n; i++) s += $(a[i] - 2); print s}'
 }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
-monitor_pid() { # the daemon's `nft monitor` child
-  local c
-  # shellcheck disable=SC2013 # the children files hold space-separated PIDs: splitting into words is the point
-  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-    if tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -q 'nft monitor'; then echo "$c"; return; fi
-  done
-}
 metric() { # metric <name{labels}>: value from /metrics inside the namespace, 0 if absent
   { ip netns exec "$NS" curl -s --max-time 2 http://127.0.0.1:9440/metrics || true; } | awk -v m="$1" '$1 == m {print $2; f = 1} END {if (!f) print 0}'
 }
@@ -66,8 +60,8 @@ SIZE=$(stat -c %s "$BIN")
 FACTS="Machine: $(nproc) cores (\`nproc\`), kernel $(uname -r), $(nft --version), $(iptables --version); run $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo "$FACTS" >&2
 
-TABLE="| backend | foreign rules | binary size | idle RSS (VmRSS) | peak RSS (VmHWM) | \`nft monitor\` child RSS | daemon + monitor RSS | idle CPU, daemon | idle CPU, incl. reaped tools | idle CPU, \`nft monitor\` | \`nft monitor\` start-up CPU after \`ready\` | checks in window (timer / event) |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+TABLE="| backend | foreign rules | binary size | idle RSS (VmRSS) | peak RSS (VmHWM) | idle CPU, daemon | idle CPU, incl. reaped tools | checks in window (timer / event) |
+|---|---:|---:|---:|---:|---:|---:|---:|"
 for row in "${ROWS[@]}"; do
   backend=${row%%:*}; n=${row#*:}
   echo "row $backend with $n foreign rules: ${SECS}s idle" >&2
@@ -80,26 +74,15 @@ for row in "${ROWS[@]}"; do
   for _ in $(seq 600); do grep -q 'ready: the block is in place' "$LOG" && break; sleep 0.1; done
   grep -q 'ready: the block is in place' "$LOG" || { echo "daemon not ready after 60 s:" >&2; cat "$LOG" >&2; exit 1; }
   sleep 1
-  MON=$(monitor_pid "$DPID"); [ -n "$MON" ] || { echo "no nft monitor child found" >&2; exit 1; }
-  # `nft monitor` first reads the whole ruleset into its cache (seconds of CPU with 100,000
-  # foreign rules): wait (bounded) until it has used no CPU for a whole second, then measure.
-  start_ticks=$(ticks "$MON" 14,15); settle=0
-  for _ in $(seq 120); do
-    a=$(ticks "$MON" 14,15); sleep 1; b=$(ticks "$MON" 14,15)
-    settle=$((settle + 1)); [ "$a" -ne "$b" ] || break
-  done
-  mon_start=$(ticks "$MON" 14,15)
-  mon_boot=$(awk -v t=$((mon_start - start_ticks)) -v hz="$HZ" 'BEGIN {printf "%.1f", t / hz}')
-  echo "  nft monitor start-up: ${mon_boot} s CPU after ready, idle after ${settle} s" >&2
   timer0=$(metric 'apiserver_guard_reconciles_total{trigger="timer"}'); event0=$(metric 'apiserver_guard_reconciles_total{trigger="event"}')
-  own0=$(ticks "$DPID" 14,15); all0=$(ticks "$DPID" 14,15,16,17); mon0=$(ticks "$MON" 14,15); w0=$(date +%s%N)
+  own0=$(ticks "$DPID" 14,15); all0=$(ticks "$DPID" 14,15,16,17); w0=$(date +%s%N)
   sleep "$SECS"
-  own1=$(ticks "$DPID" 14,15); all1=$(ticks "$DPID" 14,15,16,17); mon1=$(ticks "$MON" 14,15); w1=$(date +%s%N)
+  own1=$(ticks "$DPID" 14,15); all1=$(ticks "$DPID" 14,15,16,17); w1=$(date +%s%N)
   timer1=$(metric 'apiserver_guard_reconciles_total{trigger="timer"}'); event1=$(metric 'apiserver_guard_reconciles_total{trigger="event"}')
   wall_ticks=$(awk -v a="$w0" -v b="$w1" -v hz="$HZ" 'BEGIN {print (b - a) / 1e9 * hz}')
-  rss=$(kib "$DPID" VmRSS); hwm=$(kib "$DPID" VmHWM); mrss=$(kib "$MON" VmRSS)
+  rss=$(kib "$DPID" VmRSS); hwm=$(kib "$DPID" VmHWM)
   TABLE+="
-| $backend | $n | $(mib $((SIZE / 1024))) MiB | $(mib "$rss") MiB | $(mib "$hwm") MiB | $(mib "$mrss") MiB | $(mib $((rss + mrss))) MiB | $(pct $((own1 - own0)) "$wall_ticks") % | $(pct $((all1 - all0)) "$wall_ticks") % | $(pct $((mon1 - mon0)) "$wall_ticks") % | ${mon_boot} s | $((timer1 - timer0)) / $((event1 - event0)) |"
+| $backend | $n | $(mib $((SIZE / 1024))) MiB | $(mib "$rss") MiB | $(mib "$hwm") MiB | $(pct $((own1 - own0)) "$wall_ticks") % | $(pct $((all1 - all0)) "$wall_ticks") % | $((timer1 - timer0)) / $((event1 - event0)) |"
   kill -TERM "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=""
   for p in $(ip netns pids "$NS"); do kill -KILL "$p" 2>/dev/null || true; done
   ip netns del "$NS"
@@ -108,9 +91,7 @@ done
 BODY="$FACTS
 
 Idle daemon (\`apiserver-guard run --mode tunnel --backend B\`, default resync 10 s, nothing else changing
-the namespace's firewall), measured over ${SECS} s once \`ready\` and the \`nft monitor\`
-child has finished its start-up (it first reads the whole ruleset into its cache; that CPU is
-not counted, but its memory stays). CPU = (utime+stime) delta / wall
+the namespace's firewall), measured over ${SECS} s from 1 s after \`ready\`. CPU = (utime+stime) delta / wall
 time, % of one core; \"incl. reaped tools\" adds cutime+cstime (the nft/iptables processes each check
 runs). Targets from the issue: idle RSS < 15 MiB, idle CPU < 0.5 % of a core. Regenerate with
 \`benches/footprint.sh ${SECS} ${ROWS[*]}\`.
