@@ -2,10 +2,10 @@
 //! the backend, call it, print the result, map it to an exit code.
 
 use crate::backend::exec::{Runner, SystemRunner};
-use crate::backend::select::{all, remove_from_all, remove_others, select};
+use crate::backend::select::{leftovers, remove_from_all, remove_others, select};
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::config::load_policy;
-use crate::core::drift::{Drift, DriftKind};
+use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
 use crate::core::validate::{check_lockout, validate};
@@ -107,27 +107,11 @@ struct StatusReport<'a> {
     drift: &'a [Drift],
 }
 
-fn describe(drift: &[Drift]) -> String {
-    drift
-        .iter()
-        .map(|d| format!("{}: {}", d.object, d.problem))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
-    let (_, blocklist) = prepare(&args.policy, false)?;
-    let (backend, why) = select(load_policy(&args.policy)?.backend, runner)?;
+    let (policy, blocklist) = prepare(&args.policy, false)?;
+    let (backend, why) = select(policy.backend, runner)?;
     let mut drift = backend.status(&blocklist)?;
-    for other in all(runner).iter().filter(|b| b.name() != backend.name()) {
-        if other.present().unwrap_or(false) {
-            drift.push(Drift {
-                kind: DriftKind::StaleObjects,
-                object: other.name().to_string(),
-                problem: "stale objects of ours in a backend not in use (apply removes them)".into(),
-            });
-        }
-    }
+    drift.extend(leftovers(backend.as_ref(), runner));
     let report = StatusReport {
         backend: backend.name(),
         reason: &why,

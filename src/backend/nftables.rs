@@ -41,6 +41,11 @@ impl<'r> Nftables<'r> {
     }
 }
 
+/// Differences between our table as read back (None: absent) and the blocklist.
+fn drift_from(b: &Blocklist, seen: Option<&NftState>) -> Vec<Drift> {
+    diff_nft(&desired_state(b), seen, &format!("{TABLE_FAMILY} {TABLE_NAME}"))
+}
+
 impl Backend for Nftables<'_> {
     fn name(&self) -> &'static str {
         "nftables"
@@ -51,18 +56,16 @@ impl Backend for Nftables<'_> {
     }
 
     fn status(&self, b: &Blocklist) -> Result<Vec<Drift>> {
-        let seen = self.observe()?;
-        let table = format!("{TABLE_FAMILY} {TABLE_NAME}");
-        Ok(diff_nft(&desired_state(b), seen.as_ref().map(|(s, _)| s), &table))
+        Ok(drift_from(b, self.observe()?.as_ref().map(|(s, _)| s)))
     }
 
     fn apply(&self, b: &Blocklist) -> Result<bool> {
         let seen = self.observe()?;
-        let table = format!("{TABLE_FAMILY} {TABLE_NAME}");
-        if diff_nft(&desired_state(b), seen.as_ref().map(|(s, _)| s), &table).is_empty() {
+        let seen = seen.as_ref().map(|(s, _)| s);
+        if drift_from(b, seen).is_empty() {
             return Ok(false);
         }
-        self.send(&script(b, seen.as_ref().map(|(s, _)| s)))?;
+        self.send(&script(b, seen))?;
         Ok(true)
     }
 

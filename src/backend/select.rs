@@ -7,6 +7,7 @@ use super::exec::Runner;
 use super::iptables::{legacy_table_loaded, Iptables, Variant};
 use super::nftables::{Nftables, NFT};
 use super::Backend;
+use crate::core::drift::{Drift, DriftKind};
 use crate::core::model::Family;
 use crate::core::policy::BackendChoice;
 use crate::core::render_nft::{TABLE_FAMILY, TABLE_NAME};
@@ -106,6 +107,20 @@ pub fn all(runner: &dyn Runner) -> Vec<Box<dyn Backend + '_>> {
         Box::new(Iptables::new(runner, Variant::Nft)),
         Box::new(Iptables::new(runner, Variant::Legacy)),
     ]
+}
+
+/// Our objects found in the backends other than `keep` (cheap presence
+/// checks; a backend that cannot be read counts as holding nothing).
+pub fn leftovers(keep: &dyn Backend, runner: &dyn Runner) -> Vec<Drift> {
+    all(runner)
+        .iter()
+        .filter(|b| b.name() != keep.name() && b.present().unwrap_or(false))
+        .map(|b| Drift {
+            object: b.name().to_string(),
+            problem: "stale objects of ours in a backend not in use (apply removes them)".into(),
+            kind: DriftKind::StaleObjects,
+        })
+        .collect()
 }
 
 /// Removes our objects from every backend except `keep`; returns the

@@ -76,6 +76,15 @@ impl DriftKind {
     }
 }
 
+/// Every finding on one line: `object: problem; object: problem`.
+pub fn describe(drift: &[Drift]) -> String {
+    drift
+        .iter()
+        .map(|d| format!("{}: {}", d.object, d.problem))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn drift(kind: DriftKind, object: impl Into<String>, problem: impl Into<String>) -> Drift {
     Drift {
         object: object.into(),

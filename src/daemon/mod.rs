@@ -15,7 +15,7 @@ pub mod settings;
 use crate::cli::RunArgs;
 use crate::commands::checked;
 use crate::config::{load_file, merge, DEFAULT_CONFIG};
-use crate::core::drift::Drift;
+use crate::core::drift::describe;
 use crate::error::{exit, Error, Result};
 use metrics::Metrics;
 use reconciler::Reconciler;
@@ -65,14 +65,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-fn describe(drift: &[Drift]) -> String {
-    drift
-        .iter()
-        .map(|d| format!("{}: {}", d.object, d.problem))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 struct Daemon {

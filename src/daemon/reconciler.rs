@@ -4,9 +4,9 @@
 //! changes nothing (counters and handles stay as they are).
 
 use crate::backend::exec::SYSTEM;
-use crate::backend::select::{all, remove_from_all, remove_others, select};
+use crate::backend::select::{leftovers, remove_from_all, remove_others, select};
 use crate::backend::Backend;
-use crate::core::drift::{Drift, DriftKind};
+use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
 use crate::error::{Error, Result};
@@ -35,15 +35,7 @@ impl Reconciler {
     pub fn check(&self, thorough: bool) -> Result<Vec<Drift>> {
         let mut drift = self.backend.status(&self.blocklist)?;
         if thorough {
-            for other in all(&SYSTEM).iter().filter(|b| b.name() != self.backend.name()) {
-                if other.present().unwrap_or(false) {
-                    drift.push(Drift {
-                        object: other.name().to_string(),
-                        problem: "stale objects of ours in a backend not in use".into(),
-                        kind: DriftKind::StaleObjects,
-                    });
-                }
-            }
+            drift.extend(leftovers(self.backend.as_ref(), &SYSTEM));
         }
         Ok(drift)
     }
@@ -57,10 +49,7 @@ impl Reconciler {
             return Err(Error::runtime(format!(
                 "repair with {} did not take: {}",
                 self.backend.name(),
-                left.iter()
-                    .map(|d| format!("{}: {}", d.object, d.problem))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                describe(&left)
             )));
         }
         if thorough {
