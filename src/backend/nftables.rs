@@ -7,7 +7,7 @@ use super::Backend;
 use crate::core::drift::{diff_nft, Drift};
 use crate::core::model::Blocklist;
 use crate::core::nft_state::{parse_table_json, Counters, NftState};
-use crate::core::render_nft::{delete_script, desired_state, script, TABLE_FAMILY, TABLE_NAME};
+use crate::core::render_nft::{delete_script, desired_state, element_update, script, TABLE_FAMILY, TABLE_NAME};
 use crate::error::Result;
 
 pub const NFT: &str = "nft";
@@ -39,6 +39,18 @@ impl<'r> Nftables<'r> {
     fn send(&self, script: &str) -> Result<()> {
         run_ok(self.runner, NFT, &["-f", "-"], Some(script)).map(|_| ())
     }
+
+    /// Brings the table to `b`: an element update when only elements differ
+    /// (falling back to the full update if it fails, e.g. because another
+    /// writer changed the set meanwhile), else the full in-place update.
+    fn converge(&self, b: &Blocklist, seen: Option<&NftState>) -> Result<()> {
+        if let Some(update) = seen.and_then(|s| element_update(b, s)) {
+            if self.send(&update).is_ok() {
+                return Ok(());
+            }
+        }
+        self.send(&script(b, seen))
+    }
 }
 
 /// Differences between our table as read back (None: absent) and the blocklist.
@@ -65,13 +77,13 @@ impl Backend for Nftables<'_> {
         if drift_from(b, seen).is_empty() {
             return Ok(false);
         }
-        self.send(&script(b, seen))?;
+        self.converge(b, seen)?;
         Ok(true)
     }
 
     fn install(&self, b: &Blocklist) -> Result<()> {
         let seen = self.observe()?;
-        self.send(&script(b, seen.as_ref().map(|(s, _)| s)))
+        self.converge(b, seen.as_ref().map(|(s, _)| s))
     }
 
     fn remove(&self) -> Result<bool> {

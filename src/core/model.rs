@@ -108,6 +108,8 @@ pub struct FamilyAddrs {
 pub struct Blocklist {
     pub hooks: Vec<Hook>,
     pub action: Action,
+    /// Keep the exempt set and rule even when empty (see `Policy::dynamic_exempt`).
+    pub dynamic_exempt: bool,
     pub families: Vec<(Family, FamilyAddrs)>,
 }
 
@@ -125,10 +127,14 @@ impl Blocklist {
             })
             .collect();
         let mut hooks = policy.mode.hooks();
+        if policy.input_hook {
+            hooks.push(Hook::Input);
+        }
         hooks.sort();
         Blocklist {
             hooks,
             action: policy.action,
+            dynamic_exempt: policy.dynamic_exempt,
             families,
         }
     }
@@ -137,7 +143,7 @@ impl Blocklist {
     pub fn rules(&self) -> Vec<Rule> {
         self.families
             .iter()
-            .flat_map(|(fam, addrs)| family_rules(*fam, addrs, self.action))
+            .flat_map(|(fam, addrs)| family_rules(*fam, addrs, self.action, self.dynamic_exempt))
             .collect()
     }
 
@@ -171,7 +177,13 @@ fn family_addrs(policy: &Policy, fam: Family) -> FamilyAddrs {
     }
 }
 
-fn family_rules(family: Family, addrs: &FamilyAddrs, action: Action) -> Vec<Rule> {
+/// Whether any apiserver address is one of `local` (this node's own
+/// addresses): then pods reach it through INPUT and that hook is needed.
+pub fn apiserver_is_local(apiservers: &[Endpoint], local: &[IpAddr]) -> bool {
+    apiservers.iter().any(|e| local.contains(&e.ip) && !e.ip.is_loopback())
+}
+
+fn family_rules(family: Family, addrs: &FamilyAddrs, action: Action, dynamic_exempt: bool) -> Vec<Rule> {
     let rule = |target, tcp_only, verdict| Rule {
         family,
         target,
@@ -179,7 +191,7 @@ fn family_rules(family: Family, addrs: &FamilyAddrs, action: Action) -> Vec<Rule
         verdict,
     };
     let mut rules = Vec::new();
-    if !addrs.exempt.is_empty() {
+    if !addrs.exempt.is_empty() || dynamic_exempt {
         rules.push(rule(Target::Exempt, false, Verdict::Return));
     }
     let (tcp_verdict, other_verdict) = match action {
@@ -213,6 +225,8 @@ pub(crate) mod tests {
             mode,
             action,
             backend: BackendChoice::Auto,
+            input_hook: false,
+            dynamic_exempt: false,
         }
     }
 
@@ -307,5 +321,40 @@ pub(crate) mod tests {
         assert_eq!(mk(Mode::Vpc), vec![Hook::Output]);
         assert_eq!(mk(Mode::Tunnel), vec![Hook::Forward]);
         assert_eq!(mk(Mode::Both), vec![Hook::Output, Hook::Forward]);
+    }
+
+    #[test]
+    fn input_hook_joins_the_mode_hooks_in_order() {
+        let mut p = policy(&["10.0.0.0/16"], &[], &["1.2.3.4"], Mode::Tunnel, Action::Reject);
+        p.input_hook = true;
+        assert_eq!(Blocklist::from_policy(&p).hooks, vec![Hook::Forward, Hook::Input]);
+        p.mode = Mode::Both;
+        assert_eq!(
+            Blocklist::from_policy(&p).hooks,
+            vec![Hook::Output, Hook::Forward, Hook::Input]
+        );
+    }
+
+    #[test]
+    fn dynamic_exempt_keeps_the_exempt_rule_while_empty() {
+        let mut p = policy(&["10.0.0.0/16"], &[], &["1.2.3.4:443"], Mode::Both, Action::Reject);
+        let names = |p: &Policy| -> Vec<String> { Blocklist::from_policy(p).rules().iter().map(Rule::name).collect() };
+        assert_eq!(names(&p), vec!["block-tcp-port-v4"]);
+        p.dynamic_exempt = true;
+        assert_eq!(names(&p), vec!["exempt-v4", "block-tcp-port-v4"]);
+    }
+
+    #[test]
+    fn apiserver_is_local_only_for_own_non_loopback_addresses() {
+        let eps: Vec<Endpoint> = ["192.168.0.10:6443", "127.0.0.1:6443"]
+            .iter()
+            .map(|s| parse_endpoint(s).unwrap())
+            .collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(apiserver_is_local(&eps, &[ip("10.1.1.1"), ip("192.168.0.10")]));
+        assert!(!apiserver_is_local(&eps, &[ip("10.1.1.1")]));
+        // Loopback is always "local", and pods never reach the node's loopback.
+        assert!(!apiserver_is_local(&eps[1..], &[ip("127.0.0.1")]));
+        assert!(!apiserver_is_local(&[], &[ip("192.168.0.10")]));
     }
 }

@@ -24,16 +24,19 @@ pub enum Mode {
 pub enum Hook {
     Output,
     Forward,
+    /// Pod -> an apiserver on this very node (control-plane nodes).
+    Input,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::Output, Hook::Forward];
+    pub const ALL: [Hook; 3] = [Hook::Output, Hook::Forward, Hook::Input];
 
     /// Lower-case name, as nftables spells the hook.
     pub fn name(self) -> &'static str {
         match self {
             Hook::Output => "output",
             Hook::Forward => "forward",
+            Hook::Input => "input",
         }
     }
 
@@ -42,6 +45,7 @@ impl Hook {
         match self {
             Hook::Output => "OUTPUT",
             Hook::Forward => "FORWARD",
+            Hook::Input => "INPUT",
         }
     }
 }
@@ -90,4 +94,12 @@ pub struct Policy {
     pub mode: Mode,
     pub action: Action,
     pub backend: BackendChoice,
+    /// An apiserver address is one of this node's own (a control-plane
+    /// node): pods reach it through INPUT, which is hooked too. Set by the
+    /// shell from the node's addresses (`model::apiserver_is_local`).
+    pub input_hook: bool,
+    /// The exempt set changes at run time (the allow-list follows pods):
+    /// keep its set and rule even while it is empty, so a change is an
+    /// element update and never a rule change.
+    pub dynamic_exempt: bool,
 }

@@ -37,8 +37,9 @@ fn set_def(kind: &str, fam: Family) -> (String, bool) {
     }
 }
 
-/// The sets of one family the blocklist needs (only non-empty ones, except sources).
-fn family_sets(fam: Family, a: &FamilyAddrs) -> Vec<(String, NftSet)> {
+/// The sets of one family the blocklist needs (only non-empty ones, except
+/// sources, and exempt when it is dynamic).
+fn family_sets(fam: Family, a: &FamilyAddrs, dynamic_exempt: bool) -> Vec<(String, NftSet)> {
     let nets = |v: &[ipnet::IpNet]| v.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
     let contents: [(&str, BTreeSet<String>); 4] = [
         ("sources", nets(&a.sources)),
@@ -51,7 +52,7 @@ fn family_sets(fam: Family, a: &FamilyAddrs) -> Vec<(String, NftSet)> {
     ];
     contents
         .into_iter()
-        .filter(|(kind, elems)| *kind == "sources" || !elems.is_empty())
+        .filter(|(kind, elems)| *kind == "sources" || (*kind == "exempt" && dynamic_exempt) || !elems.is_empty())
         .map(|(kind, elements)| {
             let (key_type, interval) = set_def(kind, fam);
             (
@@ -237,8 +238,10 @@ pub fn script(b: &Blocklist, seen: Option<&NftState>) -> String {
     for (name, set) in &want.sets {
         line(set_decl(name, &set.key_type, set.interval));
         line(format!("flush set {t} {name}"));
-        let elems: Vec<&str> = set.elements.iter().map(String::as_str).collect();
-        line(format!("add element {t} {name} {{ {} }}", elems.join(", ")));
+        if !set.elements.is_empty() {
+            let elems: Vec<&str> = set.elements.iter().map(String::as_str).collect();
+            line(format!("add element {t} {name} {{ {} }}", elems.join(", ")));
+        }
     }
     line(format!("add chain {t} {GUARD_CHAIN}"));
     for r in b.rules() {
@@ -254,6 +257,38 @@ pub fn script(b: &Blocklist, seen: Option<&NftState>) -> String {
     s
 }
 
+/// When our table differs from `b` only in set elements (same chains and
+/// rules, same sets of the same shape), the transaction that deletes and adds
+/// just those elements: an allow-list or endpoint change touches no rule and
+/// leaves every other element (and the counters) alone. None when anything
+/// else differs (then `script` is the way) or nothing does.
+pub fn element_update(b: &Blocklist, seen: &NftState) -> Option<String> {
+    let want = desired_state(b);
+    let same_shape = want.chains == seen.chains
+        && want.sets.len() == seen.sets.len()
+        && want.sets.iter().all(|(name, w)| {
+            seen.sets
+                .get(name)
+                .is_some_and(|g| g.key_type == w.key_type && g.interval == w.interval)
+        });
+    if !same_shape || want == *seen {
+        return None;
+    }
+    let t = format!("{TABLE_FAMILY} {TABLE_NAME}");
+    let mut s = format!("# apiserver-guard: element update of table {t}, one atomic transaction\n");
+    // Deletions first: an aggregated element may replace the ones it covers.
+    for (verb, from, to) in [("delete", seen, &want), ("add", &want, seen)] {
+        for (name, set) in &from.sets {
+            let other = &to.sets[name].elements;
+            let elems: Vec<&str> = set.elements.difference(other).map(String::as_str).collect();
+            if !elems.is_empty() {
+                s.push_str(&format!("{verb} element {t} {name} {{ {} }}\n", elems.join(", ")));
+            }
+        }
+    }
+    Some(s)
+}
+
 /// The script `remove` sends: gone if present, no error if absent.
 pub fn delete_script() -> String {
     format!("table {TABLE_FAMILY} {TABLE_NAME}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n")
@@ -263,7 +298,7 @@ pub fn delete_script() -> String {
 pub fn desired_state(b: &Blocklist) -> NftState {
     let mut state = NftState::default();
     for (fam, addrs) in &b.families {
-        state.sets.extend(family_sets(*fam, addrs));
+        state.sets.extend(family_sets(*fam, addrs, b.dynamic_exempt));
     }
     let guard_rules = b
         .rules()
@@ -481,5 +516,114 @@ mod tests {
             delete_script(),
             "table inet apiserver_guard\ndelete table inet apiserver_guard\n"
         );
+    }
+
+    fn with_exempt(ex: &[&str], dynamic: bool) -> Blocklist {
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            ex,
+            &["192.168.0.10:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.dynamic_exempt = dynamic;
+        Blocklist::from_policy(&p)
+    }
+
+    #[test]
+    fn dynamic_exempt_declares_an_empty_set_and_its_rule() {
+        let b = with_exempt(&[], true);
+        let s = script(&b, None);
+        assert!(s.contains("set inet apiserver_guard exempt_v4 { type ipv4_addr; flags interval; }\nflush set inet apiserver_guard exempt_v4\n"), "{s}");
+        assert!(
+            !s.contains("add element inet apiserver_guard exempt_v4"),
+            "an empty element list is a syntax error: {s}"
+        );
+        assert!(s.contains("ip saddr @exempt_v4 return comment \"exempt-v4\""));
+        assert!(desired_state(&b).sets["exempt_v4"].elements.is_empty());
+    }
+
+    #[test]
+    fn element_update_touches_only_the_changed_elements() {
+        let before = desired_state(&with_exempt(&["10.0.1.5/32", "10.0.9.9/32"], true));
+        let s = element_update(&with_exempt(&["10.0.9.9/32", "10.0.1.7/32"], true), &before).unwrap();
+        assert_eq!(
+            s.lines().skip(1).collect::<Vec<_>>(),
+            vec![
+                "delete element inet apiserver_guard exempt_v4 { 10.0.1.5/32 }",
+                "add element inet apiserver_guard exempt_v4 { 10.0.1.7/32 }",
+            ]
+        );
+        // To empty and back: still only elements, because the set stays.
+        let empty = with_exempt(&[], true);
+        let s = element_update(&empty, &before).unwrap();
+        assert!(
+            s.contains("delete element inet apiserver_guard exempt_v4 { 10.0.1.5/32, 10.0.9.9/32 }"),
+            "{s}"
+        );
+        assert!(!s.contains("add "), "{s}");
+        // Aggregation: two neighbours become one element, deleted before the wider one is added.
+        let pair = with_exempt(&["10.0.1.4/32", "10.0.1.5/32"], true);
+        let s = element_update(&pair, &desired_state(&with_exempt(&["10.0.1.5/32"], true))).unwrap();
+        assert!(
+            pos(&s, "delete element inet apiserver_guard exempt_v4 { 10.0.1.5/32 }")
+                < pos(&s, "add element inet apiserver_guard exempt_v4 { 10.0.1.4/31 }")
+        );
+    }
+
+    #[test]
+    fn element_update_declines_anything_but_elements() {
+        let b = with_exempt(&["10.0.1.5/32"], true);
+        let seen = desired_state(&b);
+        assert_eq!(element_update(&b, &seen), None, "nothing to change");
+        // A rule change (static exempt going empty drops its rule): full script.
+        assert_eq!(
+            element_update(
+                &with_exempt(&[], false),
+                &desired_state(&with_exempt(&["10.0.1.5/32"], false))
+            ),
+            None
+        );
+        // A missing set, a reshaped set, a changed chain: full script.
+        let mut gone = seen.clone();
+        gone.sets.remove("exempt_v4");
+        assert_eq!(element_update(&with_exempt(&["10.0.1.6/32"], true), &gone), None);
+        let mut reshaped = seen.clone();
+        reshaped.sets.get_mut("exempt_v4").unwrap().interval = false;
+        assert_eq!(element_update(&with_exempt(&["10.0.1.6/32"], true), &reshaped), None);
+        let mut flushed = seen.clone();
+        flushed.chains.get_mut("guard").unwrap().rules.clear();
+        assert_eq!(element_update(&with_exempt(&["10.0.1.6/32"], true), &flushed), None);
+        // Endpoint changes are element updates too.
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.11:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.dynamic_exempt = true;
+        let s = element_update(&Blocklist::from_policy(&p), &desired_state(&with_exempt(&[], true))).unwrap();
+        assert!(s.contains("delete element inet apiserver_guard api_port_v4 { 192.168.0.10 . 5443 }"));
+        assert!(s.contains("add element inet apiserver_guard api_port_v4 { 192.168.0.11 . 5443 }"));
+    }
+
+    #[test]
+    fn input_hook_gets_its_base_chain_and_is_removed_when_unused() {
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.10:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.input_hook = true;
+        let s = script(&Blocklist::from_policy(&p), None);
+        assert!(s.contains(
+            "add chain inet apiserver_guard input { type filter hook input priority filter; policy accept; }"
+        ));
+        assert!(s.contains("add rule inet apiserver_guard input jump guard comment \"enter-guard\""));
+        let s = script(&tunnel(), None);
+        assert!(pos(&s, "add chain inet apiserver_guard input {") < pos(&s, "delete chain inet apiserver_guard input"));
     }
 }

@@ -86,7 +86,8 @@ fn list(nets: &[IpNet]) -> String {
 /// Only the OUTPUT hook sees the node's own traffic, so only then can the
 /// block cut the node (and its kubelet) off.
 pub fn check_lockout(policy: &Policy, routes: &[(Endpoint, Option<IpAddr>)]) -> Result<(), Vec<String>> {
-    if !policy.mode.hooks().contains(&Hook::Output) {
+    // INPUT sees the node's traffic to its own addresses (a local apiserver).
+    if !policy.mode.hooks().contains(&Hook::Output) && !policy.input_hook {
         return Ok(());
     }
     let mut problems = Vec::new();
@@ -125,6 +126,8 @@ mod tests {
             mode: Mode::Both,
             action: Action::Reject,
             backend: BackendChoice::Auto,
+            input_hook: false,
+            dynamic_exempt: false,
         }
     }
 

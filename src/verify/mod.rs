@@ -519,6 +519,8 @@ mod tests {
             mode: Mode::Both,
             action: Action::Reject,
             backend: BackendChoice::Auto,
+            input_hook: false,
+            dynamic_exempt: false,
         }
     }
 
