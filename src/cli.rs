@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Where the periodic probe runs from: a local address inside a container CIDR (VPC mode).
     #[arg(long, value_name = "IP")]
     pub probe_source: Option<std::net::IpAddr>,
+    /// Remove this NoSchedule taint from the node once the block is installed and a probe
+    /// proved it (register nodes with it: kubelet --register-with-taints=KEY:NoSchedule).
+    #[arg(long, value_name = "KEY", env = "APISERVER_GUARD_NODE_TAINT")]
+    pub node_taint: Option<String>,
 }
 
 /// Output format of `status`.
@@ -144,7 +148,8 @@ pub struct VerifyFrom {
 /// options fall back to the config file, then to the defaults.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PolicyArgs {
-    /// Container (pod) CIDR to block; repeatable or comma-separated; IPv4 and IPv6.
+    /// Container (pod) CIDR to block; repeatable or comma-separated; IPv4 and IPv6; `auto` = this
+    /// node's spec.podCIDRs from Kubernetes.
     #[arg(
         long = "container-cidr",
         value_name = "CIDR",
@@ -152,7 +157,8 @@ pub struct PolicyArgs {
         value_delimiter = ','
     )]
     pub container_cidr: Vec<String>,
-    /// Apiserver endpoint: IP, IP:PORT or [IPv6]:PORT (no port = every port); repeatable or comma-separated.
+    /// Apiserver endpoint: IP, IP:PORT or [IPv6]:PORT (no port = every port); repeatable or
+    /// comma-separated; `auto` = the `kubernetes` EndpointSlices and the kubeconfig's server, followed live.
     #[arg(long, value_name = "ADDR", env = "APISERVER_GUARD_APISERVER", value_delimiter = ',')]
     pub apiserver: Vec<String>,
     /// vpc = OUTPUT hook, tunnel = FORWARD hook, both [default: both].
@@ -170,6 +176,33 @@ pub struct PolicyArgs {
     /// TOML config file; a missing default file is fine, a missing named file is an error.
     #[arg(long, value_name = "PATH", env = "APISERVER_GUARD_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Kubernetes discovery: used by `auto` values, the allow-list and the node taint.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeArgs {
+    /// Kubeconfig for discovery [default: in a pod its service account, else /etc/kubernetes/kubelet.conf].
+    #[arg(long, value_name = "PATH", env = "APISERVER_GUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name in Kubernetes [default: $NODE_NAME, else the hostname].
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Pods on this node matching this label selector keep apiserver access (e.g. apiserver-guard.io/allow=true).
+    #[arg(long, value_name = "SELECTOR", env = "APISERVER_GUARD_ALLOW_PODS")]
+    pub allow_pods: Option<String>,
+    /// Pods on this node in these namespaces keep apiserver access; comma-separated (e.g. kube-system).
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "APISERVER_GUARD_ALLOW_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub allow_namespaces: Vec<String>,
+    /// File keeping the last discovered state across restarts [default: /var/lib/apiserver-guard/discovered.json].
+    #[arg(long, value_name = "PATH", env = "APISERVER_GUARD_DISCOVERY_CACHE")]
+    pub discovery_cache: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use crate::backend::exec::{Runner, SystemRunner};
 use crate::backend::select::{leftovers, remove_from_all, remove_others, select};
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
-use crate::config::load_policy;
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
@@ -32,7 +31,7 @@ pub fn run(cli: Cli) -> i32 {
 
 /// Policy from flags/env/file, validated (and, for changes, checked for self-lockout).
 pub fn prepare(args: &PolicyArgs, check_node_route: bool) -> Result<(Policy, Blocklist)> {
-    let policy = load_policy(args)?;
+    let policy = crate::policy_source::one_shot(args)?;
     let blocklist = checked(&policy, check_node_route)?;
     Ok((policy, blocklist))
 }

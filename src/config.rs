@@ -45,6 +45,13 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub probe_interval: Option<String>,
     pub ready_requires_probe: Option<bool>,
+    pub node_taint: Option<String>,
+    /// Kubernetes discovery.
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub allow_pods: Option<String>,
+    pub allow_namespaces: Option<OneOrMany>,
+    pub discovery_cache: Option<PathBuf>,
 }
 
 /// Parses the TOML text of a config file; `origin` names it in errors.
@@ -75,7 +82,7 @@ pub fn load_file(named: Option<&Path>) -> Result<FileConfig> {
 }
 
 /// Flags/env win over the file; empty items (e.g. `APISERVER_GUARD_EXEMPT=`) are ignored.
-fn pick(cli: &[String], file: Option<OneOrMany>) -> Vec<String> {
+pub(crate) fn pick(cli: &[String], file: Option<OneOrMany>) -> Vec<String> {
     let cli: Vec<String> = cli
         .iter()
         .map(|s| s.trim().to_string())
@@ -95,9 +102,17 @@ pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
             .filter_map(|s| parse_cidr(what, s).map_err(|e| problems.push(e)).ok())
             .collect::<Vec<_>>()
     };
-    let sources = nets("container CIDR", pick(&args.container_cidr, file.container_cidr));
+    let not_auto = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .filter(|s| !crate::discovery::settings::is_auto(s))
+            .collect()
+    };
+    let sources = nets(
+        "container CIDR",
+        not_auto(pick(&args.container_cidr, file.container_cidr)),
+    );
     let exempt = nets("exempt", pick(&args.exempt, file.exempt));
-    let apiservers = pick(&args.apiserver, file.apiserver)
+    let apiservers = not_auto(pick(&args.apiserver, file.apiserver))
         .iter()
         .filter_map(|s| parse_endpoint(s).map_err(|e| problems.push(e)).ok())
         .collect();

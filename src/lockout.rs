@@ -1,8 +1,11 @@
-//! The one piece of I/O the self-lockout guard needs: which source address
-//! the kernel would pick to reach each apiserver. A connected UDP socket
-//! shows it without sending a packet.
+//! The node facts the policy depends on: which source address the kernel
+//! would pick to reach each apiserver (the self-lockout guard; a connected
+//! UDP socket shows it without sending a packet), and whether an apiserver
+//! address is this node's own (the INPUT hook).
 
 use crate::core::address::Endpoint;
+use crate::core::model::apiserver_is_local;
+use crate::core::policy::Policy;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 /// Port used for the route look-up when the endpoint has none (any port gives the same route).
@@ -18,6 +21,14 @@ pub fn source_address(ep: &Endpoint) -> Option<IpAddr> {
     sock.connect(SocketAddr::new(ep.ip, ep.port.unwrap_or(ROUTE_PORT)))
         .ok()?;
     sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// The policy with `input_hook` set when an apiserver address is one of
+/// this node's own (a control-plane node: pods reach it through INPUT).
+pub fn localized(mut policy: Policy) -> Policy {
+    let local = crate::verify::netns::local_addresses().unwrap_or_default();
+    policy.input_hook = apiserver_is_local(&policy.apiservers, &local);
+    policy
 }
 
 /// Source addresses for every endpoint, for `validate::check_lockout`.

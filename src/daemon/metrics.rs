@@ -2,6 +2,7 @@
 //! format), `/readyz` and `/healthz` report. Plain data updated by the
 //! controller; rendering is pure.
 
+use super::discovery_status::DiscoveryStatus;
 use crate::verify::report::Report;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -40,6 +41,8 @@ pub struct Metrics {
     pub probe_last_unix: f64,
     /// `/readyz` also requires the last probe to have passed.
     pub ready_requires_probe: bool,
+    /// Kubernetes discovery, when on.
+    pub discovery: Option<DiscoveryStatus>,
 }
 
 impl Metrics {
@@ -66,6 +69,7 @@ impl Metrics {
             probe_runs: BTreeMap::new(),
             probe_last_unix: 0.0,
             ready_requires_probe: false,
+            discovery: None,
         }
     }
 
@@ -81,13 +85,19 @@ impl Metrics {
     }
 
     pub fn ready(&self) -> bool {
-        self.started && self.in_sync && (!self.ready_requires_probe || self.probe.as_ref().is_some_and(Report::passed))
+        self.started
+            && self.in_sync
+            && (!self.ready_requires_probe || self.probe.as_ref().is_some_and(Report::passed))
+            && self.discovery.as_ref().is_none_or(|d| d.not_ready().is_none())
     }
 
     /// Why `/readyz` says no.
     pub fn why_not_ready(&self) -> String {
         if !self.started || !self.in_sync {
             return self.not_ready_reason.clone();
+        }
+        if let Some(why) = self.discovery.as_ref().and_then(DiscoveryStatus::not_ready) {
+            return why;
         }
         match &self.probe {
             None => "waiting for the first probe (--ready-requires-probe)".into(),
@@ -257,6 +267,9 @@ pub fn render(m: &Metrics) -> String {
             m.probe_last_unix
         );
         o.push_str(&report.prometheus());
+    }
+    if let Some(d) = &m.discovery {
+        d.render(&mut o);
     }
     o
 }

@@ -3,8 +3,12 @@
 //! in place: nf_tables change events (netlink) wake an immediate check, a periodic resync
 //! is the safety net (and the only mechanism for iptables-legacy), SIGHUP or
 //! a changed config file reloads the policy, SIGTERM/SIGINT end it
-//! fail-closed (the block stays unless `--cleanup-on-exit`).
+//! fail-closed (the block stays unless `--cleanup-on-exit`). With Kubernetes
+//! discovery, each discovered change becomes one transaction (see
+//! `discovered.rs`), and the node taint goes once the block is proven.
 
+pub mod discovered;
+pub mod discovery_status;
 pub mod http;
 pub mod metrics;
 pub mod netlink;
@@ -14,9 +18,14 @@ pub mod settings;
 
 use crate::cli::RunArgs;
 use crate::commands::checked;
-use crate::config::{load_file, merge, DEFAULT_CONFIG};
+use crate::config::{load_file, DEFAULT_CONFIG};
 use crate::core::drift::describe;
+use crate::core::policy::Policy;
+use crate::discovery::state::effective_policy;
+use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
+use crate::lockout::localized;
+use crate::policy_source::configured;
 use metrics::Metrics;
 use reconciler::Reconciler;
 use settings::DaemonSettings;
@@ -41,23 +50,49 @@ pub fn run(args: &RunArgs) -> i32 {
     }
 }
 
+/// What the config says, checked before the daemon touches anything.
+struct Loaded {
+    settings: DaemonSettings,
+    /// The configured policy, before anything discovered joins it.
+    base: Policy,
+    discovery: Option<DiscoveryConfig>,
+}
+
 /// Everything that can be refused before the daemon touches anything.
-fn load(args: &RunArgs) -> Result<(DaemonSettings, Reconciler)> {
+fn load(args: &RunArgs) -> Result<Loaded> {
     let file = load_file(args.policy.config.as_deref())?;
     let settings = DaemonSettings::merge(args, &file)?;
-    let policy = merge(&args.policy, file)?;
-    let blocklist = checked(&policy, true)?;
-    Ok((settings, Reconciler::new(policy, blocklist)?))
+    let (base, discovery) = configured(&args.policy, args.node_taint.as_deref())?;
+    if discovery.is_none() {
+        // Without discovery the configured policy is the whole policy: refuse it now.
+        checked(&localized(base.clone()), true)?;
+    }
+    Ok(Loaded {
+        settings,
+        base,
+        discovery,
+    })
 }
 
 fn start(args: &RunArgs) -> Result<i32> {
-    let (settings, rec) = load(args)?;
-    crate::logging::init(settings.log_format);
+    let loaded = load(args)?;
+    crate::logging::init(loaded.settings.log_format);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(Daemon::new(args.clone(), settings, rec).run())
+    rt.block_on(async move {
+        let Some(found) = discovered::begin(&loaded).await? else {
+            return Ok(exit::OK); // a signal while waiting for discovery
+        };
+        let policy = localized(match (&found, &loaded.discovery) {
+            (Some(d), Some(cfg)) => effective_policy(&loaded.base, cfg.wants, &d.rx.borrow().discovered),
+            _ => loaded.base.clone(),
+        });
+        let blocklist = checked(&policy, true)?;
+        let rec = Reconciler::new(policy, blocklist)?;
+        Daemon::new(args.clone(), loaded, rec, found).run().await
+    })
 }
 
 fn unix_now() -> f64 {
@@ -70,6 +105,13 @@ fn unix_now() -> f64 {
 struct Daemon {
     args: RunArgs,
     settings: DaemonSettings,
+    base: Policy,
+    discovery_cfg: Option<DiscoveryConfig>,
+    discovery: Option<Discovery>,
+    /// The generation of discovered facts last turned into a policy.
+    discovery_applied: u64,
+    /// `--node-taint` still to be removed.
+    taint_pending: bool,
     rec: Arc<Reconciler>,
     state: Arc<Mutex<Metrics>>,
     last_actor: Arc<Mutex<Option<String>>>,
@@ -78,10 +120,19 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(args: RunArgs, settings: DaemonSettings, rec: Reconciler) -> Daemon {
+    fn new(args: RunArgs, loaded: Loaded, rec: Reconciler, discovery: Option<Discovery>) -> Daemon {
+        let Loaded {
+            settings,
+            base,
+            discovery: discovery_cfg,
+        } = loaded;
         let mut m = Metrics::new(env!("CARGO_PKG_VERSION"));
         m.backend = rec.backend.name().to_string();
         m.ready_requires_probe = settings.ready_requires_probe;
+        let taint_pending = discovery_cfg.as_ref().is_some_and(|c| c.node_taint.is_some());
+        if let Some(cfg) = &discovery_cfg {
+            m.discovery = Some(discovered::initial_status(cfg));
+        }
         let config_path = args
             .policy
             .config
@@ -91,6 +142,11 @@ impl Daemon {
         Daemon {
             args,
             settings,
+            base,
+            discovery_cfg,
+            discovery,
+            discovery_applied: 0,
+            taint_pending,
             rec: Arc::new(rec),
             state: Arc::new(Mutex::new(m)),
             last_actor: Arc::new(Mutex::new(None)),
@@ -144,8 +200,17 @@ impl Daemon {
         let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let probe_every = self.settings.probe_interval;
         let mut probe_tick = tokio::time::interval(probe_every.unwrap_or(Duration::from_secs(3600)));
+        let mut view_rx = self.discovery.as_ref().map(|d| d.rx.clone());
+        if view_rx.is_some() {
+            self.on_discovery().await;
+        }
+        let mut taint_tick = tokio::time::interval(discovered::TAINT_RETRY);
         loop {
             tokio::select! {
+                Some(Ok(())) = async { match view_rx.as_mut() { Some(rx) => Some(rx.changed().await), None => None } }, if view_rx.is_some() => {
+                    self.on_discovery().await;
+                }
+                _ = taint_tick.tick(), if self.taint_pending => self.try_untaint().await,
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
@@ -267,7 +332,7 @@ impl Daemon {
                 m.in_sync = true;
                 m.last_success_unix = unix_now();
                 m.not_ready_reason.clear();
-                if trigger == "start" || trigger == "reload" {
+                if trigger == "start" || trigger == "reload" || trigger == "discovery" {
                     let verb = if repaired.is_some() {
                         "installed"
                     } else {
@@ -342,7 +407,7 @@ impl Daemon {
     async fn reload(&mut self, why: &str) -> bool {
         self.config_seen = std::fs::read(&self.config_path).ok();
         let loaded = load(&self.args);
-        let (settings, rec) = match loaded {
+        let rec = match loaded {
             Ok(x) => x,
             Err(e) => {
                 let mut m = self.metrics();
@@ -352,10 +417,33 @@ impl Daemon {
                 return false;
             }
         };
-        self.metrics().config_last_reload_ok = true;
+        let Loaded {
+            settings,
+            base,
+            discovery: discovery_cfg,
+        } = rec;
         if settings.listen != self.settings.listen || settings.resync_interval != self.settings.resync_interval {
             log::warn!("listen and resync_interval changes take effect at the next restart");
         }
+        if discovery_cfg != self.discovery_cfg {
+            log::warn!("Kubernetes discovery settings changes take effect at the next restart");
+        }
+        self.base = base;
+        let policy = localized(match (&self.discovery, &self.discovery_cfg) {
+            (Some(d), Some(cfg)) => effective_policy(&self.base, cfg.wants, &d.rx.borrow().discovered),
+            _ => self.base.clone(),
+        });
+        let rec = match checked(&policy, true).and_then(|bl| Reconciler::new(policy.clone(), bl)) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut m = self.metrics();
+                m.config_errors += 1;
+                m.config_last_reload_ok = false;
+                log::error!(reason = why; "config reload refused, still enforcing the previous policy: {e}");
+                return false;
+            }
+        };
+        self.metrics().config_last_reload_ok = true;
         if rec.policy == self.rec.policy {
             // Still check at once: a firewall reload (systemd's ReloadPropagatedFrom=) sends us SIGHUP.
             log::info!(reason = why; "config reloaded: policy unchanged; checking the block");

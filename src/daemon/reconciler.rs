@@ -10,11 +10,12 @@ use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
 use crate::error::{Error, Result};
+use std::sync::Arc;
 
 pub struct Reconciler {
     pub policy: Policy,
     pub blocklist: Blocklist,
-    pub backend: Box<dyn Backend>,
+    pub backend: Arc<dyn Backend>,
     /// Why this backend was chosen.
     pub why: String,
 }
@@ -25,9 +26,20 @@ impl Reconciler {
         Ok(Reconciler {
             policy,
             blocklist,
-            backend,
+            backend: Arc::from(backend),
             why,
         })
+    }
+
+    /// The same backend with another policy (a discovery change: no new
+    /// backend detection, no new event source).
+    pub fn with_policy(&self, policy: Policy, blocklist: Blocklist) -> Reconciler {
+        Reconciler {
+            policy,
+            blocklist,
+            backend: self.backend.clone(),
+            why: self.why.clone(),
+        }
     }
 
     /// Reads back our objects and compares (no change). `thorough` also

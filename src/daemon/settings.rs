@@ -133,6 +133,7 @@ mod tests {
             ready_requires_probe: false,
             probe_netns: None,
             probe_source: None,
+            node_taint: None,
         }
     }
 

@@ -20,7 +20,6 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::{OutputFormat, VerifyArgs};
-use crate::config::load_policy;
 use crate::core::address::Endpoint;
 use crate::core::policy::{Hook, Mode, Policy};
 use crate::core::validate::validate;
@@ -115,7 +114,7 @@ pub fn options(args: &VerifyArgs) -> Result<VerifyOptions> {
 
 /// `apiserver-guard verify`: returns the exit code (errors are printed by the caller).
 pub fn command(args: &VerifyArgs) -> Result<i32> {
-    let policy = load_policy(&args.policy)?;
+    let policy = crate::policy_source::one_shot(&args.policy)?;
     validate(&policy).map_err(Error::BadInput)?;
     let opts = options(args)?;
     let report = match verify(&policy, &opts) {
