@@ -11,12 +11,57 @@ use super::View;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// Retry delays of a failing watch: from `FIRST_RETRY`, doubling, capped at
+/// `MAX_RETRY` (kube-runtime's default reaches 30 s, too slow to notice a
+/// returning apiserver), plus up to `JITTER` so a fleet does not retry in step.
+/// Reset after every success.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+const JITTER: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct RetryBackoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl RetryBackoff {
+    pub fn new(seed: u64) -> RetryBackoff {
+        RetryBackoff {
+            next: FIRST_RETRY,
+            seed,
+        }
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift: cheap, deterministic per seed, good enough to spread retries.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = Duration::from_millis(self.seed % (JITTER.as_millis() as u64 + 1));
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_RETRY);
+        Some(delay + jitter)
+    }
+}
+
+impl Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY;
+    }
+}
 
 pub const SLICES: &str = "endpointslices";
 pub const NODE: &str = "node";
@@ -47,8 +92,36 @@ async fn follow<K, V>(
 {
     let mut current: BTreeMap<String, V> = BTreeMap::new();
     let mut relist: BTreeMap<String, V> = BTreeMap::new();
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(item) = stream.next().await {
+    let seed = u64::from(std::process::id()) << 8 | name.len() as u64 | 1;
+    let mut retry = RetryBackoff::new(seed);
+    loop {
+        // A fresh watcher lists first, so a recovered source proves itself with
+        // a complete list (a resumed watch on a quiet resource says nothing).
+        let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
+        while let Some(item) = stream.next().await {
+            if !handle(name, item, &tx, &extract, &store, &mut current, &mut relist) {
+                break;
+            }
+            if tx.borrow().health.get(name).is_some_and(|h| h.up && h.synced) {
+                retry.reset();
+            }
+        }
+        tokio::time::sleep(retry.next().unwrap_or(MAX_RETRY)).await;
+    }
+}
+
+/// Folds one watcher item into the view; false on an error (the caller
+/// backs off and starts a fresh watcher).
+fn handle<K: Resource, V: PartialEq + Clone>(
+    name: &'static str,
+    item: Result<Event<K>, watcher::Error>,
+    tx: &watch::Sender<View>,
+    extract: &impl Fn(&K) -> V,
+    store: &impl Fn(&mut Discovered, &BTreeMap<String, V>),
+    current: &mut BTreeMap<String, V>,
+    relist: &mut BTreeMap<String, V>,
+) -> bool {
+    {
         let mut synced_now = false;
         match item {
             Ok(Event::Init) => relist.clear(),
@@ -56,7 +129,7 @@ async fn follow<K, V>(
                 relist.insert(key(&o), extract(&o));
             }
             Ok(Event::InitDone) => {
-                current = std::mem::take(&mut relist);
+                *current = std::mem::take(relist);
                 synced_now = true;
             }
             Ok(Event::Apply(o)) => {
@@ -79,7 +152,7 @@ async fn follow<K, V>(
                     }
                     changed
                 });
-                continue;
+                return false;
             }
         }
         tx.send_if_modified(|v| {
@@ -94,7 +167,7 @@ async fn follow<K, V>(
                 return health_changed;
             }
             let before = v.discovered.clone();
-            store(&mut v.discovered, &current);
+            store(&mut v.discovered, current);
             let changed = v.discovered != before;
             if changed {
                 v.changed_at = Some(std::time::Instant::now());
@@ -103,6 +176,7 @@ async fn follow<K, V>(
             changed || health_changed
         });
     }
+    true
 }
 
 /// The `kubernetes` EndpointSlices in `default`.
@@ -141,4 +215,21 @@ pub async fn pods(client: Client, node_name: String, allow: AllowRule, tx: watch
             .collect();
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_to_a_cap_with_bounded_jitter_and_reset() {
+        let mut b = RetryBackoff::new(12345);
+        let delays: Vec<Duration> = (&mut b).take(8).collect();
+        for (d, base) in delays.iter().zip([200u64, 400, 800, 1600, 3200, 5000, 5000, 5000]) {
+            let base = Duration::from_millis(base);
+            assert!(*d >= base && *d <= base + JITTER, "{d:?} vs {base:?}");
+        }
+        b.reset();
+        assert!(b.next().unwrap() <= FIRST_RETRY + JITTER);
+    }
 }

@@ -33,7 +33,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const REPAIR_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Variables that could change the daemon's behaviour behind the test's back.
-const DAEMON_ENV: [&str; 15] = [
+const DAEMON_ENV: [&str; 23] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
@@ -45,6 +45,14 @@ const DAEMON_ENV: [&str; 15] = [
     "APISERVER_GUARD_LISTEN",
     "APISERVER_GUARD_CLEANUP_ON_EXIT",
     "APISERVER_GUARD_LOG_FORMAT",
+    "APISERVER_GUARD_KUBECONFIG",
+    "APISERVER_GUARD_ALLOW_PODS",
+    "APISERVER_GUARD_ALLOW_NAMESPACES",
+    "APISERVER_GUARD_DISCOVERY_CACHE",
+    "APISERVER_GUARD_NODE_TAINT",
+    "NODE_NAME",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBECONFIG",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",

@@ -28,7 +28,7 @@ pub const NFT_TABLE_LINE: &str = "table inet apiserver_guard {";
 
 /// Environment variables of the binary: cleared so a developer's or CI's
 /// environment cannot change the policy under test.
-const GUARD_ENV: [&str; 7] = [
+const GUARD_ENV: [&str; 13] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
@@ -36,6 +36,12 @@ const GUARD_ENV: [&str; 7] = [
     "APISERVER_GUARD_EXEMPT",
     "APISERVER_GUARD_ACTION",
     "APISERVER_GUARD_CONFIG",
+    "APISERVER_GUARD_KUBECONFIG",
+    "APISERVER_GUARD_ALLOW_PODS",
+    "APISERVER_GUARD_ALLOW_NAMESPACES",
+    "APISERVER_GUARD_DISCOVERY_CACHE",
+    "NODE_NAME",
+    "KUBERNETES_SERVICE_HOST",
 ];
 
 /// A concrete backend (never `auto`), as tested.

@@ -14,6 +14,8 @@ pub mod bad_input_cases;
 mod connection;
 mod curl;
 pub mod daemon_cases;
+pub mod discovery_cases;
+pub mod fake_apiserver;
 mod firewall;
 mod guard;
 pub mod guard_cases;

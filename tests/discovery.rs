@@ -1,0 +1,511 @@
+//! Real-kernel tests of Kubernetes discovery against a fake apiserver that
+//! speaks the real protocol (HTTPS + bearer token, list + watch with
+//! resourceVersion, chunked watch events, 410 Gone), run inside the test's
+//! node namespace: apiserver endpoints follow the `kubernetes`
+//! EndpointSlices live, allowed pods on this node get through while their
+//! neighbours and pods of other nodes do not, the block stays when the
+//! apiserver goes away, a control-plane node blocks through INPUT, the node
+//! taint goes only after the block is proven, and bad discovery flags change
+//! nothing. Every check is on real packets (curl from the pod namespace)
+//! and on the kernel's objects.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon_cases::*;
+use common::discovery_cases::*;
+use common::fake_apiserver::PodSpec;
+use common::guard_cases::*;
+use common::*;
+
+fn labelled(node: &str, ip: &str) -> PodSpec {
+    PodSpec {
+        labels: vec![(ALLOW_LABEL.0.into(), ALLOW_LABEL.1.into())],
+        ..PodSpec::new(node, &[ip])
+    }
+}
+
+#[test]
+fn apiserver_endpoints_follow_the_endpointslices_live() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("slices");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    // A slice of another Service is not an apiserver.
+    c.api
+        .set_endpoint_slice_labelled("web", &[("kubernetes.io/service-name", "web")], &[OTHER_V4], API_PORT);
+    let d = c.spawn(
+        Backend::Nftables,
+        &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4],
+    );
+    d.wait_ready();
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "discovered endpoint");
+    assert_served(&pod_curl(&c, None, OTHER_V4, API_PORT), "another Service's endpoint");
+    assert_served(&curl(&c.topo.node, API_V4, API_PORT, 3), "the node itself");
+
+    // The control plane moves: the new address is blocked, the old one released.
+    let t = Instant::now();
+    c.api.set_endpoint_slice("kubernetes", &[OTHER_V4], API_PORT);
+    wait_refused(&c, &d, None, OTHER_V4, API_PORT, "new endpoint");
+    let moved = t.elapsed();
+    wait_served(&c, &d, None, API_V4, API_PORT, "released endpoint");
+    eprintln!("endpoint change -> pod refused at the new address in {moved:?}");
+    assert!(nft_set(&c.topo.node, "api_port_v4").contains(OTHER_V4));
+    assert!(!nft_set(&c.topo.node, "api_port_v4").contains(API_V4));
+
+    // A second slice adds to the first; deleting it releases only its endpoints.
+    c.api.set_endpoint_slice("kubernetes-2", &[API_V4], API_PORT);
+    wait_refused(&c, &d, None, API_V4, API_PORT, "second slice");
+    assert_refused(&pod_curl(&c, None, OTHER_V4, API_PORT), "first slice still blocked");
+    c.api.delete_endpoint_slice("kubernetes-2");
+    wait_served(&c, &d, None, API_V4, API_PORT, "deleted slice released");
+    assert_refused(&pod_curl(&c, None, OTHER_V4, API_PORT), "remaining slice");
+
+    // 410 Gone: the watch re-lists, nothing is lost and later changes still arrive.
+    c.api.expire_watches();
+    assert!(
+        c.api.wait_watches("endpointslices", 1, Duration::from_secs(10)),
+        "re-watch after 410"
+    );
+    assert_refused(&pod_curl(&c, None, OTHER_V4, API_PORT), "after the re-list");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4, OTHER_V4], API_PORT);
+    wait_refused(&c, &d, None, API_V4, API_PORT, "change after the re-list");
+    assert!(d.log().contains("discovery: applied"), "{}", d.log());
+    // The cache holds the last known endpoints (written right after the kernel change).
+    wait_until("cache written", &d, CHANGE_DEADLINE, || {
+        let cache = std::fs::read_to_string(c.dir.join("discovered.json")).unwrap_or_default();
+        cache.contains(API_V4) && cache.contains(OTHER_V4)
+    });
+}
+
+#[test]
+fn allowed_pods_on_this_node_get_through_with_element_updates_only() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("allow");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    // The allowed pod (namespace kube-system) and a labelled pod of another node
+    // that happens to have the neighbour's address: ignored.
+    c.api.set_pod("kube-system", "coredns", PodSpec::new(NODE, &[POD2_V4]));
+    c.api.set_pod("default", "elsewhere", labelled(OTHER_NODE, POD_V4));
+    // A host-network pod in an allowed namespace is not exempted (the block never applies to it).
+    c.api.set_pod(
+        "kube-system",
+        "kube-proxy",
+        PodSpec {
+            host_network: true,
+            ..PodSpec::new(NODE, &[NODE_POD_V4])
+        },
+    );
+    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-namespaces",
+            "kube-system",
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d.wait_ready();
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod (kube-system)");
+    assert_refused(&pod_curl(&c, Some(POD_V4), API_V4, API_PORT), "its neighbour");
+    let exempt = nft_set(&c.topo.node, "exempt_v4");
+    assert!(!exempt.contains(NODE_POD_V4), "host-network pod exempted: {exempt}");
+    let handles = guard_rule_handles(&c.topo.node);
+    assert!(!handles.is_empty());
+
+    // The pod moves to a namespace that is not allowed, without the label: refused.
+    c.api.delete_pod("kube-system", "coredns");
+    c.api.set_pod("default", "app", PodSpec::new(NODE, &[POD2_V4]));
+    wait_refused(&c, &d, Some(POD2_V4), API_V4, API_PORT, "pod stopped / unlabelled");
+    // Labelled: through again.
+    c.api.set_pod("default", "app", labelled(NODE, POD2_V4));
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "pod labelled");
+    assert_refused(&pod_curl(&c, Some(POD_V4), API_V4, API_PORT), "neighbour still refused");
+    // Finished pods lose their exemption.
+    c.api.set_pod(
+        "default",
+        "app",
+        PodSpec {
+            phase: "Succeeded".into(),
+            ..labelled(NODE, POD2_V4)
+        },
+    );
+    wait_refused(&c, &d, Some(POD2_V4), API_V4, API_PORT, "pod finished");
+    assert!(
+        nft_set(&c.topo.node, "exempt_v4").contains("\"elem\": []")
+            || !nft_set(&c.topo.node, "exempt_v4").contains(POD2_V4)
+    );
+
+    // Every change was a set-element update: the rules were never rewritten.
+    assert_eq!(
+        guard_rule_handles(&c.topo.node),
+        handles,
+        "rule handles changed: the chain was rewritten"
+    );
+    assert!(
+        c.api
+            .requests()
+            .iter()
+            .any(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-a")
+                || r.contains("fieldSelector=spec.nodeName=node-a")),
+        "pods are watched with a field selector on this node: {:?}",
+        c.api.requests()
+    );
+}
+
+#[test]
+fn allow_list_with_iptables_rerenders_the_chain() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("allow-ipt");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("default", "app", labelled(NODE, POD2_V4));
+    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let d = c.spawn(
+        Backend::IptablesNft,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d.wait_ready();
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod");
+    assert_refused(&pod_curl(&c, Some(POD_V4), API_V4, API_PORT), "neighbour");
+    assert!(ipt_save(&c.topo.node, "nft").contains(&format!("-A {IPT_CHAIN} -s {POD2_V4}/32")));
+    c.api.delete_pod("default", "app");
+    wait_refused(&c, &d, Some(POD2_V4), API_V4, API_PORT, "pod deleted");
+    assert!(!ipt_save(&c.topo.node, "nft").contains(&format!("-s {POD2_V4}/32")));
+}
+
+#[test]
+fn apiserver_away_keeps_the_block_and_says_so() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("away");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("default", "app", labelled(NODE, POD2_V4));
+    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d.wait_ready();
+    wait_http(&c.topo.node, "/readyz", 200, |_| true, Duration::from_secs(10));
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod");
+
+    c.api.stop();
+    let (r, _) = wait_http(
+        &c.topo.node,
+        "/readyz",
+        503,
+        |b| b.contains("discovery"),
+        Duration::from_secs(30),
+    );
+    assert!(r.body.contains("last known"), "{}", r.body);
+    let s = scrape(&c.topo.node);
+    assert_eq!(
+        sample(&s, "apiserver_guard_discovery_up", &[("source", "endpointslices")]),
+        Some(0.0)
+    );
+    // Fail-closed: the last known endpoints and allow-list stay enforced.
+    assert_refused(
+        &pod_curl(&c, Some(POD_V4), API_V4, API_PORT),
+        "blocked while the apiserver is away",
+    );
+    assert!(
+        pod_curl(&c, Some(POD2_V4), API_V4, API_PORT).served(),
+        "allowed pod keeps access"
+    );
+    // Changes made meanwhile arrive once it is back (re-list).
+    c.api.set_endpoint_slice("kubernetes", &[API_V4, OTHER_V4], API_PORT);
+    c.api.resume();
+    wait_refused(&c, &d, None, OTHER_V4, API_PORT, "change made while away");
+    wait_until(
+        "ready again once the apiserver is back",
+        &d,
+        Duration::from_secs(30),
+        || http_get(&c.topo.node, "/readyz").is_some_and(|r| r.code == 200),
+    );
+
+    // A restart while the apiserver is away starts from the cache: blocked at once.
+    c.api.stop();
+    d.kill();
+    let d2 = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d2.wait_ready();
+    assert_refused(
+        &pod_curl(&c, Some(POD_V4), OTHER_V4, API_PORT),
+        "cached endpoint after restart",
+    );
+    assert!(
+        pod_curl(&c, Some(POD2_V4), API_V4, API_PORT).served(),
+        "cached allow-list after restart"
+    );
+    assert!(d2.log().contains("last known state"), "{}", d2.log());
+}
+
+#[test]
+fn control_plane_node_blocks_pods_through_input() {
+    if !can_run() {
+        return;
+    }
+    // The apiserver runs on the node itself (its address toward the api namespace).
+    let c = Cluster::with_bind("cp", &format!("{NODE_API_V4}:6443"));
+    c.api.set_endpoint_slice("kubernetes", &[NODE_API_V4], 6443);
+    assert_eq!(
+        https_code(&c.topo.pod, NODE_API_V4, 6443),
+        Ok(401),
+        "before: the pod reaches the local apiserver"
+    );
+    let d = c.spawn(
+        Backend::Nftables,
+        &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4],
+    );
+    d.wait_ready();
+    assert_eq!(
+        https_code(&c.topo.pod, NODE_API_V4, 6443),
+        Err(7),
+        "the pod is refused through INPUT"
+    );
+    assert_eq!(
+        https_code(&c.topo.node, NODE_API_V4, 6443),
+        Ok(401),
+        "the node is served"
+    );
+    let table = c.topo.node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"]);
+    assert!(table.contains("hook input"), "{table}");
+    // The same with iptables: a jump from INPUT.
+    d.kill();
+    remove(&c.topo.node).expect_code(0, "remove");
+    let d = c.spawn(
+        Backend::IptablesNft,
+        &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4],
+    );
+    d.wait_ready();
+    assert_eq!(
+        https_code(&c.topo.pod, NODE_API_V4, 6443),
+        Err(7),
+        "iptables: refused through INPUT"
+    );
+    assert_eq!(
+        https_code(&c.topo.node, NODE_API_V4, 6443),
+        Ok(401),
+        "iptables: the node is served"
+    );
+    assert!(ipt_save(&c.topo.node, "nft").contains(&jump_line("INPUT")));
+}
+
+#[test]
+fn node_taint_goes_only_after_the_block_is_proven() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("taint");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_node(
+        NODE,
+        &[CONTAINER_CIDR_V4],
+        &[(TAINT, "NoSchedule"), ("other", "NoExecute")],
+        &[NODE_API_V4],
+    );
+    let pod_ns = format!("/run/netns/{}", c.topo.pod.name);
+    // A probe that cannot prove anything (its namespace has no container-CIDR address): the taint stays.
+    let api_ns = format!("/run/netns/{}", c.topo.api.name);
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            "auto",
+            "--node-taint",
+            TAINT,
+            "--probe-netns",
+            &api_ns,
+        ],
+    );
+    d.wait_ready();
+    d.wait_log("node taint", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        c.api.node_taints(NODE).contains(&TAINT.to_string()),
+        "removed without a passing probe:\n{}",
+        d.log()
+    );
+    d.kill();
+
+    // With a probe from the pod: removed, and only our taint.
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            "auto",
+            "--node-taint",
+            TAINT,
+            "--probe-netns",
+            &pod_ns,
+        ],
+    );
+    d.wait_ready();
+    wait_until("taint removed", &d, Duration::from_secs(15), || {
+        !c.api.node_taints(NODE).contains(&TAINT.to_string())
+    });
+    assert_eq!(c.api.node_taints(NODE), vec!["other".to_string()]);
+    let log = d.log();
+    let (ready, removed) = (log.find(READY_LINE).unwrap(), log.find("removed taint").unwrap());
+    assert!(ready < removed, "{log}");
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "pod CIDR from the node object");
+    let s = scrape(&c.topo.node);
+    assert_eq!(
+        sample(&s, "apiserver_guard_node_taint_removed", &[("key", TAINT)]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn one_shot_apply_takes_a_snapshot_and_fails_cleanly_without_an_apiserver() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("oneshot");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    let kc = c.kubeconfig.display().to_string();
+    let args = |sub: &str| -> Vec<String> {
+        [
+            sub,
+            "--config",
+            empty_config(),
+            "--mode",
+            "tunnel",
+            "--backend",
+            "nftables",
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--kubeconfig",
+            &kc,
+            "--node-name",
+            NODE,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    run_guard(&c.topo.node, &args("apply")).expect_code(0, "apply --apiserver auto");
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "after one-shot apply");
+    run_guard(&c.topo.node, &args("status")).expect_code(0, "status --apiserver auto");
+    // No apiserver: a clear runtime error and nothing changed.
+    c.api.stop();
+    let before = firewall_snapshot(&c.topo.node);
+    let r = run_guard(&c.topo.node, &args("apply"));
+    r.expect_code(1, "apply without an apiserver");
+    assert!(r.stderr.contains("discovery"), "{}", r.stderr);
+    assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), "refused apply");
+}
+
+#[test]
+fn bad_discovery_flags_change_nothing() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("bad");
+    let kc = c.kubeconfig.display().to_string();
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "apply",
+            "--config",
+            empty_config(),
+            "--backend",
+            "nftables",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    )
+    .apply_ok(&c.topo.node);
+    let before = firewall_snapshot(&c.topo.node);
+    for (extra, why) in [
+        (
+            vec!["--apiserver", "auto", "--kubeconfig", &kc, "--allow-pods", "app in web"],
+            "parentheses",
+        ),
+        (
+            vec![
+                "--apiserver",
+                "auto",
+                "--kubeconfig",
+                &kc,
+                "--allow-namespaces",
+                "Kube_System",
+            ],
+            "namespace",
+        ),
+        (
+            vec!["--apiserver", "auto", "--kubeconfig", &kc, "--node-name", "bad node"],
+            "node name",
+        ),
+        (
+            vec!["--apiserver", API_V4, "--kubeconfig", &kc],
+            "nothing uses Kubernetes",
+        ),
+        (
+            vec!["--apiserver", "auto", "--kubeconfig", "/nonexistent/kubeconfig"],
+            "kubeconfig",
+        ),
+    ] {
+        let r = run_guard(&c.topo.node, &base(&extra));
+        assert_ne!(r.code, 0, "{extra:?}");
+        assert!(r.stderr.contains(why), "{extra:?}: {}", r.stderr);
+        assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), &format!("{extra:?}"));
+    }
+    let mut run: Vec<String> = c.daemon_args(Backend::Nftables, &["--apiserver", "auto", "--node-taint=-bad"]);
+    run.extend(["--container-cidr".into(), CONTAINER_CIDR_V4.into()]);
+    let r = run_guard(&c.topo.node, &run);
+    r.expect_code(2, "run --node-taint -bad");
+    assert!(r.stderr.contains("taint"), "{}", r.stderr);
+    assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), "refused run");
+}
