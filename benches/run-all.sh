@@ -9,28 +9,34 @@
 #                                benches/repair-latency.sh (benches/repair_latency.rs)
 #   4. data-path cost            benches/datapath.sh      (iperf3 + benches/connect_rate.rs)
 #   5. footprint                 benches/footprint.sh
+#   6. discovery latency and the cost of the Kubernetes client
+#                                benches/discovery-latency.sh (benches/discovery_latency.rs; builds the
+#                                pre-discovery baseline once into target/bench-baseline/, ~2 minutes)
 # Usage: sudo benches/run-all.sh              full run, about 15-20 minutes on 2 cores
 #        sudo QUICK=1 benches/run-all.sh      smoke test (few repetitions, small sizes), 2-3 minutes;
 #                                             writes target/bench/benchmarks-quick.md unless OUT is set
-#        PARTS="status apply repair datapath footprint" selects parts; OUT=FILE changes the output;
+#        PARTS="status apply repair datapath footprint discovery" selects parts; OUT=FILE changes the output;
 #        BENCH_SOURCE="..." describes the source tree in the header (default: git commit).
 # Exits non-zero if a part failed (the others still run; the doc says which failed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (the parts create network namespaces)" >&2; exit 1; }
 QUICK=${QUICK:-0}
-PARTS=${PARTS:-status apply repair datapath footprint}
+PARTS=${PARTS:-status apply repair datapath footprint discovery}
 if [ "$QUICK" = 1 ]; then
   OUT=${OUT:-target/bench/benchmarks-quick.md}
   STATUS_ARGS=(3 0 1000) APPLY_ARGS=(3 0 1000)
   REPAIR_ARGS=(--iterations 10 --slow-iterations 3 --foreign 1000 --start-runs 3 --no-doc)
   DATAPATH_ARGS=(1 2 1) FOOTPRINT_ARGS=(10 nftables:0)
+  # The baseline binary only if an earlier run built it (building it takes ~2 minutes).
+  DISCOVERY_ARGS=(--iterations 4 --start-runs 2 --version-runs 5 --rss-runs 1 --rss-wait 2 --baseline-if-cached)
   REGEN="sudo QUICK=1 benches/run-all.sh"
 else
   OUT=${OUT:-docs/benchmarks.md}
   STATUS_ARGS=(7 0 1000 10000 100000) APPLY_ARGS=(5 0 1000 10000 100000)
   REPAIR_ARGS=(--iterations 100 --slow-iterations 20 --foreign 100000 --start-runs 10)
   DATAPATH_ARGS=(5 5 3) FOOTPRINT_ARGS=(60 nftables:0)
+  DISCOVERY_ARGS=(--iterations 20 --start-runs 10 --version-runs 50 --rss-runs 3 --rss-wait 5)
   REGEN="sudo benches/run-all.sh"
 fi
 mkdir -p "$(dirname "$OUT")"
@@ -39,7 +45,7 @@ if [[ " $PARTS " == *" datapath "* ]] && ! command -v iperf3 >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q iperf3 >&2
 fi
 cargo build --release --locked -q
-cargo bench --locked -q --no-run --bench repair_latency --bench connect_rate
+cargo bench --locked -q --no-run --bench repair_latency --bench connect_rate --bench discovery_latency
 
 TMP=$(mktemp -d)
 DAEMON_DOC=docs/benchmarks-daemon.md
@@ -128,6 +134,9 @@ part datapath "4. Data-path cost" \
 part footprint "5. Footprint" \
 "Binary size, idle RSS and CPU of the daemon." \
   benches/footprint.sh "${FOOTPRINT_ARGS[@]}"
+part discovery "6. Discovery latency and the cost of the Kubernetes client" \
+"Kubernetes discovery (\`run --apiserver auto\`) against a fake apiserver in the node namespace: time from an EndpointSlice change to the kernel holding it, seen by a pod that connects to the new and the old address, per backend; then what the Kubernetes client costs, next to a binary built from the last commit before discovery. Target: a change reaches the kernel within 1 s." \
+  benches/discovery-latency.sh "${DISCOVERY_ARGS[@]}"
 
 TOTAL=$(( $(date +%s) - T_START ))
 write_doc "complete"
