@@ -104,11 +104,27 @@ else
 fi
 sed 's/^#\([a-z_]* = \)/\1/' "$config" >"$tree/all-keys.toml"
 keys=$(grep -c '^[a-z_]* = ' "$tree/all-keys.toml" || true)
+discovery_keys='^(kubeconfig|node_name|allow_pods|allow_namespaces|discovery_cache|node_taint) = '
+grep -Ev "$discovery_keys" "$tree/all-keys.toml" >"$tree/static-keys.toml"
+static=$(grep -c '^[a-z_]* = ' "$tree/static-keys.toml" || true)
 # --mode tunnel skips the self-lockout check, which depends on this machine's routes.
-if out=$("$tree/usr/bin/apiserver-guard" render --config "$tree/all-keys.toml" --mode tunnel 2>&1) && [ "$keys" -eq 12 ]; then
-  ok "all $keys commented keys, uncommented, are accepted"
+if out=$("$tree/usr/bin/apiserver-guard" render --config "$tree/static-keys.toml" --mode tunnel 2>&1) && [ "$static" -eq 12 ]; then
+  ok "all $static commented policy and daemon keys, uncommented, are accepted"
 else
-  fail "uncommented example config ($keys keys) refused: $out"
+  fail "uncommented example config ($static keys) refused: $out"
+fi
+# With the Kubernetes discovery keys too: every key and value is parsed and
+# checked first (exit 2 on bad input), then the one-shot discovery stops at the
+# missing kubeconfig (exit 1) without contacting anything.
+set +e
+out=$(APISERVER_GUARD_KUBECONFIG="$tree/no-such-kubeconfig" "$tree/usr/bin/apiserver-guard" render \
+  --config "$tree/all-keys.toml" --mode tunnel 2>&1)
+rc=$?
+set -e
+if [ "$rc" -eq 1 ] && grep -q "Kubernetes discovery: kubeconfig $tree/no-such-kubeconfig" <<<"$out" && [ "$keys" -eq 18 ]; then
+  ok "all $keys commented keys, discovery ones included, are accepted"
+else
+  fail "uncommented example config with discovery keys ($keys keys): expected exit 1 at the missing kubeconfig, got $rc: $out"
 fi
 
 step "lintian (tags only through packaging/deb/lintian-overrides)"
@@ -137,7 +153,7 @@ for f in /usr/bin/apiserver-guard /lib/systemd/system/apiserver-guard.service \
   /usr/share/man/man8/apiserver-guard-run.8.gz /usr/share/bash-completion/completions/apiserver-guard \
   /usr/share/zsh/vendor-completions/_apiserver-guard /usr/share/fish/vendor_completions.d/apiserver-guard.fish \
   /usr/share/doc/apiserver-guard/README.md /usr/share/doc/apiserver-guard/copyright \
-  /usr/share/doc/apiserver-guard/examples/probe.conf; do
+  /usr/share/doc/apiserver-guard/examples/probe.conf /usr/share/doc/apiserver-guard/examples/discovery.conf; do
   grep -qx "$f" <<<"$deb_files" || fail ".deb lacks $f"
 done
 [ "$(dpkg-deb -f "$deb" Depends | grep -c 'nftables | iptables')" -eq 1 ] || fail ".deb does not depend on nftables | iptables"

@@ -309,9 +309,11 @@ check "dpkg -r succeeds" ct dpkg -r apiserver-guard
 check "removal stopped the daemon" sh -c "! nsenter -t $leader -a pgrep -x apiserver-guard"
 check "removal left the block in place (fail-closed)" has_nft_table
 check "removal kept the config" ct test -f /etc/apiserver-guard/config.toml
+check "removal kept the state directory (StateDirectory=, the discovery cache)" ct test -d /var/lib/apiserver-guard
 check "dpkg -P succeeds" ct dpkg -P apiserver-guard
 check "purge removed the config and the enable link" \
   sh -c "! nsenter -t $leader -a test -e /etc/apiserver-guard/config.toml && ! nsenter -t $leader -a test -L /etc/systemd/system/multi-user.target.wants/apiserver-guard.service"
+check "purge removed the state directory" sh -c "! nsenter -t $leader -a test -e /var/lib/apiserver-guard"
 
 echo
 if [ "$failures" -gt 0 ]; then
