@@ -509,3 +509,56 @@ fn bad_discovery_flags_change_nothing() {
     assert!(r.stderr.contains("taint"), "{}", r.stderr);
     assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), "refused run");
 }
+
+#[test]
+fn ipv6_endpoints_and_pod_cidrs_are_discovered_too() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("v6");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_endpoint_slice("kubernetes-v6", &[API_V6], API_PORT);
+    c.api
+        .set_node(NODE, &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6], &[], &[NODE_API_V4]);
+    let d = c.spawn(Backend::Nftables, &["--apiserver", "auto", "--container-cidr", "auto"]);
+    d.wait_ready();
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "IPv4 endpoint");
+    assert_refused(&pod_curl(&c, None, API_V6, API_PORT), "IPv6 endpoint, IPv6 pod CIDR");
+    assert_served(&pod_curl(&c, None, OTHER_V6, API_PORT), "other IPv6 address");
+    c.api.delete_endpoint_slice("kubernetes-v6");
+    wait_served(&c, &d, None, API_V6, API_PORT, "IPv6 slice deleted");
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "IPv4 still blocked");
+}
+
+#[test]
+fn a_discovered_policy_that_fails_validation_is_refused_and_the_old_one_kept() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("refused");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_node(NODE, &[CONTAINER_CIDR_V4], &[], &[NODE_API_V4]);
+    // Mode both hooks OUTPUT: a pod CIDR holding the node's own address would cut the node off.
+    let mut args = c.daemon_args(Backend::Nftables, &["--apiserver", "auto", "--container-cidr", "auto"]);
+    let mode = args.iter().position(|a| a == "tunnel").unwrap();
+    args[mode] = "both".into();
+    let d = Daemon::spawn(&c.topo.node, &args);
+    d.wait_ready();
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "before");
+    let before = firewall_snapshot(&c.topo.node);
+    c.api.set_node(NODE, &["192.168.50.0/30"], &[], &[NODE_API_V4]);
+    d.wait_log("discovered policy is refused", 1, Duration::from_secs(10));
+    assert!(d.log().contains("self-lockout"), "{}", d.log());
+    assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), "refused discovered policy");
+    assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "old policy still enforced");
+    assert_served(&curl(&c.topo.node, API_V4, API_PORT, 3), "the node is not cut off");
+    let s = scrape(&c.topo.node);
+    assert_eq!(
+        sample(&s, "apiserver_guard_discovery_changes_total", &[("outcome", "refused")]),
+        Some(1.0)
+    );
+    // A good change afterwards is applied again.
+    c.api.set_endpoint_slice("kubernetes", &[OTHER_V4], API_PORT);
+    c.api.set_node(NODE, &[CONTAINER_CIDR_V4], &[], &[NODE_API_V4]);
+    wait_refused(&c, &d, None, OTHER_V4, API_PORT, "valid change after a refused one");
+}
