@@ -10,6 +10,7 @@ use crate::core::policy::Policy;
 use crate::core::validate::{check_lockout, validate};
 use crate::error::{exit, Error, Result};
 use crate::lockout::routes;
+use crate::policy_source::Cache;
 use serde::Serialize;
 
 /// Runs one command; returns the process exit code.
@@ -30,8 +31,8 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Policy from flags/env/file, validated (and, for changes, checked for self-lockout).
-pub fn prepare(args: &PolicyArgs, check_node_route: bool) -> Result<(Policy, Blocklist)> {
-    let policy = crate::policy_source::one_shot(args)?;
+pub fn prepare(args: &PolicyArgs, check_node_route: bool, cache: Cache) -> Result<(Policy, Blocklist)> {
+    let policy = crate::policy_source::one_shot(args, cache)?;
     let blocklist = checked(&policy, check_node_route)?;
     Ok((policy, blocklist))
 }
@@ -60,7 +61,7 @@ fn summary(p: &Policy, b: &Blocklist) -> String {
 }
 
 fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
-    let (policy, blocklist) = prepare(args, true)?;
+    let (policy, blocklist) = prepare(args, true, Cache::FallbackAndKeep)?;
     let (backend, why) = select(policy.backend, runner)?;
     let changed = backend.apply(&blocklist)?;
     let left = backend.status(&blocklist)?;
@@ -107,7 +108,7 @@ struct StatusReport<'a> {
 }
 
 fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
-    let (policy, blocklist) = prepare(&args.policy, false)?;
+    let (policy, blocklist) = prepare(&args.policy, false, Cache::Fallback)?;
     let (backend, why) = select(policy.backend, runner)?;
     let mut drift = backend.status(&blocklist)?;
     drift.extend(leftovers(backend.as_ref(), runner));
@@ -131,7 +132,7 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
 }
 
 fn render(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
-    let (policy, blocklist) = prepare(args, false)?;
+    let (policy, blocklist) = prepare(args, false, Cache::Fallback)?;
     let (backend, why) = select(policy.backend, runner)?;
     println!("# backend: {} ({why})", backend.name());
     print!("{}", backend.render(&blocklist));

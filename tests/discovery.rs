@@ -396,15 +396,16 @@ fn node_taint_goes_only_after_the_block_is_proven() {
 }
 
 #[test]
-fn one_shot_apply_takes_a_snapshot_and_fails_cleanly_without_an_apiserver() {
+fn one_shot_apply_takes_a_snapshot_keeps_it_and_falls_back_to_it() {
     if !can_run() {
         return;
     }
     let c = Cluster::new("oneshot");
     c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
     let kc = c.kubeconfig.display().to_string();
-    let args = |sub: &str| -> Vec<String> {
-        [
+    let cache = c.dir.join("oneshot-cache.json").display().to_string();
+    let args = |sub: &str, cache: &str| -> Vec<String> {
+        let a = [
             sub,
             "--config",
             empty_config(),
@@ -420,19 +421,32 @@ fn one_shot_apply_takes_a_snapshot_and_fails_cleanly_without_an_apiserver() {
             &kc,
             "--node-name",
             NODE,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+            "--discovery-cache",
+            cache,
+        ];
+        a.iter().map(|s| s.to_string()).collect()
     };
-    run_guard(&c.topo.node, &args("apply")).expect_code(0, "apply --apiserver auto");
+    run_guard(&c.topo.node, &args("apply", &cache)).expect_code(0, "apply --apiserver auto");
     assert_refused(&pod_curl(&c, None, API_V4, API_PORT), "after one-shot apply");
-    run_guard(&c.topo.node, &args("status")).expect_code(0, "status --apiserver auto");
-    // No apiserver: a clear runtime error and nothing changed.
+    run_guard(&c.topo.node, &args("status", &cache)).expect_code(0, "status --apiserver auto");
+    let kept = std::fs::read_to_string(&cache).expect("apply keeps the snapshot in the cache");
+    assert!(kept.contains(API_V4), "{kept}");
+
+    // No apiserver: the last known state is enforced (fail-closed), with a warning.
     c.api.stop();
     let before = firewall_snapshot(&c.topo.node);
-    let r = run_guard(&c.topo.node, &args("apply"));
-    r.expect_code(1, "apply without an apiserver");
+    let r = run_guard(&c.topo.node, &args("apply", &cache));
+    r.expect_code(0, "apply from the cache");
+    assert!(r.stderr.contains("using the last known state"), "{}", r.stderr);
+    assert_same_snapshot(
+        &before,
+        &firewall_snapshot(&c.topo.node),
+        "apply from the cache changes nothing here",
+    );
+    // No apiserver and no cache: a clear runtime error and nothing changed.
+    let none = c.dir.join("no-cache.json").display().to_string();
+    let r = run_guard(&c.topo.node, &args("apply", &none));
+    r.expect_code(1, "apply without an apiserver or a cache");
     assert!(r.stderr.contains("discovery"), "{}", r.stderr);
     assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), "refused apply");
 }
@@ -453,6 +467,9 @@ fn bad_discovery_flags_change_nothing() {
             "nftables",
             "--container-cidr",
             CONTAINER_CIDR_V4,
+            // No cache to fall back to, whatever this machine holds at the default path.
+            "--discovery-cache",
+            "/nonexistent/apiserver-guard-test/discovered.json",
         ]
         .iter()
         .map(|s| s.to_string())

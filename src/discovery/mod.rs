@@ -146,15 +146,21 @@ pub async fn start(cfg: &DiscoveryConfig, initial: Discovered) -> Result<Discove
     Ok(Discovery { rx, tx, client, tasks })
 }
 
+/// Failed attempts of one source after which a one-shot look gives up.
+pub const SNAPSHOT_ATTEMPTS: u64 = 3;
+
 /// One complete look (for `apply`, `status`, `render`, `verify`): starts the
-/// watches, waits until every source has listed once, stops them.
+/// watches, waits until every source has listed once, stops them. Gives up
+/// after `timeout`, or as soon as a source has failed `SNAPSHOT_ATTEMPTS` times.
 pub async fn snapshot(cfg: &DiscoveryConfig, timeout: Duration) -> Result<Discovered, String> {
     let d = start(cfg, Discovered::default()).await?;
     let sources = cfg.sources();
     let mut rx = d.rx.clone();
-    let waited = tokio::time::timeout(timeout, rx.wait_for(|v| v.synced(&sources))).await;
+    let settled =
+        |v: &View| v.synced(&sources) || v.health.values().any(|h| !h.synced && h.errors >= SNAPSHOT_ATTEMPTS);
+    let waited = tokio::time::timeout(timeout, rx.wait_for(settled)).await;
     match waited {
-        Ok(Ok(v)) => Ok(v.discovered.clone()),
+        Ok(Ok(v)) if v.synced(&sources) => Ok(v.discovered.clone()),
         _ => Err(format!(
             "discovery did not complete within {:.0?} ({} via {}): {}",
             timeout,

@@ -114,7 +114,7 @@ pub fn options(args: &VerifyArgs) -> Result<VerifyOptions> {
 
 /// `apiserver-guard verify`: returns the exit code (errors are printed by the caller).
 pub fn command(args: &VerifyArgs) -> Result<i32> {
-    let policy = crate::policy_source::one_shot(&args.policy)?;
+    let policy = crate::policy_source::one_shot(&args.policy, crate::policy_source::Cache::Fallback)?;
     validate(&policy).map_err(Error::BadInput)?;
     let opts = options(args)?;
     let report = match verify(&policy, &opts) {
