@@ -4,7 +4,7 @@
 # the Kubernetes client (binary size, --version, time to block on start, idle RSS) against a binary
 # built from the last commit before discovery.
 # Builds the release binary and (once; cached in target/bench-baseline/) the baseline binary from a
-# `git archive` export of BASELINE, then runs the Rust bench target benches/discovery_latency.rs,
+# `git archive` export of BASELINE, then runs the Rust bench target benches/discovery_latency/main.rs,
 # which creates its own network namespaces (pod <-> node <-> api, deleted on exit) and prints
 # markdown tables to stdout (progress on stderr).
 # Usage: benches/discovery-latency.sh [--baseline REV|none] [--baseline-if-cached]

@@ -10,7 +10,7 @@
 #   4. data-path cost            benches/datapath.sh      (iperf3 + benches/connect_rate.rs)
 #   5. footprint                 benches/footprint.sh
 #   6. discovery latency and the cost of the Kubernetes client
-#                                benches/discovery-latency.sh (benches/discovery_latency.rs; builds the
+#                                benches/discovery-latency.sh (benches/discovery_latency/main.rs; builds the
 #                                pre-discovery baseline once into target/bench-baseline/, ~2 minutes)
 # Usage: sudo benches/run-all.sh              full run, about 15-20 minutes on 2 cores
 #        sudo QUICK=1 benches/run-all.sh      smoke test (few repetitions, small sizes), 2-3 minutes;
