@@ -5,7 +5,7 @@
 //! daemon follows it live. The node's own addresses decide the INPUT hook.
 
 use crate::cli::PolicyArgs;
-use crate::config::{load_file, merge};
+use crate::config::{load_file, merge, FileConfig};
 use crate::core::policy::Policy;
 use crate::discovery::settings::{self, Env};
 use crate::discovery::state::{effective_policy, load_cache, save_cache};
@@ -26,7 +26,15 @@ fn hostname() -> String {
 /// The configured policy (without anything discovered) and the discovery
 /// settings, if any. Every problem is reported; nothing is contacted.
 pub fn configured(args: &PolicyArgs, node_taint: Option<&str>) -> Result<(Policy, Option<DiscoveryConfig>)> {
-    let file = load_file(args.config.as_deref())?;
+    configured_from(args, load_file(args.config.as_deref())?, node_taint)
+}
+
+/// `configured` with the config file already read.
+pub fn configured_from(
+    args: &PolicyArgs,
+    file: FileConfig,
+    node_taint: Option<&str>,
+) -> Result<(Policy, Option<DiscoveryConfig>)> {
     let env = Env {
         hostname: hostname(),
         in_pod: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),

@@ -19,6 +19,21 @@ use common::fake_apiserver::PodSpec;
 use common::guard_cases::*;
 use common::*;
 
+/// The daemon with discovered apiservers, a fixed container CIDR and the
+/// allow-list label selector.
+fn spawn_allowing_labelled(c: &Cluster, backend: Backend) -> Daemon<'_> {
+    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let flags = [
+        "--apiserver",
+        "auto",
+        "--container-cidr",
+        CONTAINER_CIDR_V4,
+        "--allow-pods",
+        &allow,
+    ];
+    c.spawn(backend, &flags)
+}
+
 fn labelled(node: &str, ip: &str) -> PodSpec {
     PodSpec {
         labels: vec![(ALLOW_LABEL.0.into(), ALLOW_LABEL.1.into())],
@@ -170,18 +185,7 @@ fn allow_list_with_iptables_rerenders_the_chain() {
     let c = Cluster::new("allow-ipt");
     c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
     c.api.set_pod("default", "app", labelled(NODE, POD2_V4));
-    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
-    let d = c.spawn(
-        Backend::IptablesNft,
-        &[
-            "--apiserver",
-            "auto",
-            "--container-cidr",
-            CONTAINER_CIDR_V4,
-            "--allow-pods",
-            &allow,
-        ],
-    );
+    let d = spawn_allowing_labelled(&c, Backend::IptablesNft);
     d.wait_ready();
     wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod");
     assert_refused(&pod_curl(&c, Some(POD_V4), API_V4, API_PORT), "neighbour");
@@ -199,18 +203,7 @@ fn apiserver_away_keeps_the_block_and_says_so() {
     let c = Cluster::new("away");
     c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
     c.api.set_pod("default", "app", labelled(NODE, POD2_V4));
-    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
-    let d = c.spawn(
-        Backend::Nftables,
-        &[
-            "--apiserver",
-            "auto",
-            "--container-cidr",
-            CONTAINER_CIDR_V4,
-            "--allow-pods",
-            &allow,
-        ],
-    );
+    let d = spawn_allowing_labelled(&c, Backend::Nftables);
     d.wait_ready();
     wait_http(&c.topo.node, "/readyz", 200, |_| true, Duration::from_secs(10));
     wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod");
@@ -252,17 +245,7 @@ fn apiserver_away_keeps_the_block_and_says_so() {
     // A restart while the apiserver is away starts from the cache: blocked at once.
     c.api.stop();
     d.kill();
-    let d2 = c.spawn(
-        Backend::Nftables,
-        &[
-            "--apiserver",
-            "auto",
-            "--container-cidr",
-            CONTAINER_CIDR_V4,
-            "--allow-pods",
-            &allow,
-        ],
-    );
+    let d2 = spawn_allowing_labelled(&c, Backend::Nftables);
     d2.wait_ready();
     assert_refused(
         &pod_curl(&c, Some(POD_V4), OTHER_V4, API_PORT),

@@ -25,7 +25,7 @@ use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
 use crate::lockout::localized;
-use crate::policy_source::configured;
+use crate::policy_source::configured_from;
 use metrics::Metrics;
 use reconciler::Reconciler;
 use settings::DaemonSettings;
@@ -58,15 +58,13 @@ struct Loaded {
     discovery: Option<DiscoveryConfig>,
 }
 
-/// Everything that can be refused before the daemon touches anything.
+/// Flags, env and the config file, parsed; every problem refused before the
+/// daemon touches anything. The policy itself is validated once discovery
+/// (if any) has filled it in (`start`, `reloaded`).
 fn load(args: &RunArgs) -> Result<Loaded> {
     let file = load_file(args.policy.config.as_deref())?;
     let settings = DaemonSettings::merge(args, &file)?;
-    let (base, discovery) = configured(&args.policy, args.node_taint.as_deref())?;
-    if discovery.is_none() {
-        // Without discovery the configured policy is the whole policy: refuse it now.
-        checked(&localized(base.clone()), true)?;
-    }
+    let (base, discovery) = configured_from(&args.policy, file, args.node_taint.as_deref())?;
     Ok(Loaded {
         settings,
         base,
@@ -401,13 +399,34 @@ impl Daemon {
         m.probe = Some(report);
     }
 
+    /// The configured policy and the reconciler a reloaded config leads to
+    /// (with what discovery currently knows); nothing is changed yet.
+    fn reloaded(&self, loaded: Loaded) -> Result<(Policy, Reconciler)> {
+        let Loaded {
+            settings,
+            base,
+            discovery: discovery_cfg,
+        } = loaded;
+        if settings.listen != self.settings.listen || settings.resync_interval != self.settings.resync_interval {
+            log::warn!("listen and resync_interval changes take effect at the next restart");
+        }
+        if discovery_cfg != self.discovery_cfg {
+            log::warn!("Kubernetes discovery settings changes take effect at the next restart");
+        }
+        let policy = localized(match (&self.discovery, &self.discovery_cfg) {
+            (Some(d), Some(cfg)) => effective_policy(&base, cfg.wants, &d.rx.borrow().discovered),
+            _ => base.clone(),
+        });
+        let blocklist = checked(&policy, true)?;
+        Ok((base, Reconciler::new(policy, blocklist)?))
+    }
+
     /// Re-reads and re-validates the config; swaps to the new policy only
     /// when it is valid (one atomic apply), else keeps enforcing the old one.
     /// Returns whether the backend changed (the event source must follow).
     async fn reload(&mut self, why: &str) -> bool {
         self.config_seen = std::fs::read(&self.config_path).ok();
-        let loaded = load(&self.args);
-        let rec = match loaded {
+        let (base, rec) = match load(&self.args).and_then(|loaded| self.reloaded(loaded)) {
             Ok(x) => x,
             Err(e) => {
                 let mut m = self.metrics();
@@ -417,32 +436,7 @@ impl Daemon {
                 return false;
             }
         };
-        let Loaded {
-            settings,
-            base,
-            discovery: discovery_cfg,
-        } = rec;
-        if settings.listen != self.settings.listen || settings.resync_interval != self.settings.resync_interval {
-            log::warn!("listen and resync_interval changes take effect at the next restart");
-        }
-        if discovery_cfg != self.discovery_cfg {
-            log::warn!("Kubernetes discovery settings changes take effect at the next restart");
-        }
         self.base = base;
-        let policy = localized(match (&self.discovery, &self.discovery_cfg) {
-            (Some(d), Some(cfg)) => effective_policy(&self.base, cfg.wants, &d.rx.borrow().discovered),
-            _ => self.base.clone(),
-        });
-        let rec = match checked(&policy, true).and_then(|bl| Reconciler::new(policy.clone(), bl)) {
-            Ok(r) => r,
-            Err(e) => {
-                let mut m = self.metrics();
-                m.config_errors += 1;
-                m.config_last_reload_ok = false;
-                log::error!(reason = why; "config reload refused, still enforcing the previous policy: {e}");
-                return false;
-            }
-        };
         self.metrics().config_last_reload_ok = true;
         if rec.policy == self.rec.policy {
             // Still check at once: a firewall reload (systemd's ReloadPropagatedFrom=) sends us SIGHUP.
