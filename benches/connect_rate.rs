@@ -12,6 +12,9 @@
 //! `cargo bench --bench connect_rate -- --client-ns A --server-ns B --addr 192.168.50.20:7000
 //! [--seconds 3] [--threads 2]`. Under `cargo test` (no `--bench` argument) it does nothing.
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -20,7 +23,10 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-type R<T> = Result<T, String>;
+use shared::cli::{args_or_exit, bench_argv};
+use shared::netns::enter;
+use shared::probe::set_linger0;
+use shared::R;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const BACKLOG: libc::c_int = 4096;
@@ -34,10 +40,9 @@ struct Args {
 }
 
 fn parse_args() -> R<Option<Args>> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if !argv.iter().any(|x| x == "--bench") {
+    let Some(argv) = bench_argv() else {
         return Ok(None);
-    }
+    };
     let (mut client_ns, mut server_ns, mut addr) = (None, None, None);
     let (mut seconds, mut threads) = (3.0, 2);
     let mut it = argv.iter();
@@ -67,9 +72,8 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     let file = File::open(format!("/run/netns/{ns}")).map_err(|e| format!("open /run/netns/{ns}: {e}"))?;
     let (tx, rx) = mpsc::channel::<R<()>>();
     let h = thread::spawn(move || {
-        // SAFETY: plain syscall on a valid open fd; affects only this thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            let _ = tx.send(Err(std::io::Error::last_os_error().to_string()));
+        if let Err(e) = enter(file.as_raw_fd()) {
+            let _ = tx.send(Err(e.to_string()));
             // Never run `f` in the wrong namespace: park until the process exits with the error.
             loop {
                 thread::park();
@@ -82,23 +86,6 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
         Ok(Ok(())) => Ok(h),
         Ok(Err(e)) => Err(format!("setns {ns}: {e}")),
         Err(_) => Err(format!("thread for {ns} died")),
-    }
-}
-
-fn set_linger0(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket fd and a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
     }
 }
 
@@ -174,16 +161,9 @@ fn run(a: &Args) -> R<(f64, u64)> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            eprintln!("connect_rate: not run under `cargo test`; used by benches/datapath.sh (needs root)");
-            return;
-        }
-        Err(e) => {
-            eprintln!("connect_rate: {e}");
-            std::process::exit(2);
-        }
+    let how = "used by benches/datapath.sh (needs root)";
+    let Some(args) = args_or_exit("connect_rate", how, parse_args()) else {
+        return;
     };
     match run(&args) {
         Ok((rate, failed)) => println!("{rate:.0} {failed}"),

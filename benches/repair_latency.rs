@@ -20,21 +20,33 @@
 //! rules. `APISERVER_GUARD_BIN` overrides the binary; daemon logs go to `target/bench-logs/`.
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
-use std::collections::VecDeque;
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-type R<T> = Result<T, String>;
+use shared::cli::{args_or_exit, bench_argv, log_dir, release_bin, root, run_as_root};
+use shared::clock::{ms, now_ns};
+use shared::daemon::DaemonProc;
+use shared::listener::Listener;
+use shared::machine::machine_facts;
+use shared::netns::{enter, exec_in};
+use shared::probe::{connect, Conn, CONNECT_TIMEOUT, GAP_US};
+use shared::start::StartResult;
+use shared::stats::{f, pct, sorted};
+use shared::stop::{check_stop, STOP};
+use shared::R;
 
 const API: &str = "192.168.50.10:5443";
 const POLICY: [&str; 10] = [
@@ -53,57 +65,11 @@ const POLICY: [&str; 10] = [
 /// (bounds the probe's CPU use during long repairs; resolution stays <= ~1 ms there).
 const TIGHT_FOR: Duration = Duration::from_millis(50);
 const PROBE_GAP: Duration = Duration::from_millis(1);
-/// A connect that neither completes nor is refused within this is counted as a timeout and
-/// retried (a lost SYN would otherwise stall the probe for the 1 s SYN retransmit).
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
-/// Accept queue of the api listener: deep, so that a burst of probes while the listener thread
-/// waits for a CPU never overflows it (a full queue drops SYNs, i.e. probe timeouts).
-const BACKLOG: libc::c_int = 4096;
-/// How long the api listener keeps an accepted connection before resetting it, and how many at most.
-const HOLD: Duration = Duration::from_millis(20);
-const MAX_HELD: usize = 2000;
 /// Minimum pause between iterations, before waiting for the daemon to be idle and in sync.
 const SETTLE: Duration = Duration::from_millis(200);
 const UNSET: u64 = u64::MAX;
 const DOC: &str = "docs/benchmarks-daemon.md";
 const SECTION: &str = "repair_latency";
-
-// ---------------------------------------------------------------- stop flag, clock
-
-static STOP: AtomicBool = AtomicBool::new(false);
-/// Pause between probes in the tight phase (`--probe-gap-us`, default 0 = back to back).
-static GAP_US: AtomicU64 = AtomicU64::new(0);
-static BASE: OnceLock<Instant> = OnceLock::new();
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
-    }
-}
-
-fn check_stop() -> R<()> {
-    if STOP.load(Ordering::SeqCst) {
-        Err("interrupted".into())
-    } else {
-        Ok(())
-    }
-}
-
-/// Nanoseconds since the bench started (monotonic).
-fn now_ns() -> u64 {
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
 
 // ---------------------------------------------------------------- namespaces
 
@@ -148,19 +114,10 @@ impl Netns {
     /// `prog args` inside this namespace: setns() in the child before exec (no shell, no
     /// `ip netns exec` overhead).
     fn cmd(&self, prog: &str, args: &[&str]) -> Command {
-        let fd = self.file.as_raw_fd();
         let mut cmd = Command::new(prog);
         cmd.args(args).stdin(Stdio::null());
-        // SAFETY: between fork and exec we only call setns(2), a plain syscall on an fd that
-        // stays open in the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // `self.file` stays open as long as the namespace.
+        exec_in(&mut cmd, self.file.as_raw_fd());
         cmd
     }
 
@@ -206,14 +163,9 @@ impl Netns {
         let h = thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let entered = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
-                    // SAFETY: plain syscall on a valid open fd; affects only this thread.
-                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error().to_string())
-                    }
-                });
+                let entered = File::open(&path)
+                    .and_then(|f| enter(f.as_raw_fd()))
+                    .map_err(|e| e.to_string());
                 let ok = entered.is_ok();
                 let _ = tx.send(entered);
                 // Never run `f` in the wrong namespace.
@@ -270,72 +222,17 @@ fn output_ok(cmd: &mut Command) -> R<String> {
 
 // ---------------------------------------------------------------- topology
 
-/// A TCP listener on 192.168.50.10:5443 in the api namespace that accepts and closes.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Option<()>>>,
-}
-
-impl Listener {
-    fn start(api: &Netns) -> R<Listener> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel::<R<()>>();
-        let flag = stop.clone();
-        let thread = api.thread("api-listener", move || {
-            let l = match TcpListener::bind(API) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(format!("bind {API}: {e}")));
-                    return;
-                }
-            };
-            let _ = l.set_nonblocking(true);
-            // SAFETY: listen(2) again on a listening socket only changes its backlog.
-            unsafe { libc::listen(l.as_raw_fd(), BACKLOG) };
-            let _ = tx.send(Ok(()));
-            let mut pfd = libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // Accepted sockets are closed with RST, but only after HOLD: the probe closes first
-            // (RST) in the normal case, and an immediate server RST could reach the probe before
-            // its connect() returned, turning a served connect into ECONNRESET. The server-side
-            // RST matters when the block came back between a probe's handshake and its closing
-            // RST (rejected by our rule): a FIN-closed or open server socket would then linger
-            // and make a later probe that reuses the port time out.
-            let mut held: VecDeque<(Instant, TcpStream)> = VecDeque::new();
-            while !flag.load(Ordering::Relaxed) {
-                let wait = if held.is_empty() { 100 } else { 5 };
-                // SAFETY: one valid pollfd, bounded timeout.
-                unsafe { libc::poll(&mut pfd, 1, wait) };
-                while let Ok((s, _)) = l.accept() {
-                    set_linger0(&s);
-                    held.push_back((Instant::now(), s));
-                }
-                while held
-                    .front()
-                    .is_some_and(|(t, _)| t.elapsed() > HOLD || held.len() > MAX_HELD)
-                {
-                    held.pop_front();
-                }
-            }
-        })?;
-        rx.recv().map_err(|_| "listener thread died".to_string())??;
-        Ok(Listener {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// The shared lean listener (accept, keep 20 ms, reset) on 192.168.50.10:5443, bound in the api
+/// namespace.
+fn start_listener(api: &Netns) -> R<Listener> {
+    let l = api
+        .thread("api-bind", || TcpListener::bind(API))?
+        .join()
+        .ok()
+        .flatten()
+        .ok_or("listener thread died")?
+        .map_err(|e| format!("bind {API}: {e}"))?;
+    Listener::serve(vec![l])
 }
 
 struct Topology {
@@ -369,7 +266,7 @@ impl Topology {
         api.ip(&["addr", "add", "192.168.50.10/24", "dev", "eth0"])?;
         api.ip(&["link", "set", "eth0", "up"])?;
         api.ip(&["route", "add", "default", "via", "192.168.50.1"])?;
-        let listener = Listener::start(&api)?;
+        let listener = start_listener(&api)?;
         let probe = Probe::start(&pod)?;
         let topo = Topology {
             probe,
@@ -402,46 +299,6 @@ impl Topology {
 }
 
 // ---------------------------------------------------------------- probe
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Conn {
-    Served,
-    Refused,
-    Other,
-}
-
-/// SO_LINGER 0: closing sends RST and leaves no TIME_WAIT or FIN_WAIT state behind.
-fn set_linger0(s: &TcpStream) {
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket fd and a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &lg as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
-/// One TCP connect, closed at once with RST (see `set_linger0`), so that thousands of probes
-/// never exhaust the pod's ephemeral ports.
-fn connect(addr: &SocketAddr) -> Conn {
-    match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
-        Ok(s) => {
-            set_linger0(&s);
-            Conn::Served
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Conn::Refused,
-        // Reset after the handshake completed (only a SYN answered by RST is "refused").
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Conn::Served,
-        Err(_) => Conn::Other,
-    }
-}
 
 #[derive(Debug, Default, Clone)]
 struct ProbeOutcome {
@@ -577,14 +434,25 @@ fn measure(addr: &SocketAddr, t0: &AtomicU64, limit: Duration) -> ProbeOutcome {
 
 // ---------------------------------------------------------------- daemon
 
+/// The daemon (`DaemonProc`: its stderr lines with the time read, stopped on drop) and what
+/// tells when it is quiet.
 struct Daemon {
-    child: Child,
-    /// (time read, line) of everything the daemon logged.
-    log: Arc<Mutex<Vec<(u64, String)>>>,
-    reader: Option<JoinHandle<()>>,
-    log_file: PathBuf,
+    proc: DaemonProc,
     /// CPU ticks of the `nft monitor` child at the last `busy` call.
     monitor_ticks: Option<u64>,
+}
+
+impl Deref for Daemon {
+    type Target = DaemonProc;
+    fn deref(&self) -> &DaemonProc {
+        &self.proc
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut DaemonProc {
+        &mut self.proc
+    }
 }
 
 impl Daemon {
@@ -593,169 +461,67 @@ impl Daemon {
         let mut args = vec!["run"];
         args.extend(POLICY);
         args.extend(["--backend", backend]);
-        let mut child = node
-            .cmd(bin, &args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {bin}: {e}"))?;
-        let log: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
-        let sink = log.clone();
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push((now_ns(), line));
-            }
-        });
         Ok(Daemon {
-            child,
-            log,
-            reader: Some(reader),
-            log_file,
+            proc: DaemonProc::spawn(node.cmd(bin, &args), log_file)?,
             monitor_ticks: None,
         })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn lines(&self) -> Vec<(u64, String)> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn len(&self) -> usize {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Waits (bounded) for a log line containing `pat`; returns when it was read.
-    fn wait_line(&mut self, pat: &str, limit: Duration) -> R<u64> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some((t, _)) = self.lines().iter().find(|(_, l)| l.contains(pat)) {
-                return Ok(*t);
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(format!(
-                    "daemon exited ({st}) before logging '{pat}':\n{}",
-                    self.tail(20)
-                ));
-            }
-            check_stop()?;
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "no '{pat}' from the daemon within {limit:?}:\n{}",
-                    self.tail(20)
-                ));
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn tail(&self, n: usize) -> String {
-        let l = self.lines();
-        l[l.len().saturating_sub(n)..]
-            .iter()
-            .map(|(_, s)| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Whether the daemon runs a tool right now (any child but its `nft monitor`), or its
-    /// `nft monitor` used CPU since the last call (it reads the whole ruleset into its cache when
-    /// it starts: seconds with 100,000 foreign rules, during which it reports no events).
-    fn busy(&mut self) -> bool {
-        let pid = self.pid();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return false;
-        };
-        let mut busy = false;
-        let mut monitor = None;
-        for t in tasks.flatten() {
-            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for c in children.split_whitespace() {
-                let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                if cmdline.trim_end().ends_with("nft monitor") {
-                    monitor = cpu_ticks(c);
-                } else {
-                    busy = true;
-                }
-            }
-        }
-        let last = std::mem::replace(&mut self.monitor_ticks, monitor);
-        busy || last != monitor
-    }
-
-    fn ready(&self, node: &Netns) -> bool {
-        node.thread("readyz", || {
-            let Ok(mut s) = TcpStream::connect_timeout(&"127.0.0.1:9440".parse().expect("addr"), CONNECT_TIMEOUT)
-            else {
-                return false;
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            if s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_err() {
-                return false;
-            }
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            buf.starts_with("HTTP/1.0 200")
-        })
-        .ok()
-        .and_then(|h| h.join().ok().flatten())
-        .unwrap_or(false)
     }
 
     /// After `SETTLE`, waits (bounded) until /readyz says in sync and no check/repair has been
     /// running for 5 polls in a row (50 ms).
     fn wait_in_sync(&mut self, node: &Netns, limit: Duration) -> R<()> {
         thread::sleep(SETTLE);
-        let deadline = Instant::now() + limit;
-        let mut quiet = 0;
-        while quiet < 5 {
-            check_stop()?;
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(format!("daemon exited ({st}):\n{}", self.tail(20)));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "daemon not idle and in sync within {limit:?}:\n{}",
-                    self.tail(20)
-                ));
-            }
-            quiet = if !self.busy() && self.ready(node) { quiet + 1 } else { 0 };
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        let text: String = self.lines().iter().map(|(_, l)| format!("{l}\n")).collect();
-        let _ = std::fs::write(&self.log_file, text);
+        let pid = self.proc.pid();
+        let ticks = &mut self.monitor_ticks;
+        self.proc
+            .wait_quiet(limit, &format!("idle and in sync within {limit:?}"), || {
+                !busy(pid, ticks) && ready(node)
+            })
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.reader.is_some() {
-            self.stop();
+/// Whether the daemon runs a tool right now (any child but its `nft monitor`), or its
+/// `nft monitor` used CPU since the last call (it reads the whole ruleset into its cache when
+/// it starts: seconds with 100,000 foreign rules, during which it reports no events).
+fn busy(pid: u32, monitor_ticks: &mut Option<u64>) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut busy = false;
+    let mut monitor = None;
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in children.split_whitespace() {
+            let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.trim_end().ends_with("nft monitor") {
+                monitor = cpu_ticks(c);
+            } else {
+                busy = true;
+            }
         }
     }
+    let last = std::mem::replace(monitor_ticks, monitor);
+    busy || last != monitor
+}
+
+/// Whether the daemon's /readyz (in `node`) answers 200.
+fn ready(node: &Netns) -> bool {
+    node.thread("readyz", || {
+        let Ok(mut s) = TcpStream::connect_timeout(&"127.0.0.1:9440".parse().expect("addr"), CONNECT_TIMEOUT) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.starts_with("HTTP/1.0 200")
+    })
+    .ok()
+    .and_then(|h| h.join().ok().flatten())
+    .unwrap_or(false)
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -840,32 +606,6 @@ fn foreign_rules(n: usize) -> String {
     s
 }
 
-// ---------------------------------------------------------------- statistics
-
-/// Nearest-rank percentile of sorted values.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
-fn f(x: f64) -> String {
-    if x.is_nan() {
-        "n/a".into()
-    } else if x < 10.0 {
-        format!("{x:.2}")
-    } else {
-        format!("{x:.1}")
-    }
-}
-
 // ---------------------------------------------------------------- measurements
 
 struct Row {
@@ -904,7 +644,7 @@ fn run_row(topo: &Topology, bin: &Path, row: &Row, log_dir: &Path) -> R<RowResul
     }
     let log_file = log_dir.join(format!("repair-{}-{}-{:?}.log", row.backend, row.foreign, row.flush));
     let mut d = Daemon::start(bin, &topo.node, row.backend, log_file)?;
-    d.wait_line("ready: the block is in place", Duration::from_secs(60))?;
+    d.wait_line("ready: the block is in place", 0, Duration::from_secs(60))?;
     let slow = Duration::from_secs(if row.foreign > 0 { 120 } else { 30 });
     d.wait_in_sync(&topo.node, slow)?;
     if topo.probe.once()? != Conn::Refused {
@@ -972,20 +712,8 @@ fn run_row(topo: &Topology, bin: &Path, row: &Row, log_dir: &Path) -> R<RowResul
     Ok(res)
 }
 
-struct StartResult {
-    to_block: Vec<f64>,
-    to_ready: Vec<f64>,
-    installed: Vec<f64>,
-    failures: usize,
-}
-
 fn run_first_start(topo: &Topology, bin: &Path, runs: usize, log_dir: &Path) -> R<StartResult> {
-    let mut r = StartResult {
-        to_block: vec![],
-        to_ready: vec![],
-        installed: vec![],
-        failures: 0,
-    };
+    let mut r = StartResult::default();
     for i in 0..runs {
         check_stop()?;
         topo.clean_node()?;
@@ -1004,26 +732,8 @@ fn run_first_start(topo: &Topology, bin: &Path, runs: usize, log_dir: &Path) -> 
         let o = rx
             .recv_timeout(Duration::from_secs(35))
             .map_err(|_| "probe did not report".to_string())?;
-        let ready = d.wait_line("ready: the block is in place", Duration::from_secs(30))?;
-        match o.refused_at {
-            Some(at) => r.to_block.push(ms(at - spawn_at)),
-            None => r.failures += 1,
-        }
-        r.to_ready.push(ms(ready.saturating_sub(spawn_at)));
-        // "block installed in 21.2 ms" or "block installed (21.2 ms)", depending on the version.
-        if let Some((_, l)) = d.lines().iter().find(|(_, l)| l.contains("block installed")) {
-            if let Some(v) = l
-                .split("block installed")
-                .nth(1)
-                .and_then(|s| {
-                    s.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-                        .find(|w| !w.is_empty())
-                })
-                .and_then(|s| s.parse().ok())
-            {
-                r.installed.push(v);
-            }
-        }
+        let (ready, _) = d.wait_line("ready: the block is in place", 0, Duration::from_secs(30))?;
+        r.record(spawn_at, o.refused_at, ready, &d);
         d.stop();
         eprintln!(
             "  start {}/{runs}: blocked after {} ms",
@@ -1036,31 +746,6 @@ fn run_first_start(topo: &Topology, bin: &Path, runs: usize, log_dir: &Path) -> 
 }
 
 // ---------------------------------------------------------------- report
-
-fn machine_facts() -> String {
-    let sh = |p: &str, a: &[&str]| {
-        Command::new(p)
-            .args(a)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_else(|_| "n/a".into())
-    };
-    format!(
-        "Machine: {} cores (`nproc`), kernel {}, {}, {}; run {}.",
-        sh("nproc", &[]),
-        sh("uname", &["-r"]),
-        sh("nft", &["--version"]),
-        sh("iptables", &["--version"]),
-        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
-    )
-}
 
 const METHOD: &str = "How it is measured:\n\n\
 - Probe: a thread in the pod namespace connects to 192.168.50.10:5443 (a listener of the bench in the api \
@@ -1241,10 +926,9 @@ fn parse_args() -> R<Option<Args>> {
         doc: true,
         only: vec![],
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if !argv.iter().any(|x| x == "--bench") {
+    let Some(argv) = bench_argv() else {
         return Ok(None);
-    }
+    };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
         let mut num = |name: &str| -> R<usize> {
@@ -1273,40 +957,16 @@ fn parse_args() -> R<Option<Args>> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            eprintln!("repair_latency: not run under `cargo test`; use benches/repair-latency.sh (needs root)");
-            return;
-        }
-        Err(e) => {
-            eprintln!("repair_latency: {e}");
-            std::process::exit(2);
-        }
-    };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("repair_latency: run as root (it creates network namespaces)");
-        std::process::exit(1);
-    }
-    install_signal_handlers();
-    now_ns();
-    if let Err(e) = bench(&args) {
-        eprintln!("repair_latency: {e}");
-        std::process::exit(1);
+    let how = "use benches/repair-latency.sh (needs root)";
+    if let Some(args) = args_or_exit("repair_latency", how, parse_args()) {
+        run_as_root("repair_latency", || bench(&args));
     }
 }
 
 fn bench(args: &Args) -> R<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var_os("APISERVER_GUARD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/apiserver-guard"));
-    if !bin.exists() {
-        return Err(format!("{} missing: run `cargo build --release` first", bin.display()));
-    }
-    let log_dir = root.join("target/bench-logs");
-    std::fs::create_dir_all(&log_dir).map_err(|e| format!("mkdir {}: {e}", log_dir.display()))?;
+    let root = root();
+    let bin = release_bin(&root)?;
+    let log_dir = log_dir(&root)?;
     let facts = machine_facts();
     eprintln!("{facts}\nbinary: {}", bin.display());
 

@@ -7,15 +7,16 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::clock::ms;
 use crate::common::daemon_cases::READY_LINE;
 use crate::common::guard_cases::Backend;
 use crate::common::API_V4;
-use crate::daemon::{installed_ms, BenchDaemon, START_LIMIT};
-use crate::probe::{once, probe_around, Conn, Watch};
+use crate::daemon::{BenchDaemon, START_LIMIT};
+use crate::probe::{once, probe_around, Watch};
 use crate::setup::{sock, Bench};
-use crate::stats::{f, pct, sorted};
-use crate::stop::check_stop;
+use crate::shared::probe::Conn;
+use crate::shared::start::StartResult;
+use crate::shared::stats::{f, pct, sorted};
+use crate::shared::stop::check_stop;
 use crate::R;
 
 /// One binary and mode whose start-up and idle memory are measured.
@@ -23,14 +24,6 @@ pub struct Variant {
     pub label: String,
     pub bin: PathBuf,
     pub discovery: bool,
-}
-
-#[derive(Default)]
-pub struct StartResult {
-    pub to_block: Vec<f64>,
-    pub to_ready: Vec<f64>,
-    pub installed: Vec<f64>,
-    pub failures: usize,
 }
 
 fn variant_args(b: &Bench, v: &Variant) -> Vec<String> {
@@ -63,19 +56,7 @@ pub fn run_start(b: &Bench, variants: &[Variant], runs: usize) -> R<Vec<StartRes
             })?;
             let mut d = d?;
             let (ready, _) = d.wait_line(READY_LINE, 0, START_LIMIT)?;
-            match o.refused_at {
-                Some(at) => r.to_block.push(ms(at - o.t0)),
-                None => r.failures += 1,
-            }
-            r.to_ready.push(ms(ready.saturating_sub(o.t0)));
-            if let Some(v) = d
-                .lines()
-                .iter()
-                .find(|(_, l)| l.contains("block installed"))
-                .and_then(|(_, l)| installed_ms(l))
-            {
-                r.installed.push(v);
-            }
+            r.record(o.t0, o.refused_at, ready, &d);
             d.stop();
             eprintln!(
                 "  start {}/{runs}, {}: blocked after {} ms",

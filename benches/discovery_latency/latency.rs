@@ -5,16 +5,18 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::clock::ms;
 use crate::common::daemon_cases::READY_LINE;
 use crate::common::guard_cases::Backend;
 use crate::common::{API_PORT, API_V4, OTHER_V4};
-use crate::daemon::{applied_ms, installed_ms, scrape, BenchDaemon, START_LIMIT};
-use crate::machine::loadavg;
-use crate::probe::{once, probe_around, Conn, Watch};
+use crate::daemon::{applied_ms, scrape, BenchDaemon, START_LIMIT};
+use crate::probe::{once, probe_around, Watch};
 use crate::setup::{sock, Bench, SLICE};
-use crate::stats::{f, pct, sorted};
-use crate::stop::check_stop;
+use crate::shared::clock::ms;
+use crate::shared::machine::loadavg;
+use crate::shared::probe::Conn;
+use crate::shared::start::installed_ms;
+use crate::shared::stats::{f, pct, sorted};
+use crate::shared::stop::check_stop;
 use crate::R;
 
 /// Upper bound for one change to reach the kernel (the product target is 1 s).

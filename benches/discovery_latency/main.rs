@@ -4,8 +4,8 @@
 //! `pod (10.0.1.2) <-veth-> node (forwarding) <-veth-> api (192.168.50.10, 192.168.50.20)` and the
 //! fake Kubernetes apiserver (real protocol: HTTPS + token, list/watch) on the node namespace's
 //! loopback, with a kubeconfig for it (`Cluster`). The harness's listeners in the api namespace are
-//! replaced by a leaner one of this bench (poll + accept, deep backlog, every connection reset
-//! after 20 ms), which keeps up with a probe that connects back to back.
+//! replaced by the benches' leaner one (`shared::listener`: poll + accept, deep backlog, every
+//! connection reset after 20 ms), which keeps up with a probe that connects back to back.
 //!
 //! 1. Discovery latency, per backend: the daemon (release binary) runs in the node namespace with
 //!    `--apiserver auto --container-cidr 10.0.0.0/16 --mode tunnel`; the bench alternates the
@@ -31,18 +31,15 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../shared/mod.rs"]
+mod shared;
 
-mod clock;
 mod cost;
 mod daemon;
 mod latency;
-mod listener;
-mod machine;
 mod probe;
 mod report;
 mod setup;
-mod stats;
-mod stop;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -53,17 +50,16 @@ use common::discovery_cases::Cluster;
 use common::guard_cases::Backend;
 use common::{API_V4, OTHER_V4};
 
-use clock::now_ns;
 use cost::{run_rss, run_start, run_version, Cost, Variant};
 use latency::run_latency;
-use listener::Listener;
-use machine::machine_facts;
-use probe::{once, Conn, GAP_US};
+use probe::once;
 use report::report;
-use setup::{sock, Bench};
-use stop::install_signal_handlers;
-
-type R<T> = Result<T, String>;
+use setup::{bind_in, sock, Bench};
+use shared::cli::{args_or_exit, bench_argv, log_dir, release_bin, root, run_as_root};
+use shared::listener::Listener;
+use shared::machine::machine_facts;
+use shared::probe::{Conn, GAP_US};
+use shared::R;
 
 struct Args {
     iterations: usize,
@@ -89,10 +85,9 @@ fn parse_args() -> R<Option<Args>> {
         baseline_label: "baseline".into(),
         label: "this tree".into(),
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if !argv.iter().any(|x| x == "--bench") {
+    let Some(argv) = bench_argv() else {
         return Ok(None);
-    }
+    };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
         let mut val = |name: &str| -> R<String> { it.next().cloned().ok_or_else(|| format!("{name} needs a value")) };
@@ -127,52 +122,28 @@ fn parse_args() -> R<Option<Args>> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            eprintln!("discovery_latency: not run under `cargo test`; use benches/discovery-latency.sh (needs root)");
-            return;
-        }
-        Err(e) => {
-            eprintln!("discovery_latency: {e}");
-            std::process::exit(2);
-        }
-    };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("discovery_latency: run as root (it creates network namespaces)");
-        std::process::exit(1);
-    }
-    install_signal_handlers();
-    now_ns();
-    if let Err(e) = bench(&args) {
-        eprintln!("discovery_latency: {e}");
-        std::process::exit(1);
+    let how = "use benches/discovery-latency.sh (needs root)";
+    if let Some(args) = args_or_exit("discovery_latency", how, parse_args()) {
+        run_as_root("discovery_latency", || bench(&args));
     }
 }
 
 fn bench(args: &Args) -> R<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var_os("APISERVER_GUARD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/apiserver-guard"));
-    if !bin.exists() {
-        return Err(format!("{} missing: run `cargo build --release` first", bin.display()));
-    }
+    let root = root();
+    let bin = release_bin(&root)?;
     if let Some(b) = &args.baseline_bin {
         if !b.exists() {
             return Err(format!("baseline binary {} missing", b.display()));
         }
     }
-    let log_dir = root.join("target/bench-logs");
-    std::fs::create_dir_all(&log_dir).map_err(|e| format!("mkdir {}: {e}", log_dir.display()))?;
+    let log_dir = log_dir(&root)?;
     let facts = machine_facts();
     eprintln!("{facts}\nbinary: {}", bin.display());
 
     // The harness panics on setup failures; unwinding drops the cluster, deleting the namespaces.
     let mut cluster = Cluster::new("bench");
     cluster.topo.stop_listeners();
-    let _listener = Listener::start(&cluster.topo.api, &[sock(API_V4), sock(OTHER_V4)])?;
+    let _listener = Listener::serve(bind_in(&cluster.topo.api, &[sock(API_V4), sock(OTHER_V4)])?)?;
     let b = Bench { c: &cluster, log_dir };
     eprintln!("namespaces: {}", cluster.topo.netns_names().join(", "));
     b.reset()?;

@@ -1,66 +1,22 @@
-//! The pod probe: TCP connects from the pod namespace to the apiserver addresses, each closed at
-//! once with RST and classified as served, refused (RST from the block) or other, and the loop that
-//! takes t0, fires a trigger and connects until every watched address shows the awaited state.
+//! The pod probe: TCP connects from the pod namespace to the apiserver addresses (the shared
+//! `connect`, closed at once with RST), and the loop that takes t0, fires a trigger and connects
+//! until every watched address shows the awaited state.
 
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::clock::now_ns;
 use crate::common::Netns;
-use crate::stop::STOP;
+use crate::shared::clock::now_ns;
+use crate::shared::probe::{connect, Conn, GAP_US};
+use crate::shared::stop::STOP;
 use crate::R;
 
 /// The probe connects back to back for this long after t0, then once per `PROBE_GAP` (or per
 /// connect duration, if longer), so that a slow change does not cost a core for its whole length.
 pub const TIGHT_FOR: Duration = Duration::from_millis(100);
 pub const PROBE_GAP: Duration = Duration::from_millis(1);
-/// A connect that neither completes nor is refused within this counts as "other" and is retried.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// Pause between probes in the tight phase (`--probe-gap-us`, default 0 = back to back).
-pub static GAP_US: AtomicU64 = AtomicU64::new(0);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conn {
-    Served,
-    Refused,
-    Other,
-}
-
-/// SO_LINGER 0: closing sends RST and leaves no TIME_WAIT state behind.
-pub fn set_linger0(s: &TcpStream) {
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket fd and a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &lg as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
-/// One TCP connect, closed at once with RST.
-fn connect(addr: &SocketAddr) -> Conn {
-    match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
-        Ok(s) => {
-            set_linger0(&s);
-            Conn::Served
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Conn::Refused,
-        // Reset after the handshake completed (only a SYN answered by RST is "refused").
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Conn::Served,
-        Err(_) => Conn::Other,
-    }
-}
 
 /// What the probe waits for after t0: `refused` to be refused, `served` to be served.
 pub struct Watch {

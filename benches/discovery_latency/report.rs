@@ -5,11 +5,12 @@ use std::thread;
 
 use crate::common::guard_cases::Backend;
 use crate::common::{API_PORT, API_V4, CONTAINER_CIDR_V4, OTHER_V4};
-use crate::cost::{Cost, StartResult};
+use crate::cost::Cost;
 use crate::daemon::SETTLE;
 use crate::latency::{LatencyResult, CHANGE_LIMIT};
 use crate::probe::{PROBE_GAP, TIGHT_FOR};
-use crate::stats::{f, pct, sorted};
+use crate::shared::start::StartResult;
+use crate::shared::stats::{f, pct, sorted};
 use crate::Args;
 
 fn size_cell(bytes: Option<u64>) -> String {

@@ -1,8 +1,8 @@
 //! The bench's fixture on top of the harness's `Cluster`: the namespaces it probes from and runs
-//! the daemon in, the reset between runs, the daemon's command lines (discovery and static policy)
-//! and where its logs go.
+//! the daemon in, the sockets of its listener in the api namespace, the reset between runs, the
+//! daemon's command lines (discovery and static policy) and where its logs go.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
 use crate::common::discovery_cases::Cluster;
@@ -29,6 +29,19 @@ pub const STATIC_POLICY: [&str; 11] = [
 
 pub fn sock(ip: &str) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("valid constant"), API_PORT)
+}
+
+/// TCP listening sockets on `addrs` in the api namespace, for the shared lean `Listener` (in place
+/// of the harness's thread-per-connection ones).
+pub fn bind_in(api: &Netns, addrs: &[SocketAddr]) -> R<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|a| {
+            api.in_thread(|| TcpListener::bind(a))
+                .and_then(|r| r)
+                .map_err(|e| format!("bind {a} in {}: {e}", api.name))
+        })
+        .collect()
 }
 
 pub struct Bench<'a> {

@@ -33,7 +33,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const REPAIR_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Variables that could change the daemon's behaviour behind the test's back.
-const DAEMON_ENV: [&str; 23] = [
+pub const DAEMON_ENV: [&str; 23] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",

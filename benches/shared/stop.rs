@@ -1,10 +1,10 @@
-//! The stop flag: SIGINT and SIGTERM only set it, and every loop of the bench checks it, so an
-//! interrupted run returns an error and unwinds normally, and the harness's drops delete the
-//! network namespaces (a panic unwinds through the same drops).
+//! The stop flag: SIGINT and SIGTERM only set it, and every loop of a bench checks it, so an
+//! interrupted run returns an error and unwinds normally, and the drops delete the network
+//! namespaces (a panic unwinds through the same drops).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::R;
+use super::R;
 
 pub static STOP: AtomicBool = AtomicBool::new(false);
 

@@ -1,5 +1,5 @@
-//! The bench's monotonic clock: nanosecond timestamps shared by the pod probe (t0, t1, t2) and the
-//! daemon's log reader (when each line was read), so that both sides of a measurement compare.
+//! The bench's monotonic clock: nanosecond timestamps shared by the pod probe and the daemon's log
+//! reader (when each line was read), so that both sides of a measurement compare.
 
 use std::sync::OnceLock;
 use std::time::Instant;

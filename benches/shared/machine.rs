@@ -1,5 +1,5 @@
-//! Facts about the machine the bench runs on: core count, kernel and tool versions for the report's
-//! header, and the load average around each latency run.
+//! Facts about the machine a bench runs on: core count, kernel and tool versions for the report's
+//! header, and the load average around a run.
 
 use std::process::Command;
 

@@ -1,44 +1,38 @@
-//! The lean listener in the api namespace that replaces the harness's thread-per-connection ones:
-//! one thread polls both apiserver addresses, accepts with a deep backlog and resets every
+//! The lean listener that stands in for the apiserver: one thread polls the bench's listening
+//! sockets (bound beforehand, in the api namespace), accepts with a deep backlog and resets every
 //! connection after 20 ms, so it keeps up with a probe that connects back to back.
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::common::Netns;
-use crate::probe::set_linger0;
-use crate::R;
+use super::probe::set_linger0;
+use super::R;
 
-/// Accept queue of the bench's listeners (a full queue would drop probe SYNs).
+/// Accept queue of the listening sockets: deep, so that a burst of probes while the listener
+/// thread waits for a CPU never overflows it (a full queue drops SYNs, i.e. probe timeouts).
 const BACKLOG: libc::c_int = 4096;
 /// How long an accepted connection is kept before it is reset, and how many at most.
 const HOLD: Duration = Duration::from_millis(20);
 const MAX_HELD: usize = 2000;
 
-/// TCP listeners on 192.168.50.10:5443 and 192.168.50.20:5443 in the api namespace (in place of
-/// the harness's thread-per-connection ones): accept, keep 20 ms, reset.
+/// Accepts on the given sockets, keeps each connection 20 ms, resets it; stops when dropped.
 pub struct Listener {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Listener {
-    pub fn start(api: &Netns, addrs: &[SocketAddr]) -> R<Listener> {
-        let mut socks = Vec::new();
-        for a in addrs {
-            let l = api
-                .in_thread(|| TcpListener::bind(a))
-                .and_then(|r| r)
-                .map_err(|e| format!("bind {a} in {}: {e}", api.name))?;
+    /// Serves `socks` (already bound; accepting needs no namespace) on one thread.
+    pub fn serve(socks: Vec<TcpListener>) -> R<Listener> {
+        for l in &socks {
             l.set_nonblocking(true).map_err(|e| format!("nonblocking: {e}"))?;
             // SAFETY: listen(2) again on a listening socket only changes its backlog.
             unsafe { libc::listen(l.as_raw_fd(), BACKLOG) };
-            socks.push(l);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -53,8 +47,12 @@ impl Listener {
                         revents: 0,
                     })
                     .collect();
-                // Accepted sockets are reset only after HOLD: the probe resets first in the normal
-                // case (an immediate server RST could turn a served connect into ECONNRESET).
+                // Accepted sockets are closed with RST, but only after HOLD: the probe closes first
+                // (RST) in the normal case, and an immediate server RST could reach the probe before
+                // its connect() returned, turning a served connect into ECONNRESET. The server-side
+                // RST matters when the block came back between a probe's handshake and its closing
+                // RST (rejected by our rule): a FIN-closed or open server socket would then linger
+                // and make a later probe that reuses the port time out.
                 let mut held: VecDeque<(Instant, TcpStream)> = VecDeque::new();
                 while !flag.load(Ordering::Relaxed) {
                     let wait = if held.is_empty() { 100 } else { 5 };
