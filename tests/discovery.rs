@@ -271,42 +271,32 @@ fn control_plane_node_blocks_pods_through_input() {
         Ok(401),
         "before: the pod reaches the local apiserver"
     );
-    let d = c.spawn(
-        Backend::Nftables,
-        &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4],
-    );
-    d.wait_ready();
-    assert_eq!(
-        https_code(&c.topo.pod, NODE_API_V4, 6443),
-        Err(7),
-        "the pod is refused through INPUT"
-    );
-    assert_eq!(
-        https_code(&c.topo.node, NODE_API_V4, 6443),
-        Ok(401),
-        "the node is served"
-    );
-    let table = c.topo.node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"]);
-    assert!(table.contains("hook input"), "{table}");
-    // The same with iptables: a jump from INPUT.
-    d.kill();
-    remove(&c.topo.node).expect_code(0, "remove");
-    let d = c.spawn(
-        Backend::IptablesNft,
-        &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4],
-    );
-    d.wait_ready();
-    assert_eq!(
-        https_code(&c.topo.pod, NODE_API_V4, 6443),
-        Err(7),
-        "iptables: refused through INPUT"
-    );
-    assert_eq!(
-        https_code(&c.topo.node, NODE_API_V4, 6443),
-        Ok(401),
-        "iptables: the node is served"
-    );
-    assert!(ipt_save(&c.topo.node, "nft").contains(&jump_line("INPUT")));
+    for backend in [Backend::Nftables, Backend::IptablesNft] {
+        let what = backend.flag();
+        let d = c.spawn(backend, &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4]);
+        d.wait_ready();
+        assert_eq!(
+            https_code(&c.topo.pod, NODE_API_V4, 6443),
+            Err(7),
+            "{what}: the pod is refused through INPUT"
+        );
+        assert_eq!(
+            https_code(&c.topo.node, NODE_API_V4, 6443),
+            Ok(401),
+            "{what}: the node is served"
+        );
+        let hooked = match backend {
+            Backend::Nftables => c
+                .topo
+                .node
+                .run_ok(&["nft", "list", "table", "inet", "apiserver_guard"])
+                .contains("hook input"),
+            _ => ipt_save(&c.topo.node, "nft").contains(&jump_line("INPUT")),
+        };
+        assert!(hooked, "{what}: no INPUT hook\n{}", firewall_snapshot(&c.topo.node));
+        d.kill();
+        remove(&c.topo.node).expect_code(0, "remove");
+    }
 }
 
 #[test]
