@@ -3,30 +3,23 @@
 //! fixed `200 OK`; anything else is echoed back until EOF, so a test can hold
 //! a long-lived connection and observe it being cut.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::netns::{enter_netns, Netns};
+use super::netns::Netns;
+use super::server::{bind_in_netns, Server};
 
-const ACCEPT_POLL: Duration = Duration::from_millis(10);
 const HTTP_RESPONSE_HEAD: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n";
 const HTTP_RESPONSE_BODY: &[u8] = b"ok";
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
-
-type Connections = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
 
 /// A TCP server bound to `ip:port` inside a namespace; stopped on `Drop`
 /// (listening socket closed, open connections shut down, threads joined).
 pub struct Listener {
     addr: SocketAddr,
     netns: String,
-    stop: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
-    connections: Connections,
+    server: Server,
 }
 
 impl Listener {
@@ -36,46 +29,12 @@ impl Listener {
             .parse()
             .unwrap_or_else(|e| panic!("bad listener address {ip:?}: {e}"));
         let addr = SocketAddr::new(ip, port);
-        let path = ns.path();
-        let stop = Arc::new(AtomicBool::new(false));
-        let connections: Connections = Arc::default();
-        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-        let accept_thread = {
-            let stop = Arc::clone(&stop);
-            let connections = Arc::clone(&connections);
-            thread::Builder::new()
-                .name(format!("listener-{addr}"))
-                .spawn(move || {
-                    let bound = enter_netns(&path).and_then(|()| {
-                        let l = TcpListener::bind(addr)?;
-                        l.set_nonblocking(true)?;
-                        Ok(l)
-                    });
-                    match bound {
-                        Ok(listener) => {
-                            let _ = ready_tx.send(Ok(()));
-                            accept_loop(listener, &stop, &connections);
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                })
-                .expect("spawn listener thread")
-        };
-        let result = ready_rx
-            .recv()
-            .unwrap_or_else(|_| Err(io::Error::other("listener thread died before binding")));
-        if let Err(e) = result {
-            let _ = accept_thread.join();
-            panic!("cannot listen on {addr} in netns {}: {e}", ns.name);
-        }
+        let listener = bind_in_netns(&ns.path(), addr)
+            .unwrap_or_else(|e| panic!("cannot listen on {addr} in netns {}: {e}", ns.name));
         Listener {
             addr,
             netns: ns.name.clone(),
-            stop,
-            accept_thread: Some(accept_thread),
-            connections,
+            server: Server::start(&format!("listener-{addr}"), listener, |stream, _| serve(stream)),
         }
     }
 
@@ -87,51 +46,13 @@ impl Listener {
     /// Ask the accept loop to stop without waiting (Drop waits). Lets a
     /// caller stop many listeners concurrently.
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.request_stop();
-        if let Some(t) = self.accept_thread.take() {
-            // The listening socket is owned by this thread and closed when it returns.
-            let _ = t.join();
-        }
-        let conns = std::mem::take(&mut *self.connections.lock().unwrap_or_else(|p| p.into_inner()));
-        for (stream, _) in &conns {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        for (_, handle) in conns {
-            let _ = handle.join();
-        }
+        self.server.request_stop();
     }
 }
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Listener({} in {})", self.addr, self.netns)
-    }
-}
-
-fn accept_loop(listener: TcpListener, stop: &AtomicBool, connections: &Connections) {
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _peer)) => {
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let handle = thread::spawn(move || serve(stream));
-                let mut conns = connections.lock().unwrap_or_else(|p| p.into_inner());
-                conns.retain(|(_, h)| !h.is_finished());
-                conns.push((clone, handle));
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                thread::sleep(ACCEPT_POLL)
-            }
-            // Transient accept errors (ECONNABORTED, EMFILE...): back off and retry.
-            Err(_) => thread::sleep(ACCEPT_POLL),
-        }
     }
 }
 

@@ -23,6 +23,7 @@ mod listener;
 mod netns;
 mod preflight;
 mod process;
+mod server;
 mod topology;
 pub mod verify_cases;
 
