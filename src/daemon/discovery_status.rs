@@ -24,18 +24,7 @@ pub struct DiscoveryStatus {
 impl DiscoveryStatus {
     /// Why discovery keeps `/readyz` at 503 (None: healthy).
     pub fn not_ready(&self) -> Option<String> {
-        let down: Vec<String> = self
-            .sources
-            .iter()
-            .filter(|(_, h)| !(h.up && h.synced))
-            .map(|(name, h)| {
-                if h.last_error.is_empty() {
-                    format!("{name} not listed yet")
-                } else {
-                    format!("{name}: {}", h.last_error)
-                }
-            })
-            .collect();
+        let down: Vec<String> = self.sources.iter().filter_map(|(name, h)| h.problem(name)).collect();
         (!down.is_empty()).then(|| {
             format!(
                 "discovery unhealthy, enforcing the last known state: {}",

@@ -32,6 +32,18 @@ pub struct SourceHealth {
     pub last_error: String,
 }
 
+impl SourceHealth {
+    /// What is wrong with the source `name`, if anything (it must have
+    /// listed and its watch must be working), as the logs and `/readyz` say it.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        match (self.up && self.synced, self.last_error.is_empty()) {
+            (true, _) => None,
+            (false, false) => Some(format!("{name}: {}", self.last_error)),
+            (false, true) => Some(format!("{name} not listed yet")),
+        }
+    }
+}
+
 /// What discovery publishes: the facts, per-source health, and when the facts last changed.
 #[derive(Debug, Clone, Default)]
 pub struct View {
@@ -48,15 +60,12 @@ impl View {
         sources.iter().all(|s| self.health.get(s).is_some_and(|h| h.synced))
     }
 
-    /// Sources whose watch is failing now, with the reason.
+    /// Sources that are not healthy now, with the reason.
     pub fn down(&self, sources: &[&'static str]) -> Vec<String> {
+        let unknown = SourceHealth::default();
         sources
             .iter()
-            .filter_map(|s| match self.health.get(s) {
-                Some(h) if h.up => None,
-                Some(h) if !h.last_error.is_empty() => Some(format!("{s}: {}", h.last_error)),
-                _ => Some(format!("{s}: not listed yet")),
-            })
+            .filter_map(|s| self.health.get(s).unwrap_or(&unknown).problem(s))
             .collect()
     }
 }

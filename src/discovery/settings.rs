@@ -2,7 +2,7 @@
 //! are `auto`, the allow rule, the node name, the client source, the node
 //! taint and the cache file. Every problem is reported at once. Pure.
 
-use super::client::{choose, Source};
+use super::client::choose;
 use super::extract::AllowRule;
 use super::selector::Selector;
 use super::state::Wants;
@@ -110,7 +110,7 @@ pub fn merge(
     }))
 }
 
-/// `Source` for logs.
+/// What discovery follows, for node and via which client, for the log.
 pub fn describe(cfg: &DiscoveryConfig) -> String {
     let mut parts = Vec::new();
     if cfg.wants.apiservers {
@@ -132,15 +132,12 @@ pub fn describe(cfg: &DiscoveryConfig) -> String {
     if let Some(t) = &cfg.node_taint {
         parts.push(format!("node taint {t}"));
     }
-    let via = match &cfg.client {
-        Source::Kubeconfig(p) => format!("kubeconfig {}", p.display()),
-        Source::InCluster => "in-cluster service account".into(),
-    };
-    format!("{} for node {} via {via}", parts.join(", "), cfg.node_name)
+    format!("{} for node {} via {}", parts.join(", "), cfg.node_name, cfg.client)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::client::Source;
     use super::*;
 
     fn env() -> Env {
