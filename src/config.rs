@@ -126,7 +126,7 @@ pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
         mode: args.mode.or(file.mode).unwrap_or(Mode::Both),
         action: args.action.or(file.action).unwrap_or(Action::Reject),
         backend: args.backend.or(file.backend).unwrap_or(BackendChoice::Auto),
-        input_hook: false,
+        local_apiservers: Vec::new(),
         dynamic_exempt: false,
     })
 }

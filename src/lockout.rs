@@ -4,7 +4,7 @@
 //! address is this node's own (the INPUT hook).
 
 use crate::core::address::Endpoint;
-use crate::core::model::apiserver_is_local;
+use crate::core::model;
 use crate::core::policy::Policy;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -23,11 +23,23 @@ pub fn source_address(ep: &Endpoint) -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
-/// The policy with `input_hook` set when an apiserver address is one of
-/// this node's own (a control-plane node: pods reach it through INPUT).
+/// The policy with `local_apiservers` set to the apiservers whose address is
+/// one of this node's own (a control-plane node: pods reach them through
+/// INPUT, at every local address).
 pub fn localized(mut policy: Policy) -> Policy {
     let local = crate::verify::netns::local_addresses().unwrap_or_default();
-    policy.input_hook = apiserver_is_local(&policy.apiservers, &local);
+    policy.local_apiservers = model::local_apiservers(&policy.apiservers, &local);
+    for ep in policy.local_apiservers.iter().filter(|e| e.port.is_none()) {
+        let msg = format!(
+            "apiserver {ep} is this node's own address and has no port: pods are refused at that address only; \
+             give its port (e.g. {ep}:6443) to refuse them on that port at every address of the node"
+        );
+        if log::max_level() >= log::LevelFilter::Warn {
+            log::warn!("{msg}");
+        } else {
+            eprintln!("apiserver-guard: warning: {msg}");
+        }
+    }
     policy
 }
 

@@ -2,7 +2,8 @@
 //! (nftables, iptables-nft, iptables-legacy): tunnel mode (FORWARD) and vpc
 //! mode (OUTPUT) for IPv4, IPv6 and dual stack, port-specific and port-less
 //! apiservers, a DNAT'd ClusterIP, an established connection being cut, and
-//! `--action drop`. Every firewall change happens in the test's own node
+//! `--action drop`, and a control-plane node (an apiserver on the node's own
+//! address, refused on its port at every address of the node). Every firewall change happens in the test's own node
 //! namespace; traffic flows only between the test's own namespaces.
 
 mod common;
@@ -27,6 +28,7 @@ per_backend!(
     vpc_v6_blocks_node_local_container_source,
     dual_stack_both_modes_blocks_everything,
     drop_action_times_out,
+    control_plane_node_refuses_pods_at_every_node_address,
 );
 
 fn tunnel_v4_blocks_pod_port_specific(b: Backend) {
@@ -329,5 +331,54 @@ fn drop_action_times_out(b: Backend) {
     );
     assert_served(&curl(&topo.pod, OTHER_V4, API_PORT, MAX_TIME), "pod -> OTHER_V4");
     assert_served(&curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node -> API_V4");
+    policy.assert_in_sync(&topo.node, "status after apply");
+}
+
+/// Port of the apiserver running on the node itself (control-plane node).
+const LOCAL_API_PORT: u16 = 6443;
+
+fn control_plane_node_refuses_pods_at_every_node_address(b: Backend) {
+    let topo = Topology::new();
+    // kube-apiserver binds every address of the node: [::] serves IPv4 and IPv6.
+    let _apiserver = Listener::start(&topo.node, "::", LOCAL_API_PORT);
+    let _other = Listener::start(&topo.node, "::", OTHER_PORT);
+    let node_addrs = [NODE_API_V4, NODE_POD_V4, NODE_API_V6, NODE_POD_V6];
+    for ip in node_addrs {
+        assert_served(
+            &curl(&topo.pod, ip, LOCAL_API_PORT, MAX_TIME),
+            &format!("before apply: pod -> node {ip}"),
+        );
+    }
+
+    // Named by one address only, as the kubeconfig or the EndpointSlice would.
+    let policy = GuardPolicy::new(
+        b,
+        "tunnel",
+        &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6],
+        &[&endpoint(NODE_API_V4, Some(LOCAL_API_PORT))],
+    );
+    policy.apply_ok(&topo.node);
+
+    for ip in node_addrs {
+        assert_refused_fast(&topo.pod, None, ip, LOCAL_API_PORT, &format!("pod -> node {ip}"));
+        assert_served(
+            &curl(&topo.pod, ip, OTHER_PORT, MAX_TIME),
+            &format!("pod -> node {ip}, another port"),
+        );
+        assert_served(
+            &curl(&topo.node, ip, LOCAL_API_PORT, MAX_TIME),
+            &format!("node itself -> {ip}"),
+        );
+    }
+    for ip in [NODE_API_V4, NODE_API_V6] {
+        assert_served(
+            &curl(&topo.api, ip, LOCAL_API_PORT, MAX_TIME),
+            &format!("another host -> node {ip}"),
+        );
+    }
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "pod -> a remote destination on another port",
+    );
     policy.assert_in_sync(&topo.node, "status after apply");
 }

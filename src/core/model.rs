@@ -48,6 +48,14 @@ pub enum Target {
     ApiPort,
     /// Destination address in the port-less endpoints (every protocol and port).
     ApiAny,
+    /// Destination any address of this node (`fib daddr type local`,
+    /// `-m addrtype --dst-type LOCAL`) on a TCP port of an apiserver that
+    /// runs here: kube-apiserver listens on every address, so blocking only
+    /// the address it was named by would leave the node's others open.
+    /// Sources that are the node's own addresses are left alone: the node's
+    /// bridge address (e.g. `cni0`) lies in the container CIDR, and the node
+    /// talking to itself through it is not a pod.
+    LocalPort,
 }
 
 /// What a rule does with a matching packet.
@@ -80,6 +88,7 @@ impl Rule {
             (Target::ApiPort, _) => "block-tcp-port",
             (Target::ApiAny, true) => "block-tcp",
             (Target::ApiAny, false) => "block-all",
+            (Target::LocalPort, _) => "block-local-port",
         };
         format!("{what}-{}", self.family.suffix())
     }
@@ -108,6 +117,9 @@ pub struct FamilyAddrs {
 pub struct Blocklist {
     pub hooks: Vec<Hook>,
     pub action: Action,
+    /// TCP ports of the apiservers on this node, blocked at every local
+    /// address (both families: an apiserver bound to `[::]` answers on all).
+    pub local_ports: Vec<u16>,
     /// Keep the exempt set and rule even when empty (see `Policy::dynamic_exempt`).
     pub dynamic_exempt: bool,
     pub families: Vec<(Family, FamilyAddrs)>,
@@ -117,23 +129,31 @@ impl Blocklist {
     /// Builds the model from a validated policy. Families with no source or
     /// no apiserver are left out: there is nothing to block for them.
     pub fn from_policy(policy: &Policy) -> Blocklist {
+        let local_ports: Vec<u16> = policy
+            .local_apiservers
+            .iter()
+            .filter_map(|e| e.port)
+            .collect::<BTreeSet<u16>>()
+            .into_iter()
+            .collect();
         let families = Family::ALL
             .iter()
             .filter_map(|&fam| {
                 let addrs = family_addrs(policy, fam);
-                let blocks_something =
-                    !addrs.sources.is_empty() && (!addrs.api_ports.is_empty() || !addrs.api_any.is_empty());
+                let blocks_something = !addrs.sources.is_empty()
+                    && (!addrs.api_ports.is_empty() || !addrs.api_any.is_empty() || !local_ports.is_empty());
                 blocks_something.then_some((fam, addrs))
             })
             .collect();
         let mut hooks = policy.mode.hooks();
-        if policy.input_hook {
+        if !policy.local_apiservers.is_empty() {
             hooks.push(Hook::Input);
         }
         hooks.sort();
         Blocklist {
             hooks,
             action: policy.action,
+            local_ports,
             dynamic_exempt: policy.dynamic_exempt,
             families,
         }
@@ -143,7 +163,7 @@ impl Blocklist {
     pub fn rules(&self) -> Vec<Rule> {
         self.families
             .iter()
-            .flat_map(|(fam, addrs)| family_rules(*fam, addrs, self.action, self.dynamic_exempt))
+            .flat_map(|(fam, addrs)| family_rules(*fam, addrs, self))
             .collect()
     }
 
@@ -177,13 +197,18 @@ fn family_addrs(policy: &Policy, fam: Family) -> FamilyAddrs {
     }
 }
 
-/// Whether any apiserver address is one of `local` (this node's own
-/// addresses): then pods reach it through INPUT and that hook is needed.
-pub fn apiserver_is_local(apiservers: &[Endpoint], local: &[IpAddr]) -> bool {
-    apiservers.iter().any(|e| local.contains(&e.ip) && !e.ip.is_loopback())
+/// The apiservers whose address is one of `local` (this node's own
+/// addresses): pods reach them through INPUT, and that hook is needed.
+pub fn local_apiservers(apiservers: &[Endpoint], local: &[IpAddr]) -> Vec<Endpoint> {
+    apiservers
+        .iter()
+        .filter(|e| local.contains(&e.ip) && !e.ip.is_loopback())
+        .copied()
+        .collect()
 }
 
-fn family_rules(family: Family, addrs: &FamilyAddrs, action: Action, dynamic_exempt: bool) -> Vec<Rule> {
+fn family_rules(family: Family, addrs: &FamilyAddrs, b: &Blocklist) -> Vec<Rule> {
+    let (action, dynamic_exempt) = (b.action, b.dynamic_exempt);
     let rule = |target, tcp_only, verdict| Rule {
         family,
         target,
@@ -208,6 +233,9 @@ fn family_rules(family: Family, addrs: &FamilyAddrs, action: Action, dynamic_exe
         }
         rules.push(rule(Target::ApiAny, false, other_verdict));
     }
+    if !b.local_ports.is_empty() {
+        rules.push(rule(Target::LocalPort, true, tcp_verdict));
+    }
     rules
 }
 
@@ -225,7 +253,7 @@ pub(crate) mod tests {
             mode,
             action,
             backend: BackendChoice::Auto,
-            input_hook: false,
+            local_apiservers: Vec::new(),
             dynamic_exempt: false,
         }
     }
@@ -326,7 +354,7 @@ pub(crate) mod tests {
     #[test]
     fn input_hook_joins_the_mode_hooks_in_order() {
         let mut p = policy(&["10.0.0.0/16"], &[], &["1.2.3.4"], Mode::Tunnel, Action::Reject);
-        p.input_hook = true;
+        p.local_apiservers = p.apiservers.clone();
         assert_eq!(Blocklist::from_policy(&p).hooks, vec![Hook::Forward, Hook::Input]);
         p.mode = Mode::Both;
         assert_eq!(
@@ -345,16 +373,52 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn apiserver_is_local_only_for_own_non_loopback_addresses() {
+    fn local_apiservers_are_the_own_non_loopback_addresses() {
         let eps: Vec<Endpoint> = ["192.168.0.10:6443", "127.0.0.1:6443"]
             .iter()
             .map(|s| parse_endpoint(s).unwrap())
             .collect();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(apiserver_is_local(&eps, &[ip("10.1.1.1"), ip("192.168.0.10")]));
-        assert!(!apiserver_is_local(&eps, &[ip("10.1.1.1")]));
+        assert_eq!(local_apiservers(&eps, &[ip("10.1.1.1"), ip("192.168.0.10")]), eps[..1]);
+        assert!(local_apiservers(&eps, &[ip("10.1.1.1")]).is_empty());
         // Loopback is always "local", and pods never reach the node's loopback.
-        assert!(!apiserver_is_local(&eps[1..], &[ip("127.0.0.1")]));
-        assert!(!apiserver_is_local(&[], &[ip("192.168.0.10")]));
+        assert!(local_apiservers(&eps[1..], &[ip("127.0.0.1")]).is_empty());
+        assert!(local_apiservers(&[], &[ip("192.168.0.10")]).is_empty());
+    }
+
+    #[test]
+    fn a_local_apiserver_is_blocked_on_its_port_at_every_local_address_in_both_families() {
+        let mut p = policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &[],
+            &["192.168.0.1:6443", "192.168.0.1:443", "192.168.9.9:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.local_apiservers = p.apiservers[..2].to_vec();
+        let b = Blocklist::from_policy(&p);
+        assert_eq!(b.local_ports, vec![443, 6443]);
+        let names: Vec<String> = b.rules().iter().map(Rule::name).collect();
+        // v6 has no apiserver address of its own, but the node's v6 addresses serve the port too.
+        assert_eq!(
+            names,
+            ["block-tcp-port-v4", "block-local-port-v4", "block-local-port-v6"]
+        );
+        assert!(b.rules().iter().all(|r| r.tcp_only && r.verdict == Verdict::TcpReset));
+        p.action = Action::Drop;
+        assert!(Blocklist::from_policy(&p)
+            .rules()
+            .iter()
+            .all(|r| r.verdict == Verdict::Drop));
+    }
+
+    #[test]
+    fn a_local_apiserver_without_port_blocks_its_address_only() {
+        let mut p = policy(&["10.0.0.0/16"], &[], &["192.168.0.1"], Mode::Tunnel, Action::Reject);
+        p.local_apiservers = p.apiservers.clone();
+        let b = Blocklist::from_policy(&p);
+        assert!(b.local_ports.is_empty());
+        assert_eq!(b.hooks, vec![Hook::Forward, Hook::Input]);
+        assert!(b.rules().iter().all(|r| r.target != Target::LocalPort));
     }
 }

@@ -94,10 +94,12 @@ pub struct Policy {
     pub mode: Mode,
     pub action: Action,
     pub backend: BackendChoice,
-    /// An apiserver address is one of this node's own (a control-plane
-    /// node): pods reach it through INPUT, which is hooked too. Set by the
-    /// shell from the node's addresses (`model::apiserver_is_local`).
-    pub input_hook: bool,
+    /// The apiserver endpoints whose address is one of this node's own (a
+    /// control-plane node): pods reach them through INPUT, which is hooked
+    /// too, and on their ports at *every* local address of the node (an
+    /// apiserver listens on all of them). Set by the shell from the node's
+    /// addresses (`model::local_apiservers`); empty elsewhere.
+    pub local_apiservers: Vec<Endpoint>,
     /// The exempt set changes at run time (the allow-list follows pods):
     /// keep its set and rule even while it is empty, so a change is an
     /// element update and never a rule change.

@@ -57,6 +57,15 @@ fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
                 }
             }
         }
+        Target::LocalPort => {
+            for src in &a.sources {
+                for port in &b.local_ports {
+                    out.push(format!(
+                        "-A {CHAIN} -s {src} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
+                    ));
+                }
+            }
+        }
         Target::ApiAny => {
             let proto = if r.tcp_only { "-p tcp " } else { "" };
             for src in &a.sources {
@@ -319,6 +328,26 @@ mod tests {
         seen.rules_in.insert(Hook::Output, 1);
         seen.accept_policy.clear();
         assert!(!plan(None, &seen, true).unwrap().contains("-X OUTPUT"));
+    }
+
+    #[test]
+    fn a_local_apiserver_is_refused_at_every_local_address_but_not_from_the_node_itself() {
+        let mut p = policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &[],
+            &["192.168.0.1:6443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.local_apiservers = p.apiservers.clone();
+        let b = Blocklist::from_policy(&p);
+        let v6 = desired(&b, Family::V6).unwrap();
+        assert_eq!(
+            v6.rules,
+            vec!["-A APISERVER-GUARD -s fd00::/48 -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport 6443 -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"]
+        );
+        assert_eq!(v6.hooks, vec![Hook::Forward, Hook::Input]);
+        assert_eq!(desired(&b, Family::V4).unwrap().rules.len(), 2);
     }
 
     #[test]

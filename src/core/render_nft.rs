@@ -23,6 +23,32 @@ fn set_name(kind: &str, fam: Family) -> String {
 
 /// The kinds of set we may own, per family.
 const SET_KINDS: [&str; 4] = ["sources", "exempt", "api_port", "api_any"];
+/// The one set of both families: TCP ports of the apiservers on this node.
+const LOCAL_PORTS_SET: &str = "local_ports";
+const LOCAL_PORTS_TYPE: &str = "inet_service";
+
+/// Whether `name` is one of the sets we may own.
+fn is_our_set(name: &str) -> bool {
+    name == LOCAL_PORTS_SET
+        || Family::ALL
+            .iter()
+            .any(|f| SET_KINDS.iter().any(|k| set_name(k, *f) == name))
+}
+
+/// The family-less sets the blocklist needs.
+fn shared_sets(b: &Blocklist) -> Vec<(String, NftSet)> {
+    if b.local_ports.is_empty() {
+        return Vec::new();
+    }
+    vec![(
+        LOCAL_PORTS_SET.to_string(),
+        NftSet {
+            key_type: LOCAL_PORTS_TYPE.to_string(),
+            interval: false,
+            elements: b.local_ports.iter().map(u16::to_string).collect(),
+        },
+    )]
+}
 
 /// Key type and interval flag of a set kind.
 fn set_def(kind: &str, fam: Family) -> (String, bool) {
@@ -94,6 +120,12 @@ fn rule_text(r: &Rule) -> (String, Vec<String>) {
                 vec![sources, api],
             )
         }
+        Target::LocalPort => (
+            format!(
+                "{proto} saddr @{sources} fib saddr type != local fib daddr type local tcp dport @{LOCAL_PORTS_SET}"
+            ),
+            vec![sources, LOCAL_PORTS_SET.to_string()],
+        ),
     };
     let counter = if r.blocks() { "counter " } else { "" };
     let text = format!(
@@ -224,13 +256,15 @@ pub fn script(b: &Blocklist, seen: Option<&NftState>) -> String {
             }
         }
     }
+    let local_got = seen.and_then(|st| st.sets.get(LOCAL_PORTS_SET));
+    if local_got.is_some_and(|g| g.key_type != LOCAL_PORTS_TYPE || g.interval) {
+        line(format!("delete set {t} {LOCAL_PORTS_SET}"));
+    } else if !want.sets.contains_key(LOCAL_PORTS_SET) {
+        line(set_decl(LOCAL_PORTS_SET, LOCAL_PORTS_TYPE, false));
+        line(format!("delete set {t} {LOCAL_PORTS_SET}"));
+    }
     if let Some(st) = seen {
-        let known = |n: &String| {
-            Family::ALL
-                .iter()
-                .any(|f| SET_KINDS.iter().any(|k| set_name(k, *f) == *n))
-        };
-        for name in st.sets.keys().filter(|n| !known(n)) {
+        for name in st.sets.keys().filter(|n| !is_our_set(n)) {
             line(format!("delete set {t} {name}"));
         }
     }
@@ -300,6 +334,7 @@ pub fn desired_state(b: &Blocklist) -> NftState {
     for (fam, addrs) in &b.families {
         state.sets.extend(family_sets(*fam, addrs, b.dynamic_exempt));
     }
+    state.sets.extend(shared_sets(b));
     let guard_rules = b
         .rules()
         .iter()
@@ -617,7 +652,7 @@ mod tests {
             Mode::Tunnel,
             Action::Reject,
         );
-        p.input_hook = true;
+        p.local_apiservers = p.apiservers.clone();
         let s = script(&Blocklist::from_policy(&p), None);
         assert!(s.contains(
             "add chain inet apiserver_guard input { type filter hook input priority filter; policy accept; }"
@@ -625,5 +660,33 @@ mod tests {
         assert!(s.contains("add rule inet apiserver_guard input jump guard comment \"enter-guard\""));
         let s = script(&tunnel(), None);
         assert!(pos(&s, "add chain inet apiserver_guard input {") < pos(&s, "delete chain inet apiserver_guard input"));
+    }
+
+    #[test]
+    fn a_local_apiserver_is_refused_at_every_local_address_on_its_port() {
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.10:6443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.local_apiservers = p.apiservers.clone();
+        let b = Blocklist::from_policy(&p);
+        let s = script(&b, None);
+        assert!(s.contains("set inet apiserver_guard local_ports { type inet_service; }"));
+        assert!(s.contains("add element inet apiserver_guard local_ports { 6443 }"));
+        assert!(s.contains(
+            "add rule inet apiserver_guard guard ip saddr @sources_v4 fib saddr type != local fib daddr type local tcp dport @local_ports counter reject with tcp reset comment \"block-local-port-v4\""
+        ));
+        assert!(!s.contains("delete set inet apiserver_guard local_ports"), "{s}");
+        let state = desired_state(&b);
+        assert_eq!(state.sets["local_ports"].elements, BTreeSet::from(["6443".to_string()]));
+        // Without a local apiserver the set goes, idempotently.
+        let s = script(&tunnel(), Some(&state));
+        assert!(
+            pos(&s, "set inet apiserver_guard local_ports { type inet_service; }")
+                < pos(&s, "delete set inet apiserver_guard local_ports")
+        );
     }
 }

@@ -87,7 +87,7 @@ fn list(nets: &[IpNet]) -> String {
 /// block cut the node (and its kubelet) off.
 pub fn check_lockout(policy: &Policy, routes: &[(Endpoint, Option<IpAddr>)]) -> Result<(), Vec<String>> {
     // INPUT sees the node's traffic to its own addresses (a local apiserver).
-    if !policy.mode.hooks().contains(&Hook::Output) && !policy.input_hook {
+    if !policy.mode.hooks().contains(&Hook::Output) && policy.local_apiservers.is_empty() {
         return Ok(());
     }
     let mut problems = Vec::new();
@@ -126,7 +126,7 @@ mod tests {
             mode: Mode::Both,
             action: Action::Reject,
             backend: BackendChoice::Auto,
-            input_hook: false,
+            local_apiservers: Vec::new(),
             dynamic_exempt: false,
         }
     }

@@ -518,7 +518,7 @@ mod tests {
             mode: Mode::Both,
             action: Action::Reject,
             backend: BackendChoice::Auto,
-            input_hook: false,
+            local_apiservers: Vec::new(),
             dynamic_exempt: false,
         }
     }
