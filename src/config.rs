@@ -6,6 +6,7 @@ use crate::cli::{LogFormat, PolicyArgs};
 use crate::core::address::{parse_cidr, parse_endpoint};
 use crate::core::policy::{Action, BackendChoice, Mode, Policy};
 use crate::error::{Error, Result};
+use crate::regular_file::ReadError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -71,9 +72,15 @@ pub fn load_file(named: Option<&Path>) -> Result<FileConfig> {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_file(&text, &path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(FileConfig::default()),
+    match crate::regular_file::read_regular(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_file(&text, &path),
+            Err(_) => Err(Error::bad_input(format!(
+                "config file {}: not UTF-8 text",
+                path.display()
+            ))),
+        },
+        Err(ReadError::NotFound) if !required => Ok(FileConfig::default()),
         Err(e) => Err(Error::bad_input(format!(
             "config file {}: cannot read it: {e}",
             path.display()

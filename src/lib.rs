@@ -14,4 +14,5 @@ pub mod error;
 pub mod lockout;
 pub mod logging;
 pub mod policy_source;
+pub mod regular_file;
 pub mod verify;

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -1130,29 +1129,6 @@ fn bad_input_exits_2_and_changes_nothing() {
         &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
         "pod -> API after every bad input",
     );
-}
-
-#[test]
-fn busy_listen_port_fails_before_touching_the_firewall() {
-    if !common::can_run() {
-        return;
-    }
-    let topo = Topology::new();
-    let node = &topo.node;
-    let before = firewall_snapshot(node);
-    let squatter = node
-        .in_thread(|| TcpListener::bind(LISTEN))
-        .expect("enter node netns")
-        .expect("bind 127.0.0.1:9440 in the node netns");
-    let args = daemon_args(&tunnel_v4_policy(Backend::Nftables), &[]);
-    let (code, log, took) = run_to_exit(node, &args);
-    drop(squatter);
-    eprintln!("busy listen port: exit {code:?} after {took:?}: {}", log.trim());
-    assert_eq!(code, Some(1), "a busy port is a runtime error (exit 1)\nlog:\n{log}");
-    assert!(log.contains("9440"), "the error must name the address:\n{log}");
-    wait_no_processes(node, Duration::from_secs(5));
-    assert_same_snapshot(&before, &firewall_snapshot(node), "after `run` with a busy port");
-    assert_served(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod -> API");
 }
 
 /// `--probe-interval`: the daemon runs `verify` from the pod namespace and

@@ -5,6 +5,7 @@
 //! taint once the block is installed and a probe has proven it.
 
 use super::discovery_status::DiscoveryStatus;
+use super::stop::Stop;
 use super::{Daemon, Loaded};
 use crate::commands::checked;
 use crate::discovery::settings::describe;
@@ -16,10 +17,11 @@ use crate::lockout::localized;
 use crate::verify::report::Report;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// How often the node taint removal is attempted until it succeeds.
 pub const TAINT_RETRY: Duration = Duration::from_secs(2);
+/// Longest wait for the apiserver to answer one taint removal.
+const TAINT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Health entries for every source the configuration watches, not yet listed.
 pub fn initial_status(cfg: &DiscoveryConfig) -> DiscoveryStatus {
@@ -53,7 +55,7 @@ fn seed(cfg: &DiscoveryConfig) -> Discovered {
 /// Starts discovery and waits until the policy can block something (an
 /// apiserver and a pod CIDR known, from the cache or the cluster). Returns
 /// None when a signal ended the wait, Some(None) when discovery is off.
-pub(super) async fn begin(loaded: &Loaded) -> Result<Option<Option<Discovery>>> {
+pub(super) async fn begin(loaded: &Loaded, mut stop: Stop) -> Result<Option<Option<Discovery>>> {
     let Some(cfg) = &loaded.discovery else {
         return Ok(Some(None));
     };
@@ -61,9 +63,6 @@ pub(super) async fn begin(loaded: &Loaded) -> Result<Option<Option<Discovery>>> 
     let d = crate::discovery::start(cfg, seed(cfg))
         .await
         .map_err(|e| Error::runtime(format!("Kubernetes discovery: {e}")))?;
-    let signal_err = |e: std::io::Error| Error::runtime(format!("cannot install signal handlers: {e}"));
-    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut rx = d.rx.clone();
     let mut said = false;
     loop {
@@ -75,8 +74,7 @@ pub(super) async fn begin(loaded: &Loaded) -> Result<Option<Option<Discovery>>> 
         }
         tokio::select! {
             r = rx.changed() => r.map_err(|_| Error::runtime("discovery stopped"))?,
-            _ = term.recv() => return Ok(None),
-            _ = int.recv() => return Ok(None),
+            _ = stop.requested() => return Ok(None),
         }
     }
     Ok(Some(Some(d)))
@@ -162,7 +160,11 @@ impl Daemon {
             log::info!("node taint {key} stays: the probe has not proven the block yet");
             return;
         }
-        let done = match taint::remove(&client, &node, &key).await {
+        // Bounded: an apiserver that hangs must not hold up the control loop.
+        let removal = tokio::time::timeout(TAINT_CALL_TIMEOUT, taint::remove(&client, &node, &key))
+            .await
+            .unwrap_or_else(|_| Err(format!("the apiserver did not answer within {TAINT_CALL_TIMEOUT:?}")));
+        let done = match removal {
             Ok(Removal::Removed) => {
                 log::info!("removed taint {key} from node {node}: the block is installed and verified");
                 true

@@ -2,8 +2,11 @@
 //! A deliberately small HTTP/1.0 responder (GET only, bounded request size
 //! and read time, one response per connection): it serves three read-only
 //! pages on loopback by default, which does not justify an HTTP framework.
+//! It starts after the block is in place and never holds it up: a port that
+//! cannot be bound is retried in the background (`serve_with_retry`).
 
 use super::metrics::{render, Metrics};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,6 +92,44 @@ pub async fn run(listener: TcpListener, state: Arc<Mutex<Metrics>>, stale_after:
     loop {
         if let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(serve(stream, state.clone(), stale_after));
+        }
+    }
+}
+
+/// First and longest wait between two attempts to bind the listener.
+const BIND_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
+
+/// Binds `addr` and serves it. The listener is auxiliary: the block is
+/// already in place when this starts, and a port that cannot be bound (taken,
+/// address not yet configured) is retried with backoff, logged on the first
+/// failure and when it clears, counted, and shown as not ready, while
+/// enforcement goes on.
+pub async fn serve_with_retry(addr: SocketAddr, state: Arc<Mutex<Metrics>>, stale_after: Duration) {
+    let mut backoff = BIND_BACKOFF.0;
+    let mut failing = false;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                state.lock().unwrap_or_else(|p| p.into_inner()).listener_error = None;
+                if failing {
+                    log::info!(listen = addr.to_string().as_str(); "health and metrics listener is up on {addr}");
+                }
+                return run(listener, state, stale_after).await;
+            }
+            Err(e) => {
+                let msg = format!("cannot listen on {addr}: {e}; retrying, the block is enforced meanwhile");
+                {
+                    let mut m = state.lock().unwrap_or_else(|p| p.into_inner());
+                    m.listener_bind_failures += 1;
+                    m.listener_error = Some(msg.clone());
+                }
+                if !failing {
+                    log::error!(listen = addr.to_string().as_str(); "{msg}");
+                    failing = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BIND_BACKOFF.1);
+            }
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub ready_requires_probe: bool,
     /// Kubernetes discovery, when on.
     pub discovery: Option<DiscoveryStatus>,
+    /// The health listener could not be bound (still retrying): why.
+    pub listener_error: Option<String>,
+    pub listener_bind_failures: u64,
 }
 
 impl Metrics {
@@ -70,6 +73,8 @@ impl Metrics {
             probe_last_unix: 0.0,
             ready_requires_probe: false,
             discovery: None,
+            listener_error: None,
+            listener_bind_failures: 0,
         }
     }
 
@@ -89,6 +94,7 @@ impl Metrics {
             && self.in_sync
             && (!self.ready_requires_probe || self.probe.as_ref().is_some_and(Report::passed))
             && self.discovery.as_ref().is_none_or(|d| d.not_ready().is_none())
+            && self.listener_error.is_none()
     }
 
     /// Why `/readyz` says no.
@@ -98,6 +104,9 @@ impl Metrics {
         }
         if let Some(why) = self.discovery.as_ref().and_then(DiscoveryStatus::not_ready) {
             return why;
+        }
+        if let Some(why) = &self.listener_error {
+            return why.clone();
         }
         match &self.probe {
             None => "waiting for the first probe (--ready-requires-probe)".into(),
@@ -236,6 +245,17 @@ pub fn render(m: &Metrics) -> String {
     let _ = writeln!(o, "apiserver_guard_config_errors_total {}", m.config_errors);
     family(
         &mut o,
+        "apiserver_guard_listener_bind_failures_total",
+        "counter",
+        "Failed attempts to bind the health and metrics listener (retried with backoff; the block does not wait for it).",
+    );
+    let _ = writeln!(
+        o,
+        "apiserver_guard_listener_bind_failures_total {}",
+        m.listener_bind_failures
+    );
+    family(
+        &mut o,
         "apiserver_guard_config_last_reload_successful",
         "gauge",
         "0 while an invalid config is being ignored.",
@@ -330,6 +350,19 @@ mod tests {
         assert!(!m.ready());
         assert!(m.why_not_ready().contains("no pod namespace"));
         assert!(render(&m).contains("apiserver_guard_probe_last_run_timestamp_seconds"));
+    }
+
+    #[test]
+    fn a_listener_still_retrying_is_not_ready_and_says_why() {
+        let mut m = Metrics::new("x");
+        m.started = true;
+        m.in_sync = true;
+        assert!(m.ready());
+        m.listener_error = Some("cannot listen on 127.0.0.1:9480: address in use".into());
+        m.listener_bind_failures = 3;
+        assert!(!m.ready());
+        assert!(m.why_not_ready().contains("cannot listen"));
+        assert!(render(&m).contains("apiserver_guard_listener_bind_failures_total 3\n"));
     }
 
     #[test]

@@ -10,11 +10,13 @@
 pub mod discovered;
 pub mod discovery_status;
 pub mod http;
+pub mod instance;
 pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod reconciler;
 pub mod settings;
+pub mod stop;
 
 use crate::cli::RunArgs;
 use crate::commands::checked;
@@ -32,12 +34,27 @@ use settings::DaemonSettings;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stop::Stop;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONFIG_POLL: Duration = Duration::from_secs(1);
+/// How long a stop waits for work still running on blocking threads (a
+/// firewall tool that hangs) before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
+/// Runs `$work` unless a stop is requested first; then leaves the loop.
+macro_rules! or_stop {
+    ($stop:expr, $work:expr) => {
+        tokio::select! {
+            biased;
+            _ = $stop.requested() => break,
+            r = $work => r,
+        }
+    };
+}
 
 /// Entry point of `run`; returns the exit code.
 pub fn run(args: &RunArgs) -> i32 {
@@ -75,12 +92,18 @@ fn load(args: &RunArgs) -> Result<Loaded> {
 fn start(args: &RunArgs) -> Result<i32> {
     let loaded = load(args)?;
     crate::logging::init(loaded.settings.log_format);
+    // Before anything is changed: one daemon per network namespace.
+    let instance = instance::acquire()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(async move {
-        let Some(found) = discovered::begin(&loaded).await? else {
+    let result = rt.block_on(async move {
+        let stop = Stop::install()?;
+        let _answering = instance
+            .serve()
+            .map_err(|e| Error::runtime(format!("cannot serve the instance socket: {e}")))?;
+        let Some(found) = discovered::begin(&loaded, stop.clone()).await? else {
             return Ok(exit::OK); // a signal while waiting for discovery
         };
         let policy = localized(match (&found, &loaded.discovery) {
@@ -88,9 +111,26 @@ fn start(args: &RunArgs) -> Result<i32> {
             _ => loaded.base.clone(),
         });
         let blocklist = checked(&policy, true)?;
-        let rec = Reconciler::new(policy, blocklist)?;
-        Daemon::new(args.clone(), loaded, rec, found).run().await
-    })
+        // Picking the backend runs the firewall tools: off the runtime's thread, and a stop wins.
+        let picking = tokio::task::spawn_blocking(move || Reconciler::new(policy, blocklist));
+        let mut waiting = stop.clone();
+        let rec = tokio::select! {
+            biased;
+            _ = waiting.requested() => return Ok(exit::OK),
+            r = picking => r.map_err(|e| Error::runtime(format!("backend selection task failed: {e}")))??,
+        };
+        Daemon::new(args.clone(), loaded, rec, found).run(stop).await
+    });
+    // Work stuck on a blocking thread (a hung firewall tool) must not keep a stopped daemon alive.
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+/// The config file's bytes as the change detector sees them: never blocks
+/// (a FIFO or device in its place reads as "unreadable", and the reload that
+/// follows refuses it with a clear error, keeping the old policy).
+fn read_config(path: &std::path::Path) -> Option<Vec<u8>> {
+    crate::regular_file::read_regular(path).ok()
 }
 
 fn unix_now() -> f64 {
@@ -136,7 +176,7 @@ impl Daemon {
             .config
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        let config_seen = std::fs::read(&config_path).ok();
+        let config_seen = read_config(&config_path);
         Daemon {
             args,
             settings,
@@ -157,35 +197,42 @@ impl Daemon {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn run(mut self) -> Result<i32> {
-        let listener = tokio::net::TcpListener::bind(self.settings.listen)
-            .await
-            .map_err(|e| Error::runtime(format!("cannot listen on {}: {e}", self.settings.listen)))?;
-        let stale_after = (self.settings.resync_interval * 3).max(Duration::from_secs(30));
-        tokio::spawn(http::run(listener, self.state.clone(), stale_after));
-        let signal_err = |e: std::io::Error| Error::runtime(format!("cannot install signal handlers: {e}"));
-        let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+    async fn run(mut self, mut stop: Stop) -> Result<i32> {
+        let mut hup =
+            signal(SignalKind::hangup()).map_err(|e| Error::runtime(format!("cannot install signal handlers: {e}")))?;
         log::info!(
             backend = self.rec.backend.name(), listen = self.settings.listen.to_string().as_str();
             "starting: {} [{}]", self.rec.backend.name(), self.rec.why
         );
 
-        // First apply: retry with backoff while the firewall is busy; a signal still ends us.
+        // The health listener runs beside the first apply, never before it:
+        // it is a background task that retries a port it cannot bind, so it
+        // never holds up the block, and /readyz can say why we are not ready
+        // while the first apply is still being retried.
+        let stale_after = (self.settings.resync_interval * 3).max(Duration::from_secs(30));
+        tokio::spawn(http::serve_with_retry(
+            self.settings.listen,
+            self.state.clone(),
+            stale_after,
+        ));
+
+        // First apply: retry with backoff while the firewall is busy; a stop
+        // still ends us at once.
         let mut backoff = Duration::from_millis(100);
-        while !self.reconcile("start", true).await {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = term.recv() => return Ok(exit::OK),
-                _ = int.recv() => return Ok(exit::OK),
+        loop {
+            if or_stop!(stop, self.reconcile("start", true)) {
+                break;
             }
+            or_stop!(stop, tokio::time::sleep(backoff));
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        if stop.requested_now() {
+            return Ok(exit::OK);
         }
         self.metrics().started = true;
         notify::notify("READY=1");
-        self.status_line();
         log::info!("ready: the block is in place");
+        self.status_line();
 
         let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
         let mut monitor = self.spawn_monitor(&wake_tx);
@@ -199,36 +246,42 @@ impl Daemon {
         let probe_every = self.settings.probe_interval;
         let mut probe_tick = tokio::time::interval(probe_every.unwrap_or(Duration::from_secs(3600)));
         let mut view_rx = self.discovery.as_ref().map(|d| d.rx.clone());
-        if view_rx.is_some() {
-            self.on_discovery().await;
-        }
         let mut taint_tick = tokio::time::interval(discovered::TAINT_RETRY);
-        loop {
+        if view_rx.is_some() {
             tokio::select! {
+                biased;
+                _ = stop.requested() => {}
+                _ = self.on_discovery() => {}
+            }
+        }
+        // Every piece of work below is raced against a stop, so SIGTERM is
+        // honoured at once whatever is running.
+        while !stop.requested_now() {
+            tokio::select! {
+                biased;
+                _ = stop.requested() => break,
                 Some(Ok(())) = async { match view_rx.as_mut() { Some(rx) => Some(rx.changed().await), None => None } }, if view_rx.is_some() => {
-                    self.on_discovery().await;
+                    or_stop!(stop, self.on_discovery());
                 }
-                _ = taint_tick.tick(), if self.taint_pending => self.try_untaint().await,
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = taint_tick.tick(), if self.taint_pending => or_stop!(stop, self.try_untaint()),
                 _ = hup.recv() => {
-                    if self.reload("SIGHUP").await {
+                    if or_stop!(stop, self.reload("SIGHUP")) {
                         monitor = self.respawn_monitor(monitor, &wake_tx);
                     }
                 }
-                Some(()) = wake_rx.recv() => { self.reconcile("event", false).await; }
-                _ = resync.tick() => { self.reconcile("timer", true).await; }
+                Some(()) = wake_rx.recv() => { or_stop!(stop, self.reconcile("event", false)); }
+                _ = resync.tick() => { or_stop!(stop, self.reconcile("timer", true)); }
                 _ = config_poll.tick() => {
-                    let now = std::fs::read(&self.config_path).ok();
+                    let now = read_config(&self.config_path);
                     if now != self.config_seen {
                         self.config_seen = now;
-                        if self.reload("config file changed").await {
+                        if or_stop!(stop, self.reload("config file changed")) {
                             monitor = self.respawn_monitor(monitor, &wake_tx);
                         }
                     }
                 }
                 _ = watchdog.tick(), if watchdog_every.is_some() => notify::notify("WATCHDOG=1"),
-                _ = probe_tick.tick(), if probe_every.is_some() => self.probe().await,
+                _ = probe_tick.tick(), if probe_every.is_some() => or_stop!(stop, self.probe()),
             }
             self.metrics().last_turn = Instant::now();
         }
@@ -425,7 +478,7 @@ impl Daemon {
     /// when it is valid (one atomic apply), else keeps enforcing the old one.
     /// Returns whether the backend changed (the event source must follow).
     async fn reload(&mut self, why: &str) -> bool {
-        self.config_seen = std::fs::read(&self.config_path).ok();
+        self.config_seen = read_config(&self.config_path);
         let (base, rec) = match load(&self.args).and_then(|loaded| self.reloaded(loaded)) {
             Ok(x) => x,
             Err(e) => {

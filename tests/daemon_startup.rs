@@ -1,0 +1,205 @@
+//! Real-kernel tests that nothing auxiliary stands between the daemon and the
+//! block, and that one namespace has one daemon: a taken health port does not
+//! delay the block (the listener is retried in the background and comes up
+//! when the port frees); a config file replaced by a FIFO is refused without
+//! blocking, and flushes are still repaired; SIGTERM is honoured within a
+//! second even while a firewall tool hangs; a second daemon in the same
+//! network namespace refuses to start, naming the first, and changes nothing.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::daemon_cases::*;
+use common::guard_cases::*;
+use common::*;
+
+/// How fast a stop must be honoured (the promise), plus process start-up slack.
+const STOP_WITHIN: Duration = Duration::from_millis(1500);
+
+fn tunnel_v4(b: Backend) -> GuardPolicy {
+    GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))])
+}
+
+fn config_text(apiserver: &str) -> String {
+    format!(
+        "container_cidr = [\"{CONTAINER_CIDR_V4}\"]\napiserver = [\"{apiserver}\"]\nmode = \"tunnel\"\nbackend = \"nftables\"\n"
+    )
+}
+
+fn run_with_config(path: &std::path::Path) -> Vec<String> {
+    ["run", "--config", &path.display().to_string(), "--log-format", "text"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
+
+/// Sends SIGTERM and asserts a clean exit (0) within `STOP_WITHIN`.
+#[track_caller]
+fn assert_stops_promptly(d: &Daemon, what: &str) {
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10));
+    let took = t.elapsed();
+    eprintln!("{what}: SIGTERM -> exit in {took:?}");
+    let status = status.unwrap_or_else(|| panic!("{what}: no exit within 10 s of SIGTERM\nlog:\n{}", d.log()));
+    assert!(took < STOP_WITHIN, "{what}: SIGTERM took {took:?}\nlog:\n{}", d.log());
+    assert_eq!(status.code(), Some(0), "{what}: exit status\nlog:\n{}", d.log());
+}
+
+#[test]
+fn a_taken_health_port_never_holds_up_the_block() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    // Someone else holds the daemon's health port in the node namespace.
+    let squatter = topo
+        .node
+        .in_thread(|| TcpListener::bind(LISTEN))
+        .expect("enter node netns")
+        .expect("bind the squatter");
+    let d = Daemon::spawn(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]));
+    d.wait_ready();
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "block installed with the port taken");
+    d.wait_log(&format!("cannot listen on {LISTEN}"), 1, Duration::from_secs(5));
+    assert!(d.exited().is_none(), "the daemon must keep running\n{}", d.log());
+
+    drop(squatter);
+    let (ready, took) = wait_http(&topo.node, "/readyz", 200, |_| true, Duration::from_secs(15));
+    eprintln!("listener up {took:?} after the port was freed: {}", ready.body.trim());
+    let s = scrape(&topo.node);
+    let failures = total(&s, "apiserver_guard_listener_bind_failures_total");
+    assert!(failures >= 1.0, "bind failures counted: {failures}");
+    assert!(d.log().contains("listener is up"), "{}", d.log());
+    assert_stops_promptly(&d, "after the listener came up");
+}
+
+#[test]
+fn a_config_file_replaced_by_a_fifo_is_refused_and_the_block_kept() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let dir = TempDir::new("fifo");
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config_text(&format!("{API_V4}:{API_PORT}"))).expect("write config");
+    let d = Daemon::spawn(&topo.node, &run_with_config(&path));
+    d.wait_ready();
+
+    std::fs::remove_file(&path).expect("remove config");
+    mkfifo(&path);
+    d.wait_log("config reload refused", 1, Duration::from_secs(5));
+    assert!(
+        d.log().contains("FIFO"),
+        "the refusal names what is there:\n{}",
+        d.log()
+    );
+
+    // The control loop still turns: a flush is repaired, /healthz answers.
+    let mark = d.log().len();
+    topo.node.run_ok(&["nft", "flush", "ruleset"]);
+    d.wait_log(REPAIR_LINE, 1, REPAIR_DEADLINE);
+    assert!(d.log_since(mark).contains(REPAIR_LINE));
+    assert_refused_fast(
+        &topo.pod,
+        None,
+        API_V4,
+        API_PORT,
+        "after the flush, with a FIFO as config",
+    );
+    let health = http_get(&topo.node, "/healthz").expect("/healthz answers");
+    assert_eq!(health.code, 200, "{health:?}");
+    assert_stops_promptly(&d, "with a FIFO as config");
+
+    // Starting on a FIFO is bad input: exit 2 at once, nothing installed.
+    let before = firewall_snapshot(&topo.node);
+    let t = Instant::now();
+    let d2 = Daemon::spawn(&topo.node, &run_with_config(&path));
+    let status = d2.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", d2.log());
+    assert!(t.elapsed() < STOP_WITHIN, "refused in {:?}", t.elapsed());
+    assert!(d2.log().contains("FIFO"), "{}", d2.log());
+    assert_same_snapshot(&before, &firewall_snapshot(&topo.node), "after a refused start");
+}
+
+#[test]
+fn sigterm_is_honoured_within_a_second_while_a_firewall_tool_hangs() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let dir = TempDir::new("hang");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("shim dir");
+    let shim = bin.join("nft");
+    std::fs::write(&shim, "#!/bin/sh\nexec sleep 30\n").expect("write shim");
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
+    let d = Daemon::spawn_with_path(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]), Some(&bin));
+    thread::sleep(Duration::from_millis(700)); // well inside the hung `nft`
+    assert!(d.exited().is_none(), "still waiting on the tool:\n{}", d.log());
+    assert_stops_promptly(&d, "while nft hangs");
+}
+
+#[test]
+fn a_second_daemon_in_the_same_namespace_refuses_to_start() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let first = Daemon::spawn(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]));
+    first.wait_ready();
+    let before = firewall_snapshot(&topo.node);
+
+    // Another policy and backend, as a systemd unit left enabled under the DaemonSet would have.
+    let other = GuardPolicy::new(
+        Backend::IptablesNft,
+        "both",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(OTHER_V4, Some(API_PORT))],
+    );
+    let t = Instant::now();
+    let second = Daemon::spawn(&topo.node, &daemon_args(&other, &["--listen", "127.0.0.1:9441"]));
+    let status = second.wait_exit(Duration::from_secs(5));
+    let log = second.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    eprintln!("second daemon refused in {:?}: {}", t.elapsed(), log.trim());
+    assert!(log.contains("already runs in this network namespace"), "{log}");
+    assert!(
+        log.contains(&format!("pid {}", first.pid)),
+        "names the first one's pid: {log}"
+    );
+    assert!(
+        log.contains("started as by hand"),
+        "says how the first was started: {log}"
+    );
+    assert_same_snapshot(
+        &before,
+        &firewall_snapshot(&topo.node),
+        "after the refused second daemon",
+    );
+    assert!(first.exited().is_none(), "the first keeps running\n{}", first.log());
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "first daemon's block");
+    assert_served(&curl(&topo.pod, OTHER_V4, API_PORT, MAX_TIME), "not the second's");
+
+    // Nothing stale after a crash: once the first is SIGKILLed a new one starts at once.
+    first.kill();
+    let third = Daemon::spawn(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]));
+    third.wait_ready();
+    assert_stops_promptly(&third, "third daemon");
+}
