@@ -227,6 +227,7 @@ pub(crate) mod tests {
             backend: BackendChoice::Auto,
             input_hook: false,
             dynamic_exempt: false,
+            origins: Default::default(),
         }
     }
 

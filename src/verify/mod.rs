@@ -520,6 +520,7 @@ mod tests {
             backend: BackendChoice::Auto,
             input_hook: false,
             dynamic_exempt: false,
+            origins: Default::default(),
         }
     }
 
