@@ -2,7 +2,10 @@
 //! flags and their `APISERVER_GUARD_*` environment variables.
 
 use crate::core::policy::{Action, BackendChoice, Mode};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -178,6 +181,10 @@ pub struct PolicyArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// Ids of the settings (this command's, daemon ones included) whose value came
+    /// from an environment variable rather than a flag, so messages name the variable.
+    #[arg(skip)]
+    pub from_env: BTreeSet<String>,
 }
 
 /// Kubernetes discovery: used by `auto` values, the allow-list and the node taint.
@@ -203,6 +210,112 @@ pub struct KubeArgs {
     /// File keeping the last discovered state across restarts [default: /var/lib/apiserver-guard/discovered.json].
     #[arg(long, value_name = "PATH", env = "APISERVER_GUARD_DISCOVERY_CACHE")]
     pub discovery_cache: Option<PathBuf>,
+}
+
+impl Command {
+    /// The policy options of this command, if it takes any.
+    pub fn policy_mut(&mut self) -> Option<&mut PolicyArgs> {
+        match self {
+            Command::Apply(p) | Command::Render(p) => Some(p),
+            Command::Status(s) => Some(&mut s.policy),
+            Command::Run(r) => Some(&mut r.policy),
+            Command::Verify(v) => Some(&mut v.policy),
+            Command::Remove => None,
+        }
+    }
+}
+
+/// Ids of the arguments of `m` whose value came from the environment.
+fn env_ids(m: &ArgMatches) -> BTreeSet<String> {
+    m.ids()
+        .map(|id| id.as_str())
+        .filter(|id| m.value_source(id) == Some(ValueSource::EnvVariable))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `argv`; on a usage error returns clap's error, or, when the bad
+/// value came from an environment variable, a message naming the variable.
+pub fn parse_from(argv: Vec<OsString>) -> Result<Cli, UsageError> {
+    let m = Cli::command()
+        .try_get_matches_from(argv.clone())
+        .map_err(|e| match env_value_problem(&e, &argv) {
+            Some(msg) => UsageError::BadEnv(msg),
+            None => UsageError::Clap(e),
+        })?;
+    let mut cli = Cli::from_arg_matches(&m).map_err(UsageError::Clap)?;
+    if let (Some((_, sub)), Some(p)) = (m.subcommand(), cli.command.policy_mut()) {
+        p.from_env = env_ids(sub);
+    }
+    Ok(cli)
+}
+
+/// Why the command line was refused.
+#[derive(Debug)]
+pub enum UsageError {
+    /// clap's own message (a bad flag, `--help`, `--version`).
+    Clap(clap::Error),
+    /// A variable holds no valid value (exit 2, the message names it).
+    BadEnv(String),
+}
+
+/// The daemon settings given by environment variables alone, as `run` would
+/// read them, for the commands that do not take them as flags (the one
+/// validator checks them whatever the command). `policy` is kept as given.
+pub fn daemon_args_from_env(policy: &PolicyArgs) -> Result<RunArgs, String> {
+    let argv: Vec<OsString> = vec!["apiserver-guard".into(), "run".into()];
+    match parse_from(argv) {
+        Ok(Cli {
+            command: Command::Run(mut r),
+        }) => {
+            let from_env = std::mem::take(&mut r.policy.from_env);
+            r.policy = policy.clone();
+            r.policy.from_env.extend(from_env);
+            Ok(r)
+        }
+        Ok(_) => unreachable!("parsed `run`"),
+        Err(UsageError::BadEnv(m)) => Err(m),
+        Err(UsageError::Clap(e)) => Err(e.to_string().lines().next().unwrap_or_default().to_string()),
+    }
+}
+
+/// When clap refused a value that came from an environment variable (the
+/// flag is not on the command line, the variable is set), says so naming
+/// the variable; clap itself would name only the flag.
+fn env_value_problem(e: &clap::Error, argv: &[OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(arg) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let flag = format!("--{long}");
+    let given = argv
+        .iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if given {
+        return None;
+    }
+    let cmd = Cli::command();
+    let found = std::iter::once(&cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))?;
+    let env = found.get_env()?.to_str()?.to_string();
+    let value = std::env::var_os(&env)?;
+    let valid = match (e.get(ContextKind::ValidValue), found.get_value_names()) {
+        (Some(ContextValue::Strings(v)), _) if !v.is_empty() => format!("one of {}", v.join(", ")),
+        (_, Some([name, ..])) => format!("a {name}"),
+        _ => "a value".to_string(),
+    };
+    Some(if value.is_empty() {
+        format!("{env} is set but empty: set it to {valid}, or unset it")
+    } else {
+        format!(
+            "{env}: '{}' is not valid for {flag} (expected {valid})",
+            value.to_string_lossy()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -50,12 +50,12 @@ pub fn checked(policy: &Policy, check_node_route: bool) -> Result<Blocklist> {
 fn summary(p: &Policy, b: &Blocklist) -> String {
     let hooks: Vec<&str> = b.hooks.iter().map(|h| h.name()).collect();
     format!(
-        "{} container CIDR(s), {} exempt, {} apiserver endpoint(s), hooks {}, action {:?}",
+        "{} container CIDR(s), {} exempt, {} apiserver endpoint(s), hooks {}, action {}",
         p.sources.len(),
         p.exempt.len(),
         p.apiservers.len(),
         hooks.join("+"),
-        p.action
+        p.action.name()
     )
     .to_lowercase()
 }

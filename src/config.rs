@@ -3,8 +3,9 @@
 //! I/O here; merging and parsing into a `Policy` are pure.
 
 use crate::cli::{LogFormat, PolicyArgs};
-use crate::core::address::{parse_cidr, parse_endpoint};
-use crate::core::policy::{Action, BackendChoice, Mode, Policy};
+use crate::core::address::{parse_cidr, parse_endpoint_as};
+use crate::core::policy::{Action, BackendChoice, Mode, Origins, Policy};
+use crate::core::special::{apiserver_problem, source_problem};
 use crate::error::{Error, Result};
 use crate::regular_file::ReadError;
 use serde::Deserialize;
@@ -53,17 +54,48 @@ pub struct FileConfig {
     pub allow_pods: Option<String>,
     pub allow_namespaces: Option<OneOrMany>,
     pub discovery_cache: Option<PathBuf>,
+    /// The file these values were read from (None: no file), for messages.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// Parses the TOML text of a config file; `origin` names it in errors.
 pub fn parse_file(text: &str, origin: &Path) -> Result<FileConfig> {
-    toml::from_str(text).map_err(|e| {
+    let mut file: FileConfig = toml::from_str(text).map_err(|e| {
         Error::bad_input(format!(
             "config file {}: {}",
             origin.display(),
             e.to_string().trim_end().replace('\n', "\n    ")
         ))
-    })
+    })?;
+    file.path = Some(origin.to_path_buf());
+    Ok(file)
+}
+
+/// The environment variable behind a setting (`APISERVER_GUARD_RESYNC_INTERVAL`; `NODE_NAME`).
+pub fn env_name(id: &str) -> String {
+    match id {
+        "node_name" => "NODE_NAME".into(),
+        _ => format!("APISERVER_GUARD_{}", id.to_ascii_uppercase()),
+    }
+}
+
+/// How a message names a setting `id` (a clap id, which is also the config
+/// key): the flag or the variable when the command line layer gave the
+/// value, else the key in the config file.
+pub fn origin(args: &PolicyArgs, file: &FileConfig, id: &str, from_command_line: bool) -> String {
+    if from_command_line {
+        if args.from_env.contains(id) {
+            env_name(id)
+        } else {
+            format!("--{}", id.replace('_', "-"))
+        }
+    } else {
+        match &file.path {
+            Some(p) => format!("{id} in {}", p.display()),
+            None => id.to_string(),
+        }
+    }
 }
 
 /// Loads the config file named by `--config`/env, or the default one if it exists.
@@ -90,38 +122,61 @@ pub fn load_file(named: Option<&Path>) -> Result<FileConfig> {
 
 /// Flags/env win over the file; empty items (e.g. `APISERVER_GUARD_EXEMPT=`) are ignored.
 pub(crate) fn pick(cli: &[String], file: Option<OneOrMany>) -> Vec<String> {
+    pick_from(cli, file).0
+}
+
+/// `pick`, and whether the values came from the command line (flag or env) rather than the file.
+fn pick_from(cli: &[String], file: Option<OneOrMany>) -> (Vec<String>, bool) {
     let cli: Vec<String> = cli
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
     if !cli.is_empty() {
-        return cli;
+        return (cli, true);
     }
-    file.map(OneOrMany::into_vec).unwrap_or_default()
+    (file.map(OneOrMany::into_vec).unwrap_or_default(), false)
 }
 
-/// Merges flags/env with the file and parses every value, collecting all problems.
+/// Merges flags/env with the file and parses every value, collecting all
+/// problems; each message names the flag, variable or config key the value
+/// came from. Values that parse but cannot work (a multicast apiserver, an
+/// IPv4-mapped range) are refused here too, before any discovery.
 pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
     let mut problems = Vec::new();
+    let is_auto = crate::discovery::settings::is_auto;
+    // The values of one list key, where they came from ("(auto: discovered)" when discovery adds some).
+    let list = |id: &str, cli: &[String], from_file: Option<OneOrMany>| {
+        let (raw, from_cli) = pick_from(cli, from_file);
+        let mut label = origin(args, &file, id, from_cli);
+        if raw.iter().any(|s| is_auto(s)) {
+            label.push_str(" (auto: discovered)");
+        }
+        (raw.into_iter().filter(|s| !is_auto(s)).collect::<Vec<_>>(), label)
+    };
+    let (raw_sources, sources_from) = list("container_cidr", &args.container_cidr, file.container_cidr.clone());
+    let (raw_exempt, exempt_from) = list("exempt", &args.exempt, file.exempt.clone());
+    let (raw_apis, apis_from) = list("apiserver", &args.apiserver, file.apiserver.clone());
     let mut nets = |what: &str, raw: Vec<String>| {
         raw.iter()
-            .filter_map(|s| parse_cidr(what, s).map_err(|e| problems.push(e)).ok())
+            .filter_map(|s| {
+                parse_cidr(what, s)
+                    .and_then(|n| source_problem(what, &n).map_or(Ok(n), Err))
+                    .map_err(|e| problems.push(e))
+                    .ok()
+            })
             .collect::<Vec<_>>()
     };
-    let not_auto = |v: Vec<String>| -> Vec<String> {
-        v.into_iter()
-            .filter(|s| !crate::discovery::settings::is_auto(s))
-            .collect()
-    };
-    let sources = nets(
-        "container CIDR",
-        not_auto(pick(&args.container_cidr, file.container_cidr)),
-    );
-    let exempt = nets("exempt", pick(&args.exempt, file.exempt));
-    let apiservers = not_auto(pick(&args.apiserver, file.apiserver))
+    let sources = nets(&sources_from, raw_sources);
+    let exempt = nets(&exempt_from, raw_exempt);
+    let apiservers = raw_apis
         .iter()
-        .filter_map(|s| parse_endpoint(s).map_err(|e| problems.push(e)).ok())
+        .filter_map(|s| {
+            parse_endpoint_as(&apis_from, s)
+                .and_then(|ep| apiserver_problem(&apis_from, &ep).map_or(Ok(ep), Err))
+                .map_err(|e| problems.push(e))
+                .ok()
+        })
         .collect();
     if !problems.is_empty() {
         return Err(Error::BadInput(problems));
@@ -135,6 +190,11 @@ pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
         backend: args.backend.or(file.backend).unwrap_or(BackendChoice::Auto),
         local_apiservers: Vec::new(),
         dynamic_exempt: false,
+        origins: Origins {
+            sources: sources_from,
+            exempt: exempt_from,
+            apiservers: apis_from,
+        },
     })
 }
 
@@ -224,6 +284,47 @@ mod tests {
             panic!()
         };
         assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn messages_name_the_flag_the_variable_or_the_key() {
+        let args = PolicyArgs {
+            container_cidr: vec!["010.0.0.0/16".into()],
+            apiserver: vec!["224.0.0.1:443".into()],
+            from_env: ["apiserver".to_string()].into(),
+            ..Default::default()
+        };
+        let f = file("exempt = \"::ffff:10.0.0.0/120\"\n").unwrap();
+        let Err(Error::BadInput(p)) = merge(&args, f) else {
+            panic!()
+        };
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("--container-cidr: '010.0.0.0/16' is ambiguous"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].starts_with("exempt in test.toml: '::ffff:10.0.0.0/120' is IPv4-mapped"),
+            "{}",
+            p[1]
+        );
+        assert!(
+            p[2].starts_with("APISERVER_GUARD_APISERVER: '224.0.0.1:443'"),
+            "{}",
+            p[2]
+        );
+        // The origins travel with the policy, for the checks that need several values.
+        let args = PolicyArgs {
+            container_cidr: vec!["auto".into(), "10.0.0.0/16".into()],
+            from_env: ["container_cidr".to_string()].into(),
+            ..Default::default()
+        };
+        let p = merge(&args, file("apiserver = \"1.2.3.4\"\n").unwrap()).unwrap();
+        assert_eq!(p.origins.sources, "APISERVER_GUARD_CONTAINER_CIDR (auto: discovered)");
+        assert_eq!(p.origins.apiservers, "apiserver in test.toml");
+        assert_eq!(p.origins.exempt, "exempt in test.toml");
+        assert_eq!(env_name("node_name"), "NODE_NAME");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum Error {
     /// A firewall tool is not installed (the message names the package); exit 1.
     /// A backend whose tool is missing holds nothing of ours.
     MissingTool(String),
+    /// The kernel refused us for lack of privilege (root or CAP_NET_ADMIN);
+    /// exit 1, and waiting does not help (the daemon stops at once).
+    Privilege(String),
 }
 
 impl Error {
@@ -35,7 +38,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::BadInput(_) => exit::BAD_INPUT,
-            Error::Runtime(_) | Error::MissingTool(_) => exit::RUNTIME,
+            Error::Runtime(_) | Error::MissingTool(_) | Error::Privilege(_) => exit::RUNTIME,
         }
     }
 }
@@ -56,7 +59,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Runtime(msg) | Error::MissingTool(msg) => write!(f, "{msg}"),
+            Error::Runtime(msg) | Error::MissingTool(msg) | Error::Privilege(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -54,6 +54,26 @@ fn now() -> String {
     )
 }
 
+/// A field value in double quotes, `"` and `\` escaped and control characters
+/// written as `\n`, `\t` or `\u{..}`, so one event stays one line (logfmt style).
+fn quoted(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// One log line in the text or JSON format.
 pub fn format_line(json: bool, ts: &str, level: Level, msg: &str, fields: &[(String, String)]) -> String {
     if json {
@@ -68,7 +88,7 @@ pub fn format_line(json: bool, ts: &str, level: Level, msg: &str, fields: &[(Str
     } else {
         let mut line = format!("{ts} {:<5} {msg}", level.as_str());
         for (k, v) in fields {
-            line.push_str(&format!(" {k}={v:?}"));
+            line.push_str(&format!(" {k}={}", quoted(v)));
         }
         line
     }
@@ -126,6 +146,9 @@ mod tests {
         let f = vec![("cause".to_string(), "table_missing".to_string())];
         let t = format_line(false, "T", Level::Info, "repaired", &f);
         assert_eq!(t, "T INFO  repaired cause=\"table_missing\"");
+        let odd = vec![("why".to_string(), "a \"b\"\nc\\".to_string())];
+        let t = format_line(false, "T", Level::Info, "m", &odd);
+        assert_eq!(t, "T INFO  m why=\"a \\\"b\\\"\\nc\\\\\"", "one line, quotes escaped");
         let j: serde_json::Value = serde_json::from_str(&format_line(true, "T", Level::Warn, "x \"y\"", &f)).unwrap();
         assert_eq!(j["level"], "warn");
         assert_eq!(j["msg"], "x \"y\"");

@@ -1,12 +1,18 @@
 //! Where the policy comes from: flags/env and the config file, plus, when
 //! asked for (`auto`, the allow-list, the node taint), Kubernetes discovery
-//! settings. One-shot commands resolve discovery once (`snapshot`, falling
-//! back to the daemon's cache when the apiserver does not answer); the
-//! daemon follows it live. The node's own addresses decide the INPUT hook.
+//! settings. `resolve` is the one validator of every setting, whatever the
+//! command: policy, discovery and daemon settings (a one-shot command checks
+//! the daemon's too when they are given, so `apply` refuses what `run`
+//! would). One-shot commands resolve discovery once (`snapshot`, falling
+//! back to the daemon's cache only when the apiserver does not answer; a
+//! missing kubeconfig is bad input); the daemon follows it live. The node's
+//! own addresses decide the INPUT hook.
 
-use crate::cli::PolicyArgs;
-use crate::config::{load_file, merge, FileConfig};
+use crate::cli::{PolicyArgs, RunArgs};
+use crate::config::{load_file, merge, origin, FileConfig};
 use crate::core::policy::Policy;
+use crate::daemon::settings::DaemonSettings;
+use crate::discovery::client::{check_source, Source};
 use crate::discovery::settings::{self, Env};
 use crate::discovery::state::{effective_policy, load_cache, save_cache};
 use crate::discovery::{snapshot, DiscoveryConfig};
@@ -23,10 +29,65 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Every setting, parsed and checked: the daemon's, the configured policy
+/// (without anything discovered) and the discovery settings, if any.
+pub struct Settings {
+    pub daemon: DaemonSettings,
+    pub base: Policy,
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// The one validator: flags, env and the config file (already read) for
+/// every part at once; every problem is reported, nothing is contacted.
+pub fn resolve(run: &RunArgs, file: FileConfig) -> Result<Settings> {
+    let mut problems = Vec::new();
+    let mut keep = |e: Error| match e {
+        Error::BadInput(p) => {
+            problems.extend(p);
+            Ok(())
+        }
+        other => Err(other),
+    };
+    let daemon = DaemonSettings::merge(run, &file).map_err(&mut keep).ok();
+    let configured = configured_from(&run.policy, file, run.node_taint.as_deref())
+        .map_err(&mut keep)
+        .ok();
+    match (daemon, configured) {
+        (Some(daemon), Some((base, discovery))) => Ok(Settings {
+            daemon,
+            base,
+            discovery,
+        }),
+        _ if !problems.is_empty() => Err(Error::BadInput(problems)),
+        _ => unreachable!("a part failed without saying why"),
+    }
+}
+
+/// `resolve` for a one-shot command: the config file read once, the daemon
+/// settings taken from the environment as `run` would read them.
+pub fn settings(args: &PolicyArgs) -> Result<Settings> {
+    let file = load_file(args.config.as_deref())?;
+    let run = crate::cli::daemon_args_from_env(args).map_err(Error::bad_input)?;
+    resolve(&run, file)
+}
+
 /// The configured policy (without anything discovered) and the discovery
 /// settings, if any. Every problem is reported; nothing is contacted.
 pub fn configured(args: &PolicyArgs, node_taint: Option<&str>) -> Result<(Policy, Option<DiscoveryConfig>)> {
     configured_from(args, load_file(args.config.as_deref())?, node_taint)
+}
+
+/// How messages name the kubeconfig in use: where it was set, or that it is the default.
+fn kubeconfig_origin(args: &PolicyArgs, file: &FileConfig, source: &Source) -> String {
+    match (source, &args.kube.kubeconfig, &file.kubeconfig) {
+        (Source::InCluster, _, _) => "in-cluster service account (KUBERNETES_SERVICE_HOST is set)".into(),
+        (_, Some(_), _) => origin(args, file, "kubeconfig", true),
+        (_, None, Some(_)) => origin(args, file, "kubeconfig", false),
+        (_, None, None) => {
+            "kubeconfig (the default; set --kubeconfig, APISERVER_GUARD_KUBECONFIG or kubeconfig in the config file)"
+                .into()
+        }
+    }
 }
 
 /// `configured` with the config file already read.
@@ -40,7 +101,14 @@ pub fn configured_from(
         in_pod: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
     };
     let taint = node_taint.map(str::to_string).or_else(|| file.node_taint.clone());
-    let discovery = settings::merge(args, &file, taint.as_deref(), &env);
+    // A kubeconfig that cannot be read is a configuration error, not an apiserver outage.
+    let discovery = settings::merge(args, &file, taint.as_deref(), &env).and_then(|d| match &d {
+        Some(cfg) => match check_source(&cfg.client) {
+            Ok(()) => Ok(d),
+            Err(e) => Err(vec![format!("{}: {e}", kubeconfig_origin(args, &file, &cfg.client))]),
+        },
+        None => Ok(d),
+    });
     let base = merge(args, file);
     match (base, discovery) {
         (Ok(b), Ok(d)) => Ok((b, d)),
@@ -68,7 +136,7 @@ pub enum Cache {
 /// known state from the cache is used (fail-closed, with a warning); with
 /// no cache either, it is a runtime error and nothing changes.
 pub fn one_shot(args: &PolicyArgs, cache: Cache) -> Result<Policy> {
-    let (base, discovery) = configured(args, None)?;
+    let Settings { base, discovery, .. } = settings(args)?;
     let Some(cfg) = discovery else {
         return Ok(localized(base));
     };

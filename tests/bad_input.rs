@@ -146,6 +146,17 @@ fn check_refused(r: &GuardRun, case: &BadCase) -> Vec<String> {
             problems.push(format!("stderr lacks {phrase:?}"));
         }
     }
+    for phrase in &case.absent {
+        if r.stderr.contains(phrase.as_str()) {
+            problems.push(format!("stderr should not contain {phrase:?}"));
+        }
+    }
+    // No Rust debug text reaches the operator.
+    for debug in ["Some(", "None", "Err(", "Ok(", "\\\""] {
+        if r.stderr.contains(debug) {
+            problems.push(format!("stderr has Rust debug text {debug:?}"));
+        }
+    }
     if !r.stdout.trim().is_empty() {
         problems.push(format!("stdout should be empty, got {:?}", r.stdout));
     }
@@ -973,6 +984,112 @@ fn unprivileged_user_gets_a_clear_error_and_changes_nothing() {
             &format!("{backend}: the root-installed block is still in sync"),
         );
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+const NOBODY: [&str; 5] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+];
+
+/// Without privileges, `render` and `status` must not silently pick another
+/// backend than root would get: detecting the backend (`auto`, or the
+/// iptables variant) stops with exit 1 and "needs root or CAP_NET_ADMIN".
+/// An explicit backend needs no detection, so `render` still prints it.
+#[test]
+fn unprivileged_detection_stops_instead_of_switching_backend() {
+    if !common::can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let dir = TempDir::new("nobody-detect");
+    let empty = dir.empty_config();
+    add_foreign_state(&topo.node);
+    assert_code(
+        &run(&topo.node, &with_cmd("apply", &good_args("nftables", &empty))),
+        0,
+        "apply as root",
+    );
+    let before = firewall_snapshot(&topo.node);
+    let mut failures = Vec::new();
+    for (cmd, backend) in [
+        ("render", "auto"),
+        ("status", "auto"),
+        ("render", "iptables"),
+        ("status", "iptables"),
+    ] {
+        let r = guard_run(&topo.node, &NOBODY, &[], &with_cmd(cmd, &good_args(backend, &empty)));
+        if r.code != Some(1) || !r.stderr.contains("needs root or CAP_NET_ADMIN") || !r.stdout.trim().is_empty() {
+            failures.push(format!(
+                "{cmd} --backend {backend} as nobody: expected exit 1, 'needs root or CAP_NET_ADMIN' and no output, got exit {:?}\n  stdout: {}\n  stderr: {}",
+                r.code,
+                r.stdout.trim(),
+                r.stderr.trim()
+            ));
+        }
+        if backend == "auto" && !r.stderr.contains("--backend nftables") {
+            failures.push(format!(
+                "{cmd} auto as nobody: no hint to name the backend: {}",
+                r.stderr.trim()
+            ));
+        }
+    }
+    for backend in BACKENDS {
+        let r = guard_run(
+            &topo.node,
+            &NOBODY,
+            &[],
+            &with_cmd("render", &good_args(backend, &empty)),
+        );
+        if r.code != Some(0) || !r.stdout.starts_with(&format!("# backend: {backend} ")) {
+            failures.push(format!(
+                "render --backend {backend} as nobody: expected exit 0 and that backend, got exit {:?}\n  stdout: {}\n  stderr: {}",
+                r.code,
+                r.stdout.lines().next().unwrap_or_default(),
+                r.stderr.trim()
+            ));
+        }
+    }
+    assert_same_snapshot(&before, &firewall_snapshot(&topo.node), "unprivileged detection");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `run` without privileges stops at once with exit 1 (it used to retry
+/// forever), whatever the backend.
+#[test]
+fn unprivileged_run_exits_promptly() {
+    if !common::can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let dir = TempDir::new("nobody-run");
+    let empty = dir.empty_config();
+    let before = firewall_snapshot(&topo.node);
+    let prefix: Vec<&str> = ["timeout", "20"].into_iter().chain(NOBODY).collect();
+    let mut failures = Vec::new();
+    for backend in ["auto", "nftables", "iptables-nft", "iptables-legacy"] {
+        let good = good_args(backend, &empty);
+        let mut args = with_cmd("run", &good);
+        args.extend(["--listen", "127.0.0.1:0"]);
+        let started = std::time::Instant::now();
+        let r = guard_run(&topo.node, &prefix, &[], &args);
+        let took = started.elapsed();
+        if r.code != Some(1)
+            || !r.stderr.contains("needs root or CAP_NET_ADMIN")
+            || took > std::time::Duration::from_secs(5)
+        {
+            failures.push(format!(
+                "run --backend {backend} as nobody: expected exit 1 with 'needs root or CAP_NET_ADMIN' within 5 s, got exit {:?} after {} ms\n  stderr: {}",
+                r.code,
+                took.as_millis(),
+                r.stderr.trim()
+            ));
+        }
+    }
+    assert_same_snapshot(&before, &firewall_snapshot(&topo.node), "unprivileged run");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

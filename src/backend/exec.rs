@@ -111,7 +111,7 @@ pub fn start(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&s
 pub fn failure(program: &str, args: &[&str], out: &CmdOutput) -> Error {
     let stderr = out.stderr.trim();
     if is_permission_error(stderr) {
-        return Error::runtime(format!(
+        return Error::Privilege(format!(
             "`{program}` was refused by the kernel: apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables) ({stderr})"
         ));
     }

@@ -61,9 +61,10 @@ pub fn legacy_table_loaded(fam: Family, table: &str) -> Result<bool> {
     match std::fs::read_to_string(file) {
         Ok(s) => Ok(s.lines().any(|l| l.trim() == table)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(crate::error::Error::runtime(format!(
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(crate::error::Error::Privilege(format!(
             "cannot read {file} ({e}): apiserver-guard needs root or CAP_NET_ADMIN to inspect iptables-legacy"
         ))),
+        Err(e) => Err(crate::error::Error::runtime(format!("cannot read {file}: {e}"))),
     }
 }
 

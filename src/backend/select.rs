@@ -1,9 +1,12 @@
 //! Picking the backend, and saying why: `auto` takes nftables when `nft`
 //! works here, else iptables in the variant the host already uses, detected
 //! the way the `iptables-wrappers` project does (kubelet's hint chains first,
-//! then which variant holds more rules).
+//! then which variant holds more rules). Detection that the kernel refuses
+//! for lack of privilege stops with "needs root or CAP_NET_ADMIN": never a
+//! silent switch to another backend than root would get. An explicit
+//! `--backend nftables|iptables-nft|iptables-legacy` needs no detection.
 
-use super::exec::Runner;
+use super::exec::{is_permission_error, Runner};
 use super::iptables::{legacy_table_loaded, Iptables, Variant};
 use super::nftables::{Nftables, NFT};
 use super::Backend;
@@ -43,61 +46,98 @@ pub fn choose_variant(legacy: VariantFacts, nft: VariantFacts) -> (Variant, Stri
 
 const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
 
+/// Runs a detection probe; a refusal for lack of privilege is an error (the
+/// answer would be wrong), anything else is just "no".
+fn probe(runner: &dyn Runner, prog: &str, args: &[&str]) -> Result<Option<super::exec::CmdOutput>> {
+    match runner.run(prog, args, None) {
+        Ok(o) if !o.ok() && is_permission_error(&o.stderr) => Err(detection_refused(prog, &o.stderr)),
+        Ok(o) => Ok(Some(o)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The error of a detection the kernel refused.
+fn detection_refused(prog: &str, stderr: &str) -> Error {
+    Error::Privilege(format!(
+        "cannot tell which firewall backend to use: `{prog}` was refused by the kernel ({}); \
+         apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables). \
+         To only see a rendering without privileges, name the backend: --backend nftables, iptables-nft or iptables-legacy",
+        stderr.trim().lines().next().unwrap_or("permission denied")
+    ))
+}
+
 /// Whether kubelet's hint chain exists in a variant, without creating
 /// anything: listing a legacy table through the tool would create it, so
 /// /proc is asked first; for iptables-nft, `nft` reads the one chain.
-fn has_kube_hint(runner: &dyn Runner, v: Variant) -> bool {
+fn has_kube_hint(runner: &dyn Runner, v: Variant) -> Result<bool> {
     let prog = super::iptables::tool(v, Family::V4, false);
-    HINT_CHAINS.iter().any(|chain| match v {
-        Variant::Legacy => {
-            legacy_table_loaded(Family::V4, "mangle").unwrap_or(false)
-                && runner
-                    .run(&prog, &["-w", "5", "-t", "mangle", "-S", chain], None)
-                    .is_ok_and(|o| o.ok())
+    let listed = |chain: &str| -> Result<bool> {
+        Ok(probe(runner, &prog, &["-w", "5", "-t", "mangle", "-S", chain])?.is_some_and(|o| o.ok()))
+    };
+    for chain in HINT_CHAINS {
+        let found = match v {
+            Variant::Legacy => legacy_table_loaded(Family::V4, "mangle")? && listed(chain)?,
+            Variant::Nft => match probe(runner, NFT, &["list", "chain", "ip", "mangle", chain])? {
+                Some(o) if o.ok() || o.stderr.contains("No such file or directory") => o.ok(),
+                _ => listed(chain)?,
+            },
+        };
+        if found {
+            return Ok(true);
         }
-        Variant::Nft => match runner.run(NFT, &["list", "chain", "ip", "mangle", chain], None) {
-            Ok(o) if o.ok() || o.stderr.contains("No such file or directory") => o.ok(),
-            _ => runner
-                .run(&prog, &["-w", "5", "-t", "mangle", "-S", chain], None)
-                .is_ok_and(|o| o.ok()),
-        },
-    })
+    }
+    Ok(false)
 }
 
-fn facts(runner: &dyn Runner, v: Variant) -> VariantFacts {
-    if v == Variant::Legacy && !legacy_table_loaded(Family::V4, "filter").unwrap_or(false) {
-        return VariantFacts::default();
+fn facts(runner: &dyn Runner, v: Variant) -> Result<VariantFacts> {
+    if v == Variant::Legacy && !legacy_table_loaded(Family::V4, "filter")? {
+        return Ok(VariantFacts::default());
     }
-    if has_kube_hint(runner, v) {
-        return VariantFacts {
+    if has_kube_hint(runner, v)? {
+        return Ok(VariantFacts {
             kube_hint: true,
             rules: 0,
-        };
+        });
     }
     // `*-save` only reads tables that exist; it never creates one.
     let save = format!("{}-save", super::iptables::tool(v, Family::V4, false));
-    let rules = runner
-        .run(&save, &[], None)
+    let rules = probe(runner, &save, &[])?
         .map(|o| o.stdout.lines().filter(|l| l.starts_with("-A ")).count())
         .unwrap_or(0);
-    VariantFacts {
+    Ok(VariantFacts {
         kube_hint: false,
         rules,
-    }
+    })
+}
+
+/// What asking `nft` for our table says about using it here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftCheck {
+    /// `nft` runs and can talk to the kernel.
+    Works,
+    /// Not installed, or the kernel has no nf_tables.
+    Unusable,
+    /// The kernel refused us: not root / no CAP_NET_ADMIN (its stderr).
+    Refused(String),
 }
 
 /// Whether `nft` runs and can talk to the kernel here. Asks for our own
 /// table only: `nft list tables` reads the whole ruleset (1.6 s measured
 /// with 100,000 iptables-nft rules loaded), this answers in milliseconds.
-pub fn nft_works(runner: &dyn Runner) -> bool {
-    runner
-        .run(NFT, &["list", "table", TABLE_FAMILY, TABLE_NAME], None)
-        .is_ok_and(|o| o.ok() || o.stderr.contains("No such file or directory"))
+pub fn nft_check(runner: &dyn Runner) -> NftCheck {
+    match runner.run(NFT, &["list", "table", TABLE_FAMILY, TABLE_NAME], None) {
+        Ok(o) if o.ok() || o.stderr.contains("No such file or directory") => NftCheck::Works,
+        Ok(o) if is_permission_error(&o.stderr) => NftCheck::Refused(o.stderr),
+        _ => NftCheck::Unusable,
+    }
 }
 
-/// The variant the host uses.
-pub fn detect_variant(runner: &dyn Runner) -> (Variant, String) {
-    choose_variant(facts(runner, Variant::Legacy), facts(runner, Variant::Nft))
+/// The variant the host uses; an error when the kernel refuses to tell us.
+pub fn detect_variant(runner: &dyn Runner) -> Result<(Variant, String)> {
+    Ok(choose_variant(
+        facts(runner, Variant::Legacy)?,
+        facts(runner, Variant::Nft)?,
+    ))
 }
 
 /// Every backend we know, for leftover cleanup.
@@ -154,9 +194,15 @@ pub fn remove_others(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'st
 
 /// The backend to use and the reason it was chosen.
 pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Backend + '_>, String)> {
-    let iptables = |reason: &str| -> (Box<dyn Backend + '_>, String) {
-        let (v, why) = detect_variant(runner);
-        (Box::new(Iptables::new(runner, v)), format!("{reason}; {why}"))
+    let iptables = |reason: &str| -> Result<(Box<dyn Backend + '_>, String)> {
+        let (v, why) = detect_variant(runner).map_err(|e| match e {
+            Error::Privilege(m) if !m.starts_with("cannot tell") => Error::Privilege(format!(
+                "cannot tell which iptables variant to use: {m}. To only see a rendering without privileges, \
+                 name the variant: --backend iptables-nft or iptables-legacy"
+            )),
+            other => other,
+        })?;
+        Ok((Box::new(Iptables::new(runner, v)), format!("{reason}; {why}")))
     };
     Ok(match choice {
         // No probe: `render` must work without the tool; apply/status say "not found" themselves.
@@ -169,20 +215,34 @@ pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Bac
             Box::new(Iptables::new(runner, Variant::Legacy)),
             "chosen with --backend iptables-legacy".into(),
         ),
-        BackendChoice::Iptables => iptables("chosen with --backend iptables"),
-        BackendChoice::Auto if nft_works(runner) => (Box::new(Nftables::new(runner)), "auto: nft works here".into()),
-        BackendChoice::Auto => {
-            let any_iptables = ["iptables-nft", "iptables-legacy"]
-                .iter()
-                .any(|p| runner.run(p, &["--version"], None).is_ok());
-            if !any_iptables {
-                return Err(Error::runtime(
-                    "no firewall tool found: install the nftables package (preferred) or iptables",
-                ));
+        BackendChoice::Iptables => iptables("chosen with --backend iptables")?,
+        BackendChoice::Auto => match nft_check(runner) {
+            NftCheck::Works => (Box::new(Nftables::new(runner)), "auto: nft works here".into()),
+            NftCheck::Refused(stderr) => return Err(detection_refused(NFT, &stderr)),
+            NftCheck::Unusable => {
+                let any_iptables = ["iptables-nft", "iptables-legacy"]
+                    .iter()
+                    .any(|p| runner.run(p, &["--version"], None).is_ok());
+                if !any_iptables {
+                    return Err(Error::runtime(
+                        "no firewall tool found: install the nftables package (preferred) or iptables",
+                    ));
+                }
+                iptables("auto: nft is missing or this kernel has no nf_tables")?
             }
-            iptables("auto: nft is missing or cannot read the kernel's tables")
-        }
+        },
     })
+}
+
+/// `select`, then a look at our own objects, so a backend this process may
+/// not read is refused at once ("needs root or CAP_NET_ADMIN") instead of
+/// failing at every later turn (the daemon).
+pub fn select_usable(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Backend + '_>, String)> {
+    let (backend, why) = select(choice, runner)?;
+    match backend.present() {
+        Err(e @ Error::Privilege(_)) => Err(e),
+        _ => Ok((backend, why)),
+    }
 }
 
 #[cfg(test)]
@@ -238,9 +298,49 @@ mod tests {
     }
 
     #[test]
-    fn auto_falls_back_to_iptables_when_nft_is_refused() {
+    fn auto_refused_for_lack_of_privilege_stops_instead_of_switching() {
         let r = FakeRunner::default()
-            .on("nft list table", 1, "", "Error: Operation not permitted")
+            .on("nft list table", 1, "", "Operation not permitted (you must be root)\n")
+            .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
+            .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "");
+        let e = select(BackendChoice::Auto, &r).err().expect("refused");
+        assert!(matches!(e, Error::Privilege(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("needs root or CAP_NET_ADMIN") && e.contains("--backend nftables"),
+            "{e}"
+        );
+        assert!(!e.contains("{") && !e.contains("Some("), "no debug text: {e}");
+    }
+
+    #[test]
+    fn variant_detection_refused_for_lack_of_privilege_is_an_error() {
+        let r = FakeRunner::default()
+            .on("nft list chain", 1, "", "Error: Operation not permitted")
+            .on("iptables-nft", 4, "", "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)");
+        let e = facts(&r, Variant::Nft).unwrap_err();
+        assert!(e.to_string().contains("needs root or CAP_NET_ADMIN"), "{e}");
+    }
+
+    #[test]
+    fn explicit_backend_with_unreadable_objects_is_refused_by_select_usable() {
+        let r = FakeRunner::default().on("nft list table", 1, "", "Error: Operation not permitted");
+        assert!(select(BackendChoice::Nftables, &r).is_ok(), "render needs no privilege");
+        let e = select_usable(BackendChoice::Nftables, &r).err().expect("refused");
+        assert!(matches!(e, Error::Privilege(_)), "{e}");
+        let r = FakeRunner::default().on("nft list table", 1, "", "Error: No such file or directory");
+        assert!(select_usable(BackendChoice::Nftables, &r).is_ok());
+    }
+
+    #[test]
+    fn auto_falls_back_to_iptables_when_nft_is_unusable() {
+        let r = FakeRunner::default()
+            .on(
+                "nft list table",
+                1,
+                "",
+                "Error: Could not process rule: Protocol not supported",
+            )
             .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
             .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "")
             .on(

@@ -31,6 +31,44 @@ fn has_only_address_chars(s: &str) -> bool {
         .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/' | '[' | ']'))
 }
 
+/// One reading of a dotted IPv4 part: decimal (`010` = 10) or octal as
+/// inet_aton(3) reads it (`010` = 8); None when that reading is not an address.
+fn read_octets(parts: &[&str], octal: bool) -> Option<String> {
+    let read = |p: &&str| {
+        let n = if octal && p.len() > 1 && p.starts_with('0') {
+            u32::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            p.parse::<u32>().ok()?
+        };
+        (n <= 255).then(|| n.to_string())
+    };
+    Some(parts.iter().map(read).collect::<Option<Vec<_>>>()?.join("."))
+}
+
+/// IPv4 with a leading zero in an octet (`010.0.0.0`) means 10.0.0.0 to some
+/// tools and 8.0.0.0 to others (inet_aton reads it as octal): refused,
+/// showing both readings of the whole value.
+fn leading_zero_problem(what: &str, s: &str) -> Option<String> {
+    let token = s.split([':', '/', '[', ']']).find(|t| {
+        let parts: Vec<&str> = t.split('.').collect();
+        parts.len() == 4
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            && parts.iter().any(|p| p.len() > 1 && p.starts_with('0'))
+    })?;
+    let parts: Vec<&str> = token.split('.').collect();
+    let reading = |octal: bool| match read_octets(&parts, octal) {
+        Some(ip) => s.replacen(token, &ip, 1),
+        None => "not an address".to_string(),
+    };
+    Some(format!(
+        "{what}: '{s}' is ambiguous: an IPv4 octet with a leading zero is decimal to some tools ({}) and octal to others, inet_aton(3) among them ({}); write it without leading zeros",
+        reading(false),
+        reading(true)
+    ))
+}
+
 /// Parses a CIDR such as `10.0.0.0/16` or `fd00::/48`. A bare address is a
 /// host network (/32 or /128). Host bits must be zero.
 pub fn parse_cidr(what: &str, input: &str) -> Result<IpNet, String> {
@@ -44,6 +82,9 @@ pub fn parse_cidr(what: &str, input: &str) -> Result<IpNet, String> {
         return Err(format!(
             "{what}: '{s}' is not a CIDR (expected a CIDR such as 10.0.0.0/16 or fd00::/48; names and other characters are not allowed)"
         ));
+    }
+    if let Some(e) = leading_zero_problem(what, s) {
+        return Err(e);
     }
     let net: IpNet = if s.contains('/') {
         s.parse().map_err(|_| {
@@ -66,8 +107,12 @@ pub fn parse_cidr(what: &str, input: &str) -> Result<IpNet, String> {
 
 /// Parses an apiserver endpoint: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT`.
 pub fn parse_endpoint(input: &str) -> Result<Endpoint, String> {
+    parse_endpoint_as("apiserver", input)
+}
+
+/// `parse_endpoint`, naming the value's origin (`--apiserver`, a variable, a config key) in errors.
+pub fn parse_endpoint_as(what: &str, input: &str) -> Result<Endpoint, String> {
     let s = input.trim();
-    let what = "apiserver";
     let hint = "expected IP, IP:PORT or [IPv6]:PORT, e.g. 192.168.0.10:5443 or [fd00::10]:6443";
     if s.is_empty() {
         return Err(format!("{what}: empty value ({hint})"));
@@ -84,6 +129,9 @@ pub fn parse_endpoint(input: &str) -> Result<Endpoint, String> {
         return Err(format!(
             "{what}: '{s}' is not an IP address ({hint}; host names are not resolved, give the address)"
         ));
+    }
+    if let Some(e) = leading_zero_problem(what, s) {
+        return Err(e);
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest
@@ -112,19 +160,19 @@ pub fn parse_endpoint(input: &str) -> Result<Endpoint, String> {
     }
     let port = match port {
         None => None,
-        Some(p) => Some(parse_port(s, p)?),
+        Some(p) => Some(parse_port(what, s, p)?),
     };
     Ok(Endpoint { ip, port })
 }
 
-fn parse_port(whole: &str, p: &str) -> Result<u16, String> {
+fn parse_port(what: &str, whole: &str, p: &str) -> Result<u16, String> {
     let n: u64 = p
         .parse()
-        .map_err(|_| format!("apiserver: '{whole}' has an invalid port '{p}' (a number from 1 to 65535)"))?;
+        .map_err(|_| format!("{what}: '{whole}' has an invalid port '{p}' (a number from 1 to 65535)"))?;
     match n {
         1..=65535 => Ok(n as u16),
         _ => Err(format!(
-            "apiserver: '{whole}' has port {n}, outside 1..65535 (leave the port out to block every port)"
+            "{what}: '{whole}' has port {n}, outside 1..65535 (leave the port out to block every port)"
         )),
     }
 }
@@ -209,6 +257,39 @@ mod tests {
         let e = parse_endpoint("1.2.3.4:https").unwrap_err();
         assert!(e.contains("invalid port 'https'"), "{e}");
         assert!(parse_endpoint("[fd00::1]:https").unwrap_err().contains("invalid port"));
+    }
+
+    #[test]
+    fn leading_zeros_are_ambiguous_and_both_readings_are_shown() {
+        let e = parse_cidr("--container-cidr", "010.000.000.000/16").unwrap_err();
+        assert!(
+            e.starts_with("--container-cidr: '010.000.000.000/16' is ambiguous"),
+            "{e}"
+        );
+        assert!(e.contains("(10.0.0.0/16)") && e.contains("(8.0.0.0/16)"), "{e}");
+        let e = parse_cidr("--exempt", "10.0.05.0/24").unwrap_err();
+        assert!(e.contains("(10.0.5.0/24)") && e.contains("(10.0.5.0/24)"), "{e}");
+        // 09 is no octal number: that reading is not an address at all.
+        let e = parse_cidr("x", "10.09.0.0/16").unwrap_err();
+        assert!(e.contains("(10.9.0.0/16)") && e.contains("(not an address)"), "{e}");
+        let e = parse_endpoint_as("APISERVER_GUARD_APISERVER", "192.168.000.010:5443").unwrap_err();
+        assert!(
+            e.contains("ambiguous") && e.contains("(192.168.0.10:5443)") && e.contains("(192.168.0.8:5443)"),
+            "{e}"
+        );
+        let e = parse_endpoint("::ffff:010.0.0.1").unwrap_err();
+        assert!(e.contains("ambiguous"), "{e}");
+        // Plain zeros are fine.
+        assert!(parse_cidr("x", "10.0.0.0/16").is_ok());
+        assert!(parse_endpoint("10.0.0.100:443").is_ok());
+    }
+
+    #[test]
+    fn errors_name_where_the_value_came_from() {
+        let e = parse_endpoint_as("apiserver in /etc/x.toml", "1.2.3.4:0").unwrap_err();
+        assert!(e.starts_with("apiserver in /etc/x.toml: '1.2.3.4:0'"), "{e}");
+        let e = parse_endpoint_as("APISERVER_GUARD_APISERVER", "1.2.3.4:https").unwrap_err();
+        assert!(e.starts_with("APISERVER_GUARD_APISERVER: "), "{e}");
     }
 
     #[test]

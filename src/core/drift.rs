@@ -3,7 +3,7 @@
 //! different, and who likely did it"). Empty list = in sync.
 
 use super::iptables_state::IptObserved;
-use super::nft_state::{NftState, RuleSig};
+use super::nft_state::{BaseChain, NftState, RuleSig};
 use super::policy::Hook;
 use super::render_iptables::{jump_line, IptDesired, CHAIN};
 use serde::Serialize;
@@ -157,7 +157,11 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
             out.push(drift(
                 DriftKind::ChainChanged,
                 obj.clone(),
-                format!("hook/type/priority/policy is {:?}, expected {:?}", got.base, want.base),
+                format!(
+                    "hook/type/priority/policy is {}, expected {}",
+                    base_text(&got.base),
+                    base_text(&want.base)
+                ),
             ));
         }
         if got.rules != want.rules {
@@ -179,6 +183,40 @@ pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) ->
     out
 }
 
+/// A base chain as nft writes it (`type filter hook output priority 0; policy accept`), or "not a base chain".
+fn base_text(base: &Option<BaseChain>) -> String {
+    match base {
+        Some(b) => format!(
+            "type {} hook {} priority {}; policy {}",
+            b.chain_type, b.hook, b.priority, b.policy
+        ),
+        None => "not a base chain".into(),
+    }
+}
+
+/// Rules as an operator reads them: `[comment: verdict @set1 @set2 counter, ...]`.
+fn rules_text(rules: &[RuleSig]) -> String {
+    let one = |r: &RuleSig| {
+        let mut t = format!(
+            "{}: {}",
+            if r.comment.is_empty() {
+                "<uncommented>"
+            } else {
+                &r.comment
+            },
+            r.verdict
+        );
+        for set in &r.sets {
+            t.push_str(&format!(" @{set}"));
+        }
+        if r.counter {
+            t.push_str(" counter");
+        }
+        t
+    };
+    format!("[{}]", rules.iter().map(one).collect::<Vec<_>>().join(", "))
+}
+
 fn rules_problem(want: &[RuleSig], got: &[RuleSig]) -> String {
     let names = |rules: &[RuleSig]| {
         rules
@@ -194,7 +232,11 @@ fn rules_problem(want: &[RuleSig], got: &[RuleSig]) -> String {
     };
     let (w, g) = (names(want), names(got));
     if w == g {
-        format!("rules changed in place (expected {want:?}, found {got:?})")
+        format!(
+            "rules changed in place (expected {}, found {})",
+            rules_text(want),
+            rules_text(got)
+        )
     } else {
         format!("rules are [{}], expected [{}]", g.join(", "), w.join(", "))
     }
@@ -359,6 +401,16 @@ mod tests {
         seen.chains.get_mut("guard").unwrap().rules[0].verdict = "accept".into();
         let f = diff_nft(&d, Some(&seen), T);
         assert!(f.iter().any(|x| x.problem.contains("changed in place")), "{f:?}");
+        // Said as an operator reads it, not as Rust debug output.
+        let p = &f
+            .iter()
+            .find(|x| x.problem.contains("changed in place"))
+            .unwrap()
+            .problem;
+        assert!(
+            p.contains(": accept") && !p.contains("RuleSig") && !p.contains("verdict:"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -366,7 +418,13 @@ mod tests {
         let d = desired_state(&blocklist(Mode::Both));
         let mut seen = d.clone();
         seen.chains.get_mut("forward").unwrap().base.as_mut().unwrap().priority = 10;
-        assert_eq!(diff_nft(&d, Some(&seen), T).len(), 1);
+        let f = diff_nft(&d, Some(&seen), T);
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].problem.contains("priority 10;") && !f[0].problem.contains("Some("),
+            "{}",
+            f[0].problem
+        );
     }
 
     fn ipt(mode: Mode) -> IptDesired {

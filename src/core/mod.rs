@@ -9,4 +9,5 @@ pub mod nft_state;
 pub mod policy;
 pub mod render_iptables;
 pub mod render_nft;
+pub mod special;
 pub mod validate;

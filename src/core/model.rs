@@ -255,6 +255,7 @@ pub(crate) mod tests {
             backend: BackendChoice::Auto,
             local_apiservers: Vec::new(),
             dynamic_exempt: false,
+            origins: Default::default(),
         }
     }
 

@@ -60,6 +60,16 @@ impl Mode {
     }
 }
 
+impl Action {
+    /// The name operators write (`--action reject`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Reject => "reject",
+            Action::Drop => "drop",
+        }
+    }
+}
+
 /// What happens to a blocked packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -83,6 +93,27 @@ pub enum BackendChoice {
     IptablesLegacy,
 }
 
+/// Where each list of the policy was given, as messages name it: a flag
+/// (`--exempt`), an environment variable (`APISERVER_GUARD_EXEMPT`) or a
+/// config key (`exempt in /etc/apiserver-guard/config.toml`), with
+/// "(auto: discovered)" when Kubernetes discovery adds to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins {
+    pub sources: String,
+    pub exempt: String,
+    pub apiservers: String,
+}
+
+impl Default for Origins {
+    fn default() -> Self {
+        Origins {
+            sources: "--container-cidr".into(),
+            exempt: "--exempt".into(),
+            apiservers: "--apiserver".into(),
+        }
+    }
+}
+
 /// The whole policy, parsed but not yet validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -104,4 +135,6 @@ pub struct Policy {
     /// keep its set and rule even while it is empty, so a change is an
     /// element update and never a rule change.
     pub dynamic_exempt: bool,
+    /// Where the lists came from, for validation messages.
+    pub origins: Origins,
 }

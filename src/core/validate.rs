@@ -4,11 +4,14 @@
 
 use super::address::Endpoint;
 use super::policy::{Hook, Policy};
+use super::special::{apiserver_problem, source_problem};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// Checks the policy on its own; returns every problem found, not just the first.
+/// Checks the policy on its own; returns every problem found, one message
+/// per problem, each naming where the value came from (`policy.origins`).
 pub fn validate(policy: &Policy) -> Result<(), Vec<String>> {
+    let o = &policy.origins;
     let mut problems = Vec::new();
     if policy.sources.is_empty() {
         problems.push(
@@ -23,42 +26,52 @@ pub fn validate(policy: &Policy) -> Result<(), Vec<String>> {
     for src in &policy.sources {
         if src.prefix_len() == 0 {
             problems.push(format!(
-                "container CIDR {src} would block every source address, the node's own included: give the cluster's container CIDR (e.g. 10.0.0.0/16)"
+                "{}: container CIDR {src} would block every source address, the node's own included: give the cluster's container CIDR (e.g. 10.0.0.0/16)",
+                o.sources
             ));
         }
+        problems.extend(source_problem(&o.sources, src));
     }
     for ex in &policy.exempt {
-        if !policy.sources.iter().any(|s| s.contains(ex)) {
+        if let Some(p) = source_problem(&o.exempt, ex) {
+            problems.push(p);
+            continue;
+        }
+        let covered: Vec<IpNet> = policy.sources.iter().filter(|s| ex.contains(*s)).copied().collect();
+        if !covered.is_empty() {
             problems.push(format!(
-                "exempt {ex} is not inside any container CIDR ({}): it would have no effect; exempt only addresses inside a container CIDR",
+                "{}: exempt {ex} covers the whole container CIDR {} ({}): nothing of it would be blocked; exempt only part of it, or drop the exemption",
+                o.exempt,
+                list(&covered),
+                o.sources
+            ));
+        } else if !policy.sources.iter().any(|s| s.contains(ex)) {
+            problems.push(format!(
+                "{}: exempt {ex} is not inside any container CIDR ({}): it would have no effect; exempt only addresses inside a container CIDR",
+                o.exempt,
                 list(&policy.sources)
             ));
         }
     }
-    for src in &policy.sources {
-        if let Some(ex) = policy.exempt.iter().find(|ex| ex.contains(src)) {
-            problems.push(format!(
-                "exempt {ex} covers the whole container CIDR {src}: nothing of it would be blocked; drop one of them"
-            ));
-        }
-    }
     for api in &policy.apiservers {
-        if api.ip.is_unspecified() {
-            problems.push(format!(
-                "apiserver {api} is the unspecified address: give the address kube-apiserver is reached at"
-            ));
+        if let Some(p) = apiserver_problem(&o.apiservers, api) {
+            problems.push(p);
+            continue;
         }
         if let Some(src) = policy.sources.iter().find(|s| s.contains(&api.ip)) {
             problems.push(format!(
-                "apiserver {api} lies inside the blocked container CIDR {src}: a container CIDR must not contain the apiserver; check both values"
+                "{}: apiserver {api} lies inside the blocked container CIDR {src} ({}): a container CIDR must not contain the apiserver; check both values",
+                o.apiservers, o.sources
             ));
         }
     }
     if !policy.sources.is_empty() && !policy.apiservers.is_empty() && !any_family_blocks(policy) {
         problems.push(format!(
-            "nothing to block: the container CIDRs ({}) and the apiservers ({}) share no address family; give an apiserver of the same IP version as a container CIDR",
+            "nothing to block: the container CIDRs ({}, from {}) and the apiservers ({}, from {}) share no address family; give an apiserver of the same IP version as a container CIDR",
             list(&policy.sources),
-            policy.apiservers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            o.sources,
+            policy.apiservers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            o.apiservers
         ));
     }
     if problems.is_empty() {
@@ -128,6 +141,7 @@ mod tests {
             backend: BackendChoice::Auto,
             local_apiservers: Vec::new(),
             dynamic_exempt: false,
+            origins: Default::default(),
         }
     }
 
@@ -173,11 +187,61 @@ mod tests {
     }
 
     #[test]
+    fn apiservers_and_ranges_that_block_nothing_are_refused_once_each() {
+        for api in [
+            "224.0.0.1:443",
+            "255.255.255.255",
+            "127.0.0.1:6443",
+            "[::ffff:192.168.0.10]:5443",
+        ] {
+            let p = validate(&policy(&["10.0.0.0/16", "fd00::/48"], &[], &[api])).unwrap_err();
+            assert_eq!(p.len(), 1, "{api}: {p:?}");
+            assert!(p[0].starts_with("--apiserver: "), "{api}: {}", p[0]);
+        }
+        let p = validate(&policy(&["224.0.0.0/4"], &[], &["1.2.3.4"])).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("multicast"), "{}", p[0]);
+        let p = validate(&policy(&["::ffff:10.0.0.0/104"], &[], &["[::ffff:192.168.0.10]:5443"])).unwrap_err();
+        assert!(p.iter().any(|m| m.contains("IPv4 form 10.0.0.0/8")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("IPv4 form 192.168.0.10:5443")), "{p:?}");
+        let p = validate(&policy(&["10.0.0.0/16"], &["::ffff:10.0.0.0/112"], &["1.2.3.4"])).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("--exempt: ") && p[0].contains("IPv4-mapped"),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn messages_name_the_origin_of_each_list() {
+        let mut p = policy(&["10.0.0.0/16"], &["10.9.0.0/24"], &["10.0.3.4"]);
+        p.origins = crate::core::policy::Origins {
+            sources: "container_cidr in /etc/g.toml".into(),
+            exempt: "APISERVER_GUARD_EXEMPT".into(),
+            apiservers: "--apiserver".into(),
+        };
+        let e = err(&p);
+        assert!(e.contains("APISERVER_GUARD_EXEMPT: exempt 10.9.0.0/24"), "{e}");
+        assert!(e.contains("--apiserver: apiserver 10.0.3.4"), "{e}");
+        assert!(e.contains("(container_cidr in /etc/g.toml)"), "{e}");
+    }
+
+    #[test]
     fn exempt_must_lie_inside_a_source_and_not_swallow_it() {
         let e = err(&policy(&["10.0.0.0/16"], &["10.9.0.0/24"], &["1.2.3.4"]));
         assert!(e.contains("not inside any container CIDR"), "{e}");
-        let e = err(&policy(&["10.0.0.0/16"], &["10.0.0.0/8"], &["1.2.3.4"]));
-        assert!(e.contains("covers the whole container CIDR"), "{e}");
+        // One message for one problem: the exempt covers the CIDR (it is not also "outside" it).
+        let p = validate(&policy(&["10.0.0.0/16"], &["10.0.0.0/8"], &["1.2.3.4"])).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("exempt 10.0.0.0/8 covers the whole container CIDR 10.0.0.0/16"),
+            "{}",
+            p[0]
+        );
+        let p = validate(&policy(&["10.0.0.0/16", "10.1.0.0/16"], &["10.0.0.0/8"], &["1.2.3.4"])).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("10.0.0.0/16, 10.1.0.0/16"), "{}", p[0]);
         let e = err(&policy(&["10.0.0.0/16"], &["fd00::/64"], &["1.2.3.4"]));
         assert!(e.contains("not inside any container CIDR"), "{e}");
     }
@@ -192,7 +256,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let problems = validate(&policy(&["0.0.0.0/0"], &["10.9.0.0/24"], &["0.0.0.0"])).unwrap_err();
+        let problems = validate(&policy(&["0.0.0.0/0"], &["fd00::/64"], &["0.0.0.0"])).unwrap_err();
         assert!(problems.len() >= 3, "{problems:?}");
     }
 

@@ -174,7 +174,10 @@ impl Daemon {
                 true
             }
             Err(e) => {
-                log::warn!("cannot remove taint {key} yet (retrying every {TAINT_RETRY:?}): {e}");
+                log::warn!(
+                    "cannot remove taint {key} yet (retrying every {} s): {e}",
+                    TAINT_RETRY.as_secs()
+                );
                 false
             }
         };

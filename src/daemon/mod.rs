@@ -27,7 +27,7 @@ use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
 use crate::lockout::localized;
-use crate::policy_source::configured_from;
+use crate::policy_source::resolve;
 use metrics::Metrics;
 use reconciler::Reconciler;
 use settings::DaemonSettings;
@@ -80,12 +80,11 @@ struct Loaded {
 /// (if any) has filled it in (`start`, `reloaded`).
 fn load(args: &RunArgs) -> Result<Loaded> {
     let file = load_file(args.policy.config.as_deref())?;
-    let settings = DaemonSettings::merge(args, &file)?;
-    let (base, discovery) = configured_from(&args.policy, file, args.node_taint.as_deref())?;
+    let s = resolve(args, file)?;
     Ok(Loaded {
-        settings,
-        base,
-        discovery,
+        settings: s.daemon,
+        base: s.base,
+        discovery: s.discovery,
     })
 }
 

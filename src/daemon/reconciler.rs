@@ -4,7 +4,7 @@
 //! changes nothing (counters and handles stay as they are).
 
 use crate::backend::exec::SYSTEM;
-use crate::backend::select::{leftovers, remove_from_all, remove_others, select};
+use crate::backend::select::{leftovers, remove_from_all, remove_others, select_usable};
 use crate::backend::Backend;
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
@@ -22,7 +22,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     pub fn new(policy: Policy, blocklist: Blocklist) -> Result<Reconciler> {
-        let (backend, why) = select(policy.backend, &SYSTEM)?;
+        let (backend, why) = select_usable(policy.backend, &SYSTEM)?;
         Ok(Reconciler {
             policy,
             blocklist,

@@ -49,14 +49,17 @@ pub fn parse_duration(what: &str, s: &str) -> std::result::Result<Duration, Stri
 }
 
 impl DaemonSettings {
+    /// Messages name the flag, variable or config key each value came from.
     pub fn merge(args: &RunArgs, file: &FileConfig) -> Result<DaemonSettings> {
         let mut problems = Vec::new();
+        let name = |id: &str, from_cli: bool| crate::config::origin(&args.policy, file, id, from_cli);
+        let resync_name = name("resync_interval", args.resync_interval.is_some());
         let resync_interval = match args.resync_interval.as_deref().or(file.resync_interval.as_deref()) {
             None => DEFAULT_RESYNC,
-            Some(s) => match parse_duration("resync interval", s) {
+            Some(s) => match parse_duration(&resync_name, s) {
                 Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
                 Ok(_) => {
-                    problems.push(format!("resync interval: '{s}' is outside 100ms..1h"));
+                    problems.push(format!("{resync_name}: '{s}' is outside 100ms..1h"));
                     DEFAULT_RESYNC
                 }
                 Err(e) => {
@@ -72,16 +75,18 @@ impl DaemonSettings {
             .unwrap_or(DEFAULT_LISTEN);
         let listen = listen_raw.parse().unwrap_or_else(|_| {
             problems.push(format!(
-                "listen: '{listen_raw}' is not an address:port (e.g. 127.0.0.1:9440 or [::1]:9440)"
+                "{}: '{listen_raw}' is not an address:port (e.g. 127.0.0.1:9440 or [::1]:9440)",
+                name("listen", args.listen.is_some())
             ));
             DEFAULT_LISTEN.parse().expect("default parses")
         });
+        let probe_name = name("probe_interval", args.probe_interval.is_some());
         let probe_interval = match args.probe_interval.as_deref().or(file.probe_interval.as_deref()) {
             None | Some("off") | Some("0") => None,
-            Some(s) => match parse_duration("probe interval", s) {
+            Some(s) => match parse_duration(&probe_name, s) {
                 Ok(d) if d >= Duration::from_secs(1) => Some(d),
                 Ok(_) => {
-                    problems.push(format!("probe interval: '{s}' is below 1s (or 'off')"));
+                    problems.push(format!("{probe_name}: '{s}' is below 1s (or 'off')"));
                     None
                 }
                 Err(e) => {
@@ -92,7 +97,11 @@ impl DaemonSettings {
         };
         let ready_requires_probe = args.ready_requires_probe || file.ready_requires_probe.unwrap_or(false);
         if ready_requires_probe && probe_interval.is_none() {
-            problems.push("--ready-requires-probe needs --probe-interval (e.g. 60s)".to_string());
+            problems.push(format!(
+                "{} needs a probe interval: set {} (e.g. 60s)",
+                name("ready_requires_probe", args.ready_requires_probe),
+                name("probe_interval", true)
+            ));
         }
         let vantage = match (&args.probe_netns, args.probe_source) {
             (Some(path), _) => Vantage::Netns(path.clone()),

@@ -28,6 +28,28 @@ pub fn choose(named: Option<&Path>, in_pod: bool) -> Source {
     }
 }
 
+/// Where a pod's mounted service-account token lives.
+pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Whether the client's configuration can be read at all (a file that
+/// exists, is readable and is a kubeconfig; in a pod, the token), so a
+/// configuration mistake is told apart from an apiserver that does not answer.
+pub fn check_source(source: &Source) -> Result<(), String> {
+    let (path, what) = match source {
+        Source::Kubeconfig(p) => (p.as_path(), "kubeconfig"),
+        Source::InCluster => (Path::new(SERVICE_ACCOUNT_TOKEN), "service-account token"),
+    };
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!("{shown} is a directory, not a {what}"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    if let Source::Kubeconfig(_) = source {
+        Kubeconfig::from_yaml(&text).map_err(|e| format!("{shown} is not a valid kubeconfig: {e}"))?;
+    }
+    Ok(())
+}
+
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -95,6 +117,24 @@ mod tests {
             choose(None, false),
             Source::Kubeconfig(PathBuf::from(KUBELET_KUBECONFIG))
         );
+    }
+
+    #[test]
+    fn unreadable_kubeconfigs_are_told_apart() {
+        let e = check_source(&Source::Kubeconfig("/nonexistent/kubeconfig".into())).unwrap_err();
+        assert!(e.contains("cannot read the kubeconfig /nonexistent/kubeconfig"), "{e}");
+        let e = check_source(&Source::Kubeconfig("/".into())).unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+        let dir = std::env::temp_dir().join(format!("ag-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "clusters: 7\n").unwrap();
+        let e = check_source(&Source::Kubeconfig(bad.clone())).unwrap_err();
+        assert!(e.contains("not a valid kubeconfig"), "{e}");
+        let good = dir.join("good");
+        std::fs::write(&good, "apiVersion: v1\nkind: Config\nclusters: []\n").unwrap();
+        check_source(&Source::Kubeconfig(good)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -171,8 +171,8 @@ pub async fn snapshot(cfg: &DiscoveryConfig, timeout: Duration) -> Result<Discov
     match waited {
         Ok(Ok(v)) if v.synced(&sources) => Ok(v.discovered.clone()),
         _ => Err(format!(
-            "discovery did not complete within {:.0?} ({} via {}): {}",
-            timeout,
+            "discovery did not complete within {} s ({} via {}): {}",
+            timeout.as_secs(),
             sources.join(", "),
             cfg.client,
             d.rx.borrow().down(&sources).join("; ")

@@ -520,6 +520,7 @@ mod tests {
             backend: BackendChoice::Auto,
             local_apiservers: Vec::new(),
             dynamic_exempt: false,
+            origins: Default::default(),
         }
     }
 

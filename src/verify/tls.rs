@@ -102,7 +102,7 @@ pub fn handshake(mut stream: TcpStream, ip: IpAddr, deadline: Instant) -> Outcom
         .map(|v| match v {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
             rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
-            other => format!("{other:?}"),
+            other => format!("TLS version 0x{:04x}", u16::from(other)),
         })
         .unwrap_or_else(|| "TLS".into());
     let _ = stream.shutdown(std::net::Shutdown::Both);

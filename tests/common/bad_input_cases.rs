@@ -12,7 +12,7 @@ use super::netns::Netns;
 
 /// Every environment variable the binary reads; unset for each run so the
 /// host's environment cannot leak into a test.
-pub const GUARD_ENV_VARS: [&str; 7] = [
+pub const GUARD_ENV_VARS: [&str; 20] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
@@ -20,6 +20,20 @@ pub const GUARD_ENV_VARS: [&str; 7] = [
     "APISERVER_GUARD_EXEMPT",
     "APISERVER_GUARD_ACTION",
     "APISERVER_GUARD_CONFIG",
+    // Daemon and discovery settings: every command validates them when given.
+    "APISERVER_GUARD_RESYNC_INTERVAL",
+    "APISERVER_GUARD_LISTEN",
+    "APISERVER_GUARD_CLEANUP_ON_EXIT",
+    "APISERVER_GUARD_LOG_FORMAT",
+    "APISERVER_GUARD_PROBE_INTERVAL",
+    "APISERVER_GUARD_READY_REQUIRES_PROBE",
+    "APISERVER_GUARD_NODE_TAINT",
+    "APISERVER_GUARD_KUBECONFIG",
+    "APISERVER_GUARD_ALLOW_PODS",
+    "APISERVER_GUARD_ALLOW_NAMESPACES",
+    "APISERVER_GUARD_DISCOVERY_CACHE",
+    "NODE_NAME",
+    "KUBERNETES_SERVICE_HOST",
 ];
 
 /// Finished run of the binary, decoded.
@@ -110,15 +124,20 @@ pub const GOOD_MODE: &str = "tunnel";
 
 /// A path that certainly does not exist.
 pub const MISSING_CONFIG: &str = "/nonexistent/apiserver-guard-test/config.toml";
+/// A kubeconfig that certainly does not exist.
+pub const MISSING_KUBECONFIG: &str = "/nonexistent/apiserver-guard-test/kubeconfig";
 
 /// One refused input: the arguments after the subcommand, extra environment,
-/// and phrases that must all appear on stderr.
+/// phrases that must all appear on stderr (the first names the flag, the
+/// variable or the config key the value came from) and phrases that must not
+/// (a second, contradictory message).
 #[derive(Debug, Clone)]
 pub struct BadCase {
     pub name: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub expect: Vec<String>,
+    pub absent: Vec<String>,
 }
 
 impl BadCase {
@@ -176,6 +195,15 @@ fn build(
         args,
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         expect: expect.iter().map(|s| s.to_string()).collect(),
+        absent: Vec::new(),
+    }
+}
+
+impl BadCase {
+    /// Phrases that must not appear on stderr.
+    fn without(mut self, absent: &[&str]) -> BadCase {
+        self.absent = absent.iter().map(|s| s.to_string()).collect();
+        self
     }
 }
 
@@ -196,6 +224,21 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
         "container_cidr = [\"10.0.0.0/16; nft flush ruleset\"]\napiserver = \"192.168.50.10:5443\"\n",
     );
     let config_dir = dir.path().to_str().expect("utf-8 temp path").to_owned();
+    let loopback_api = dir.file(
+        "loopback-api.toml",
+        "container_cidr = \"10.0.0.0/16\"\napiserver = \"127.0.0.1:6443\"\nmode = \"tunnel\"\n",
+    );
+    let mapped_cidr = dir.file(
+        "mapped-cidr.toml",
+        "container_cidr = \"::ffff:10.0.0.0/104\"\napiserver = \"192.168.50.10:5443\"\nmode = \"tunnel\"\n",
+    );
+    let zero_resync = dir.file("zero-resync.toml", "resync_interval = \"0s\"\n");
+    // A cache that, if it were used, would install another apiserver.
+    let cache = dir.file(
+        "discovered.json",
+        "{\"apiservers\": [\"192.168.50.99:5443\"], \"pod_cidrs\": [], \"allowed\": {}}\n",
+    );
+    let not_kubeconfig = dir.file("not-a-kubeconfig", "clusters: 7\n");
     let b = |name: &str, overrides: Overrides, expect: &[&str]| build(name, backend, &empty, overrides, &[], expect);
     let be = |name: &str, overrides: Overrides, env: &[(&str, &str)], expect: &[&str]| {
         build(name, backend, &empty, overrides, env, expect)
@@ -303,8 +346,23 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
         b(
             "exempt covering the whole cidr",
             &[("--exempt", Some("10.0.0.0/8"))],
-            &["exempt 10.0.0.0/8", "covers the whole container CIDR 10.0.0.0/16"],
-        ),
+            &[
+                "--exempt: exempt 10.0.0.0/8",
+                "covers the whole container CIDR 10.0.0.0/16",
+            ],
+        )
+        // One problem, one message: not also "outside every container CIDR".
+        .without(&["not inside any container CIDR"]),
+        be(
+            "exempt covering the whole cidr via APISERVER_GUARD_EXEMPT",
+            &[],
+            &[("APISERVER_GUARD_EXEMPT", "10.0.0.0/8")],
+            &[
+                "APISERVER_GUARD_EXEMPT: exempt 10.0.0.0/8",
+                "covers the whole container CIDR",
+            ],
+        )
+        .without(&["not inside any container CIDR"]),
         b(
             "exempt with host bits",
             &[("--exempt", Some("10.0.5.1/24"))],
@@ -376,7 +434,32 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
             "APISERVER_GUARD_MODE=overlay",
             &[("--mode", None)],
             &[("APISERVER_GUARD_MODE", "overlay")],
-            &["invalid value 'overlay'", "--mode"],
+            &["APISERVER_GUARD_MODE: 'overlay'", "--mode", "vpc, tunnel, both"],
+        ),
+        be(
+            "empty APISERVER_GUARD_MODE",
+            &[("--mode", None)],
+            &[("APISERVER_GUARD_MODE", "")],
+            &["APISERVER_GUARD_MODE is set but empty", "vpc, tunnel, both"],
+        )
+        .without(&["a value is required"]),
+        be(
+            "empty APISERVER_GUARD_ACTION",
+            &[],
+            &[("APISERVER_GUARD_ACTION", "")],
+            &["APISERVER_GUARD_ACTION is set but empty", "reject, drop"],
+        ),
+        be(
+            "empty APISERVER_GUARD_BACKEND",
+            &[("--backend", None)],
+            &[("APISERVER_GUARD_BACKEND", "")],
+            &["APISERVER_GUARD_BACKEND is set but empty", "nftables"],
+        ),
+        be(
+            "APISERVER_GUARD_LOG_FORMAT=xml (a daemon setting, checked by every command)",
+            &[],
+            &[("APISERVER_GUARD_LOG_FORMAT", "xml")],
+            &["APISERVER_GUARD_LOG_FORMAT: 'xml'", "auto, text, json"],
         ),
         // Config files.
         file(
@@ -408,6 +491,191 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
             &[("--config", None)],
             &[("APISERVER_GUARD_CONFIG", MISSING_CONFIG)],
             &[MISSING_CONFIG, "cannot read it"],
+        ),
+        // Addresses that parse but cannot work.
+        b(
+            "ipv4-mapped container cidr and apiserver",
+            &[
+                ("--container-cidr", Some("::ffff:10.0.0.0/104")),
+                ("--apiserver", Some("[::ffff:192.168.50.10]:5443")),
+            ],
+            &[
+                "--container-cidr: '::ffff:10.0.0.0/104'",
+                "IPv4 form 10.0.0.0/8",
+                "--apiserver: '[::ffff:192.168.50.10]:5443'",
+                "IPv4 form 192.168.50.10:5443",
+            ],
+        ),
+        b(
+            "ipv4-mapped exempt",
+            &[("--exempt", Some("::ffff:10.0.5.0/120"))],
+            &["--exempt: '::ffff:10.0.5.0/120'", "IPv4 form 10.0.5.0/24"],
+        )
+        .without(&["not inside any container CIDR"]),
+        b(
+            "link-local multicast apiserver",
+            &api("224.0.0.1:443"),
+            &["--apiserver: '224.0.0.1:443'", "link-local multicast"],
+        ),
+        b(
+            "multicast apiserver",
+            &api("239.1.2.3"),
+            &["--apiserver: '239.1.2.3'", "multicast"],
+        ),
+        b(
+            "ipv6 multicast apiserver",
+            &[
+                ("--container-cidr", Some("fd00:10::/48")),
+                ("--apiserver", Some("[ff02::1]:443")),
+            ],
+            &["--apiserver: '[ff02::1]:443'", "link-local multicast"],
+        ),
+        b(
+            "broadcast apiserver",
+            &api("255.255.255.255"),
+            &["--apiserver: '255.255.255.255'", "broadcast"],
+        ),
+        b(
+            "loopback apiserver",
+            &api("127.0.0.1:6443"),
+            &["--apiserver: '127.0.0.1:6443'", "loopback"],
+        ),
+        b(
+            "ipv6 loopback apiserver",
+            &[
+                ("--container-cidr", Some("fd00:10::/48")),
+                ("--apiserver", Some("[::1]:6443")),
+            ],
+            &["--apiserver: '[::1]:6443'", "loopback"],
+        ),
+        b(
+            "ipv6 unspecified apiserver",
+            &[
+                ("--container-cidr", Some("fd00:10::/48")),
+                ("--apiserver", Some("[::]:443")),
+            ],
+            &["--apiserver: '[::]:443'", "unspecified"],
+        ),
+        b(
+            "multicast container cidr",
+            &cidr("224.0.0.0/4"),
+            &["--container-cidr: '224.0.0.0/4'", "multicast"],
+        ),
+        b(
+            "reserved container cidr",
+            &cidr("240.0.0.0/4"),
+            &["--container-cidr: '240.0.0.0/4'", "reserved"],
+        ),
+        b(
+            "container cidr overlapping multicast",
+            &cidr("192.0.0.0/2"),
+            &["--container-cidr: '192.0.0.0/2'", "overlaps 224.0.0.0/4"],
+        ),
+        b(
+            "ipv6 multicast container cidr",
+            &[
+                ("--container-cidr", Some("ff00::/8")),
+                ("--apiserver", Some("[fd00:50::10]:5443")),
+            ],
+            &["--container-cidr: 'ff00::/8'", "multicast"],
+        ),
+        b(
+            "leading zeros in the container cidr",
+            &cidr("010.000.000.000/16"),
+            &[
+                "--container-cidr: '010.000.000.000/16' is ambiguous",
+                "(10.0.0.0/16)",
+                "(8.0.0.0/16)",
+            ],
+        ),
+        b(
+            "leading zeros in the apiserver",
+            &api("192.168.050.010:5443"),
+            &[
+                "--apiserver: '192.168.050.010:5443' is ambiguous",
+                "(192.168.50.10:5443)",
+                "(192.168.40.8:5443)",
+            ],
+        ),
+        b(
+            "leading zeros in exempt",
+            &[("--exempt", Some("10.0.05.0/24"))],
+            &["--exempt: '10.0.05.0/24' is ambiguous", "(10.0.5.0/24)"],
+        ),
+        be(
+            "multicast apiserver via APISERVER_GUARD_APISERVER",
+            &[("--apiserver", None)],
+            &[("APISERVER_GUARD_APISERVER", "224.0.0.1:443")],
+            &["APISERVER_GUARD_APISERVER: '224.0.0.1:443'", "multicast"],
+        ),
+        be(
+            "leading zeros via APISERVER_GUARD_CONTAINER_CIDR",
+            &[("--container-cidr", None)],
+            &[("APISERVER_GUARD_CONTAINER_CIDR", "010.000.000.000/16")],
+            &["APISERVER_GUARD_CONTAINER_CIDR: '010.000.000.000/16' is ambiguous"],
+        ),
+        file(
+            "config with a loopback apiserver",
+            &loopback_api,
+            &[&format!("apiserver in {loopback_api}: '127.0.0.1:6443'"), "loopback"],
+        ),
+        file(
+            "config with an ipv4-mapped container cidr",
+            &mapped_cidr,
+            &[
+                &format!("container_cidr in {mapped_cidr}: '::ffff:10.0.0.0/104'"),
+                "10.0.0.0/8",
+            ],
+        ),
+        // Daemon settings are validated by every command, as `run` does.
+        b(
+            "resync_interval = 0s in the config file",
+            &[("--config", Some(zero_resync.as_str()))],
+            &[&format!("resync_interval in {zero_resync}: '0s'"), "100ms..1h"],
+        ),
+        be(
+            "APISERVER_GUARD_RESYNC_INTERVAL=0s",
+            &[],
+            &[("APISERVER_GUARD_RESYNC_INTERVAL", "0s")],
+            &["APISERVER_GUARD_RESYNC_INTERVAL: '0s'", "100ms..1h"],
+        ),
+        be(
+            "APISERVER_GUARD_LISTEN=nonsense",
+            &[],
+            &[("APISERVER_GUARD_LISTEN", "nonsense")],
+            &["APISERVER_GUARD_LISTEN: 'nonsense'", "address:port"],
+        ),
+        // A missing kubeconfig is a configuration error, never a reason to use the cache.
+        b(
+            "missing kubeconfig with a discovery cache at hand",
+            &[
+                ("--apiserver", Some("auto")),
+                ("--kubeconfig", Some(MISSING_KUBECONFIG)),
+                ("--discovery-cache", Some(cache.as_str())),
+            ],
+            &["--kubeconfig: cannot read the kubeconfig", MISSING_KUBECONFIG],
+        )
+        .without(&["last known state"]),
+        be(
+            "missing kubeconfig via APISERVER_GUARD_KUBECONFIG",
+            &[
+                ("--apiserver", Some("auto")),
+                ("--discovery-cache", Some(cache.as_str())),
+            ],
+            &[("APISERVER_GUARD_KUBECONFIG", MISSING_KUBECONFIG)],
+            &[
+                "APISERVER_GUARD_KUBECONFIG: cannot read the kubeconfig",
+                MISSING_KUBECONFIG,
+            ],
+        ),
+        b(
+            "kubeconfig that is not one",
+            &[
+                ("--apiserver", Some("auto")),
+                ("--kubeconfig", Some(not_kubeconfig.as_str())),
+                ("--discovery-cache", Some(cache.as_str())),
+            ],
+            &["--kubeconfig:", "not a valid kubeconfig"],
         ),
         // Several problems at once: each one is named.
         b(
