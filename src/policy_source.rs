@@ -40,6 +40,18 @@ pub struct Settings {
 /// The one validator: flags, env and the config file (already read) for
 /// every part at once; every problem is reported, nothing is contacted.
 pub fn resolve(run: &RunArgs, file: FileConfig) -> Result<Settings> {
+    resolve_as(run, file, Caller::OneShot)
+}
+
+/// Who asks: a one-shot command, or the daemon (see `configured_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    OneShot,
+    Daemon,
+}
+
+/// `resolve` for the given caller.
+pub fn resolve_as(run: &RunArgs, file: FileConfig, caller: Caller) -> Result<Settings> {
     let mut problems = Vec::new();
     let mut keep = |e: Error| match e {
         Error::BadInput(p) => {
@@ -49,7 +61,7 @@ pub fn resolve(run: &RunArgs, file: FileConfig) -> Result<Settings> {
         other => Err(other),
     };
     let daemon = DaemonSettings::merge(run, &file).map_err(&mut keep).ok();
-    let configured = configured_from(&run.policy, file, run.node_taint.as_deref())
+    let configured = configured_from(&run.policy, file, run.node_taint.as_deref(), caller)
         .map_err(&mut keep)
         .ok();
     match (daemon, configured) {
@@ -74,7 +86,7 @@ pub fn settings(args: &PolicyArgs) -> Result<Settings> {
 /// The configured policy (without anything discovered) and the discovery
 /// settings, if any. Every problem is reported; nothing is contacted.
 pub fn configured(args: &PolicyArgs, node_taint: Option<&str>) -> Result<(Policy, Option<DiscoveryConfig>)> {
-    configured_from(args, load_file(args.config.as_deref())?, node_taint)
+    configured_from(args, load_file(args.config.as_deref())?, node_taint, Caller::OneShot)
 }
 
 /// How messages name the kubeconfig in use: where it was set, or that it is the default.
@@ -90,11 +102,17 @@ fn kubeconfig_origin(args: &PolicyArgs, file: &FileConfig, source: &Source) -> S
     }
 }
 
-/// `configured` with the config file already read.
+/// `configured` with the config file already read. A kubeconfig that cannot
+/// be read is bad input, with one exception: the daemon started before the
+/// node joined its cluster, when the kubelet's default kubeconfig does not
+/// exist yet (`kubeadm join` writes it). That is a wait, not a mistake: the
+/// daemon fails to connect (exit 1) and its supervisor starts it again until
+/// the file is there, instead of giving up for good on exit 2.
 pub fn configured_from(
     args: &PolicyArgs,
     file: FileConfig,
     node_taint: Option<&str>,
+    caller: Caller,
 ) -> Result<(Policy, Option<DiscoveryConfig>)> {
     let env = Env {
         hostname: hostname(),
@@ -102,7 +120,13 @@ pub fn configured_from(
     };
     let taint = node_taint.map(str::to_string).or_else(|| file.node_taint.clone());
     // A kubeconfig that cannot be read is a configuration error, not an apiserver outage.
+    let named = args.kube.kubeconfig.is_some() || file.kubeconfig.is_some();
+    let not_yet_joined = |source: &Source| match source {
+        Source::Kubeconfig(p) => caller == Caller::Daemon && !named && !p.exists(),
+        Source::InCluster => false,
+    };
     let discovery = settings::merge(args, &file, taint.as_deref(), &env).and_then(|d| match &d {
+        Some(cfg) if not_yet_joined(&cfg.client) => Ok(d),
         Some(cfg) => match check_source(&cfg.client) {
             Ok(()) => Ok(d),
             Err(e) => Err(vec![format!("{}: {e}", kubeconfig_origin(args, &file, &cfg.client))]),

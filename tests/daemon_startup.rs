@@ -203,3 +203,44 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start() {
     third.wait_ready();
     assert_stops_promptly(&third, "third daemon");
 }
+
+#[test]
+fn before_the_node_joins_the_daemon_exits_1_to_be_started_again() {
+    if !can_run() {
+        return;
+    }
+    // Only meaningful where the kubelet's default kubeconfig is absent (no kubeadm node).
+    if std::path::Path::new("/etc/kubernetes/kubelet.conf").exists() {
+        eprintln!("skipped: this machine has /etc/kubernetes/kubelet.conf");
+        return;
+    }
+    let topo = Topology::new();
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        empty_config(),
+        "--container-cidr",
+        CONTAINER_CIDR_V4,
+        "--apiserver",
+        "auto",
+        "--backend",
+        "nftables",
+        "--log-format",
+        "text",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let d = Daemon::spawn(&topo.node, &args);
+    let status = d.wait_exit(Duration::from_secs(10));
+    // Not 2 (bad input, never restarted): the supervisor must try again after the join.
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", d.log());
+    assert!(d.log().contains("kubelet.conf"), "{}", d.log());
+
+    // Named explicitly, the same missing file is bad input.
+    let mut named = args.clone();
+    named.extend(["--kubeconfig".to_string(), "/nonexistent/kubeconfig".to_string()]);
+    let d = Daemon::spawn(&topo.node, &named);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", d.log());
+}

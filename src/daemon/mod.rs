@@ -27,7 +27,7 @@ use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
 use crate::lockout::localized;
-use crate::policy_source::resolve;
+use crate::policy_source::{resolve_as, Caller};
 use metrics::Metrics;
 use reconciler::Reconciler;
 use settings::DaemonSettings;
@@ -80,7 +80,7 @@ struct Loaded {
 /// (if any) has filled it in (`start`, `reloaded`).
 fn load(args: &RunArgs) -> Result<Loaded> {
     let file = load_file(args.policy.config.as_deref())?;
-    let s = resolve(args, file)?;
+    let s = resolve_as(args, file, Caller::Daemon)?;
     Ok(Loaded {
         settings: s.daemon,
         base: s.base,
