@@ -72,7 +72,7 @@ fn tunnel_from_pod_netns_before_and_after_apply() {
         "nft -j shows no packet counted by our block rules during verify: {j}"
     );
     assert_agrees(
-        &e["control"]["probe"]["outcome"].as_str().unwrap_or("").to_owned(),
+        e["control"]["probe"]["outcome"].as_str().unwrap_or(""),
         &curl(&topo.pod, NODE_POD_V4, API_PORT, MAX_TIME),
         "after apply, control from the pod",
     );
@@ -714,12 +714,20 @@ fn from_here_inside_the_pod_as_the_probe_daemonset_runs_it() {
     assert_eq!(j["endpoints"][0]["control"]["kind"], "gateway", "{j}");
     assert_eq!(j["endpoints"][0]["counter"]["status"], "unknown", "{j}");
     assert_agrees("refused", &curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod");
-    // The node's address given as the control (the DaemonSet passes status.hostIP).
-    let r = run_guard(
-        &topo.pod,
-        &[&policy.args("verify")[..], &["--from-here".to_owned()]].concat(),
+    // The node's own address as the control, as the probe DaemonSet passes status.hostIP.
+    let (r, j) = verify_json(&topo.pod, &policy, &["--from-here", "--control", NODE_API_V4]);
+    r.expect_code(0, "from the pod, the node's address as the control");
+    assert_eq!(j["endpoints"][0]["control"]["kind"], "given", "{j}");
+    assert_eq!(
+        j["endpoints"][0]["control"]["target"],
+        format!("{NODE_API_V4}:{API_PORT}"),
+        "{j}"
     );
-    r.expect_code(0, "from the pod (text)");
+    assert_agrees(
+        "refused",
+        &curl(&topo.pod, NODE_API_V4, API_PORT, MAX_TIME),
+        "pod -> node address",
+    );
     remove(&topo.node).expect_code(0, "remove");
     topo.pod.ip_ok(&["-4", "route", "del", "default"]);
     let (r, j) = verify_json(&topo.pod, &policy, &["--from-here"]);

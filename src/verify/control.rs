@@ -31,6 +31,9 @@ pub fn blocked_by_policy(apiservers: &[Endpoint], addr: SocketAddr) -> bool {
         .any(|e| e.ip == addr.ip() && e.port.is_none_or(|p| p == addr.port()))
 }
 
+/// The route look-up error that means "no route".
+pub const NO_ROUTE: &str = "no route";
+
 const GIVE_CONTROL: &str =
     "give --control ADDR[:PORT], an address the probe's side reaches and the policy does not block";
 
@@ -64,7 +67,8 @@ pub fn plan(
         return (ControlPlan::Node, note);
     }
     let plan = match route {
-        Err(e) => ControlPlan::Missing(format!("the probe's side has no route towards {ip} ({e})")),
+        Err(e) if e == NO_ROUTE => ControlPlan::Missing(format!("the probe's side has no route towards {ip}")),
+        Err(e) => ControlPlan::Missing(format!("the route towards {ip} could not be looked up: {e}")),
         Ok(r) => match r.gateway {
             None if r.local => ControlPlan::Missing(format!(
                 "{ip} is an address of the probe's own namespace, there is no gateway to use as the control; {GIVE_CONTROL}"
@@ -212,7 +216,11 @@ mod tests {
     fn no_route_no_gateway_or_a_blocked_gateway_means_no_control() {
         let ip: IpAddr = API.parse().unwrap();
         let cases = [
-            (Err("Network is unreachable".to_string()), "no route"),
+            (Err(NO_ROUTE.to_string()), "has no route towards 192.168.50.10"),
+            (
+                Err("Permission denied".to_string()),
+                "could not be looked up: Permission denied",
+            ),
             (
                 Ok(Route {
                     gateway: None,

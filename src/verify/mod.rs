@@ -231,7 +231,10 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
             .map(|p| match p.ports.first() {
                 None => (ControlPlan::Missing("skipped".into()), None),
                 Some(port) => {
-                    let route = route::get(p.endpoint.ip).map_err(|e| e.to_string());
+                    let route = route::get(p.endpoint.ip).map_err(|e| match e.raw_os_error() {
+                        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => control::NO_ROUTE.to_string(),
+                        _ => e.to_string(),
+                    });
                     control::plan(
                         opts.control.as_ref(),
                         node_is_control,

@@ -593,6 +593,47 @@ mod tests {
     }
 
     #[test]
+    fn only_a_proven_block_passes() {
+        let proven = report(vec![endpoint(
+            Outcome::Refused,
+            Outcome::Connected,
+            BlockVerdict::Blocked,
+            NodeVerdict::Unaffected,
+        )]);
+        assert!(proven.passed() && proven.problem().is_none());
+        let unproven = report(vec![endpoint(
+            Outcome::Unreachable("network unreachable (no route)".into()),
+            Outcome::Connected,
+            BlockVerdict::Inconclusive("inconclusive: no positive control from the probe's side: no route".into()),
+            NodeVerdict::Unaffected,
+        )]);
+        assert!(!unproven.passed());
+        assert!(
+            unproven.problem().unwrap().contains("no positive control"),
+            "{:?}",
+            unproven.problem()
+        );
+        // Exit 0 with nothing judged (every endpoint skipped) proves nothing either.
+        let mut skipped = report(vec![endpoint(
+            Outcome::Refused,
+            Outcome::Connected,
+            BlockVerdict::Skipped("no IPv6 container CIDR".into()),
+            NodeVerdict::NotChecked("skipped".into()),
+        )]);
+        skipped.summarise();
+        assert_eq!(skipped.exit_code, 0);
+        assert!(!skipped.passed());
+        assert!(skipped.problem().unwrap().contains("not proven"));
+        let leak = report(vec![endpoint(
+            Outcome::Connected,
+            Outcome::Connected,
+            BlockVerdict::Reachable,
+            NodeVerdict::Unaffected,
+        )]);
+        assert!(leak.problem().unwrap().contains("a pod got through"));
+    }
+
+    #[test]
     fn a_failed_verification_exits_1_with_the_reason() {
         let mut r = Report::failed(Expect::Blocked, false, 2.0, true, "no such namespace".into());
         r.summarise();
