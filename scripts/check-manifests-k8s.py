@@ -519,7 +519,8 @@ def cmd_commands(out, work, guard):
         s.bind(("127.0.0.2", 0))
         closed = s.getsockname()[1]
     services = {"KUBERNETES_SERVICE_HOST": "127.0.0.2", "KUBERNETES_SERVICE_PORT": str(closed)}
-    fields = {"spec.nodeName": "node-a", "status.podIP": "127.0.0.1"}
+    # The node's address (the probe's positive control, `verify --control`) answers on loopback too.
+    fields = {"spec.nodeName": "node-a", "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
     bindir = work / "bin"
     bindir.mkdir(exist_ok=True)
     wrapper = bindir / "apiserver-guard"

@@ -118,9 +118,14 @@ pub struct VerifyArgs {
     /// Also run a TLS handshake, accepting any certificate (as `curl -k`).
     #[arg(long)]
     pub tls: bool,
-    /// Skip the positive control from the node (the namespace the command runs in).
+    /// Skip the probe from the node (the namespace the command runs in).
     #[arg(long)]
     pub no_host_check: bool,
+    /// Positive control from the probe's side: an address it reaches that the policy does not
+    /// block (IP, IP:PORT or [IPv6]:PORT; no port = the probed port); any answer, a reset
+    /// included, shows its network works [default: the gateway towards the apiserver].
+    #[arg(long, value_name = "ADDR[:PORT]", env = "APISERVER_GUARD_VERIFY_CONTROL")]
+    pub control: Option<String>,
     /// What the container network should see.
     #[arg(long, value_enum, default_value = "blocked")]
     pub expect: crate::verify::outcome::Expect,

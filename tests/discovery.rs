@@ -338,6 +338,34 @@ fn node_taint_goes_only_after_the_block_is_proven() {
     );
     d.kill();
 
+    // The pod namespace without a route to the apiserver (issue #11): its probe fails with
+    // "no route", which proves nothing: the taint stays.
+    c.topo.pod.ip_ok(&["-4", "route", "del", "default"]);
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            "auto",
+            "--node-taint",
+            TAINT,
+            "--probe-netns",
+            &pod_ns,
+        ],
+    );
+    d.wait_ready();
+    d.wait_log("node taint", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        c.api.node_taints(NODE).contains(&TAINT.to_string()),
+        "removed after a probe from a namespace with no route:\n{}",
+        d.log()
+    );
+    assert!(!pod_curl(&c, None, API_V4, API_PORT).served(), "curl without a route");
+    d.kill();
+    c.topo.pod.ip_ok(&["-4", "route", "add", "default", "via", NODE_POD_V4]);
+
     // With a probe from the pod: removed, and only our taint.
     let d = c.spawn(
         Backend::Nftables,
@@ -357,6 +385,8 @@ fn node_taint_goes_only_after_the_block_is_proven() {
         !c.api.node_taints(NODE).contains(&TAINT.to_string())
     });
     assert_eq!(c.api.node_taints(NODE), vec!["other".to_string()]);
+    // The patch reaches the apiserver a moment before the daemon logs it.
+    d.wait_log("removed taint", 1, Duration::from_secs(5));
     let log = d.log();
     let (ready, removed) = (log.find(READY_LINE).unwrap(), log.find("removed taint").unwrap());
     assert!(ready < removed, "{log}");

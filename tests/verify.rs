@@ -4,9 +4,12 @@
 //! node) before and after `apply`, `--expect reachable`, `--auto` among
 //! several namespaces, a node cut off by hand-built rules, `--action drop`,
 //! a stopped apiserver (inconclusive, never "blocked"), a real TLS listener,
-//! a port-less apiserver, IPv6, and bad input. `verify` always runs in the
-//! test's node namespace; firewall changes and traffic stay in the test's
-//! own namespaces.
+//! a port-less apiserver, IPv6, and bad input. "Blocked" must be proven
+//! (issue #11): the control from the pod's side answered and our rules'
+//! counters moved (cross-checked with `nft -j`); no route, a link down, a
+//! dead control, or a failure that is not our rule's are "inconclusive".
+//! `verify` runs in the test's node namespace (`--from-here`: in the pod's);
+//! firewall changes and traffic stay in the test's own namespaces.
 
 mod common;
 
@@ -55,8 +58,24 @@ fn tunnel_from_pod_netns_before_and_after_apply() {
 
     policy.apply_ok(&topo.node);
 
+    let counted = nft_block_packets(&topo.node);
     let (r, j) = verify_json(&topo.node, &policy, &from_pod);
     r.expect_code(0, "after apply: blocked from the pod, node unaffected");
+    // Proven: the pod's gateway (the node) answered, and our rule counted the probe.
+    let e = &j["endpoints"][0];
+    assert_eq!(e["control"]["kind"], "gateway", "{j}");
+    assert_eq!(e["control"]["target"], format!("{NODE_POD_V4}:{API_PORT}"), "{j}");
+    assert_eq!(e["control"]["verdict"]["status"], "works", "{j}");
+    assert_eq!(e["counter"]["status"], "moved", "{j}");
+    assert!(
+        nft_block_packets(&topo.node) > counted,
+        "nft -j shows no packet counted by our block rules during verify: {j}"
+    );
+    assert_agrees(
+        e["control"]["probe"]["outcome"].as_str().unwrap_or(""),
+        &curl(&topo.pod, NODE_POD_V4, API_PORT, MAX_TIME),
+        "after apply, control from the pod",
+    );
     assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
     assert_eq!(outcome(&j, 0, "node"), "connected", "{j}");
     assert_eq!(j["endpoints"][0]["node"]["from"], NODE_API_V4, "{j}");
@@ -105,6 +124,8 @@ fn tunnel_with_iptables_legacy_is_verified_the_same_way() {
     let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
     r.expect_code(0, "after apply");
     assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    // The counters are read from our iptables chain (iptables-legacy -L APISERVER-GUARD -v -x).
+    assert_eq!(j["endpoints"][0]["counter"]["status"], "moved", "{j}");
     assert_agrees("refused", &curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod");
 }
 
@@ -305,10 +326,17 @@ fn drop_action_timing_out_counts_as_blocked() {
     let policy = tunnel_policy(Backend::Nftables).with_action("drop");
     policy.apply_ok(&topo.node);
     let pod = topo.pod.path();
+    let counted = nft_block_packets(&topo.node);
     let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
     r.expect_code(0, "--action drop: timed out is blocked");
     assert_eq!(outcome(&j, 0, "container"), "timed-out", "{j}");
     assert_eq!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+    assert_eq!(j["endpoints"][0]["counter"]["status"], "moved", "{j}");
+    assert_eq!(j["endpoints"][0]["control"]["verdict"]["status"], "works", "{j}");
+    assert!(
+        nft_block_packets(&topo.node) > counted,
+        "nft -j: our drop counted nothing: {j}"
+    );
     let latency = j["endpoints"][0]["container"]["latency_seconds"]
         .as_f64()
         .unwrap_or(0.0);
@@ -496,7 +524,10 @@ fn bad_input_exits_1_or_2_with_a_clear_message() {
 }
 
 #[test]
-fn reset_after_connect_counts_as_blocked() {
+fn reset_after_connect_is_not_our_rule_so_inconclusive() {
+    // Promise changed by issue #11: this used to be "blocked" (exit 0). A reset after the
+    // handshake is not what our rule does (it answers the SYN), and nothing of ours is
+    // installed here: verify must not claim the block for somebody else's middlebox.
     if !can_run() {
         return;
     }
@@ -513,11 +544,193 @@ fn reset_after_connect_counts_as_blocked() {
     );
     let pod = topo.pod.path();
     let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--tls"]);
-    r.expect_code(0, "reset during the TLS handshake, node unaffected");
+    r.expect_code(1, "reset during the TLS handshake: not our rule");
     assert_eq!(outcome(&j, 0, "container"), "reset", "{j}");
     assert_eq!(outcome(&j, 0, "node"), "tls-ok", "{j}");
-    assert_eq!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+    let (status, detail) = block_verdict(&j, 0);
+    assert_eq!(status, "inconclusive", "{j}");
+    assert!(detail.contains("not our rule's doing"), "{j}");
+    assert_eq!(j["block_effective"], serde_json::Value::Null, "{j}");
     // curl notices the reset while connecting (exit 7) or in its own handshake (35, 56).
     assert_agrees("reset", &curl_tls(&topo.pod, API_V4, TLS_PORT, MAX_TIME), "pod");
     assert_agrees("tls-ok", &curl_tls(&topo.node, API_V4, TLS_PORT, MAX_TIME), "node");
+}
+
+#[test]
+fn no_route_after_remove_is_inconclusive_never_blocked() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    policy.apply_ok(&topo.node);
+    remove(&topo.node).expect_code(0, "remove");
+    // The pod loses its default route: connect() fails with "network unreachable".
+    topo.pod.ip_ok(&["-4", "route", "del", "default"]);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "no route, nothing installed");
+    assert_eq!(outcome(&j, 0, "container"), "unreachable", "{j}");
+    assert_eq!(outcome(&j, 0, "node"), "connected", "{j}");
+    let (status, detail) = block_verdict(&j, 0);
+    assert_eq!(status, "inconclusive", "{j}");
+    assert!(detail.contains("no route"), "{j}");
+    assert_eq!(j["endpoints"][0]["control"]["verdict"]["status"], "missing", "{j}");
+    let r = verify_text(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "no route (text)");
+    assert!(!r.stdout.contains("block effective: yes"), "{}", r.stdout);
+    assert!(r.stdout.contains("block effective: inconclusive"), "{}", r.stdout);
+    let c = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
+    assert!(
+        !c.served() && c.exit_code == 7,
+        "curl from the pod without a route: {c:?}"
+    );
+
+    // A namespace with nothing but loopback (down): the same, never "blocked".
+    let bare = Netns::new("vbare");
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &bare.path()]);
+    r.expect_code(1, "loopback-only namespace");
+    assert_eq!(block_verdict(&j, 0).0, "inconclusive", "{j}");
+    assert!(!curl(&bare, API_V4, API_PORT, MAX_TIME).served());
+}
+
+#[test]
+fn a_foreign_reject_with_nothing_of_ours_installed_is_inconclusive() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    // Someone else's rule refuses the pod exactly as ours would; ours is not installed.
+    reject_pod_traffic_by_hand(&topo.node);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "refused, but not by us");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_eq!(j["endpoints"][0]["control"]["verdict"]["status"], "works", "{j}");
+    assert_eq!(j["endpoints"][0]["counter"]["status"], "no-rules", "{j}");
+    let (status, detail) = block_verdict(&j, 0);
+    assert_eq!(status, "inconclusive", "{j}");
+    assert!(detail.contains("no block rule of ours"), "{j}");
+    assert_agrees("refused", &curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod");
+
+    // With ours installed behind it, the foreign rule answers first: our counter stays still.
+    policy.apply_ok(&topo.node);
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    let counter = j["endpoints"][0]["counter"]["status"].as_str().unwrap_or("").to_owned();
+    match counter.as_str() {
+        // Same priority: the kernel's order of the two base chains decides who answers.
+        "moved" => r.expect_code(0, "our rule answered first"),
+        "short" => r.expect_code(1, "the foreign rule answered first"),
+        other => panic!("unexpected counter evidence {other}: {j}"),
+    };
+}
+
+#[test]
+fn apiserver_link_down_in_tunnel_mode_is_inconclusive_not_cut_off() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    policy.apply_ok(&topo.node);
+    topo.node.ip_ok(&["link", "set", NODE_API_IF, "down"]);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(1, "apiserver link down, FORWARD-only block");
+    assert_eq!(j["endpoints"][0]["node_check"]["status"], "no-answer", "{j}");
+    assert_ne!(j["node_unaffected"], false, "{j}");
+    assert_eq!(block_verdict(&j, 0).0, "inconclusive", "{j}");
+    let r = verify_text(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(1, "apiserver link down (text)");
+    assert!(!r.stdout.contains("node cut off"), "{}", r.stdout);
+    assert!(!r.stdout.contains("block effective: yes"), "{}", r.stdout);
+    assert!(r.stdout.contains("inconclusive"), "{}", r.stdout);
+    let node = curl(&topo.node, API_V4, API_PORT, 2);
+    assert!(!node.served(), "curl from the node with the link down: {node:?}");
+    let pod_curl = curl(&topo.pod, API_V4, API_PORT, 2);
+    assert!(!pod_curl.served(), "curl from the pod with the link down: {pod_curl:?}");
+}
+
+#[test]
+fn a_control_that_fails_is_inconclusive_and_control_picks_another() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    policy.apply_ok(&topo.node);
+    // The node drops whatever the pod sends to it: the gateway control gets no answer.
+    drop_pod_traffic_to_node(&topo.node);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(1, "the control fails");
+    assert_eq!(outcome(&j, 0, "container"), "refused", "{j}");
+    assert_eq!(j["endpoints"][0]["control"]["verdict"]["status"], "failed", "{j}");
+    let (status, detail) = block_verdict(&j, 0);
+    assert_eq!(status, "inconclusive", "{j}");
+    assert!(detail.contains(NODE_POD_V4), "the verdict names the control: {j}");
+    assert!(
+        curl(&topo.pod, NODE_POD_V4, API_PORT, 1).timed_out(),
+        "curl to the gateway"
+    );
+
+    // --control: another address the policy does not block (served there) answers.
+    let other = endpoint(OTHER_V4, Some(OTHER_PORT));
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--control", &other]);
+    r.expect_code(0, "--control answers");
+    assert_eq!(j["endpoints"][0]["control"]["kind"], "given", "{j}");
+    assert_eq!(j["endpoints"][0]["control"]["probe"]["outcome"], "connected", "{j}");
+    assert_agrees(
+        "connected",
+        &curl(&topo.pod, OTHER_V4, OTHER_PORT, MAX_TIME),
+        "pod, control",
+    );
+    // An apiserver endpoint the policy blocks is no control: the default is used, and said.
+    let blocked = endpoint(API_V4, Some(API_PORT));
+    let (r, j) = verify_json(
+        &topo.node,
+        &policy,
+        &["--netns", &pod, "--control", &blocked, "--timeout", "1s"],
+    );
+    r.expect_code(1, "--control blocked by the policy");
+    assert!(j["endpoints"][0]["notes"].to_string().contains("policy blocks"), "{j}");
+    verify_text(&topo.node, &policy, &["--control", "not-an-address"]).expect_code(2, "bad --control");
+}
+
+#[test]
+fn from_here_inside_the_pod_as_the_probe_daemonset_runs_it() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    let (r, j) = verify_json(&topo.pod, &policy, &["--from-here"]);
+    r.expect_code(3, "before apply, from the pod itself");
+    assert_eq!(block_verdict(&j, 0).0, "reachable", "{j}");
+    policy.apply_ok(&topo.node);
+    let (r, j) = verify_json(&topo.pod, &policy, &["--from-here"]);
+    r.expect_code(0, "after apply, from the pod itself");
+    assert_eq!(j["endpoints"][0]["control"]["kind"], "gateway", "{j}");
+    assert_eq!(j["endpoints"][0]["counter"]["status"], "unknown", "{j}");
+    assert_agrees("refused", &curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod");
+    // The node's own address as the control, as the probe DaemonSet passes status.hostIP.
+    let (r, j) = verify_json(&topo.pod, &policy, &["--from-here", "--control", NODE_API_V4]);
+    r.expect_code(0, "from the pod, the node's address as the control");
+    assert_eq!(j["endpoints"][0]["control"]["kind"], "given", "{j}");
+    assert_eq!(
+        j["endpoints"][0]["control"]["target"],
+        format!("{NODE_API_V4}:{API_PORT}"),
+        "{j}"
+    );
+    assert_agrees(
+        "refused",
+        &curl(&topo.pod, NODE_API_V4, API_PORT, MAX_TIME),
+        "pod -> node address",
+    );
+    remove(&topo.node).expect_code(0, "remove");
+    topo.pod.ip_ok(&["-4", "route", "del", "default"]);
+    let (r, j) = verify_json(&topo.pod, &policy, &["--from-here"]);
+    r.expect_code(1, "no route from the pod, nothing installed");
+    assert_eq!(block_verdict(&j, 0).0, "inconclusive", "{j}");
 }

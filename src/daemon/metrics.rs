@@ -110,9 +110,9 @@ impl Metrics {
         }
         match &self.probe {
             None => "waiting for the first probe (--ready-requires-probe)".into(),
-            Some(r) => match &r.error {
-                Some(e) => format!("probe could not run: {e}"),
-                None => "the last probe failed: a pod got through or the node is cut off".into(),
+            Some(r) => match r.problem() {
+                Some(why) => format!("the last probe did not prove the block: {why}"),
+                None => "ready".into(),
             },
         }
     }
@@ -350,6 +350,17 @@ mod tests {
         assert!(!m.ready());
         assert!(m.why_not_ready().contains("no pod namespace"));
         assert!(render(&m).contains("apiserver_guard_probe_last_run_timestamp_seconds"));
+        // Exit 0 with nothing proven (every endpoint skipped) is not ready either.
+        let mut r = Report::failed(crate::verify::outcome::Expect::Blocked, false, 2.0, true, String::new());
+        r.error = None;
+        r.exit_code = 0;
+        m.probe = Some(r);
+        assert!(!m.ready());
+        assert!(
+            m.why_not_ready().contains("did not prove the block"),
+            "{}",
+            m.why_not_ready()
+        );
     }
 
     #[test]

@@ -1,35 +1,47 @@
 //! `apiserver-guard verify`: proves the block from the container network and
 //! proves the node still gets through. Orchestration only: resolve where to
-//! probe from, open one socket per (endpoint, port) in the pod namespace and
-//! one in the node's, connect them all concurrently, then hand the outcomes
-//! to `outcome` for the verdicts and to `report` for the output.
+//! probe from, open one socket per (endpoint, port) in the pod namespace, one
+//! per positive control there (`control`: the gateway towards the apiserver,
+//! or `--control`) and one per (endpoint, port) in the node's; read our block
+//! rules' counters (`counters`), connect everything concurrently, read the
+//! counters again, then hand the outcomes to `evidence` and `outcome` for the
+//! verdicts and to `report` for the output.
 //!
 //! `verify_once` is the synchronous, self-contained entry point for the
 //! daemon's periodic probe.
 
+pub mod control;
+pub mod counters;
 pub mod discover;
+pub mod evidence;
 pub mod netns;
 pub mod outcome;
 pub mod probe;
 pub mod report;
+pub mod route;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
+use crate::backend::exec::SYSTEM;
 use crate::cli::{OutputFormat, VerifyArgs};
-use crate::core::address::Endpoint;
+use crate::core::address::{parse_endpoint, Endpoint};
+use crate::core::model::Family;
 use crate::core::policy::{Hook, Mode, Policy};
 use crate::core::validate::validate;
 use crate::daemon::settings::parse_duration;
 use crate::error::{Error, Result};
 use crate::lockout::source_address;
+use control::ControlPlan;
+use evidence::{control_verdict, counter_evidence, produced_by_our_rule, ControlVerdict, CounterEvidence};
 use netns::Namespace;
-use outcome::{coverage, judge_block, judge_node, BlockVerdict, Coverage, Expect, Outcome};
+use outcome::{coverage, judge_block, judge_node, BlockVerdict, Coverage, Evidence, Expect, Outcome};
 use probe::{Probe, Target};
-use report::{EndpointReport, ProbeReport, Report, VantageReport};
+use report::{ControlReport, EndpointReport, ProbeReport, Report, VantageReport};
 
 /// Ports tried, in order, on an apiserver given without a port (and no `--probe-port`).
 pub const DEFAULT_PORTS: [u16; 2] = [5443, 443];
@@ -59,9 +71,12 @@ pub struct VerifyOptions {
     pub probe_port: Option<u16>,
     pub timeout: Duration,
     pub tls: bool,
-    /// Probe from the node too (the positive control); ignored with `Vantage::Here`.
+    /// Probe from the node too (is the apiserver up?); ignored with `Vantage::Here`.
     pub host_check: bool,
     pub expect: Expect,
+    /// The positive control from the probe's side (`--control`); None: the gateway towards
+    /// each apiserver (with `--source`: the node's own probe).
+    pub control: Option<Endpoint>,
 }
 
 impl Default for VerifyOptions {
@@ -73,6 +88,7 @@ impl Default for VerifyOptions {
             tls: false,
             host_check: true,
             expect: Expect::Blocked,
+            control: None,
         }
     }
 }
@@ -102,6 +118,13 @@ pub fn options(args: &VerifyArgs) -> Result<VerifyOptions> {
         None => DEFAULT_TIMEOUT,
         Some(raw) => parse_timeout(raw).map_err(Error::bad_input)?,
     };
+    let control = match &args.control {
+        None => None,
+        Some(raw) => Some(
+            parse_endpoint(raw)
+                .map_err(|e| Error::bad_input(format!("--control: {}", e.replacen("apiserver: ", "", 1))))?,
+        ),
+    };
     Ok(VerifyOptions {
         vantage,
         probe_port: args.probe_port,
@@ -109,6 +132,7 @@ pub fn options(args: &VerifyArgs) -> Result<VerifyOptions> {
         tls: args.tls,
         host_check: !args.no_host_check,
         expect: args.expect,
+        control,
     })
 }
 
@@ -175,29 +199,72 @@ struct Job {
     from: Option<IpAddr>,
 }
 
+/// What the probe's side prepared: sockets to the apiservers, the control plan of each
+/// endpoint (with a note when `--control` could not be used), and sockets to the controls.
+struct Prepared {
+    jobs: Vec<Job>,
+    controls: Vec<(ControlPlan, Option<String>)>,
+    control_jobs: Vec<Job>,
+}
+
 /// Runs one verification. Errors: bad input (exit 2) and a vantage that cannot be used (no
 /// such namespace, no permission, nothing found by `--auto`: exit 1).
 pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     let (side, vantage) = resolve(policy, &opts.vantage)?;
     let host_check = opts.host_check && !matches!(side, Side::Here);
     let plans = plan(policy, opts.probe_port);
+    let bind = match side {
+        Side::Source(ip) => Some(ip),
+        _ => None,
+    };
+    let node_is_control = matches!(side, Side::Source(_)) && host_check;
 
     let targets: Vec<Target> = plans
         .iter()
         .flat_map(|p| p.ports.iter().map(|port| SocketAddr::new(p.endpoint.ip, *port)))
-        .map(|addr| Target {
-            addr,
-            bind: match side {
-                Side::Source(ip) => Some(ip),
-                _ => None,
-            },
-        })
+        .map(|addr| Target { addr, bind })
         .collect();
-    let container_jobs = match &side {
+    // Runs in the probe's namespace: routes and sockets belong to it.
+    let prepare = || {
+        let controls: Vec<(ControlPlan, Option<String>)> = plans
+            .iter()
+            .map(|p| match p.ports.first() {
+                None => (ControlPlan::Missing("skipped".into()), None),
+                Some(port) => {
+                    let route = route::get(p.endpoint.ip).map_err(|e| match e.raw_os_error() {
+                        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => control::NO_ROUTE.to_string(),
+                        _ => e.to_string(),
+                    });
+                    control::plan(
+                        opts.control.as_ref(),
+                        node_is_control,
+                        &route,
+                        p.endpoint.ip,
+                        *port,
+                        &policy.apiservers,
+                    )
+                }
+            })
+            .collect();
+        let mut control_targets: Vec<Target> = Vec::new();
+        for (c, _) in &controls {
+            if let ControlPlan::Probe { addr, .. } = c {
+                if !control_targets.iter().any(|t| t.addr == *addr) {
+                    control_targets.push(Target { addr: *addr, bind });
+                }
+            }
+        }
+        Prepared {
+            jobs: open_all(&targets),
+            controls,
+            control_jobs: open_all(&control_targets),
+        }
+    };
+    let prepared = match &side {
         Side::Netns(ns) => ns
-            .in_thread(|| open_all(&targets))
+            .in_thread(prepare)
             .map_err(|e| Error::runtime(format!("cannot enter network namespace {}: {e}", ns.path.display())))?,
-        Side::Source(_) | Side::Here => open_all(&targets),
+        Side::Source(_) | Side::Here => prepare(),
     };
     let host_jobs = if host_check {
         let unbound: Vec<Target> = targets.iter().map(|t| Target { bind: None, ..*t }).collect();
@@ -205,11 +272,41 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     } else {
         None
     };
-    let n = container_jobs.len();
-    let mut jobs = container_jobs;
+    let control_addrs: Vec<SocketAddr> = prepared.control_jobs.iter().map(|j| j.target.addr).collect();
+    let (n, k) = (prepared.jobs.len(), prepared.control_jobs.len());
+    let mut jobs = prepared.jobs;
+    jobs.extend(prepared.control_jobs);
     jobs.extend(host_jobs.into_iter().flatten());
+
+    // Our rules' counters, from this (the node's) namespace; out of sight from inside a pod.
+    let counting = !matches!(side, Side::Here);
+    let before = counting.then(|| counters::read(&SYSTEM));
     let mut probes = run_all(jobs, opts.timeout, opts.tls);
-    let host_probes = if host_check { Some(probes.split_off(n)) } else { None };
+    let after = counting.then(|| counters::read(&SYSTEM));
+    let host_probes = if host_check {
+        Some(probes.split_off(n + k))
+    } else {
+        None
+    };
+    let control_probes: BTreeMap<SocketAddr, (Probe, Option<IpAddr>)> =
+        control_addrs.into_iter().zip(probes.split_off(n)).collect();
+
+    // Per family: how many probes failed the way our rule makes them fail, and did our
+    // rules count at least that many packets meanwhile?
+    let mut ours: BTreeMap<Family, usize> = BTreeMap::new();
+    for (t, (p, _)) in targets.iter().zip(&probes) {
+        if produced_by_our_rule(&p.outcome, policy.action) {
+            *ours.entry(Family::of_ip(&t.addr.ip())).or_default() += 1;
+        }
+    }
+    let counter_for = |fam: Family| -> CounterEvidence {
+        match (&before, &after) {
+            (Some(b), Some(a)) => counter_evidence(&b[&fam], &a[&fam], ours.get(&fam).copied().unwrap_or(0)),
+            _ => CounterEvidence::Unknown {
+                detail: "--from-here: the node's firewall counters cannot be read from inside the pod network".into(),
+            },
+        }
+    };
 
     let no_node_check = if matches!(side, Side::Here) {
         "--from-here: this process is in the pod network, there is no node namespace to compare with"
@@ -218,12 +315,27 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     };
     let mut endpoints = Vec::new();
     let mut i = 0;
-    for p in &plans {
+    for (p, (cplan, cnote)) in plans.iter().zip(&prepared.controls) {
         let k = p.ports.len();
         let container = &probes[i..i + k];
         let host = host_probes.as_ref().map(|h| &h[i..i + k]);
         i += k;
-        endpoints.push(judge(policy, opts, &side, p, container, host, no_node_check));
+        let evidence_in = EvidenceIn {
+            control: cplan,
+            control_note: cnote.as_deref(),
+            control_probes: &control_probes,
+            counter: counter_for(Family::of_ip(&p.endpoint.ip)),
+        };
+        endpoints.push(judge(
+            policy,
+            opts,
+            &side,
+            p,
+            container,
+            host,
+            no_node_check,
+            evidence_in,
+        ));
     }
     let mut report = Report {
         vantage: Some(vantage),
@@ -392,7 +504,43 @@ fn probe_report((p, from): &(Probe, Option<IpAddr>)) -> ProbeReport {
     }
 }
 
+/// What one endpoint's verdict rests on besides its own probes.
+struct EvidenceIn<'a> {
+    control: &'a ControlPlan,
+    control_note: Option<&'a str>,
+    control_probes: &'a BTreeMap<SocketAddr, (Probe, Option<IpAddr>)>,
+    counter: CounterEvidence,
+}
+
+/// The control's report and verdict; `node` is the node's probe of the reported port.
+fn control_of(e: &EvidenceIn<'_>, node: Option<&(Probe, Option<IpAddr>)>, endpoint: SocketAddr) -> ControlReport {
+    let (kind, target, probe) = match e.control {
+        ControlPlan::Probe { addr, kind } => (*kind, Some(*addr), e.control_probes.get(addr)),
+        ControlPlan::Node => ("node", Some(endpoint), node),
+        ControlPlan::Missing(why) => {
+            return ControlReport {
+                kind: "none".into(),
+                target: None,
+                probe: None,
+                verdict: ControlVerdict::Missing(why.clone()),
+            }
+        }
+    };
+    let target_text = target.map(|t| t.to_string()).unwrap_or_default();
+    let verdict = match probe {
+        Some((p, _)) => control_verdict(&target_text, &p.outcome),
+        None => ControlVerdict::Missing("the control probe did not run".into()),
+    };
+    ControlReport {
+        kind: kind.into(),
+        target: target.map(|t| t.to_string()),
+        probe: probe.map(probe_report),
+        verdict,
+    }
+}
+
 /// The verdicts of one endpoint from its probes (one per candidate port).
+#[allow(clippy::too_many_arguments)]
 fn judge(
     policy: &Policy,
     opts: &VerifyOptions,
@@ -401,6 +549,7 @@ fn judge(
     container: &[(Probe, Option<IpAddr>)],
     host: Option<&[(Probe, Option<IpAddr>)]>,
     no_node_check: &str,
+    evidence: EvidenceIn<'_>,
 ) -> EndpointReport {
     let endpoint = plan.endpoint.to_string();
     if let Some(why) = &plan.skipped {
@@ -412,6 +561,8 @@ fn judge(
             node: None,
             block: BlockVerdict::Skipped(why.clone()),
             node_check: outcome::NodeVerdict::NotChecked(why.clone()),
+            control: None,
+            counter: None,
             notes: Vec::new(),
             exit_code: 0,
         };
@@ -428,9 +579,10 @@ fn judge(
     let h = host.map(|h| &h[j]);
 
     let mut notes = Vec::new();
-    // Does the policy block the node's own source (OUTPUT hook)? Then a refused node is ours.
-    let uses_output = policy.mode.hooks().contains(&Hook::Output);
-    let node_blocked = h.and_then(|(_, from)| *from).filter(|_| uses_output).and_then(|ip| {
+    // Can the policy stop the node's own traffic (its source in a blocked CIDR, and the
+    // OUTPUT or INPUT hook)? Only then is a node that does not get through "cut off".
+    let hooks_node = policy.mode.hooks().contains(&Hook::Output) || policy.input_hook;
+    let node_blocked = h.and_then(|(_, from)| *from).filter(|_| hooks_node).and_then(|ip| {
         match coverage(&policy.sources, &policy.exempt, ip) {
             Coverage::Blocked(cidr) => Some(cidr),
             _ => None,
@@ -442,12 +594,23 @@ fn judge(
     if source.is_none() && c_probe.outcome.stopped() {
         notes.push("the probe namespace has no route to this apiserver".to_string());
     }
+    let control = control_of(&evidence, h, SocketAddr::new(plan.endpoint.ip, port));
+    if let Some(n) = evidence.control_note {
+        notes.push(n.to_string());
+    }
     let block = judge_block(
         &c_probe.outcome,
         &node_check,
         opts.expect,
         source.as_ref().map(|(ip, c)| (*ip, c)),
+        &Evidence {
+            action: policy.action,
+            control: &control.verdict,
+            counter: &evidence.counter,
+        },
     );
+    // The counters matter only for a probe that failed the way our rule makes it fail.
+    let counter = produced_by_our_rule(&c_probe.outcome, policy.action).then_some(evidence.counter);
     if let (BlockVerdict::Reachable, Some((ip, Coverage::Outside))) = (&block, &source) {
         notes.push(format!(
             "the probe source {ip} is outside every container CIDR ({}): the policy does not block it; \
@@ -491,6 +654,8 @@ fn judge(
         node: h.map(probe_report),
         block,
         node_check,
+        control: Some(control),
+        counter,
         notes,
         exit_code,
     }
@@ -633,11 +798,22 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let p = policy(&["127.0.0.0/8"], &[&format!("127.0.0.2:{port}")]);
-        // The listener is on 127.0.0.1 only: 127.0.0.2 is refused.
+        // The listener is on 127.0.0.1 only: 127.0.0.2 is refused. Loopback has no gateway:
+        // the listener itself is the control.
         let opts = VerifyOptions {
             vantage: Vantage::Here,
+            control: Some(parse_endpoint(&format!("127.0.0.1:{port}")).unwrap()),
             ..Default::default()
         };
+        let mut no_control = opts.clone();
+        no_control.control = None;
+        let r = verify(&p, &no_control).unwrap();
+        assert!(
+            matches!(&r.endpoints[0].block, BlockVerdict::Inconclusive(m) if m.contains("no positive control")),
+            "{}",
+            r.to_text()
+        );
+        assert_eq!(r.exit_code, 1);
         let r = verify(&p, &opts).unwrap();
         assert_eq!(r.endpoints[0].block, BlockVerdict::Blocked);
         assert_eq!(r.exit_code, 0, "{}", r.to_text());

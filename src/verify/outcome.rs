@@ -1,20 +1,25 @@
 //! Pure classification for `verify`: what one probe saw (an `Outcome`,
 //! decoded from the socket error), and the verdicts drawn from the probe from
-//! the container network and the positive control from the node. No I/O.
+//! the container network, the positive control from the same side, our rules'
+//! counters and the probe from the node. No I/O.
 //!
-//! Soundness rules (DESIGN.md, issue #4):
-//! - our block answers the SYN with a TCP reset, which connect() reports as
-//!   ECONNREFUSED, exactly like an apiserver that is down; so a refused (or
-//!   dropped, unreachable) pod probe only counts as "blocked" when the node
-//!   itself connects to the same endpoint;
-//! - when the node does not connect either, the verdict is "inconclusive",
-//!   never "blocked";
-//! - the node is "cut off" when it cannot connect and either the policy
-//!   itself covers the node's own source address (the self-lockout case,
-//!   answered with our reset) or its probe failed below TCP (timed out,
-//!   unreachable, reset). A node that is merely refused, with a policy that
-//!   does not cover it, most likely meets an apiserver that is not listening.
+//! Soundness rules (DESIGN.md, issues #4 and #11):
+//! - "blocked" is a claim about our rule, so it needs proof: the probe's own
+//!   network works (the control from the same namespace or source got an
+//!   answer), the probe failed the way our rule makes it fail (refused for
+//!   `reject`, timed out for `drop`), the apiserver answers the node (when
+//!   the node is checked), and our block rules counted the probe (when their
+//!   counters can be read). Anything else (no route, a link down, the control
+//!   failing, a failure our rule does not produce, counters that did not
+//!   move) is "inconclusive", never "blocked";
+//! - the node is "cut off" only when the policy can stop the node's own
+//!   traffic: its source address towards the apiserver is inside a blocked
+//!   container CIDR and the policy hooks OUTPUT or INPUT (the self-lockout
+//!   case). A node that cannot reach the apiserver while the policy cannot
+//!   touch it meets an outage: "inconclusive".
 
+use super::evidence::{our_answer, produced_by_our_rule, ControlVerdict, CounterEvidence};
+use crate::core::policy::Action;
 use crate::error::exit;
 use serde::Serialize;
 use std::io;
@@ -133,11 +138,13 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", content = "detail", rename_all = "kebab-case")]
 pub enum BlockVerdict {
-    /// The pod did not get through and the node did (or the node check was skipped).
+    /// Proven: the pod did not get through, the way our rule stops it, while its own network
+    /// works (the control answered), the node did (or was not checked) and our rules counted
+    /// the probe (where their counters can be read).
     Blocked,
     /// The pod got through.
     Reachable,
-    /// The pod did not get through, but neither did the node: nothing proves it was the block.
+    /// The pod did not get through, but nothing proves it was our block (why).
     Inconclusive(String),
     /// The probe source is not blocked by the policy (exempt, or outside every container
     /// CIDR): this probe cannot show the block.
@@ -154,10 +161,10 @@ pub enum BlockVerdict {
 pub enum NodeVerdict {
     /// The node connects.
     Unaffected,
-    /// The node cannot reach the apiserver (why).
+    /// The node cannot reach the apiserver, and the policy can stop its traffic (why).
     CutOff(String),
-    /// The node is refused, and the policy does not cover its source: the apiserver does not
-    /// answer on this port (down, or the wrong port).
+    /// The node cannot reach the apiserver, and the policy cannot stop its traffic: an outage
+    /// (the apiserver down or on another port, its link down, no route), not the block.
     NoAnswer(String),
     /// No node probe (why).
     NotChecked(String),
@@ -189,9 +196,10 @@ pub fn coverage(sources: &[ipnet::IpNet], exempt: &[ipnet::IpNet], ip: IpAddr) -
     }
 }
 
-/// Judges the node-side probe. `node_source` is the address the node uses
-/// towards the endpoint, `node_blocked_by_policy` is `Some(cidr)` when the
-/// policy (with the OUTPUT hook) covers that address: the self-lockout case.
+/// Judges the node-side probe. `node_blocked_by_policy` is `Some(cidr)` when the policy can
+/// stop the node's own traffic to this endpoint: the node's source address lies in the blocked
+/// container CIDR `cidr` and the policy hooks OUTPUT (or INPUT): the self-lockout case. Only
+/// then is a node that does not get through "cut off"; otherwise it meets an outage.
 pub fn judge_node(node: Option<&Outcome>, node_blocked_by_policy: Option<&str>, skip_reason: &str) -> NodeVerdict {
     let Some(node) = node else {
         return NodeVerdict::NotChecked(skip_reason.to_string());
@@ -203,26 +211,41 @@ pub fn judge_node(node: Option<&Outcome>, node_blocked_by_policy: Option<&str>, 
         (Outcome::Error(why), _) => NodeVerdict::Error(why.clone()),
         (o, Some(cidr)) => NodeVerdict::CutOff(format!(
             "node cut off: {} from the node, whose source address is inside the blocked container CIDR {cidr} \
-             (the OUTPUT hook blocks the node itself: self-lockout)",
+             (the policy's OUTPUT or INPUT hook blocks the node itself: self-lockout)",
             o.describe()
         )),
         (Outcome::Refused, None) => NodeVerdict::NoAnswer(format!(
             "{INCONCLUSIVE} (refused from the node too: is it listening on this port?)"
         )),
-        (o, None) => NodeVerdict::CutOff(format!("node cut off: {} from the node", o.describe())),
+        (o, None) => NodeVerdict::NoAnswer(format!(
+            "{INCONCLUSIVE} ({} from the node, whose traffic this policy cannot block: \
+             the apiserver, its link or the route to it is down)",
+            o.describe()
+        )),
     }
 }
 
-/// Judges the container-network probe, with the node verdict as the positive control.
-/// `source` is the probe's source address and where it stands in the policy (None: unknown,
-/// e.g. no route). When the block is expected, an exempt source cannot show it at all, and a
-/// source outside every container CIDR cannot show it when it does not get through (when it
-/// does, that is reported: the pod reaches the apiserver whatever the policy says).
+/// What else a "blocked" verdict rests on: the policy's action, the positive control from the
+/// probe's side and our block rules' counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    pub action: Action,
+    pub control: &'a ControlVerdict,
+    pub counter: &'a CounterEvidence,
+}
+
+/// Judges the container-network probe. `source` is the probe's source address and where it
+/// stands in the policy (None: unknown, e.g. no route). When the block is expected, an exempt
+/// source cannot show it at all, and a source outside every container CIDR cannot show it when
+/// it does not get through (when it does, that is reported: the pod reaches the apiserver
+/// whatever the policy says). A probe that did not get through is "blocked" only with the
+/// whole `evidence` (see the module notes); the first missing piece is named otherwise.
 pub fn judge_block(
     container: &Outcome,
     node: &NodeVerdict,
     expect: Expect,
     source: Option<(IpAddr, &Coverage)>,
+    evidence: &Evidence<'_>,
 ) -> BlockVerdict {
     if let Outcome::Error(why) = container {
         return BlockVerdict::Error(why.clone());
@@ -240,11 +263,30 @@ pub fn judge_block(
             "the probe source {ip} is outside every container CIDR: this is not the container network"
         ));
     }
-    match node {
-        NodeVerdict::Unaffected | NodeVerdict::NotChecked(_) => BlockVerdict::Blocked,
-        NodeVerdict::CutOff(_) | NodeVerdict::NoAnswer(_) | NodeVerdict::Error(_) => {
-            BlockVerdict::Inconclusive(INCONCLUSIVE.to_string())
+    let inconclusive = |why: String| BlockVerdict::Inconclusive(format!("inconclusive: {why}"));
+    match evidence.control {
+        ControlVerdict::Works => {}
+        ControlVerdict::Failed(why) => return inconclusive(why.clone()),
+        ControlVerdict::Missing(why) => {
+            return inconclusive(format!("no positive control from the probe's side: {why}"))
         }
+    }
+    match node {
+        NodeVerdict::Unaffected | NodeVerdict::NotChecked(_) => {}
+        // The node's own words say which outage (they start with INCONCLUSIVE).
+        NodeVerdict::NoAnswer(why) => return BlockVerdict::Inconclusive(why.clone()),
+        NodeVerdict::CutOff(_) | NodeVerdict::Error(_) => return BlockVerdict::Inconclusive(INCONCLUSIVE.to_string()),
+    }
+    if !produced_by_our_rule(container, evidence.action) {
+        return inconclusive(format!(
+            "the probe was {}, which is not our rule's doing ({})",
+            container.describe(),
+            our_answer(evidence.action)
+        ));
+    }
+    match evidence.counter {
+        CounterEvidence::Moved { .. } | CounterEvidence::Unknown { .. } => BlockVerdict::Blocked,
+        other @ (CounterEvidence::Short { .. } | CounterEvidence::NoRules) => inconclusive(other.describe()),
     }
 }
 
@@ -289,6 +331,30 @@ pub fn pick_port(results: &[(u16, &Outcome, Option<&Outcome>)]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::evidence::{ControlVerdict, CounterEvidence};
+
+    const WORKS: ControlVerdict = ControlVerdict::Works;
+    const MOVED: CounterEvidence = CounterEvidence::Moved { packets: 1, probes: 1 };
+
+    /// Everything a "blocked" verdict needs, for `action`.
+    fn proven(action: Action) -> Evidence<'static> {
+        Evidence {
+            action,
+            control: &WORKS,
+            counter: &MOVED,
+        }
+    }
+
+    /// `judge_block` with full evidence for the action that produces `c` (reject for anything
+    /// but a timeout).
+    fn judge(c: &Outcome, node: &NodeVerdict, expect: Expect, source: Option<(IpAddr, &Coverage)>) -> BlockVerdict {
+        let action = if *c == Outcome::TimedOut {
+            Action::Drop
+        } else {
+            Action::Reject
+        };
+        judge_block(c, node, expect, source, &proven(action))
+    }
 
     fn os(code: i32) -> io::Error {
         io::Error::from_raw_os_error(code)
@@ -339,18 +405,107 @@ mod tests {
     }
 
     #[test]
-    fn every_stopped_outcome_with_a_reachable_node_is_blocked() {
-        for c in [
-            Outcome::Refused,
-            Outcome::Reset,
-            Outcome::TimedOut,
-            Outcome::Unreachable("host unreachable".into()),
-        ] {
-            let b = judge_block(&c, &node_ok(), Expect::Blocked, None);
+    fn the_failure_of_our_action_with_full_evidence_is_blocked() {
+        for (c, action) in [(Outcome::Refused, Action::Reject), (Outcome::TimedOut, Action::Drop)] {
+            let b = judge_block(&c, &node_ok(), Expect::Blocked, None, &proven(action));
             assert_eq!(b, BlockVerdict::Blocked, "{c:?}");
             assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Blocked), 0);
             assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Reachable), 3);
         }
+    }
+
+    #[test]
+    fn a_failure_our_rule_does_not_produce_is_inconclusive() {
+        // After `remove`, from a namespace with no route: the issue's first hole.
+        let no_route = Outcome::Unreachable("network unreachable (no route)".into());
+        for (c, action) in [
+            (no_route, Action::Reject),
+            (Outcome::Unreachable("host unreachable".into()), Action::Reject),
+            (Outcome::Reset, Action::Reject),
+            (Outcome::TimedOut, Action::Reject),
+            (Outcome::Refused, Action::Drop),
+            (Outcome::Unreachable("administratively prohibited".into()), Action::Drop),
+        ] {
+            for expect in [Expect::Blocked, Expect::Reachable] {
+                let b = judge_block(&c, &node_ok(), expect, None, &proven(action));
+                assert!(
+                    matches!(&b, BlockVerdict::Inconclusive(m) if m.contains("not our rule's doing") && m.contains(&c.describe())),
+                    "{c:?} with {action:?}: {b:?}"
+                );
+                assert_eq!(endpoint_exit(&b, &node_ok(), expect), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_control_that_fails_or_is_missing_is_inconclusive() {
+        let failed = ControlVerdict::Failed("the control 10.0.1.1:5443 got no answer".into());
+        let missing = ControlVerdict::Missing("no route towards 192.168.50.10".into());
+        for control in [&failed, &missing] {
+            let e = Evidence {
+                action: Action::Reject,
+                control,
+                counter: &MOVED,
+            };
+            let b = judge_block(&Outcome::Refused, &node_ok(), Expect::Blocked, None, &e);
+            assert!(
+                matches!(&b, BlockVerdict::Inconclusive(m) if m.starts_with("inconclusive:")),
+                "{b:?}"
+            );
+            assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Blocked), 1);
+            // A pod that gets through needs no control: the leak is reported all the same.
+            assert_eq!(
+                judge_block(&Outcome::Connected, &node_ok(), Expect::Blocked, None, &e),
+                BlockVerdict::Reachable
+            );
+        }
+        let b = judge_block(
+            &Outcome::Refused,
+            &node_ok(),
+            Expect::Blocked,
+            None,
+            &Evidence {
+                action: Action::Reject,
+                control: &missing,
+                counter: &MOVED,
+            },
+        );
+        assert!(
+            matches!(&b, BlockVerdict::Inconclusive(m) if m.contains("no positive control") && m.contains("no route"))
+        );
+    }
+
+    #[test]
+    fn counters_that_did_not_move_are_inconclusive_unreadable_ones_are_not_required() {
+        let short = CounterEvidence::Short { packets: 0, probes: 1 };
+        let none = CounterEvidence::NoRules;
+        for counter in [&short, &none] {
+            let e = Evidence {
+                action: Action::Reject,
+                control: &WORKS,
+                counter,
+            };
+            let b = judge_block(&Outcome::Refused, &node_ok(), Expect::Blocked, None, &e);
+            assert!(
+                matches!(&b, BlockVerdict::Inconclusive(m) if m.contains(&counter.describe())),
+                "{b:?}"
+            );
+            assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Blocked), 1);
+        }
+        // --from-here: the node's counters are out of sight; the control and the kind of
+        // failure carry the verdict.
+        let unknown = CounterEvidence::Unknown {
+            detail: "--from-here".into(),
+        };
+        let e = Evidence {
+            action: Action::Reject,
+            control: &WORKS,
+            counter: &unknown,
+        };
+        assert_eq!(
+            judge_block(&Outcome::Refused, &node_ok(), Expect::Blocked, None, &e),
+            BlockVerdict::Blocked
+        );
     }
 
     #[test]
@@ -360,7 +515,7 @@ mod tests {
             Outcome::TlsOk("TLSv1.3".into()),
             Outcome::TlsFailed("not TLS".into()),
         ] {
-            let b = judge_block(&c, &node_ok(), Expect::Blocked, None);
+            let b = judge(&c, &node_ok(), Expect::Blocked, None);
             assert_eq!(b, BlockVerdict::Reachable);
             assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Blocked), 3);
             assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Reachable), 0);
@@ -372,8 +527,10 @@ mod tests {
         let node = judge_node(Some(&Outcome::Refused), None, "");
         assert!(matches!(&node, NodeVerdict::NoAnswer(d) if d.contains(INCONCLUSIVE)));
         for expect in [Expect::Blocked, Expect::Reachable] {
-            let b = judge_block(&Outcome::Refused, &node, expect, None);
-            assert_eq!(b, BlockVerdict::Inconclusive(INCONCLUSIVE.into()));
+            let b = judge(&Outcome::Refused, &node, expect, None);
+            assert!(
+                matches!(&b, BlockVerdict::Inconclusive(m) if m.starts_with(INCONCLUSIVE) && m.contains("listening"))
+            );
             assert_eq!(endpoint_exit(&b, &node, expect), 1);
         }
     }
@@ -382,32 +539,63 @@ mod tests {
     fn a_node_blocked_by_the_policy_is_cut_off() {
         let node = judge_node(Some(&Outcome::Refused), Some("10.0.0.0/16"), "");
         assert!(matches!(&node, NodeVerdict::CutOff(d) if d.starts_with("node cut off") && d.contains("10.0.0.0/16")));
-        let b = judge_block(&Outcome::Refused, &node, Expect::Blocked, None);
+        let b = judge(&Outcome::Refused, &node, Expect::Blocked, None);
         assert!(matches!(b, BlockVerdict::Inconclusive(_)));
         assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 3);
     }
 
     #[test]
-    fn a_node_that_times_out_or_is_unreachable_is_cut_off() {
+    fn a_node_the_policy_cannot_block_meets_an_outage_not_a_cut_off() {
+        // The issue's second hole: the apiserver's link down in mode tunnel.
         for o in [
             Outcome::TimedOut,
             Outcome::Reset,
+            Outcome::Unreachable("network unreachable (no route)".into()),
             Outcome::Unreachable("host unreachable".into()),
         ] {
             let node = judge_node(Some(&o), None, "");
             assert!(
-                matches!(&node, NodeVerdict::CutOff(d) if d.starts_with("node cut off")),
-                "{o:?}"
+                matches!(&node, NodeVerdict::NoAnswer(d) if d.starts_with(INCONCLUSIVE) && d.contains(&o.describe())),
+                "{o:?}: {node:?}"
             );
-            let b = judge_block(&Outcome::TimedOut, &node, Expect::Blocked, None);
-            assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 3);
+            let b = judge(
+                &Outcome::Unreachable("host unreachable".into()),
+                &node,
+                Expect::Blocked,
+                None,
+            );
+            assert!(matches!(b, BlockVerdict::Inconclusive(_)), "{b:?}");
+            assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 1, "{o:?}");
         }
     }
 
     #[test]
+    fn a_node_the_policy_can_block_is_cut_off_however_it_fails() {
+        for o in [
+            Outcome::Refused,
+            Outcome::TimedOut,
+            Outcome::Reset,
+            Outcome::Unreachable("host unreachable".into()),
+        ] {
+            let node = judge_node(Some(&o), Some("10.0.0.0/16"), "");
+            assert!(
+                matches!(&node, NodeVerdict::CutOff(d) if d.starts_with("node cut off")),
+                "{o:?}"
+            );
+            let b = judge(&Outcome::TimedOut, &node, Expect::Blocked, None);
+            assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 3);
+        }
+        // A node that connects is unaffected whatever the policy covers.
+        assert_eq!(
+            judge_node(Some(&Outcome::Connected), Some("10.0.0.0/16"), ""),
+            NodeVerdict::Unaffected
+        );
+    }
+
+    #[test]
     fn a_pod_that_gets_through_while_the_node_is_cut_off_is_both_failures() {
-        let node = judge_node(Some(&Outcome::TimedOut), None, "");
-        let b = judge_block(&Outcome::Connected, &node, Expect::Blocked, None);
+        let node = judge_node(Some(&Outcome::TimedOut), Some("10.0.0.0/16"), "");
+        let b = judge(&Outcome::Connected, &node, Expect::Blocked, None);
         assert_eq!(b, BlockVerdict::Reachable);
         assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 3);
     }
@@ -416,18 +604,18 @@ mod tests {
     fn without_the_node_check_a_stopped_pod_counts_as_blocked() {
         let node = judge_node(None, None, "--no-host-check");
         assert_eq!(node, NodeVerdict::NotChecked("--no-host-check".into()));
-        let b = judge_block(&Outcome::Refused, &node, Expect::Blocked, None);
+        let b = judge(&Outcome::Refused, &node, Expect::Blocked, None);
         assert_eq!(b, BlockVerdict::Blocked);
         assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 0);
     }
 
     #[test]
     fn probe_errors_are_exit_1() {
-        let b = judge_block(&Outcome::Error("bind".into()), &node_ok(), Expect::Blocked, None);
+        let b = judge(&Outcome::Error("bind".into()), &node_ok(), Expect::Blocked, None);
         assert_eq!(endpoint_exit(&b, &node_ok(), Expect::Blocked), 1);
         let node = judge_node(Some(&Outcome::Error("socket".into())), None, "");
         assert!(matches!(node, NodeVerdict::Error(_)));
-        let b = judge_block(&Outcome::Refused, &node, Expect::Blocked, None);
+        let b = judge(&Outcome::Refused, &node, Expect::Blocked, None);
         assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 1);
     }
 
@@ -437,7 +625,7 @@ mod tests {
         let exempt = Coverage::Exempt("10.0.250.0/24".into());
         let outside = Coverage::Outside;
         let blocked = Coverage::Blocked("10.0.0.0/16".into());
-        let judge = |o: &Outcome, e, c| judge_block(o, &node_ok(), e, Some((ip, c)));
+        let judge = |o: &Outcome, e, c| judge(o, &node_ok(), e, Some((ip, c)));
         assert_eq!(
             judge(&Outcome::Refused, Expect::Blocked, &blocked),
             BlockVerdict::Blocked

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use std::fmt::Write;
 
+use super::evidence::{ControlVerdict, CounterEvidence};
 use super::outcome::{BlockVerdict, Expect, NodeVerdict, Outcome};
 use crate::error::exit;
 
@@ -18,7 +19,20 @@ pub struct ProbeReport {
     pub latency_seconds: f64,
 }
 
-/// One apiserver endpoint: both probes and both verdicts.
+/// The positive control of one endpoint: a probe from the container network's side to an
+/// address the policy does not block.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlReport {
+    /// `gateway` (the next hop towards the apiserver), `given` (`--control`), `node` (with
+    /// `--source`: the node's own probe, same namespace) or `none`.
+    pub kind: String,
+    /// The address probed.
+    pub target: Option<String>,
+    pub probe: Option<ProbeReport>,
+    pub verdict: ControlVerdict,
+}
+
+/// One apiserver endpoint: the probes, the evidence and the verdicts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EndpointReport {
     /// The endpoint as the policy names it (`IP`, `IP:PORT`, `[IPv6]:PORT`).
@@ -32,6 +46,11 @@ pub struct EndpointReport {
     pub node: Option<ProbeReport>,
     pub block: BlockVerdict,
     pub node_check: NodeVerdict,
+    /// The positive control from the container network's side (None when skipped).
+    pub control: Option<ControlReport>,
+    /// Our block rules' counters during the probe (None unless the probe failed the way our
+    /// rule makes it fail).
+    pub counter: Option<CounterEvidence>,
     /// Notes for the operator (coverage of the source, mode...).
     pub notes: Vec<String>,
     /// 0 as expected, 3 an expectation failed, 1 could not tell.
@@ -70,7 +89,7 @@ pub struct Report {
     pub timeout_seconds: f64,
     pub host_check: bool,
     pub endpoints: Vec<EndpointReport>,
-    /// Every endpoint blocked from the container network (None: could not tell, or not
+    /// Every endpoint proven blocked from the container network (None: could not tell, or not
     /// expected to be blocked).
     pub block_effective: Option<bool>,
     /// Every endpoint reached from the node (None: not checked or could not tell).
@@ -97,9 +116,39 @@ impl Report {
         }
     }
 
-    /// Every expectation held (exit 0).
+    /// Every expectation held (exit 0) and, when the block is expected, it was proven: the
+    /// only result the daemon's `/readyz`, the node taint and the probe DaemonSet accept.
     pub fn passed(&self) -> bool {
-        self.exit_code == exit::OK
+        self.exit_code == exit::OK && (self.expect == Expect::Reachable || self.block_effective == Some(true))
+    }
+
+    /// Why the verification did not pass, in plain words (None when it passed).
+    pub fn problem(&self) -> Option<String> {
+        if self.passed() {
+            return None;
+        }
+        if let Some(e) = &self.error {
+            return Some(format!("the probe could not run: {e}"));
+        }
+        let mut why: Vec<String> = Vec::new();
+        for e in &self.endpoints {
+            let label = e.label();
+            match (&e.block, self.expect) {
+                (BlockVerdict::Reachable, Expect::Blocked) => why.push(format!("{label}: a pod got through")),
+                (BlockVerdict::Blocked, Expect::Reachable) => why.push(format!("{label}: blocked, expected reachable")),
+                (BlockVerdict::Inconclusive(m) | BlockVerdict::NotCovered(m) | BlockVerdict::Error(m), _) => {
+                    why.push(format!("{label}: {m}"))
+                }
+                _ => {}
+            }
+            if let NodeVerdict::CutOff(m) = &e.node_check {
+                why.push(format!("{label}: {m}"));
+            }
+        }
+        if why.is_empty() {
+            why.push("the block was not proven".into());
+        }
+        Some(why.join("; "))
     }
 
     /// Fills in `block_effective`, `node_unaffected` and `exit_code` from the endpoints.
@@ -154,14 +203,15 @@ impl Report {
                 if self.host_check { "" } else { "; no node check" }
             );
         }
-        let header = ["APISERVER", "FROM CONTAINER NETWORK", "FROM NODE", "VERDICT"];
-        let rows: Vec<[String; 4]> = self
+        let header = ["APISERVER", "FROM CONTAINER NETWORK", "CONTROL", "FROM NODE", "VERDICT"];
+        let rows: Vec<[String; 5]> = self
             .endpoints
             .iter()
             .map(|e| {
                 [
                     e.label(),
                     cell(e.container.as_ref()),
+                    control_cell(e.control.as_ref()),
                     cell(e.node.as_ref()),
                     verdict(e, self.expect),
                 ]
@@ -173,10 +223,10 @@ impl Report {
                 *w = (*w).max(c.chars().count());
             }
         }
-        let line = |cells: [&str; 4]| {
+        let line = |cells: [&str; 5]| {
             let mut s = String::new();
             for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-                if i == 3 {
+                if i == 4 {
                     s.push_str(c);
                 } else {
                     let _ = write!(s, "{c:<w$}  ");
@@ -187,10 +237,13 @@ impl Report {
         if !rows.is_empty() {
             let _ = writeln!(out, "{}", line(header));
             for r in &rows {
-                let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3]]));
+                let _ = writeln!(out, "{}", line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
             }
         }
         for e in &self.endpoints {
+            if let Some(c) = &e.counter {
+                let _ = writeln!(out, "counters: {}: {}", e.label(), c.describe());
+            }
             for n in &e.notes {
                 let _ = writeln!(out, "note: {}: {n}", e.label());
             }
@@ -211,7 +264,9 @@ impl Report {
             .map(EndpointReport::label)
             .collect();
         match (self.expect, self.block_effective) {
-            (Expect::Blocked, Some(true)) => "block effective: yes".into(),
+            (Expect::Blocked, Some(true)) => {
+                "block effective: yes (proven: control answered, failure of our rule)".into()
+            }
             (Expect::Blocked, Some(false)) => format!(
                 "block effective: NO: the container network reaches {}",
                 reached.join(", ")
@@ -277,9 +332,13 @@ impl Report {
             .endpoints
             .iter()
             .flat_map(|e| {
-                [("container", e.container.as_ref()), ("node", e.node.as_ref())]
-                    .into_iter()
-                    .filter_map(move |(side, p)| p.map(|p| (e, side, p)))
+                [
+                    ("container", e.container.as_ref()),
+                    ("control", e.control.as_ref().and_then(|c| c.probe.as_ref())),
+                    ("node", e.node.as_ref()),
+                ]
+                .into_iter()
+                .filter_map(move |(side, p)| p.map(|p| (e, side, p)))
             })
             .collect();
         let _ = writeln!(
@@ -356,6 +415,22 @@ fn cell(p: Option<&ProbeReport>) -> String {
     }
 }
 
+fn control_cell(c: Option<&ControlReport>) -> String {
+    match c {
+        None => "-".into(),
+        Some(c) => match (&c.probe, &c.verdict) {
+            (Some(p), _) if c.kind == "node" => format!("the node's probe: {}", p.outcome.describe()),
+            (Some(p), _) => format!(
+                "{} {}: {}",
+                c.kind,
+                c.target.as_deref().unwrap_or(""),
+                p.outcome.describe()
+            ),
+            (None, _) => "none".into(),
+        },
+    }
+}
+
 fn verdict(e: &EndpointReport, expect: Expect) -> String {
     let block = match (&e.block, expect) {
         (BlockVerdict::Blocked, Expect::Blocked) => "blocked".to_string(),
@@ -404,6 +479,8 @@ mod tests {
             node: probe("192.168.50.1", node),
             block,
             node_check,
+            control: None,
+            counter: None,
             notes: vec![],
             exit_code,
         }
@@ -513,6 +590,47 @@ mod tests {
             let (_, value) = l.rsplit_once(' ').unwrap();
             value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {l}"));
         }
+    }
+
+    #[test]
+    fn only_a_proven_block_passes() {
+        let proven = report(vec![endpoint(
+            Outcome::Refused,
+            Outcome::Connected,
+            BlockVerdict::Blocked,
+            NodeVerdict::Unaffected,
+        )]);
+        assert!(proven.passed() && proven.problem().is_none());
+        let unproven = report(vec![endpoint(
+            Outcome::Unreachable("network unreachable (no route)".into()),
+            Outcome::Connected,
+            BlockVerdict::Inconclusive("inconclusive: no positive control from the probe's side: no route".into()),
+            NodeVerdict::Unaffected,
+        )]);
+        assert!(!unproven.passed());
+        assert!(
+            unproven.problem().unwrap().contains("no positive control"),
+            "{:?}",
+            unproven.problem()
+        );
+        // Exit 0 with nothing judged (every endpoint skipped) proves nothing either.
+        let mut skipped = report(vec![endpoint(
+            Outcome::Refused,
+            Outcome::Connected,
+            BlockVerdict::Skipped("no IPv6 container CIDR".into()),
+            NodeVerdict::NotChecked("skipped".into()),
+        )]);
+        skipped.summarise();
+        assert_eq!(skipped.exit_code, 0);
+        assert!(!skipped.passed());
+        assert!(skipped.problem().unwrap().contains("not proven"));
+        let leak = report(vec![endpoint(
+            Outcome::Connected,
+            Outcome::Connected,
+            BlockVerdict::Reachable,
+            NodeVerdict::Unaffected,
+        )]);
+        assert!(leak.problem().unwrap().contains("a pod got through"));
     }
 
     #[test]

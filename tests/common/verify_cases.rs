@@ -299,3 +299,62 @@ pub fn reset_established_pod_traffic(node: &Netns, port: u16) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Packets counted so far by our nftables block rules in `node` (rules whose comment starts
+/// with `block-`), read with `nft -j` independently of `verify`.
+pub fn nft_block_packets(node: &Netns) -> u64 {
+    let out = node.run_ok(&["nft", "-j", "list", "table", "inet", "apiserver_guard"]);
+    let j: Value = serde_json::from_str(&out).expect("nft -j prints JSON");
+    j["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["comment"].as_str().is_some_and(|c| c.starts_with("block-")))
+        .flat_map(|r| r["expr"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.get("counter").and_then(|c| c["packets"].as_u64()))
+        .sum()
+}
+
+/// A foreign nft table in `node` that drops everything the pod sends to the node itself (its
+/// gateway), as a hardened host's INPUT policy can: the default control gets no answer.
+pub fn drop_pod_traffic_to_node(node: &Netns) {
+    let script = format!(
+        "table ip handmade_input {{\n\
+         \tchain input_drop {{ type filter hook input priority filter; policy accept;\n\
+         \t\tip saddr {POD_V4} drop\n\t}}\n\
+         }}\n"
+    );
+    let out = node.run_stdin(&["nft", "-f", "-"], &script);
+    assert!(
+        out.status.success(),
+        "nft -f (hand-made input drop) failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A foreign nft table in `node` that rejects the pod's connections to `API_V4:API_PORT` with a
+/// TCP reset in FORWARD, exactly as our rule would, but is not ours.
+pub fn reject_pod_traffic_by_hand(node: &Netns) {
+    let script = format!(
+        "table ip handmade_reject {{\n\
+         \tchain reject_fwd {{ type filter hook forward priority filter; policy accept;\n\
+         \t\tip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4} tcp dport {API_PORT} reject with tcp reset\n\t}}\n\
+         }}\n"
+    );
+    let out = node.run_stdin(&["nft", "-f", "-"], &script);
+    assert!(
+        out.status.success(),
+        "nft -f (hand-made reject) failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `status` of the block verdict of endpoint `i`, and its detail (empty when none).
+pub fn block_verdict(report: &Value, i: usize) -> (String, String) {
+    let b = &report["endpoints"][i]["block"];
+    (
+        b["status"].as_str().unwrap_or("").to_owned(),
+        b["detail"].as_str().unwrap_or("").to_owned(),
+    )
+}
