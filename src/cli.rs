@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Where the periodic probe runs from: a local address inside a container CIDR (VPC mode).
     #[arg(long, value_name = "IP")]
     pub probe_source: Option<std::net::IpAddr>,
+    /// The periodic probe's positive control (as `verify --control`): an address the probe's
+    /// side reaches that the policy does not block [default: the gateway towards the apiserver].
+    #[arg(long, value_name = "ADDR[:PORT]", env = "APISERVER_GUARD_PROBE_CONTROL")]
+    pub probe_control: Option<String>,
     /// Remove this NoSchedule taint from the node once the block is installed and a probe
     /// proved it (register nodes with it: kubelet --register-with-taints=KEY:NoSchedule).
     #[arg(long, value_name = "KEY", env = "APISERVER_GUARD_NODE_TAINT")]

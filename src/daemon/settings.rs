@@ -108,6 +108,19 @@ impl DaemonSettings {
             (None, Some(ip)) => Vantage::Source(ip),
             (None, None) => Vantage::Auto,
         };
+        let control = match args.probe_control.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            None => None,
+            Some(raw) => match crate::core::address::parse_endpoint(raw) {
+                Ok(ep) => Some(ep),
+                Err(e) => {
+                    problems.push(format!(
+                        "--probe-control (APISERVER_GUARD_PROBE_CONTROL): {}",
+                        e.replacen("apiserver: ", "", 1)
+                    ));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(Error::BadInput(problems));
         }
@@ -115,6 +128,7 @@ impl DaemonSettings {
             probe_interval,
             probe: VerifyOptions {
                 vantage,
+                control,
                 ..VerifyOptions::default()
             },
             ready_requires_probe,
@@ -142,8 +156,21 @@ mod tests {
             ready_requires_probe: false,
             probe_netns: None,
             probe_source: None,
+            probe_control: None,
             node_taint: None,
         }
+    }
+
+    #[test]
+    fn probe_control_is_parsed_or_refused_naming_the_flag() {
+        let file = crate::config::FileConfig::default();
+        let mut a = args();
+        a.probe_control = Some("10.0.1.1:10250".into());
+        let s = DaemonSettings::merge(&a, &file).unwrap();
+        assert_eq!(s.probe.control.map(|c| c.to_string()), Some("10.0.1.1:10250".into()));
+        a.probe_control = Some("not-an-address".into());
+        let e = DaemonSettings::merge(&a, &file).err().unwrap().to_string();
+        assert!(e.contains("--probe-control (APISERVER_GUARD_PROBE_CONTROL)"), "{e}");
     }
 
     #[test]

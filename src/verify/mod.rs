@@ -581,7 +581,7 @@ fn judge(
     let mut notes = Vec::new();
     // Can the policy stop the node's own traffic (its source in a blocked CIDR, and the
     // OUTPUT or INPUT hook)? Only then is a node that does not get through "cut off".
-    let hooks_node = policy.mode.hooks().contains(&Hook::Output) || policy.input_hook;
+    let hooks_node = policy.mode.hooks().contains(&Hook::Output) || !policy.local_apiservers.is_empty();
     let node_blocked = h.and_then(|(_, from)| *from).filter(|_| hooks_node).and_then(|ip| {
         match coverage(&policy.sources, &policy.exempt, ip) {
             Coverage::Blocked(cidr) => Some(cidr),
