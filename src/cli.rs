@@ -189,9 +189,15 @@ pub struct KubeArgs {
     /// This node's name in Kubernetes [default: $NODE_NAME, else the hostname].
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// Pods on this node matching this label selector keep apiserver access (e.g. apiserver-guard.io/allow=true).
-    #[arg(long, value_name = "SELECTOR", env = "APISERVER_GUARD_ALLOW_PODS")]
-    pub allow_pods: Option<String>,
+    /// Pods on this node in NAMESPACE whose labels match SELECTOR keep apiserver access; repeatable or
+    /// ';'-separated (e.g. monitoring/apiserver-guard.io/allow=true). A selector without a namespace is refused.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/SELECTOR",
+        env = "APISERVER_GUARD_ALLOW_PODS",
+        value_delimiter = ';'
+    )]
+    pub allow_pods: Vec<String>,
     /// Pods on this node in these namespaces keep apiserver access; comma-separated (e.g. kube-system).
     #[arg(
         long,

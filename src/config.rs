@@ -49,7 +49,7 @@ pub struct FileConfig {
     /// Kubernetes discovery.
     pub kubeconfig: Option<PathBuf>,
     pub node_name: Option<String>,
-    pub allow_pods: Option<String>,
+    pub allow_pods: Option<OneOrMany>,
     pub allow_namespaces: Option<OneOrMany>,
     pub discovery_cache: Option<PathBuf>,
 }
