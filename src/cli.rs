@@ -242,6 +242,23 @@ mod tests {
     }
 
     #[test]
+    fn allow_pods_entries_are_repeatable_and_semicolon_separated_keeping_commas() {
+        let cli = parse(&[
+            "apply",
+            "--allow-pods",
+            "monitoring/app=prom,tier in (a,b);kube-system/k8s-app",
+            "--allow-pods",
+            "default/x",
+        ])
+        .unwrap();
+        let Command::Apply(p) = cli.command else { panic!() };
+        assert_eq!(
+            p.kube.allow_pods,
+            vec!["monitoring/app=prom,tier in (a,b)", "kube-system/k8s-app", "default/x"]
+        );
+    }
+
+    #[test]
     fn unknown_enum_values_are_usage_errors() {
         let e = parse(&["apply", "--mode", "overlay"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
