@@ -2,14 +2,16 @@
 # Discovery latency of `apiserver-guard run --apiserver auto` (EndpointSlice change in a fake
 # apiserver -> first refused / served-again pod connect, nftables and iptables-nft) and the cost of
 # the Kubernetes client (binary size, --version, time to block on start, idle RSS) against a binary
-# built from the last commit before discovery.
+# built from the last commit before discovery; then how long an allowed pod keeps its exemption
+# after its deletionTimestamp is set (deletion.rs).
 # Builds the release binary and (once; cached in target/bench-baseline/) the baseline binary from a
 # `git archive` export of BASELINE, then runs the Rust bench target benches/discovery_latency/main.rs,
 # which creates its own network namespaces (pod <-> node <-> api, deleted on exit) and prints
 # markdown tables to stdout (progress on stderr).
 # Usage: benches/discovery-latency.sh [--baseline REV|none] [--baseline-if-cached]
 #          [--iterations 20] [--start-runs 10] [--version-runs 50] [--rss-runs 3] [--rss-wait 5]
-#          [--backends nftables,iptables-nft] [--probe-gap-us 0]
+#          [--backends nftables,iptables-nft] [--probe-gap-us 0] [--deletion-runs 20]
+#          [--deletion-only]   (that last part alone: `--baseline none --deletion-only`)
 #        (as root; ~1 minute on 2 idle cores, plus ~1.5 minutes the first time, to build the baseline)
 #        --baseline REV       commit to compare with (default 78e4143, the last one before the
 #                             Kubernetes client dependencies); `none` skips the comparison

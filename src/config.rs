@@ -51,7 +51,7 @@ pub struct FileConfig {
     /// Kubernetes discovery.
     pub kubeconfig: Option<PathBuf>,
     pub node_name: Option<String>,
-    pub allow_pods: Option<String>,
+    pub allow_pods: Option<OneOrMany>,
     pub allow_namespaces: Option<OneOrMany>,
     pub discovery_cache: Option<PathBuf>,
     /// The file these values were read from (None: no file), for messages.

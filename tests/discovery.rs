@@ -6,7 +6,9 @@
 //! neighbours and pods of other nodes do not, the block stays when the
 //! apiserver goes away, a control-plane node blocks through INPUT, the node
 //! taint goes only after the block is proven, and bad discovery flags change
-//! nothing. Every check is on real packets (curl from the pod namespace)
+//! nothing. The allow-list: a label counts only in the namespace its
+//! `--allow-pods` entry names, and an allowed pod loses its exemption as
+//! soon as it terminates or another pod of the node shows up with its IP. Every check is on real packets (curl from the pod namespace)
 //! and on the kernel's objects.
 
 mod common;
@@ -19,10 +21,15 @@ use common::fake_apiserver::PodSpec;
 use common::guard_cases::*;
 use common::*;
 
+/// The allow-list entry for labelled pods of `namespace` (`NAMESPACE/SELECTOR`).
+fn allow_labelled_in(namespace: &str) -> String {
+    format!("{namespace}/{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1)
+}
+
 /// The daemon with discovered apiservers, a fixed container CIDR and the
-/// allow-list label selector.
+/// allow-list label selector, scoped to `default`.
 fn spawn_allowing_labelled(c: &Cluster, backend: Backend) -> Daemon<'_> {
-    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let allow = allow_labelled_in("default");
     let flags = [
         "--apiserver",
         "auto",
@@ -115,7 +122,7 @@ fn allowed_pods_on_this_node_get_through_with_element_updates_only() {
             ..PodSpec::new(NODE, &[NODE_POD_V4])
         },
     );
-    let allow = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let allow = allow_labelled_in("default");
     let d = c.spawn(
         Backend::Nftables,
         &[
@@ -490,7 +497,14 @@ fn bad_discovery_flags_change_nothing() {
     let before = firewall_snapshot(&c.topo.node);
     for (extra, why) in [
         (
-            vec!["--apiserver", "auto", "--kubeconfig", &kc, "--allow-pods", "app in web"],
+            vec![
+                "--apiserver",
+                "auto",
+                "--kubeconfig",
+                &kc,
+                "--allow-pods",
+                "default/app in web",
+            ],
             "parentheses",
         ),
         (
@@ -581,4 +595,228 @@ fn a_discovered_policy_that_fails_validation_is_refused_and_the_old_one_kept() {
     c.api.set_endpoint_slice("kubernetes", &[OTHER_V4], API_PORT);
     c.api.set_node(NODE, &[CONTAINER_CIDR_V4], &[], &[NODE_API_V4]);
     wait_refused(&c, &d, None, OTHER_V4, API_PORT, "valid change after a refused one");
+}
+
+#[test]
+fn a_labelled_pod_in_a_namespace_the_operator_did_not_name_stays_blocked() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("scoped");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    // Same label, two namespaces: only the one the entry names counts.
+    c.api.set_pod("monitoring", "prom", labelled(NODE, POD2_V4));
+    c.api.set_pod("tenant-a", "intruder", labelled(NODE, POD_V4));
+    let allow = allow_labelled_in("monitoring");
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d.wait_ready();
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "labelled pod of monitoring");
+    assert_refused(
+        &pod_curl(&c, Some(POD_V4), API_V4, API_PORT),
+        "labelled pod of tenant-a",
+    );
+    let exempt = nft_set(&c.topo.node, "exempt_v4");
+    assert!(exempt.contains(POD2_V4) && !exempt.contains(POD_V4), "{exempt}");
+    // A second entry names the tenant's namespace, but with another label: still blocked.
+    d.kill();
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &format!("{allow};tenant-a/app=agent"),
+        ],
+    );
+    d.wait_ready();
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "monitoring, two entries");
+    assert_refused(
+        &pod_curl(&c, Some(POD_V4), API_V4, API_PORT),
+        "tenant-a without app=agent",
+    );
+    c.api.set_pod(
+        "tenant-a",
+        "intruder",
+        PodSpec::new(NODE, &[POD_V4]).label("app", "agent"),
+    );
+    wait_served(
+        &c,
+        &d,
+        Some(POD_V4),
+        API_V4,
+        API_PORT,
+        "tenant-a pod the second entry names",
+    );
+}
+
+#[test]
+fn an_allowed_pods_ip_reused_by_another_pod_loses_the_exemption() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("reuse");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("monitoring", "prom", labelled(NODE, POD2_V4));
+    let allow = allow_labelled_in("monitoring");
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d.wait_ready();
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod");
+    // The CNI hands the IP to a new pod while the old object still says Running.
+    std::thread::sleep(Duration::from_millis(1100)); // a strictly later creationTimestamp (seconds)
+    c.api.set_pod("default", "web", PodSpec::new(NODE, &[POD2_V4]));
+    let took = wait_refused(
+        &c,
+        &d,
+        Some(POD2_V4),
+        API_V4,
+        API_PORT,
+        "IP reused by a pod not allowed",
+    );
+    eprintln!("IP reused by another pod -> refused in {took:?}");
+    assert!(!nft_set(&c.topo.node, "exempt_v4").contains(POD2_V4));
+    // Newest wins the other way too: a later allowed pod with that IP gets through.
+    std::thread::sleep(Duration::from_millis(1100));
+    c.api.set_pod("monitoring", "prom-2", labelled(NODE, POD2_V4));
+    wait_served(
+        &c,
+        &d,
+        Some(POD2_V4),
+        API_V4,
+        API_PORT,
+        "newer allowed pod holding the IP",
+    );
+}
+
+#[test]
+fn an_allowed_pod_being_deleted_loses_the_exemption() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("deleting");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("monitoring", "prom", labelled(NODE, POD2_V4));
+    let allow = allow_labelled_in("monitoring");
+    let d = c.spawn(
+        Backend::Nftables,
+        &[
+            "--apiserver",
+            "auto",
+            "--container-cidr",
+            CONTAINER_CIDR_V4,
+            "--allow-pods",
+            &allow,
+        ],
+    );
+    d.wait_ready();
+    wait_served(&c, &d, Some(POD2_V4), API_V4, API_PORT, "allowed pod");
+    assert!(c.api.start_deleting_pod("monitoring", "prom", 30));
+    let took = wait_refused(&c, &d, Some(POD2_V4), API_V4, API_PORT, "deletionTimestamp set");
+    eprintln!("deletionTimestamp set -> refused in {took:?}");
+    assert!(!nft_set(&c.topo.node, "exempt_v4").contains(POD2_V4));
+    // The object is still there (grace period): the exemption does not come back.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_refused(&pod_curl(&c, Some(POD2_V4), API_V4, API_PORT), "still terminating");
+}
+
+#[test]
+fn an_unscoped_allow_selector_is_refused_with_exit_2_and_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("unscoped");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    )
+    .apply_ok(&c.topo.node);
+    let before = firewall_snapshot(&c.topo.node);
+    let unscoped = format!("{}={}", ALLOW_LABEL.0, ALLOW_LABEL.1);
+    let kc = c.kubeconfig.display().to_string();
+    let one_shot = |config: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["apply", "--config", config, "--backend", "nftables", "--mode", "tunnel"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(
+            [
+                "--container-cidr",
+                CONTAINER_CIDR_V4,
+                "--apiserver",
+                "auto",
+                "--kubeconfig",
+                &kc,
+            ]
+            .map(String::from),
+        );
+        a.extend(["--node-name", NODE].map(String::from));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let file = c.dir.join("unscoped.toml");
+    std::fs::write(
+        &file,
+        format!("allow_pods = [\"monitoring/app=prom\", \"{unscoped}\"]\n"),
+    )
+    .unwrap();
+    let runs = [
+        (
+            "apply --allow-pods",
+            one_shot(empty_config(), &["--allow-pods", &unscoped]),
+        ),
+        (
+            "apply allow_pods in the file",
+            one_shot(&file.display().to_string(), &[]),
+        ),
+        (
+            "run --allow-pods",
+            c.daemon_args(
+                Backend::Nftables,
+                &[
+                    "--apiserver",
+                    "auto",
+                    "--container-cidr",
+                    CONTAINER_CIDR_V4,
+                    "--allow-pods",
+                    &unscoped,
+                ],
+            ),
+        ),
+    ];
+    for (what, args) in runs {
+        let r = run_guard(&c.topo.node, &args);
+        r.expect_code(2, what);
+        let scoped_form = format!("monitoring/{unscoped}");
+        assert!(
+            r.stderr.contains("NAMESPACE/SELECTOR") && r.stderr.contains(&scoped_form),
+            "{what}: {}",
+            r.stderr
+        );
+        assert_same_snapshot(&before, &firewall_snapshot(&c.topo.node), what);
+    }
+    assert_refused(&pod_curl(&c, Some(POD2_V4), API_V4, API_PORT), "the block is as it was");
 }

@@ -295,6 +295,43 @@ fn list_and_filtered_watch() {
     );
 }
 
+#[test]
+fn a_pod_being_deleted_is_modified_and_stays_listed() {
+    if !can_run() {
+        return;
+    }
+    let (ns, server) = setup();
+    let curl = Curl::new(&ns, &server);
+    server.set_pod("default", "a", PodSpec::new("n1", &["10.0.0.5"]));
+    let before = curl.get("/api/v1/namespaces/default/pods").body;
+    let path = format!(
+        "/api/v1/pods?watch=true&resourceVersion={}&timeoutSeconds=1",
+        rv(&before)
+    );
+    let pid = curl.spawn_watch(&path);
+    assert!(server.wait_watches("pods", 1, WATCH_WAIT), "{}", ns.output_of(pid));
+    assert!(server.start_deleting_pod("default", "a", 30));
+    assert!(!server.start_deleting_pod("default", "missing", 30));
+    let (_, events) = curl.finish_watch(pid);
+    assert_eq!(summary(&events), pairs(&[("MODIFIED", "a")]));
+    let meta = &events[0]["object"]["metadata"];
+    assert!(
+        meta["deletionTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{meta}"
+    );
+    assert_eq!(meta["deletionGracePeriodSeconds"], 30);
+    let old = &before["items"][0]["metadata"];
+    assert_eq!(
+        (&meta["uid"], &meta["creationTimestamp"]),
+        (&old["uid"], &old["creationTimestamp"])
+    );
+    assert_eq!(
+        names(&curl.get("/api/v1/namespaces/default/pods").body),
+        ["a"],
+        "still listed"
+    );
+}
+
 /// Percent-encode a selector for a query string.
 fn enc(selector: &str) -> String {
     selector

@@ -18,6 +18,9 @@
 //! 2. Cost of the Kubernetes client: binary size, `--version` wall time, spawn -> first refused pod
 //!    connect (static policy, and with discovery), and idle RSS, for this tree's binary and,
 //!    when given (`--baseline-bin`), a binary built from the commit before discovery.
+//! 3. The end of an allowed pod's exemption (`deletion.rs`): deletionTimestamp set in the fake
+//!    apiserver -> first refused connect from that pod's IP (`--deletion-runs`, default 20;
+//!    `--deletion-only` runs this part alone).
 //!
 //! Prints markdown tables (no assertions) to stdout, progress to stderr. Never touches the root
 //! namespace's firewall; the namespaces are deleted on exit (also on panic, SIGINT or SIGTERM).
@@ -25,7 +28,7 @@
 //! Run as root: `benches/discovery-latency.sh` (builds the release binary and the baseline, then
 //! `cargo bench --bench discovery_latency -- [--iterations 20] [--start-runs 10] [--version-runs 50]
 //! [--rss-runs 3] [--rss-wait 5] [--backends nftables,iptables-nft] [--baseline-bin PATH]
-//! [--baseline-label REV] [--label REV] [--probe-gap-us 0]`). `APISERVER_GUARD_BIN` overrides the
+//! [--baseline-label REV] [--label REV] [--probe-gap-us 0] [--deletion-runs 20] [--deletion-only]`). `APISERVER_GUARD_BIN` overrides the
 //! binary under test (default `target/release/apiserver-guard`); daemon logs go to
 //! `target/bench-logs/`. Under `cargo test` (no `--bench` argument) it does nothing.
 
@@ -36,6 +39,7 @@ mod shared;
 
 mod cost;
 mod daemon;
+mod deletion;
 mod latency;
 mod probe;
 mod report;
@@ -51,6 +55,7 @@ use common::guard_cases::Backend;
 use common::{API_V4, OTHER_V4};
 
 use cost::{run_rss, run_start, run_version, Cost, Variant};
+use deletion::{deletion_report, run_deletion};
 use latency::run_latency;
 use probe::once;
 use report::report;
@@ -71,6 +76,8 @@ struct Args {
     baseline_bin: Option<PathBuf>,
     baseline_label: String,
     label: String,
+    deletion_runs: usize,
+    deletion_only: bool,
 }
 
 fn parse_args() -> R<Option<Args>> {
@@ -84,6 +91,8 @@ fn parse_args() -> R<Option<Args>> {
         baseline_bin: None,
         baseline_label: "baseline".into(),
         label: "this tree".into(),
+        deletion_runs: 20,
+        deletion_only: false,
     };
     let Some(argv) = bench_argv() else {
         return Ok(None);
@@ -103,6 +112,8 @@ fn parse_args() -> R<Option<Args>> {
             "--baseline-bin" => a.baseline_bin = Some(PathBuf::from(val(k)?)),
             "--baseline-label" => a.baseline_label = val(k)?,
             "--label" => a.label = val(k)?,
+            "--deletion-runs" => a.deletion_runs = num(val(k)?, k)?,
+            "--deletion-only" => a.deletion_only = true,
             "--backends" => {
                 a.backends = val(k)?
                     .split(',')
@@ -153,6 +164,21 @@ fn bench(args: &Args) -> R<()> {
             return Err("the pod cannot reach the bench's listeners after 10 s".into());
         }
         thread::sleep(Duration::from_millis(50));
+    }
+
+    let deletion = match args.deletion_runs {
+        0 => None,
+        n => {
+            eprintln!("allowed pod deleted -> refused: {n} runs");
+            Some(deletion_report(&run_deletion(&b, &bin, n)?, n))
+        }
+    };
+    if args.deletion_only {
+        drop(b);
+        drop(_listener);
+        drop(cluster);
+        println!("{facts}\n\n{}", deletion.unwrap_or_default());
+        return Ok(());
     }
 
     let mut rows = Vec::new();
@@ -220,6 +246,10 @@ fn bench(args: &Args) -> R<()> {
     drop(_listener);
     drop(cluster);
 
-    println!("{facts}\n\n{}", report(&rows, &cost, args));
+    println!(
+        "{facts}\n\n{}\n{}",
+        report(&rows, &cost, args),
+        deletion.unwrap_or_default()
+    );
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! What the agent takes from Kubernetes objects, as plain data: the
 //! endpoints of a `kubernetes` EndpointSlice, the pod CIDRs and taints of
-//! the node, and the IPs of an allowed pod on this node. Pure.
+//! the node, and what the allow-list needs of each pod on this node. Pure.
 
-use super::selector::Selector;
+use super::selector::ScopedSelector;
 use crate::core::address::Endpoint;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Label every EndpointSlice of the `kubernetes` Service carries.
@@ -75,44 +77,54 @@ pub fn taint_removal_patch(index: usize, key: &str) -> serde_json::Value {
     ])
 }
 
-/// Which pods keep access to the apiserver.
+/// Which pods keep access to the apiserver: every pod of `namespaces`, and
+/// the pods matching a `NAMESPACE/SELECTOR` entry of `pods` (a label counts
+/// only in the namespace its entry names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowRule {
-    pub selector: Option<Selector>,
+    pub pods: Vec<ScopedSelector>,
     pub namespaces: Vec<String>,
 }
 
 impl AllowRule {
     pub fn is_empty(&self) -> bool {
-        self.selector.is_none() && self.namespaces.is_empty()
+        self.pods.is_empty() && self.namespaces.is_empty()
+    }
+
+    /// Whether a pod of `namespace` with these labels is allowed.
+    pub fn allows(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces.iter().any(|n| n == namespace) || self.pods.iter().any(|s| s.matches(namespace, labels))
     }
 }
 
-/// The IPs that become exempt for this pod: it runs on `node`, is not on
-/// the host network (the block never applies to those), has not ended, and
-/// is in an allowed namespace or matches the selector. Empty otherwise.
-pub fn allowed_pod_ips(pod: &Pod, node: &str, allow: &AllowRule) -> Vec<IpAddr> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
+/// What the allow-list needs to know about one pod of this node that is in
+/// the pod network (host-network pods and pods of other nodes give None):
+/// its IPs, whether the allow rule names it, whether it has ended, and when
+/// it was created (to tell which pod holds an IP that two pods claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFacts {
+    pub ips: Vec<IpAddr>,
+    pub allowed: bool,
+    /// `deletionTimestamp` set (terminating) or phase Succeeded/Failed: its
+    /// sandbox is going or gone, and the CNI may hand its IP to a new pod.
+    pub ended: bool,
+    /// `metadata.creationTimestamp`; None if the object has none.
+    pub created: Option<Time>,
+}
+
+/// The facts of a pod of `node` (None for other nodes and the host network).
+pub fn pod_facts(pod: &Pod, node: &str, allow: &AllowRule) -> Option<PodFacts> {
+    let spec = pod.spec.as_ref()?;
     if spec.node_name.as_deref() != Some(node) || spec.host_network == Some(true) {
-        return Vec::new();
+        return None;
     }
     let status = pod.status.as_ref();
-    if status
+    let finished = status
         .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed")
-    {
-        return Vec::new();
-    }
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let empty = Default::default();
     let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    let allowed =
-        allow.namespaces.iter().any(|n| n == ns) || allow.selector.as_ref().is_some_and(|s| s.matches(labels));
-    if !allowed {
-        return Vec::new();
-    }
     let mut ips: Vec<IpAddr> = status
         .map(|s| {
             let many = s.pod_ips.iter().flatten().map(|p| p.ip.as_str());
@@ -121,7 +133,12 @@ pub fn allowed_pod_ips(pod: &Pod, node: &str, allow: &AllowRule) -> Vec<IpAddr> 
         .unwrap_or_default();
     ips.sort();
     ips.dedup();
-    ips
+    Some(PodFacts {
+        ips,
+        allowed: allow.allows(ns, labels),
+        ended: finished || pod.metadata.deletion_timestamp.is_some(),
+        created: pod.metadata.creation_timestamp.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -190,47 +207,65 @@ mod tests {
     }
 
     #[test]
-    fn allowed_pods_are_those_on_this_node_matching_and_alive() {
+    fn pod_facts_say_which_pods_the_rule_names_and_which_have_ended() {
         let allow = AllowRule {
-            selector: Some(Selector::parse("apiserver-guard.io/allow=true").unwrap()),
+            pods: vec![ScopedSelector::parse("monitoring/apiserver-guard.io/allow=true").unwrap()],
             namespaces: vec!["kube-system".into()],
         };
         let mk = |ns: &str, node: &str, labels: serde_json::Value, host: bool, phase: &str| {
             pod(json!({
-                "metadata": {"name": "p", "namespace": ns, "labels": labels},
+                "metadata": {"name": "p", "namespace": ns, "labels": labels, "creationTimestamp": "2025-01-02T03:04:05Z"},
                 "spec": {"nodeName": node, "hostNetwork": host, "containers": []},
                 "status": {"phase": phase, "podIP": "10.0.1.3", "podIPs": [{"ip": "10.0.1.3"}, {"ip": "fd00:10:0:1::3"}]}
             }))
         };
-        let ips = |p: &Pod| allowed_pod_ips(p, "node-a", &allow);
+        let facts = |p: &Pod| pod_facts(p, "node-a", &allow);
         let labelled = json!({"apiserver-guard.io/allow": "true"});
+        let f = facts(&mk("monitoring", "node-a", labelled.clone(), false, "Running")).unwrap();
+        assert!(f.allowed && !f.ended);
         assert_eq!(
-            ips(&mk("default", "node-a", labelled.clone(), false, "Running")).len(),
-            2
+            f.ips,
+            vec!["10.0.1.3".parse::<IpAddr>().unwrap(), "fd00:10:0:1::3".parse().unwrap()]
         );
-        assert_eq!(ips(&mk("kube-system", "node-a", json!({}), false, "Pending")).len(), 2);
+        assert_eq!(f.created.unwrap().0.to_string(), "2025-01-02T03:04:05Z");
         assert!(
-            ips(&mk("default", "node-b", labelled.clone(), false, "Running")).is_empty(),
+            facts(&mk("kube-system", "node-a", json!({}), false, "Pending"))
+                .unwrap()
+                .allowed
+        );
+        // The label outside the namespace its entry names: the pod is known, not allowed.
+        let elsewhere = facts(&mk("default", "node-a", labelled.clone(), false, "Running")).unwrap();
+        assert!(!elsewhere.allowed && elsewhere.ips.len() == 2);
+        let wrong_value = json!({"apiserver-guard.io/allow": "false"});
+        assert!(
+            !facts(&mk("monitoring", "node-a", wrong_value, false, "Running"))
+                .unwrap()
+                .allowed
+        );
+        assert_eq!(
+            facts(&mk("monitoring", "node-b", labelled.clone(), false, "Running")),
+            None,
             "other node"
         );
-        assert!(ips(&mk(
-            "default",
-            "node-a",
-            json!({"apiserver-guard.io/allow": "false"}),
-            false,
-            "Running"
-        ))
-        .is_empty());
-        assert!(
-            ips(&mk("default", "node-a", labelled.clone(), true, "Running")).is_empty(),
+        assert_eq!(
+            facts(&mk("monitoring", "node-a", labelled.clone(), true, "Running")),
+            None,
             "host network"
         );
-        assert!(
-            ips(&mk("default", "node-a", labelled.clone(), false, "Succeeded")).is_empty(),
-            "ended"
-        );
+        for phase in ["Succeeded", "Failed"] {
+            assert!(
+                facts(&mk("monitoring", "node-a", labelled.clone(), false, phase))
+                    .unwrap()
+                    .ended,
+                "{phase}"
+            );
+        }
+        let mut deleting = mk("monitoring", "node-a", labelled.clone(), false, "Running");
+        deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
+        assert!(facts(&deleting).unwrap().ended, "deletionTimestamp set");
         let no_ip =
             pod(json!({"metadata": {"namespace": "kube-system"}, "spec": {"nodeName": "node-a", "containers": []}}));
-        assert!(allowed_pod_ips(&no_ip, "node-a", &allow).is_empty());
+        let f = pod_facts(&no_ip, "node-a", &allow).unwrap();
+        assert!(f.ips.is_empty() && f.allowed && f.created.is_none());
     }
 }

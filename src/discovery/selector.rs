@@ -1,6 +1,8 @@
 //! Kubernetes label selectors (`--allow-pods`), parsed strictly and matched
 //! locally: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`,
-//! comma-separated and all required. Pure.
+//! comma-separated and all required. An `--allow-pods` entry is always scoped
+//! to one namespace the operator names (`NAMESPACE/SELECTOR`): a label alone
+//! is something anyone who may create a pod anywhere can set. Pure.
 
 use std::collections::BTreeMap;
 
@@ -160,6 +162,57 @@ impl Selector {
     }
 }
 
+/// A namespace name (a DNS label: lower-case letters, digits and `-`, at most 63).
+pub fn valid_namespace(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// One `--allow-pods` entry: pods of `namespace` whose labels match `selector`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedSelector {
+    pub namespace: String,
+    pub selector: Selector,
+}
+
+impl ScopedSelector {
+    /// Parses `NAMESPACE/SELECTOR`: the text before the first `/` is the
+    /// namespace. An entry whose first part is not a namespace name (e.g.
+    /// `apiserver-guard.io/allow=true`, `app=x`) is an unscoped selector and
+    /// is refused, with the scoped form to write instead.
+    pub fn parse(text: &str) -> Result<ScopedSelector, String> {
+        let text = text.trim();
+        let scoped = text.split_once('/').filter(|(ns, _)| valid_namespace(ns));
+        let Some((namespace, selector)) = scoped else {
+            let example = if text.is_empty() { "app=x" } else { text };
+            return Err(format!(
+                "allow-pods selector '{text}' names no namespace: a pod label counts only in a namespace you name \
+                 (anyone who may create a pod anywhere can set a label); write NAMESPACE/SELECTOR, \
+                 e.g. --allow-pods monitoring/{example}, or use --allow-namespaces for whole namespaces"
+            ));
+        };
+        Ok(ScopedSelector {
+            namespace: namespace.to_string(),
+            selector: Selector::parse(selector)
+                .map_err(|e| e.replacen("selector '", &format!("selector '{namespace}/"), 1))?,
+        })
+    }
+
+    /// Whether a pod of `namespace` with these labels is allowed by this entry.
+    pub fn matches(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespace == namespace && self.selector.matches(labels)
+    }
+
+    /// The entry as the operator wrote it (normalised: `NAMESPACE/SELECTOR`).
+    pub fn text(&self) -> String {
+        format!("{}/{}", self.namespace, self.selector.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +268,54 @@ mod tests {
             assert!(e.contains(why), "{bad:?}: {e}");
             assert!(e.contains("allow-pods selector"), "{e}");
         }
+    }
+
+    #[test]
+    fn scoped_selectors_match_only_in_their_namespace() {
+        let l = labels(&[("apiserver-guard.io/allow", "true"), ("app", "prom")]);
+        let s = ScopedSelector::parse("monitoring/apiserver-guard.io/allow=true").unwrap();
+        assert_eq!(s.namespace, "monitoring");
+        assert_eq!(s.selector.as_str(), "apiserver-guard.io/allow=true");
+        assert_eq!(s.text(), "monitoring/apiserver-guard.io/allow=true");
+        assert!(s.matches("monitoring", &l));
+        assert!(!s.matches("default", &l), "the same label elsewhere counts for nothing");
+        assert!(!s.matches("monitoring2", &l));
+        assert!(!s.matches("monitoring", &labels(&[("app", "prom")])));
+        let s = ScopedSelector::parse(" monitoring/app=prom,tier in (a, b) ").unwrap();
+        assert_eq!(s.text(), "monitoring/app=prom,tier in (a, b)");
+        assert!(!s.matches("monitoring", &l), "tier is required");
+        assert!(ScopedSelector::parse("kube-system/k8s-app")
+            .unwrap()
+            .matches("kube-system", &labels(&[("k8s-app", "kube-dns")])));
+    }
+
+    #[test]
+    fn unscoped_or_bad_scoped_selectors_are_refused_with_the_scoped_form() {
+        for bad in [
+            "apiserver-guard.io/allow=true",
+            "app=prom",
+            "app in (a,b/c)",
+            "",
+            "Monitoring/app=x",
+            "-ns/app=x",
+            "/app=x",
+            "a.b/app=x",
+        ] {
+            let e = ScopedSelector::parse(bad).unwrap_err();
+            assert!(e.contains("names no namespace"), "{bad:?}: {e}");
+            assert!(e.contains("NAMESPACE/SELECTOR"), "{e}");
+        }
+        let e = ScopedSelector::parse("apiserver-guard.io/allow=true").unwrap_err();
+        assert!(e.contains("monitoring/apiserver-guard.io/allow=true"), "{e}");
+        // A scoped entry with a bad or empty selector says which entry and why.
+        for empty in ["monitoring/", "monitoring/  "] {
+            let e = ScopedSelector::parse(empty).unwrap_err();
+            assert!(e.contains("'monitoring/") && e.contains("empty"), "{e}");
+        }
+        let e = ScopedSelector::parse("monitoring/app in web").unwrap_err();
+        assert!(
+            e.contains("'monitoring/app in web'") && e.contains("parentheses"),
+            "{e}"
+        );
     }
 }

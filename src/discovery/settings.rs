@@ -4,7 +4,7 @@
 
 use super::client::choose;
 use super::extract::AllowRule;
-use super::selector::Selector;
+use super::selector::ScopedSelector;
 use super::state::Wants;
 use super::DiscoveryConfig;
 use crate::cli::PolicyArgs;
@@ -48,11 +48,12 @@ pub fn merge(
 ) -> Result<Option<DiscoveryConfig>, Vec<String>> {
     let mut problems = Vec::new();
     let any_auto = |v: Vec<String>| v.iter().any(|s| is_auto(s));
-    let allow_pods = args.kube.allow_pods.clone().or_else(|| file.allow_pods.clone());
+    let allow_pods: Vec<String> = pick(&args.kube.allow_pods, file.allow_pods.clone());
     let namespaces: Vec<String> = pick(&args.kube.allow_namespaces, file.allow_namespaces.clone());
-    let selector = allow_pods
-        .as_deref()
-        .and_then(|s| Selector::parse(s).map_err(|e| problems.push(e)).ok());
+    let pods: Vec<ScopedSelector> = allow_pods
+        .iter()
+        .filter_map(|s| ScopedSelector::parse(s).map_err(|e| problems.push(e)).ok())
+        .collect();
     for ns in &namespaces {
         if !dns_name(ns, 63, false) {
             problems.push(format!("allow-namespaces: '{ns}' is not a namespace name"));
@@ -61,7 +62,7 @@ pub fn merge(
     let wants = Wants {
         apiservers: any_auto(pick(&args.apiserver, file.apiserver.clone())),
         pod_cidrs: any_auto(pick(&args.container_cidr, file.container_cidr.clone())),
-        allow_list: allow_pods.is_some() || !namespaces.is_empty(),
+        allow_list: !allow_pods.is_empty() || !namespaces.is_empty(),
     };
     let taint = node_taint.map(str::trim).map(str::to_string);
     if let Some(t) = &taint {
@@ -97,7 +98,7 @@ pub fn merge(
     }
     Ok(Some(DiscoveryConfig {
         wants,
-        allow: AllowRule { selector, namespaces },
+        allow: AllowRule { pods, namespaces },
         node_name,
         client: choose(kubeconfig.as_deref(), env.in_pod),
         node_taint: taint,
@@ -121,8 +122,8 @@ pub fn describe(cfg: &DiscoveryConfig) -> String {
     }
     if cfg.wants.allow_list {
         let mut what = Vec::new();
-        if let Some(s) = &cfg.allow.selector {
-            what.push(format!("selector '{}'", s.as_str()));
+        for s in &cfg.allow.pods {
+            what.push(format!("pods '{}'", s.text()));
         }
         if !cfg.allow.namespaces.is_empty() {
             what.push(format!("namespaces {}", cfg.allow.namespaces.join(",")));
@@ -189,7 +190,7 @@ mod tests {
         // The file can ask too; flags win for scalars.
         let file = FileConfig {
             apiserver: Some(crate::config::OneOrMany::One("auto".into())),
-            allow_pods: Some("app=x".into()),
+            allow_pods: Some(crate::config::OneOrMany::One("monitoring/app=x".into())),
             node_name: Some("from-file".into()),
             ..Default::default()
         };
@@ -212,7 +213,7 @@ mod tests {
     #[test]
     fn bad_values_are_all_reported() {
         let mut a = args(&["auto"], &[]);
-        a.kube.allow_pods = Some("app in web".into());
+        a.kube.allow_pods = vec!["default/app in web".into()];
         a.kube.allow_namespaces = vec!["Kube_System".into()];
         a.kube.node_name = Some("bad node".into());
         let e = merge(&a, &FileConfig::default(), Some("-x"), &env()).unwrap_err();
@@ -221,5 +222,35 @@ mod tests {
         a.kube.kubeconfig = Some("/k".into());
         let e = merge(&a, &FileConfig::default(), None, &env()).unwrap_err();
         assert!(e[0].contains("nothing uses Kubernetes"), "{e:?}");
+    }
+
+    #[test]
+    fn allow_pods_entries_are_scoped_to_a_namespace_and_unscoped_ones_refused() {
+        let mut a = args(&["auto"], &[]);
+        a.kube.allow_pods = vec!["monitoring/app=prom".into(), "kube-system/k8s-app in (kube-dns)".into()];
+        let c = merge(&a, &FileConfig::default(), None, &env()).unwrap().unwrap();
+        let texts: Vec<String> = c.allow.pods.iter().map(|s| s.text()).collect();
+        assert_eq!(texts, ["monitoring/app=prom", "kube-system/k8s-app in (kube-dns)"]);
+        assert!(c.wants.allow_list);
+        assert!(describe(&c).contains("pods 'monitoring/app=prom'"), "{}", describe(&c));
+        // The file may give one entry or a list; flags win.
+        let file = FileConfig {
+            apiserver: Some(crate::config::OneOrMany::One("auto".into())),
+            allow_pods: Some(crate::config::OneOrMany::Many(vec!["a/x=1".into(), "b/y".into()])),
+            ..Default::default()
+        };
+        let c = merge(&PolicyArgs::default(), &file, None, &env()).unwrap().unwrap();
+        assert_eq!(c.allow.pods.len(), 2);
+        let c = merge(&a, &file, None, &env()).unwrap().unwrap();
+        assert_eq!(c.allow.pods[0].namespace, "monitoring");
+        // A selector alone (the old form) is refused, each with the scoped form to write.
+        a.kube.allow_pods = vec!["apiserver-guard.io/allow=true".into(), "app=prom".into()];
+        let e = merge(&a, &FileConfig::default(), None, &env()).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("--allow-pods monitoring/apiserver-guard.io/allow=true"),
+            "{e:?}"
+        );
+        assert!(e[1].contains("NAMESPACE/SELECTOR"), "{e:?}");
     }
 }

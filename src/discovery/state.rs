@@ -1,9 +1,12 @@
 //! What discovery knows, as plain data, and how it joins the configured
 //! policy: discovered apiservers and pod CIDRs add to the configured ones,
-//! allowed pod IPs become exempt sources. Also the cache file that lets a
+//! allowed pod IPs become exempt sources (`allowed_ips_of`: an allowed pod's
+//! IP stops being exempt as soon as the pod ends or another pod of the node
+//! shows up with it). Also the cache file that lets a
 //! restarted agent enforce the last known state before the apiserver
 //! answers. Pure, but for `load_cache`/`save_cache`.
 
+use super::extract::PodFacts;
 use crate::core::address::{parse_cidr, parse_endpoint, Endpoint};
 use crate::core::policy::Policy;
 use ipnet::IpNet;
@@ -64,6 +67,38 @@ impl Discovered {
         }
         None
     }
+}
+
+/// The exempt IPs per allowed pod (`namespace/name`), from the facts of
+/// every pod of the node. An IP is exempt only for the pod that holds it
+/// now: of the pods that show it, the one created last (a pod without a
+/// creation time counts as the newest; two equally new ones hold it for
+/// neither). It is exempt when that pod is allowed and has not ended
+/// (terminating, Succeeded or Failed). So an allowed pod loses its
+/// exemption the moment it starts terminating, and its IP, once reused by
+/// another pod, is never exempt on its behalf, even while the old object
+/// lingers. Pods without an exempt IP are left out.
+pub fn allowed_ips_of<'a>(pods: impl IntoIterator<Item = (&'a String, &'a PodFacts)>) -> BTreeMap<String, Vec<IpAddr>> {
+    let pods: Vec<(&String, &PodFacts)> = pods.into_iter().collect();
+    let newest_first = |f: &PodFacts| (f.created.is_none(), f.created.clone());
+    let mut holders: BTreeMap<IpAddr, Vec<(&String, &PodFacts)>> = BTreeMap::new();
+    for (key, facts) in &pods {
+        for ip in &facts.ips {
+            holders.entry(*ip).or_default().push((key, facts));
+        }
+    }
+    let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, mut claims) in holders {
+        claims.sort_by_key(|(_, f)| std::cmp::Reverse(newest_first(f)));
+        let (key, holder) = claims[0];
+        let tie = claims
+            .get(1)
+            .is_some_and(|(_, f)| newest_first(f) == newest_first(holder));
+        if holder.allowed && !holder.ended && !tie {
+            out.entry(key.clone()).or_default().push(ip);
+        }
+    }
+    out
 }
 
 /// The policy to enforce: the configured one plus what was discovered.
@@ -234,6 +269,103 @@ mod tests {
         // Parts not wanted are left alone.
         let p = effective_policy(&base, Wants::default(), &discovered());
         assert_eq!(p, base);
+    }
+
+    /// A pod of the node: IPs, allowed, ended, created at second `t` (None: no timestamp).
+    fn facts(ips: &[&str], allowed: bool, ended: bool, t: Option<i64>) -> PodFacts {
+        PodFacts {
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            allowed,
+            ended,
+            created: t.map(|t| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(t).unwrap(),
+                )
+            }),
+        }
+    }
+
+    fn exempt(pods: &[(&str, PodFacts)]) -> Vec<String> {
+        let map: BTreeMap<String, PodFacts> = pods.iter().map(|(k, f)| (k.to_string(), f.clone())).collect();
+        allowed_ips_of(&map)
+            .into_iter()
+            .flat_map(|(k, ips)| ips.into_iter().map(move |ip| format!("{k}={ip}")))
+            .collect()
+    }
+
+    #[test]
+    fn an_allowed_pod_is_exempt_while_it_alone_holds_its_ip_and_lives() {
+        const A: &str = "10.0.1.3";
+        // Alone, alive: exempt (every IP of a dual-stack pod).
+        assert_eq!(
+            exempt(&[("mon/prom", facts(&[A, "fd00::3"], true, false, Some(10)))]),
+            ["mon/prom=10.0.1.3", "mon/prom=fd00::3"]
+        );
+        // Not allowed, ended (terminating / Succeeded / Failed) or without an IP: nothing.
+        assert!(exempt(&[("default/web", facts(&[A], false, false, Some(10)))]).is_empty());
+        assert!(exempt(&[("mon/prom", facts(&[A], true, true, Some(10)))]).is_empty());
+        assert!(exempt(&[("mon/prom", facts(&[], true, false, Some(10)))]).is_empty());
+        // The IP reused by a newer pod that is not allowed: the newest wins, not exempt,
+        // whether the old object still says Running or is terminating.
+        for old_ended in [false, true] {
+            let pods = [
+                ("mon/prom", facts(&[A], true, old_ended, Some(10))),
+                ("default/web", facts(&[A], false, false, Some(11))),
+            ];
+            assert!(exempt(&pods).is_empty(), "old pod ended: {old_ended}");
+        }
+        // ... and a newer pod that has already ended still holds it (the old one's sandbox is gone).
+        let pods = [
+            ("mon/prom", facts(&[A], true, false, Some(10))),
+            ("default/job", facts(&[A], false, true, Some(11))),
+        ];
+        assert!(exempt(&pods).is_empty());
+        // A newer allowed pod that got the IP of an older, lingering pod: it holds it.
+        let pods = [
+            ("default/web", facts(&[A], false, false, Some(10))),
+            ("mon/prom", facts(&[A], true, false, Some(11))),
+        ];
+        assert_eq!(exempt(&pods), ["mon/prom=10.0.1.3"]);
+        // Two allowed pods, the newer one terminating: not exempt (it holds the IP and is going).
+        let pods = [
+            ("mon/a", facts(&[A], true, false, Some(10))),
+            ("mon/b", facts(&[A], true, true, Some(11))),
+        ];
+        assert!(exempt(&pods).is_empty());
+        // Equally new: nobody can tell who holds it, so it is not exempt (either order).
+        for (x, y) in [(true, false), (false, true)] {
+            let pods = [
+                ("mon/a", facts(&[A], x, false, Some(10))),
+                ("mon/b", facts(&[A], y, false, Some(10))),
+            ];
+            assert!(exempt(&pods).is_empty(), "{x} {y}");
+        }
+        // Without a creation time a pod counts as the newest (the safe side for a pod
+        // that is not allowed; an allowed one keeps its IP only if it is the only such).
+        let pods = [
+            ("mon/prom", facts(&[A], true, false, Some(10))),
+            ("default/web", facts(&[A], false, false, None)),
+        ];
+        assert!(exempt(&pods).is_empty());
+        let pods = [
+            ("default/web", facts(&[A], false, false, Some(10))),
+            ("mon/prom", facts(&[A], true, false, None)),
+        ];
+        assert_eq!(exempt(&pods), ["mon/prom=10.0.1.3"]);
+        // Per IP: a dual-stack allowed pod whose IPv4 address was reused keeps its IPv6 one.
+        let pods = [
+            ("mon/prom", facts(&[A, "fd00::3"], true, false, Some(10))),
+            ("default/web", facts(&[A], false, false, Some(12))),
+            ("default/other", facts(&["10.0.1.9"], false, false, Some(5))),
+        ];
+        assert_eq!(exempt(&pods), ["mon/prom=fd00::3"]);
+        // An older pod with the IP does not take it from the newest (three claimants).
+        let pods = [
+            ("default/old", facts(&[A], false, false, Some(1))),
+            ("default/older", facts(&[A], false, true, Some(0))),
+            ("mon/prom", facts(&[A], true, false, Some(20))),
+        ];
+        assert_eq!(exempt(&pods), ["mon/prom=10.0.1.3"]);
     }
 
     #[test]

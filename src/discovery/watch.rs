@@ -5,8 +5,8 @@
 //! last known facts and marks the source down. Never exits on errors: the
 //! watcher retries with backoff.
 
-use super::extract::{allowed_pod_ips, node_pod_cidrs, slice_endpoints, AllowRule, SERVICE_LABEL};
-use super::state::Discovered;
+use super::extract::{node_pod_cidrs, pod_facts, slice_endpoints, AllowRule, SERVICE_LABEL};
+use super::state::{allowed_ips_of, Discovered};
 use super::View;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -202,17 +202,15 @@ pub async fn node(client: Client, node_name: String, tx: watch::Sender<View>) {
     .await
 }
 
-/// The pods on this node (field selector), filtered locally by the allow rule.
+/// The pods on this node (field selector): every one is followed, allowed
+/// or not, so that an allowed pod's IP stops being exempt once another pod
+/// shows up with it (`allowed_ips_of`).
 pub async fn pods(client: Client, node_name: String, allow: AllowRule, tx: watch::Sender<View>) {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let extract = move |p: &Pod| allowed_pod_ips(p, &node_name, &allow);
+    let extract = move |p: &Pod| pod_facts(p, &node_name, &allow);
     follow(PODS, api, cfg, tx, extract, |d, m| {
-        d.allowed = m
-            .iter()
-            .filter(|(_, ips)| !ips.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        d.allowed = allowed_ips_of(m.iter().filter_map(|(k, f)| Some((k, f.as_ref()?))));
     })
     .await
 }

@@ -159,6 +159,22 @@ impl FakeApiServer {
         self.shared.store.update(|s| s.put(Resource::Pods, obj));
     }
 
+    /// What the apiserver does when a pod is deleted with a grace period: the
+    /// object stays, `metadata.deletionTimestamp` (now) and
+    /// `deletionGracePeriodSeconds` are set (a MODIFIED event). False if
+    /// there is no such pod.
+    pub fn start_deleting_pod(&self, namespace: &str, name: &str, grace_seconds: u32) -> bool {
+        self.shared.store.update(|s| {
+            let Some(mut obj) = s.get(Resource::Pods, namespace, name).cloned() else {
+                return false;
+            };
+            obj["metadata"]["deletionTimestamp"] = objects::now_rfc3339().into();
+            obj["metadata"]["deletionGracePeriodSeconds"] = grace_seconds.into();
+            s.put(Resource::Pods, obj);
+            true
+        })
+    }
+
     pub fn delete_pod(&self, namespace: &str, name: &str) {
         self.shared.store.update(|s| s.remove(Resource::Pods, namespace, name));
     }
