@@ -21,11 +21,11 @@ checkers' venv python, which has PyYAML).
                                apiserver-guard itself (GUARD... runs it)
 """
 import copy
+import contextlib
 import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 
@@ -507,20 +507,43 @@ def run(argv, env, expect, what, needle=None):
     return out
 
 
+STANDIN = {"pod": "10.244.1.5", "service": "10.96.0.1", "node": "10.0.0.10"}
+
+
+@contextlib.contextmanager
+def standin_netns():
+    """A network namespace of our own with the stand-in addresses (see cmd_commands); removed after."""
+    ns = f"agcm-{os.getpid()}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        steps = [["ip", "link", "set", "lo", "up"]]
+        steps += [["ip", "addr", "add", f"{a}/32", "dev", "lo"] for a in STANDIN.values()]
+        steps += [["ip", "route", "replace", "local", STANDIN[k], "dev", "lo", "table", "local", "src", STANDIN["pod"]]
+                  for k in ("service", "node")]
+        for step in steps:
+            r = subprocess.run(["ip", "netns", "exec", ns] + step, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise Problem(f"stand-in namespace: {' '.join(step)}: {r.stderr.strip()}")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def cmd_commands(out, work, guard):
     out, work = pathlib.Path(out), pathlib.Path(work)
     index = json.loads((out / "index.json").read_text())
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith("APISERVER_GUARD_") and not k.startswith("KUBERNETES_") and k != "NODE_NAME"}
-    # Loopback stands in for the cluster: the "pod" is 127.0.0.1 (the source the kernel picks
-    # towards 127.0.0.2) and the `kubernetes` Service 127.0.0.2 on a port nothing listens on,
-    # which refuses the way a blocked apiserver does.
-    with socket.socket() as s:
-        s.bind(("127.0.0.2", 0))
-        closed = s.getsockname()[1]
-    services = {"KUBERNETES_SERVICE_HOST": "127.0.0.2", "KUBERNETES_SERVICE_PORT": str(closed)}
-    # The node's address (the probe's positive control, `verify --control`) answers on loopback too.
-    fields = {"spec.nodeName": "node-a", "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
+    # A throwaway network namespace stands in for the cluster (`verify` refuses loopback
+    # apiservers and pod networks): the pod 10.244.1.5, the `kubernetes` Service 10.96.0.1 and
+    # the node 10.0.0.10 all live on its loopback, with local routes whose preferred source is
+    # the pod's address, so the kernel picks the pod's address towards both; nothing listens
+    # on the Service port, which refuses the way a blocked apiserver does, and the node's
+    # address (the probe's positive control, `verify --control`) answers with a refusal too.
+    services = {"KUBERNETES_SERVICE_HOST": STANDIN["service"], "KUBERNETES_SERVICE_PORT": "6443"}
+    fields = {"spec.nodeName": "node-a", "status.podIP": STANDIN["pod"], "status.hostIP": STANDIN["node"],
+              "metadata.namespace": "apiserver-guard", "metadata.name": "apiserver-guard-x1"}
     bindir = work / "bin"
     bindir.mkdir(exist_ok=True)
     wrapper = bindir / "apiserver-guard"
@@ -560,12 +583,14 @@ def cmd_commands(out, work, guard):
             if d["metadata"]["name"] == AGENT:
                 if not wants(c.get("args", [])):
                     continue
-                # Every flag and value is parsed and checked first (exit 2 on bad input); then
-                # discovery starts and stops at the missing kubeconfig (exit 1), touching nothing.
+                # Every flag and value is parsed and checked in one pass, touching nothing; a
+                # named kubeconfig that is missing is bad input too (exit 2). It must be the only
+                # problem reported: then every other flag and value was accepted.
                 env["APISERVER_GUARD_KUBECONFIG"] = str(work / "no-such-kubeconfig")
                 env["APISERVER_GUARD_DISCOVERY_CACHE"] = str(work / "cache" / "discovered.json")
-                run(["apiserver-guard"] + [here(a) for a in c["args"]], env, 1, f"{what}: apiserver-guard {' '.join(c['args'])}",
-                    "no-such-kubeconfig")
+                needle = "invalid input, nothing was changed: APISERVER_GUARD_KUBECONFIG: cannot read the kubeconfig"
+                run(["apiserver-guard"] + [here(a) for a in c["args"]], env, 2, f"{what}: apiserver-guard {' '.join(c['args'])}",
+                    needle)
                 if (work / "cache").exists():
                     raise Problem(f"{what}: wrote a cache without having discovered anything")
                 print(f"{what}: its flags are accepted (stopped at the missing kubeconfig, as expected)")
@@ -579,7 +604,8 @@ def cmd_commands(out, work, guard):
                     run(cmd, env, 2, f"{what}: readiness probe {cmd}", "no container CIDR given")
                     print(f"{what}: readiness probe reports the unconfigured ConfigMap (exit 2)")
                 else:
-                    run(cmd, env, 0, f"{what}: readiness probe {cmd}")
+                    with standin_netns() as ns:
+                        run(["ip", "netns", "exec", ns] + cmd, env, 0, f"{what}: readiness probe {cmd}")
                     print(f"{what}: readiness probe runs with the policy from its environment and passes")
 
 
