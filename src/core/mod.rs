@@ -5,7 +5,16 @@ pub mod address;
 pub mod drift;
 pub mod iptables_state;
 pub mod model;
+pub mod nft_decode;
+pub mod nft_desired;
+pub mod nft_diff;
+#[cfg(test)]
+mod nft_golden_tests;
+pub mod nft_model;
 pub mod nft_state;
+pub mod nft_stmt;
+pub mod nft_text;
+pub mod nft_wire;
 pub mod policy;
 pub mod render_iptables;
 pub mod render_nft;

@@ -1,0 +1,351 @@
+//! The table a Blocklist wants, as the kernel will hold it: each abstract
+//! rule of `model::Blocklist::rules()` becomes exactly the expressions `nft`
+//! itself sends for the rule text `render_nft` writes (pinned below against
+//! `nft --debug=netlink`), the sets are those the rules reference, and every
+//! hook gets its base chain with one `jump guard`. Which rules exist is
+//! decided in `model.rs` only; this file translates.
+
+use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict};
+use super::nft_model::*;
+use super::policy::Hook;
+use super::render_nft::{ENTER_COMMENT, GUARD_CHAIN, PRIORITY};
+use ipnet::IpNet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// The table comment (as `render_nft::script` declares it).
+pub const TABLE_COMMENT: &str = "managed by apiserver-guard; edits are reverted";
+/// The set of TCP ports of apiservers on this node.
+pub const LOCAL_PORTS_SET: &str = "local_ports";
+
+/// What a correctly installed table holds for `b` (table flags 0: the
+/// caller adds `TABLE_F_OWNER | TABLE_F_PERSIST` when it owns the table).
+pub fn desired(b: &Blocklist) -> TableModel {
+    let mut t = TableModel {
+        userdata: comment_udata(TABLE_COMMENT),
+        ..Default::default()
+    };
+    let mut guard = ChainModel::default();
+    for r in b.rules() {
+        let (exprs, sets) = rule_exprs(&r);
+        for name in sets {
+            t.sets
+                .entry(name.clone())
+                .or_insert_with(|| set_for(&name, r.family, b));
+        }
+        guard.rules.push(RuleModel::new(exprs, &r.name()));
+    }
+    t.chains.insert(GUARD_CHAIN.to_string(), guard);
+    for hook in &b.hooks {
+        t.chains.insert(hook.name().to_string(), base_chain(*hook));
+    }
+    t
+}
+
+/// The number nf_tables gives a hook.
+pub fn hook_number(h: Hook) -> u32 {
+    match h {
+        Hook::Output => HOOK_LOCAL_OUT,
+        Hook::Forward => HOOK_FORWARD,
+        Hook::Input => HOOK_LOCAL_IN,
+    }
+}
+
+fn base_chain(hook: Hook) -> ChainModel {
+    ChainModel {
+        base: Some(BaseChain {
+            chain_type: "filter".into(),
+            hook: hook_number(hook),
+            priority: PRIORITY as i32,
+            policy: NF_ACCEPT,
+        }),
+        flags: CHAIN_F_BASE,
+        userdata: Vec::new(),
+        rules: vec![RuleModel::new(
+            vec![Expr::Immediate {
+                dreg: REG_VERDICT,
+                verdict: Verdict::Jump(GUARD_CHAIN.to_string()),
+            }],
+            ENTER_COMMENT,
+        )],
+        unknown: Vec::new(),
+    }
+}
+
+fn set_name(kind: &str, fam: Family) -> String {
+    format!("{kind}_{}", fam.suffix())
+}
+
+fn addr_key(fam: Family) -> KeyType {
+    match fam {
+        Family::V4 => KeyType::Ipv4Addr,
+        Family::V6 => KeyType::Ipv6Addr,
+    }
+}
+
+/// The set a rule of family `fam` references by `name`, filled from `b`.
+fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
+    let a = b.addrs(fam).cloned().unwrap_or_default();
+    let plain = |key: KeyType, elements: BTreeSet<Element>| SetModel {
+        userdata: set_udata(&key),
+        key,
+        flags: 0,
+        elements,
+        unknown: Vec::new(),
+    };
+    let interval = |nets: &[IpNet]| SetModel {
+        flags: SET_F_INTERVAL,
+        ..plain(addr_key(fam), interval_elements(nets))
+    };
+    let kind = name.rsplit_once('_').map_or(name, |(k, _)| k);
+    match kind {
+        _ if name == LOCAL_PORTS_SET => plain(
+            KeyType::InetService,
+            b.local_ports
+                .iter()
+                .map(|p| element(p.to_be_bytes().to_vec()))
+                .collect(),
+        ),
+        "sources" => interval(&a.sources),
+        "exempt" => interval(&a.exempt),
+        "api_port" => plain(
+            KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
+            a.api_ports
+                .iter()
+                .map(|(ip, port)| {
+                    let mut key = ip_bytes(ip);
+                    key.extend(port.to_be_bytes());
+                    key.extend([0, 0]);
+                    element(key)
+                })
+                .collect(),
+        ),
+        _ => plain(
+            addr_key(fam),
+            a.api_any.iter().map(|ip| element(ip_bytes(ip))).collect(),
+        ),
+    }
+}
+
+fn element(key: Vec<u8>) -> Element {
+    Element {
+        key,
+        flags: 0,
+        unknown: Vec::new(),
+    }
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The userdata nft 1.0.6 writes on a set declared `type <key>` (read back
+/// from the kernel): key byte order big-endian (2) for a single type; byte
+/// order 0 and a nested typeof record for a concatenation. Host-order u32s.
+pub fn set_udata(key: &KeyType) -> Vec<u8> {
+    let u32_tlv = |t: u8, v: u32| {
+        let mut out = vec![t, 4];
+        out.extend(v.to_ne_bytes());
+        out
+    };
+    match key {
+        KeyType::Concat(_) => {
+            let mut out = u32_tlv(0, 0);
+            let mut inner = u32_tlv(0, 13);
+            inner.extend([1, 0]);
+            out.extend([3, inner.len() as u8]);
+            out.extend(inner);
+            out
+        }
+        _ => u32_tlv(0, 2),
+    }
+}
+
+/// How the kernel stores CIDRs in an interval set, as nft sends them: an
+/// end element at 0 when the first range does not start there, then each
+/// range's start and the element after its end flagged `INTERVAL_END`
+/// (omitted past the top of the address space; kept when the next range
+/// starts right there, as nft does: the kernel then holds both at that key).
+pub fn interval_elements(nets: &[IpNet]) -> BTreeSet<Element> {
+    let mut ranges: Vec<(u128, u128, usize)> = nets
+        .iter()
+        .map(|n| {
+            let (lo, hi, width) = match (n.network(), n.broadcast()) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 4),
+                (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 16),
+                _ => unreachable!("network and broadcast share a family"),
+            };
+            (lo, hi, width)
+        })
+        .collect();
+    ranges.sort();
+    let bytes = |v: u128, width: usize| v.to_be_bytes()[16 - width..].to_vec();
+    let mut out = BTreeSet::new();
+    let Some(&(first, _, width)) = ranges.first() else {
+        return out;
+    };
+    let top = if width == 4 { u32::MAX as u128 } else { u128::MAX };
+    if first != 0 {
+        out.insert(Element {
+            flags: ELEM_F_INTERVAL_END,
+            ..element(bytes(0, width))
+        });
+    }
+    for &(lo, hi, _) in &ranges {
+        out.insert(element(bytes(lo, width)));
+        if hi < top {
+            out.insert(Element {
+                flags: ELEM_F_INTERVAL_END,
+                ..element(bytes(hi + 1, width))
+            });
+        }
+    }
+    out
+}
+
+/// Offsets in the IPv4 / IPv6 header and the address length.
+fn addr_layout(fam: Family) -> (u32, u32, u32, u8) {
+    match fam {
+        Family::V4 => (12, 16, 4, NFPROTO_IPV4),
+        Family::V6 => (8, 24, 16, NFPROTO_IPV6),
+    }
+}
+
+fn meta(key: u32) -> Expr {
+    Expr::Meta { key, dreg: REG_1 }
+}
+
+fn cmp(op: u32, data: Vec<u8>) -> Expr {
+    Expr::Cmp { sreg: REG_1, op, data }
+}
+
+fn lookup(set: &str) -> Expr {
+    Expr::Lookup {
+        set: set.to_string(),
+        sreg: REG_1,
+        flags: 0,
+    }
+}
+
+fn payload(base: u32, offset: u32, len: u32, dreg: u32) -> Expr {
+    Expr::Payload {
+        base,
+        offset,
+        len,
+        dreg,
+    }
+}
+
+/// `tcp dport` into `dreg`, after its `meta l4proto tcp` dependency.
+fn tcp_dport(dreg: u32) -> Expr {
+    payload(PAYLOAD_TRANSPORT, 2, 2, dreg)
+}
+
+fn l4_tcp() -> [Expr; 2] {
+    [meta(META_L4PROTO), cmp(CMP_EQ, vec![IPPROTO_TCP])]
+}
+
+fn fib_type(flags: u32, op: u32) -> [Expr; 2] {
+    [
+        Expr::Fib {
+            flags,
+            result: FIB_RESULT_ADDRTYPE,
+            dreg: REG_1,
+        },
+        cmp(op, RTN_LOCAL.to_ne_bytes().to_vec()),
+    ]
+}
+
+/// The expressions of one rule and the sets they reference, in nft's order.
+pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
+    let (saddr, daddr, alen, nfproto) = addr_layout(r.family);
+    let sources = set_name("sources", r.family);
+    let mut e = vec![
+        meta(META_NFPROTO),
+        cmp(CMP_EQ, vec![nfproto]),
+        payload(PAYLOAD_NETWORK, saddr, alen, REG_1),
+    ];
+    let mut sets = Vec::new();
+    if r.target == Target::Exempt {
+        let ex = set_name("exempt", r.family);
+        e.push(lookup(&ex));
+        sets.push(ex);
+    } else {
+        e.push(lookup(&sources));
+        sets.push(sources);
+    }
+    match r.target {
+        Target::Exempt => {}
+        Target::ApiPort => {
+            let api = set_name("api_port", r.family);
+            // Concatenation: the port goes in the register after the address.
+            let port_reg = if alen == 4 { REG32_01 } else { REG_2 };
+            e.extend(l4_tcp());
+            e.push(payload(PAYLOAD_NETWORK, daddr, alen, REG_1));
+            e.push(tcp_dport(port_reg));
+            e.push(lookup(&api));
+            sets.push(api);
+        }
+        Target::ApiAny => {
+            let api = set_name("api_any", r.family);
+            e.push(payload(PAYLOAD_NETWORK, daddr, alen, REG_1));
+            e.push(lookup(&api));
+            if r.tcp_only {
+                e.extend(l4_tcp());
+            }
+            sets.push(api);
+        }
+        Target::LocalPort => {
+            e.extend(fib_type(FIB_F_SADDR, CMP_NEQ));
+            e.extend(fib_type(FIB_F_DADDR, CMP_EQ));
+            e.extend(l4_tcp());
+            e.push(tcp_dport(REG_1));
+            e.push(lookup(LOCAL_PORTS_SET));
+            sets.push(LOCAL_PORTS_SET.to_string());
+        }
+    }
+    if r.blocks() {
+        e.push(Expr::Counter(Tally::default()));
+    }
+    e.push(match r.verdict {
+        RuleVerdict::Return => Expr::Immediate {
+            dreg: REG_VERDICT,
+            verdict: Verdict::Return,
+        },
+        RuleVerdict::Drop => Expr::Immediate {
+            dreg: REG_VERDICT,
+            verdict: Verdict::Drop,
+        },
+        RuleVerdict::TcpReset => Expr::Reject {
+            kind: REJECT_TCP_RST,
+            icmp_code: 0,
+        },
+        RuleVerdict::IcmpProhibited => Expr::Reject {
+            kind: REJECT_ICMPX_UNREACH,
+            icmp_code: ICMPX_ADMIN_PROHIBITED,
+        },
+    });
+    (e, sets)
+}
+
+/// Sets by name a table references from its rules (for checks and tests).
+pub fn referenced_sets(t: &TableModel) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (chain, c) in &t.chains {
+        for r in &c.rules {
+            for e in &r.exprs {
+                if let Expr::Lookup { set, .. } = e {
+                    out.entry(set.clone()).or_default().push(chain.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "nft_desired_tests.rs"]
+mod tests;

@@ -1,0 +1,274 @@
+//! Golden tests: each rule kind's expressions against what
+//! `nft --debug=netlink add rule inet apiserver_guard guard ...` printed
+//! (nft 1.0.6, kernel 6.18, in a scratch network namespace), and the sets
+//! and chains `desired` declares.
+
+use super::*;
+use crate::core::model::tests::policy;
+use crate::core::nft_stmt::{debug_lines, rule_text};
+use crate::core::policy::{Action, Mode};
+
+fn rule(family: Family, target: Target, tcp_only: bool, verdict: RuleVerdict) -> Rule {
+    Rule {
+        family,
+        target,
+        tcp_only,
+        verdict,
+    }
+}
+
+fn golden(r: Rule, nft: &str) {
+    let (exprs, _) = rule_exprs(&r);
+    let want: Vec<&str> = nft.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(debug_lines(&exprs), want, "rule {}", r.name());
+}
+
+#[test]
+fn exempt_v4_is_what_nft_sends() {
+    // ip saddr @exempt_v4 return comment "exempt-v4"
+    golden(
+        rule(Family::V4, Target::Exempt, false, RuleVerdict::Return),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set exempt_v4 ]
+         [ immediate reg 0 return ]",
+    );
+    // userdata = { \x00\x0aexempt-v4\x00 }
+    assert_eq!(comment_udata("exempt-v4"), b"\x00\x0aexempt-v4\x00");
+}
+
+#[test]
+fn tcp_port_v4_concatenates_in_consecutive_registers() {
+    // ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 counter reject with tcp reset
+    golden(
+        rule(Family::V4, Target::ApiPort, true, RuleVerdict::TcpReset),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 4b @ network header + 16 => reg 1 ]
+         [ payload load 2b @ transport header + 2 => reg 9 ]
+         [ lookup reg 1 set api_port_v4 ]
+         [ counter pkts 0 bytes 0 ]
+         [ reject type 1 code 0 ]",
+    );
+}
+
+#[test]
+fn tcp_port_v6_uses_the_next_16_byte_register() {
+    // ip6 saddr @sources_v6 ip6 daddr . tcp dport @api_port_v6 counter reject with tcp reset
+    golden(
+        rule(Family::V6, Target::ApiPort, true, RuleVerdict::TcpReset),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x0000000a ]
+         [ payload load 16b @ network header + 8 => reg 1 ]
+         [ lookup reg 1 set sources_v6 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 16b @ network header + 24 => reg 1 ]
+         [ payload load 2b @ transport header + 2 => reg 2 ]
+         [ lookup reg 1 set api_port_v6 ]
+         [ counter pkts 0 bytes 0 ]
+         [ reject type 1 code 0 ]",
+    );
+}
+
+#[test]
+fn tcp_any_v4_checks_l4proto_after_the_lookups() {
+    // ip saddr @sources_v4 ip daddr @api_any_v4 meta l4proto tcp counter reject with tcp reset
+    golden(
+        rule(Family::V4, Target::ApiAny, true, RuleVerdict::TcpReset),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ payload load 4b @ network header + 16 => reg 1 ]
+         [ lookup reg 1 set api_any_v4 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ counter pkts 0 bytes 0 ]
+         [ reject type 1 code 0 ]",
+    );
+}
+
+#[test]
+fn all_v6_rejects_with_icmpx_admin_prohibited() {
+    // ip6 saddr @sources_v6 ip6 daddr @api_any_v6 counter reject with icmpx type admin-prohibited
+    golden(
+        rule(Family::V6, Target::ApiAny, false, RuleVerdict::IcmpProhibited),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x0000000a ]
+         [ payload load 16b @ network header + 8 => reg 1 ]
+         [ lookup reg 1 set sources_v6 ]
+         [ payload load 16b @ network header + 24 => reg 1 ]
+         [ lookup reg 1 set api_any_v6 ]
+         [ counter pkts 0 bytes 0 ]
+         [ reject type 2 code 3 ]",
+    );
+}
+
+#[test]
+fn drop_action_is_an_immediate_drop() {
+    // ip saddr @sources_v4 ip daddr @api_any_v4 counter drop
+    golden(
+        rule(Family::V4, Target::ApiAny, false, RuleVerdict::Drop),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ payload load 4b @ network header + 16 => reg 1 ]
+         [ lookup reg 1 set api_any_v4 ]
+         [ counter pkts 0 bytes 0 ]
+         [ immediate reg 0 drop ]",
+    );
+}
+
+#[test]
+fn local_port_matches_fib_types_then_the_port_set() {
+    // ip saddr @sources_v4 fib saddr type != local fib daddr type local tcp dport @local_ports
+    //   counter reject with tcp reset comment "block-local-port-v4"
+    golden(
+        rule(Family::V4, Target::LocalPort, true, RuleVerdict::TcpReset),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ fib saddr type => reg 1 ]
+         [ cmp neq reg 1 0x00000002 ]
+         [ fib daddr type => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 2b @ transport header + 2 => reg 1 ]
+         [ lookup reg 1 set local_ports ]
+         [ counter pkts 0 bytes 0 ]
+         [ reject type 1 code 0 ]",
+    );
+    // Same rule in v6 with drop.
+    golden(
+        rule(Family::V6, Target::LocalPort, true, RuleVerdict::Drop),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x0000000a ]
+         [ payload load 16b @ network header + 8 => reg 1 ]
+         [ lookup reg 1 set sources_v6 ]
+         [ fib saddr type => reg 1 ]
+         [ cmp neq reg 1 0x00000002 ]
+         [ fib daddr type => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 2b @ transport header + 2 => reg 1 ]
+         [ lookup reg 1 set local_ports ]
+         [ counter pkts 0 bytes 0 ]
+         [ immediate reg 0 drop ]",
+    );
+}
+
+#[test]
+fn rules_read_back_as_the_text_render_nft_writes() {
+    let mut p = policy(
+        &["10.0.0.0/16", "fd00::/48"],
+        &["10.0.9.0/24"],
+        &["192.168.0.10:5443", "192.168.0.11", "[fd01::1]:443", "fd01::2"],
+        Mode::Both,
+        Action::Reject,
+    );
+    p.local_apiservers = p.apiservers[..1].to_vec();
+    let b = Blocklist::from_policy(&p);
+    let t = desired(&b);
+    let script = crate::core::render_nft::script(&b, None);
+    for r in &t.chains["guard"].rules {
+        let text = rule_text(r).replace("counter packets 0 bytes 0", "counter");
+        let text = text.replace("icmpx admin-prohibited", "icmpx type admin-prohibited");
+        assert!(
+            script.contains(&format!("add rule inet apiserver_guard guard {text}\n")),
+            "{text}\n{script}"
+        );
+    }
+    assert_eq!(
+        rule_text(&t.chains["input"].rules[0]),
+        "jump guard comment \"enter-guard\""
+    );
+}
+
+#[test]
+fn sets_are_those_the_rules_reference_and_chains_one_per_hook() {
+    let mut p = policy(
+        &["10.0.0.0/16"],
+        &[],
+        &["192.168.0.10:5443"],
+        Mode::Tunnel,
+        Action::Reject,
+    );
+    p.dynamic_exempt = true;
+    p.local_apiservers = p.apiservers.clone();
+    let t = desired(&Blocklist::from_policy(&p));
+    assert_eq!(
+        t.sets.keys().collect::<Vec<_>>(),
+        ["api_port_v4", "exempt_v4", "local_ports", "sources_v4"]
+    );
+    assert!(
+        t.sets["exempt_v4"].elements.is_empty(),
+        "dynamic exempt: declared empty"
+    );
+    assert_eq!(t.chains.keys().collect::<Vec<_>>(), ["forward", "guard", "input"]);
+    let fwd = t.chains["forward"].base.as_ref().unwrap();
+    assert_eq!((fwd.hook, fwd.priority, fwd.policy), (HOOK_FORWARD, 0, NF_ACCEPT));
+    for (set, _) in referenced_sets(&t) {
+        assert!(t.sets.contains_key(&set), "{set}");
+    }
+    // Elements as the kernel holds them (read back in the golden dumps).
+    let port = &t.sets["api_port_v4"];
+    assert_eq!(
+        port.elements.iter().next().unwrap().key,
+        [192, 168, 0, 10, 0x15, 0x43, 0, 0]
+    );
+    assert_eq!(
+        port.userdata,
+        [0, 4, 0, 0, 0, 0, 3, 8, 0, 4, 13, 0, 0, 0, 1, 0]
+            .map(|b| b as u8)
+            .to_vec()
+    );
+    assert_eq!(t.sets["local_ports"].elements.iter().next().unwrap().key, [0x15, 0x43]);
+}
+
+#[test]
+fn interval_elements_are_starts_and_ends_after_a_zero_end() {
+    let nets: Vec<IpNet> = ["10.0.0.0/16", "10.2.0.0/16"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let got: Vec<(Vec<u8>, u32)> = interval_elements(&nets).into_iter().map(|e| (e.key, e.flags)).collect();
+    // Kernel dump of sources_v4 { 10.0.0.0/16, 10.2.0.0/16 }.
+    assert_eq!(
+        got,
+        [
+            (vec![0, 0, 0, 0], 1),
+            (vec![10, 0, 0, 0], 0),
+            (vec![10, 1, 0, 0], 1),
+            (vec![10, 2, 0, 0], 0),
+            (vec![10, 3, 0, 0], 1)
+        ]
+    );
+    // Adjacent ranges: an end and a start at the same key (as the kernel
+    // held 10.4.1.0/24, 10.4.2.0/24 in v4_full); a range at the top has no
+    // end; one at 0 needs no zero end.
+    let nets: Vec<IpNet> = ["0.0.0.0/8", "1.0.0.0/8", "255.0.0.0/8"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let got: Vec<(Vec<u8>, u32)> = interval_elements(&nets).into_iter().map(|e| (e.key, e.flags)).collect();
+    assert_eq!(
+        got,
+        [
+            (vec![0, 0, 0, 0], 0),
+            (vec![1, 0, 0, 0], 0),
+            (vec![1, 0, 0, 0], 1),
+            (vec![2, 0, 0, 0], 1),
+            (vec![255, 0, 0, 0], 0)
+        ]
+    );
+}

@@ -1,0 +1,460 @@
+//! Kernel expressions back into words: the nft statements an expression list
+//! reads as (`ip saddr @sources_v4`, `tcp dport @local_ports`, `counter ...`,
+//! `reject with tcp reset`), grouped with the expressions they came from, and
+//! the one-line-per-expression form `nft --debug=netlink` prints. Sequences
+//! nft would not produce are shown raw; nothing here panics on odd input.
+
+use super::nft_model::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// One statement of a rule and the expressions it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stmt {
+    /// What `nft list` prints; empty for a dependency it leaves implicit
+    /// (`meta nfproto ipv4` before `ip saddr`).
+    pub text: String,
+    /// Index of its first and last expression.
+    pub exprs: (usize, usize),
+    /// For matches: left-hand side, operator (`==`, `!=`...) and right-hand side.
+    pub matches: Option<(String, String, String)>,
+}
+
+/// How the value loaded into a register is printed.
+#[derive(Clone, Copy, PartialEq)]
+enum ValueKind {
+    NfProto,
+    L4Proto,
+    AddrType,
+    Ipv4,
+    Ipv6,
+    Port,
+    Hex,
+}
+
+struct Load {
+    reg: u32,
+    name: String,
+    kind: ValueKind,
+    at: usize,
+}
+
+/// The statements of an expression list, in order.
+pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
+    let mut out = Vec::new();
+    let mut pending: Vec<Load> = Vec::new();
+    for (i, e) in exprs.iter().enumerate() {
+        if let Some((name, kind, dreg)) = load(e, &exprs[i + 1..]) {
+            pending.retain(|l| l.reg != dreg);
+            pending.push(Load {
+                reg: dreg,
+                name,
+                kind,
+                at: i,
+            });
+            continue;
+        }
+        match e {
+            Expr::Cmp { sreg, op, data } => match pending.iter().position(|l| l.reg == *sreg) {
+                Some(p) => {
+                    let l = pending.remove(p);
+                    flush_raw(&mut out, exprs, &mut pending);
+                    let right = value_text(l.kind, data);
+                    let implicit = *op == CMP_EQ && is_dependency(&l.name, data, &exprs[i + 1..]);
+                    out.push(matched(&l.name, *op, right, (l.at, i), implicit));
+                }
+                None => {
+                    flush_raw(&mut out, exprs, &mut pending);
+                    out.push(single(raw_text(e), i));
+                }
+            },
+            Expr::Lookup { set, sreg, flags } if pending.first().is_some_and(|l| l.reg == *sreg) => {
+                let left: Vec<&str> = pending.iter().map(|l| l.name.as_str()).collect();
+                let op = if flags & LOOKUP_F_INV != 0 { CMP_NEQ } else { CMP_EQ };
+                let unknown_flags = flags & !LOOKUP_F_INV != 0;
+                let first = pending[0].at;
+                let mut s = matched(&left.join(" . "), op, format!("@{set}"), (first, i), false);
+                if unknown_flags {
+                    s.text = format!("{} {}", s.text, raw_text(e));
+                }
+                pending.clear();
+                out.push(s);
+            }
+            _ => {
+                flush_raw(&mut out, exprs, &mut pending);
+                out.push(single(other_text(e), i));
+            }
+        }
+    }
+    flush_raw(&mut out, exprs, &mut pending);
+    out
+}
+
+/// The rule as `nft list` prints it (statements, then the comment).
+pub fn rule_text(r: &RuleModel) -> String {
+    let mut parts: Vec<String> = statements(&r.exprs)
+        .into_iter()
+        .map(|s| s.text)
+        .filter(|t| !t.is_empty())
+        .collect();
+    match r.comment() {
+        Some(c) => parts.push(format!("comment \"{c}\"")),
+        None if !r.userdata.is_empty() => parts.push(format!("userdata 0x{}", hex(&r.userdata))),
+        None => {}
+    }
+    parts.join(" ")
+}
+
+fn single(text: String, i: usize) -> Stmt {
+    Stmt {
+        text,
+        exprs: (i, i),
+        matches: None,
+    }
+}
+
+fn matched(left: &str, op: u32, right: String, exprs: (usize, usize), implicit: bool) -> Stmt {
+    let op_text = match op {
+        CMP_EQ => "==",
+        CMP_NEQ => "!=",
+        2 => "<",
+        3 => "<=",
+        4 => ">",
+        5 => ">=",
+        _ => "?",
+    };
+    let shown = if op == CMP_EQ {
+        String::new()
+    } else {
+        format!("{op_text} ")
+    };
+    Stmt {
+        text: if implicit {
+            String::new()
+        } else {
+            format!("{left} {shown}{right}")
+        },
+        exprs,
+        matches: Some((left.to_string(), op_text.to_string(), right)),
+    }
+}
+
+/// Loads nobody consumed are printed raw.
+fn flush_raw(out: &mut Vec<Stmt>, exprs: &[Expr], pending: &mut Vec<Load>) {
+    for l in pending.drain(..) {
+        out.push(single(raw_text(&exprs[l.at]), l.at));
+    }
+}
+
+/// `meta nfproto ipv4` before an IPv4 header load, `meta l4proto tcp`
+/// before a TCP header load: nft prints neither.
+fn is_dependency(name: &str, data: &[u8], rest: &[Expr]) -> bool {
+    let loads = |base: u32| {
+        rest.iter()
+            .any(|e| matches!(e, Expr::Payload { base: b, .. } if *b == base))
+    };
+    match (name, data) {
+        ("meta nfproto", [p]) if *p == NFPROTO_IPV4 || *p == NFPROTO_IPV6 => loads(PAYLOAD_NETWORK),
+        ("meta l4proto", [p]) if *p == IPPROTO_TCP => loads(PAYLOAD_TRANSPORT),
+        _ => false,
+    }
+}
+
+/// What a load expression loads, how its value prints, and where it goes.
+fn load(e: &Expr, rest: &[Expr]) -> Option<(String, ValueKind, u32)> {
+    let _ = rest;
+    Some(match e {
+        Expr::Meta { key, dreg } => {
+            let (name, kind) = match *key {
+                META_NFPROTO => ("meta nfproto".to_string(), ValueKind::NfProto),
+                META_L4PROTO => ("meta l4proto".to_string(), ValueKind::L4Proto),
+                k => (format!("meta key {k}"), ValueKind::Hex),
+            };
+            (name, kind, *dreg)
+        }
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => {
+            let (name, kind) = match (*base, *offset, *len) {
+                (PAYLOAD_NETWORK, 12, 4) => ("ip saddr", ValueKind::Ipv4),
+                (PAYLOAD_NETWORK, 16, 4) => ("ip daddr", ValueKind::Ipv4),
+                (PAYLOAD_NETWORK, 8, 16) => ("ip6 saddr", ValueKind::Ipv6),
+                (PAYLOAD_NETWORK, 24, 16) => ("ip6 daddr", ValueKind::Ipv6),
+                (PAYLOAD_TRANSPORT, 0, 2) => ("tcp sport", ValueKind::Port),
+                (PAYLOAD_TRANSPORT, 2, 2) => ("tcp dport", ValueKind::Port),
+                _ => {
+                    let b = ["@ll", "@nh", "@th"].get(*base as usize).copied().unwrap_or("@base?");
+                    return Some((format!("{b},{},{}", offset * 8, len * 8), ValueKind::Hex, *dreg));
+                }
+            };
+            (name.to_string(), kind, *dreg)
+        }
+        Expr::Fib { flags, result, dreg } => {
+            let what = match *flags & (FIB_F_SADDR | FIB_F_DADDR) {
+                FIB_F_SADDR => "saddr",
+                FIB_F_DADDR => "daddr",
+                _ => "addr?",
+            };
+            let extra = *flags & !(FIB_F_SADDR | FIB_F_DADDR);
+            let extra = if extra != 0 {
+                format!(" flags 0x{extra:x}")
+            } else {
+                String::new()
+            };
+            let (res, kind) = match *result {
+                FIB_RESULT_ADDRTYPE => ("type", ValueKind::AddrType),
+                1 => ("oif", ValueKind::Hex),
+                2 => ("oifname", ValueKind::Hex),
+                r => return Some((format!("fib {what}{extra} result {r}"), ValueKind::Hex, *dreg)),
+            };
+            (format!("fib {what}{extra} {res}"), kind, *dreg)
+        }
+        _ => return None,
+    })
+}
+
+fn value_text(kind: ValueKind, data: &[u8]) -> String {
+    match (kind, data) {
+        (ValueKind::NfProto, [2]) => "ipv4".into(),
+        (ValueKind::NfProto, [10]) => "ipv6".into(),
+        (ValueKind::L4Proto, [6]) => "tcp".into(),
+        (ValueKind::L4Proto, [17]) => "udp".into(),
+        (ValueKind::L4Proto, [p]) => p.to_string(),
+        (ValueKind::AddrType, [a, b, c, d]) => match u32::from_ne_bytes([*a, *b, *c, *d]) {
+            1 => "unicast".into(),
+            RTN_LOCAL => "local".into(),
+            3 => "broadcast".into(),
+            5 => "multicast".into(),
+            n => n.to_string(),
+        },
+        (ValueKind::Ipv4, [a, b, c, d]) => Ipv4Addr::new(*a, *b, *c, *d).to_string(),
+        (ValueKind::Ipv6, d) if d.len() == 16 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(d);
+            Ipv6Addr::from(o).to_string()
+        }
+        (ValueKind::Port, [a, b]) => u16::from_be_bytes([*a, *b]).to_string(),
+        _ => format!("0x{}", hex(data)),
+    }
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Accept => "accept".into(),
+        Verdict::Drop => "drop".into(),
+        Verdict::Continue => "continue".into(),
+        Verdict::Return => "return".into(),
+        Verdict::Jump(c) => format!("jump {c}"),
+        Verdict::Goto(c) => format!("goto {c}"),
+        Verdict::Other(code, chain) => format!(
+            "verdict {}{}",
+            *code as i32,
+            chain.as_ref().map(|c| format!(" {c}")).unwrap_or_default()
+        ),
+    }
+}
+
+/// Statements that are one expression each.
+fn other_text(e: &Expr) -> String {
+    match e {
+        Expr::Counter(t) => format!("counter packets {} bytes {}", t.packets, t.bytes),
+        Expr::Reject {
+            kind: REJECT_TCP_RST, ..
+        } => "reject with tcp reset".into(),
+        Expr::Reject {
+            kind: REJECT_ICMPX_UNREACH,
+            icmp_code,
+        } => {
+            let code = match icmp_code {
+                0 => "no-route".to_string(),
+                1 => "port-unreachable".to_string(),
+                2 => "host-unreachable".to_string(),
+                3 => "admin-prohibited".to_string(),
+                c => c.to_string(),
+            };
+            format!("reject with icmpx {code}")
+        }
+        Expr::Immediate {
+            dreg: REG_VERDICT,
+            verdict,
+        } => verdict_text(verdict),
+        _ => raw_text(e),
+    }
+}
+
+/// An expression as `nft --debug=netlink` prints it (`[ ... ]`).
+pub fn raw_text(e: &Expr) -> String {
+    let inner = match e {
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => {
+            let b = ["link", "network", "transport"]
+                .get(*base as usize)
+                .copied()
+                .unwrap_or("unknown");
+            format!("payload load {len}b @ {b} header + {offset} => reg {dreg}")
+        }
+        Expr::Meta { key, dreg } => {
+            let k = match *key {
+                META_NFPROTO => "nfproto".to_string(),
+                META_L4PROTO => "l4proto".to_string(),
+                k => format!("unknown {k}"),
+            };
+            format!("meta load {k} => reg {dreg}")
+        }
+        Expr::Cmp { sreg, op, data } => {
+            let op = ["eq", "neq", "lt", "lte", "gt", "gte"]
+                .get(*op as usize)
+                .copied()
+                .unwrap_or("?");
+            format!("cmp {op} reg {sreg} {}", words(data))
+        }
+        Expr::Lookup { set, sreg, flags } => {
+            let f = if *flags != 0 {
+                format!(" 0x{flags:x}")
+            } else {
+                String::new()
+            };
+            format!("lookup reg {sreg} set {set}{f}")
+        }
+        Expr::Fib { flags, result, dreg } => {
+            let mut what: Vec<&str> = Vec::new();
+            for (bit, n) in [
+                (FIB_F_SADDR, "saddr"),
+                (FIB_F_DADDR, "daddr"),
+                (4, "mark"),
+                (8, "iif"),
+                (16, "oif"),
+            ] {
+                if flags & bit != 0 {
+                    what.push(n);
+                }
+            }
+            let res = ["unspec", "oif", "oifname", "type"]
+                .get(*result as usize)
+                .copied()
+                .unwrap_or("unknown");
+            format!("fib {} {res} => reg {dreg}", what.join(" . "))
+        }
+        Expr::Counter(t) => format!("counter pkts {} bytes {}", t.packets, t.bytes),
+        Expr::Reject { kind, icmp_code } => format!("reject type {kind} code {icmp_code}"),
+        Expr::Immediate { dreg, verdict } => {
+            let v = match verdict {
+                Verdict::Jump(c) => format!("jump -> {c}"),
+                Verdict::Goto(c) => format!("goto -> {c}"),
+                v => verdict_text(v),
+            };
+            format!("immediate reg {dreg} {v}")
+        }
+        Expr::Raw { name, attrs } => {
+            let a: Vec<String> = attrs
+                .iter()
+                .map(|a| format!("{}=0x{}", a.kind, hex(&a.value)))
+                .collect();
+            format!("{name} {}", a.join(" "))
+        }
+    };
+    format!("[ {inner} ]")
+}
+
+/// Data as libnftnl prints it: host-order 32-bit words, `0x%08x`.
+fn words(data: &[u8]) -> String {
+    data.chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            format!("0x{:08x}", u32::from_ne_bytes(w))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Every expression of a rule as `nft --debug=netlink` lists it.
+pub fn debug_lines(exprs: &[Expr]) -> Vec<String> {
+    exprs.iter().map(raw_text).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(base: u32, offset: u32, len: u32, dreg: u32) -> Expr {
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        }
+    }
+
+    #[test]
+    fn negated_lookup_and_unknown_sequences_print_without_panicking() {
+        let e = vec![
+            Expr::Meta {
+                key: META_NFPROTO,
+                dreg: 1,
+            },
+            Expr::Cmp {
+                sreg: 1,
+                op: CMP_EQ,
+                data: vec![2],
+            },
+            p(PAYLOAD_NETWORK, 12, 4, 1),
+            Expr::Lookup {
+                set: "s".into(),
+                sreg: 1,
+                flags: LOOKUP_F_INV,
+            },
+            Expr::Cmp {
+                sreg: 3,
+                op: CMP_EQ,
+                data: vec![1],
+            },
+            p(PAYLOAD_LL, 0, 6, 1),
+            Expr::Raw {
+                name: "quota".into(),
+                attrs: vec![RawAttr {
+                    kind: 1,
+                    value: vec![0, 1],
+                }],
+            },
+        ];
+        let texts: Vec<String> = statements(&e).into_iter().map(|s| s.text).collect();
+        assert_eq!(
+            texts,
+            [
+                "",
+                "ip saddr != @s",
+                "[ cmp eq reg 3 0x00000001 ]",
+                "[ payload load 6b @ link header + 0 => reg 1 ]",
+                "[ quota 1=0x0001 ]"
+            ]
+        );
+        assert_eq!(statements(&[]), vec![]);
+    }
+
+    #[test]
+    fn a_nfproto_match_without_header_load_is_printed() {
+        let e = [
+            Expr::Meta {
+                key: META_NFPROTO,
+                dreg: 1,
+            },
+            Expr::Cmp {
+                sreg: 1,
+                op: CMP_EQ,
+                data: vec![10],
+            },
+        ];
+        assert_eq!(statements(&e)[0].text, "meta nfproto ipv6");
+    }
+}

@@ -1,0 +1,228 @@
+//! A TableModel as the nf_tables messages that create it, in the attribute
+//! order and encoding `nft` uses (checked against `nft --debug=mnl`):
+//! NEWTABLE, every NEWSET with its NEWSETELEM, every NEWCHAIN, then the
+//! rules chain by chain. Expressions the crate does not model (counter,
+//! reject, fib) go through its raw expression variant, big-endian like the
+//! kernel's netlink policy wants. The caller frames them in a batch (family
+//! `inet`) and adds whatever flushes or deletes its plan needs first.
+
+use super::nft_model::*;
+use super::render_nft::TABLE_NAME;
+use netlink_packet_core::DefaultNla;
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, HookNumber, Immediate,
+    InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage, SetFlags,
+    SetMessage, TableAttribute, TableFlags, TableMessage, Verdict as NlVerdict, VerdictAttribute,
+};
+
+/// Counter, reject and fib attribute numbers (`NFTA_COUNTER_*`, ...).
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
+pub const NFTA_REJECT_TYPE: u16 = 1;
+pub const NFTA_REJECT_ICMP_CODE: u16 = 2;
+pub const NFTA_FIB_DREG: u16 = 1;
+pub const NFTA_FIB_RESULT: u16 = 2;
+pub const NFTA_FIB_FLAGS: u16 = 3;
+
+/// The messages that create `t` from nothing (inside one batch).
+pub fn messages(t: &TableModel) -> Vec<NfTablesMessage> {
+    let mut out = vec![table_message(t)];
+    for (i, (name, set)) in t.sets.iter().enumerate() {
+        out.push(set_message(name, set, i as u32 + 1));
+        if !set.elements.is_empty() {
+            out.push(elements_message(name, set));
+        }
+    }
+    for (name, chain) in &t.chains {
+        out.push(chain_message(name, chain));
+    }
+    for (name, chain) in &t.chains {
+        out.extend(chain.rules.iter().map(|r| rule_message(name, r)));
+    }
+    out
+}
+
+pub fn table_message(t: &TableModel) -> NfTablesMessage {
+    let mut attributes = vec![
+        TableAttribute::Name(TABLE_NAME.to_string()),
+        TableAttribute::Flags(TableFlags::from_bits_retain(t.flags)),
+    ];
+    if !t.userdata.is_empty() {
+        attributes.push(TableAttribute::UserData(t.userdata.clone()));
+    }
+    NfTablesMessage::NewTable(TableMessage { attributes })
+}
+
+/// NEWSET; `id` names the set inside the transaction.
+pub fn set_message(name: &str, set: &SetModel, id: u32) -> NfTablesMessage {
+    let mut attributes = vec![
+        SetAttribute::Table(TABLE_NAME.to_string()),
+        SetAttribute::Name(name.to_string()),
+        SetAttribute::Flags(SetFlags::from_bits_retain(set.flags)),
+        SetAttribute::KeyType(set.key.type_id()),
+        SetAttribute::KeyLen(set.key.key_len()),
+        SetAttribute::Id(id),
+    ];
+    if !set.userdata.is_empty() {
+        attributes.push(SetAttribute::UserData(set.userdata.clone()));
+    }
+    NfTablesMessage::NewSet(SetMessage { attributes })
+}
+
+/// NEWSETELEM with every element of `set` (ascending, as nft sends them).
+pub fn elements_message(name: &str, set: &SetModel) -> NfTablesMessage {
+    let elems = set.elements.iter().map(|e| {
+        let mut attrs = Vec::new();
+        if e.flags != 0 {
+            attrs.push(SetElementAttribute::Flags(SetElementFlags::from_bits_retain(e.flags)));
+        }
+        attrs.push(SetElementAttribute::Key(DataAttribute::Value(e.key.clone())));
+        attrs.extend(
+            e.unknown
+                .iter()
+                .map(|a| SetElementAttribute::Other(DefaultNla::new(a.kind, a.value.clone()))),
+        );
+        ListAttribute::Element(attrs)
+    });
+    NfTablesMessage::NewSetElement(SetElementMessage {
+        attributes: vec![
+            SetElementList::Table(TABLE_NAME.to_string()),
+            SetElementList::Set(name.to_string()),
+            SetElementList::Elements(elems.collect()),
+        ],
+    })
+}
+
+pub fn chain_message(name: &str, c: &ChainModel) -> NfTablesMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table(TABLE_NAME.to_string()),
+        ChainAttribute::Name(name.to_string()),
+    ];
+    if let Some(b) = &c.base {
+        attributes.push(ChainAttribute::Type(b.chain_type.clone()));
+        attributes.push(ChainAttribute::Policy(b.policy));
+        attributes.push(ChainAttribute::Hook(vec![
+            Hook::Number(HookNumber::Inet(InetHookNumber::from(b.hook))),
+            Hook::Priority(b.priority as u32),
+        ]));
+    }
+    // The kernel sets the base flag itself; nft sends no flags.
+    let flags = c.flags & !CHAIN_F_BASE;
+    if flags != 0 {
+        attributes.push(ChainAttribute::Flags(
+            netlink_packet_netfilter::nftables::ChainFlags::from_bits_retain(flags),
+        ));
+    }
+    if !c.userdata.is_empty() {
+        attributes.push(ChainAttribute::UserData(c.userdata.clone()));
+    }
+    NfTablesMessage::NewChain(ChainMessage { attributes })
+}
+
+/// NEWRULE appending `r` to `chain`.
+pub fn rule_message(chain: &str, r: &RuleModel) -> NfTablesMessage {
+    let mut attributes = vec![
+        RuleAttribute::Table(TABLE_NAME.to_string()),
+        RuleAttribute::Chain(chain.to_string()),
+        RuleAttribute::Expressions(r.exprs.iter().map(expression).collect()),
+    ];
+    if !r.userdata.is_empty() {
+        attributes.push(RuleAttribute::UserData(r.userdata.clone()));
+    }
+    NfTablesMessage::NewRule(RuleMessage { attributes })
+}
+
+fn u32_be(kind: u16, v: u32) -> DefaultNla {
+    DefaultNla::new(kind, v.to_be_bytes().to_vec())
+}
+
+fn other(name: &str, attributes: Vec<DefaultNla>) -> ListAttribute<ExpressionAttribute> {
+    Expressions::Other {
+        expression_type: name.to_string(),
+        attributes,
+    }
+    .into()
+}
+
+/// One expression in nft's attribute order.
+pub fn expression(e: &Expr) -> ListAttribute<ExpressionAttribute> {
+    let reg = |r: u32| Register::from(r);
+    match e {
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => Expressions::Payload(vec![
+            Payload::DestinationRegister(reg(*dreg)),
+            Payload::Base(*base),
+            Payload::Offset(*offset),
+            Payload::Len(*len),
+        ])
+        .into(),
+        Expr::Meta { key, dreg } => Expressions::Meta(vec![
+            Meta::Key(MetaKey::from(*key)),
+            Meta::DestinationRegister(reg(*dreg)),
+        ])
+        .into(),
+        Expr::Cmp { sreg, op, data } => Expressions::Cmp(vec![
+            Cmp::SourceRegister(reg(*sreg)),
+            Cmp::Op(Operator::from(*op)),
+            Cmp::Data(DataAttribute::Value(data.clone())),
+        ])
+        .into(),
+        Expr::Lookup { set, sreg, flags } => {
+            let mut attrs = vec![Lookup::SourceRegister(reg(*sreg)), Lookup::Set(set.clone())];
+            if *flags != 0 {
+                attrs.push(Lookup::Flags(*flags));
+            }
+            Expressions::Lookup(attrs).into()
+        }
+        Expr::Fib { flags, result, dreg } => other(
+            "fib",
+            vec![
+                u32_be(NFTA_FIB_FLAGS, *flags),
+                u32_be(NFTA_FIB_RESULT, *result),
+                u32_be(NFTA_FIB_DREG, *dreg),
+            ],
+        ),
+        // nft sends a counter without attributes: it starts at zero.
+        Expr::Counter(_) => other("counter", Vec::new()),
+        Expr::Reject { kind, icmp_code } => other(
+            "reject",
+            vec![
+                u32_be(NFTA_REJECT_TYPE, *kind),
+                DefaultNla::new(NFTA_REJECT_ICMP_CODE, vec![*icmp_code]),
+            ],
+        ),
+        Expr::Immediate { dreg, verdict } => {
+            let (code, chain) = verdict_code(verdict);
+            let mut v = vec![VerdictAttribute::Code(code)];
+            if let Some(c) = chain {
+                v.push(VerdictAttribute::Chain(c));
+            }
+            Expressions::Immediate(vec![
+                Immediate::DestinationRegister(reg(*dreg)),
+                Immediate::Data(DataAttribute::Verdict(v)),
+            ])
+            .into()
+        }
+        Expr::Raw { name, attrs } => other(
+            name,
+            attrs.iter().map(|a| DefaultNla::new(a.kind, a.value.clone())).collect(),
+        ),
+    }
+}
+
+fn verdict_code(v: &Verdict) -> (NlVerdict, Option<String>) {
+    match v {
+        Verdict::Accept => (NlVerdict::Other(NF_ACCEPT), None),
+        Verdict::Drop => (NlVerdict::Other(NF_DROP), None),
+        Verdict::Continue => (NlVerdict::Continue, None),
+        Verdict::Return => (NlVerdict::Return, None),
+        Verdict::Jump(c) => (NlVerdict::Jump, Some(c.clone())),
+        Verdict::Goto(c) => (NlVerdict::Goto, Some(c.clone())),
+        Verdict::Other(code, c) => (NlVerdict::from(*code), c.clone()),
+    }
+}
