@@ -149,6 +149,7 @@ fn request(
     dump: bool,
     what: &str,
 ) -> Result<Part, NfnlError> {
+    let table = table_in_request(&msg).map(str::to_owned);
     let seq = sock.reserve_seq(1);
     let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
     let mut bytes = Vec::with_capacity(64);
@@ -160,7 +161,7 @@ fn request(
     };
     loop {
         let n = sock.recv(buf).map_err(|e| NfnlError::io(&e, what))?;
-        for reply in frame::parse_datagram(&buf[..n]).map_err(|e| NfnlError {
+        for reply in frame::parse_datagram_of(&buf[..n], table.as_deref()).map_err(|e| NfnlError {
             context: format!("{what}: {}", e.context),
             ..e
         })? {
@@ -189,6 +190,33 @@ fn request(
                 _ => {}
             }
         }
+    }
+}
+
+/// The table a dump request filters for.
+fn table_in_request(msg: &NfTablesMessage) -> Option<&str> {
+    match msg {
+        NfTablesMessage::GetChain(c) => c.attributes.iter().find_map(|a| match a {
+            ChainAttribute::Table(t) => Some(t.as_str()),
+            _ => None,
+        }),
+        NfTablesMessage::GetSet(s) => s.attributes.iter().find_map(|a| match a {
+            SetAttribute::Table(t) => Some(t.as_str()),
+            _ => None,
+        }),
+        NfTablesMessage::GetRule(r) => r.attributes.iter().find_map(|a| match a {
+            RuleAttribute::Table(t) => Some(t.as_str()),
+            _ => None,
+        }),
+        NfTablesMessage::GetSetElement(e) => e.attributes.iter().find_map(|a| match a {
+            SetElementList::Table(t) => Some(t.as_str()),
+            _ => None,
+        }),
+        NfTablesMessage::GetTable(t) => t.attributes.iter().find_map(|a| match a {
+            TableAttribute::Name(n) => Some(n.as_str()),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 

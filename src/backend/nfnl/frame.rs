@@ -89,7 +89,14 @@ impl Reply {
 }
 
 /// Splits a datagram into its messages and decodes each.
-pub fn parse_datagram(mut buf: &[u8]) -> Result<Vec<Reply>, NfnlError> {
+pub fn parse_datagram(buf: &[u8]) -> Result<Vec<Reply>, NfnlError> {
+    parse_datagram_of(buf, None)
+}
+
+/// Like `parse_datagram`, but nf_tables object messages naming another
+/// table than `table` are skipped undecoded (`Ignored`): a chain dump, which
+/// the kernel filters by family only, can carry many foreign chains.
+pub fn parse_datagram_of(mut buf: &[u8], table: Option<&str>) -> Result<Vec<Reply>, NfnlError> {
     let mut out = Vec::new();
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -99,10 +106,40 @@ pub fn parse_datagram(mut buf: &[u8]) -> Result<Vec<Reply>, NfnlError> {
                 buf.len()
             )));
         }
-        out.push(parse_one(&buf[..len])?);
+        let msg = &buf[..len];
+        match table {
+            Some(t) if names_other_table(msg, t) => out.push(Reply::Ignored {
+                seq: u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]),
+            }),
+            _ => out.push(parse_one(msg)?),
+        }
         buf = &buf[len.next_multiple_of(4).min(buf.len())..];
     }
     Ok(out)
+}
+
+/// Whether `msg` is an nf_tables object message whose table attribute
+/// (type 1 in table, chain, set, element and rule messages) is not `table`.
+fn names_other_table(msg: &[u8], table: &str) -> bool {
+    let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+    if kind >> 8 != NFNL_SUBSYS_NFTABLES || !matches!(kind & 0xff, 0 | 3 | 6 | 9 | 12) {
+        return false;
+    }
+    let mut attrs = msg.get(NLMSG_HDRLEN + 4..).unwrap_or_default();
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return false;
+        }
+        if kind == 1 {
+            let value = &attrs[4..len];
+            let name = value.split(|b| *b == 0).next().unwrap_or_default();
+            return name != table.as_bytes();
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    false
 }
 
 fn parse_one(bytes: &[u8]) -> Result<Reply, NfnlError> {
@@ -245,6 +282,18 @@ mod tests {
             }
         );
         assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn foreign_objects_are_skipped_undecoded() {
+        let mut dgram = Vec::new();
+        encode(&mut dgram, 1, 0, new_table("agtest"), 2, 9);
+        encode(&mut dgram, 1, 0, new_table("filter"), 2, 9);
+        let got = parse_datagram_of(&dgram, Some("agtest")).unwrap();
+        assert!(matches!(got[0], Reply::Object { .. }), "{got:?}");
+        assert_eq!(got[1], Reply::Ignored { seq: 9 });
+        let all = parse_datagram(&dgram).unwrap();
+        assert!(all.iter().all(|r| matches!(r, Reply::Object { .. })), "{all:?}");
     }
 
     #[test]
