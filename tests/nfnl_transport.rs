@@ -532,3 +532,78 @@ fn a_jump_loop_is_refused_and_nothing_applied() {
     assert_eq!(dump_table(&sock, INET, "agloop").unwrap().table, None);
     transact(&sock, small_table("agloop", 0)).expect("the socket is clean afterwards");
 }
+
+/// Rules and elements written in lockstep by another socket: n rules, n intervals.
+fn lockstep(n: u8) -> Vec<BatchMsg> {
+    let ranges: Vec<([u8; 4], [u8; 4])> = (0..n).map(|i| ([10, i, 0, 0], [10, i, 1, 0])).collect();
+    let mut msgs = vec![
+        del_table("agrace"),
+        table("agrace", 0),
+        base_chain("agrace", "out"),
+        interval_set("agrace", "srcs"),
+        elements("agrace", "srcs", &ranges),
+    ];
+    for _ in 0..n {
+        msgs.push(saddr_lookup_accept("agrace", "out", "srcs"));
+    }
+    BatchMsg::all(INET, msgs)
+}
+
+#[test]
+fn dumps_during_concurrent_commits_are_never_torn() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("nfnl-race");
+    let reader = socket_in(&ns);
+    let writer = socket_in(&ns);
+    let mut first = lockstep(2);
+    first.remove(0);
+    transact(&writer, first).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (consistent, busy) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 2u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n = if n == 2 { 5 } else { 2 };
+                transact(&writer, lockstep(n)).unwrap();
+            }
+        });
+        let (mut consistent, mut busy) = (0, 0);
+        for _ in 0..300 {
+            match dump_table(&reader, INET, "agrace") {
+                Ok(d) => {
+                    let keys: usize = d
+                        .elements
+                        .iter()
+                        .map(|m| match m {
+                            NfTablesMessage::NewSetElement(e) => e
+                                .attributes
+                                .iter()
+                                .map(|a| match a {
+                                    SetElementList::Elements(v) => v.len(),
+                                    _ => 0,
+                                })
+                                .sum::<usize>(),
+                            _ => 0,
+                        })
+                        .sum();
+                    assert_eq!(
+                        keys,
+                        2 * d.rules.len(),
+                        "torn read: {} rules, {keys} keys",
+                        d.rules.len()
+                    );
+                    assert!(d.table.is_some());
+                    consistent += 1;
+                }
+                Err(e) if e.is(NfnlErrorKind::Busy) => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (consistent, busy)
+    });
+    eprintln!("dumps during concurrent commits: {consistent} consistent, {busy} gave up (Busy)");
+    assert!(consistent > 0);
+}

@@ -230,3 +230,48 @@ fn getopt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::nfnl::{NfnlError, NfnlErrorKind};
+    use std::time::Instant;
+
+    // Opening and reading a netlink socket needs no privilege and sends
+    // nothing to the kernel: safe in the test process's own namespace.
+
+    #[test]
+    fn a_silent_kernel_times_out_as_busy() {
+        let sock = NfnlSocket::with_timeout(Duration::from_millis(50)).unwrap();
+        let mut buf = [0u8; 64];
+        let t = Instant::now();
+        let err = sock.recv(&mut buf).unwrap_err();
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(40) && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+        let e = NfnlError::io(&err, "waiting");
+        assert_eq!((e.kind, e.errno), (NfnlErrorKind::Busy, libc::ETIMEDOUT));
+        assert_eq!(NfnlSocket::open().unwrap().timeout(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn kernel_assigned_port_ids_are_distinct_and_close_on_exec() {
+        let a = NfnlSocket::open().unwrap();
+        let b = NfnlSocket::open().unwrap();
+        assert_ne!(a.port_id(), 0);
+        assert_ne!(a.port_id(), b.port_id());
+        // SAFETY: fcntl on a descriptor we own.
+        let fd_flags = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_GETFD) };
+        assert!(fd_flags & libc::FD_CLOEXEC != 0);
+        assert!(getopt(a.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap() >= RCVBUF);
+    }
+
+    #[test]
+    fn sequence_numbers_are_reserved_in_blocks() {
+        let s = NfnlSocket::open().unwrap();
+        let first = s.reserve_seq(5);
+        assert_eq!(s.reserve_seq(1), first + 5);
+    }
+}
