@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod iptables;
+pub mod nfnl;
 pub mod nftables;
 pub mod select;
 

@@ -1,0 +1,35 @@
+//! nf_tables over our own netlink socket, without the `nft` binary or a C
+//! library: `NfnlSocket` (the socket; its port id is the owner identity),
+//! `transact` (one batch = one kernel transaction, every message acked,
+//! refusals typed and pointing at the message), `dump_table` (one table's
+//! objects, consistent, filtered by the kernel), `owner_support` (what table
+//! ownership the kernel offers). Payloads are the
+//! `netlink_packet_netfilter::nftables::NfTablesMessage` values the model
+//! builds and reads; this module only moves them.
+
+mod batch;
+mod dump;
+mod error;
+mod frame;
+mod ownership;
+mod socket;
+
+pub use batch::{default_flags, describe, transact, BatchMsg};
+pub use dump::{dump_table, family_name, table_of, TableDump};
+pub use error::{NfnlError, NfnlErrorKind};
+pub use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+pub use ownership::{
+    owner_support, table_flags, table_owner, Ownership, NFT_TABLE_F_DORMANT, NFT_TABLE_F_OWNER, NFT_TABLE_F_PERSIST,
+};
+pub use socket::NfnlSocket;
+
+/// nfproto family of `table inet ...`.
+pub const NFPROTO_INET: u8 = 1;
+/// nfproto family of `table ip ...`.
+pub const NFPROTO_IPV4: u8 = 2;
+/// nfproto family of `table ip6 ...`.
+pub const NFPROTO_IPV6: u8 = 10;
+
+/// Receive buffer per exchange: the kernel fills dump datagrams up to 32 KiB
+/// (more for one very large object); a larger datagram is reported, not cut.
+const RECV_BUF: usize = 256 * 1024;
