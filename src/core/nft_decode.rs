@@ -17,8 +17,8 @@ use netlink_packet_netfilter::nftables::{
     TableAttribute, Verdict as NlVerdict, VerdictAttribute,
 };
 
-/// What the transport's `dump_table` returns (the same struct as
-/// `backend::nfnl::TableDump`; to be unified at merge).
+/// What the transport's `dump_table` (`backend::nfnl`) returns: the kernel's
+/// objects of one table, as plain messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableDump {
     /// The NEWTABLE message, None when the table does not exist.

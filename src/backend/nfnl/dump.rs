@@ -26,21 +26,9 @@ use super::socket::NfnlSocket;
 /// How many times a read torn by a concurrent commit is retried.
 const ATTEMPTS: usize = 5;
 
-/// The kernel's objects of one table, as the kernel reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableDump {
-    /// The `NewTable` message (flags, owner, handle, use, userdata); `None`
-    /// when the table does not exist (then everything else is empty).
-    pub table: Option<NfTablesMessage>,
-    /// `NewChain` messages, in the kernel's order.
-    pub chains: Vec<NfTablesMessage>,
-    /// `NewSet` messages (named and anonymous sets).
-    pub sets: Vec<NfTablesMessage>,
-    /// `NewSetElement` messages for every set (each names its set).
-    pub elements: Vec<NfTablesMessage>,
-    /// `NewRule` messages, per chain in rule order.
-    pub rules: Vec<NfTablesMessage>,
-}
+/// The kernel's objects of one table, as the kernel reports them (plain data,
+/// defined in the pure core where it is decoded).
+pub use crate::core::nft_decode::TableDump;
 
 /// Reads table `family`/`table` whole and consistently (one ruleset generation).
 pub fn dump_table(sock: &NfnlSocket, family: u8, table: &str) -> Result<TableDump, NfnlError> {
