@@ -158,7 +158,7 @@ boot() {
     --machine=apiserver-guard-ct -b --console=pipe </dev/null >>"$work/console.log" 2>&1 &
   nspawn_pid=$!
   local i pid=
-  for i in $(seq 100); do
+  for i in $(seq 300); do # 30 s: nspawn's set-up is slow on a busy machine
     kill -0 "$nspawn_pid" 2>/dev/null || break
     pid=$(find_leader) && break
     sleep 0.1
