@@ -34,8 +34,12 @@ work=$(mktemp -d /tmp/apiserver-guard-ct.XXXXXX)
 root=$work/root
 nspawn_pid=
 leader=
+leader_pidns=
 failures=0
 
+# Diagnostics go to fd 3, the script's stdout, which check() leaves open.
+exec 3>&1
+note() { printf '      %s\n' "$*" >&3; }
 pass() { printf 'PASS  %s\n' "$*"; }
 fail() {
   printf 'FAIL  %s\n' "$*"
@@ -46,22 +50,103 @@ check() { # check DESCRIPTION COMMAND...: PASS when the command succeeds
   shift
   if "$@" >/dev/null 2>&1; then pass "$what"; else fail "$what"; fi
 }
-ct() { nsenter -t "$leader" -a "$@"; }
+# Runs a command inside the container, but only while $leader is still the
+# container's init found by boot(): were it gone and its PID reused, nsenter
+# would run the command in another process's namespaces (this machine's
+# firewall, say).
+ct() {
+  if [ -z "$leader" ] || [ "$(readlink "/proc/$leader/ns/pid" 2>/dev/null)" != "$leader_pidns" ]; then
+    echo "the container's init (PID ${leader:-none}) is gone" >&2
+    return 1
+  fi
+  nsenter -t "$leader" -a "$@"
+}
 not() { ! "$@"; }
+# The container answers and COMMAND fails in it (not merely "nsenter failed").
+ct_fails() { ct true && ! ct "$@"; }
 prop() { ct systemctl show -P "$2" "$1" 2>/dev/null || true; }
 # The block in nftables, or in an iptables variant.
 has_nft_table() { ct nft list table inet apiserver_guard >/dev/null 2>&1; }
 has_ipt_chain() { ct "$1" -w 5 -S APISERVER-GUARD >/dev/null 2>&1; }
-# Polls COMMAND... for up to 5 s.
-eventually() {
-  local i
-  for i in $(seq 50); do
+# Polls COMMAND... every 0.1 s until it succeeds, for up to SECONDS.
+within() { # within SECONDS COMMAND...
+  local tries=$(($1 * 10)) i
+  shift
+  for i in $(seq "$tries"); do
     "$@" && return 0
-    [ "$i" -lt 50 ] && sleep 0.1
+    [ "$i" -lt "$tries" ] && sleep 0.1
   done
   return 1
 }
+eventually() { within 5 "$@"; }
+nft_table_has() { ct nft list table inet apiserver_guard 2>/dev/null | grep -F -- "$1" >/dev/null; }
+status_says() { [[ $(prop apiserver-guard.service StatusText) == *"$1"* ]]; }
 write_config() { ct sh -c 'cat >/etc/apiserver-guard/config.toml'; }
+# Whether the daemon's journal has a line matching PATTERN (grep -E), among the
+# entries that also match the journalctl MATCHES (e.g. REASON=SIGHUP). journald
+# takes in log lines asynchronously: poll with `eventually`. (No grep -q here:
+# under pipefail, journalctl cut short by SIGPIPE would fail the pipeline.)
+logged() { # logged PATTERN [MATCHES...]
+  local pattern=$1
+  shift
+  ct journalctl -u apiserver-guard.service --no-pager "$@" 2>/dev/null | grep -E -- "$pattern" >/dev/null
+}
+# How many of the daemon's journal lines match PATTERN (and MATCHES).
+count_logged() { # count_logged PATTERN [MATCHES...]
+  local pattern=$1
+  shift
+  ct journalctl -u apiserver-guard.service --no-pager "$@" 2>/dev/null | grep -cE -- "$pattern" || true
+}
+# Prints UNIT's "ActiveState SubState" once it has settled: no job of its own
+# queued or running, and in no transitional state (activating, reloading,
+# deactivating, auto-restart). A systemctl start/stop/reload/restart waits for
+# its own job only; jobs it propagates to other units (PartOf=,
+# ReloadPropagatedFrom=) are queued in the same transaction but may still be
+# pending or running when it returns. Gives up after 20 s and prints the last
+# state seen, marked "unsettled".
+settled() { # settled UNIT
+  local unit=$1 i active=
+  for i in $(seq 200); do
+    if [ -z "$(ct systemctl list-jobs --no-legend "$unit" 2>/dev/null)" ]; then
+      active=$(prop "$unit" ActiveState)
+      case $active in
+      active | inactive | failed)
+        # No job left: nothing changes this state any more (a oneshot, or a
+        # daemon that does not crash), so a read after the job check is final.
+        printf '%s %s\n' "$active" "$(prop "$unit" SubState)"
+        return 0
+        ;;
+      esac
+    fi
+    sleep 0.1
+  done
+  printf 'unsettled %s %s\n' "$active" "$(prop "$unit" SubState)"
+}
+# Whether UNIT settles in the state STATE ("active exited", "inactive dead").
+settles_in() { # settles_in UNIT STATE
+  local got
+  got=$(settled "$1")
+  [ "$got" = "$2" ] && return 0
+  note "$1: $got, expected $2"
+  return 1
+}
+
+# The container's init: the child of systemd-nspawn that is PID 1 of a PID
+# namespace of its own (the last NSpid in /proc/PID/status is 1, and there is
+# more than one: ours, then the container's) and has executed systemd. It
+# keeps its PID while the container runs. nspawn's other children (the outer
+# child that sets up the mounts and exits, helpers) live in our PID
+# namespace; the init, before it executes systemd, may still be setting up.
+# (machinectl would need systemd-machined, hence a systemd on this machine.)
+find_leader() {
+  local pid
+  for pid in $(ps -o pid= --ppid "$nspawn_pid" 2>/dev/null); do
+    awk '$1 == "NSpid:" { found = NF > 2 && $NF == 1 } END { exit !found }' "/proc/$pid/status" 2>/dev/null &&
+      [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = systemd ] &&
+      echo "$pid" && return 0
+  done
+  return 1
+}
 
 boot() {
   local keep_unit=()
@@ -72,24 +157,35 @@ boot() {
     --link-journal=no --uuid="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
     --machine=apiserver-guard-ct -b --console=pipe </dev/null >>"$work/console.log" 2>&1 &
   nspawn_pid=$!
-  local i
-  for i in $(seq 100); do
-    leader=$(ps -o pid= --ppid "$nspawn_pid" 2>/dev/null | tr -d ' ' | head -n 1 || true)
-    [ -n "$leader" ] && ct true 2>/dev/null && break
+  local i pid=
+  for i in $(seq 300); do # 30 s: nspawn's set-up is slow on a busy machine
+    kill -0 "$nspawn_pid" 2>/dev/null || break
+    pid=$(find_leader) && break
     sleep 0.1
   done
-  [ -n "$leader" ] || {
-    echo "container did not start; console:" >&2
+  if [ -n "$pid" ]; then
+    leader=$pid
+    leader_pidns=$(readlink "/proc/$pid/ns/pid" 2>/dev/null || true)
+  fi
+  if [ -z "$leader_pidns" ] || ! ct true 2>/dev/null; then
+    echo "container did not start (no init found among the children of systemd-nspawn); console:" >&2
     cat "$work/console.log" >&2
     exit 1
-  }
+  fi
   local state=
   for i in $(seq 600); do
     state=$(ct systemctl is-system-running 2>/dev/null || true)
     case $state in running | degraded) break ;; esac
+    kill -0 "$nspawn_pid" 2>/dev/null || break
     sleep 0.1
   done
-  echo "      container $state"
+  # The init found above is still the container's init and still PID 1 there.
+  if [ "$(find_leader)" != "$leader" ] || ! ct true 2>/dev/null; then
+    echo "the container's init (PID $leader) went away while it booted; console:" >&2
+    cat "$work/console.log" >&2
+    exit 1
+  fi
+  echo "      container $state (init: PID $leader)"
 }
 
 shutdown_ct() {
@@ -105,6 +201,7 @@ shutdown_ct() {
   wait "$nspawn_pid" 2>/dev/null || true
   nspawn_pid=
   leader=
+  leader_pidns=
 }
 
 cleanup() {
@@ -161,8 +258,7 @@ sleep 3
 check "unconfigured daemon: exit status 2" test "$(prop apiserver-guard.service ExecMainStatus)" = 2
 check "unconfigured daemon: not restarted (RestartPreventExitStatus=2)" \
   test "$(prop apiserver-guard.service NRestarts)" = 0
-check "unconfigured daemon: says why" \
-  sh -c "nsenter -t $leader -a journalctl -u apiserver-guard.service --no-pager | grep -q 'no container CIDR given'"
+check "unconfigured daemon: says why" eventually logged 'no container CIDR given'
 ct systemctl start apiserver-guard-apply.service >/dev/null 2>&1 && fail "unconfigured one-shot must fail"
 check "unconfigured one-shot: exit status 2" test "$(prop apiserver-guard-apply.service ExecMainStatus)" = 2
 ct systemctl reset-failed apiserver-guard.service apiserver-guard-apply.service
@@ -174,39 +270,44 @@ printf '%s\n' "$policy" | write_config
 check "configured daemon starts (READY=1 reached systemd)" ct systemctl start apiserver-guard.service
 started=$(date +%s)
 pid=$(prop apiserver-guard.service MainPID)
-check "status text from sd_notify" sh -c "nsenter -t $leader -a systemctl show -P StatusText apiserver-guard.service | grep -q 'block in place'"
+# STATUS= follows READY=1 in a message of its own: systemd may not have it yet.
+check "status text from sd_notify" eventually status_says 'block in place'
 check "block installed (nft table inet apiserver_guard)" has_nft_table
 check "/readyz answers 200 on 127.0.0.1:9440 (listener and IPAddressAllow=localhost)" \
   ct curl -fsS -o /dev/null http://127.0.0.1:9440/readyz
 ct nft flush ruleset
 check "nft flush ruleset: repaired (nft monitor works in the sandbox)" eventually has_nft_table
-check "repair was logged" \
-  sh -c "nsenter -t $leader -a journalctl -u apiserver-guard.service --no-pager | grep -q 'repaired drift'"
+check "repair was logged" eventually logged 'repaired drift'
 check "systemctl reload: same process, config re-read" ct systemctl reload apiserver-guard.service
+# ExecReload= (kill -HUP) returns at once; the daemon re-reads on its own time.
+check "  ... config re-read on SIGHUP (logged)" eventually logged 'config reloaded' REASON=SIGHUP
 sleep 1
 check "systemctl reload: main PID unchanged" test "$(prop apiserver-guard.service MainPID)" = "$pid"
 printf '%s\nexempt = ["10.0.250.0/24"]\n' "$policy" | write_config
-check "config change picked up (exempt set appears)" \
-  eventually sh -c "nsenter -t $leader -a nft list table inet apiserver_guard | grep -q 10.0.250.0/24"
+check "config change picked up (exempt set appears)" eventually nft_table_has 10.0.250.0/24
 check "nftables.service start (flush ruleset): block back" ct systemctl start nftables.service
 check "  ... block present after nftables.service start" eventually has_nft_table
-before=$(ct journalctl -u apiserver-guard.service --no-pager | grep -c 'config reloaded' || true)
+# Only SIGHUP reloads count (a config file change logs another reason), and
+# the one SIGHUP before this one is already in the journal (checked above).
+sighup_reloads() { count_logged 'config reloaded' REASON=SIGHUP; }
+more_sighup_reloads_than() { [ "$(sighup_reloads)" -gt "$1" ]; }
+before=$(sighup_reloads)
 ct systemctl reload nftables.service
 check "nftables.service reload: propagated to us (ReloadPropagatedFrom=)" \
-  eventually sh -c "[ \$(nsenter -t $leader -a journalctl -u apiserver-guard.service --no-pager | grep -c 'config reloaded') -gt $before ]"
+  eventually more_sighup_reloads_than "$before"
 check "  ... block present after nftables.service reload" eventually has_nft_table
 
 echo "== daemon, iptables backends"
 printf '%s\nbackend = "iptables-legacy"\n' "$policy" | write_config
 check "iptables-legacy: chain installed (CAP_NET_RAW, xtables lock, /proc/self/net)" \
   eventually has_ipt_chain iptables-legacy
-check "iptables-legacy: the nftables table was removed" eventually sh -c "! nsenter -t $leader -a nft list table inet apiserver_guard"
+check "iptables-legacy: the nftables table was removed" eventually ct_fails nft list table inet apiserver_guard
 ct iptables-legacy -w 5 -F OUTPUT
-check "iptables-legacy: flushed jump repaired by the periodic resync (10 s)" \
-  sh -c "for i in \$(seq 12); do nsenter -t $leader -a iptables-legacy -w 5 -S OUTPUT | grep -q APISERVER-GUARD && exit 0; sleep 1; done; exit 1"
+legacy_jump() { ct iptables-legacy -w 5 -S OUTPUT 2>/dev/null | grep -F APISERVER-GUARD >/dev/null; }
+check "iptables-legacy: flushed jump repaired by the periodic resync (10 s)" within 12 legacy_jump
 printf '%s\nbackend = "iptables-nft"\n' "$policy" | write_config
 check "iptables-nft: chain installed" eventually has_ipt_chain iptables-nft
-check "iptables-nft: the legacy chain was removed" eventually sh -c "! nsenter -t $leader -a iptables-legacy -w 5 -S APISERVER-GUARD"
+check "iptables-nft: the legacy chain was removed" eventually ct_fails iptables-legacy -w 5 -S APISERVER-GUARD
 printf '%s\n' "$policy" | write_config
 check "back to auto (nftables)" eventually has_nft_table
 
@@ -230,15 +331,19 @@ check "block still in place after stop" has_nft_table
 echo "== one-shot unit"
 ct nft flush ruleset
 check "apiserver-guard-apply.service starts" ct systemctl start apiserver-guard-apply.service
-check "  ... active (exited) with the block in place" \
-  sh -c "[ \"\$(nsenter -t $leader -a systemctl show -P SubState apiserver-guard-apply.service)\" = exited ] && nsenter -t $leader -a nft list table inet apiserver_guard"
+# systemctl waits for the nftables.service job only: the one-shot's
+# propagated reload, restart or stop may still be queued or running when it
+# returns (a restart's `apply` still running, say, which the next stop would
+# cut short). Each check waits for the one-shot to settle, then asserts.
+oneshot_applied() { settles_in apiserver-guard-apply.service "active exited" && has_nft_table; }
+check "  ... active (exited) with the block in place" oneshot_applied
 ct systemctl reload nftables.service
-check "nftables.service reload (flushes): block applied again" eventually has_nft_table
+check "nftables.service reload (flushes): block applied again (ReloadPropagatedFrom=)" oneshot_applied
 ct systemctl restart nftables.service
-check "nftables.service restart: block applied again (PartOf=)" eventually has_nft_table
+check "nftables.service restart: block applied again (PartOf=)" oneshot_applied
 ct systemctl stop nftables.service
 check "nftables.service stop (flushes): the one-shot is stopped too, never 'active' over no block" \
-  test "$(ct systemctl is-active apiserver-guard-apply.service)" = inactive
+  settles_in apiserver-guard-apply.service "inactive dead"
 printf '%s\nbackend = "iptables-legacy"\n' "$policy" | write_config
 check "one-shot with iptables-legacy" ct systemctl restart apiserver-guard-apply.service
 check "  ... chain installed" has_ipt_chain iptables-legacy
@@ -306,14 +411,17 @@ check "upgrade: running daemon restarted on the new binary" \
 check "upgrade: the edited conffile is kept" ct grep -q '^# local edit' /etc/apiserver-guard/config.toml
 check "upgrade: block in place" has_nft_table
 check "dpkg -r succeeds" ct dpkg -r apiserver-guard
-check "removal stopped the daemon" sh -c "! nsenter -t $leader -a pgrep -x apiserver-guard"
+check "removal stopped the daemon" ct_fails pgrep -x apiserver-guard
 check "removal left the block in place (fail-closed)" has_nft_table
 check "removal kept the config" ct test -f /etc/apiserver-guard/config.toml
 check "removal kept the state directory (StateDirectory=, the discovery cache)" ct test -d /var/lib/apiserver-guard
 check "dpkg -P succeeds" ct dpkg -P apiserver-guard
-check "purge removed the config and the enable link" \
-  sh -c "! nsenter -t $leader -a test -e /etc/apiserver-guard/config.toml && ! nsenter -t $leader -a test -L /etc/systemd/system/multi-user.target.wants/apiserver-guard.service"
-check "purge removed the state directory" sh -c "! nsenter -t $leader -a test -e /var/lib/apiserver-guard"
+purged() {
+  ct_fails test -e /etc/apiserver-guard/config.toml &&
+    ct_fails test -L /etc/systemd/system/multi-user.target.wants/apiserver-guard.service
+}
+check "purge removed the config and the enable link" purged
+check "purge removed the state directory" ct_fails test -e /var/lib/apiserver-guard
 
 echo
 if [ "$failures" -gt 0 ]; then
