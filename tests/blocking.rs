@@ -342,7 +342,10 @@ fn control_plane_node_refuses_pods_at_every_node_address(b: Backend) {
     // kube-apiserver binds every address of the node: [::] serves IPv4 and IPv6.
     let _apiserver = Listener::start(&topo.node, "::", LOCAL_API_PORT);
     let _other = Listener::start(&topo.node, "::", OTHER_PORT);
-    let node_addrs = [NODE_API_V4, NODE_POD_V4, NODE_API_V6, NODE_POD_V6];
+    // Every pod also has an IPv6 link-local address (outside any container
+    // CIDR), and reaches the node's link-local address on its interface.
+    let ll = node_link_local(&topo.node);
+    let node_addrs = [NODE_API_V4, NODE_POD_V4, NODE_API_V6, NODE_POD_V6, ll.as_str()];
     for ip in node_addrs {
         assert_served(
             &curl(&topo.pod, ip, LOCAL_API_PORT, MAX_TIME),
@@ -365,10 +368,13 @@ fn control_plane_node_refuses_pods_at_every_node_address(b: Backend) {
             &curl(&topo.pod, ip, OTHER_PORT, MAX_TIME),
             &format!("pod -> node {ip}, another port"),
         );
-        assert_served(
-            &curl(&topo.node, ip, LOCAL_API_PORT, MAX_TIME),
-            &format!("node itself -> {ip}"),
-        );
+        if ip != ll {
+            // (The zone in `ll` names the pod's interface: the node reaches it as its own.)
+            assert_served(
+                &curl(&topo.node, ip, LOCAL_API_PORT, MAX_TIME),
+                &format!("node itself -> {ip}"),
+            );
+        }
     }
     for ip in [NODE_API_V4, NODE_API_V6] {
         assert_served(
@@ -381,4 +387,34 @@ fn control_plane_node_refuses_pods_at_every_node_address(b: Backend) {
         "pod -> a remote destination on another port",
     );
     policy.assert_in_sync(&topo.node, "status after apply");
+
+    // An IPv4-only policy still refuses the pod's link-local way in.
+    let v4_only = GuardPolicy::new(
+        b,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(NODE_API_V4, Some(LOCAL_API_PORT))],
+    );
+    v4_only.apply_ok(&topo.node);
+    assert_refused_fast(
+        &topo.pod,
+        None,
+        &ll,
+        LOCAL_API_PORT,
+        "IPv4-only policy: pod -> node link-local",
+    );
+    v4_only.assert_in_sync(&topo.node, "status of the IPv4-only policy");
+}
+
+/// The node's link-local address on the pod's side, with the zone curl needs
+/// from the pod (`fe80::...%25eth0`, URL-encoded).
+fn node_link_local(node: &Netns) -> String {
+    let out = node.run_ok(&["ip", "-6", "-o", "addr", "show", "dev", NODE_POD_IF, "scope", "link"]);
+    let addr = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no link-local address on {NODE_POD_IF}: {out}"));
+    format!("{addr}%25{POD_IF}")
 }

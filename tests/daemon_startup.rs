@@ -3,8 +3,10 @@
 //! delay the block (the listener is retried in the background and comes up
 //! when the port frees); a config file replaced by a FIFO is refused without
 //! blocking, and flushes are still repaired; SIGTERM is honoured within a
-//! second even while a firewall tool hangs; a second daemon in the same
-//! network namespace refuses to start, naming the first, and changes nothing.
+//! second even while a firewall tool hangs, and a tool that hangs is killed
+//! at its timeout so repairs go on; a second daemon in the same network
+//! namespace refuses to start, naming the first, and changes nothing, while an
+//! unprivileged squatter on the daemon's instance socket cannot stop the block.
 
 mod common;
 
@@ -243,4 +245,91 @@ fn before_the_node_joins_the_daemon_exits_1_to_be_started_again() {
     let d = Daemon::spawn(&topo.node, &named);
     let status = d.wait_exit(Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", d.log());
+}
+
+/// A shim for `tool`: hangs while `marker` exists, else runs the real tool.
+fn hang_switch(dir: &TempDir, tool: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("shim dir");
+    let marker = dir.join("hang");
+    let real = which(tool);
+    let shim = bin.join(tool);
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then exec sleep 60; fi\nexec '{}' \"$@\"\n",
+            marker.display(),
+            real.display()
+        ),
+    )
+    .expect("write shim");
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
+    (bin, marker)
+}
+
+#[test]
+fn a_hung_firewall_tool_is_killed_at_its_timeout_and_repairs_go_on() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let dir = TempDir::new("hang-steady");
+    let (bin, marker) = hang_switch(&dir, "nft");
+    let d = Daemon::spawn_with_path(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]), Some(&bin));
+    d.wait_ready();
+    std::fs::write(&marker, "").expect("marker");
+    topo.node.run_ok(&["/usr/sbin/nft", "flush", "ruleset"]);
+    // The check hangs in `nft`; the tool timeout (10 s) kills it and says so.
+    d.wait_log("killed", 1, Duration::from_secs(20));
+    let (r, _) = wait_http(&topo.node, "/readyz", 503, |_| true, Duration::from_secs(5));
+    eprintln!("/readyz while nft hangs: {}", r.body.trim());
+    std::fs::remove_file(&marker).expect("unhang");
+    d.wait_log(REPAIR_LINE, 1, Duration::from_secs(30));
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "repaired once the tool works again");
+    // And a stop while the tool hangs is still prompt.
+    std::fs::write(&marker, "").expect("marker");
+    topo.node.run_ok(&["/usr/sbin/nft", "flush", "ruleset"]);
+    thread::sleep(Duration::from_millis(500));
+    assert_stops_promptly(&d, "while a repair hangs in nft");
+}
+
+#[test]
+fn an_unprivileged_squatter_on_the_instance_socket_cannot_stop_the_block() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    // perl is in every Debian base system (perl-base), and uid 65534 may run it.
+    let squat = r#"socket(S,PF_UNIX,SOCK_STREAM,0) or die; bind(S, pack_sockaddr_un("\0apiserver-guard/daemon")) or die "bind: $!"; listen(S,1); sleep 60"#;
+    topo.node.spawn(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "perl",
+        "-MSocket",
+        "-e",
+        squat,
+    ]);
+    let t = Instant::now();
+    while !topo.node.run_ok(&["ss", "-xlH"]).contains("@apiserver-guard/daemon") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the squatter never bound the name"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon::spawn(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]));
+    d.wait_ready();
+    assert_refused_fast(
+        &topo.pod,
+        None,
+        API_V4,
+        API_PORT,
+        "block installed despite the squatter",
+    );
+    let log = d.log();
+    assert!(log.contains("held by an unprivileged process"), "{log}");
+    assert!(log.contains("uid 65534"), "{log}");
+    assert_stops_promptly(&d, "with a squatter");
 }

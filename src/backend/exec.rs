@@ -51,31 +51,86 @@ pub fn is_own_pid(pid: u32) -> bool {
     OWN_PIDS.lock().unwrap_or_else(|p| p.into_inner()).contains(&pid)
 }
 
+/// Longest a firewall tool may run (iptables waits up to 5 s for the xtables
+/// lock with `-w 5`): past it the tool is killed and the call fails, so a
+/// tool that hangs can never wedge the daemon's checks and repairs.
+pub const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Runner for SystemRunner {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Stable, parseable output whatever the operator's locale.
-            .env("LC_ALL", "C");
-        let mut child = cmd.spawn()?;
-        remember_own_pid(child.id());
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        run_bounded(program, args, stdin, TOOL_TIMEOUT)
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// Runs `program` with its output captured; kills it after `timeout`.
+pub fn run_bounded(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::io::Result<CmdOutput> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Stable, parseable output whatever the operator's locale.
+        .env("LC_ALL", "C");
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    remember_own_pid(pid);
+    // Every pipe on its own thread: a tool that neither reads its input nor
+    // finishes cannot block us on a full pipe.
+    let feeder = match (stdin.map(str::to_owned), child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => Some(std::thread::spawn(move || {
             // A tool that exits without reading its input says why in its exit status.
             match pipe.write_all(text.as_bytes()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
-                _ => {}
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+                _ => Ok(()),
             }
+        })),
+        _ => None,
+    };
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(timeout) {
+        Ok(status) => status?,
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped
+            // (the waiting thread reaps it once it dies).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish within {} s and was killed", timeout.as_secs()),
+            ));
         }
-        let out = child.wait_with_output()?;
-        Ok(CmdOutput {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+    };
+    if let Some(f) = feeder {
+        f.join().unwrap_or(Ok(()))?;
     }
+    Ok(CmdOutput {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+    })
 }
 
 /// The distribution package that ships a tool, for "not found" errors.
@@ -235,6 +290,23 @@ mod tests {
             e.contains("nft -f -") && e.contains("exit 1") && e.contains("Could not process rule"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tool_that_hangs_is_killed_at_the_timeout() {
+        let started = std::time::Instant::now();
+        let e = run_bounded("sleep", &["30"], None, std::time::Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("killed"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // One that ignores its input and finishes is fine, whatever the input's size.
+        let big = "x".repeat(1 << 20);
+        let out = run_bounded("true", &[], Some(&big), std::time::Duration::from_secs(5)).unwrap();
+        assert!(out.ok());
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub enum Target {
     /// bridge address (e.g. `cni0`) lies in the container CIDR, and the node
     /// talking to itself through it is not a pod.
     LocalPort,
+    /// The same, from an IPv6 link-local source (`fe80::/10`, always IPv6):
+    /// every pod has such an address on its interface, outside any container
+    /// CIDR, and the node answers it through that interface, so without this
+    /// rule a pod reaches a local apiserver at the node's link-local address.
+    LocalPortLinkLocal,
 }
 
 /// What a rule does with a matching packet.
@@ -89,6 +94,7 @@ impl Rule {
             (Target::ApiAny, true) => "block-tcp",
             (Target::ApiAny, false) => "block-all",
             (Target::LocalPort, _) => "block-local-port",
+            (Target::LocalPortLinkLocal, _) => return "block-local-port-link-local".to_string(),
         };
         format!("{what}-{}", self.family.suffix())
     }
@@ -159,12 +165,27 @@ impl Blocklist {
         }
     }
 
-    /// The ordered rules of every family: exemptions first, then blocks.
+    /// The ordered rules of every family: exemptions first, then blocks;
+    /// last, with an apiserver on this node, the link-local rule (IPv6
+    /// whatever families the policy has).
     pub fn rules(&self) -> Vec<Rule> {
-        self.families
+        let mut rules: Vec<Rule> = self
+            .families
             .iter()
             .flat_map(|(fam, addrs)| family_rules(*fam, addrs, self))
-            .collect()
+            .collect();
+        if !self.local_ports.is_empty() {
+            rules.push(Rule {
+                family: Family::V6,
+                target: Target::LocalPortLinkLocal,
+                tcp_only: true,
+                verdict: match self.action {
+                    Action::Reject => Verdict::TcpReset,
+                    Action::Drop => Verdict::Drop,
+                },
+            });
+        }
+        rules
     }
 
     pub fn addrs(&self, fam: Family) -> Option<&FamilyAddrs> {
@@ -400,10 +421,16 @@ pub(crate) mod tests {
         let b = Blocklist::from_policy(&p);
         assert_eq!(b.local_ports, vec![443, 6443]);
         let names: Vec<String> = b.rules().iter().map(Rule::name).collect();
-        // v6 has no apiserver address of its own, but the node's v6 addresses serve the port too.
+        // v6 has no apiserver address of its own, but the node's v6 addresses serve the port
+        // too, and every pod has a link-local address outside any container CIDR.
         assert_eq!(
             names,
-            ["block-tcp-port-v4", "block-local-port-v4", "block-local-port-v6"]
+            [
+                "block-tcp-port-v4",
+                "block-local-port-v4",
+                "block-local-port-v6",
+                "block-local-port-link-local"
+            ]
         );
         assert!(b.rules().iter().all(|r| r.tcp_only && r.verdict == Verdict::TcpReset));
         p.action = Action::Drop;

@@ -17,6 +17,9 @@ use std::net::IpAddr;
 pub const TABLE_COMMENT: &str = "managed by apiserver-guard; edits are reverted";
 /// The set of TCP ports of apiservers on this node.
 pub const LOCAL_PORTS_SET: &str = "local_ports";
+/// IPv6 link-local sources (`fe80::/10`), for the link-local rule of a local apiserver.
+pub const LINK_LOCAL_SET: &str = "link_local_v6";
+const LINK_LOCAL_V6: &str = super::render_iptables::LINK_LOCAL_V6;
 
 /// What a correctly installed table holds for `b` (table flags 0: the
 /// caller adds `TABLE_F_OWNER | TABLE_F_PERSIST` when it owns the table).
@@ -107,6 +110,7 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
                 .collect(),
         ),
         "sources" => interval(&a.sources),
+        "link_local" => interval(&[LINK_LOCAL_V6.parse().expect("a valid constant")]),
         "exempt" => interval(&a.exempt),
         "api_port" => plain(
             KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
@@ -273,6 +277,9 @@ pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
         let ex = set_name("exempt", r.family);
         e.push(lookup(&ex));
         sets.push(ex);
+    } else if r.target == Target::LocalPortLinkLocal {
+        e.push(lookup(LINK_LOCAL_SET));
+        sets.push(LINK_LOCAL_SET.to_string());
     } else {
         e.push(lookup(&sources));
         sets.push(sources);
@@ -298,7 +305,7 @@ pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
             }
             sets.push(api);
         }
-        Target::LocalPort => {
+        Target::LocalPort | Target::LocalPortLinkLocal => {
             e.extend(fib_type(FIB_F_SADDR, CMP_NEQ));
             e.extend(fib_type(FIB_F_DADDR, CMP_EQ));
             e.extend(l4_tcp());

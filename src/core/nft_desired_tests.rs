@@ -208,7 +208,7 @@ fn sets_are_those_the_rules_reference_and_chains_one_per_hook() {
     let t = desired(&Blocklist::from_policy(&p));
     assert_eq!(
         t.sets.keys().collect::<Vec<_>>(),
-        ["api_port_v4", "exempt_v4", "local_ports", "sources_v4"]
+        ["api_port_v4", "exempt_v4", "link_local_v6", "local_ports", "sources_v4"]
     );
     assert!(
         t.sets["exempt_v4"].elements.is_empty(),

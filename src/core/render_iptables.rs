@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 pub const CHAIN: &str = "APISERVER-GUARD";
 pub const COMMENT: &str = "apiserver-guard";
+/// IPv6 link-local sources (`Target::LocalPortLinkLocal`).
+pub const LINK_LOCAL_V6: &str = "fe80::/10";
 
 /// The jump rule as `iptables -S <HOOK> 1` prints it.
 pub fn jump_line(hook: Hook) -> String {
@@ -38,8 +40,19 @@ fn verdict_spec(v: Verdict, fam: Family) -> &'static str {
 /// Expands one abstract rule over the addresses (iptables has no sets here:
 /// one line per source and destination).
 fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
-    let Some(a) = b.addrs(r.family) else { return Vec::new() };
     let tail = format!("-m comment --comment {COMMENT} {}", verdict_spec(r.verdict, r.family));
+    if r.target == Target::LocalPortLinkLocal {
+        return b
+            .local_ports
+            .iter()
+            .map(|port| {
+                format!(
+                    "-A {CHAIN} -s {LINK_LOCAL_V6} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
+                )
+            })
+            .collect();
+    }
+    let Some(a) = b.addrs(r.family) else { return Vec::new() };
     let mut out = Vec::new();
     match r.target {
         Target::Exempt => {
@@ -57,6 +70,7 @@ fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
                 }
             }
         }
+        Target::LocalPortLinkLocal => {}
         Target::LocalPort => {
             for src in &a.sources {
                 for port in &b.local_ports {
@@ -87,13 +101,15 @@ pub struct IptDesired {
 
 /// The desired state of a family; None when the policy blocks nothing there.
 pub fn desired(b: &Blocklist, fam: Family) -> Option<IptDesired> {
-    b.addrs(fam)?;
-    let rules = b
+    let rules: Vec<String> = b
         .rules()
         .iter()
         .filter(|r| r.family == fam)
         .flat_map(|r| rule_lines(r, b))
         .collect();
+    if b.addrs(fam).is_none() && rules.is_empty() {
+        return None;
+    }
     Some(IptDesired {
         rules,
         hooks: b.hooks.clone(),
@@ -344,8 +360,23 @@ mod tests {
         let v6 = desired(&b, Family::V6).unwrap();
         assert_eq!(
             v6.rules,
-            vec!["-A APISERVER-GUARD -s fd00::/48 -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport 6443 -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"]
+            vec![
+                "-A APISERVER-GUARD -s fd00::/48 -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport 6443 -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset",
+                "-A APISERVER-GUARD -s fe80::/10 -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport 6443 -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+            ]
         );
+        // An IPv4-only policy still gets the IPv6 link-local rule: every pod has such an address.
+        let mut p4 = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.1:6443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p4.local_apiservers = p4.apiservers.clone();
+        let ll = desired(&Blocklist::from_policy(&p4), Family::V6).unwrap();
+        assert_eq!(ll.rules.len(), 1);
+        assert!(ll.rules[0].contains("-s fe80::/10"), "{:?}", ll.rules);
         assert_eq!(v6.hooks, vec![Hook::Forward, Hook::Input]);
         assert_eq!(desired(&b, Family::V4).unwrap().rules.len(), 2);
     }

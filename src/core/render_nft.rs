@@ -26,10 +26,13 @@ const SET_KINDS: [&str; 4] = ["sources", "exempt", "api_port", "api_any"];
 /// The one set of both families: TCP ports of the apiservers on this node.
 const LOCAL_PORTS_SET: &str = "local_ports";
 const LOCAL_PORTS_TYPE: &str = "inet_service";
+/// IPv6 link-local sources, for `Target::LocalPortLinkLocal`.
+const LINK_LOCAL_SET: &str = "link_local_v6";
 
 /// Whether `name` is one of the sets we may own.
 fn is_our_set(name: &str) -> bool {
     name == LOCAL_PORTS_SET
+        || name == LINK_LOCAL_SET
         || Family::ALL
             .iter()
             .any(|f| SET_KINDS.iter().any(|k| set_name(k, *f) == name))
@@ -40,14 +43,24 @@ fn shared_sets(b: &Blocklist) -> Vec<(String, NftSet)> {
     if b.local_ports.is_empty() {
         return Vec::new();
     }
-    vec![(
-        LOCAL_PORTS_SET.to_string(),
-        NftSet {
-            key_type: LOCAL_PORTS_TYPE.to_string(),
-            interval: false,
-            elements: b.local_ports.iter().map(u16::to_string).collect(),
-        },
-    )]
+    vec![
+        (
+            LOCAL_PORTS_SET.to_string(),
+            NftSet {
+                key_type: LOCAL_PORTS_TYPE.to_string(),
+                interval: false,
+                elements: b.local_ports.iter().map(u16::to_string).collect(),
+            },
+        ),
+        (
+            LINK_LOCAL_SET.to_string(),
+            NftSet {
+                key_type: "ipv6_addr".to_string(),
+                interval: true,
+                elements: [crate::core::render_iptables::LINK_LOCAL_V6.to_string()].into(),
+            },
+        ),
+    ]
 }
 
 /// Key type and interval flag of a set kind.
@@ -120,6 +133,12 @@ fn rule_text(r: &Rule) -> (String, Vec<String>) {
                 vec![sources, api],
             )
         }
+        Target::LocalPortLinkLocal => (
+            format!(
+                "ip6 saddr @{LINK_LOCAL_SET} fib saddr type != local fib daddr type local tcp dport @{LOCAL_PORTS_SET}"
+            ),
+            vec![LINK_LOCAL_SET.to_string(), LOCAL_PORTS_SET.to_string()],
+        ),
         Target::LocalPort => (
             format!(
                 "{proto} saddr @{sources} fib saddr type != local fib daddr type local tcp dport @{LOCAL_PORTS_SET}"
@@ -256,12 +275,17 @@ pub fn script(b: &Blocklist, seen: Option<&NftState>) -> String {
             }
         }
     }
-    let local_got = seen.and_then(|st| st.sets.get(LOCAL_PORTS_SET));
-    if local_got.is_some_and(|g| g.key_type != LOCAL_PORTS_TYPE || g.interval) {
-        line(format!("delete set {t} {LOCAL_PORTS_SET}"));
-    } else if !want.sets.contains_key(LOCAL_PORTS_SET) {
-        line(set_decl(LOCAL_PORTS_SET, LOCAL_PORTS_TYPE, false));
-        line(format!("delete set {t} {LOCAL_PORTS_SET}"));
+    for (name, key_type, interval) in [
+        (LOCAL_PORTS_SET, LOCAL_PORTS_TYPE, false),
+        (LINK_LOCAL_SET, "ipv6_addr", true),
+    ] {
+        let got = seen.and_then(|st| st.sets.get(name));
+        if got.is_some_and(|g| g.key_type != key_type || g.interval != interval) {
+            line(format!("delete set {t} {name}"));
+        } else if !want.sets.contains_key(name) {
+            line(set_decl(name, key_type, interval));
+            line(format!("delete set {t} {name}"));
+        }
     }
     if let Some(st) = seen {
         for name in st.sets.keys().filter(|n| !is_our_set(n)) {

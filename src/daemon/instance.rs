@@ -4,11 +4,17 @@
 //! therefore binds an *abstract* unix socket, whose name is scoped to the
 //! network namespace and vanishes with the process (nothing stale to clean
 //! up after a crash or SIGKILL). A second daemon finds the name taken, asks
-//! the first who it is (its pid from the kernel's SO_PEERCRED, and how it was
-//! started from its answer) and refuses to start, naming it.
+//! the first who it is (its pid and uid from the kernel's SO_PEERCRED, and how
+//! it was started from its answer) and refuses to start, naming it.
+//!
+//! Abstract names have no permissions: any local process could squat ours to
+//! keep the daemon from starting. A daemon always runs as root (it programs
+//! the firewall), so a holder that is not uid 0 is not one of ours: the
+//! daemon says so loudly and enforces anyway, without the guard against a
+//! second daemon (which a squatter defeats, but cannot turn into a hole).
 
 use crate::error::{Error, Result};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -19,9 +25,10 @@ pub const NAME: &[u8] = b"apiserver-guard/daemon";
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_ANSWER: u64 = 4096;
 
-/// Held for the daemon's lifetime: while it exists, the name is ours.
+/// Held for the daemon's lifetime: while it exists, the name is ours (None
+/// when an unprivileged squatter holds it).
 pub struct InstanceLock {
-    listener: UnixListener,
+    listener: Option<UnixListener>,
     /// What we answer a second daemon: how this one was started.
     pub started_as: String,
 }
@@ -59,16 +66,32 @@ pub fn acquire() -> Result<InstanceLock> {
         .map_err(|e| Error::runtime(format!("cannot name the instance socket: {e}")))?;
     match UnixListener::bind_addr(&addr) {
         Ok(listener) => Ok(InstanceLock {
-            listener,
+            listener: Some(listener),
             started_as: started_as(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::runtime(format!(
-            "another apiserver-guard daemon already runs in this network namespace ({}); \
-             two daemons would undo each other's block. Run one per node: stop the other \
-             (systemd: systemctl disable --now apiserver-guard; Kubernetes: keep this node out of \
-             the DaemonSet, see the README) and start again",
-            who_holds(&addr)
-        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let holder = who_holds(&addr);
+            if holder.uid.is_some_and(|uid| uid != 0) {
+                log::error!(
+                    "the daemon's instance socket @{} is held by an unprivileged process ({}): it is not an \
+                     apiserver-guard daemon. Enforcing anyway, without the guard against a second daemon; \
+                     find and stop that process",
+                    String::from_utf8_lossy(NAME),
+                    holder.describe()
+                );
+                return Ok(InstanceLock {
+                    listener: None,
+                    started_as: started_as(),
+                });
+            }
+            Err(Error::runtime(format!(
+                "another apiserver-guard daemon already runs in this network namespace ({}); \
+                 two daemons would undo each other's block. Run one per node: stop the other \
+                 (systemd: systemctl disable --now apiserver-guard; Kubernetes: keep this node out of \
+                 the DaemonSet, see the README) and start again",
+                holder.describe()
+            )))
+        }
         Err(e) => Err(Error::runtime(format!(
             "cannot take the daemon's instance socket @{}: {e}",
             String::from_utf8_lossy(NAME)
@@ -76,25 +99,60 @@ pub fn acquire() -> Result<InstanceLock> {
     }
 }
 
-/// "pid N, started as ..." of the daemon listening on `addr`, best effort.
-fn who_holds(addr: &SocketAddr) -> String {
-    let Ok(mut stream) = UnixStream::connect_addr(addr) else {
-        return "it did not answer".to_string();
-    };
-    let pid = peer_pid(&stream).map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
-    let _ = stream.set_read_timeout(Some(ASK_TIMEOUT));
-    let mut answer = String::new();
-    let _ = (&mut stream).take(MAX_ANSWER).read_to_string(&mut answer);
-    let answer = answer.trim();
-    if answer.is_empty() {
-        pid
-    } else {
-        format!("{pid}, started as {answer}")
+/// Who holds the name, as far as we can tell.
+struct Holder {
+    pid: Option<i32>,
+    uid: Option<u32>,
+    answer: String,
+}
+
+impl Holder {
+    /// "pid N, uid U, started as ..." for messages.
+    fn describe(&self) -> String {
+        let mut parts = vec![self
+            .pid
+            .map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"))];
+        if let Some(uid) = self.uid.filter(|u| *u != 0) {
+            parts.push(format!("uid {uid}"));
+        }
+        if !self.answer.is_empty() {
+            parts.push(format!("started as {}", self.answer));
+        }
+        parts.join(", ")
     }
 }
 
-/// The peer's pid as the kernel saw it connect (translated to our pid namespace).
-fn peer_pid(stream: &UnixStream) -> Option<i32> {
+/// The holder of `addr`: credentials from the kernel, and what it says of itself.
+fn who_holds(addr: &SocketAddr) -> Holder {
+    let Ok(mut stream) = UnixStream::connect_addr(addr) else {
+        return Holder {
+            pid: None,
+            uid: None,
+            answer: "it did not answer".to_string(),
+        };
+    };
+    let cred = peer_cred(&stream);
+    let _ = stream.set_read_timeout(Some(ASK_TIMEOUT));
+    let mut answer = String::new();
+    let _ = (&mut stream).take(MAX_ANSWER).read_to_string(&mut answer);
+    // Only the first line, printable: the holder may not be one of ours.
+    let answer: String = answer
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(512)
+        .collect();
+    Holder {
+        pid: cred.map(|c| c.pid).filter(|p| *p > 0),
+        uid: cred.map(|c| c.uid),
+        answer: answer.trim().to_string(),
+    }
+}
+
+/// The peer's credentials as the kernel saw it connect (pid translated to our pid namespace).
+fn peer_cred(stream: &UnixStream) -> Option<libc::ucred> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given.
@@ -107,30 +165,25 @@ fn peer_pid(stream: &UnixStream) -> Option<i32> {
             &mut len,
         )
     };
-    (rc == 0 && cred.pid > 0).then_some(cred.pid)
+    (rc == 0).then_some(cred)
 }
 
 impl InstanceLock {
     /// Answers every second daemon that asks, for as long as we run.
-    pub fn serve(self) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        self.listener.set_nonblocking(true)?;
-        let listener = tokio::net::UnixListener::from_std(self.listener)?;
+    pub fn serve(self) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(listener) = self.listener else { return Ok(None) };
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
         let answer = format!("{}\n", self.started_as);
-        Ok(tokio::spawn(async move {
+        Ok(Some(tokio::spawn(async move {
             loop {
                 if let Ok((mut conn, _)) = listener.accept().await {
                     use tokio::io::AsyncWriteExt;
                     let _ = tokio::time::timeout(ASK_TIMEOUT, conn.write_all(answer.as_bytes())).await;
                 }
             }
-        }))
+        })))
     }
-}
-
-/// Answers one asker synchronously (before the runtime runs; tests).
-pub fn answer_once(lock: &InstanceLock) -> std::io::Result<()> {
-    let (mut conn, _) = lock.listener.accept()?;
-    conn.write_all(format!("{}\n", lock.started_as).as_bytes())
 }
 
 #[cfg(test)]

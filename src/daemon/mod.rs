@@ -7,6 +7,7 @@
 //! discovery, each discovered change becomes one transaction (see
 //! `discovered.rs`), and the node taint goes once the block is proven.
 
+pub mod addresses;
 pub mod discovered;
 pub mod discovery_status;
 pub mod http;
@@ -99,6 +100,17 @@ fn start(args: &RunArgs) -> Result<i32> {
         .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
     let result = rt.block_on(async move {
         let stop = Stop::install()?;
+        // The health listener is a background task from the first moment: it
+        // retries a port it cannot bind, so it never holds up the block, and
+        // /readyz can say why we are not ready while discovery, the backend
+        // choice or the first apply are still under way.
+        let state = Arc::new(Mutex::new(starting_metrics(&loaded)));
+        let stale_after = (loaded.settings.resync_interval * 3).max(Duration::from_secs(30));
+        tokio::spawn(http::serve_with_retry(
+            loaded.settings.listen,
+            state.clone(),
+            stale_after,
+        ));
         let _answering = instance
             .serve()
             .map_err(|e| Error::runtime(format!("cannot serve the instance socket: {e}")))?;
@@ -118,7 +130,7 @@ fn start(args: &RunArgs) -> Result<i32> {
             _ = waiting.requested() => return Ok(exit::OK),
             r = picking => r.map_err(|e| Error::runtime(format!("backend selection task failed: {e}")))??,
         };
-        Daemon::new(args.clone(), loaded, rec, found).run(stop).await
+        Daemon::new(args.clone(), loaded, rec, found, state).run(stop).await
     });
     // Work stuck on a blocking thread (a hung firewall tool) must not keep a stopped daemon alive.
     rt.shutdown_timeout(SHUTDOWN_GRACE);
@@ -130,6 +142,16 @@ fn start(args: &RunArgs) -> Result<i32> {
 /// follows refuses it with a clear error, keeping the old policy).
 fn read_config(path: &std::path::Path) -> Option<Vec<u8>> {
     crate::regular_file::read_regular(path).ok()
+}
+
+/// What /metrics and /readyz show before the backend is chosen.
+fn starting_metrics(loaded: &Loaded) -> Metrics {
+    let mut m = Metrics::new(env!("CARGO_PKG_VERSION"));
+    m.ready_requires_probe = loaded.settings.ready_requires_probe;
+    if let Some(cfg) = &loaded.discovery {
+        m.discovery = Some(discovered::initial_status(cfg));
+    }
+    m
 }
 
 fn unix_now() -> f64 {
@@ -157,19 +179,20 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn new(args: RunArgs, loaded: Loaded, rec: Reconciler, discovery: Option<Discovery>) -> Daemon {
+    fn new(
+        args: RunArgs,
+        loaded: Loaded,
+        rec: Reconciler,
+        discovery: Option<Discovery>,
+        state: Arc<Mutex<Metrics>>,
+    ) -> Daemon {
         let Loaded {
             settings,
             base,
             discovery: discovery_cfg,
         } = loaded;
-        let mut m = Metrics::new(env!("CARGO_PKG_VERSION"));
-        m.backend = rec.backend.name().to_string();
-        m.ready_requires_probe = settings.ready_requires_probe;
+        state.lock().unwrap_or_else(|p| p.into_inner()).backend = rec.backend.name().to_string();
         let taint_pending = discovery_cfg.as_ref().is_some_and(|c| c.node_taint.is_some());
-        if let Some(cfg) = &discovery_cfg {
-            m.discovery = Some(discovered::initial_status(cfg));
-        }
         let config_path = args
             .policy
             .config
@@ -185,7 +208,7 @@ impl Daemon {
             discovery_applied: 0,
             taint_pending,
             rec: Arc::new(rec),
-            state: Arc::new(Mutex::new(m)),
+            state,
             last_actor: Arc::new(Mutex::new(None)),
             config_path,
             config_seen,
@@ -203,17 +226,6 @@ impl Daemon {
             backend = self.rec.backend.name(), listen = self.settings.listen.to_string().as_str();
             "starting: {} [{}]", self.rec.backend.name(), self.rec.why
         );
-
-        // The health listener runs beside the first apply, never before it:
-        // it is a background task that retries a port it cannot bind, so it
-        // never holds up the block, and /readyz can say why we are not ready
-        // while the first apply is still being retried.
-        let stale_after = (self.settings.resync_interval * 3).max(Duration::from_secs(30));
-        tokio::spawn(http::serve_with_retry(
-            self.settings.listen,
-            self.state.clone(),
-            stale_after,
-        ));
 
         // First apply: retry with backoff while the firewall is busy; a stop
         // still ends us at once.
@@ -234,6 +246,8 @@ impl Daemon {
         self.status_line();
 
         let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+        let (addr_tx, mut addr_rx) = mpsc::channel::<()>(1);
+        tokio::spawn(addresses::run(addr_tx));
         let mut monitor = self.spawn_monitor(&wake_tx);
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + self.settings.resync_interval,
@@ -269,7 +283,13 @@ impl Daemon {
                     }
                 }
                 Some(()) = wake_rx.recv() => { or_stop!(stop, self.reconcile("event", false)); }
-                _ = resync.tick() => { or_stop!(stop, self.reconcile("timer", true)); }
+                Some(()) = addr_rx.recv() => { or_stop!(stop, self.relocalize("the node's addresses changed")); }
+                _ = resync.tick() => {
+                    // The safety net for the address watch too.
+                    if !or_stop!(stop, self.relocalize("resync")) {
+                        or_stop!(stop, self.reconcile("timer", true));
+                    }
+                }
                 _ = config_poll.tick() => {
                     let now = read_config(&self.config_path);
                     if now != self.config_seen {
@@ -382,7 +402,7 @@ impl Daemon {
                 m.in_sync = true;
                 m.last_success_unix = unix_now();
                 m.not_ready_reason.clear();
-                if trigger == "start" || trigger == "reload" || trigger == "discovery" {
+                if trigger == "start" || trigger == "reload" || trigger == "discovery" || trigger == "addresses" {
                     let verb = if repaired.is_some() {
                         "installed"
                     } else {
@@ -416,6 +436,32 @@ impl Daemon {
             self.status_line();
         }
         ok
+    }
+
+    /// Decides again which apiservers are on this node (a VIP that moved here
+    /// or away, an address added): when that changes the policy, applies the
+    /// new one in one transaction. Returns whether it did.
+    async fn relocalize(&mut self, why: &str) -> bool {
+        let policy = localized(self.rec.policy.clone());
+        if policy == self.rec.policy {
+            return false;
+        }
+        let blocklist = match checked(&policy, true) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!(reason = why; "the policy for this node's new addresses is refused, still enforcing the previous one: {e}");
+                return false;
+            }
+        };
+        let local: Vec<String> = policy.local_apiservers.iter().map(|e| e.to_string()).collect();
+        log::info!(
+            reason = why;
+            "apiservers on this node now: {}; applying in one transaction",
+            if local.is_empty() { "none".to_string() } else { local.join(", ") }
+        );
+        self.rec = Arc::new(self.rec.with_policy(policy, blocklist));
+        self.reconcile("addresses", true).await;
+        true
     }
 
     /// One periodic verification (`verify` from the container network, with
