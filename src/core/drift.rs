@@ -267,11 +267,14 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
             } else if missing.is_empty() && extra.is_empty() {
                 "rules are out of order or duplicated".to_string()
             } else {
-                format!(
-                    "missing rules: [{}]; unexpected rules: [{}]",
-                    show(&missing),
-                    show(&extra)
-                )
+                let mut parts = Vec::new();
+                if !missing.is_empty() {
+                    parts.push(format!("missing rules: [{}]", show(&missing)));
+                }
+                if !extra.is_empty() {
+                    parts.push(format!("unexpected rules: [{}]", show(&extra)));
+                }
+                parts.join("; ")
             };
             out.push(drift(kind, chain_obj.clone(), problem));
         }

@@ -1,0 +1,157 @@
+//! The iptables read-back catches every change to our objects, on a real
+//! kernel, for iptables-nft and iptables-legacy: after `apply`, each tamper of
+//! the matrix below (done from outside with the iptables tools) must make
+//! `status` exit 3 with a plain-language finding naming what changed (no Rust
+//! debug text), `apply` must repair it (status 0 after), and the pod must be
+//! refused again (curl). The same matrix for the nftables backend lives with
+//! the netlink read-back.
+
+mod common;
+
+use common::guard_cases::*;
+use common::*;
+
+/// One way to tamper: what it is, and the iptables arguments (IPv4) that do it.
+struct Tamper {
+    what: &'static str,
+    args: Vec<String>,
+}
+
+fn rule(spec: &str) -> Vec<String> {
+    spec.split_whitespace().map(str::to_string).collect()
+}
+
+/// Our chain's one IPv4 block rule, as rendered for the tunnel policy below.
+fn our_rule() -> String {
+    format!(
+        "-s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+    )
+}
+
+fn matrix() -> Vec<Tamper> {
+    let ours = our_rule();
+    vec![
+        Tamper {
+            what: "negated source match",
+            args: rule(&format!(
+                "-R APISERVER-GUARD 1 ! -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+            )),
+        },
+        Tamper {
+            what: "source and destination swapped",
+            args: rule(&format!(
+                "-R APISERVER-GUARD 1 -d {CONTAINER_CIDR_V4} -s {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+            )),
+        },
+        Tamper {
+            what: "verdict changed to ACCEPT",
+            args: rule(&format!(
+                "-R APISERVER-GUARD 1 -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j ACCEPT"
+            )),
+        },
+        Tamper {
+            what: "port changed",
+            args: rule(&format!(
+                "-R APISERVER-GUARD 1 -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {OTHER_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+            )),
+        },
+        Tamper {
+            what: "a foreign ACCEPT inserted first in our chain",
+            args: rule(&format!("-I APISERVER-GUARD 1 -s {CONTAINER_CIDR_V4} -j ACCEPT")),
+        },
+        Tamper {
+            what: "an extra rule with our comment",
+            args: rule(&format!(
+                "-A APISERVER-GUARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j RETURN"
+            )),
+        },
+        Tamper {
+            what: "our rule deleted",
+            args: rule(&format!("-D APISERVER-GUARD {ours}")),
+        },
+        Tamper {
+            what: "our chain flushed",
+            args: rule("-F APISERVER-GUARD"),
+        },
+        Tamper {
+            what: "a foreign ACCEPT above our jump",
+            args: rule(&format!("-I FORWARD 1 -s {CONTAINER_CIDR_V4} -j ACCEPT")),
+        },
+        Tamper {
+            what: "our jump deleted",
+            args: rule("-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD"),
+        },
+        Tamper {
+            what: "a second jump appended",
+            args: rule("-A FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD"),
+        },
+    ]
+}
+
+fn tamper_matrix(b: Backend) {
+    let variant = b.iptables_variant().expect("an iptables backend");
+    let topo = Topology::new();
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
+    for t in matrix() {
+        policy.apply_ok(&topo.node);
+        let args: Vec<&str> = t.args.iter().map(String::as_str).collect();
+        ipt_ok(&topo.node, false, variant, &args);
+        let (r, json) = policy.status(&topo.node);
+        r.expect_code(3, &format!("{variant}: status after {}", t.what));
+        let drift = json["drift"].to_string();
+        assert!(
+            !json["drift"].as_array().is_none_or(Vec::is_empty),
+            "{variant}: {}: no finding: {json}",
+            t.what
+        );
+        for debug in ["Some(", "None", "{ ", "\\\"{"] {
+            assert!(!drift.contains(debug), "{variant}: {}: debug text in {drift}", t.what);
+        }
+        let text = run_guard(&topo.node, &policy.args("status"));
+        assert_eq!(text.code, 3, "{variant}: {}: text status {text:?}", t.what);
+        eprintln!("{variant}: {}: {}", t.what, text.stdout.trim().replace('\n', " | "));
+        assert!(
+            !text.stdout.contains("[]"),
+            "{variant}: {}: an empty list in {}",
+            t.what,
+            text.stdout
+        );
+        policy.apply_ok(&topo.node);
+        policy.assert_in_sync(&topo.node, &format!("{variant}: after repairing {}", t.what));
+        assert_refused_fast(
+            &topo.pod,
+            None,
+            API_V4,
+            API_PORT,
+            &format!("{variant}: after {}", t.what),
+        );
+        // Leave nothing foreign behind for the next case.
+        let _ = topo.node.run(&[
+            &format!("iptables-{variant}"),
+            "-w",
+            "10",
+            "-D",
+            "FORWARD",
+            "-s",
+            CONTAINER_CIDR_V4,
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+}
+
+#[test]
+fn iptables_nft_tamper_matrix() {
+    if !can_run() {
+        return;
+    }
+    tamper_matrix(Backend::IptablesNft);
+}
+
+#[test]
+fn iptables_legacy_tamper_matrix() {
+    if !can_run() {
+        return;
+    }
+    tamper_matrix(Backend::IptablesLegacy);
+}
