@@ -61,9 +61,7 @@ fn matrix() -> Vec<Tamper> {
         },
         Tamper {
             what: "an extra rule with our comment",
-            args: rule(&format!(
-                "-A APISERVER-GUARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j RETURN"
-            )),
+            args: rule("-A APISERVER-GUARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j RETURN"),
         },
         Tamper {
             what: "our rule deleted",
