@@ -47,17 +47,21 @@ pub fn checked(policy: &Policy, check_node_route: bool) -> Result<Blocklist> {
     Ok(Blocklist::from_policy(policy))
 }
 
+/// The apply summary line: distinct values are counted (`--container-cidr
+/// 10.0.0.0/16` given three times is one container CIDR).
 fn summary(p: &Policy, b: &Blocklist) -> String {
+    fn distinct<T: Ord>(v: &[T]) -> usize {
+        v.iter().collect::<std::collections::BTreeSet<_>>().len()
+    }
     let hooks: Vec<&str> = b.hooks.iter().map(|h| h.name()).collect();
     format!(
         "{} container CIDR(s), {} exempt, {} apiserver endpoint(s), hooks {}, action {}",
-        p.sources.len(),
-        p.exempt.len(),
-        p.apiservers.len(),
+        distinct(&p.sources),
+        distinct(&p.exempt),
+        distinct(&p.apiservers),
         hooks.join("+"),
         p.action.name()
     )
-    .to_lowercase()
 }
 
 fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
@@ -137,4 +141,45 @@ fn render(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
     println!("# backend: {} ({why})", backend.name());
     print!("{}", backend.render(&blocklist));
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::address::{parse_cidr, parse_endpoint};
+
+    #[test]
+    fn the_summary_counts_distinct_values_and_spells_cidr_in_capitals() {
+        let args = PolicyArgs {
+            container_cidr: vec![
+                "10.0.0.0/16".into(),
+                "10.0.0.0/16".into(),
+                " 10.0.0.0/16".into(),
+                "fd00::/48".into(),
+            ],
+            apiserver: vec!["192.168.50.10:5443".into(), "192.168.50.10:5443".into()],
+            exempt: vec!["10.0.5.0/24".into(), "10.0.5.0/24".into()],
+            action: Some(crate::core::policy::Action::Drop),
+            mode: Some(crate::core::policy::Mode::Tunnel),
+            ..Default::default()
+        };
+        let p = crate::config::merge(&args, Default::default()).unwrap();
+        assert_eq!(p.sources.len(), 4, "the policy keeps what was given");
+        let s = summary(&p, &Blocklist::from_policy(&p));
+        assert_eq!(
+            s,
+            "2 container CIDR(s), 1 exempt, 1 apiserver endpoint(s), hooks forward, action drop"
+        );
+        // Same value, different spelling: still one.
+        let mut p2 = p.clone();
+        p2.sources = vec![
+            parse_cidr("x", "fd00::/48").unwrap(),
+            parse_cidr("x", "fd00:0::/48").unwrap(),
+        ];
+        p2.apiservers = vec![
+            parse_endpoint("[fd00::1]:443").unwrap(),
+            parse_endpoint("[fd00:0::1]:443").unwrap(),
+        ];
+        assert!(summary(&p2, &Blocklist::from_policy(&p2)).starts_with("1 container CIDR(s), 1 exempt, 1 apiserver"));
+    }
 }

@@ -8,14 +8,14 @@ use crate::core::policy::{Action, BackendChoice, Mode, Origins, Policy};
 use crate::core::special::{apiserver_problem, source_problem};
 use crate::error::{Error, Result};
 use crate::regular_file::ReadError;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+mod keys;
 
 pub const DEFAULT_CONFIG: &str = "/etc/apiserver-guard/config.toml";
 
 /// A list key that may be written as one string or as an array of strings.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -30,9 +30,8 @@ impl OneOrMany {
     }
 }
 
-/// The TOML file; unknown keys are errors.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// The TOML file; unknown keys are errors (`keys` reads it key by key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
     pub container_cidr: Option<OneOrMany>,
     pub apiserver: Option<OneOrMany>,
@@ -55,21 +54,21 @@ pub struct FileConfig {
     pub allow_namespaces: Option<OneOrMany>,
     pub discovery_cache: Option<PathBuf>,
     /// The file these values were read from (None: no file), for messages.
-    #[serde(skip)]
     pub path: Option<PathBuf>,
 }
 
 /// Parses the TOML text of a config file; `origin` names it in errors.
+/// A value of the wrong type is named with its key, the file, what the key
+/// expects and what was found; every such problem is reported at once.
 pub fn parse_file(text: &str, origin: &Path) -> Result<FileConfig> {
-    let mut file: FileConfig = toml::from_str(text).map_err(|e| {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         Error::bad_input(format!(
             "config file {}: {}",
             origin.display(),
             e.to_string().trim_end().replace('\n', "\n    ")
         ))
     })?;
-    file.path = Some(origin.to_path_buf());
-    Ok(file)
+    keys::from_table(table, origin).map_err(Error::BadInput)
 }
 
 /// The environment variable behind a setting (`APISERVER_GUARD_RESYNC_INTERVAL`; `NODE_NAME`).
@@ -126,7 +125,7 @@ pub(crate) fn pick(cli: &[String], file: Option<OneOrMany>) -> Vec<String> {
 }
 
 /// `pick`, and whether the values came from the command line (flag or env) rather than the file.
-fn pick_from(cli: &[String], file: Option<OneOrMany>) -> (Vec<String>, bool) {
+pub(crate) fn pick_from(cli: &[String], file: Option<OneOrMany>) -> (Vec<String>, bool) {
     let cli: Vec<String> = cli
         .iter()
         .map(|s| s.trim().to_string())

@@ -1261,3 +1261,58 @@ fn render_is_exactly_what_apply_installs() {
         );
     }
 }
+
+/// Accepted input, said right: `apply`'s summary counts distinct values
+/// (a CIDR given three times is one) and spells CIDR in capitals; a
+/// duration without a unit is seconds from the config file
+/// (`resync_interval = 10`) as from the variable (`..._RESYNC_INTERVAL=5`).
+#[test]
+fn apply_summary_counts_distinct_values_and_bare_seconds_are_accepted_everywhere() {
+    if !common::can_run() {
+        return;
+    }
+    let ns = Netns::new("summary");
+    let dir = TempDir::new("summary");
+    let bare_seconds = dir.file("bare-seconds.toml", "resync_interval = 10\nprobe_interval = 90\n");
+    let empty = dir.empty_config();
+    let args = |config: &str| {
+        owned(&[
+            "--container-cidr",
+            "10.0.0.0/16,10.0.0.0/16",
+            "--container-cidr",
+            " 10.0.0.0/16",
+            "--apiserver",
+            "192.168.50.10:5443,192.168.50.10:5443",
+            "--exempt",
+            "10.0.5.0/24,10.0.5.0/24",
+            "--mode",
+            "tunnel",
+            "--backend",
+            "nftables",
+            "--config",
+            config,
+        ])
+    };
+    let summary = "1 container CIDR(s), 1 exempt, 1 apiserver endpoint(s), hooks forward, action reject";
+    let r = run(&ns, &with_cmd("apply", &args(&bare_seconds)));
+    assert_code(&r, 0, "apply with resync_interval = 10 in the config file");
+    assert!(
+        r.stdout.contains("block installed") && r.stdout.contains(summary),
+        "{}",
+        r.stdout
+    );
+    let a = args(&empty);
+    let r = guard_run(
+        &ns,
+        &[],
+        &[("APISERVER_GUARD_RESYNC_INTERVAL", "5")],
+        &with_cmd("apply", &a),
+    );
+    assert_code(&r, 0, "apply with APISERVER_GUARD_RESYNC_INTERVAL=5");
+    assert!(
+        r.stdout.contains("already in place") && r.stdout.contains(summary),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("cidr(s)"), "{}", r.stdout);
+}

@@ -1,13 +1,13 @@
 //! Addresses and networks that parse but cannot work in a policy: an
 //! apiserver nobody reaches (multicast, broadcast, loopback, unspecified,
-//! IPv4-mapped IPv6) and source ranges no pod sends from (multicast,
-//! reserved, loopback, IPv4-mapped). Each refusal says why and what to write
+//! IPv4-mapped or IPv4-compatible IPv6) and source ranges no pod sends from
+//! (multicast, reserved, loopback, IPv4-mapped, IPv4-compatible). Each refusal says why and what to write
 //! instead. Pure; the same text whether a flag, a variable, a config key or
 //! discovery gave the value (the caller names that in `what`).
 
 use super::address::Endpoint;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A range no container CIDR or exempt range may overlap, and why.
 struct Special {
@@ -62,6 +62,33 @@ fn mapped_v4(net: &Ipv6Net) -> Option<Ipv4Net> {
     Ipv4Net::new(v4, len).ok()
 }
 
+/// The IPv4 address an IPv4-compatible IPv6 address (`::a.b.c.d`, RFC 4291
+/// 2.5.5.1, deprecated) stands for; `::` and `::1` are not counted as such
+/// (they are the unspecified and the loopback address).
+fn compatible_v4(ip: &Ipv6Addr) -> Option<Ipv4Addr> {
+    let [0, 0, 0, 0, 0, 0, hi, lo] = ip.segments() else {
+        return None;
+    };
+    (hi != 0 || lo > 1).then(|| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)))
+}
+
+/// The IPv4 network an IPv4-compatible IPv6 network stands for
+/// (`::10.0.0.0/104` -> `10.0.0.0/8`), when it holds neither `::` nor `::1`.
+fn compatible_net_v4(net: &Ipv6Net) -> Option<Ipv4Net> {
+    let len = net.prefix_len().checked_sub(96)?;
+    let v4 = compatible_v4(&net.network()).filter(|_| !net.contains(&Ipv6Addr::LOCALHOST))?;
+    Ipv4Net::new(v4, len).ok()
+}
+
+/// How an operator writes an IPv4-compatible address: `::192.168.0.10`
+/// (Rust would print `::c0a8:a`, which nobody recognises).
+fn compatible_text(v4: Ipv4Addr, port: Option<u16>) -> String {
+    match port {
+        None => format!("::{v4}"),
+        Some(p) => format!("[::{v4}]:{p}"),
+    }
+}
+
 /// Why `net` cannot be a container CIDR or an exempt range, if it cannot.
 /// `/0` is left to the "every source" rule, so it gets one message.
 pub fn source_problem(what: &str, net: &IpNet) -> Option<String> {
@@ -72,6 +99,13 @@ pub fn source_problem(what: &str, net: &IpNet) -> Option<String> {
         if let Some(v4) = mapped_v4(v6) {
             return Some(format!(
                 "{what}: '{net}' is IPv4-mapped IPv6 (inside ::ffff:0:0/96): such packets travel as IPv4 and an IPv6 rule never matches them; write the IPv4 form {v4}"
+            ));
+        }
+        if let Some(v4) = compatible_net_v4(v6) {
+            return Some(format!(
+                "{what}: '::{}/{}' is IPv4-compatible IPv6 (inside ::/96, deprecated by RFC 4291): no pod sends from it, the pods' traffic travels as IPv4 and an IPv6 rule never matches it; write the IPv4 form {v4}",
+                v4.network(),
+                net.prefix_len()
             ));
         }
     }
@@ -105,6 +139,16 @@ pub fn apiserver_problem(what: &str, ep: &Endpoint) -> Option<String> {
                 };
                 return Some(format!(
                     "{what}: '{ep}' is an IPv4-mapped IPv6 address: connections to it travel as IPv4 and an IPv6 rule never matches them; write the IPv4 form {v4}"
+                ));
+            }
+            if let Some(v4) = compatible_v4(&v6) {
+                return Some(format!(
+                    "{what}: '{}' is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291): pods reach {v4} over IPv4, and an IPv6 rule for this address never matches them; write the IPv4 form {}",
+                    compatible_text(v4, ep.port),
+                    Endpoint {
+                        ip: IpAddr::V4(v4),
+                        port: ep.port,
+                    }
                 ));
             }
             let seg0 = v6.segments()[0];
@@ -236,6 +280,33 @@ mod tests {
             e.contains("IPv4 form 192.168.0.10;") || e.ends_with("IPv4 form 192.168.0.10"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn compatible_apiservers_and_ranges_name_the_ipv4_form() {
+        let e = api("[::192.168.50.10]:5443").unwrap();
+        assert!(
+            e.starts_with("--apiserver: '[::192.168.50.10]:5443' is an IPv4-compatible IPv6 address")
+                && e.contains("RFC 4291")
+                && e.ends_with("write the IPv4 form 192.168.50.10:5443"),
+            "{e}"
+        );
+        assert!(!e.contains("c0a8"), "{e}");
+        let e = api("::10.1.2.3").unwrap();
+        assert!(e.contains("'::10.1.2.3'") && e.ends_with("IPv4 form 10.1.2.3"), "{e}");
+        // :: and ::1 keep their own words; ::2 is compatible (0.0.0.2).
+        assert!(api("[::]:443").unwrap().contains("unspecified"));
+        assert!(api("[::1]:443").unwrap().contains("loopback"));
+        assert!(api("::2").unwrap().contains("IPv4-compatible"));
+        let e = src("::10.0.0.0/104").unwrap();
+        assert!(
+            e.starts_with("--container-cidr: '::10.0.0.0/104' is IPv4-compatible")
+                && e.ends_with("IPv4 form 10.0.0.0/8"),
+            "{e}"
+        );
+        // A range holding :: or ::1 is named by what it overlaps.
+        assert!(src("::/100").unwrap().contains("::1/128"));
+        assert_eq!(src("::1:0:0/96"), None, "not inside ::/96");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn validate(policy: &Policy) -> Result<(), Vec<String>> {
             ));
         }
     }
+    problems.extend(covered_together(policy));
     for api in &policy.apiservers {
         if let Some(p) = apiserver_problem(&o.apiservers, api) {
             problems.push(p);
@@ -79,6 +80,36 @@ pub fn validate(policy: &Policy) -> Result<(), Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// Exempt ranges that, none alone but all together, cover a whole container
+/// CIDR (`10.0.0.0/17` + `10.0.128.0/17` = `10.0.0.0/16`): nothing of it
+/// would be blocked. Two prefixes are nested or disjoint, so an exempt range
+/// that does not hold a CIDR alone counts only when it lies inside it; the
+/// aggregate of those equals the CIDR when they cover all of it. One
+/// message per CIDR; a CIDR one range covers alone has its own message.
+fn covered_together(policy: &Policy) -> Vec<String> {
+    let o = &policy.origins;
+    let mut seen = Vec::new();
+    let mut problems = Vec::new();
+    for src in &policy.sources {
+        if seen.contains(src) || policy.exempt.iter().any(|e| e.contains(src)) {
+            continue;
+        }
+        seen.push(*src);
+        let mut inside: Vec<IpNet> = policy.exempt.iter().filter(|e| src.contains(*e)).copied().collect();
+        inside.sort();
+        inside.dedup();
+        if inside.len() > 1 && IpNet::aggregate(&inside) == [*src] {
+            problems.push(format!(
+                "{}: the exempt ranges {} together cover the whole container CIDR {src} ({}): nothing of it would be blocked; exempt only part of it, or drop the exemptions",
+                o.exempt,
+                list(&inside),
+                o.sources
+            ));
+        }
+    }
+    problems
 }
 
 fn any_family_blocks(policy: &Policy) -> bool {
@@ -244,6 +275,84 @@ mod tests {
         assert!(p[0].contains("10.0.0.0/16, 10.1.0.0/16"), "{}", p[0]);
         let e = err(&policy(&["10.0.0.0/16"], &["fd00::/64"], &["1.2.3.4"]));
         assert!(e.contains("not inside any container CIDR"), "{e}");
+    }
+
+    #[test]
+    fn exempt_ranges_that_together_cover_a_cidr_are_refused_once() {
+        let p = validate(&policy(
+            &["10.0.0.0/16"],
+            &["10.0.0.0/17", "10.0.128.0/17"],
+            &["192.168.50.10:5443"],
+        ))
+        .unwrap_err();
+        assert_eq!(
+            p,
+            ["--exempt: the exempt ranges 10.0.0.0/17, 10.0.128.0/17 together cover the whole container CIDR 10.0.0.0/16 (--container-cidr): nothing of it would be blocked; exempt only part of it, or drop the exemptions"]
+        );
+        // Four pieces, listed in order, duplicates once; IPv6 too.
+        let p = validate(&policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &[
+                "10.0.192.0/18",
+                "10.0.0.0/18",
+                "10.0.64.0/18",
+                "10.0.128.0/18",
+                "10.0.0.0/18",
+                "fd00::/49",
+                "fd00:0:0:8000::/49",
+            ],
+            &["192.168.50.10:5443"],
+        ))
+        .unwrap_err();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("10.0.0.0/18, 10.0.64.0/18, 10.0.128.0/18, 10.0.192.0/18 together cover the whole container CIDR 10.0.0.0/16"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].contains("together cover the whole container CIDR fd00::/48"),
+            "{}",
+            p[1]
+        );
+        // A CIDR named twice is one message.
+        let p = validate(&policy(
+            &["10.0.0.0/16", "10.0.0.0/16"],
+            &["10.0.0.0/17", "10.0.128.0/17"],
+            &["192.168.50.10:5443"],
+        ))
+        .unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        // Pieces leaving part of the CIDR blocked pass.
+        validate(&policy(
+            &["10.0.0.0/16"],
+            &["10.0.0.0/17", "10.0.128.0/18", "10.0.192.0/19", "10.0.224.0/20"],
+            &["192.168.50.10:5443"],
+        ))
+        .unwrap();
+        validate(&policy(
+            &["10.0.0.0/16", "10.1.0.0/16"],
+            &["10.0.0.0/17", "10.1.128.0/17"],
+            &["1.2.3.4"],
+        ))
+        .unwrap();
+        // One of several CIDRs covered is enough to refuse.
+        let p = validate(&policy(
+            &["10.0.0.0/17", "10.0.128.0/17"],
+            &["10.0.0.0/18", "10.0.64.0/18"],
+            &["192.168.50.10:5443"],
+        ))
+        .unwrap_err();
+        assert!(p[0].contains("container CIDR 10.0.0.0/17 "), "{p:?}");
+        // One range covering it alone keeps its own message, not this one too.
+        let p = validate(&policy(
+            &["10.0.0.0/16"],
+            &["10.0.0.0/16", "10.0.0.0/17", "10.0.128.0/17"],
+            &["1.2.3.4"],
+        ))
+        .unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("exempt 10.0.0.0/16 covers the whole"), "{}", p[0]);
     }
 
     #[test]

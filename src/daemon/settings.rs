@@ -23,7 +23,9 @@ pub struct DaemonSettings {
     pub ready_requires_probe: bool,
 }
 
-/// Parses `10s`, `500ms`, `1m`, `2h` or a plain number of seconds.
+/// Parses `10s`, `500ms`, `1m`, `2h` or a bare number of seconds (`5`), the
+/// same whether a flag, a variable or the config file gave it (the file may
+/// also write the number unquoted: `resync_interval = 10`).
 pub fn parse_duration(what: &str, s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
@@ -45,7 +47,7 @@ pub fn parse_duration(what: &str, s: &str) -> std::result::Result<Duration, Stri
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{what}: '{s}' is not a duration (e.g. 10s, 500ms, 1m)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{what}: '{s}' is far too long a duration"))
 }
 
 impl DaemonSettings {
@@ -183,6 +185,49 @@ mod tests {
         for bad in ["", "s", "10 parsecs", "-1s", "ten", "1d"] {
             assert!(parse_duration("x", bad).is_err(), "{bad}");
         }
+        // Refused, not a panic.
+        let e = parse_duration("x", "99999999999999999999999999h").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds_from_the_variable_and_from_the_file_alike() {
+        for file in [
+            "resync_interval = 10\nprobe_interval = 90\n",
+            "resync_interval = \"10\"\nprobe_interval = \"90\"\n",
+        ] {
+            let f = crate::config::parse_file(file, std::path::Path::new("g.toml")).unwrap();
+            let s = DaemonSettings::merge(&args(), &f).unwrap();
+            assert_eq!(s.resync_interval, Duration::from_secs(10), "{file}");
+            assert_eq!(s.probe_interval, Some(Duration::from_secs(90)), "{file}");
+        }
+        let f = crate::config::parse_file(
+            "probe_interval = 0\nresync_interval = 0.5\n",
+            std::path::Path::new("g.toml"),
+        )
+        .unwrap();
+        let s = DaemonSettings::merge(&args(), &f).unwrap();
+        assert_eq!(
+            (s.probe_interval, s.resync_interval),
+            (None, Duration::from_millis(500))
+        );
+        let a = RunArgs {
+            resync_interval: Some("5".into()),
+            ..args()
+        };
+        assert_eq!(
+            DaemonSettings::merge(&a, &FileConfig::default())
+                .unwrap()
+                .resync_interval,
+            Duration::from_secs(5)
+        );
+        // Out of range either way, with the same words.
+        let f = crate::config::parse_file("resync_interval = 7200\n", std::path::Path::new("g.toml")).unwrap();
+        let e = DaemonSettings::merge(&args(), &f).unwrap_err().to_string();
+        assert!(
+            e.contains("resync_interval in g.toml: '7200' is outside 100ms..1h"),
+            "{e}"
+        );
     }
 
     #[test]

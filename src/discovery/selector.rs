@@ -128,7 +128,7 @@ fn parse_req(part: &str) -> Result<Requirement, String> {
 impl Selector {
     /// Parses a selector; an empty one is refused (it would allow every pod).
     pub fn parse(text: &str) -> Result<Selector, String> {
-        let what = |e: String| format!("allow-pods selector '{text}': {e}");
+        let what = |e: String| format!("selector '{text}': {e}");
         if text.trim().is_empty() {
             return Err(what(
                 "empty (it would allow every pod on the node); use --allow-namespaces for whole namespaces".into(),
@@ -172,6 +172,14 @@ pub fn valid_namespace(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A first part of an entry that was meant as a namespace (one word of
+/// letters, digits, `-` and `_`), though it may not be a valid one; a label
+/// prefix has a dot and a selector has operators or spaces.
+fn looks_like_a_namespace(s: &str) -> bool {
+    let s = s.trim();
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
 /// One `--allow-pods` entry: pods of `namespace` whose labels match `selector`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopedSelector {
@@ -181,19 +189,47 @@ pub struct ScopedSelector {
 
 impl ScopedSelector {
     /// Parses `NAMESPACE/SELECTOR`: the text before the first `/` is the
-    /// namespace. An entry whose first part is not a namespace name (e.g.
-    /// `apiserver-guard.io/allow=true`, `app=x`) is an unscoped selector and
-    /// is refused, with the scoped form to write instead.
+    /// namespace. Refused, each with what to write instead (messages start
+    /// with `selector '...'`; the caller puts where the entry came from first):
+    /// - an unscoped selector (`app=x`, or `apiserver-guard.io/allow=true`
+    ///   whose first part is a label-key prefix, with a dot no namespace has):
+    ///   the scoped form `monitoring/...` is suggested;
+    /// - an empty or `*` namespace part (`/app=x`, `*/app=x`): there is no
+    ///   "every namespace"; the entry must name a real namespace;
+    /// - any other one-word first part that is no namespace name (`Monitoring/app=x`).
     pub fn parse(text: &str) -> Result<ScopedSelector, String> {
         let text = text.trim();
-        let scoped = text.split_once('/').filter(|(ns, _)| valid_namespace(ns));
-        let Some((namespace, selector)) = scoped else {
-            let example = if text.is_empty() { "app=x" } else { text };
-            return Err(format!(
-                "allow-pods selector '{text}' names no namespace: a pod label counts only in a namespace you name \
-                 (anyone who may create a pod anywhere can set a label); write NAMESPACE/SELECTOR, \
-                 e.g. --allow-pods monitoring/{example}, or use --allow-namespaces for whole namespaces"
-            ));
+        let why =
+            "a pod label counts only in a namespace you name (anyone who may create a pod anywhere can set a label)";
+        let whole = "or use --allow-namespaces for whole namespaces";
+        let (namespace, selector) = match text.split_once('/') {
+            Some((ns, sel)) if valid_namespace(ns) => (ns, sel),
+            Some((ns, sel)) if ns.trim().is_empty() || ns.trim() == "*" => {
+                let sel = if sel.trim().is_empty() { "app=x" } else { sel.trim() };
+                let part = if ns.trim().is_empty() {
+                    "has an empty namespace part".to_string()
+                } else {
+                    "names the namespace '*'".to_string()
+                };
+                return Err(format!(
+                    "selector '{text}' {part}: NAMESPACE must be a real namespace name, one per entry; \
+                     there is no wildcard for every namespace, because {why}; \
+                     write e.g. monitoring/{sel} for each namespace you trust, {whole}"
+                ));
+            }
+            Some((ns, _)) if looks_like_a_namespace(ns) => {
+                return Err(format!(
+                    "selector '{text}': '{ns}' is not a namespace name (lower-case letters, digits and '-', \
+                     at most 63, starting and ending with a letter or digit); write NAMESPACE/SELECTOR with a real namespace name, {whole}"
+                ));
+            }
+            _ => {
+                let example = if text.is_empty() { "app=x" } else { text };
+                return Err(format!(
+                    "selector '{text}' names no namespace: {why}; write NAMESPACE/SELECTOR, \
+                     e.g. monitoring/{example}, {whole}"
+                ));
+            }
         };
         Ok(ScopedSelector {
             namespace: namespace.to_string(),
@@ -266,7 +302,7 @@ mod tests {
             }
             let e = r.unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
-            assert!(e.contains("allow-pods selector"), "{e}");
+            assert!(e.starts_with(&format!("selector '{bad}'")), "{e}");
         }
     }
 
@@ -291,22 +327,73 @@ mod tests {
 
     #[test]
     fn unscoped_or_bad_scoped_selectors_are_refused_with_the_scoped_form() {
-        for bad in [
-            "apiserver-guard.io/allow=true",
-            "app=prom",
-            "app in (a,b/c)",
-            "",
-            "Monitoring/app=x",
-            "-ns/app=x",
-            "/app=x",
-            "a.b/app=x",
+        for (bad, example) in [
+            (
+                "apiserver-guard.io/allow=true",
+                "monitoring/apiserver-guard.io/allow=true",
+            ),
+            ("app=prom", "monitoring/app=prom"),
+            ("app in (a,b.c)", "monitoring/app in (a,b.c)"),
+            ("app in (a,b/c)", "monitoring/app in (a,b/c)"),
+            ("", "monitoring/app=x"),
+            ("a.b/app=x", "monitoring/a.b/app=x"),
         ] {
             let e = ScopedSelector::parse(bad).unwrap_err();
-            assert!(e.contains("names no namespace"), "{bad:?}: {e}");
-            assert!(e.contains("NAMESPACE/SELECTOR"), "{e}");
+            assert!(
+                e.starts_with(&format!("selector '{bad}' names no namespace")),
+                "{bad:?}: {e}"
+            );
+            assert!(
+                e.contains("NAMESPACE/SELECTOR") && e.contains(&format!("e.g. {example},")),
+                "{e}"
+            );
         }
-        let e = ScopedSelector::parse("apiserver-guard.io/allow=true").unwrap_err();
-        assert!(e.contains("monitoring/apiserver-guard.io/allow=true"), "{e}");
+        // A first part that is meant as a namespace but is none: no made-up form is suggested.
+        for (bad, ns) in [
+            ("Monitoring/app=x", "Monitoring"),
+            ("-ns/app=x", "-ns"),
+            ("kube_system/app", "kube_system"),
+        ] {
+            let e = ScopedSelector::parse(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("selector '{bad}': '{ns}' is not a namespace name")),
+                "{bad:?}: {e}"
+            );
+            assert!(!e.contains("monitoring/"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_empty_or_star_namespace_is_refused_saying_a_real_one_is_needed() {
+        for (bad, part, example) in [
+            (
+                "/apiserver-guard.io/allow=true",
+                "has an empty namespace part",
+                "monitoring/apiserver-guard.io/allow=true",
+            ),
+            (" /app=x", "has an empty namespace part", "monitoring/app=x"),
+            ("*/app=x", "names the namespace '*'", "monitoring/app=x"),
+            ("*/", "names the namespace '*'", "monitoring/app=x"),
+        ] {
+            let e = ScopedSelector::parse(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("selector '{}' {part}", bad.trim())),
+                "{bad:?}: {e}"
+            );
+            assert!(
+                e.contains("NAMESPACE must be a real namespace name")
+                    && e.contains("no wildcard")
+                    && e.contains("anyone who may create a pod anywhere can set a label")
+                    && e.contains(&format!("e.g. {example} for each namespace")),
+                "{e}"
+            );
+            // Never the broken forms monitoring//... or monitoring/*/...
+            assert!(!e.contains("monitoring//") && !e.contains("monitoring/*"), "{e}");
+        }
+    }
+
+    #[test]
+    fn scoped_entries_with_bad_selectors_say_which_entry_and_why() {
         // A scoped entry with a bad or empty selector says which entry and why.
         for empty in ["monitoring/", "monitoring/  "] {
             let e = ScopedSelector::parse(empty).unwrap_err();

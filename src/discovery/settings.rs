@@ -8,7 +8,7 @@ use super::selector::ScopedSelector;
 use super::state::Wants;
 use super::DiscoveryConfig;
 use crate::cli::PolicyArgs;
-use crate::config::{pick, FileConfig};
+use crate::config::{origin, pick, pick_from, FileConfig};
 use std::path::PathBuf;
 
 pub const DEFAULT_CACHE: &str = "/var/lib/apiserver-guard/discovered.json";
@@ -48,15 +48,30 @@ pub fn merge(
 ) -> Result<Option<DiscoveryConfig>, Vec<String>> {
     let mut problems = Vec::new();
     let any_auto = |v: Vec<String>| v.iter().any(|s| is_auto(s));
-    let allow_pods: Vec<String> = pick(&args.kube.allow_pods, file.allow_pods.clone());
-    let namespaces: Vec<String> = pick(&args.kube.allow_namespaces, file.allow_namespaces.clone());
+    // Messages name the flag, the variable or the config key each entry came from.
+    let (allow_pods, pods_cli) = pick_from(&args.kube.allow_pods, file.allow_pods.clone());
+    let (namespaces, ns_cli) = pick_from(&args.kube.allow_namespaces, file.allow_namespaces.clone());
+    let pods_from = origin(args, file, "allow_pods", pods_cli);
+    let ns_from = origin(args, file, "allow_namespaces", ns_cli);
     let pods: Vec<ScopedSelector> = allow_pods
         .iter()
-        .filter_map(|s| ScopedSelector::parse(s).map_err(|e| problems.push(e)).ok())
+        .filter_map(|s| {
+            ScopedSelector::parse(s)
+                .map_err(|e| problems.push(format!("{pods_from}: {e}")))
+                .ok()
+        })
         .collect();
     for ns in &namespaces {
-        if !dns_name(ns, 63, false) {
-            problems.push(format!("allow-namespaces: '{ns}' is not a namespace name"));
+        if ns == "*" {
+            problems.push(format!(
+                "{ns_from}: '*' is not a namespace name: name each namespace whose pods keep apiserver access; \
+                 there is no wildcard, because allowing every namespace would let every pod on the node through, \
+                 which is what the block is for (to stop blocking, remove the block)"
+            ));
+        } else if !dns_name(ns, 63, false) {
+            problems.push(format!(
+                "{ns_from}: '{ns}' is not a namespace name (lower-case letters, digits and '-', at most 63, e.g. kube-system)"
+            ));
         }
     }
     let wants = Wants {
@@ -248,9 +263,59 @@ mod tests {
         let e = merge(&a, &FileConfig::default(), None, &env()).unwrap_err();
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(
-            e[0].contains("--allow-pods monitoring/apiserver-guard.io/allow=true"),
+            e[0].starts_with("--allow-pods: selector 'apiserver-guard.io/allow=true' names no namespace")
+                && e[0].contains("e.g. monitoring/apiserver-guard.io/allow=true"),
             "{e:?}"
         );
         assert!(e[1].contains("NAMESPACE/SELECTOR"), "{e:?}");
+    }
+
+    #[test]
+    fn allow_list_messages_name_the_flag_the_variable_or_the_key() {
+        let file_with = |pods: &str, ns: &str| FileConfig {
+            apiserver: Some(crate::config::OneOrMany::One("auto".into())),
+            allow_pods: Some(crate::config::OneOrMany::One(pods.into())),
+            allow_namespaces: Some(crate::config::OneOrMany::Many(vec!["kube-system".into(), ns.into()])),
+            path: Some("/etc/g.toml".into()),
+            ..Default::default()
+        };
+        let e = merge(&PolicyArgs::default(), &file_with("*/app=x", "*"), None, &env()).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("allow_pods in /etc/g.toml: selector '*/app=x' names the namespace '*'"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("allow_namespaces in /etc/g.toml: '*' is not a namespace name")
+                && e[1].contains("no wildcard"),
+            "{}",
+            e[1]
+        );
+        let mut a = args(&["auto"], &[]);
+        a.kube.allow_pods = vec!["/app=x".into()];
+        a.kube.allow_namespaces = vec!["Kube_System".into()];
+        a.from_env = ["allow_pods".to_string()].into();
+        let e = merge(&a, &file_with("ok/x", "ok"), None, &env()).unwrap_err();
+        assert!(
+            e[0].starts_with("APISERVER_GUARD_ALLOW_PODS: selector '/app=x' has an empty namespace part"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("--allow-namespaces: 'Kube_System' is not a namespace name"),
+            "{}",
+            e[1]
+        );
+        let mut a = args(&["auto"], &[]);
+        a.kube.allow_pods = vec!["monitoring/app in web".into()];
+        let e = merge(&a, &FileConfig::default(), None, &env()).unwrap_err();
+        assert!(
+            e[0].starts_with(
+                "--allow-pods: selector 'monitoring/app in web': 'app in web': the values of in go in parentheses"
+            ),
+            "{}",
+            e[0]
+        );
     }
 }

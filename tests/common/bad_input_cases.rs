@@ -233,6 +233,23 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
         "container_cidr = \"::ffff:10.0.0.0/104\"\napiserver = \"192.168.50.10:5443\"\nmode = \"tunnel\"\n",
     );
     let zero_resync = dir.file("zero-resync.toml", "resync_interval = \"0s\"\n");
+    // Values of the wrong TOML type: each message says what the key takes, in plain words.
+    let int_in_exempt = dir.file("int-in-exempt.toml", "exempt = [\"10.0.1.0/24\", 5]\n");
+    let int_mode = dir.file("int-mode.toml", "mode = 3\n");
+    let quoted_bool = dir.file("quoted-bool.toml", "cleanup_on_exit = \"true\"\n");
+    let port_only_listen = dir.file("port-only-listen.toml", "listen = 9440\n");
+    let bool_resync = dir.file("bool-resync.toml", "resync_interval = true\n");
+    let long_resync = dir.file("long-resync.toml", "resync_interval = 7200\n");
+    let table_api = dir.file(
+        "table-api.toml",
+        "apiserver = { ip = \"192.168.50.10\", port = 5443 }\n",
+    );
+    let bool_backend = dir.file("bool-backend.toml", "backend = false\n");
+    let star_namespaces = dir.file(
+        "star-namespaces.toml",
+        "allow_namespaces = [\"kube-system\", \"*\"]\napiserver = \"auto\"\n",
+    );
+    let split_exempt = dir.file("split-exempt.toml", "exempt = [\"10.0.0.0/17\", \"10.0.128.0/17\"]\n");
     // A cache that, if it were used, would install another apiserver.
     let cache = dir.file(
         "discovered.json",
@@ -363,6 +380,32 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
             ],
         )
         .without(&["not inside any container CIDR"]),
+        // Exempt ranges that only together cover the whole CIDR: the pods would be served.
+        b(
+            "exempt ranges together covering the whole cidr",
+            &[("--exempt", Some("10.0.0.0/17,10.0.128.0/17"))],
+            &[
+                "--exempt: the exempt ranges 10.0.0.0/17, 10.0.128.0/17 together cover the whole container CIDR 10.0.0.0/16 (--container-cidr)",
+                "nothing of it would be blocked",
+            ],
+        )
+        .without(&["not inside any container CIDR"]),
+        be(
+            "four exempt ranges together covering the cidr via APISERVER_GUARD_EXEMPT",
+            &[],
+            &[(
+                "APISERVER_GUARD_EXEMPT",
+                "10.0.192.0/18,10.0.0.0/18,10.0.128.0/18,10.0.64.0/18",
+            )],
+            &["APISERVER_GUARD_EXEMPT: the exempt ranges 10.0.0.0/18, 10.0.64.0/18, 10.0.128.0/18, 10.0.192.0/18 together cover the whole container CIDR 10.0.0.0/16"],
+        ),
+        b(
+            "exempt ranges together covering the cidr from the config file",
+            &[("--config", Some(split_exempt.as_str()))],
+            &[&format!(
+                "exempt in {split_exempt}: the exempt ranges 10.0.0.0/17, 10.0.128.0/17 together cover the whole container CIDR 10.0.0.0/16"
+            )],
+        ),
         b(
             "exempt with host bits",
             &[("--exempt", Some("10.0.5.1/24"))],
@@ -465,7 +508,11 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
         file(
             "config with an unknown key",
             &unknown_key,
-            &[&unknown_key, "unknown field", "container_cidrs"],
+            &[
+                &unknown_key,
+                "unknown key 'container_cidrs'",
+                "did you mean container_cidr?",
+            ],
         ),
         file("config that is not TOML", &not_toml, &[&not_toml, "TOML parse error"]),
         file(
@@ -483,8 +530,79 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
             &bad_value,
             &["'10.0.1.5/16'", "host bits", "10.0.0.0/16"],
         ),
-        file("config with mode overlay", &bad_mode, &[&bad_mode, "overlay"]),
-        file("config with a number as cidr", &bad_type, &[&bad_type]),
+        file(
+            "config with mode overlay",
+            &bad_mode,
+            &[&format!(
+                "mode in {bad_mode}: expected one of \"vpc\", \"tunnel\", \"both\", found the string \"overlay\""
+            )],
+        ),
+        file(
+            "config with a number as cidr",
+            &bad_type,
+            &[&format!(
+                "container_cidr in {bad_type}: expected a CIDR string or a list of CIDR strings, found the integer 10"
+            )],
+        ),
+        // Wrong TOML types, key by key: plain words, no Rust or serde type names.
+        b(
+            "config with an integer in the exempt list",
+            &[("--config", Some(int_in_exempt.as_str()))],
+            &[&format!(
+                "exempt in {int_in_exempt}: expected a CIDR string or a list of CIDR strings, found the integer 5"
+            )],
+        )
+        .without(&["untagged", "OneOrMany", "variant"]),
+        b(
+            "config with an integer mode",
+            &[("--mode", None), ("--config", Some(int_mode.as_str()))],
+            &[&format!(
+                "mode in {int_mode}: expected one of \"vpc\", \"tunnel\", \"both\", found the integer 3"
+            )],
+        )
+        .without(&["wanted", "string or table"]),
+        b(
+            "config with a quoted boolean",
+            &[("--config", Some(quoted_bool.as_str()))],
+            &[
+                &format!("cleanup_on_exit in {quoted_bool}: expected true or false, found the string \"true\""),
+                "without quotes",
+            ],
+        ),
+        b(
+            "config with a port alone as listen",
+            &[("--config", Some(port_only_listen.as_str()))],
+            &[
+                &format!("listen in {port_only_listen}: expected an address:port string"),
+                "found the integer 9440",
+                "write \"127.0.0.1:9440\"",
+            ],
+        ),
+        b(
+            "config with a boolean resync_interval",
+            &[("--config", Some(bool_resync.as_str()))],
+            &[&format!(
+                "resync_interval in {bool_resync}: expected a duration such as \"10s\""
+            ), "found the boolean true"],
+        ),
+        b(
+            "config with a bare-seconds resync_interval out of range",
+            &[("--config", Some(long_resync.as_str()))],
+            &[&format!("resync_interval in {long_resync}: '7200' is outside 100ms..1h")],
+        ),
+        b(
+            "config with a table as apiserver",
+            &[("--apiserver", None), ("--config", Some(table_api.as_str()))],
+            &[&format!("apiserver in {table_api}: expected an address string"), "found a table"],
+        ),
+        b(
+            "config with a boolean backend",
+            &[("--backend", None), ("--config", Some(bool_backend.as_str()))],
+            &[
+                &format!("backend in {bool_backend}: expected one of \"auto\", \"nftables\""),
+                "found the boolean false",
+            ],
+        ),
         file("config with a smuggled command", &smuggled, &["not a CIDR"]),
         be(
             "APISERVER_GUARD_CONFIG names a missing file",
@@ -626,6 +744,68 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
                 &format!("container_cidr in {mapped_cidr}: '::ffff:10.0.0.0/104'"),
                 "10.0.0.0/8",
             ],
+        ),
+        b(
+            "ipv4-compatible apiserver",
+            &api("[::192.168.50.10]:5443"),
+            &[
+                "--apiserver: '[::192.168.50.10]:5443' is an IPv4-compatible IPv6 address",
+                "RFC 4291",
+                "write the IPv4 form 192.168.50.10:5443",
+            ],
+        )
+        .without(&["c0a8", "share no address family"]),
+        b(
+            "ipv4-compatible container cidr",
+            &cidr("::10.0.0.0/104"),
+            &[
+                "--container-cidr: '::10.0.0.0/104' is IPv4-compatible IPv6",
+                "write the IPv4 form 10.0.0.0/8",
+            ],
+        )
+        .without(&["a00:0", "share no address family"]),
+        // The allow-list: a real namespace per entry, and every message names where the value came from.
+        b(
+            "allow-pods entry with an empty namespace",
+            &[("--allow-pods", Some("/apiserver-guard.io/allow=true"))],
+            &[
+                "--allow-pods: selector '/apiserver-guard.io/allow=true' has an empty namespace part",
+                "NAMESPACE must be a real namespace name",
+                "e.g. monitoring/apiserver-guard.io/allow=true",
+            ],
+        )
+        .without(&["monitoring//"]),
+        be(
+            "allow-pods entry with namespace * via APISERVER_GUARD_ALLOW_PODS",
+            &[],
+            &[("APISERVER_GUARD_ALLOW_PODS", "*/app=x")],
+            &[
+                "APISERVER_GUARD_ALLOW_PODS: selector '*/app=x' names the namespace '*'",
+                "no wildcard",
+                "anyone who may create a pod anywhere can set a label",
+            ],
+        )
+        .without(&["monitoring/*"]),
+        b(
+            "allow-pods selector without a namespace",
+            &[("--allow-pods", Some("apiserver-guard.io/allow=true"))],
+            &[
+                "--allow-pods: selector 'apiserver-guard.io/allow=true' names no namespace",
+                "e.g. monitoring/apiserver-guard.io/allow=true",
+            ],
+        ),
+        b(
+            "allow_namespaces * in the config file",
+            &[("--apiserver", None), ("--config", Some(star_namespaces.as_str()))],
+            &[
+                &format!("allow_namespaces in {star_namespaces}: '*' is not a namespace name"),
+                "no wildcard",
+            ],
+        ),
+        b(
+            "allow-namespaces that is no namespace name",
+            &[("--allow-namespaces", Some("Kube_System"))],
+            &["--allow-namespaces: 'Kube_System' is not a namespace name"],
         ),
         // Daemon settings are validated by every command, as `run` does.
         b(
