@@ -2,9 +2,10 @@
 //! proves the node still gets through. Orchestration only: resolve where to
 //! probe from, open one socket per (endpoint, port) in the pod namespace, one
 //! per positive control there (`control`: the gateway towards the apiserver,
-//! or `--control`) and one per (endpoint, port) in the node's; read our block
-//! rules' counters (`counters`), connect everything concurrently, read the
-//! counters again, then hand the outcomes to `evidence` and `outcome` for the
+//! or `--control`) and one per (endpoint, port) in the node's; let `schedule`
+//! run them (the controls first, then each probe that needs counter evidence
+//! in a window of its own, with our matching rules' counters read around it
+//! by `counters`), then hand the outcomes to `evidence` and `outcome` for the
 //! verdicts and to `report` for the output.
 //!
 //! `verify_once` is the synchronous, self-contained entry point for the
