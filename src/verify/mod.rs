@@ -159,8 +159,10 @@ pub fn command(args: &VerifyArgs) -> Result<i32> {
     Ok(report.exit_code)
 }
 
-/// One verification for the daemon: synchronous (it blocks for up to about `opts.timeout`,
-/// plus the `--auto` scan), self-contained (threads of its own, no runtime needed), never
+/// One verification for the daemon: synchronous (it blocks for up to about `opts.timeout`
+/// for the controls, plus one `opts.timeout` per endpoint and port of the busier address
+/// family, since each probe with counter evidence runs alone, plus the `--auto` scan),
+/// self-contained (threads of its own, no runtime needed), never
 /// fails: a verification that cannot run is a `Report` with `error` set and exit code 1.
 /// The policy must have been validated.
 pub fn verify_once(policy: &Policy, opts: &VerifyOptions) -> Report {
@@ -608,7 +610,7 @@ fn judge(
 
     let source = c_from.map(|ip| (ip, coverage(&policy.sources, &policy.exempt, ip)));
     if source.is_none() && c_probe.outcome.stopped() {
-        notes.push("the probe namespace has no route to this apiserver".to_string());
+        notes.push("the probe namespace has no usable route to this apiserver".to_string());
     }
     let control = control_of(&evidence, h, SocketAddr::new(plan.endpoint.ip, port));
     if let Some(n) = evidence.control_note {
