@@ -247,19 +247,21 @@ fn auto_finds_the_pod_namespace_among_several() {
 }
 
 #[test]
-fn node_cut_off_by_a_reject_is_reported() {
+fn node_cut_off_by_our_reject_is_reported() {
     if !can_run() {
         return;
     }
     let topo = Topology::new();
-    cut_node_off_by_hand(&topo.node, "reject with tcp reset");
     let policy = GuardPolicy::new(
         Backend::Nftables,
         "both",
         &[CONTAINER_CIDR_V4],
         &[&endpoint(API_V4, Some(API_PORT))],
     );
-    // Our own apply refuses exactly this policy here: the self-lockout guard.
+    policy.apply_ok(&topo.node);
+    // After apply, the node's route to the apiserver takes a container-CIDR source: our
+    // OUTPUT rule now refuses the node itself. A new apply refuses exactly this.
+    route_node_from(&topo.node, NODE_LOCAL_POD_V4);
     let r = policy.apply(&topo.node);
     r.expect_code(2, "apply must refuse a policy that cuts the node off");
     assert!(r.stderr.contains("self-lockout"), "{}", r.stderr);
@@ -270,11 +272,19 @@ fn node_cut_off_by_a_reject_is_reported() {
     assert!(r.stdout.contains("node cut off"), "{}", r.stdout);
     assert!(r.stdout.contains("node unaffected: NO"), "{}", r.stdout);
     assert!(!r.stdout.contains("block effective: yes"), "{}", r.stdout);
+    let counted = nft_rule_packets(&topo.node, "block-tcp-port-v4");
     let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
     r.expect_code(3, "node cut off (json)");
-    assert_eq!(j["endpoints"][0]["node_check"]["status"], "cut-off", "{j}");
+    assert_eq!(node_verdict(&j, 0).0, "cut-off", "{j}");
     assert_eq!(j["endpoints"][0]["node"]["from"], NODE_LOCAL_POD_V4, "{j}");
+    // Proven: our rule counted the node's own probe.
+    assert_eq!(j["endpoints"][0]["node_counter"]["status"], "moved", "{j}");
     assert_eq!(j["node_unaffected"], false, "{j}");
+    // The pod's probe and the node's were each counted by our rule (nft -j, independently).
+    assert!(
+        nft_rule_packets(&topo.node, "block-tcp-port-v4") >= counted + 2,
+        "nft -j: our rule did not count both probes: {j}"
+    );
     assert_agrees(
         &outcome(&j, 0, "node"),
         &curl(&topo.node, API_V4, API_PORT, MAX_TIME),
@@ -288,33 +298,102 @@ fn node_cut_off_by_a_reject_is_reported() {
 }
 
 #[test]
-fn node_cut_off_by_a_drop_is_reported() {
+fn node_cut_off_by_our_drop_is_reported() {
     if !can_run() {
         return;
     }
     let topo = Topology::new();
-    cut_node_off_by_hand(&topo.node, "drop");
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "both",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    )
+    .with_action("drop");
+    policy.apply_ok(&topo.node);
+    route_node_from(&topo.node, NODE_LOCAL_POD_V4);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(3, "node cut off by our drop");
+    assert_eq!(outcome(&j, 0, "node"), "timed-out", "{j}");
+    let (status, detail) = node_verdict(&j, 0);
+    assert_eq!(status, "cut-off", "{j}");
+    assert!(detail.contains("node cut off"), "{j}");
+    assert_eq!(j["endpoints"][0]["node_counter"]["status"], "moved", "{j}");
+    // Never "blocked" while the node does not get through either.
+    assert_ne!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
+    assert_agrees("timed-out", &curl(&topo.node, API_V4, API_PORT, 2), "node");
+}
+
+#[test]
+fn node_cut_off_by_a_foreign_table_is_not_blamed_on_us() {
+    // Promise changed (hole 2 of the second review): this used to be "node cut off" (exit 3)
+    // on the policy's word alone. Nothing of ours is installed here (our apply refuses this
+    // policy): the foreign table did it, so verify cannot say our block cut the node off.
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    cut_node_off_by_hand(&topo.node, "reject with tcp reset");
     let policy = GuardPolicy::new(
         Backend::Nftables,
         "both",
         &[CONTAINER_CIDR_V4],
         &[&endpoint(API_V4, Some(API_PORT))],
     );
+    let r = policy.apply(&topo.node);
+    r.expect_code(2, "apply must refuse a policy that cuts the node off");
+    assert!(r.stderr.contains("self-lockout"), "{}", r.stderr);
     let pod = topo.pod.path();
-    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
-    r.expect_code(3, "node cut off by a drop");
-    assert_eq!(outcome(&j, 0, "node"), "timed-out", "{j}");
-    assert_eq!(j["endpoints"][0]["node_check"]["status"], "cut-off", "{j}");
-    assert!(
-        j["endpoints"][0]["node_check"]["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("node cut off"),
-        "{j}"
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "the node is refused, not by us");
+    assert_eq!(outcome(&j, 0, "node"), "refused", "{j}");
+    let (status, detail) = node_verdict(&j, 0);
+    assert_eq!(status, "no-answer", "{j}");
+    assert!(detail.contains("no block rule of ours"), "{j}");
+    assert_ne!(j["node_unaffected"], false, "{j}");
+    let r = verify_text(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "not cut off by us (text)");
+    assert!(!r.stdout.contains("node cut off"), "{}", r.stdout);
+    assert_agrees("refused", &curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node");
+}
+
+#[test]
+fn a_node_refused_by_the_apiserver_itself_is_not_cut_off() {
+    // Hole 2: the policy given to verify (mode both) claims OUTPUT, the table installed
+    // (mode tunnel) hooks FORWARD only; the node's route takes a container-CIDR source and
+    // the apiserver is down. The node's refusal is the apiserver's, not our rule's.
+    if !can_run() {
+        return;
+    }
+    let mut topo = Topology::new();
+    tunnel_policy(Backend::Nftables).apply_ok(&topo.node);
+    route_node_from(&topo.node, NODE_POD_V4);
+    topo.stop_listeners();
+    let both = GuardPolicy::new(
+        Backend::Nftables,
+        "both",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
     );
-    // Never "blocked" while the node does not get through either.
-    assert_ne!(j["endpoints"][0]["block"]["status"], "blocked", "{j}");
-    assert_agrees("timed-out", &curl(&topo.node, API_V4, API_PORT, 2), "node");
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &both, &["--netns", &pod]);
+    r.expect_code(1, "apiserver down, node path not hooked: inconclusive");
+    assert_eq!(outcome(&j, 0, "node"), "refused", "{j}");
+    assert_eq!(j["endpoints"][0]["node"]["from"], NODE_POD_V4, "{j}");
+    let (status, detail) = node_verdict(&j, 0);
+    assert_eq!(status, "no-answer", "{j}");
+    assert!(detail.contains("did not move"), "{j}");
+    assert_eq!(j["endpoints"][0]["node_counter"]["status"], "short", "{j}");
+    assert_ne!(j["node_unaffected"], false, "{j}");
+    assert_ne!(block_verdict(&j, 0).0, "blocked", "{j}");
+    // The installed table disagrees with the policy's hooks: said once for the report.
+    let notes = j["notes"].to_string();
+    assert!(notes.contains("output") && notes.contains("not hooked"), "{j}");
+    let r = verify_text(&topo.node, &both, &["--netns", &pod]);
+    r.expect_code(1, "apiserver down (text)");
+    assert!(!r.stdout.contains("node cut off"), "{}", r.stdout);
+    assert_agrees("refused", &curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node");
 }
 
 #[test]
@@ -733,4 +812,146 @@ fn from_here_inside_the_pod_as_the_probe_daemonset_runs_it() {
     let (r, j) = verify_json(&topo.pod, &policy, &["--from-here"]);
     r.expect_code(1, "no route from the pod, nothing installed");
     assert_eq!(block_verdict(&j, 0).0, "inconclusive", "{j}");
+}
+
+#[test]
+fn evidence_is_per_endpoint_on_a_control_plane_node() {
+    // Hole 1: two endpoints share our rule; one of them left our set and a foreign rule
+    // refuses it. The other endpoint's probe (and the gateway control, refused by our
+    // block-local-port rule) must not count as evidence for it.
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let port = CONTROL_PLANE_PORT;
+    let _remote = Listener::start(&topo.api, API_V4, port);
+    // The apiserver on the node itself listens on every address.
+    let _local = Listener::start(&topo.node, "::", port);
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(NODE_API_V4, Some(port)), &endpoint(API_V4, Some(port))],
+    );
+    policy.apply_ok(&topo.node);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(0, "both endpoints blocked by our rules");
+    for i in 0..2 {
+        assert_eq!(block_verdict(&j, i).0, "blocked", "{j}");
+        assert_eq!(j["endpoints"][i]["counter"]["status"], "moved", "{j}");
+    }
+    // The gateway (the node) is blocked on 6443 by our block-local-port rule: the control
+    // goes to another port of it, and runs outside every counting window anyway.
+    assert_eq!(
+        j["endpoints"][0]["control"]["target"],
+        format!("{NODE_POD_V4}:443"),
+        "{j}"
+    );
+    assert_agrees(
+        "refused",
+        &curl(&topo.pod, NODE_POD_V4, port, MAX_TIME),
+        "pod -> gateway:6443",
+    );
+
+    topo.node.run_ok(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "apiserver_guard",
+        "api_port_v4",
+        &format!("{{ {API_V4} . {port} }}"),
+    ]);
+    foreign_forward_reject(&topo.node, port);
+    let ours = nft_rule_packets(&topo.node, "block-tcp-port-v4");
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "the remote endpoint is refused by a foreign rule");
+    assert_eq!(j["endpoints"][0]["address"], format!("{NODE_API_V4}:{port}"), "{j}");
+    assert_eq!(block_verdict(&j, 0).0, "blocked", "the node's own endpoint: {j}");
+    assert_eq!(j["endpoints"][0]["counter"]["status"], "moved", "{j}");
+    assert_eq!(outcome(&j, 1, "container"), "refused", "{j}");
+    let (status, detail) = block_verdict(&j, 1);
+    assert_eq!(status, "inconclusive", "{j}");
+    assert!(
+        detail.contains("refused, but not by our rule") && detail.contains("did not move"),
+        "{j}"
+    );
+    assert_eq!(j["endpoints"][1]["counter"]["status"], "short", "{j}");
+    assert_eq!(j["block_effective"], serde_json::Value::Null, "{j}");
+    // nft -j: our rule counted the node endpoint's probe only.
+    assert_eq!(nft_rule_packets(&topo.node, "block-tcp-port-v4"), ours + 1, "{j}");
+    assert_agrees("refused", &curl(&topo.pod, API_V4, port, MAX_TIME), "pod -> remote");
+    assert_agrees("refused", &curl(&topo.pod, NODE_API_V4, port, MAX_TIME), "pod -> node");
+    assert_agrees("connected", &curl(&topo.node, API_V4, port, MAX_TIME), "node -> remote");
+}
+
+#[test]
+fn a_blackhole_route_is_named_and_inconclusive() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let policy = tunnel_policy(Backend::Nftables);
+    policy.apply_ok(&topo.node);
+    topo.pod.ip_ok(&["route", "add", "blackhole", &format!("{API_V4}/32")]);
+    let pod = topo.pod.path();
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod]);
+    r.expect_code(1, "blackhole route in the pod");
+    assert_eq!(outcome(&j, 0, "container"), "unreachable", "{j}");
+    let probe = j["endpoints"][0]["container"]["detail"].as_str().unwrap_or("");
+    assert!(probe.contains("blackhole") && probe.contains(API_V4), "{j}");
+    let (status, detail) = block_verdict(&j, 0);
+    assert_eq!(status, "inconclusive", "{j}");
+    assert!(detail.contains("blackhole"), "{j}");
+    let r = verify_text(&topo.node, &policy, &["--netns", &pod]);
+    assert!(!r.stdout.contains("os error"), "{}", r.stdout);
+    let c = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
+    assert!(!c.served(), "curl through a blackhole route: {c:?}");
+}
+
+#[test]
+fn a_control_plane_node_with_drop_is_proven_blocked_endpoint_by_endpoint() {
+    // With drop, a gateway control on the apiserver's port would be swallowed by our own
+    // block-local-port rule ("the network does not work"); each endpoint's probe times out in
+    // a window of its own.
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let port = CONTROL_PLANE_PORT;
+    let _remote = Listener::start(&topo.api, API_V4, port);
+    let _local = Listener::start(&topo.node, "::", port);
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(NODE_API_V4, Some(port)), &endpoint(API_V4, Some(port))],
+    )
+    .with_action("drop");
+    policy.apply_ok(&topo.node);
+    let pod = topo.pod.path();
+    let ours = nft_rule_packets(&topo.node, "block-tcp-port-v4") + nft_rule_packets(&topo.node, "block-local-port-v4");
+    let (r, j) = verify_json(&topo.node, &policy, &["--netns", &pod, "--timeout", "1s"]);
+    r.expect_code(0, "drop on a control-plane node: both endpoints blocked");
+    for i in 0..2 {
+        assert_eq!(outcome(&j, i, "container"), "timed-out", "{j}");
+        assert_eq!(block_verdict(&j, i).0, "blocked", "{j}");
+        assert_eq!(j["endpoints"][i]["counter"]["status"], "moved", "{j}");
+        assert_eq!(
+            j["endpoints"][i]["control"]["target"],
+            format!("{NODE_POD_V4}:443"),
+            "{j}"
+        );
+    }
+    let counted =
+        nft_rule_packets(&topo.node, "block-tcp-port-v4") + nft_rule_packets(&topo.node, "block-local-port-v4");
+    assert!(counted >= ours + 2, "nft -j: our rules did not count both probes: {j}");
+    assert_agrees("timed-out", &curl(&topo.pod, NODE_API_V4, port, 1), "pod -> node");
+    assert_agrees("timed-out", &curl(&topo.pod, API_V4, port, 1), "pod -> remote");
+    assert_agrees(
+        "refused",
+        &curl(&topo.pod, NODE_POD_V4, 443, MAX_TIME),
+        "pod -> gateway:443",
+    );
 }

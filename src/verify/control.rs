@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
-use super::route::Route;
+use super::route::{LookupError, Route};
 use crate::core::address::Endpoint;
 
 /// Where the control of one endpoint goes.
@@ -31,22 +31,37 @@ pub fn blocked_by_policy(apiservers: &[Endpoint], addr: SocketAddr) -> bool {
         .any(|e| e.ip == addr.ip() && e.port.is_none_or(|p| p == addr.port()))
 }
 
-/// The route look-up error that means "no route".
-pub const NO_ROUTE: &str = "no route";
-
 const GIVE_CONTROL: &str =
     "give --control ADDR[:PORT], an address the probe's side reaches and the policy does not block";
 
+/// Ports tried for the gateway control when the probed port is one our local-port rule
+/// blocks at every address of the node (an apiserver runs there): a closed port answers with
+/// a reset all the same.
+const GATEWAY_PORTS: [u16; 4] = [443, 80, 22, 1];
+
+/// The port of the gateway control: the probed port, unless the policy blocks it at every
+/// address of this node (`local_ports`, the ports of the apiservers running here), since the
+/// pod's gateway is usually the node: our own rule would answer (reject) or swallow (drop)
+/// the control.
+pub fn gateway_port(port: u16, local_ports: &[u16]) -> u16 {
+    std::iter::once(port)
+        .chain(GATEWAY_PORTS)
+        .find(|p| !local_ports.contains(p))
+        .unwrap_or(port)
+}
+
 /// Plans the control of the endpoint at `ip`, probed on `port`. `given` is `--control`;
 /// `node_is_control` holds for `--source` with the node check on; `route` is the probe's
-/// side's route towards `ip`. Also returns a note when `given` could not be used.
+/// side's route towards `ip`; `local_ports` are the ports of the apiservers on this node.
+/// Also returns a note when `given` could not be used.
 pub fn plan(
     given: Option<&Endpoint>,
     node_is_control: bool,
-    route: &Result<Route, String>,
+    route: &Result<Route, LookupError>,
     ip: IpAddr,
     port: u16,
     apiservers: &[Endpoint],
+    local_ports: &[u16],
 ) -> (ControlPlan, Option<String>) {
     let mut note = None;
     if let Some(g) = given {
@@ -67,8 +82,10 @@ pub fn plan(
         return (ControlPlan::Node, note);
     }
     let plan = match route {
-        Err(e) if e == NO_ROUTE => ControlPlan::Missing(format!("the probe's side has no route towards {ip}")),
-        Err(e) => ControlPlan::Missing(format!("the route towards {ip} could not be looked up: {e}")),
+        Err(LookupError::Unusable(u)) => ControlPlan::Missing(format!("the probe's side has {}", u.towards(ip))),
+        Err(LookupError::Failed(e)) => {
+            ControlPlan::Missing(format!("the route towards {ip} could not be looked up: {e}"))
+        }
         Ok(r) => match r.gateway {
             None if r.local => ControlPlan::Missing(format!(
                 "{ip} is an address of the probe's own namespace, there is no gateway to use as the control; {GIVE_CONTROL}"
@@ -77,6 +94,7 @@ pub fn plan(
                 "the route towards {ip} has no gateway (on-link) to use as the control; {GIVE_CONTROL}"
             )),
             Some(gw) => {
+                let port = gateway_port(port, local_ports);
                 let addr = match gw {
                     IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
                         SocketAddr::V6(SocketAddrV6::new(v6, port, 0, r.oif.unwrap_or(0)))
@@ -100,12 +118,13 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::core::address::parse_endpoint;
+    use crate::verify::route::Unusable;
 
     fn ep(s: &str) -> Endpoint {
         parse_endpoint(s).unwrap()
     }
 
-    fn via(gw: &str) -> Result<Route, String> {
+    fn via(gw: &str) -> Result<Route, LookupError> {
         Ok(Route {
             gateway: Some(gw.parse().unwrap()),
             source: None,
@@ -122,7 +141,7 @@ mod tests {
 
     #[test]
     fn the_gateway_on_the_probed_port_is_the_default() {
-        let (p, note) = plan(None, false, &via("10.0.1.1"), API.parse().unwrap(), 5443, &api());
+        let (p, note) = plan(None, false, &via("10.0.1.1"), API.parse().unwrap(), 5443, &api(), &[]);
         assert_eq!(
             p,
             ControlPlan::Probe {
@@ -132,7 +151,7 @@ mod tests {
         );
         assert_eq!(note, None);
         // An IPv6 link-local gateway keeps the interface as its scope.
-        let (p, _) = plan(None, false, &via("fe80::1"), "fd01::1".parse().unwrap(), 443, &[]);
+        let (p, _) = plan(None, false, &via("fe80::1"), "fd01::1".parse().unwrap(), 443, &[], &[]);
         let ControlPlan::Probe {
             addr: SocketAddr::V6(a),
             ..
@@ -144,9 +163,40 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_control_avoids_the_ports_of_an_apiserver_on_the_node() {
+        // Our local-port rule blocks 6443 at every address of the node, the gateway included.
+        let (p, _) = plan(
+            None,
+            false,
+            &via("10.0.1.1"),
+            API.parse().unwrap(),
+            6443,
+            &api(),
+            &[6443],
+        );
+        assert_eq!(
+            p,
+            ControlPlan::Probe {
+                addr: "10.0.1.1:443".parse().unwrap(),
+                kind: "gateway"
+            }
+        );
+        assert_eq!(gateway_port(443, &[443, 6443]), 80);
+        assert_eq!(gateway_port(5443, &[6443]), 5443);
+    }
+
+    #[test]
     fn a_given_control_comes_first_unless_the_policy_blocks_it() {
         let given = ep("192.168.50.1");
-        let (p, _) = plan(Some(&given), true, &via("10.0.1.1"), API.parse().unwrap(), 5443, &api());
+        let (p, _) = plan(
+            Some(&given),
+            true,
+            &via("10.0.1.1"),
+            API.parse().unwrap(),
+            5443,
+            &api(),
+            &[],
+        );
         assert_eq!(
             p,
             ControlPlan::Probe {
@@ -162,6 +212,7 @@ mod tests {
             API.parse().unwrap(),
             5443,
             &api(),
+            &[],
         );
         assert!(matches!(p, ControlPlan::Probe { addr, .. } if addr.port() == 22));
         // An apiserver endpoint cannot be the control: fall back, and say why.
@@ -174,6 +225,7 @@ mod tests {
                 API.parse().unwrap(),
                 5443,
                 &api(),
+                &[],
             );
             assert!(matches!(p, ControlPlan::Probe { kind: "gateway", .. }), "{p:?}");
             assert!(note.unwrap().contains("policy blocks"));
@@ -187,7 +239,8 @@ mod tests {
                 &via("10.0.1.1"),
                 API.parse().unwrap(),
                 5443,
-                &api()
+                &api(),
+                &[]
             )
             .0,
             ControlPlan::Probe { kind: "given", .. }
@@ -201,6 +254,7 @@ mod tests {
             API.parse().unwrap(),
             5443,
             &api(),
+            &[],
         );
         assert!(matches!(p, ControlPlan::Probe { kind: "gateway", .. }));
         assert!(note.unwrap().contains("IP version"));
@@ -208,7 +262,15 @@ mod tests {
 
     #[test]
     fn with_source_the_node_probe_is_the_control() {
-        let (p, _) = plan(None, true, &Err("no route".into()), API.parse().unwrap(), 5443, &api());
+        let (p, _) = plan(
+            None,
+            true,
+            &Err(LookupError::Unusable(Unusable::NoRoute)),
+            API.parse().unwrap(),
+            5443,
+            &api(),
+            &[],
+        );
         assert_eq!(p, ControlPlan::Node);
     }
 
@@ -216,10 +278,17 @@ mod tests {
     fn no_route_no_gateway_or_a_blocked_gateway_means_no_control() {
         let ip: IpAddr = API.parse().unwrap();
         let cases = [
-            (Err(NO_ROUTE.to_string()), "has no route towards 192.168.50.10"),
             (
-                Err("Permission denied".to_string()),
-                "could not be looked up: Permission denied",
+                Err(LookupError::Unusable(Unusable::NoRoute)),
+                "has no route towards 192.168.50.10",
+            ),
+            (
+                Err(LookupError::Unusable(Unusable::Blackhole)),
+                "has a blackhole route towards 192.168.50.10",
+            ),
+            (
+                Err(LookupError::Failed("No buffer space available".to_string())),
+                "could not be looked up: No buffer space available",
             ),
             (
                 Ok(Route {
@@ -242,7 +311,7 @@ mod tests {
             (via("192.168.50.20"), "apiserver the policy blocks"),
         ];
         for (route, says) in cases {
-            let (p, _) = plan(None, false, &route, ip, 5443, &api());
+            let (p, _) = plan(None, false, &route, ip, 5443, &api(), &[]);
             assert!(
                 matches!(&p, ControlPlan::Missing(m) if m.contains(says)),
                 "{says}: {p:?}"

@@ -1,53 +1,177 @@
-//! Packet counters of our block rules, per address family, read from this
-//! (the node's) namespace before and after the probes: did our rule see the
-//! probe? Every backend is read, whichever installed the block: our nftables
-//! table (`nft -j list table inet apiserver_guard`, through the backend's own
-//! read-back), and our `APISERVER-GUARD` chain in iptables-nft and
-//! iptables-legacy (`iptables -L APISERVER-GUARD -v -x -n`; a legacy table
-//! that is not loaded is not created by looking). Parsing is pure.
+//! Packet counters of our block rules, read from this (the node's) namespace
+//! around each probe: did the rule of ours that matches THAT endpoint see
+//! THAT probe? One `Snapshot` reads every backend once, whichever installed
+//! the block: our nftables table (`nft -j list table inet apiserver_guard`,
+//! through the backend's own read-back: counters per rule comment, and the
+//! hooks of its base chains), and our `APISERVER-GUARD` chain in iptables-nft
+//! and iptables-legacy (`iptables -L APISERVER-GUARD -v -x -n`; a legacy table
+//! that is not loaded is not created by looking). `Snapshot::packets` then
+//! sums only the rules that match one endpoint: by comment in nftables
+//! (`block-tcp-port-*` for `address:port`, `block-tcp-*`/`block-all-*` for a
+//! port-less address, `block-local-port-*` for an apiserver on this node), by
+//! destination and port in iptables. Parsing and matching are pure.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::evidence::CounterReading;
 use crate::backend::exec::{failure, start, Runner};
 use crate::backend::iptables::{legacy_table_loaded, tool, Variant};
 use crate::backend::nftables::Nftables;
 use crate::core::model::Family;
+use crate::core::nft_state::{Counters, NftState};
 use crate::core::render_iptables::CHAIN;
 use crate::error::Error;
 
-/// One reading for both families.
-pub type Reading = BTreeMap<Family, CounterReading>;
+/// One probed endpoint, as our rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleKey {
+    pub ip: IpAddr,
+    /// The probed port.
+    pub port: u16,
+    /// The policy names the endpoint without a port (every port is blocked).
+    pub portless: bool,
+    /// The endpoint is an apiserver on this node (the local-port rule also matches it).
+    pub local: bool,
+}
 
-/// Packets counted by our nftables block rules (comments `block-...-v4|v6`), per family;
-/// a family without a block rule is absent.
-pub fn nft_packets(counters: &BTreeMap<String, (u64, u64)>) -> BTreeMap<Family, u64> {
-    let mut out = BTreeMap::new();
-    for (name, (packets, _)) in counters.iter().filter(|(n, _)| n.starts_with("block-")) {
-        let fam = if name.ends_with("-v6") { Family::V6 } else { Family::V4 };
-        *out.entry(fam).or_insert(0) += packets;
+impl RuleKey {
+    fn family(&self) -> Family {
+        Family::of_ip(&self.ip)
+    }
+}
+
+/// The comments of our nftables rules that can stop a probe to `key`.
+pub fn nft_rule_names(key: &RuleKey) -> Vec<String> {
+    let fam = key.family().suffix();
+    let mut names: Vec<String> = if key.portless {
+        vec![format!("block-tcp-{fam}"), format!("block-all-{fam}")]
+    } else {
+        vec![format!("block-tcp-port-{fam}")]
+    };
+    if key.local {
+        names.push(format!("block-local-port-{fam}"));
+    }
+    names
+}
+
+/// One REJECT or DROP rule of our iptables chain, as `-L -v -x -n` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IptRule {
+    pub packets: u64,
+    /// The destination address (None: any).
+    pub destination: Option<IpAddr>,
+    /// `dpt:N` (None: every port).
+    pub dport: Option<u16>,
+    /// `ADDRTYPE match ... dst-type LOCAL`: every address of this node.
+    pub dst_local: bool,
+}
+
+impl IptRule {
+    /// Whether a probe to `key` can match this rule.
+    pub fn matches(&self, key: &RuleKey) -> bool {
+        let port_ok = self.dport.is_none_or(|p| p == key.port);
+        let dst_ok = if self.dst_local {
+            key.local
+        } else {
+            self.destination == Some(key.ip)
+        };
+        port_ok && dst_ok
+    }
+}
+
+/// An address column of the listing: `Some(Some(ip))` for one host, `Some(None)` for a
+/// network (`0.0.0.0/0`: any), None when the token is no address.
+fn address(token: &str) -> Option<Option<IpAddr>> {
+    if let Ok(ip) = token.parse::<IpAddr>() {
+        return Some(Some(ip));
+    }
+    let net: ipnet::IpNet = token.parse().ok()?;
+    Some((net.prefix_len() == net.max_prefix_len()).then(|| net.addr()))
+}
+
+/// The REJECT and DROP rules of `iptables -L APISERVER-GUARD -v -x -n` (exempt RETURNs and
+/// anything else are not the block).
+pub fn iptables_rules(listing: &str) -> Vec<IptRule> {
+    let mut out = Vec::new();
+    for line in listing.lines() {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let (Some(packets), Some(target)) = (tokens.first(), tokens.get(2)) else {
+            continue;
+        };
+        let Ok(packets) = packets.parse::<u64>() else { continue };
+        if !matches!(*target, "REJECT" | "DROP") {
+            continue;
+        }
+        // Source then destination: the first two address tokens (`opt` may be blank in
+        // ip6tables listings, so columns are not counted).
+        let destination = tokens[3..].iter().filter_map(|t| address(t)).nth(1).flatten();
+        let dport = tokens
+            .iter()
+            .find_map(|t| t.strip_prefix("dpt:"))
+            .and_then(|p| p.parse().ok());
+        let dst_local = tokens.windows(2).any(|w| w == ["dst-type", "LOCAL"]);
+        out.push(IptRule {
+            packets,
+            destination,
+            dport,
+            dst_local,
+        });
     }
     out
 }
 
-/// Packets counted by the REJECT and DROP rules of `iptables -L APISERVER-GUARD -v -x -n`
-/// (exempt RETURNs and anything else are not the block); None when the chain holds none.
-pub fn iptables_packets(listing: &str) -> Option<u64> {
-    let mut found = None;
-    for line in listing.lines() {
-        let mut cols = line.split_whitespace();
-        let (Some(packets), Some(_bytes), Some(target)) = (cols.next(), cols.next(), cols.next()) else {
-            continue;
-        };
-        let Ok(packets) = packets.parse::<u64>() else { continue };
-        if matches!(target, "REJECT" | "DROP") {
-            found = Some(found.unwrap_or(0) + packets);
-        }
-    }
-    found
+/// Our nftables table as read: the hooks of its base chains, the elements of its sets and
+/// the counters per rule comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftReading {
+    pub state: NftState,
+    pub counters: Counters,
 }
 
-/// Adds one backend's reading of one family into the total.
+impl NftReading {
+    /// The hooks our base chains are on (`forward`, `input`, `output`).
+    pub fn hooks(&self) -> BTreeSet<String> {
+        self.state
+            .chains
+            .values()
+            .filter_map(|c| c.base.as_ref().map(|b| b.hook.clone()))
+            .collect()
+    }
+
+    /// Whether our sets hold `key` (its address and port, or its address; or its port among
+    /// the local apiservers' for one on this node).
+    pub fn holds(&self, key: &RuleKey) -> bool {
+        let fam = key.family().suffix();
+        let (set, element) = if key.portless {
+            (format!("api_any_{fam}"), key.ip.to_string())
+        } else {
+            (format!("api_port_{fam}"), format!("{} . {}", key.ip, key.port))
+        };
+        let listed = self.state.sets.get(&set).is_some_and(|s| s.elements.contains(&element));
+        let local = key.local
+            && self
+                .state
+                .sets
+                .get("local_ports")
+                .is_some_and(|s| s.elements.contains(&key.port.to_string()));
+        listed || local
+    }
+}
+
+/// Our iptables chain of one family as read by one tool: its block rules (None: absent).
+pub type IptReading = Result<Option<Vec<IptRule>>, String>;
+
+/// One reading of every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Our nftables table (None: absent).
+    pub nft: Result<Option<NftReading>, String>,
+    /// Our iptables chain per (tool, family): its block rules (None: absent).
+    pub iptables: Vec<(String, Family, IptReading)>,
+}
+
+/// Adds one backend's reading into the total: errors win, absent rules add nothing.
 fn add(total: &mut CounterReading, part: CounterReading) {
     *total = match (std::mem::replace(total, Ok(None)), part) {
         (Err(a), Err(b)) => Err(format!("{a}; {b}")),
@@ -57,6 +181,48 @@ fn add(total: &mut CounterReading, part: CounterReading) {
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
         }),
     };
+}
+
+impl Snapshot {
+    /// Packets counted by the rules of ours that can stop a probe to `key`, and the names of
+    /// those rules (nft comments; `TOOL APISERVER-GUARD rule N` for iptables).
+    pub fn packets(&self, key: &RuleKey) -> (CounterReading, Vec<String>) {
+        let mut total: CounterReading = Ok(None);
+        let mut names = Vec::new();
+        match &self.nft {
+            Err(e) => add(&mut total, Err(e.clone())),
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                for name in nft_rule_names(key) {
+                    if let Some((packets, _)) = t.counters.get(&name) {
+                        add(&mut total, Ok(Some(*packets)));
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        for (prog, fam, reading) in &self.iptables {
+            if *fam != key.family() {
+                continue;
+            }
+            match reading {
+                Err(e) => add(&mut total, Err(e.clone())),
+                Ok(None) => {}
+                Ok(Some(rules)) => {
+                    for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.matches(key)) {
+                        add(&mut total, Ok(Some(r.packets)));
+                        names.push(format!("{prog} {CHAIN} rule {}", i + 1));
+                    }
+                }
+            }
+        }
+        (total, names)
+    }
+
+    /// Our nftables table, when it was read and exists.
+    pub fn nft_table(&self) -> Option<&NftReading> {
+        self.nft.as_ref().ok().and_then(Option::as_ref)
+    }
 }
 
 /// Whether our chain exists in iptables-nft, asked of `nft` (one chain, milliseconds; and
@@ -83,7 +249,7 @@ fn nft_chain_exists(runner: &dyn Runner, fam: Family) -> Option<bool> {
     }
 }
 
-fn iptables_reading(runner: &dyn Runner, variant: Variant, fam: Family) -> CounterReading {
+fn iptables_reading(runner: &dyn Runner, variant: Variant, fam: Family) -> IptReading {
     let present = match variant {
         Variant::Legacy => legacy_table_loaded(fam, "filter").map_err(|e| e.to_string())?,
         Variant::Nft => nft_chain_exists(runner, fam).unwrap_or(true),
@@ -96,28 +262,65 @@ fn iptables_reading(runner: &dyn Runner, variant: Variant, fam: Family) -> Count
     match start(runner, &prog, &args, None) {
         Err(Error::MissingTool(_)) => Ok(None),
         Err(e) => Err(e.to_string()),
-        Ok(out) if out.ok() => Ok(iptables_packets(&out.stdout)),
+        Ok(out) if out.ok() => Ok(Some(iptables_rules(&out.stdout))),
         Ok(out) if out.stderr.contains("No chain/target/match") || out.stderr.contains("does not exist") => Ok(None),
         Ok(out) => Err(failure(&prog, &args, &out).to_string()),
     }
 }
 
 /// Reads every backend once.
-pub fn read(runner: &dyn Runner) -> Reading {
-    let mut total: Reading = Family::ALL.iter().map(|f| (*f, Ok(None))).collect();
+pub fn read(runner: &dyn Runner) -> Snapshot {
     let nft = match Nftables::new(runner).observe() {
-        Ok(None) | Err(Error::MissingTool(_)) => Ok(BTreeMap::new()),
-        Ok(Some((_, counters))) => Ok(nft_packets(&counters)),
+        Ok(None) | Err(Error::MissingTool(_)) => Ok(None),
+        Ok(Some((state, counters))) => Ok(Some(NftReading { state, counters })),
         Err(e) => Err(e.to_string()),
     };
+    let mut iptables = Vec::new();
     for fam in Family::ALL {
-        let entry = total.get_mut(&fam).expect("every family is in the total");
-        add(entry, nft.as_ref().map(|m| m.get(&fam).copied()).map_err(Clone::clone));
         for variant in [Variant::Nft, Variant::Legacy] {
-            add(entry, iptables_reading(runner, variant, fam));
+            iptables.push((tool(variant, fam, false), fam, iptables_reading(runner, variant, fam)));
         }
     }
-    total
+    Snapshot { nft, iptables }
+}
+
+/// A snapshot standing for counters that were not read (why).
+pub fn unread(why: &str) -> Snapshot {
+    Snapshot {
+        nft: Err(why.to_string()),
+        iptables: Vec::new(),
+    }
+}
+
+/// What one reading of our nftables table says about the policy verified: the hooks it
+/// lacks or has in excess, in plain words (None: they agree, or there is no table).
+pub fn hooks_disagree(installed: &BTreeSet<String>, wanted: &BTreeSet<String>, mode: &str) -> Option<String> {
+    if installed == wanted {
+        return None;
+    }
+    let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(" and ");
+    let missing: BTreeSet<String> = wanted.difference(installed).cloned().collect();
+    let extra: BTreeSet<String> = installed.difference(wanted).cloned().collect();
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "{} not hooked (this policy, mode {mode}, needs it; apply it to install it)",
+            list(&missing)
+        ));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("{} hooked, which this policy does not need", list(&extra)));
+    }
+    Some(format!(
+        "our nftables table hooks {} while the policy verified hooks {}: {}",
+        if installed.is_empty() {
+            "nothing".to_string()
+        } else {
+            list(installed)
+        },
+        list(wanted),
+        parts.join("; ")
+    ))
 }
 
 #[cfg(test)]
@@ -125,38 +328,90 @@ mod tests {
     use super::*;
     use crate::backend::exec::fake::FakeRunner;
 
-    #[test]
-    fn nft_block_rules_are_summed_per_family() {
-        let c: BTreeMap<String, (u64, u64)> = [
-            ("exempt-v4", (50, 1)),
-            ("block-tcp-port-v4", (3, 1)),
-            ("block-all-v4", (2, 1)),
-            ("block-tcp-port-v6", (7, 1)),
-        ]
-        .into_iter()
-        .map(|(n, v)| (n.to_string(), v))
-        .collect();
-        let m = nft_packets(&c);
-        assert_eq!((m[&Family::V4], m[&Family::V6]), (5, 7));
-        assert!(nft_packets(&BTreeMap::new()).is_empty());
+    fn key(ip: &str, port: u16, portless: bool, local: bool) -> RuleKey {
+        RuleKey {
+            ip: ip.parse().unwrap(),
+            port,
+            portless,
+            local,
+        }
+    }
+
+    fn nft(counters: &[(&str, u64)]) -> Snapshot {
+        Snapshot {
+            nft: Ok(Some(NftReading {
+                state: NftState::default(),
+                counters: counters.iter().map(|(n, p)| (n.to_string(), (*p, 0))).collect(),
+            })),
+            iptables: Vec::new(),
+        }
     }
 
     #[test]
-    fn iptables_block_rules_are_summed_and_returns_ignored() {
+    fn each_endpoint_reads_only_the_rules_that_match_it() {
+        let s = nft(&[
+            ("exempt-v4", 50),
+            ("block-tcp-port-v4", 3),
+            ("block-tcp-v4", 4),
+            ("block-all-v4", 2),
+            ("block-local-port-v4", 20),
+            ("block-tcp-port-v6", 7),
+        ]);
+        let (r, names) = s.packets(&key("192.168.50.10", 6443, false, false));
+        assert_eq!((r, names), (Ok(Some(3)), vec!["block-tcp-port-v4".to_string()]));
+        // An apiserver on this node: the local-port rule matches it too.
+        assert_eq!(s.packets(&key("192.168.50.1", 6443, false, true)).0, Ok(Some(23)));
+        // A port-less endpoint: the TCP and catch-all rules.
+        assert_eq!(s.packets(&key("192.168.50.11", 443, true, false)).0, Ok(Some(6)));
+        assert_eq!(s.packets(&key("fd00:50::10", 5443, false, false)).0, Ok(Some(7)));
+        // Nothing of ours matches: absent, not zero.
+        assert_eq!(
+            nft(&[("exempt-v4", 1)])
+                .packets(&key("192.168.50.10", 1, false, false))
+                .0,
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn iptables_rules_are_matched_by_destination_and_port() {
         let v4 = "Chain APISERVER-GUARD (1 references)
     pkts      bytes target     prot opt in     out     source               destination
       40     2400 RETURN     all  --  *      *       10.0.9.0/24          0.0.0.0/0            /* apiserver-guard */
        3      180 REJECT     tcp  --  *      *       10.0.0.0/16          192.168.0.10         tcp dpt:5443 /* apiserver-guard */ reject-with tcp-reset
        1       60 DROP       all  --  *      *       10.0.0.0/16          192.168.0.11         /* apiserver-guard */
+       5      300 REJECT     tcp  --  *      *       10.0.0.0/16          0.0.0.0/0            ADDRTYPE match src-type !LOCAL dst-type LOCAL tcp dpt:6443 /* apiserver-guard */ reject-with tcp-reset
 ";
-        assert_eq!(iptables_packets(v4), Some(4));
+        let rules = iptables_rules(v4);
+        assert_eq!(rules.len(), 3);
+        let s = Snapshot {
+            nft: Ok(None),
+            iptables: vec![("iptables-legacy".into(), Family::V4, Ok(Some(rules)))],
+        };
+        let (r, names) = s.packets(&key("192.168.0.10", 5443, false, false));
+        assert_eq!(
+            (r, names),
+            (Ok(Some(3)), vec!["iptables-legacy APISERVER-GUARD rule 1".to_string()])
+        );
+        assert_eq!(s.packets(&key("192.168.0.10", 443, false, false)).0, Ok(None));
+        assert_eq!(s.packets(&key("192.168.0.11", 443, true, false)).0, Ok(Some(1)));
+        assert_eq!(s.packets(&key("192.168.0.1", 6443, false, true)).0, Ok(Some(5)));
+        assert_eq!(s.packets(&key("fd00::1", 6443, false, true)).0, Ok(None));
         let v6 = "Chain APISERVER-GUARD (1 references)
     pkts      bytes target     prot opt in     out     source               destination
        2      160 REJECT     tcp      *      *       fd00::/48            fd01::1              tcp dpt:5443 /* apiserver-guard */ reject-with tcp-reset
 ";
-        assert_eq!(iptables_packets(v6), Some(2));
+        assert_eq!(
+            iptables_rules(v6),
+            vec![IptRule {
+                packets: 2,
+                destination: Some("fd01::1".parse().unwrap()),
+                dport: Some(5443),
+                dst_local: false
+            }]
+        );
         let empty = "Chain APISERVER-GUARD (1 references)\n    pkts      bytes target     prot opt in     out     source               destination\n";
-        assert_eq!(iptables_packets(empty), None);
+        assert!(iptables_rules(empty).is_empty());
     }
 
     #[test]
@@ -171,6 +426,24 @@ mod tests {
         add(&mut t, Err("nft: permission denied".into()));
         add(&mut t, Ok(Some(1)));
         assert_eq!(t, Err("nft: permission denied".into()));
+        let s = unread("--from-here");
+        assert_eq!(
+            s.packets(&key("192.168.0.10", 1, false, false)).0,
+            Err("--from-here".into())
+        );
+    }
+
+    #[test]
+    fn hooks_that_differ_from_the_policy_are_named() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(hooks_disagree(&set(&["forward"]), &set(&["forward"]), "tunnel"), None);
+        let m = hooks_disagree(&set(&["forward"]), &set(&["forward", "output"]), "both").unwrap();
+        assert!(
+            m.contains("hooks forward while") && m.contains("output not hooked"),
+            "{m}"
+        );
+        let m = hooks_disagree(&set(&["forward", "output"]), &set(&["forward"]), "tunnel").unwrap();
+        assert!(m.contains("output hooked, which this policy does not need"), "{m}");
     }
 
     #[test]
@@ -194,7 +467,8 @@ mod tests {
             .missing("iptables-legacy")
             .missing("ip6tables-legacy");
         let got = read(&r);
-        assert_eq!((&got[&Family::V4], &got[&Family::V6]), (&Ok(None), &Ok(None)));
+        assert_eq!(got.packets(&key("192.168.0.10", 5443, false, false)).0, Ok(None));
+        assert_eq!(got.packets(&key("fd01::1", 5443, false, false)).0, Ok(None));
         // The chain exists: its counters are read with iptables.
         let listing = "Chain APISERVER-GUARD (1 references)\n pkts bytes target prot opt in out source destination\n    4  240 REJECT tcp -- * * 10.0.0.0/16 192.168.0.10 reject-with tcp-reset\n";
         let r = FakeRunner::default()
@@ -210,6 +484,7 @@ mod tests {
             .missing("iptables-legacy")
             .missing("ip6tables-legacy");
         let got = read(&r);
-        assert_eq!((&got[&Family::V4], &got[&Family::V6]), (&Ok(Some(4)), &Ok(None)));
+        assert_eq!(got.packets(&key("192.168.0.10", 5443, false, false)).0, Ok(Some(4)));
+        assert_eq!(got.packets(&key("192.168.0.11", 5443, false, false)).0, Ok(None));
     }
 }

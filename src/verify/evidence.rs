@@ -2,8 +2,9 @@
 //! data and pure judging (no I/O): the positive control from the probe's own
 //! side (does the vantage point's network work at all?), whether the failure
 //! is the one our rule produces (a TCP reset for `reject`, silence for
-//! `drop`), and whether our block rules' packet counters moved during the
-//! probe. `outcome::judge_block` combines them.
+//! `drop`), and whether the packet counters of our rule(s) matching that
+//! endpoint moved during that probe alone. `outcome::judge_block` and
+//! `outcome::judge_node` combine them.
 
 use serde::Serialize;
 
@@ -38,16 +39,18 @@ pub fn control_verdict(target: &str, outcome: &Outcome) -> ControlVerdict {
     }
 }
 
-/// What our block rules' packet counters (one address family) say about the probes.
+/// What the packet counters of our rule(s) matching one endpoint say about one probe of it:
+/// they are read right before and right after that probe, while no other probe of ours runs
+/// in its address family (the positive controls run before every such window).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum CounterEvidence {
-    /// Our rules counted at least one packet per probe that failed the way our rule does.
-    Moved { packets: u64, probes: usize },
-    /// Our rules counted fewer packets than there were such probes: something else stopped
-    /// some of them.
-    Short { packets: u64, probes: usize },
-    /// No block rule of ours is installed for this address family.
+    /// Our rule(s) counted at least one packet during the probe.
+    Moved { packets: u64, rules: Vec<String> },
+    /// Our rule(s) matching this endpoint counted nothing during the probe: something else
+    /// stopped it.
+    Short { packets: u64, rules: Vec<String> },
+    /// No block rule of ours that matches this endpoint is installed.
     NoRules,
     /// The counters could not be read (why): the verdict rests on the control and the kind of
     /// failure alone.
@@ -58,41 +61,65 @@ impl CounterEvidence {
     /// Plain words for the report.
     pub fn describe(&self) -> String {
         match self {
-            CounterEvidence::Moved { packets, probes } => {
-                format!("our block rules counted {packets} packet(s) during {probes} blocked probe(s)")
-            }
-            CounterEvidence::Short { packets, probes } => format!(
-                "our block rules counted {packets} packet(s) during {probes} failed probe(s): \
-                 something other than our rule stopped the probe"
+            CounterEvidence::Moved { packets, rules } => format!(
+                "our {} counted {packets} packet(s) during this probe alone",
+                named(rules, "rule", "rules")
             ),
-            CounterEvidence::NoRules => "no block rule of ours is installed for this address family".into(),
+            CounterEvidence::Short { rules, .. } => format!(
+                "{} did not move during this probe alone",
+                named(rules, "its counter", "their counters")
+            ),
+            CounterEvidence::NoRules => "no block rule of ours that matches this endpoint is installed".into(),
             CounterEvidence::Unknown { detail } => format!("rule counters not checked: {detail}"),
         }
     }
+
+    /// Our rule counted the probe, or its counters are out of sight (nothing contradicts).
+    pub fn supports_our_rule(&self) -> bool {
+        matches!(self, CounterEvidence::Moved { .. } | CounterEvidence::Unknown { .. })
+    }
 }
 
-/// Packets counted by our block rules of one family in one reading: `Ok(None)` when none of
-/// our block rules exists, `Err` when the firewall could not be read.
+/// `one (a)` or `many (a, b)`.
+fn named(rules: &[String], one: &str, many: &str) -> String {
+    let word = if rules.len() > 1 { many } else { one };
+    format!("{word} ({})", rules.join(", "))
+}
+
+/// Packets counted by the rule(s) of ours that match one endpoint in one reading: `Ok(None)`
+/// when none of them exists, `Err` when the firewall could not be read.
 pub type CounterReading = Result<Option<u64>, String>;
 
-/// Compares the readings before and after the probes; `probes` is how many probes of this
-/// family failed the way our rule makes them fail.
-pub fn counter_evidence(before: &CounterReading, after: &CounterReading, probes: usize) -> CounterEvidence {
+/// Compares the readings right before and after one probe; `rules` names the rules read.
+pub fn counter_evidence(before: &CounterReading, after: &CounterReading, rules: Vec<String>) -> CounterEvidence {
     match (before, after) {
         (Err(e), _) | (_, Err(e)) => CounterEvidence::Unknown { detail: e.clone() },
         (Ok(None), Ok(None)) => CounterEvidence::NoRules,
         (Ok(Some(b)), Ok(Some(a))) if a >= b => {
             let packets = a - b;
-            if probes > 0 && packets >= probes as u64 {
-                CounterEvidence::Moved { packets, probes }
+            if packets > 0 {
+                CounterEvidence::Moved { packets, rules }
             } else {
-                CounterEvidence::Short { packets, probes }
+                CounterEvidence::Short { packets, rules }
             }
         }
         _ => CounterEvidence::Unknown {
             detail: "our rules were installed, removed or replaced during the probe".into(),
         },
     }
+}
+
+/// Why a failure like our rule's was not our rule's doing, given counters that say so.
+pub fn not_ours(outcome: &Outcome, action: Action, counter: &CounterEvidence) -> String {
+    let who = match action {
+        Action::Reject => "a foreign rule or the apiserver itself refused",
+        Action::Drop => "a foreign rule or the network dropped it",
+    };
+    format!(
+        "{}, but not by our rule: {}; {who}",
+        outcome.describe(),
+        counter.describe()
+    )
 }
 
 /// Whether `outcome` is what our block rule does to a TCP connection attempt: `reject`
@@ -162,58 +189,80 @@ mod tests {
         assert_eq!(ours(Action::Drop), vec![Outcome::TimedOut]);
     }
 
+    fn rules() -> Vec<String> {
+        vec!["block-tcp-port-v4".to_string()]
+    }
+
     #[test]
-    fn counters_must_move_once_per_probe() {
+    fn the_counter_must_move_during_the_probe() {
         let r = |v: Option<u64>| -> CounterReading { Ok(v) };
         assert_eq!(
-            counter_evidence(&r(Some(5)), &r(Some(6)), 1),
-            CounterEvidence::Moved { packets: 1, probes: 1 }
+            counter_evidence(&r(Some(5)), &r(Some(6)), rules()),
+            CounterEvidence::Moved {
+                packets: 1,
+                rules: rules()
+            }
         );
         // drop: the SYN is sent again within the timeout.
         assert_eq!(
-            counter_evidence(&r(Some(0)), &r(Some(3)), 2),
-            CounterEvidence::Moved { packets: 3, probes: 2 }
+            counter_evidence(&r(Some(0)), &r(Some(3)), rules()),
+            CounterEvidence::Moved {
+                packets: 3,
+                rules: rules()
+            }
         );
         assert_eq!(
-            counter_evidence(&r(Some(5)), &r(Some(5)), 1),
-            CounterEvidence::Short { packets: 0, probes: 1 }
+            counter_evidence(&r(Some(5)), &r(Some(5)), rules()),
+            CounterEvidence::Short {
+                packets: 0,
+                rules: rules()
+            }
         );
-        assert_eq!(
-            counter_evidence(&r(Some(5)), &r(Some(6)), 2),
-            CounterEvidence::Short { packets: 1, probes: 2 }
-        );
-        // No probe to account for: nothing moved on our behalf.
-        assert!(matches!(
-            counter_evidence(&r(Some(5)), &r(Some(9)), 0),
-            CounterEvidence::Short { .. }
-        ));
-        assert_eq!(counter_evidence(&r(None), &r(None), 1), CounterEvidence::NoRules);
+        assert_eq!(counter_evidence(&r(None), &r(None), vec![]), CounterEvidence::NoRules);
     }
 
     #[test]
     fn unreadable_or_changing_counters_are_unknown() {
         let e: CounterReading = Err("nft: permission denied".into());
         assert!(matches!(
-            counter_evidence(&e, &Ok(Some(1)), 1),
+            counter_evidence(&e, &Ok(Some(1)), rules()),
             CounterEvidence::Unknown { detail } if detail.contains("permission")
         ));
         assert!(matches!(
-            counter_evidence(&Ok(Some(1)), &e, 1),
+            counter_evidence(&Ok(Some(1)), &e, rules()),
             CounterEvidence::Unknown { .. }
         ));
         for (b, a) in [(Some(1), None), (None, Some(1)), (Some(9), Some(1))] {
             assert!(
-                matches!(counter_evidence(&Ok(b), &Ok(a), 1), CounterEvidence::Unknown { detail } if detail.contains("during the probe")),
+                matches!(counter_evidence(&Ok(b), &Ok(a), rules()), CounterEvidence::Unknown { detail } if detail.contains("during the probe")),
                 "{b:?} -> {a:?}"
             );
         }
     }
 
     #[test]
+    fn a_failure_our_counter_did_not_see_is_named() {
+        let still = CounterEvidence::Short {
+            packets: 0,
+            rules: rules(),
+        };
+        assert_eq!(
+            not_ours(&Outcome::Refused, Action::Reject, &still),
+            "refused, but not by our rule: its counter (block-tcp-port-v4) did not move during this probe alone; \
+             a foreign rule or the apiserver itself refused"
+        );
+        assert!(not_ours(&Outcome::TimedOut, Action::Drop, &still).contains("network dropped it"));
+        assert!(!still.supports_our_rule() && !CounterEvidence::NoRules.supports_our_rule());
+    }
+
+    #[test]
     fn evidence_is_described_in_plain_words() {
-        assert!(CounterEvidence::Moved { packets: 1, probes: 1 }
-            .describe()
-            .contains("counted 1 packet"));
+        assert!(CounterEvidence::Moved {
+            packets: 1,
+            rules: rules()
+        }
+        .describe()
+        .contains("(block-tcp-port-v4) counted 1 packet"));
         assert!(CounterEvidence::NoRules.describe().contains("no block rule of ours"));
         assert!(our_answer(Action::Drop).contains("timed out"));
     }

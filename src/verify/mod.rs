@@ -2,9 +2,10 @@
 //! proves the node still gets through. Orchestration only: resolve where to
 //! probe from, open one socket per (endpoint, port) in the pod namespace, one
 //! per positive control there (`control`: the gateway towards the apiserver,
-//! or `--control`) and one per (endpoint, port) in the node's; read our block
-//! rules' counters (`counters`), connect everything concurrently, read the
-//! counters again, then hand the outcomes to `evidence` and `outcome` for the
+//! or `--control`) and one per (endpoint, port) in the node's; let `schedule`
+//! run them (the controls first, then each probe that needs counter evidence
+//! in a window of its own, with our matching rules' counters read around it
+//! by `counters`), then hand the outcomes to `evidence` and `outcome` for the
 //! verdicts and to `report` for the output.
 //!
 //! `verify_once` is the synchronous, self-contained entry point for the
@@ -19,29 +20,30 @@ pub mod outcome;
 pub mod probe;
 pub mod report;
 pub mod route;
+pub mod schedule;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::thread;
 use std::time::Duration;
 
 use crate::backend::exec::SYSTEM;
 use crate::cli::{OutputFormat, VerifyArgs};
 use crate::core::address::{parse_endpoint, Endpoint};
-use crate::core::model::Family;
 use crate::core::policy::{Hook, Mode, Policy};
 use crate::core::validate::validate;
 use crate::daemon::settings::parse_duration;
 use crate::error::{Error, Result};
 use crate::lockout::source_address;
 use control::ControlPlan;
-use evidence::{control_verdict, counter_evidence, produced_by_our_rule, ControlVerdict, CounterEvidence};
+use counters::{RuleKey, Snapshot};
+use evidence::{control_verdict, produced_by_our_rule, ControlVerdict, CounterEvidence};
 use netns::Namespace;
-use outcome::{coverage, judge_block, judge_node, BlockVerdict, Coverage, Evidence, Expect, Outcome};
-use probe::{Probe, Target};
+use outcome::{coverage, judge_block, judge_node, BlockVerdict, Coverage, Evidence, Expect, NodeEvidence, Outcome};
+use probe::Target;
 use report::{ControlReport, EndpointReport, ProbeReport, Report, VantageReport};
+use schedule::{Job, Planned, Ran};
 
 /// Ports tried, in order, on an apiserver given without a port (and no `--probe-port`).
 pub const DEFAULT_PORTS: [u16; 2] = [5443, 443];
@@ -157,8 +159,10 @@ pub fn command(args: &VerifyArgs) -> Result<i32> {
     Ok(report.exit_code)
 }
 
-/// One verification for the daemon: synchronous (it blocks for up to about `opts.timeout`,
-/// plus the `--auto` scan), self-contained (threads of its own, no runtime needed), never
+/// One verification for the daemon: synchronous (it blocks for up to about `opts.timeout`
+/// for the controls, plus one `opts.timeout` per endpoint and port of the busier address
+/// family, since each probe with counter evidence runs alone, plus the `--auto` scan),
+/// self-contained (threads of its own, no runtime needed), never
 /// fails: a verification that cannot run is a `Report` with `error` set and exit code 1.
 /// The policy must have been validated.
 pub fn verify_once(policy: &Policy, opts: &VerifyOptions) -> Report {
@@ -191,14 +195,6 @@ struct Plan {
     skipped: Option<String>,
 }
 
-/// A socket ready to connect (or why there is none), its target and the source address the
-/// kernel picks in its namespace.
-struct Job {
-    target: Target,
-    socket: std::result::Result<socket2::Socket, Outcome>,
-    from: Option<IpAddr>,
-}
-
 /// What the probe's side prepared: sockets to the apiservers, the control plan of each
 /// endpoint (with a note when `--control` could not be used), and sockets to the controls.
 struct Prepared {
@@ -219,31 +215,43 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     };
     let node_is_control = matches!(side, Side::Source(_)) && host_check;
 
-    let targets: Vec<Target> = plans
+    // One (endpoint, port) per container-side probe, with the key of our rules matching it.
+    let slots: Vec<(&Plan, u16)> = plans
         .iter()
-        .flat_map(|p| p.ports.iter().map(|port| SocketAddr::new(p.endpoint.ip, *port)))
-        .map(|addr| Target { addr, bind })
+        .flat_map(|p| p.ports.iter().map(move |port| (p, *port)))
         .collect();
+    let targets: Vec<Target> = slots
+        .iter()
+        .map(|(p, port)| Target {
+            addr: SocketAddr::new(p.endpoint.ip, *port),
+            bind,
+        })
+        .collect();
+    let keys: Vec<RuleKey> = slots
+        .iter()
+        .map(|(p, port)| RuleKey {
+            ip: p.endpoint.ip,
+            port: *port,
+            portless: p.endpoint.port.is_none(),
+            local: policy.local_apiservers.iter().any(|l| l.ip == p.endpoint.ip),
+        })
+        .collect();
+    let local_ports = crate::core::model::Blocklist::from_policy(policy).local_ports;
     // Runs in the probe's namespace: routes and sockets belong to it.
     let prepare = || {
         let controls: Vec<(ControlPlan, Option<String>)> = plans
             .iter()
             .map(|p| match p.ports.first() {
                 None => (ControlPlan::Missing("skipped".into()), None),
-                Some(port) => {
-                    let route = route::get(p.endpoint.ip).map_err(|e| match e.raw_os_error() {
-                        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => control::NO_ROUTE.to_string(),
-                        _ => e.to_string(),
-                    });
-                    control::plan(
-                        opts.control.as_ref(),
-                        node_is_control,
-                        &route,
-                        p.endpoint.ip,
-                        *port,
-                        &policy.apiservers,
-                    )
-                }
+                Some(port) => control::plan(
+                    opts.control.as_ref(),
+                    node_is_control,
+                    &route::lookup(p.endpoint.ip),
+                    p.endpoint.ip,
+                    *port,
+                    &policy.apiservers,
+                    &local_ports,
+                ),
             })
             .collect();
         let mut control_targets: Vec<Target> = Vec::new();
@@ -268,45 +276,44 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     };
     let host_jobs = if host_check {
         let unbound: Vec<Target> = targets.iter().map(|t| Target { bind: None, ..*t }).collect();
-        Some(open_all(&unbound))
+        open_all(&unbound)
     } else {
-        None
+        Vec::new()
     };
     let control_addrs: Vec<SocketAddr> = prepared.control_jobs.iter().map(|j| j.target.addr).collect();
     let (n, k) = (prepared.jobs.len(), prepared.control_jobs.len());
-    let mut jobs = prepared.jobs;
-    jobs.extend(prepared.control_jobs);
-    jobs.extend(host_jobs.into_iter().flatten());
 
-    // Our rules' counters, from this (the node's) namespace; out of sight from inside a pod.
+    // Our rules' counters are read from this (the node's) namespace; out of sight from inside
+    // a pod. Every container probe, and every node probe the policy could stop, runs in a
+    // counting window of its own; the controls and the other node probes run before.
     let counting = !matches!(side, Side::Here);
-    let before = counting.then(|| counters::read(&SYSTEM));
-    let mut probes = run_all(jobs, opts.timeout, opts.tls);
-    let after = counting.then(|| counters::read(&SYSTEM));
-    let host_probes = if host_check {
-        Some(probes.split_off(n + k))
-    } else {
-        None
-    };
-    let control_probes: BTreeMap<SocketAddr, (Probe, Option<IpAddr>)> =
-        control_addrs.into_iter().zip(probes.split_off(n)).collect();
-
-    // Per family: how many probes failed the way our rule makes them fail, and did our
-    // rules count at least that many packets meanwhile?
-    let mut ours: BTreeMap<Family, usize> = BTreeMap::new();
-    for (t, (p, _)) in targets.iter().zip(&probes) {
-        if produced_by_our_rule(&p.outcome, policy.action) {
-            *ours.entry(Family::of_ip(&t.addr.ip())).or_default() += 1;
-        }
+    let mut planned: Vec<Planned> = Vec::new();
+    for (job, key) in prepared.jobs.into_iter().zip(&keys) {
+        planned.push(Planned {
+            job,
+            window: counting.then_some(*key),
+        });
     }
-    let counter_for = |fam: Family| -> CounterEvidence {
-        match (&before, &after) {
-            (Some(b), Some(a)) => counter_evidence(&b[&fam], &a[&fam], ours.get(&fam).copied().unwrap_or(0)),
-            _ => CounterEvidence::Unknown {
-                detail: "--from-here: the node's firewall counters cannot be read from inside the pod network".into(),
-            },
-        }
+    for job in prepared.control_jobs {
+        planned.push(Planned { job, window: None });
+    }
+    for (job, key) in host_jobs.into_iter().zip(&keys) {
+        let hooked = node_blocked(policy, job.from).is_some();
+        planned.push(Planned {
+            job,
+            window: (counting && hooked).then_some(*key),
+        });
+    }
+    let (mut ran, first) = schedule::run(planned, opts.timeout, opts.tls, &|| counters::read(&SYSTEM));
+    let unread = || CounterEvidence::Unknown {
+        detail: "--from-here: the node's firewall counters cannot be read from inside the pod network".into(),
     };
+    let host_probes: Vec<(Ran, Option<CounterEvidence>)> = ran.split_off(n + k);
+    let control_probes: BTreeMap<SocketAddr, Ran> = control_addrs
+        .into_iter()
+        .zip(ran.split_off(n).into_iter().map(|(r, _)| r))
+        .collect();
+    let container: Vec<(Ran, CounterEvidence)> = ran.into_iter().map(|(r, c)| (r, c.unwrap_or_else(unread))).collect();
 
     let no_node_check = if matches!(side, Side::Here) {
         "--from-here: this process is in the pod network, there is no node namespace to compare with"
@@ -317,25 +324,25 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     let mut i = 0;
     for (p, (cplan, cnote)) in plans.iter().zip(&prepared.controls) {
         let k = p.ports.len();
-        let container = &probes[i..i + k];
-        let host = host_probes.as_ref().map(|h| &h[i..i + k]);
-        i += k;
+        let host = host_check.then(|| &host_probes[i..i + k]);
         let evidence_in = EvidenceIn {
             control: cplan,
             control_note: cnote.as_deref(),
             control_probes: &control_probes,
-            counter: counter_for(Family::of_ip(&p.endpoint.ip)),
+            table: first.as_ref(),
+            keys: &keys[i..i + k],
         };
         endpoints.push(judge(
             policy,
             opts,
             &side,
             p,
-            container,
+            &container[i..i + k],
             host,
             no_node_check,
             evidence_in,
         ));
+        i += k;
     }
     let mut report = Report {
         vantage: Some(vantage),
@@ -344,6 +351,7 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
         timeout_seconds: opts.timeout.as_secs_f64(),
         host_check,
         endpoints,
+        notes: first.as_ref().and_then(|s| hooks_note(policy, s)).into_iter().collect(),
         block_effective: None,
         node_unaffected: None,
         error: None,
@@ -351,6 +359,32 @@ pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
     };
     report.summarise();
     Ok(report)
+}
+
+/// `Some(cidr)` when the policy can stop the node's own traffic from `from`: the source lies
+/// in the blocked container CIDR `cidr` and the policy hooks OUTPUT (or INPUT).
+fn node_blocked(policy: &Policy, from: Option<IpAddr>) -> Option<String> {
+    let hooks_node = policy.mode.hooks().contains(&Hook::Output) || !policy.local_apiservers.is_empty();
+    match coverage(&policy.sources, &policy.exempt, from.filter(|_| hooks_node)?) {
+        Coverage::Blocked(cidr) => Some(cidr),
+        _ => None,
+    }
+}
+
+/// A note when our nftables table, as read, hooks other paths than the policy verified.
+fn hooks_note(policy: &Policy, snapshot: &Snapshot) -> Option<String> {
+    let installed = snapshot.nft_table()?.hooks();
+    let wanted = crate::core::model::Blocklist::from_policy(policy)
+        .hooks
+        .iter()
+        .map(|h| h.name().to_string())
+        .collect();
+    let mode = match policy.mode {
+        Mode::Vpc => "vpc",
+        Mode::Tunnel => "tunnel",
+        Mode::Both => "both",
+    };
+    counters::hooks_disagree(&installed, &wanted, mode)
 }
 
 /// Opens the container side (entering or finding the namespace) and describes it.
@@ -466,37 +500,7 @@ fn open_all(targets: &[Target]) -> Vec<Job> {
         .collect()
 }
 
-/// Connects every job concurrently; results in the same order, with the source address.
-fn run_all(jobs: Vec<Job>, timeout: Duration, tls: bool) -> Vec<(Probe, Option<IpAddr>)> {
-    thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|job| {
-                let from = job.from;
-                let handle = s.spawn(move || match job.socket {
-                    Ok(sock) => probe::run(sock, &job.target, timeout, tls),
-                    Err(outcome) => Probe {
-                        outcome,
-                        elapsed: Duration::ZERO,
-                    },
-                });
-                (handle, from)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(h, from)| {
-                let probe = h.join().unwrap_or_else(|_| Probe {
-                    outcome: Outcome::Error("the probe thread panicked".into()),
-                    elapsed: Duration::ZERO,
-                });
-                (probe, from)
-            })
-            .collect()
-    })
-}
-
-fn probe_report((p, from): &(Probe, Option<IpAddr>)) -> ProbeReport {
+fn probe_report((p, from): &Ran) -> ProbeReport {
     ProbeReport {
         from: from.map(|f| f.to_string()),
         outcome: p.outcome.clone(),
@@ -504,16 +508,19 @@ fn probe_report((p, from): &(Probe, Option<IpAddr>)) -> ProbeReport {
     }
 }
 
-/// What one endpoint's verdict rests on besides its own probes.
+/// What one endpoint's verdict rests on besides its own probes and their counter evidence.
 struct EvidenceIn<'a> {
     control: &'a ControlPlan,
     control_note: Option<&'a str>,
-    control_probes: &'a BTreeMap<SocketAddr, (Probe, Option<IpAddr>)>,
-    counter: CounterEvidence,
+    control_probes: &'a BTreeMap<SocketAddr, Ran>,
+    /// Our table's first reading (its sets say whether it still holds the endpoint).
+    table: Option<&'a Snapshot>,
+    /// Our rules matching the endpoint, per candidate port.
+    keys: &'a [RuleKey],
 }
 
 /// The control's report and verdict; `node` is the node's probe of the reported port.
-fn control_of(e: &EvidenceIn<'_>, node: Option<&(Probe, Option<IpAddr>)>, endpoint: SocketAddr) -> ControlReport {
+fn control_of(e: &EvidenceIn<'_>, node: Option<&Ran>, endpoint: SocketAddr) -> ControlReport {
     let (kind, target, probe) = match e.control {
         ControlPlan::Probe { addr, kind } => (*kind, Some(*addr), e.control_probes.get(addr)),
         ControlPlan::Node => ("node", Some(endpoint), node),
@@ -546,8 +553,8 @@ fn judge(
     opts: &VerifyOptions,
     side: &Side,
     plan: &Plan,
-    container: &[(Probe, Option<IpAddr>)],
-    host: Option<&[(Probe, Option<IpAddr>)]>,
+    container: &[(Ran, CounterEvidence)],
+    host: Option<&[(Ran, Option<CounterEvidence>)]>,
     no_node_check: &str,
     evidence: EvidenceIn<'_>,
 ) -> EndpointReport {
@@ -563,6 +570,7 @@ fn judge(
             node_check: outcome::NodeVerdict::NotChecked(why.clone()),
             control: None,
             counter: None,
+            node_counter: None,
             notes: Vec::new(),
             exit_code: 0,
         };
@@ -571,28 +579,38 @@ fn judge(
         .ports
         .iter()
         .enumerate()
-        .map(|(j, port)| (*port, &container[j].0.outcome, host.map(|h| &h[j].0.outcome)))
+        .map(|(j, port)| (*port, &container[j].0 .0.outcome, host.map(|h| &h[j].0 .0.outcome)))
         .collect();
     let j = outcome::pick_port(&candidates);
     let port = plan.ports[j];
-    let (c_probe, c_from) = &container[j];
-    let h = host.map(|h| &h[j]);
+    let ((c_probe, c_from), c_counter) = &container[j];
+    let h = host.map(|h| &h[j].0);
+    let unread = CounterEvidence::Unknown {
+        detail: "the node's probe ran outside every counting window".into(),
+    };
+    let h_counter = host.and_then(|h| h[j].1.as_ref()).unwrap_or(&unread);
 
     let mut notes = Vec::new();
     // Can the policy stop the node's own traffic (its source in a blocked CIDR, and the
-    // OUTPUT or INPUT hook)? Only then is a node that does not get through "cut off".
-    let hooks_node = policy.mode.hooks().contains(&Hook::Output) || !policy.local_apiservers.is_empty();
-    let node_blocked = h.and_then(|(_, from)| *from).filter(|_| hooks_node).and_then(|ip| {
-        match coverage(&policy.sources, &policy.exempt, ip) {
-            Coverage::Blocked(cidr) => Some(cidr),
-            _ => None,
-        }
-    });
-    let node_check = judge_node(h.map(|(p, _)| &p.outcome), node_blocked.as_deref(), no_node_check);
+    // OUTPUT or INPUT hook)? Only then, and with our rule's evidence, is a node that does not
+    // get through "cut off".
+    let node_blocked = h.and_then(|(_, from)| node_blocked(policy, *from));
+    let node_check = judge_node(
+        h.map(|(p, _)| &p.outcome),
+        node_blocked.as_deref(),
+        no_node_check,
+        &NodeEvidence {
+            action: policy.action,
+            counter: h_counter,
+        },
+    );
+    let node_counter = h
+        .filter(|(p, _)| node_blocked.is_some() && produced_by_our_rule(&p.outcome, policy.action))
+        .map(|_| h_counter.clone());
 
     let source = c_from.map(|ip| (ip, coverage(&policy.sources, &policy.exempt, ip)));
     if source.is_none() && c_probe.outcome.stopped() {
-        notes.push("the probe namespace has no route to this apiserver".to_string());
+        notes.push("the probe namespace has no usable route to this apiserver".to_string());
     }
     let control = control_of(&evidence, h, SocketAddr::new(plan.endpoint.ip, port));
     if let Some(n) = evidence.control_note {
@@ -606,11 +624,20 @@ fn judge(
         &Evidence {
             action: policy.action,
             control: &control.verdict,
-            counter: &evidence.counter,
+            counter: c_counter,
         },
     );
     // The counters matter only for a probe that failed the way our rule makes it fail.
-    let counter = produced_by_our_rule(&c_probe.outcome, policy.action).then_some(evidence.counter);
+    let counter = produced_by_our_rule(&c_probe.outcome, policy.action).then(|| c_counter.clone());
+    // Our table, as read before the probes, may no longer hold this endpoint (drift).
+    let table = evidence.table.and_then(Snapshot::nft_table);
+    if block != BlockVerdict::Blocked && table.is_some_and(|t| !t.holds(&evidence.keys[j])) {
+        notes.push(format!(
+            "our nftables table does not hold {} in its sets: it no longer blocks this endpoint \
+             (apiserver-guard status shows the drift; apply repairs it)",
+            SocketAddr::new(plan.endpoint.ip, port)
+        ));
+    }
     if let (BlockVerdict::Reachable, Some((ip, Coverage::Outside))) = (&block, &source) {
         notes.push(format!(
             "the probe source {ip} is outside every container CIDR ({}): the policy does not block it; \
@@ -650,12 +677,13 @@ fn judge(
         endpoint,
         address: SocketAddr::new(plan.endpoint.ip, port).to_string(),
         port,
-        container: Some(probe_report(&container[j])),
+        container: Some(probe_report(&container[j].0)),
         node: h.map(probe_report),
         block,
         node_check,
         control: Some(control),
         counter,
+        node_counter,
         notes,
         exit_code,
     }

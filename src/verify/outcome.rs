@@ -9,16 +9,19 @@
 //!   answer), the probe failed the way our rule makes it fail (refused for
 //!   `reject`, timed out for `drop`), the apiserver answers the node (when
 //!   the node is checked), and our block rules counted the probe (when their
-//!   counters can be read). Anything else (no route, a link down, the control
-//!   failing, a failure our rule does not produce, counters that did not
-//!   move) is "inconclusive", never "blocked";
+//!   counters can be read: the counter of the rule matching THAT endpoint,
+//!   read right before and after its probe alone). Anything else (no route,
+//!   a link down, the control failing, a failure our rule does not produce,
+//!   a counter that did not move) is "inconclusive", never "blocked";
 //! - the node is "cut off" only when the policy can stop the node's own
-//!   traffic: its source address towards the apiserver is inside a blocked
-//!   container CIDR and the policy hooks OUTPUT or INPUT (the self-lockout
-//!   case). A node that cannot reach the apiserver while the policy cannot
-//!   touch it meets an outage: "inconclusive".
+//!   traffic (its source address towards the apiserver is inside a blocked
+//!   container CIDR and the policy hooks OUTPUT or INPUT: the self-lockout
+//!   case) AND our rule did it: the node's probe failed our rule's way and
+//!   our rule's counter moved during it (where counters can be read). A node
+//!   that cannot reach the apiserver otherwise meets an outage or someone
+//!   else's rule: "inconclusive".
 
-use super::evidence::{our_answer, produced_by_our_rule, ControlVerdict, CounterEvidence};
+use super::evidence::{not_ours, our_answer, produced_by_our_rule, ControlVerdict, CounterEvidence};
 use crate::core::policy::Action;
 use crate::error::exit;
 use serde::Serialize;
@@ -65,10 +68,12 @@ impl Outcome {
         match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => Outcome::Refused,
             Some(libc::ECONNRESET) | Some(libc::EPIPE) | Some(libc::ECONNABORTED) => Outcome::Reset,
-            Some(libc::EHOSTUNREACH) => Outcome::Unreachable("host unreachable".into()),
+            Some(libc::EHOSTUNREACH) => {
+                Outcome::Unreachable("host unreachable (an ICMP error, or an unreachable route)".into())
+            }
             Some(libc::ENETUNREACH) => Outcome::Unreachable("network unreachable (no route)".into()),
             Some(libc::EACCES) | Some(libc::EPERM) => {
-                Outcome::Unreachable("administratively prohibited (a firewall on the path)".into())
+                Outcome::Unreachable("administratively prohibited (a firewall on the path, or a prohibit route)".into())
             }
             Some(libc::ETIMEDOUT) => Outcome::TimedOut,
             _ => match e.kind() {
@@ -196,11 +201,27 @@ pub fn coverage(sources: &[ipnet::IpNet], exempt: &[ipnet::IpNet], ip: IpAddr) -
     }
 }
 
+/// What a "node cut off" verdict rests on besides the node's probe: the policy's action and
+/// the counters of our rule(s) matching the endpoint, read right before and after the node's
+/// probe alone.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeEvidence<'a> {
+    pub action: Action,
+    pub counter: &'a CounterEvidence,
+}
+
 /// Judges the node-side probe. `node_blocked_by_policy` is `Some(cidr)` when the policy can
 /// stop the node's own traffic to this endpoint: the node's source address lies in the blocked
 /// container CIDR `cidr` and the policy hooks OUTPUT (or INPUT): the self-lockout case. Only
-/// then is a node that does not get through "cut off"; otherwise it meets an outage.
-pub fn judge_node(node: Option<&Outcome>, node_blocked_by_policy: Option<&str>, skip_reason: &str) -> NodeVerdict {
+/// then, and only when the node's probe failed the way our rule makes it fail and our rule
+/// counted it (where its counter can be read), is a node that does not get through "cut
+/// off"; otherwise it meets an outage, or something other than our rule: "inconclusive".
+pub fn judge_node(
+    node: Option<&Outcome>,
+    node_blocked_by_policy: Option<&str>,
+    skip_reason: &str,
+    evidence: &NodeEvidence<'_>,
+) -> NodeVerdict {
     let Some(node) = node else {
         return NodeVerdict::NotChecked(skip_reason.to_string());
     };
@@ -209,11 +230,31 @@ pub fn judge_node(node: Option<&Outcome>, node_blocked_by_policy: Option<&str>, 
     }
     match (node, node_blocked_by_policy) {
         (Outcome::Error(why), _) => NodeVerdict::Error(why.clone()),
-        (o, Some(cidr)) => NodeVerdict::CutOff(format!(
-            "node cut off: {} from the node, whose source address is inside the blocked container CIDR {cidr} \
-             (the policy's OUTPUT or INPUT hook blocks the node itself: self-lockout)",
-            o.describe()
-        )),
+        (o, Some(cidr)) => {
+            let whose = format!(
+                "{} from the node, whose source address is inside the blocked container CIDR {cidr}",
+                o.describe()
+            );
+            if !produced_by_our_rule(o, evidence.action) {
+                NodeVerdict::NoAnswer(format!(
+                    "{INCONCLUSIVE} ({whose}, but that is not our rule's doing: {}): \
+                     the apiserver, its link or the route to it is down",
+                    our_answer(evidence.action)
+                ))
+            } else if evidence.counter.supports_our_rule() {
+                NodeVerdict::CutOff(format!(
+                    "node cut off: {whose} (the policy's OUTPUT or INPUT hook blocks the node itself: \
+                     self-lockout); {}",
+                    evidence.counter.describe()
+                ))
+            } else {
+                NodeVerdict::NoAnswer(format!(
+                    "{INCONCLUSIVE} ({whose}, but not by our rule: {}; the apiserver itself or a foreign rule \
+                     stopped it)",
+                    evidence.counter.describe()
+                ))
+            }
+        }
         (Outcome::Refused, None) => NodeVerdict::NoAnswer(format!(
             "{INCONCLUSIVE} (refused from the node too: is it listening on this port?)"
         )),
@@ -286,7 +327,8 @@ pub fn judge_block(
     }
     match evidence.counter {
         CounterEvidence::Moved { .. } | CounterEvidence::Unknown { .. } => BlockVerdict::Blocked,
-        other @ (CounterEvidence::Short { .. } | CounterEvidence::NoRules) => inconclusive(other.describe()),
+        short @ CounterEvidence::Short { .. } => inconclusive(not_ours(container, evidence.action, short)),
+        CounterEvidence::NoRules => inconclusive(CounterEvidence::NoRules.describe()),
     }
 }
 
@@ -334,7 +376,29 @@ mod tests {
     use crate::verify::evidence::{ControlVerdict, CounterEvidence};
 
     const WORKS: ControlVerdict = ControlVerdict::Works;
-    const MOVED: CounterEvidence = CounterEvidence::Moved { packets: 1, probes: 1 };
+    static MOVED: CounterEvidence = CounterEvidence::Moved {
+        packets: 1,
+        rules: Vec::new(),
+    };
+
+    /// `judge_node` where our rule counted the node's probe, with the action whose failure
+    /// `o` is (drop for a timeout, reject otherwise).
+    fn judge_node(o: Option<&Outcome>, blocked: Option<&str>, skip: &str) -> NodeVerdict {
+        let action = if o == Some(&Outcome::TimedOut) {
+            Action::Drop
+        } else {
+            Action::Reject
+        };
+        super::judge_node(
+            o,
+            blocked,
+            skip,
+            &NodeEvidence {
+                action,
+                counter: &MOVED,
+            },
+        )
+    }
 
     /// Everything a "blocked" verdict needs, for `action`.
     fn proven(action: Action) -> Evidence<'static> {
@@ -477,7 +541,10 @@ mod tests {
 
     #[test]
     fn counters_that_did_not_move_are_inconclusive_unreadable_ones_are_not_required() {
-        let short = CounterEvidence::Short { packets: 0, probes: 1 };
+        let short = CounterEvidence::Short {
+            packets: 0,
+            rules: vec!["block-tcp-port-v4".into()],
+        };
         let none = CounterEvidence::NoRules;
         for counter in [&short, &none] {
             let e = Evidence {
@@ -570,13 +637,8 @@ mod tests {
     }
 
     #[test]
-    fn a_node_the_policy_can_block_is_cut_off_however_it_fails() {
-        for o in [
-            Outcome::Refused,
-            Outcome::TimedOut,
-            Outcome::Reset,
-            Outcome::Unreachable("host unreachable".into()),
-        ] {
+    fn a_node_the_policy_can_block_is_cut_off_only_by_our_rule() {
+        for o in [Outcome::Refused, Outcome::TimedOut] {
             let node = judge_node(Some(&o), Some("10.0.0.0/16"), "");
             assert!(
                 matches!(&node, NodeVerdict::CutOff(d) if d.starts_with("node cut off")),
@@ -585,10 +647,77 @@ mod tests {
             let b = judge(&Outcome::TimedOut, &node, Expect::Blocked, None);
             assert_eq!(endpoint_exit(&b, &node, Expect::Blocked), 3);
         }
+        // Failures our rule does not produce are an outage, whatever the policy covers.
+        for o in [Outcome::Reset, Outcome::Unreachable("host unreachable".into())] {
+            let node = judge_node(Some(&o), Some("10.0.0.0/16"), "");
+            assert!(
+                matches!(&node, NodeVerdict::NoAnswer(d) if d.starts_with(INCONCLUSIVE) && d.contains("not our rule's doing")),
+                "{o:?}: {node:?}"
+            );
+            assert_eq!(
+                endpoint_exit(&judge(&o, &node, Expect::Blocked, None), &node, Expect::Blocked),
+                1
+            );
+        }
         // A node that connects is unaffected whatever the policy covers.
         assert_eq!(
             judge_node(Some(&Outcome::Connected), Some("10.0.0.0/16"), ""),
             NodeVerdict::Unaffected
+        );
+    }
+
+    #[test]
+    fn a_node_refused_while_our_counter_stays_still_is_not_cut_off() {
+        // The second review's hole 2: the apiserver down, the node's source in the CIDR.
+        let still = CounterEvidence::Short {
+            packets: 0,
+            rules: vec!["block-tcp-port-v4".into()],
+        };
+        for counter in [&still, &CounterEvidence::NoRules] {
+            let node = super::judge_node(
+                Some(&Outcome::Refused),
+                Some("10.0.0.0/16"),
+                "",
+                &NodeEvidence {
+                    action: Action::Reject,
+                    counter,
+                },
+            );
+            assert!(
+                matches!(&node, NodeVerdict::NoAnswer(d) if d.starts_with(INCONCLUSIVE) && d.contains("not by our rule") && d.contains(&counter.describe())),
+                "{node:?}"
+            );
+            assert_eq!(endpoint_exit(&BlockVerdict::Blocked, &node, Expect::Blocked), 1);
+        }
+        // Counters out of sight: the policy and the failure's kind carry the verdict.
+        let unknown = CounterEvidence::Unknown { detail: "x".into() };
+        let node = super::judge_node(
+            Some(&Outcome::Refused),
+            Some("10.0.0.0/16"),
+            "",
+            &NodeEvidence {
+                action: Action::Reject,
+                counter: &unknown,
+            },
+        );
+        assert!(matches!(node, NodeVerdict::CutOff(_)), "{node:?}");
+    }
+
+    #[test]
+    fn a_foreign_refusal_our_counter_did_not_see_is_inconclusive() {
+        let still = CounterEvidence::Short {
+            packets: 0,
+            rules: vec!["block-tcp-port-v4".into()],
+        };
+        let e = Evidence {
+            action: Action::Reject,
+            control: &WORKS,
+            counter: &still,
+        };
+        let b = judge_block(&Outcome::Refused, &node_ok(), Expect::Blocked, None, &e);
+        assert!(
+            matches!(&b, BlockVerdict::Inconclusive(m) if m.contains("refused, but not by our rule") && m.contains("did not move")),
+            "{b:?}"
         );
     }
 

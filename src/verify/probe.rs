@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::outcome::Outcome;
+use super::route::Unusable;
 
 /// Where to connect, and from which local address (None: the kernel picks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,11 @@ pub fn run(sock: Socket, t: &Target, timeout: Duration, tls: bool) -> Probe {
     let start = Instant::now();
     let deadline = start + timeout;
     let outcome = match sock.connect_timeout(&SockAddr::from(t.addr), timeout) {
+        // connect() fails with EINVAL on a blackhole route: name it, it is no probe error.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Outcome::Unreachable(format!(
+            "no usable route: the probe's side has {}",
+            Unusable::Blackhole.towards(t.addr.ip())
+        )),
         Err(e) => Outcome::from_io(&e),
         Ok(()) if !tls => {
             let _ = sock.shutdown(std::net::Shutdown::Both);

@@ -51,6 +51,9 @@ pub struct EndpointReport {
     /// Our block rules' counters during the probe (None unless the probe failed the way our
     /// rule makes it fail).
     pub counter: Option<CounterEvidence>,
+    /// The same for the node's probe, when the policy could stop the node's own traffic and
+    /// that probe failed the way our rule makes it fail (the "node cut off" evidence).
+    pub node_counter: Option<CounterEvidence>,
     /// Notes for the operator (coverage of the source, mode...).
     pub notes: Vec<String>,
     /// 0 as expected, 3 an expectation failed, 1 could not tell.
@@ -89,6 +92,8 @@ pub struct Report {
     pub timeout_seconds: f64,
     pub host_check: bool,
     pub endpoints: Vec<EndpointReport>,
+    /// Notes about the whole verification (e.g. our table hooks other paths than the policy).
+    pub notes: Vec<String>,
     /// Every endpoint proven blocked from the container network (None: could not tell, or not
     /// expected to be blocked).
     pub block_effective: Option<bool>,
@@ -109,6 +114,7 @@ impl Report {
             timeout_seconds,
             host_check,
             endpoints: Vec::new(),
+            notes: Vec::new(),
             block_effective: None,
             node_unaffected: None,
             error: Some(error),
@@ -244,9 +250,15 @@ impl Report {
             if let Some(c) = &e.counter {
                 let _ = writeln!(out, "counters: {}: {}", e.label(), c.describe());
             }
+            if let Some(c) = &e.node_counter {
+                let _ = writeln!(out, "counters: {} (node): {}", e.label(), c.describe());
+            }
             for n in &e.notes {
                 let _ = writeln!(out, "note: {}: {n}", e.label());
             }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
         }
         if let Some(err) = &self.error {
             let _ = writeln!(out, "could not verify: {err}");
@@ -481,6 +493,7 @@ mod tests {
             node_check,
             control: None,
             counter: None,
+            node_counter: None,
             notes: vec![],
             exit_code,
         }
@@ -488,6 +501,7 @@ mod tests {
 
     fn report(endpoints: Vec<EndpointReport>) -> Report {
         let mut r = Report {
+            notes: Vec::new(),
             vantage: Some(VantageReport {
                 kind: "netns".into(),
                 description: "netns /run/netns/pod".into(),

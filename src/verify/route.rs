@@ -35,6 +35,62 @@ pub struct Route {
     pub oif: Option<u32>,
 }
 
+/// A route look-up the kernel refused: there is no usable route towards the address. The
+/// same errors come back from `connect()` (a blackhole route makes it fail with EINVAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// ENETUNREACH: no route at all.
+    NoRoute,
+    /// EINVAL: a `blackhole` route (the kernel discards what is sent there).
+    Blackhole,
+    /// EACCES: a `prohibit` route.
+    Prohibit,
+    /// EHOSTUNREACH: an `unreachable` route.
+    Unreachable,
+}
+
+impl Unusable {
+    /// The kind of route a look-up error means, if it means one.
+    pub fn of(e: &io::Error) -> Option<Unusable> {
+        match e.raw_os_error()? {
+            libc::ENETUNREACH => Some(Unusable::NoRoute),
+            libc::EINVAL => Some(Unusable::Blackhole),
+            libc::EACCES | libc::EPERM => Some(Unusable::Prohibit),
+            libc::EHOSTUNREACH => Some(Unusable::Unreachable),
+            _ => None,
+        }
+    }
+
+    /// Plain words: "no route towards IP", "a blackhole route towards IP (EINVAL)"...
+    pub fn towards(self, ip: IpAddr) -> String {
+        match self {
+            Unusable::NoRoute => format!("no route towards {ip}"),
+            Unusable::Blackhole => {
+                format!("a blackhole route towards {ip} (EINVAL: the kernel discards what is sent there)")
+            }
+            Unusable::Prohibit => format!("a prohibit route towards {ip} (EACCES)"),
+            Unusable::Unreachable => format!("an unreachable route towards {ip} (EHOSTUNREACH)"),
+        }
+    }
+}
+
+/// Why `lookup` found no route to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The kernel has no usable route.
+    Unusable(Unusable),
+    /// The look-up itself failed (the error, in words).
+    Failed(String),
+}
+
+/// `get`, with its errors sorted: no usable route (which kind) or a failed look-up.
+pub fn lookup(dst: IpAddr) -> Result<Route, LookupError> {
+    get(dst).map_err(|e| match Unusable::of(&e) {
+        Some(u) => LookupError::Unusable(u),
+        None => LookupError::Failed(e.to_string()),
+    })
+}
+
 /// The RTM_GETROUTE request for `dst`.
 pub fn request(dst: IpAddr, seq: u32) -> Vec<u8> {
     let (family, addr): (u8, Vec<u8>) = match dst {
@@ -224,6 +280,21 @@ mod tests {
         b[..4].copy_from_slice(&len.to_ne_bytes());
         assert_eq!(parse(&b).unwrap_err().raw_os_error(), Some(libc::ENETUNREACH));
         assert!(parse(&[0; 4]).is_err());
+    }
+
+    #[test]
+    fn unusable_routes_are_named_by_their_error() {
+        let ip: IpAddr = "192.168.50.10".parse().unwrap();
+        let of = |code| Unusable::of(&io::Error::from_raw_os_error(code));
+        assert_eq!(of(libc::ENETUNREACH), Some(Unusable::NoRoute));
+        assert_eq!(of(libc::EINVAL), Some(Unusable::Blackhole));
+        assert_eq!(of(libc::EACCES), Some(Unusable::Prohibit));
+        assert_eq!(of(libc::EHOSTUNREACH), Some(Unusable::Unreachable));
+        assert_eq!(of(libc::ENOBUFS), None);
+        assert_eq!(Unusable::NoRoute.towards(ip), "no route towards 192.168.50.10");
+        assert!(Unusable::Blackhole
+            .towards(ip)
+            .starts_with("a blackhole route towards 192.168.50.10"));
     }
 
     #[test]

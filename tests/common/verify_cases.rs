@@ -165,11 +165,9 @@ pub fn park_process(ns: &Netns) -> u32 {
     }
 }
 
-/// Cuts the node off by hand, as a careless operator would (our `apply` refuses this):
-/// the node's route to the apiserver takes a source address inside the container CIDR, and
-/// a foreign nft table blocks that CIDR to the apiserver on OUTPUT (and FORWARD, for pods)
-/// with `verdict` (`reject with tcp reset` or `drop`).
-pub fn cut_node_off_by_hand(node: &Netns, verdict: &str) {
+/// Routes the node's own traffic to `API_V4` from `src` (an address of the node inside the
+/// container CIDR), as a route changed after `apply` can: the self-lockout case.
+pub fn route_node_from(node: &Netns, src: &str) {
     node.ip_ok(&[
         "route",
         "add",
@@ -177,8 +175,16 @@ pub fn cut_node_off_by_hand(node: &Netns, verdict: &str) {
         "dev",
         super::topology::NODE_API_IF,
         "src",
-        NODE_LOCAL_POD_V4,
+        src,
     ]);
+}
+
+/// Cuts the node off by hand, as a careless operator would (our `apply` refuses this):
+/// the node's route to the apiserver takes a source address inside the container CIDR, and
+/// a foreign nft table blocks that CIDR to the apiserver on OUTPUT (and FORWARD, for pods)
+/// with `verdict` (`reject with tcp reset` or `drop`).
+pub fn cut_node_off_by_hand(node: &Netns, verdict: &str) {
+    route_node_from(node, NODE_LOCAL_POD_V4);
     let port = API_PORT.to_string();
     let script = format!(
         "table ip handmade_lockout {{\n\
@@ -353,6 +359,70 @@ pub fn reject_pod_traffic_by_hand(node: &Netns) {
 /// The `status` of the block verdict of endpoint `i`, and its detail (empty when none).
 pub fn block_verdict(report: &Value, i: usize) -> (String, String) {
     let b = &report["endpoints"][i]["block"];
+    (
+        b["status"].as_str().unwrap_or("").to_owned(),
+        b["detail"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Port of the control-plane apiservers of the per-endpoint evidence test (listened on by
+/// the node itself and by `API_V4`).
+pub const CONTROL_PLANE_PORT: u16 = 6443;
+
+/// A foreign nft table in `node` whose FORWARD chain (priority -10, before ours) rejects the
+/// pod's connections to `API_V4:port` with a TCP reset, as our rule would.
+pub fn foreign_forward_reject(node: &Netns, port: u16) {
+    node.run_ok(&["nft", "add", "table", "ip", "foreign"]);
+    node.run_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "foreign",
+        "fw1",
+        "{ type filter hook forward priority -10; }",
+    ]);
+    node.run_ok(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "foreign",
+        "fw1",
+        "ip",
+        "saddr",
+        POD_V4,
+        "ip",
+        "daddr",
+        API_V4,
+        "tcp",
+        "dport",
+        &port.to_string(),
+        "reject",
+        "with",
+        "tcp",
+        "reset",
+    ]);
+}
+
+/// Packets counted so far by our nftables rule with `comment` in `node`, read with `nft -j`.
+pub fn nft_rule_packets(node: &Netns, comment: &str) -> u64 {
+    let out = node.run_ok(&["nft", "-j", "list", "table", "inet", "apiserver_guard"]);
+    let j: Value = serde_json::from_str(&out).expect("nft -j prints JSON");
+    j["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["comment"].as_str() == Some(comment))
+        .flat_map(|r| r["expr"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.get("counter").and_then(|c| c["packets"].as_u64()))
+        .sum()
+}
+
+/// The `status` of the node verdict of endpoint `i`, and its detail (empty when none).
+pub fn node_verdict(report: &Value, i: usize) -> (String, String) {
+    let b = &report["endpoints"][i]["node_check"];
     (
         b["status"].as_str().unwrap_or("").to_owned(),
         b["detail"].as_str().unwrap_or("").to_owned(),
