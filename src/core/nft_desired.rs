@@ -8,7 +8,6 @@
 use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict};
 use super::nft_model::*;
 use super::policy::Hook;
-use super::render_nft::{ENTER_COMMENT, GUARD_CHAIN, PRIORITY};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -56,7 +55,7 @@ fn base_chain(hook: Hook) -> ChainModel {
         base: Some(BaseChain {
             chain_type: "filter".into(),
             hook: hook_number(hook),
-            priority: PRIORITY as i32,
+            priority: PRIORITY,
             policy: NF_ACCEPT,
         }),
         flags: CHAIN_F_BASE,
