@@ -566,8 +566,8 @@ fn rendered(out: &str) -> Rendered {
         .unwrap_or_else(|| panic!("render output lacks the '# backend:' header:\n{out}"))
         .to_owned();
     Rendered {
-        output_hook: out.contains("add rule inet apiserver_guard output jump guard") || out.contains("-I OUTPUT 1"),
-        forward_hook: out.contains("add rule inet apiserver_guard forward jump guard") || out.contains("-I FORWARD 1"),
+        output_hook: out.contains("chain output {") || out.contains("-I OUTPUT 1"),
+        forward_hook: out.contains("chain forward {") || out.contains("-I FORWARD 1"),
         drop: out.contains(" drop comment") || out.contains("-j DROP"),
         backend,
     }
@@ -778,7 +778,7 @@ fn lists_combine_from_commas_repeats_and_toml_arrays() {
     );
     assert_has(&out, &all, &[], "comma-separated and repeated flags");
     assert!(
-        out.contains("add element inet apiserver_guard api_any_v4"),
+        out.contains("set api_any_v4 {"),
         "port-less apiserver set missing:\n{out}"
     );
 
@@ -1135,15 +1135,16 @@ fn render_prints_the_payload_and_changes_nothing() {
         assert_has(
             &r.stdout,
             &[
-                "add table inet apiserver_guard",
-                "add rule inet apiserver_guard forward jump guard",
+                "table inet apiserver_guard {",
+                "chain forward {",
+                "jump guard comment \"enter-guard\"",
                 "10.0.0.0/16",
                 "fd00:10::/48",
                 &format!("{API_V4} . {API_PORT}"),
                 &format!("{API_V6} . {API_PORT}"),
                 "reject with tcp reset",
             ],
-            &["add rule inet apiserver_guard output jump guard", "delete table"],
+            &["chain output {", "delete table"],
             "render nftables",
         );
         assert_same_snapshot(&before, &firewall_snapshot(&topo.node), "render nftables");

@@ -1,7 +1,7 @@
 //! Packet counters of our block rules, per address family, read from this
 //! (the node's) namespace before and after the probes: did our rule see the
 //! probe? Every backend is read, whichever installed the block: our nftables
-//! table (`nft -j list table inet apiserver_guard`, through the backend's own
+//! table (a netlink dump of `inet apiserver_guard`, through the backend's own
 //! read-back), and our `APISERVER-GUARD` chain in iptables-nft and
 //! iptables-legacy (`iptables -L APISERVER-GUARD -v -x -n`; a legacy table
 //! that is not loaded is not created by looking). Parsing is pure.
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::evidence::CounterReading;
 use crate::backend::exec::{failure, start, Runner};
 use crate::backend::iptables::{legacy_table_loaded, tool, Variant};
-use crate::backend::nftables::Nftables;
+use crate::backend::nftables::{rule_counters, Nftables, Seen};
 use crate::core::model::Family;
 use crate::core::render_iptables::CHAIN;
 use crate::error::Error;
@@ -104,12 +104,17 @@ fn iptables_reading(runner: &dyn Runner, variant: Variant, fam: Family) -> Count
 
 /// Reads every backend once.
 pub fn read(runner: &dyn Runner) -> Reading {
-    let mut total: Reading = Family::ALL.iter().map(|f| (*f, Ok(None))).collect();
-    let nft = match Nftables::new(runner).observe() {
-        Ok(None) | Err(Error::MissingTool(_)) => Ok(BTreeMap::new()),
-        Ok(Some((_, counters))) => Ok(nft_packets(&counters)),
+    let nft = match Nftables::new().observe() {
+        Ok(Seen::Absent | Seen::Unreadable(_)) | Err(Error::MissingTool(_)) => Ok(BTreeMap::new()),
+        Ok(Seen::Table(t)) => Ok(nft_packets(&rule_counters(&t))),
         Err(e) => Err(e.to_string()),
     };
+    with_nft(nft, runner)
+}
+
+/// The nftables reading (packets per family) plus both iptables variants read with `runner`.
+fn with_nft(nft: Result<BTreeMap<Family, u64>, String>, runner: &dyn Runner) -> Reading {
+    let mut total: Reading = Family::ALL.iter().map(|f| (*f, Ok(None))).collect();
     for fam in Family::ALL {
         let entry = total.get_mut(&fam).expect("every family is in the total");
         add(entry, nft.as_ref().map(|m| m.get(&fam).copied()).map_err(Clone::clone));
@@ -176,12 +181,6 @@ mod tests {
     #[test]
     fn missing_tools_and_chains_hold_nothing() {
         let r = FakeRunner::default()
-            .on(
-                "nft -j list table",
-                1,
-                "",
-                "Error: No such file or directory\nlist table inet apiserver_guard\n",
-            )
             .on("nft list chain ip filter", 1, "", "Error: No such file or directory\n")
             // nft cannot tell: iptables-nft is asked, and a missing chain holds nothing.
             .on("nft list chain ip6 filter", 1, "", "Error: Could not process rule\n")
@@ -193,12 +192,11 @@ mod tests {
             )
             .missing("iptables-legacy")
             .missing("ip6tables-legacy");
-        let got = read(&r);
+        let got = with_nft(Ok(BTreeMap::new()), &r);
         assert_eq!((&got[&Family::V4], &got[&Family::V6]), (&Ok(None), &Ok(None)));
         // The chain exists: its counters are read with iptables.
         let listing = "Chain APISERVER-GUARD (1 references)\n pkts bytes target prot opt in out source destination\n    4  240 REJECT tcp -- * * 10.0.0.0/16 192.168.0.10 reject-with tcp-reset\n";
         let r = FakeRunner::default()
-            .on("nft -j list table", 1, "", "Error: No such file or directory\n")
             .on(
                 "nft list chain ip filter",
                 0,
@@ -209,7 +207,7 @@ mod tests {
             .on("iptables-nft -w 5 -L APISERVER-GUARD -v -x -n", 0, listing, "")
             .missing("iptables-legacy")
             .missing("ip6tables-legacy");
-        let got = read(&r);
+        let got = with_nft(Ok(BTreeMap::new()), &r);
         assert_eq!((&got[&Family::V4], &got[&Family::V6]), (&Ok(Some(4)), &Ok(None)));
     }
 }
