@@ -859,12 +859,9 @@ fn missing_firewall_tool_names_the_package() {
         return;
     }
     let no_path = [("PATH", "/nonexistent")];
-    // (backend, the tool that is missing first, package)
-    let expectations = [
-        ("nftables", "nftables"),
-        ("iptables-nft", "iptables"),
-        ("iptables-legacy", "iptables"),
-    ];
+    // (backend, package). The nftables backend speaks nf_tables netlink itself:
+    // it needs no tool (`nftables_needs_no_nft_binary`).
+    let expectations = [("iptables-nft", "iptables"), ("iptables-legacy", "iptables")];
     for (backend, package) in expectations {
         for prior in [false, true] {
             let topo = Topology::new();
@@ -900,6 +897,43 @@ fn missing_firewall_tool_names_the_package() {
                 assert!(c.refused(), "{what}: pod must still be blocked, got {c:?}");
             }
         }
+    }
+}
+
+/// The nftables backend runs no `nft` process: with no tool on PATH it
+/// installs, reads back and removes the block all the same.
+#[test]
+fn nftables_needs_no_nft_binary() {
+    if !common::can_run() {
+        return;
+    }
+    let no_path = [("PATH", "/nonexistent")];
+    for prior in [false, true] {
+        let topo = Topology::new();
+        let dir = TempDir::new("nopath-nft");
+        let empty = dir.empty_config();
+        let what = format!("nftables, PATH without tools, prior block: {prior}");
+        if prior {
+            add_foreign_state(&topo.node);
+            assert_code(
+                &run(&topo.node, &with_cmd("apply", &good_args("nftables", &empty))),
+                0,
+                &format!("{what}: apply good policy"),
+            );
+        }
+        let args = other_policy("nftables", &empty);
+        for cmd in ["apply", "status"] {
+            let r = guard_run(&topo.node, &[], &no_path, &with_cmd(cmd, &args));
+            assert_code(&r, 0, &format!("{what}: {cmd}"));
+        }
+        let c = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
+        assert!(c.refused(), "{what}: pod must be blocked, got {c:?}");
+        let r = guard_run(&topo.node, &[], &no_path, &["remove"]);
+        assert_code(&r, 0, &format!("{what}: remove"));
+        assert!(
+            !common::guard_cases::nft_table_present(&topo.node),
+            "{what}: remove left our table"
+        );
     }
 }
 
