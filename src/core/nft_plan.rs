@@ -176,8 +176,9 @@ fn chain_keeps(want: &ChainModel, got: &ChainModel) -> bool {
         && want.unknown == got.unknown
 }
 
-/// The in-place transaction (see the module doc).
-fn in_place(want: &TableModel, got: &TableModel) -> Plan {
+/// The in-place transaction (see the module doc); also the fallback when an
+/// element-only one is refused.
+pub fn in_place(want: &TableModel, got: &TableModel) -> Plan {
     let mut ops = vec![table_op(want)];
     ops.extend(got.chains.keys().map(|name| Op::FlushChain(name.clone())));
     let kept_set =
