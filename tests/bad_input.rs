@@ -566,8 +566,8 @@ fn rendered(out: &str) -> Rendered {
         .unwrap_or_else(|| panic!("render output lacks the '# backend:' header:\n{out}"))
         .to_owned();
     Rendered {
-        output_hook: out.contains("add rule inet apiserver_guard output jump guard") || out.contains("-I OUTPUT 1"),
-        forward_hook: out.contains("add rule inet apiserver_guard forward jump guard") || out.contains("-I FORWARD 1"),
+        output_hook: out.contains("chain output {") || out.contains("-I OUTPUT 1"),
+        forward_hook: out.contains("chain forward {") || out.contains("-I FORWARD 1"),
         drop: out.contains(" drop comment") || out.contains("-j DROP"),
         backend,
     }
@@ -778,7 +778,7 @@ fn lists_combine_from_commas_repeats_and_toml_arrays() {
     );
     assert_has(&out, &all, &[], "comma-separated and repeated flags");
     assert!(
-        out.contains("add element inet apiserver_guard api_any_v4"),
+        out.contains("set api_any_v4 {"),
         "port-less apiserver set missing:\n{out}"
     );
 
@@ -859,12 +859,9 @@ fn missing_firewall_tool_names_the_package() {
         return;
     }
     let no_path = [("PATH", "/nonexistent")];
-    // (backend, the tool that is missing first, package)
-    let expectations = [
-        ("nftables", "nftables"),
-        ("iptables-nft", "iptables"),
-        ("iptables-legacy", "iptables"),
-    ];
+    // (backend, package). The nftables backend speaks nf_tables netlink itself:
+    // it needs no tool (`nftables_needs_no_nft_binary`).
+    let expectations = [("iptables-nft", "iptables"), ("iptables-legacy", "iptables")];
     for (backend, package) in expectations {
         for prior in [false, true] {
             let topo = Topology::new();
@@ -900,6 +897,43 @@ fn missing_firewall_tool_names_the_package() {
                 assert!(c.refused(), "{what}: pod must still be blocked, got {c:?}");
             }
         }
+    }
+}
+
+/// The nftables backend runs no `nft` process: with no tool on PATH it
+/// installs, reads back and removes the block all the same.
+#[test]
+fn nftables_needs_no_nft_binary() {
+    if !common::can_run() {
+        return;
+    }
+    let no_path = [("PATH", "/nonexistent")];
+    for prior in [false, true] {
+        let topo = Topology::new();
+        let dir = TempDir::new("nopath-nft");
+        let empty = dir.empty_config();
+        let what = format!("nftables, PATH without tools, prior block: {prior}");
+        if prior {
+            add_foreign_state(&topo.node);
+            assert_code(
+                &run(&topo.node, &with_cmd("apply", &good_args("nftables", &empty))),
+                0,
+                &format!("{what}: apply good policy"),
+            );
+        }
+        let args = other_policy("nftables", &empty);
+        for cmd in ["apply", "status"] {
+            let r = guard_run(&topo.node, &[], &no_path, &with_cmd(cmd, &args));
+            assert_code(&r, 0, &format!("{what}: {cmd}"));
+        }
+        let c = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
+        assert!(c.refused(), "{what}: pod must be blocked, got {c:?}");
+        let r = guard_run(&topo.node, &[], &no_path, &["remove"]);
+        assert_code(&r, 0, &format!("{what}: remove"));
+        assert!(
+            !common::guard_cases::nft_table_present(&topo.node),
+            "{what}: remove left our table"
+        );
     }
 }
 
@@ -1135,15 +1169,16 @@ fn render_prints_the_payload_and_changes_nothing() {
         assert_has(
             &r.stdout,
             &[
-                "add table inet apiserver_guard",
-                "add rule inet apiserver_guard forward jump guard",
+                "table inet apiserver_guard {",
+                "chain forward {",
+                "jump guard comment \"enter-guard\"",
                 "10.0.0.0/16",
                 "fd00:10::/48",
                 &format!("{API_V4} . {API_PORT}"),
                 &format!("{API_V6} . {API_PORT}"),
                 "reject with tcp reset",
             ],
-            &["add rule inet apiserver_guard output jump guard", "delete table"],
+            &["chain output {", "delete table"],
             "render nftables",
         );
         assert_same_snapshot(&before, &firewall_snapshot(&topo.node), "render nftables");

@@ -149,13 +149,20 @@ fn sigterm_is_honoured_within_a_second_while_a_firewall_tool_hangs() {
     let dir = TempDir::new("hang");
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("shim dir");
-    let shim = bin.join("nft");
-    std::fs::write(&shim, "#!/bin/sh\nexec sleep 30\n").expect("write shim");
-    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
-    let d = Daemon::spawn_with_path(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]), Some(&bin));
-    thread::sleep(Duration::from_millis(700)); // well inside the hung `nft`
+    // The nftables backend runs no tool (nf_tables netlink); the iptables ones do.
+    for tool in IPTABLES_NFT_TOOLS {
+        let shim = bin.join(tool);
+        std::fs::write(&shim, "#!/bin/sh\nexec sleep 30\n").expect("write shim");
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
+    }
+    let d = Daemon::spawn_with_path(
+        &topo.node,
+        &daemon_args(&tunnel_v4(Backend::IptablesNft), &[]),
+        Some(&bin),
+    );
+    thread::sleep(Duration::from_millis(700)); // well inside the hung tool
     assert!(d.exited().is_none(), "still waiting on the tool:\n{}", d.log());
-    assert_stops_promptly(&d, "while nft hangs");
+    assert_stops_promptly(&d, "while an iptables tool hangs");
 }
 
 #[test]
@@ -247,23 +254,32 @@ fn before_the_node_joins_the_daemon_exits_1_to_be_started_again() {
     assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", d.log());
 }
 
-/// A shim for `tool`: hangs while `marker` exists, else runs the real tool.
-fn hang_switch(dir: &TempDir, tool: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+/// The tools the iptables-nft backend runs.
+const IPTABLES_NFT_TOOLS: [&str; 6] = [
+    "iptables-nft",
+    "iptables-nft-save",
+    "iptables-nft-restore",
+    "ip6tables-nft",
+    "ip6tables-nft-save",
+    "ip6tables-nft-restore",
+];
+
+/// Shims for `tools`: each hangs while `marker` exists, else runs the real tool.
+fn hang_switch(dir: &TempDir, tools: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("shim dir");
     let marker = dir.join("hang");
-    let real = which(tool);
-    let shim = bin.join(tool);
-    std::fs::write(
-        &shim,
-        format!(
+    for tool in tools {
+        let real = which(tool);
+        let shim = bin.join(tool);
+        let script = format!(
             "#!/bin/sh\nif [ -e '{}' ]; then exec sleep 60; fi\nexec '{}' \"$@\"\n",
             marker.display(),
             real.display()
-        ),
-    )
-    .expect("write shim");
-    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
+        );
+        std::fs::write(&shim, script).expect("write shim");
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
+    }
     (bin, marker)
 }
 
@@ -274,15 +290,19 @@ fn a_hung_firewall_tool_is_killed_at_its_timeout_and_repairs_go_on() {
     }
     let topo = Topology::new();
     let dir = TempDir::new("hang-steady");
-    let (bin, marker) = hang_switch(&dir, "nft");
-    let d = Daemon::spawn_with_path(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]), Some(&bin));
+    let (bin, marker) = hang_switch(&dir, &IPTABLES_NFT_TOOLS);
+    let d = Daemon::spawn_with_path(
+        &topo.node,
+        &daemon_args(&tunnel_v4(Backend::IptablesNft), &[]),
+        Some(&bin),
+    );
     d.wait_ready();
     std::fs::write(&marker, "").expect("marker");
     topo.node.run_ok(&["/usr/sbin/nft", "flush", "ruleset"]);
-    // The check hangs in `nft`; the tool timeout (10 s) kills it and says so.
+    // The check hangs in an iptables tool; the tool timeout (10 s) kills it and says so.
     d.wait_log("killed", 1, Duration::from_secs(20));
     let (r, _) = wait_http(&topo.node, "/readyz", 503, |_| true, Duration::from_secs(5));
-    eprintln!("/readyz while nft hangs: {}", r.body.trim());
+    eprintln!("/readyz while the tool hangs: {}", r.body.trim());
     std::fs::remove_file(&marker).expect("unhang");
     d.wait_log(REPAIR_LINE, 1, Duration::from_secs(30));
     assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "repaired once the tool works again");
@@ -290,7 +310,7 @@ fn a_hung_firewall_tool_is_killed_at_its_timeout_and_repairs_go_on() {
     std::fs::write(&marker, "").expect("marker");
     topo.node.run_ok(&["/usr/sbin/nft", "flush", "ruleset"]);
     thread::sleep(Duration::from_millis(500));
-    assert_stops_promptly(&d, "while a repair hangs in nft");
+    assert_stops_promptly(&d, "while a repair hangs in an iptables tool");
 }
 
 #[test]

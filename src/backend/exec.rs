@@ -46,9 +46,12 @@ fn remember_own_pid(pid: u32) {
     pids.push_back(pid);
 }
 
-/// Whether `pid` is one of the tools this process ran lately.
+/// Whether `pid` is this process, one of its threads (the kernel names the
+/// thread that sent an nf_tables batch) or one of the tools it ran lately.
 pub fn is_own_pid(pid: u32) -> bool {
-    OWN_PIDS.lock().unwrap_or_else(|p| p.into_inner()).contains(&pid)
+    pid == std::process::id()
+        || std::path::Path::new(&format!("/proc/self/task/{pid}")).exists()
+        || OWN_PIDS.lock().unwrap_or_else(|p| p.into_inner()).contains(&pid)
 }
 
 /// Longest a firewall tool may run (iptables waits up to 5 s for the xtables

@@ -1,169 +1,259 @@
-//! nftables backend: our own `table inet apiserver_guard`, replaced whole in
-//! one `nft -f` transaction and read back with `nft -j list table` (never the
-//! whole ruleset). Never writes into any other table.
+//! nftables backend: our own `table inet apiserver_guard`, spoken to over
+//! our own nf_tables netlink socket (`nfnl`), no `nft` process. Reads are
+//! dumps of our table only, decoded into the typed model and compared with
+//! the table the Blocklist wants (`nft_diff`, every attribute); writes are
+//! one batch (one kernel transaction) planned from that read-back
+//! (`nft_plan`: in place, or elements only). Never writes into any other
+//! table. The socket is opened on first use and lives as long as the
+//! backend object (the daemon's, for its whole run).
 
-use super::exec::{failure, run_ok, start, Runner};
+use super::nfnl::{dump_table, transact, BatchMsg, NfnlError, NfnlErrorKind, NfnlSocket, NFPROTO_INET};
 use super::Backend;
-use crate::core::drift::{diff_nft, Drift};
+use crate::core::drift::{diff_nft, nft_unreadable, Drift};
 use crate::core::model::Blocklist;
-use crate::core::nft_state::{parse_table_json, Counters, NftState};
-use crate::core::render_nft::{delete_script, desired_state, element_update, script, TABLE_FAMILY, TABLE_NAME};
-use crate::error::Result;
+use crate::core::nft_decode::from_dump;
+use crate::core::nft_desired::desired;
+use crate::core::nft_model::{counters, TableModel, TABLE_FAMILY, TABLE_NAME};
+use crate::core::nft_plan::{in_place, messages, plan, recreate, Op, PlanKind};
+use crate::core::nft_text::render;
+use crate::error::{Error, Result};
+use std::sync::OnceLock;
 
+/// The `nft` binary. This backend never runs it; the iptables-nft backend
+/// and its detection ask it for one chain (milliseconds where iptables-nft
+/// reads whole tables).
 pub const NFT: &str = "nft";
 
-pub struct Nftables<'r> {
-    runner: &'r dyn Runner,
+/// How often a write planned on a read-back that another writer changed
+/// meanwhile is planned again.
+const ATTEMPTS: usize = 3;
+
+/// Our table as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Absent,
+    Table(TableModel),
+    /// It exists but does not decode as a table model (why).
+    Unreadable(String),
 }
 
-impl<'r> Nftables<'r> {
-    pub fn new(runner: &'r dyn Runner) -> Self {
-        Nftables { runner }
+#[derive(Default)]
+pub struct Nftables {
+    sock: OnceLock<NfnlSocket>,
+}
+
+impl Nftables {
+    pub fn new() -> Self {
+        Nftables::default()
     }
 
-    /// Our table as read back, with its counters; None when it does not exist.
-    pub fn observe(&self) -> Result<Option<(NftState, Counters)>> {
-        let args = ["-j", "list", "table", TABLE_FAMILY, TABLE_NAME];
-        let out = start(self.runner, NFT, &args, None)?;
-        if !out.ok() {
-            if out.stderr.contains("No such file or directory") {
-                return Ok(None);
-            }
-            return Err(failure(NFT, &args, &out));
+    /// The socket, opened on first use.
+    fn sock(&self) -> Result<&NfnlSocket> {
+        if let Some(s) = self.sock.get() {
+            return Ok(s);
         }
-        parse_table_json(&out.stdout)
-            .map(Some)
-            .map_err(crate::error::Error::runtime)
+        let s = NfnlSocket::open().map_err(|e| {
+            Error::MissingTool(format!(
+                "cannot open a netlink socket to nf_tables ({e}): this kernel has no nftables support"
+            ))
+        })?;
+        Ok(self.sock.get_or_init(|| s))
     }
 
-    fn send(&self, script: &str) -> Result<()> {
-        run_ok(self.runner, NFT, &["-f", "-"], Some(script)).map(|_| ())
+    /// Our table as the kernel holds it.
+    pub fn observe(&self) -> Result<Seen> {
+        let dump = dump_table(self.sock()?, NFPROTO_INET, TABLE_NAME).map_err(|e| kernel_error(&e, "read"))?;
+        if dump.table.is_none() {
+            return Ok(Seen::Absent);
+        }
+        Ok(match from_dump(&dump) {
+            Ok(t) => Seen::Table(t),
+            Err(why) => Seen::Unreadable(why),
+        })
     }
 
-    /// Brings the table to `b`: an element update when only elements differ
-    /// (falling back to the full update if it fails, e.g. because another
-    /// writer changed the set meanwhile), else the full in-place update.
-    fn converge(&self, b: &Blocklist, seen: Option<&NftState>) -> Result<()> {
-        if let Some(update) = seen.and_then(|s| element_update(b, s)) {
-            if self.send(&update).is_ok() {
-                return Ok(());
+    /// Sends `ops` as one batch: `Ok(Err(refusal))` when the kernel refused it.
+    fn send(&self, ops: &[Op]) -> Result<std::result::Result<(), NfnlError>> {
+        Ok(transact(self.sock()?, BatchMsg::all(NFPROTO_INET, messages(ops))))
+    }
+
+    /// Reads, plans and sends until the kernel takes the batch; returns
+    /// whether anything had to change. An element-only batch the kernel
+    /// refuses (another writer changed the set meanwhile) falls back to the
+    /// in-place one; a batch refused because the table changed since the
+    /// read is planned again on a new read.
+    fn converge(&self, want: &TableModel) -> Result<bool> {
+        let mut last = None;
+        let mut elements_refused = false;
+        for _ in 0..ATTEMPTS {
+            let p = match self.observe()? {
+                Seen::Absent => plan(want, None),
+                Seen::Table(got) => match plan(want, Some(&got)) {
+                    p if p.kind == PlanKind::Elements && elements_refused => in_place(want, &got),
+                    p => p,
+                },
+                Seen::Unreadable(_) => recreate(want),
+            };
+            if p.kind == PlanKind::Nothing {
+                return Ok(last.is_some());
+            }
+            match self.send(&p.ops)? {
+                Ok(()) => return Ok(true),
+                Err(e) if p.kind == PlanKind::Elements => {
+                    elements_refused = true;
+                    last = Some(e)
+                }
+                Err(e) if retry(&e) => last = Some(e),
+                Err(e) => return Err(kernel_error(&e, "update")),
             }
         }
-        self.send(&script(b, seen))
+        let e = last.expect("every attempt failed");
+        Err(kernel_error(&e, "update"))
     }
 }
 
-/// Differences between our table as read back (None: absent) and the blocklist.
-fn drift_from(b: &Blocklist, seen: Option<&NftState>) -> Vec<Drift> {
-    diff_nft(&desired_state(b), seen, &format!("{TABLE_FAMILY} {TABLE_NAME}"))
+/// Refusals that a new read-back may resolve (the table changed under us).
+fn retry(e: &NfnlError) -> bool {
+    matches!(
+        e.kind,
+        NfnlErrorKind::NotFound | NfnlErrorKind::Exists | NfnlErrorKind::Busy
+    )
 }
 
-impl Backend for Nftables<'_> {
+/// A kernel refusal as the program's error: lack of privilege says what is needed.
+fn kernel_error(e: &NfnlError, doing: &str) -> Error {
+    let table = format!("table {TABLE_FAMILY} {TABLE_NAME}");
+    match e.kind {
+        NfnlErrorKind::PermissionDenied => Error::Privilege(format!(
+            "the kernel refused to {doing} {table}: apiserver-guard needs root or CAP_NET_ADMIN ({e})"
+        )),
+        _ => Error::runtime(format!("cannot {doing} {table}: {e}")),
+    }
+}
+
+impl Backend for Nftables {
     fn name(&self) -> &'static str {
         "nftables"
     }
 
+    /// Our table as `nft list table inet apiserver_guard` shows it once applied.
     fn render(&self, b: &Blocklist) -> String {
-        script(b, None)
+        render(&desired(b))
     }
 
     fn status(&self, b: &Blocklist) -> Result<Vec<Drift>> {
-        Ok(drift_from(b, self.observe()?.as_ref().map(|(s, _)| s)))
+        let want = desired(b);
+        Ok(match self.observe()? {
+            Seen::Absent => diff_nft(&want, None),
+            Seen::Table(got) => diff_nft(&want, Some(&got)),
+            Seen::Unreadable(why) => vec![nft_unreadable(&why)],
+        })
     }
 
     fn apply(&self, b: &Blocklist) -> Result<bool> {
-        let seen = self.observe()?;
-        let seen = seen.as_ref().map(|(s, _)| s);
-        if drift_from(b, seen).is_empty() {
-            return Ok(false);
-        }
-        self.converge(b, seen)?;
-        Ok(true)
-    }
-
-    fn install(&self, b: &Blocklist) -> Result<()> {
-        let seen = self.observe()?;
-        self.converge(b, seen.as_ref().map(|(s, _)| s))
+        self.converge(&desired(b))
     }
 
     fn remove(&self) -> Result<bool> {
         if !self.present()? {
             return Ok(false);
         }
-        self.send(&delete_script())?;
-        Ok(true)
+        match self.send(&[Op::DeleteTable])? {
+            Ok(()) => Ok(true),
+            // Gone meanwhile: as good.
+            Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(true),
+            Err(e) => Err(kernel_error(&e, "delete")),
+        }
     }
 
     fn blocked_counters(&self) -> Result<Option<(u64, u64)>> {
-        let Some((_, counters)) = self.observe()? else {
+        let Seen::Table(t) = self.observe()? else {
             return Ok(None);
         };
-        let blocking = counters.iter().filter(|(name, _)| name.starts_with("block-"));
-        Ok(Some(blocking.fold((0, 0), |(p, b), (_, (cp, cb))| (p + cp, b + cb))))
+        Ok(Some(blocked(&t)))
     }
 
     fn present(&self) -> Result<bool> {
-        let args = ["list", "table", TABLE_FAMILY, TABLE_NAME];
-        let out = start(self.runner, NFT, &args, None)?;
-        if out.ok() {
-            Ok(true)
-        } else if out.stderr.contains("No such file or directory") {
-            Ok(false)
-        } else {
-            Err(failure(NFT, &args, &out))
-        }
+        Ok(self.observe()? != Seen::Absent)
     }
+}
+
+/// Packets and bytes of our blocking rules (comments `block-...`).
+pub fn blocked(t: &TableModel) -> (u64, u64) {
+    counters(t)
+        .iter()
+        .filter(|c| c.comment.starts_with("block-"))
+        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+}
+
+/// Packets and bytes of every rule of ours with a comment, by comment.
+pub fn rule_counters(t: &TableModel) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in counters(t).into_iter().filter(|c| !c.comment.is_empty()) {
+        let e = out.entry(c.comment).or_insert((0, 0));
+        e.0 += c.packets;
+        e.1 += c.bytes;
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::exec::fake::FakeRunner;
-    use crate::core::model::tests::policy;
-    use crate::core::policy::{Action, Mode};
 
-    fn bl() -> Blocklist {
-        Blocklist::from_policy(&policy(
+    #[test]
+    fn privilege_refusals_say_what_is_needed_in_plain_words() {
+        let e = kernel_error(
+            &NfnlError::new(libc::EPERM, None, "reading the table of table inet apiserver_guard"),
+            "read",
+        );
+        assert!(matches!(e, Error::Privilege(_)));
+        let s = e.to_string();
+        assert!(s.contains("needs root or CAP_NET_ADMIN"), "{s}");
+        assert!(!s.contains("NfnlError") && !s.contains('{'), "{s}");
+        let e = kernel_error(
+            &NfnlError::new(libc::ENOENT, Some(2), "message 3 of 9 (new rule)"),
+            "update",
+        );
+        assert!(matches!(e, Error::Runtime(_)));
+        assert!(e.to_string().contains("message 3 of 9"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_table_is_retried_other_refusals_are_not() {
+        assert!(retry(&NfnlError::new(libc::ENOENT, Some(1), "x")));
+        assert!(retry(&NfnlError::new(libc::EBUSY, None, "x")));
+        assert!(!retry(&NfnlError::new(libc::EPERM, None, "x")));
+        assert!(!retry(&NfnlError::new(libc::EINVAL, Some(0), "x")));
+    }
+
+    #[test]
+    fn counters_of_the_block_rules_are_summed() {
+        use crate::core::model::tests::policy;
+        use crate::core::nft_model::Expr;
+        use crate::core::policy::{Action, Mode};
+        let p = policy(
             &["10.0.0.0/16"],
-            &[],
-            &["192.168.0.10:5443"],
-            Mode::Tunnel,
-            Action::Reject,
-        ))
-    }
-
-    const ABSENT: &str = "Error: No such file or directory\nlist table inet apiserver_guard\n";
-
-    #[test]
-    fn apply_on_empty_node_sends_the_script_once() {
-        let r = FakeRunner::default()
-            .on("nft -j list table", 1, "", ABSENT)
-            .on("nft -f -", 0, "", "");
-        assert!(Nftables::new(&r).apply(&bl()).unwrap());
-        let calls = r.calls();
-        let sent: Vec<_> = calls.iter().filter(|(c, _)| c == "nft -f -").collect();
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].1.as_deref(), Some(script(&bl(), None).as_str()));
-    }
-
-    #[test]
-    fn status_reports_missing_table() {
-        let r = FakeRunner::default().on("nft -j list table", 1, "", ABSENT);
-        let d = Nftables::new(&r).status(&bl()).unwrap();
-        assert_eq!(d.len(), 1);
-    }
-
-    #[test]
-    fn other_list_failures_are_errors() {
-        let r = FakeRunner::default().on("nft -j list table", 1, "", "Error: Operation not permitted");
-        let e = Nftables::new(&r).status(&bl()).unwrap_err().to_string();
-        assert!(e.contains("CAP_NET_ADMIN"), "{e}");
-    }
-
-    #[test]
-    fn remove_is_a_no_op_when_absent() {
-        let r = FakeRunner::default().on("nft list table", 1, "", ABSENT);
-        assert!(!Nftables::new(&r).remove().unwrap());
-        assert!(r.calls().iter().all(|(c, _)| c != "nft -f -"));
+            &["10.0.9.0/24"],
+            &["192.168.0.11"],
+            Mode::Both,
+            Action::Drop,
+        );
+        let mut t = desired(&Blocklist::from_policy(&p));
+        for r in &mut t.chains.get_mut("guard").unwrap().rules {
+            for e in &mut r.exprs {
+                if let Expr::Counter(c) = e {
+                    c.packets = 2;
+                    c.bytes = 120;
+                }
+            }
+        }
+        let blocks = rule_counters(&t).keys().filter(|k| k.starts_with("block-")).count() as u64;
+        assert!(blocks >= 1);
+        assert_eq!(blocked(&t), (2 * blocks, 120 * blocks));
+        assert!(
+            !rule_counters(&t).contains_key("exempt-v4"),
+            "exempt rules count nothing"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Picking the backend, and saying why: `auto` takes nftables when `nft`
-//! works here, else iptables in the variant the host already uses, detected
+//! Picking the backend, and saying why: `auto` takes nftables when the
+//! kernel's nf_tables answers us over netlink (no `nft` binary needed), else iptables in the variant the host already uses, detected
 //! the way the `iptables-wrappers` project does (kubelet's hint chains first,
 //! then which variant holds more rules). Detection that the kernel refuses
 //! for lack of privilege stops with "needs root or CAP_NET_ADMIN": never a
@@ -13,7 +13,6 @@ use super::Backend;
 use crate::core::drift::{Drift, DriftKind};
 use crate::core::model::Family;
 use crate::core::policy::BackendChoice;
-use crate::core::render_nft::{TABLE_FAMILY, TABLE_NAME};
 use crate::error::{Error, Result};
 
 /// What was found about one iptables variant.
@@ -50,16 +49,16 @@ const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
 /// answer would be wrong), anything else is just "no".
 fn probe(runner: &dyn Runner, prog: &str, args: &[&str]) -> Result<Option<super::exec::CmdOutput>> {
     match runner.run(prog, args, None) {
-        Ok(o) if !o.ok() && is_permission_error(&o.stderr) => Err(detection_refused(prog, &o.stderr)),
+        Ok(o) if !o.ok() && is_permission_error(&o.stderr) => Err(detection_refused(&format!("`{prog}`"), &o.stderr)),
         Ok(o) => Ok(Some(o)),
         Err(_) => Ok(None),
     }
 }
 
-/// The error of a detection the kernel refused.
-fn detection_refused(prog: &str, stderr: &str) -> Error {
+/// The error of a detection the kernel refused (`what`: the tool or interface asked).
+fn detection_refused(what: &str, stderr: &str) -> Error {
     Error::Privilege(format!(
-        "cannot tell which firewall backend to use: `{prog}` was refused by the kernel ({}); \
+        "cannot tell which firewall backend to use: {what} was refused by the kernel ({}); \
          apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables). \
          To only see a rendering without privileges, name the backend: --backend nftables, iptables-nft or iptables-legacy",
         stderr.trim().lines().next().unwrap_or("permission denied")
@@ -110,25 +109,25 @@ fn facts(runner: &dyn Runner, v: Variant) -> Result<VariantFacts> {
     })
 }
 
-/// What asking `nft` for our table says about using it here.
+/// What asking nf_tables for our table says about using it here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NftCheck {
-    /// `nft` runs and can talk to the kernel.
+    /// nf_tables answers us over netlink.
     Works,
-    /// Not installed, or the kernel has no nf_tables.
+    /// The kernel has no nf_tables (or no netlink socket for it).
     Unusable,
-    /// The kernel refused us: not root / no CAP_NET_ADMIN (its stderr).
-    Refused(String),
+    /// The kernel refused us: not root / no CAP_NET_ADMIN.
+    Refused,
 }
 
-/// Whether `nft` runs and can talk to the kernel here. Asks for our own
-/// table only: `nft list tables` reads the whole ruleset (1.6 s measured
-/// with 100,000 iptables-nft rules loaded), this answers in milliseconds.
-pub fn nft_check(runner: &dyn Runner) -> NftCheck {
-    match runner.run(NFT, &["list", "table", TABLE_FAMILY, TABLE_NAME], None) {
-        Ok(o) if o.ok() || o.stderr.contains("No such file or directory") => NftCheck::Works,
-        Ok(o) if is_permission_error(&o.stderr) => NftCheck::Refused(o.stderr),
-        _ => NftCheck::Unusable,
+/// Whether nf_tables answers `nft` (a backend object) here: one dump of our
+/// own table over its netlink socket (milliseconds, whatever the size of
+/// the rest of the ruleset; `nft list tables` would read the whole of it).
+pub fn nft_check(nft: &Nftables) -> NftCheck {
+    match nft.present() {
+        Ok(_) => NftCheck::Works,
+        Err(Error::Privilege(_)) => NftCheck::Refused,
+        Err(_) => NftCheck::Unusable,
     }
 }
 
@@ -143,7 +142,7 @@ pub fn detect_variant(runner: &dyn Runner) -> Result<(Variant, String)> {
 /// Every backend we know, for leftover cleanup.
 pub fn all(runner: &dyn Runner) -> Vec<Box<dyn Backend + '_>> {
     vec![
-        Box::new(Nftables::new(runner)),
+        Box::new(Nftables::new()),
         Box::new(Iptables::new(runner, Variant::Nft)),
         Box::new(Iptables::new(runner, Variant::Legacy)),
     ]
@@ -194,19 +193,9 @@ pub fn remove_others(keep: &dyn Backend, runner: &dyn Runner) -> Result<Vec<&'st
 
 /// The backend to use and the reason it was chosen.
 pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Backend + '_>, String)> {
-    let iptables = |reason: &str| -> Result<(Box<dyn Backend + '_>, String)> {
-        let (v, why) = detect_variant(runner).map_err(|e| match e {
-            Error::Privilege(m) if !m.starts_with("cannot tell") => Error::Privilege(format!(
-                "cannot tell which iptables variant to use: {m}. To only see a rendering without privileges, \
-                 name the variant: --backend iptables-nft or iptables-legacy"
-            )),
-            other => other,
-        })?;
-        Ok((Box::new(Iptables::new(runner, v)), format!("{reason}; {why}")))
-    };
     Ok(match choice {
-        // No probe: `render` must work without the tool; apply/status say "not found" themselves.
-        BackendChoice::Nftables => (Box::new(Nftables::new(runner)), "chosen with --backend nftables".into()),
+        // No probe: `render` must work without privileges; apply/status say what they lack themselves.
+        BackendChoice::Nftables => (Box::new(Nftables::new()), "chosen with --backend nftables".into()),
         BackendChoice::IptablesNft => (
             Box::new(Iptables::new(runner, Variant::Nft)),
             "chosen with --backend iptables-nft".into(),
@@ -215,23 +204,44 @@ pub fn select(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<dyn Bac
             Box::new(Iptables::new(runner, Variant::Legacy)),
             "chosen with --backend iptables-legacy".into(),
         ),
-        BackendChoice::Iptables => iptables("chosen with --backend iptables")?,
-        BackendChoice::Auto => match nft_check(runner) {
-            NftCheck::Works => (Box::new(Nftables::new(runner)), "auto: nft works here".into()),
-            NftCheck::Refused(stderr) => return Err(detection_refused(NFT, &stderr)),
-            NftCheck::Unusable => {
-                let any_iptables = ["iptables-nft", "iptables-legacy"]
-                    .iter()
-                    .any(|p| runner.run(p, &["--version"], None).is_ok());
-                if !any_iptables {
-                    return Err(Error::runtime(
-                        "no firewall tool found: install the nftables package (preferred) or iptables",
-                    ));
-                }
-                iptables("auto: nft is missing or this kernel has no nf_tables")?
-            }
-        },
+        BackendChoice::Iptables => detected_iptables(runner, "chosen with --backend iptables")?,
+        BackendChoice::Auto => {
+            let nft = Nftables::new();
+            let check = nft_check(&nft);
+            return auto(check, nft, runner);
+        }
     })
+}
+
+/// `auto`: nftables when nf_tables answers, else the iptables variant the host uses.
+fn auto(check: NftCheck, nft: Nftables, runner: &dyn Runner) -> Result<(Box<dyn Backend + '_>, String)> {
+    match check {
+        NftCheck::Works => Ok((Box::new(nft), "auto: nf_tables answers here".into())),
+        NftCheck::Refused => Err(detection_refused("nf_tables (netlink)", "Operation not permitted")),
+        NftCheck::Unusable => {
+            let any_iptables = ["iptables-nft", "iptables-legacy"]
+                .iter()
+                .any(|p| runner.run(p, &["--version"], None).is_ok());
+            if !any_iptables {
+                return Err(Error::runtime(
+                    "no firewall found: this kernel has no nf_tables and no iptables tool is installed (install iptables)",
+                ));
+            }
+            detected_iptables(runner, "auto: this kernel has no nf_tables")
+        }
+    }
+}
+
+/// The iptables backend in the variant the host uses.
+fn detected_iptables<'r>(runner: &'r dyn Runner, reason: &str) -> Result<(Box<dyn Backend + 'r>, String)> {
+    let (v, why) = detect_variant(runner).map_err(|e| match e {
+        Error::Privilege(m) if !m.starts_with("cannot tell") => Error::Privilege(format!(
+            "cannot tell which iptables variant to use: {m}. To only see a rendering without privileges, \
+             name the variant: --backend iptables-nft or iptables-legacy"
+        )),
+        other => other,
+    })?;
+    Ok((Box::new(Iptables::new(runner, v)), format!("{reason}; {why}")))
 }
 
 /// `select`, then a look at our own objects, so a backend this process may
@@ -285,25 +295,20 @@ mod tests {
     }
 
     #[test]
-    fn auto_prefers_nftables_when_nft_works() {
-        let r = FakeRunner::default().on(
-            "nft list table inet apiserver_guard",
-            1,
-            "",
-            "Error: No such file or directory",
-        );
-        let (b, why) = select(BackendChoice::Auto, &r).unwrap();
+    fn auto_prefers_nftables_when_nf_tables_answers() {
+        let r = FakeRunner::default();
+        let (b, why) = auto(NftCheck::Works, Nftables::new(), &r).unwrap();
         assert_eq!(b.name(), "nftables");
-        assert!(why.contains("nft works"));
+        assert!(why.contains("nf_tables answers"), "{why}");
+        assert!(r.calls().is_empty(), "no tool run: {:?}", r.calls());
     }
 
     #[test]
     fn auto_refused_for_lack_of_privilege_stops_instead_of_switching() {
         let r = FakeRunner::default()
-            .on("nft list table", 1, "", "Operation not permitted (you must be root)\n")
             .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
             .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "");
-        let e = select(BackendChoice::Auto, &r).err().expect("refused");
+        let e = auto(NftCheck::Refused, Nftables::new(), &r).err().expect("refused");
         assert!(matches!(e, Error::Privilege(_)), "{e}");
         let e = e.to_string();
         assert!(
@@ -323,24 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn explicit_backend_with_unreadable_objects_is_refused_by_select_usable() {
-        let r = FakeRunner::default().on("nft list table", 1, "", "Error: Operation not permitted");
-        assert!(select(BackendChoice::Nftables, &r).is_ok(), "render needs no privilege");
-        let e = select_usable(BackendChoice::Nftables, &r).err().expect("refused");
-        assert!(matches!(e, Error::Privilege(_)), "{e}");
-        let r = FakeRunner::default().on("nft list table", 1, "", "Error: No such file or directory");
-        assert!(select_usable(BackendChoice::Nftables, &r).is_ok());
-    }
-
-    #[test]
-    fn auto_falls_back_to_iptables_when_nft_is_unusable() {
+    fn auto_falls_back_to_iptables_when_nf_tables_is_unusable() {
         let r = FakeRunner::default()
-            .on(
-                "nft list table",
-                1,
-                "",
-                "Error: Could not process rule: Protocol not supported",
-            )
             .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
             .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "")
             .on(
@@ -351,24 +340,23 @@ mod tests {
             )
             .on("iptables-nft", 1, "", "")
             .on("iptables-legacy", 1, "", "");
-        let (b, why) = select(BackendChoice::Auto, &r).unwrap();
+        let (b, why) = auto(NftCheck::Unusable, Nftables::new(), &r).unwrap();
         assert_eq!(b.name(), "iptables-nft");
         assert!(why.contains("hint chain is in iptables-nft"), "{why}");
     }
 
     #[test]
-    fn auto_without_any_tool_names_the_packages() {
-        let r = FakeRunner::default().missing("nft").missing("iptables");
-        let e = select(BackendChoice::Auto, &r).err().unwrap().to_string();
-        assert!(e.contains("nftables package"), "{e}");
+    fn auto_without_nf_tables_or_iptables_says_what_to_install() {
+        let r = FakeRunner::default().missing("iptables");
+        let e = auto(NftCheck::Unusable, Nftables::new(), &r).err().unwrap().to_string();
+        assert!(e.contains("install iptables"), "{e}");
     }
 
     #[test]
-    fn explicit_nftables_needs_no_tool_to_select_but_says_so_when_used() {
+    fn explicit_nftables_runs_nothing_to_select() {
         let r = FakeRunner::default().missing("nft");
         let (b, _) = select(BackendChoice::Nftables, &r).unwrap();
+        assert_eq!(b.name(), "nftables");
         assert!(r.calls().is_empty(), "selection ran {:?}", r.calls());
-        let e = b.present().unwrap_err().to_string();
-        assert!(e.contains("install the nftables package"), "{e}");
     }
 }

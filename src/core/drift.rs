@@ -3,7 +3,8 @@
 //! different, and who likely did it"). Empty list = in sync.
 
 use super::iptables_state::IptObserved;
-use super::nft_state::{BaseChain, NftState, RuleSig};
+use super::nft_diff::{differences, Difference};
+use super::nft_model::{ChainModel, TableModel, GUARD_CHAIN, TABLE_FAMILY, TABLE_NAME};
 use super::policy::Hook;
 use super::render_iptables::{jump_line, IptDesired, CHAIN};
 use serde::Serialize;
@@ -97,149 +98,102 @@ fn show(set: &BTreeSet<&String>) -> String {
     set.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// Compares our nftables table. `observed` is None when the table is absent.
-pub fn diff_nft(desired: &NftState, observed: Option<&NftState>, table: &str) -> Vec<Drift> {
-    let Some(seen) = observed else {
+/// Compares our nftables table as read back (`got`; None when it is absent)
+/// with the one wanted: every difference `nft_diff` finds, in its plain
+/// words, classed. A chain emptied is one finding, not one per rule.
+pub fn diff_nft(want: &TableModel, got: Option<&TableModel>) -> Vec<Drift> {
+    let Some(got) = got else {
         return vec![drift(
             DriftKind::TableMissing,
-            format!("table {table}"),
+            format!("table {TABLE_FAMILY} {TABLE_NAME}"),
             "missing (deleted, or the ruleset was flushed)",
         )];
     };
+    let flushed: BTreeSet<&str> = want
+        .chains
+        .iter()
+        .filter(|(n, w)| !w.rules.is_empty() && got.chains.get(*n).is_some_and(|g| g.rules.is_empty()))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let mut said: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::new();
-    for (name, want) in &desired.sets {
-        let obj = format!("set {name}");
-        let Some(got) = seen.sets.get(name) else {
-            out.push(drift(DriftKind::SetMissing, obj, "missing"));
+    for d in differences(want, got) {
+        let chain = rule_chain(&d.object).and_then(|c| flushed.get(c).copied());
+        if let Some(chain) = chain {
+            if said.insert(chain) {
+                out.push(flushed_chain(chain, &want.chains[chain]));
+            }
             continue;
-        };
-        if got.key_type != want.key_type || got.interval != want.interval {
-            out.push(drift(
-                DriftKind::ElementsChanged,
-                obj.clone(),
-                format!(
-                    "has type '{}' (interval {}), expected '{}' (interval {})",
-                    got.key_type, got.interval, want.key_type, want.interval
-                ),
-            ));
         }
-        let missing: BTreeSet<_> = want.elements.difference(&got.elements).collect();
-        let extra: BTreeSet<_> = got.elements.difference(&want.elements).collect();
-        if !missing.is_empty() {
-            out.push(drift(
-                DriftKind::ElementsChanged,
-                obj.clone(),
-                format!("missing elements: {}", show(&missing)),
-            ));
-        }
-        if !extra.is_empty() {
-            out.push(drift(
-                DriftKind::ElementsChanged,
-                obj,
-                format!("unexpected elements: {}", show(&extra)),
-            ));
-        }
-    }
-    for name in seen.sets.keys().filter(|n| !desired.sets.contains_key(*n)) {
-        out.push(drift(
-            DriftKind::StaleObjects,
-            format!("set {name}"),
-            "not part of the policy (stale or foreign)",
-        ));
-    }
-    for (name, want) in &desired.chains {
-        let obj = format!("chain {name}");
-        let Some(got) = seen.chains.get(name) else {
-            out.push(drift(DriftKind::ChainMissing, obj, "missing"));
-            continue;
-        };
-        if got.base != want.base {
-            out.push(drift(
-                DriftKind::ChainChanged,
-                obj.clone(),
-                format!(
-                    "hook/type/priority/policy is {}, expected {}",
-                    base_text(&got.base),
-                    base_text(&want.base)
-                ),
-            ));
-        }
-        if got.rules != want.rules {
-            let kind = if got.rules.is_empty() {
-                DriftKind::ChainFlushed
-            } else {
-                DriftKind::RulesChanged
-            };
-            out.push(drift(kind, obj, rules_problem(&want.rules, &got.rules)));
-        }
-    }
-    for name in seen.chains.keys().filter(|n| !desired.chains.contains_key(*n)) {
-        out.push(drift(
-            DriftKind::StaleObjects,
-            format!("chain {name}"),
-            "not part of the policy (stale hook or foreign chain)",
-        ));
+        let kind = nft_kind(&d, want);
+        out.push(drift(kind, d.object, d.what));
     }
     out
 }
 
-/// A base chain as nft writes it (`type filter hook output priority 0; policy accept`), or "not a base chain".
-fn base_text(base: &Option<BaseChain>) -> String {
-    match base {
-        Some(b) => format!(
-            "type {} hook {} priority {}; policy {}",
-            b.chain_type, b.hook, b.priority, b.policy
-        ),
-        None => "not a base chain".into(),
-    }
+/// An unreadable table of ours (a dump that does not decode), as drift.
+pub fn nft_unreadable(why: &str) -> Drift {
+    drift(
+        DriftKind::RulesChanged,
+        format!("table {TABLE_FAMILY} {TABLE_NAME}"),
+        format!("cannot be read as ours: {why}"),
+    )
 }
 
-/// Rules as an operator reads them: `[comment: verdict @set1 @set2 counter, ...]`.
-fn rules_text(rules: &[RuleSig]) -> String {
-    let one = |r: &RuleSig| {
-        let mut t = format!(
-            "{}: {}",
-            if r.comment.is_empty() {
-                "<uncommented>"
-            } else {
-                &r.comment
-            },
-            r.verdict
-        );
-        for set in &r.sets {
-            t.push_str(&format!(" @{set}"));
-        }
-        if r.counter {
-            t.push_str(" counter");
-        }
-        t
-    };
-    format!("[{}]", rules.iter().map(one).collect::<Vec<_>>().join(", "))
-}
-
-fn rules_problem(want: &[RuleSig], got: &[RuleSig]) -> String {
-    let names = |rules: &[RuleSig]| {
-        rules
-            .iter()
-            .map(|r| {
-                if r.comment.is_empty() {
-                    "<uncommented>".to_string()
-                } else {
-                    r.comment.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-    };
-    let (w, g) = (names(want), names(got));
-    if w == g {
-        format!(
-            "rules changed in place (expected {}, found {})",
-            rules_text(want),
-            rules_text(got)
+fn flushed_chain(name: &str, want: &ChainModel) -> Drift {
+    if want.base.is_some() {
+        drift(
+            DriftKind::JumpMissing,
+            format!("chain {name}"),
+            format!("empty: our jump to chain {GUARD_CHAIN} is gone (flushed, e.g. by nft flush chain)"),
         )
     } else {
-        format!("rules are [{}], expected [{}]", g.join(", "), w.join(", "))
+        drift(
+            DriftKind::ChainFlushed,
+            format!("chain {name}"),
+            format!(
+                "empty: our {} rule(s) are gone (flushed, e.g. by nft flush chain)",
+                want.rules.len()
+            ),
+        )
     }
+}
+
+/// The chain a rule finding is about: `rule 2 of chain guard (...)`, `chain guard, position 3`.
+fn rule_chain(object: &str) -> Option<&str> {
+    let rest = match object.strip_prefix("rule ") {
+        Some(r) => r.split_once(" of chain ")?.1,
+        None => object.strip_prefix("chain ")?.split_once(", position ")?.0,
+    };
+    rest.split(' ').next()
+}
+
+fn nft_kind(d: &Difference, want: &TableModel) -> DriftKind {
+    let o = d.object.as_str();
+    if o.starts_with("set ") {
+        return match d.what.as_str() {
+            "missing" => DriftKind::SetMissing,
+            w if w.starts_with("not ours") => DriftKind::StaleObjects,
+            _ => DriftKind::ElementsChanged,
+        };
+    }
+    if let Some(chain) = rule_chain(o) {
+        let base = want.chains.get(chain).is_some_and(|c| c.base.is_some());
+        return match (base, d.what.as_str()) {
+            (true, w) if w.starts_with("missing") => DriftKind::JumpMissing,
+            (true, w) if w.starts_with("moved") => DriftKind::JumpDisplaced,
+            (true, w) if w.starts_with("an extra rule with our comment") => DriftKind::JumpDuplicated,
+            _ => DriftKind::RulesChanged,
+        };
+    }
+    if o.starts_with("chain ") {
+        return match d.what.as_str() {
+            "missing" => DriftKind::ChainMissing,
+            w if w.starts_with("not ours") => DriftKind::StaleObjects,
+            _ => DriftKind::ChainChanged,
+        };
+    }
+    DriftKind::RulesChanged
 }
 
 /// Compares one iptables family. `label` names the tool, e.g. `iptables-nft` or `ip6tables-legacy`.
@@ -324,9 +278,9 @@ mod tests {
     use crate::core::iptables_state::JumpState;
     use crate::core::model::tests::policy;
     use crate::core::model::{Blocklist, Family};
+    use crate::core::nft_desired::desired as nft_desired;
     use crate::core::policy::{Action, Mode};
     use crate::core::render_iptables::desired;
-    use crate::core::render_nft::desired_state;
     use std::collections::BTreeMap;
 
     fn blocklist(mode: Mode) -> Blocklist {
@@ -339,95 +293,110 @@ mod tests {
         ))
     }
 
-    const T: &str = "inet apiserver_guard";
-
     #[test]
     fn nft_identical_state_is_in_sync() {
-        let d = desired_state(&blocklist(Mode::Both));
-        assert!(diff_nft(&d, Some(&d.clone()), T).is_empty());
+        let d = nft_desired(&blocklist(Mode::Both));
+        assert!(diff_nft(&d, Some(&d.clone())).is_empty());
     }
 
     #[test]
     fn nft_missing_table_is_one_finding() {
-        let d = desired_state(&blocklist(Mode::Both));
-        let f = diff_nft(&d, None, T);
+        let d = nft_desired(&blocklist(Mode::Both));
+        let f = diff_nft(&d, None);
         assert_eq!(f.len(), 1);
+        assert_eq!(f[0].object, "table inet apiserver_guard");
         assert!(f[0].problem.contains("missing"));
         assert_eq!(f[0].kind, DriftKind::TableMissing);
     }
 
     #[test]
     fn nft_changed_elements_are_named() {
-        let d = desired_state(&blocklist(Mode::Both));
+        let d = nft_desired(&blocklist(Mode::Both));
         let mut seen = d.clone();
-        let src = seen.sets.get_mut("sources_v4").unwrap();
-        src.elements.clear();
-        src.elements.insert("10.9.0.0/16".into());
-        let f = diff_nft(&d, Some(&seen), T);
-        assert!(f.iter().any(|x| x.problem == "missing elements: 10.0.0.0/16"), "{f:?}");
+        let other = nft_desired(&Blocklist::from_policy(&policy(
+            &["10.9.0.0/16"],
+            &[],
+            &["192.168.0.10:5443"],
+            Mode::Both,
+            Action::Reject,
+        )));
+        seen.sets.insert("sources_v4".into(), other.sets["sources_v4"].clone());
+        let f = diff_nft(&d, Some(&seen));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, DriftKind::ElementsChanged);
+        assert_eq!(f[0].object, "set sources_v4");
         assert!(
-            f.iter().any(|x| x.problem == "unexpected elements: 10.9.0.0/16"),
-            "{f:?}"
-        );
-    }
-
-    #[test]
-    fn nft_deleted_rule_foreign_rule_and_stale_chain_are_found() {
-        let d = desired_state(&blocklist(Mode::Tunnel));
-        let mut seen = d.clone();
-        seen.chains.get_mut("guard").unwrap().rules.clear();
-        let f = diff_nft(&d, Some(&seen), T);
-        assert!(f.iter().any(|x| x.object == "chain guard"), "{f:?}");
-
-        let mut seen = d.clone();
-        let mut accept = seen.chains["guard"].rules[0].clone();
-        accept.verdict = "accept".into();
-        accept.comment = String::new();
-        seen.chains.get_mut("guard").unwrap().rules.insert(0, accept);
-        assert!(diff_nft(&d, Some(&seen), T)
-            .iter()
-            .any(|x| x.problem.contains("<uncommented>")));
-
-        let both = desired_state(&blocklist(Mode::Both));
-        let f = diff_nft(&d, Some(&both), T);
-        assert!(
-            f.iter()
-                .any(|x| x.object == "chain output" && x.problem.contains("not part of the policy")),
-            "{f:?}"
-        );
-    }
-
-    #[test]
-    fn nft_rule_changed_in_place_is_found() {
-        let d = desired_state(&blocklist(Mode::Both));
-        let mut seen = d.clone();
-        seen.chains.get_mut("guard").unwrap().rules[0].verdict = "accept".into();
-        let f = diff_nft(&d, Some(&seen), T);
-        assert!(f.iter().any(|x| x.problem.contains("changed in place")), "{f:?}");
-        // Said as an operator reads it, not as Rust debug output.
-        let p = &f
-            .iter()
-            .find(|x| x.problem.contains("changed in place"))
-            .unwrap()
-            .problem;
-        assert!(
-            p.contains(": accept") && !p.contains("RuleSig") && !p.contains("verdict:"),
-            "{p}"
-        );
-    }
-
-    #[test]
-    fn nft_base_chain_priority_change_is_found() {
-        let d = desired_state(&blocklist(Mode::Both));
-        let mut seen = d.clone();
-        seen.chains.get_mut("forward").unwrap().base.as_mut().unwrap().priority = 10;
-        let f = diff_nft(&d, Some(&seen), T);
-        assert_eq!(f.len(), 1);
-        assert!(
-            f[0].problem.contains("priority 10;") && !f[0].problem.contains("Some("),
+            f[0].problem.contains("10.9.0.0/16 added") && f[0].problem.contains("10.0.0.0/16 missing"),
             "{}",
             f[0].problem
         );
+    }
+
+    #[test]
+    fn nft_flushed_chains_are_one_finding_each() {
+        let d = nft_desired(&blocklist(Mode::Both));
+        let mut seen = d.clone();
+        seen.chains.get_mut(GUARD_CHAIN).unwrap().rules.clear();
+        seen.chains.get_mut("forward").unwrap().rules.clear();
+        let f = diff_nft(&d, Some(&seen));
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            (f[0].kind, f[0].object.as_str()),
+            (DriftKind::JumpMissing, "chain forward")
+        );
+        assert_eq!(
+            (f[1].kind, f[1].object.as_str()),
+            (DriftKind::ChainFlushed, "chain guard")
+        );
+    }
+
+    #[test]
+    fn nft_rule_changes_foreign_rules_and_stale_chains_are_classed_in_plain_words() {
+        let d = nft_desired(&blocklist(Mode::Tunnel));
+        let mut seen = d.clone();
+        let guard = seen.chains.get_mut(GUARD_CHAIN).unwrap();
+        let mut accept = guard.rules[0].clone();
+        accept.exprs = vec![crate::core::nft_model::Expr::Immediate {
+            dreg: 0,
+            verdict: crate::core::nft_model::Verdict::Accept,
+        }];
+        accept.userdata.clear();
+        guard.rules.insert(0, accept);
+        let f = diff_nft(&d, Some(&seen));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, DriftKind::RulesChanged);
+        assert!(f[0].problem.contains("a foreign rule: accept"), "{}", f[0].problem);
+
+        let both = nft_desired(&blocklist(Mode::Both));
+        let f = diff_nft(&d, Some(&both));
+        let out = f
+            .iter()
+            .find(|x| x.object == "chain output")
+            .expect("output chain named");
+        assert_eq!(out.kind, DriftKind::StaleObjects);
+        for x in &f {
+            assert!(
+                !x.problem.contains('{') && !x.problem.contains("Some("),
+                "{}",
+                x.problem
+            );
+        }
+    }
+
+    #[test]
+    fn nft_base_chain_priority_and_policy_changes_are_found() {
+        let d = nft_desired(&blocklist(Mode::Both));
+        let mut seen = d.clone();
+        let base = seen.chains.get_mut("forward").unwrap().base.as_mut().unwrap();
+        base.priority = 10;
+        base.policy = crate::core::nft_model::NF_DROP;
+        let f = diff_nft(&d, Some(&seen));
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f
+            .iter()
+            .all(|x| x.kind == DriftKind::ChainChanged && x.object == "chain forward"));
+        assert_eq!(f[0].problem, "priority 10 instead of 0");
+        assert_eq!(f[1].problem, "policy drop instead of accept");
     }
 
     fn ipt(mode: Mode) -> IptDesired {

@@ -11,12 +11,12 @@ pub mod nft_diff;
 #[cfg(test)]
 mod nft_golden_tests;
 pub mod nft_model;
-pub mod nft_state;
+pub mod nft_plan;
+pub mod nft_replay;
 pub mod nft_stmt;
 pub mod nft_text;
 pub mod nft_wire;
 pub mod policy;
 pub mod render_iptables;
-pub mod render_nft;
 pub mod special;
 pub mod validate;

@@ -1,6 +1,6 @@
 //! The table a Blocklist wants, as the kernel will hold it: each abstract
 //! rule of `model::Blocklist::rules()` becomes exactly the expressions `nft`
-//! itself sends for the rule text `render_nft` writes (pinned below against
+//! itself sends for the rule text `nft_text` prints (pinned below against
 //! `nft --debug=netlink`), the sets are those the rules reference, and every
 //! hook gets its base chain with one `jump guard`. Which rules exist is
 //! decided in `model.rs` only; this file translates.
@@ -8,12 +8,11 @@
 use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict};
 use super::nft_model::*;
 use super::policy::Hook;
-use super::render_nft::{ENTER_COMMENT, GUARD_CHAIN, PRIORITY};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// The table comment (as `render_nft::script` declares it).
+/// The table comment.
 pub const TABLE_COMMENT: &str = "managed by apiserver-guard; edits are reverted";
 /// The set of TCP ports of apiservers on this node.
 pub const LOCAL_PORTS_SET: &str = "local_ports";
@@ -59,7 +58,7 @@ fn base_chain(hook: Hook) -> ChainModel {
         base: Some(BaseChain {
             chain_type: "filter".into(),
             hook: hook_number(hook),
-            priority: PRIORITY as i32,
+            priority: PRIORITY,
             policy: NF_ACCEPT,
         }),
         flags: CHAIN_F_BASE,

@@ -9,6 +9,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The table we own (`table inet apiserver_guard`). Nothing else is ever written.
+pub const TABLE_FAMILY: &str = "inet";
+pub const TABLE_NAME: &str = "apiserver_guard";
+/// Regular chain holding the rules; base chains jump to it.
+pub const GUARD_CHAIN: &str = "guard";
+/// Comment of the one rule in each base chain.
+pub const ENTER_COMMENT: &str = "enter-guard";
+/// Filter priority: after DNAT, so a ClusterIP is matched on the real apiserver address.
+pub const PRIORITY: i32 = 0;
+
 /// nf_tables family of our table (`inet`).
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
@@ -20,6 +30,7 @@ pub const TABLE_F_OWNER: u32 = 0x2;
 pub const TABLE_F_PERSIST: u32 = 0x4;
 
 /// Set flags (`NFT_SET_*`) and element flags.
+pub const SET_F_ANONYMOUS: u32 = 0x1;
 pub const SET_F_CONSTANT: u32 = 0x2;
 pub const SET_F_INTERVAL: u32 = 0x4;
 pub const SET_F_MAP: u32 = 0x8;

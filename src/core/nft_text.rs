@@ -9,7 +9,6 @@
 
 use super::nft_model::*;
 use super::nft_stmt::{hex, rule_text};
-use super::render_nft::{TABLE_FAMILY, TABLE_NAME};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -7,7 +7,6 @@
 //! `inet`) and adds whatever flushes or deletes its plan needs first.
 
 use super::nft_model::*;
-use super::render_nft::TABLE_NAME;
 use netlink_packet_core::DefaultNla;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, HookNumber, Immediate,

@@ -44,7 +44,7 @@ pub enum Change {
 /// Which changes concern a backend's objects.
 pub fn relevant(backend: &str, table: &str, chain: Option<&str>) -> bool {
     match backend {
-        "nftables" => table == crate::core::render_nft::TABLE_NAME,
+        "nftables" => table == crate::core::nft_model::TABLE_NAME,
         // iptables-nft: the filter tables, our chain and the built-in chains that jump to it.
         _ => table == "filter" && chain.is_none_or(|c| matches!(c, "APISERVER-GUARD" | "OUTPUT" | "FORWARD" | "INPUT")),
     }

@@ -1,9 +1,9 @@
 //! Packet counters of our block rules, read from this (the node's) namespace
 //! around each probe: did the rule of ours that matches THAT endpoint see
 //! THAT probe? One `Snapshot` reads every backend once, whichever installed
-//! the block: our nftables table (`nft -j list table inet apiserver_guard`,
-//! through the backend's own read-back: counters per rule comment, and the
-//! hooks of its base chains), and our `APISERVER-GUARD` chain in iptables-nft
+//! the block: our nftables table (a netlink dump of `inet apiserver_guard`,
+//! through the backend's own read-back: counters per rule comment, the hooks
+//! of its base chains and the elements of its sets), and our `APISERVER-GUARD` chain in iptables-nft
 //! and iptables-legacy (`iptables -L APISERVER-GUARD -v -x -n`; a legacy table
 //! that is not loaded is not created by looking). `Snapshot::packets` then
 //! sums only the rules that match one endpoint: by comment in nftables
@@ -17,9 +17,13 @@ use std::net::IpAddr;
 use super::evidence::CounterReading;
 use crate::backend::exec::{failure, start, Runner};
 use crate::backend::iptables::{legacy_table_loaded, tool, Variant};
-use crate::backend::nftables::Nftables;
+use crate::backend::nftables::{rule_counters, Nftables, Seen};
 use crate::core::model::Family;
-use crate::core::nft_state::{Counters, NftState};
+use crate::core::nft_model::TableModel;
+use crate::core::nft_text::{element_texts, hook_name};
+
+/// Packets and bytes per rule comment.
+pub type Counters = std::collections::BTreeMap<String, (u64, u64)>;
 use crate::core::render_iptables::CHAIN;
 use crate::error::Error;
 
@@ -125,7 +129,7 @@ pub fn iptables_rules(listing: &str) -> Vec<IptRule> {
 /// the counters per rule comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftReading {
-    pub state: NftState,
+    pub state: TableModel,
     pub counters: Counters,
 }
 
@@ -135,7 +139,7 @@ impl NftReading {
         self.state
             .chains
             .values()
-            .filter_map(|c| c.base.as_ref().map(|b| b.hook.clone()))
+            .filter_map(|c| c.base.as_ref().map(|b| hook_name(b.hook)))
             .collect()
     }
 
@@ -148,13 +152,14 @@ impl NftReading {
         } else {
             (format!("api_port_{fam}"), format!("{} . {}", key.ip, key.port))
         };
-        let listed = self.state.sets.get(&set).is_some_and(|s| s.elements.contains(&element));
-        let local = key.local
-            && self
-                .state
+        let has = |set: &str, element: &str| {
+            self.state
                 .sets
-                .get("local_ports")
-                .is_some_and(|s| s.elements.contains(&key.port.to_string()));
+                .get(set)
+                .is_some_and(|s| element_texts(s).iter().any(|e| e == element))
+        };
+        let listed = has(&set, &element);
+        let local = key.local && has("local_ports", &key.port.to_string());
         listed || local
     }
 }
@@ -270,9 +275,13 @@ fn iptables_reading(runner: &dyn Runner, variant: Variant, fam: Family) -> IptRe
 
 /// Reads every backend once.
 pub fn read(runner: &dyn Runner) -> Snapshot {
-    let nft = match Nftables::new(runner).observe() {
-        Ok(None) | Err(Error::MissingTool(_)) => Ok(None),
-        Ok(Some((state, counters))) => Ok(Some(NftReading { state, counters })),
+    let nft = match Nftables::new().observe() {
+        Ok(Seen::Absent) | Err(Error::MissingTool(_)) => Ok(None),
+        Ok(Seen::Unreadable(why)) => Err(format!("our nftables table cannot be read: {why}")),
+        Ok(Seen::Table(state)) => Ok(Some(NftReading {
+            counters: rule_counters(&state),
+            state,
+        })),
         Err(e) => Err(e.to_string()),
     };
     let mut iptables = Vec::new();
@@ -340,7 +349,7 @@ mod tests {
     fn nft(counters: &[(&str, u64)]) -> Snapshot {
         Snapshot {
             nft: Ok(Some(NftReading {
-                state: NftState::default(),
+                state: TableModel::default(),
                 counters: counters.iter().map(|(n, p)| (n.to_string(), (*p, 0))).collect(),
             })),
             iptables: Vec::new(),

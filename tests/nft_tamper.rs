@@ -1,0 +1,307 @@
+//! Tamper matrix of the nftables backend on a real kernel: after `apply`,
+//! another process edits our table with `nft` (negated match, changed
+//! left-hand side, changed verdict, extra rule with our comment, rule moved,
+//! chain priority, chain policy, set flags, set key, elements added and
+//! removed, a foreign rule in our chain). Each must make `status` exit 3
+//! with a plain-language line naming the change (no Rust debug text), then
+//! `apply` repairs it (status exit 0) and the pod is refused again (curl).
+//! The daemon repairs each one on the change event, and its log names it.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::daemon_cases::*;
+use common::guard_cases::*;
+use common::*;
+
+const T: &str = "inet apiserver_guard";
+const OURS: &str = "block-tcp-port-v4";
+
+/// Dual stack, so chain guard holds more than one rule (a move is visible).
+fn policy() -> GuardPolicy {
+    GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6],
+        &[&endpoint(API_V4, Some(API_PORT)), &endpoint(API_V6, Some(API_PORT))],
+    )
+}
+
+/// One tamper: its name, the nft commands (given the handle of our v4
+/// rule), what the status line must say, and whether the pod gets through
+/// while it lasts (checked with curl before the repair).
+struct Tamper {
+    name: &'static str,
+    nft: fn(u32) -> String,
+    says: &'static str,
+    opens: bool,
+}
+
+fn ours_with(matches: &str, verdict: &str) -> String {
+    format!("{matches} counter {verdict} comment \"{OURS}\"")
+}
+
+const PORT_MATCH: &str = "ip daddr . tcp dport @api_port_v4";
+
+fn tampers() -> Vec<Tamper> {
+    vec![
+        Tamper {
+            name: "negated match",
+            nft: |h| {
+                format!(
+                    "replace rule {T} guard handle {h} {}",
+                    ours_with(
+                        &format!("ip saddr != @sources_v4 {PORT_MATCH}"),
+                        "reject with tcp reset"
+                    )
+                )
+            },
+            says: "match on ip saddr is negated (!=) instead of =",
+            opens: true,
+        },
+        Tamper {
+            name: "changed left-hand side",
+            nft: |h| {
+                format!(
+                    "replace rule {T} guard handle {h} {}",
+                    ours_with(&format!("ip daddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
+                )
+            },
+            says: "match on ip daddr instead of ip saddr",
+            opens: true,
+        },
+        Tamper {
+            name: "changed verdict",
+            nft: |h| {
+                format!(
+                    "replace rule {T} guard handle {h} {}",
+                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "accept")
+                )
+            },
+            says: "\"accept\" instead of \"reject with tcp reset\"",
+            opens: true,
+        },
+        Tamper {
+            name: "extra rule with our comment",
+            nft: |_| {
+                format!(
+                    "add rule {T} guard {}",
+                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "accept")
+                )
+            },
+            says: "an extra rule with our comment \"block-tcp-port-v4\"",
+            opens: false,
+        },
+        Tamper {
+            name: "rule moved",
+            nft: |h| {
+                format!(
+                    "delete rule {T} guard handle {h}; add rule {T} guard {}",
+                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
+                )
+            },
+            says: "moved to position",
+            opens: false,
+        },
+        Tamper {
+            name: "chain priority changed",
+            nft: |_| {
+                format!(
+                    "delete chain {T} forward; add chain {T} forward {{ type filter hook forward priority 10; policy accept; }}; \
+                     add rule {T} forward jump guard comment \"enter-guard\""
+                )
+            },
+            says: "chain forward: priority 10 instead of 0",
+            opens: false,
+        },
+        Tamper {
+            name: "chain policy drop",
+            nft: |_| format!("add chain {T} forward {{ type filter hook forward priority 0; policy drop; }}"),
+            says: "chain forward: policy drop instead of accept",
+            opens: false,
+        },
+        Tamper {
+            name: "set flags changed",
+            nft: |h| {
+                format!(
+                    "delete rule {T} guard handle {h}; delete set {T} sources_v4; \
+                     add set {T} sources_v4 {{ type ipv4_addr; }}; add element {T} sources_v4 {{ {POD_V4} }}; \
+                     add rule {T} guard {}",
+                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
+                )
+            },
+            says: "set sources_v4: flags: interval missing",
+            opens: false,
+        },
+        Tamper {
+            name: "set key changed",
+            nft: |h| {
+                format!(
+                    "delete rule {T} guard handle {h}; delete set {T} api_port_v4; \
+                     add set {T} api_port_v4 {{ type ipv4_addr . inet_service . inet_service; }}; \
+                     add rule {T} guard ip saddr @sources_v4 ip daddr . tcp dport . tcp sport @api_port_v4 counter \
+                     reject with tcp reset comment \"{OURS}\""
+                )
+            },
+            says:
+                "set api_port_v4: key type ipv4_addr . inet_service . inet_service instead of ipv4_addr . inet_service",
+            opens: true,
+        },
+        Tamper {
+            name: "elements added",
+            nft: |_| format!("add element {T} sources_v4 {{ 10.9.0.0/16 }}"),
+            says: "set sources_v4: elements 10.9.0.0/16 added",
+            opens: false,
+        },
+        Tamper {
+            name: "elements removed",
+            nft: |_| format!("delete element {T} api_port_v4 {{ {API_V4} . {API_PORT} }}"),
+            says: "set api_port_v4: elements 192.168.50.10 . 5443 missing",
+            opens: true,
+        },
+        Tamper {
+            name: "foreign rule in our chain",
+            nft: |_| format!("insert rule {T} guard ip saddr {POD_V4} accept"),
+            says: "a foreign rule: ip saddr 10.0.1.2 accept",
+            opens: true,
+        },
+    ]
+}
+
+/// The handle of our v4 port rule in chain guard.
+fn our_handle(node: &Netns) -> u32 {
+    let listing = node.run_ok(&["nft", "-a", "list", "chain", "inet", "apiserver_guard", "guard"]);
+    listing
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{OURS}\"")))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .and_then(|h| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rule {OURS} in\n{listing}"))
+}
+
+fn tamper(node: &Netns, t: &Tamper) {
+    let script = (t.nft)(our_handle(node));
+    node.run_ok(&["nft", &script]);
+}
+
+/// The drift lines of `status` (text output).
+fn drift_lines(r: &GuardRun) -> Vec<String> {
+    r.stdout
+        .lines()
+        .filter(|l| l.starts_with("  - "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[track_caller]
+fn assert_plain(lines: &[String], what: &str) {
+    for l in lines {
+        for debug in ["{", "Some(", "RuleSig", "Expr", "::"] {
+            assert!(!l.contains(debug), "{what}: debug text {debug:?} in {l:?}");
+        }
+    }
+}
+
+#[test]
+fn every_tamper_is_named_by_status_and_repaired_by_apply() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    p.apply_ok(node);
+    p.assert_in_sync(node, "after apply");
+    for t in tampers() {
+        tamper(node, &t);
+        if t.opens {
+            assert_served(
+                &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+                &format!("{}: the tamper really opens the block", t.name),
+            );
+        }
+        let r = run_guard(node, &p.args("status"));
+        r.expect_code(3, t.name);
+        let lines = drift_lines(&r);
+        assert!(
+            lines.iter().any(|l| l.contains(t.says)),
+            "{}: status should say {:?}; it said:\n{}",
+            t.name,
+            t.says,
+            r.stdout
+        );
+        assert_plain(&lines, t.name);
+        eprintln!("{}: {}", t.name, lines.join(" | "));
+        p.apply_ok(node);
+        p.assert_in_sync(node, &format!("{}: after apply", t.name));
+        assert_refused_fast(
+            &topo.pod,
+            None,
+            API_V4,
+            API_PORT,
+            &format!("{}: pod after apply", t.name),
+        );
+        assert_refused(
+            &curl(&topo.pod, API_V6, API_PORT, MAX_TIME),
+            &format!("{}: pod v6 after apply", t.name),
+        );
+        assert_served(
+            &curl(node, API_V4, API_PORT, MAX_TIME),
+            &format!("{}: node after apply", t.name),
+        );
+    }
+}
+
+#[test]
+fn the_daemon_repairs_every_tamper_on_the_event_and_names_it() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    let daemon = Daemon::spawn(node, &daemon_args(&p, &[]));
+    daemon.wait_ready();
+    let mut repairs = daemon.log().matches(REPAIR_LINE).count();
+    for t in tampers() {
+        let mark = daemon.log().len();
+        let started = Instant::now();
+        tamper(node, &t);
+        // The default resync is far longer than this deadline: the event wakes it.
+        daemon.wait_log(REPAIR_LINE, repairs + 1, REPAIR_DEADLINE);
+        repairs = daemon.log().matches(REPAIR_LINE).count();
+        loop {
+            let r = run_guard(node, &p.args("status"));
+            if r.code == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < REPAIR_DEADLINE,
+                "{}: status still exit {} after {REPAIR_DEADLINE:?}:\n{}\nlog:\n{}",
+                t.name,
+                r.code,
+                r.stdout,
+                daemon.log_since(mark)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let log = daemon.log_since(mark);
+        assert!(
+            log.contains(t.says),
+            "{}: the repair line should name {:?}; log:\n{log}",
+            t.name,
+            t.says
+        );
+        eprintln!("{}: repaired, in sync {:?} after the tamper", t.name, started.elapsed());
+        assert_refused_fast(
+            &topo.pod,
+            None,
+            API_V4,
+            API_PORT,
+            &format!("{}: pod after the repair", t.name),
+        );
+    }
+    assert!(daemon.exited().is_none(), "daemon died:\n{}", daemon.log());
+}
