@@ -41,16 +41,22 @@ fn verdict_spec(v: Verdict, fam: Family) -> &'static str {
 /// one line per source and destination).
 fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
     let tail = format!("-m comment --comment {COMMENT} {}", verdict_spec(r.verdict, r.family));
-    if r.target == Target::LocalPortLinkLocal {
-        return b
-            .local_ports
+    // Every local address on a local apiserver's port, from the given sources.
+    let tail = tail.as_str();
+    let local_port_lines = |sources: &[String]| -> Vec<String> {
+        sources
             .iter()
-            .map(|port| {
-                format!(
-                    "-A {CHAIN} -s {LINK_LOCAL_V6} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
-                )
+            .flat_map(|src| {
+                b.local_ports.iter().map(move |port| {
+                    format!(
+                        "-A {CHAIN} -s {src} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
+                    )
+                })
             })
-            .collect();
+            .collect()
+    };
+    if r.target == Target::LocalPortLinkLocal {
+        return local_port_lines(&[LINK_LOCAL_V6.to_string()]);
     }
     let Some(a) = b.addrs(r.family) else { return Vec::new() };
     let mut out = Vec::new();
@@ -70,15 +76,11 @@ fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
                 }
             }
         }
+        // Needs no addresses of the family: handled above.
         Target::LocalPortLinkLocal => {}
         Target::LocalPort => {
-            for src in &a.sources {
-                for port in &b.local_ports {
-                    out.push(format!(
-                        "-A {CHAIN} -s {src} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
-                    ));
-                }
-            }
+            let sources: Vec<String> = a.sources.iter().map(|n| n.to_string()).collect();
+            out.extend(local_port_lines(&sources));
         }
         Target::ApiAny => {
             let proto = if r.tcp_only { "-p tcp " } else { "" };
