@@ -6,39 +6,16 @@
 //! which stays the safety net. Only the fact of a change is used: the daemon
 //! reads the addresses again itself.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-const RTMGRP_IPV4_IFADDR: u32 = 0x10;
-const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+/// rtnetlink multicast groups (group numbers, linux/rtnetlink.h).
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
 
 fn socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2)/bind(2) calls on a zeroed sockaddr_nl; the
-    // descriptor is owned by the OwnedFd from here on.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_ROUTE,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
-        let rc = libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        );
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(owned)
-    }
+    super::netlink::subscribe(libc::NETLINK_ROUTE, &[RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR])
 }
 
 /// Sends on `wake` after every burst of address changes; returns (logging

@@ -117,14 +117,18 @@ pub fn parse(mut buf: &[u8]) -> Vec<Change> {
     out
 }
 
-fn socket() -> std::io::Result<OwnedFd> {
+/// A non-blocking netlink socket of `protocol` joined to the multicast
+/// `groups` (group numbers, as for `NETLINK_ADD_MEMBERSHIP`), with a large
+/// receive buffer for bursts (an overflow is reported as ENOBUFS anyway).
+/// Shared by the nf_tables event watch and the address watch.
+pub fn subscribe(protocol: libc::c_int, groups: &[u32]) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscalls on a socket we create; every pointer passed points
     // to a live, correctly sized local.
     unsafe {
         let fd = libc::socket(
             libc::AF_NETLINK,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
+            protocol,
         );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
@@ -141,12 +145,12 @@ fn socket() -> std::io::Result<OwnedFd> {
         {
             return Err(std::io::Error::last_os_error());
         }
-        let group = NFNLGRP_NFTABLES;
-        let gptr = &group as *const u32 as *const libc::c_void;
-        if libc::setsockopt(fd, libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, gptr, 4) < 0 {
-            return Err(std::io::Error::last_os_error());
+        for group in groups {
+            let gptr = group as *const u32 as *const libc::c_void;
+            if libc::setsockopt(fd, libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, gptr, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
-        // Room for bursts (kube-proxy syncs); an overflow is handled anyway (ENOBUFS).
         let size: libc::c_int = 4 << 20;
         let sptr = &size as *const libc::c_int as *const libc::c_void;
         if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, sptr, 4) < 0 {
@@ -154,6 +158,10 @@ fn socket() -> std::io::Result<OwnedFd> {
         }
         Ok(owned)
     }
+}
+
+fn socket() -> std::io::Result<OwnedFd> {
+    subscribe(NETLINK_NETFILTER, &[NFNLGRP_NFTABLES])
 }
 
 /// Listens for as long as the task lives; sends one wake-up per relevant
