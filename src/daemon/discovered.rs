@@ -7,7 +7,6 @@
 use super::discovery_status::DiscoveryStatus;
 use super::stop::Stop;
 use super::{Daemon, Loaded};
-use crate::commands::checked;
 use crate::discovery::settings::describe;
 use crate::discovery::state::{change_summary, effective_policy, load_cache, save_cache, Discovered};
 use crate::discovery::taint::{self, Removal};
@@ -15,7 +14,6 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{Error, Result};
 use crate::lockout::localized;
 use crate::verify::report::Report;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the node taint removal is attempted until it succeeds.
@@ -109,18 +107,14 @@ impl Daemon {
         }
         let policy = localized(effective_policy(&self.base, cfg.wants, &view.discovered));
         if policy != self.rec.policy {
-            let blocklist = match checked(&policy, true) {
-                Ok(b) => b,
-                Err(e) => {
-                    if let Some(st) = self.metrics().discovery.as_mut() {
-                        st.changes_refused += 1;
-                    }
-                    log::error!("discovery: the discovered policy is refused, still enforcing the previous one: {e}");
-                    return;
-                }
-            };
             let summary = change_summary(&self.rec.policy, &policy);
-            self.rec = Arc::new(self.rec.with_policy(policy, blocklist));
+            if let Err(e) = self.adopt(policy) {
+                if let Some(st) = self.metrics().discovery.as_mut() {
+                    st.changes_refused += 1;
+                }
+                log::error!("discovery: the discovered policy is refused, still enforcing the previous one: {e}");
+                return;
+            }
             if self.reconcile("discovery", false).await {
                 let secs = view.changed_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
                 if let Some(st) = self.metrics().discovery.as_mut() {

@@ -446,22 +446,27 @@ impl Daemon {
         if policy == self.rec.policy {
             return false;
         }
-        let blocklist = match checked(&policy, true) {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!(reason = why; "the policy for this node's new addresses is refused, still enforcing the previous one: {e}");
-                return false;
-            }
-        };
         let local: Vec<String> = policy.local_apiservers.iter().map(|e| e.to_string()).collect();
+        if let Err(e) = self.adopt(policy) {
+            log::error!(reason = why; "the policy for this node's new addresses is refused, still enforcing the previous one: {e}");
+            return false;
+        }
         log::info!(
             reason = why;
             "apiservers on this node now: {}; applying in one transaction",
             if local.is_empty() { "none".to_string() } else { local.join(", ") }
         );
-        self.rec = Arc::new(self.rec.with_policy(policy, blocklist));
         self.reconcile("addresses", true).await;
         true
+    }
+
+    /// Validates `policy` (self-lockout included) and makes it the one the
+    /// reconciler enforces, same backend; nothing is sent yet. On refusal the
+    /// previous policy stays.
+    fn adopt(&mut self, policy: Policy) -> Result<()> {
+        let blocklist = checked(&policy, true)?;
+        self.rec = Arc::new(self.rec.with_policy(policy, blocklist));
+        Ok(())
     }
 
     /// One periodic verification (`verify` from the container network, with
