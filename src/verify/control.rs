@@ -204,58 +204,33 @@ mod tests {
                 kind: "given"
             }
         );
-        let given = ep("192.168.50.1:22");
-        let (p, _) = plan(
-            Some(&given),
-            false,
-            &via("10.0.1.1"),
-            API.parse().unwrap(),
-            5443,
-            &api(),
-            &[],
-        );
-        assert!(matches!(p, ControlPlan::Probe { addr, .. } if addr.port() == 22));
-        // An apiserver endpoint cannot be the control: fall back, and say why.
-        for blocked in ["192.168.50.10:5443", "192.168.50.20:22"] {
-            let given = ep(blocked);
-            let (p, note) = plan(
-                Some(&given),
+        // A given control, planned for the pod's gateway 10.0.1.1 and API:5443.
+        let with = |given: &str| {
+            plan(
+                Some(&ep(given)),
                 false,
                 &via("10.0.1.1"),
                 API.parse().unwrap(),
                 5443,
                 &api(),
                 &[],
-            );
+            )
+        };
+        let (p, _) = with("192.168.50.1:22");
+        assert!(matches!(p, ControlPlan::Probe { addr, .. } if addr.port() == 22));
+        // An apiserver endpoint cannot be the control: fall back, and say why.
+        for blocked in ["192.168.50.10:5443", "192.168.50.20:22"] {
+            let (p, note) = with(blocked);
             assert!(matches!(p, ControlPlan::Probe { kind: "gateway", .. }), "{p:?}");
             assert!(note.unwrap().contains("policy blocks"));
         }
         // 192.168.50.10 on another port is not blocked.
-        let given = ep("192.168.50.10:22");
         assert!(matches!(
-            plan(
-                Some(&given),
-                false,
-                &via("10.0.1.1"),
-                API.parse().unwrap(),
-                5443,
-                &api(),
-                &[]
-            )
-            .0,
+            with("192.168.50.10:22").0,
             ControlPlan::Probe { kind: "given", .. }
         ));
         // Another IP version proves nothing about this endpoint's family.
-        let given = ep("[fd00::1]:22");
-        let (p, note) = plan(
-            Some(&given),
-            false,
-            &via("10.0.1.1"),
-            API.parse().unwrap(),
-            5443,
-            &api(),
-            &[],
-        );
+        let (p, note) = with("[fd00::1]:22");
         assert!(matches!(p, ControlPlan::Probe { kind: "gateway", .. }));
         assert!(note.unwrap().contains("IP version"));
     }
