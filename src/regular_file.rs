@@ -3,6 +3,8 @@
 //! opened non-blocking so a FIFO or a device put in its place cannot stall
 //! the caller, and it is read up to a size cap. A FIFO, socket, device or
 //! directory is refused with a message that says what was found instead.
+//! The one device accepted is `/dev/null` (the usual "no config" idiom in
+//! scripts): it reads as empty and never blocks.
 
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -53,6 +55,14 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// Whether `path` is the null device (a character device 1:3 at /dev/null).
+fn is_dev_null(path: &Path, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.file_type().is_char_device()
+        && meta.rdev() == libc::makedev(1, 3)
+        && std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/null"))
+}
+
 /// The bytes of the regular file at `path`, never blocking on what is there.
 pub fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
     // Look first (stat follows symlinks), so a FIFO is not even opened...
@@ -60,6 +70,9 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
         io::ErrorKind::NotFound => ReadError::NotFound,
         _ => ReadError::Io(e),
     })?;
+    if is_dev_null(path, &meta) {
+        return Ok(Vec::new());
+    }
     if !meta.file_type().is_file() {
         return Err(ReadError::NotRegular(kind_of(&meta.file_type())));
     }
@@ -124,6 +137,11 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(err.to_string(), "it is a FIFO (named pipe), not a regular file");
         std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn dev_null_reads_as_empty() {
+        assert_eq!(read_regular(Path::new("/dev/null")).unwrap(), Vec::<u8>::new());
     }
 
     #[test]
