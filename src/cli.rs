@@ -1,6 +1,7 @@
 //! The command line (the stable contract of DESIGN.md): subcommands, policy
 //! flags and their `APISERVER_GUARD_*` environment variables.
 
+use crate::core::nft_ownership::TableOwnership;
 use crate::core::policy::{Action, BackendChoice, Mode};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -87,6 +88,11 @@ pub struct RunArgs {
     /// proved it (register nodes with it: kubelet --register-with-taints=KEY:NoSchedule).
     #[arg(long, value_name = "KEY", env = "APISERVER_GUARD_NODE_TAINT")]
     pub node_taint: Option<String>,
+    /// Own our nftables table from the daemon's netlink socket, so no other process can change,
+    /// flush or delete it (auto: where the kernel can keep it through a crash, Linux 6.9+; off:
+    /// an ordinary table, repaired after foreign changes) [default: auto].
+    #[arg(long, value_name = "auto|off", env = "APISERVER_GUARD_TABLE_OWNERSHIP", value_parser = parse_table_ownership)]
+    pub table_ownership: Option<TableOwnership>,
 }
 
 /// Output format of `status`.
@@ -331,6 +337,10 @@ fn env_value_problem(e: &clap::Error, argv: &[OsString]) -> Option<String> {
             value.to_string_lossy()
         )
     })
+}
+
+fn parse_table_ownership(s: &str) -> Result<TableOwnership, String> {
+    s.parse()
 }
 
 #[cfg(test)]

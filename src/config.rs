@@ -47,6 +47,7 @@ pub struct FileConfig {
     pub probe_interval: Option<String>,
     pub ready_requires_probe: Option<bool>,
     pub node_taint: Option<String>,
+    pub table_ownership: Option<crate::core::nft_ownership::TableOwnership>,
     /// Kubernetes discovery.
     pub kubeconfig: Option<PathBuf>,
     pub node_name: Option<String>,

@@ -5,7 +5,7 @@
 # installs the .deb with dpkg, and checks that the sandbox leaves the agent
 # able to do its job: nothing enabled or started on install; an unconfigured
 # start fails with exit 2 and no restart loop; READY=1, watchdog pings,
-# /readyz on localhost; repair of `nft flush ruleset`; reload by SIGHUP and
+# /readyz on localhost; its owned table untouched by `nft flush ruleset`; reload by SIGHUP and
 # by config change; the nftables, iptables-nft and iptables-legacy backends
 # (CAP_NET_RAW, /run/xtables.lock, /proc/self/net); reload propagation from
 # nftables.service; fail-closed stop; the one-shot unit; the block in the
@@ -275,9 +275,12 @@ check "status text from sd_notify" eventually status_says 'block in place'
 check "block installed (nft table inet apiserver_guard)" has_nft_table
 check "/readyz answers 200 on 127.0.0.1:9440 (listener and IPAddressAllow=localhost)" \
   ct curl -fsS -o /dev/null http://127.0.0.1:9440/readyz
+check "the daemon owns its table (flags owner, from the sandboxed unit)" nft_table_has 'flags owner'
 ct nft flush ruleset
-check "nft flush ruleset: repaired (nft monitor works in the sandbox)" eventually has_nft_table
-check "repair was logged" eventually logged 'repaired drift'
+check "nft flush ruleset: the owned table is skipped, whole" nft_table_has 'block-tcp-port-v4'
+check "  ... and nothing needed a repair" not logged 'repaired drift'
+nft_delete_refused() { ct nft delete table inet apiserver_guard 2>&1 | grep -q 'Operation not permitted'; }
+check "nft delete table: refused while the daemon owns it" nft_delete_refused
 check "systemctl reload: same process, config re-read" ct systemctl reload apiserver-guard.service
 # ExecReload= (kill -HUP) returns at once; the daemon re-reads on its own time.
 check "  ... config re-read on SIGHUP (logged)" eventually logged 'config reloaded' REASON=SIGHUP

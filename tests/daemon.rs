@@ -175,7 +175,7 @@ fn foreign_actors_are_repaired(b: Backend) {
     let topo = Topology::new();
     let node = &topo.node;
     let policy = tunnel_v4_policy(b);
-    let daemon = Daemon::spawn(node, &daemon_args(&policy, &resync_flags(b)));
+    let daemon = Daemon::spawn(node, &daemon_args(&policy, &editable_flags(b)));
     let up = daemon.wait_ready();
     eprintln!("[{}] daemon ready in {up:?}", b.flag());
     assert_refused(
@@ -284,7 +284,7 @@ fn repair_log_names_the_foreign_writer(b: Backend, argv: &[&str]) {
     let topo = Topology::new();
     let node = &topo.node;
     let policy = tunnel_v4_policy(b);
-    let daemon = Daemon::spawn(node, &daemon_args(&policy, &[]));
+    let daemon = Daemon::spawn(node, &daemon_args(&policy, &editable_flags(b)));
     daemon.wait_ready();
     daemon.wait_log("watching ruleset changes", 1, REPAIR_DEADLINE);
     let mut seen = Vec::new();
@@ -968,7 +968,10 @@ fn metrics_parse_and_count_repairs() {
     let node = &topo.node;
     let b = Backend::Nftables;
     let policy = tunnel_v4_policy(b);
-    let daemon = Daemon::spawn(node, &daemon_args(&policy, &["--resync-interval", "1s"]));
+    let daemon = Daemon::spawn(
+        node,
+        &daemon_args(&policy, &["--resync-interval", "1s", "--table-ownership", "off"]),
+    );
     daemon.wait_ready();
     let h = http_get(node, "/healthz").expect("/healthz answers");
     assert_eq!(h.code, 200, "/healthz: {h:?}");

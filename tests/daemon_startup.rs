@@ -101,7 +101,10 @@ fn a_config_file_replaced_by_a_fifo_is_refused_and_the_block_kept() {
     let dir = TempDir::new("fifo");
     let path = dir.join("config.toml");
     std::fs::write(&path, config_text(&format!("{API_V4}:{API_PORT}"))).expect("write config");
-    let d = Daemon::spawn(&topo.node, &run_with_config(&path));
+    // An ordinary table, so a foreign flush reaches it and shows the loop repairing.
+    let mut args = run_with_config(&path);
+    args.extend(["--table-ownership".to_owned(), "off".to_owned()]);
+    let d = Daemon::spawn(&topo.node, &args);
     d.wait_ready();
 
     std::fs::remove_file(&path).expect("remove config");

@@ -262,7 +262,7 @@ fn the_daemon_repairs_every_tamper_on_the_event_and_names_it() {
     let topo = Topology::new();
     let node = &topo.node;
     let p = policy();
-    let daemon = Daemon::spawn(node, &daemon_args(&p, &[]));
+    let daemon = Daemon::spawn(node, &daemon_args(&p, &editable_flags(Backend::Nftables)));
     daemon.wait_ready();
     let mut repairs = daemon.log().matches(REPAIR_LINE).count();
     for t in tampers() {

@@ -10,6 +10,7 @@ pub mod select;
 
 use crate::core::drift::Drift;
 use crate::core::model::Blocklist;
+use crate::core::nft_ownership::TableOwnership;
 use crate::error::Result;
 
 /// What every firewall backend offers. `status` reads back only our own
@@ -34,5 +35,21 @@ pub trait Backend: Send + Sync {
     /// Packets and bytes our blocking rules have counted, where the backend can tell cheaply.
     fn blocked_counters(&self) -> Result<Option<(u64, u64)>> {
         Ok(None)
+    }
+    /// Keeps our objects owned by this process where the backend and the
+    /// kernel can (the daemon calls it once); returns whether they will be,
+    /// and the sentence for the log.
+    fn take_ownership(&self, _setting: TableOwnership) -> Result<(bool, String)> {
+        Ok((
+            false,
+            format!(
+                "{} has no table ownership: foreign changes are repaired when seen",
+                self.name()
+            ),
+        ))
+    }
+    /// Whether the last read found our objects held by this process.
+    fn owned(&self) -> bool {
+        false
     }
 }

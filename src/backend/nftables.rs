@@ -3,21 +3,32 @@
 //! dumps of our table only, decoded into the typed model and compared with
 //! the table the Blocklist wants (`nft_diff`, every attribute); writes are
 //! one batch (one kernel transaction) planned from that read-back
-//! (`nft_plan`: in place, or elements only). Never writes into any other
-//! table. The socket is opened on first use and lives as long as the
-//! backend object (the daemon's, for its whole run).
+//! (`nft_plan`: in place, or elements only), or a handover through a twin
+//! table when ours must be deleted and created again (`nft_ownership`).
+//! Never writes into any other table. The socket is opened on first use and
+//! lives as long as the backend object (the daemon's, for its whole run):
+//! with table ownership it is the socket the kernel lets change the table.
 
-use super::nfnl::{dump_table, transact, BatchMsg, NfnlError, NfnlErrorKind, NfnlSocket, NFPROTO_INET};
+use super::nfnl::{
+    describe_owner, dump_table, owner_support, port_alive, transact, BatchMsg, NfnlError, NfnlErrorKind, NfnlSocket,
+    NFPROTO_INET,
+};
 use super::Backend;
-use crate::core::drift::{diff_nft, nft_unreadable, Drift};
+use crate::core::drift::{diff_nft, nft_unreadable, Drift, DriftKind};
 use crate::core::model::Blocklist;
-use crate::core::nft_decode::from_dump;
+use crate::core::nft_decode::{from_dump, table_owner};
 use crate::core::nft_desired::desired;
-use crate::core::nft_model::{counters, TableModel, TABLE_FAMILY, TABLE_NAME};
-use crate::core::nft_plan::{in_place, messages, plan, recreate, Op, PlanKind};
+use crate::core::nft_model::{counters, TableModel, TABLE_FAMILY, TABLE_F_OWNER, TABLE_NAME};
+use crate::core::nft_ownership::{
+    decide, ownership_drift, steps, wanted, Got, Keeper, KernelSupport, Steps, TableOwnership, TWIN_NAME,
+};
+use crate::core::nft_plan::{in_place, messages, Op, Plan, PlanKind};
 use crate::core::nft_text::render;
+use crate::core::nft_wire::retarget;
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The `nft` binary. This backend never runs it; the iptables-nft backend
 /// and its detection ask it for one chain (milliseconds where iptables-nft
@@ -28,6 +39,10 @@ pub const NFT: &str = "nft";
 /// meanwhile is planned again.
 const ATTEMPTS: usize = 3;
 
+/// How long a table whose owner socket is closed may still name it (the
+/// kernel orphans it shortly after the close) before that is an error.
+const ORPHANING: Duration = Duration::from_secs(2);
+
 /// Our table as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
@@ -37,9 +52,24 @@ pub enum Seen {
     Unreadable(String),
 }
 
+impl Seen {
+    fn got(&self, owner: Option<u32>) -> Got<'_> {
+        match self {
+            Seen::Absent => Got::Absent,
+            Seen::Table(t) => Got::Table(t, owner),
+            Seen::Unreadable(_) => Got::Unreadable,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Nftables {
     sock: OnceLock<NfnlSocket>,
+    /// Set once by `take_ownership` (the daemon); one-shot commands are visitors.
+    keeper: OnceLock<Keeper>,
+    support: OnceLock<KernelSupport>,
+    /// The last read found the table held by our socket.
+    owned: AtomicBool,
 }
 
 impl Nftables {
@@ -60,40 +90,93 @@ impl Nftables {
         Ok(self.sock.get_or_init(|| s))
     }
 
+    fn keeper(&self) -> Keeper {
+        self.keeper.get().copied().unwrap_or(Keeper::Visitor)
+    }
+
+    /// What table flags the kernel accepts (probed once, committing nothing).
+    fn support(&self) -> Result<KernelSupport> {
+        if let Some(s) = self.support.get() {
+            return Ok(*s);
+        }
+        let o = owner_support(self.sock()?).map_err(|e| kernel_error(&e, "probe table ownership on"))?;
+        Ok(*self.support.get_or_init(|| KernelSupport {
+            owner: o.owner,
+            persist: o.persist,
+        }))
+    }
+
     /// Our table as the kernel holds it.
     pub fn observe(&self) -> Result<Seen> {
-        let dump = dump_table(self.sock()?, NFPROTO_INET, TABLE_NAME).map_err(|e| kernel_error(&e, "read"))?;
+        self.read(TABLE_NAME).map(|(s, _)| s)
+    }
+
+    /// Table `name` and the netlink port id that owns it now.
+    fn read(&self, name: &str) -> Result<(Seen, Option<u32>)> {
+        let dump = dump_table(self.sock()?, NFPROTO_INET, name).map_err(|e| kernel_error(&e, "read"))?;
         if dump.table.is_none() {
-            return Ok(Seen::Absent);
+            if name == TABLE_NAME {
+                self.owned.store(false, Ordering::Relaxed);
+            }
+            return Ok((Seen::Absent, None));
+        }
+        let owner = table_owner(&dump);
+        if name == TABLE_NAME {
+            let mine = owner.is_some() && owner == self.sock.get().map(|s| s.port_id());
+            self.owned.store(mine, Ordering::Relaxed);
         }
         Ok(match from_dump(&dump) {
-            Ok(t) => Seen::Table(t),
-            Err(why) => Seen::Unreadable(why),
+            Ok(t) => (Seen::Table(t), owner),
+            Err(why) => (Seen::Unreadable(why), owner),
         })
     }
 
-    /// Sends `ops` as one batch: `Ok(Err(refusal))` when the kernel refused it.
-    fn send(&self, ops: &[Op]) -> Result<std::result::Result<(), NfnlError>> {
-        Ok(transact(self.sock()?, BatchMsg::all(NFPROTO_INET, messages(ops))))
+    /// Sends `ops` as one batch on table `name`: `Ok(Err(refusal))` when the kernel refused it.
+    fn send_to(&self, name: &str, ops: &[Op]) -> Result<std::result::Result<(), NfnlError>> {
+        let mut msgs = messages(ops);
+        if name != TABLE_NAME {
+            msgs = retarget(msgs, name);
+        }
+        Ok(transact(self.sock()?, BatchMsg::all(NFPROTO_INET, msgs)))
     }
 
-    /// Reads, plans and sends until the kernel takes the batch; returns
-    /// whether anything had to change. An element-only batch the kernel
-    /// refuses (another writer changed the set meanwhile) falls back to the
-    /// in-place one; a batch refused because the table changed since the
-    /// read is planned again on a new read.
+    fn send(&self, ops: &[Op]) -> Result<std::result::Result<(), NfnlError>> {
+        self.send_to(TABLE_NAME, ops)
+    }
+
+    /// Reads, plans and sends until the kernel takes the transaction;
+    /// returns whether anything had to change. An element-only batch the
+    /// kernel refuses (another writer changed the set meanwhile) falls back
+    /// to the in-place one; a batch refused because the table changed since
+    /// the read is planned again on a new read; a table whose owner socket
+    /// just closed is read again until the kernel has orphaned it.
     fn converge(&self, want: &TableModel) -> Result<bool> {
+        let keeper = self.keeper();
+        let me = self.sock()?.port_id();
         let mut last = None;
         let mut elements_refused = false;
-        for _ in 0..ATTEMPTS {
-            let p = match self.observe()? {
-                Seen::Absent => plan(want, None),
-                Seen::Table(got) => match plan(want, Some(&got)) {
-                    p if p.kind == PlanKind::Elements && elements_refused => in_place(want, &got),
-                    p => p,
+        let mut attempts = 0;
+        let started = Instant::now();
+        while attempts < ATTEMPTS {
+            let (seen, owner) = self.read(TABLE_NAME)?;
+            let p = match steps(want, seen.got(owner), keeper, me, self.twin_flags()) {
+                Steps::Held { by } if port_alive(by) == Some(false) && started.elapsed() < ORPHANING => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Steps::Held { by } => return Err(held(by, "change")),
+                Steps::Handover { twin, ours } => {
+                    self.handover(&twin, &ours)?;
+                    return Ok(true);
+                }
+                Steps::Batch(p) => match (&seen, p.kind) {
+                    (Seen::Table(got), PlanKind::Elements) if elements_refused => {
+                        in_place(&wanted(want, Some(got.flags), keeper), got)
+                    }
+                    _ => p,
                 },
-                Seen::Unreadable(_) => recreate(want),
             };
+            attempts += 1;
             if p.kind == PlanKind::Nothing {
                 return Ok(last.is_some());
             }
@@ -110,6 +193,44 @@ impl Nftables {
         let e = last.expect("every attempt failed");
         Err(kernel_error(&e, "update"))
     }
+
+    /// Flags of a twin: owner where the kernel has it, so a twin never
+    /// outlives the process that made it (plain otherwise).
+    fn twin_flags(&self) -> u32 {
+        match self.support() {
+            Ok(s) if s.owner => TABLE_F_OWNER,
+            _ => 0,
+        }
+    }
+
+    /// Deletes and creates our table while a twin holds the same block:
+    /// twin in, ours replaced, twin out, three transactions, so packets meet
+    /// a complete block at every moment.
+    fn handover(&self, twin: &[Op], ours: &Plan) -> Result<()> {
+        self.remove_twin()?;
+        if let Err(e) = self.send_to(TWIN_NAME, twin)? {
+            return Err(kernel_error(&e, "create the handover twin of"));
+        }
+        let replaced = self.send(&ours.ops)?;
+        // Whatever became of ours, the old table or the new one is complete.
+        let twin_gone = self.remove_twin();
+        replaced.map_err(|e| kernel_error(&e, "replace"))?;
+        twin_gone.map(|_| ())
+    }
+
+    /// Deletes a twin table if one exists (left by an interrupted handover);
+    /// returns whether there was one.
+    fn remove_twin(&self) -> Result<bool> {
+        match self.read(TWIN_NAME)? {
+            (Seen::Absent, _) => Ok(false),
+            (_, Some(by)) if Some(by) != self.sock.get().map(|s| s.port_id()) => Ok(false),
+            _ => match self.send_to(TWIN_NAME, &[Op::DeleteTable])? {
+                Ok(()) => Ok(true),
+                Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(true),
+                Err(e) => Err(kernel_error(&e, "delete the handover twin of")),
+            },
+        }
+    }
 }
 
 /// Refusals that a new read-back may resolve (the table changed under us).
@@ -118,6 +239,22 @@ fn retry(e: &NfnlError) -> bool {
         e.kind,
         NfnlErrorKind::NotFound | NfnlErrorKind::Exists | NfnlErrorKind::Busy
     )
+}
+
+/// The refusal when another live socket owns our table: who, and what to do.
+fn held(by: u32, doing: &str) -> Error {
+    let owner = describe_owner(by);
+    let table = format!("table {TABLE_FAMILY} {TABLE_NAME}");
+    let next = if doing == "remove" {
+        "stop it first (systemctl stop apiserver-guard, or take the DaemonSet off this node): \
+         the table then stays in place, unowned, and `apiserver-guard remove` removes it"
+    } else {
+        "stop it first (systemctl stop apiserver-guard, or take the DaemonSet off this node), \
+         or run it with --table-ownership off"
+    };
+    Error::runtime(format!(
+        "{owner} owns {table} (flags owner, persist): only it can {doing} it, nothing was changed; {next}"
+    ))
 }
 
 /// A kernel refusal as the program's error: lack of privilege says what is needed.
@@ -136,27 +273,55 @@ impl Backend for Nftables {
         "nftables"
     }
 
-    /// Our table as `nft list table inet apiserver_guard` shows it once applied.
+    /// Our table as `nft list table inet apiserver_guard` shows it once applied
+    /// (without the ownership flags, which depend on who installs it).
     fn render(&self, b: &Blocklist) -> String {
         render(&desired(b))
     }
 
     fn status(&self, b: &Blocklist) -> Result<Vec<Drift>> {
         let want = desired(b);
-        Ok(match self.observe()? {
+        let keeper = self.keeper();
+        let (seen, owner) = self.read(TABLE_NAME)?;
+        let mut out = match &seen {
             Seen::Absent => diff_nft(&want, None),
-            Seen::Table(got) => diff_nft(&want, Some(&got)),
-            Seen::Unreadable(why) => vec![nft_unreadable(&why)],
-        })
+            Seen::Table(got) => {
+                let mut w = wanted(&want, Some(got.flags), Keeper::Visitor);
+                if keeper == Keeper::Owner {
+                    // Ownership is one finding of its own, not a flags difference.
+                    w.flags = got.flags;
+                }
+                diff_nft(&w, Some(got))
+            }
+            Seen::Unreadable(why) => vec![nft_unreadable(why)],
+        };
+        let me = self.sock()?.port_id();
+        out.extend(ownership_drift(keeper, &seen.got(owner), me));
+        // An owned twin belongs to a live process in the middle of a handover.
+        if let (Seen::Table(_) | Seen::Unreadable(_), None) = self.read(TWIN_NAME)? {
+            out.push(Drift {
+                object: format!("table {TABLE_FAMILY} {TWIN_NAME}"),
+                problem: "left by an interrupted update (it is removed at the next apply)".into(),
+                kind: DriftKind::StaleObjects,
+            });
+        }
+        Ok(out)
     }
 
     fn apply(&self, b: &Blocklist) -> Result<bool> {
-        self.converge(&desired(b))
+        let changed = self.converge(&desired(b))?;
+        Ok(self.remove_twin()? || changed)
     }
 
     fn remove(&self) -> Result<bool> {
-        if !self.present()? {
-            return Ok(false);
+        let twin = self.remove_twin()?;
+        let (seen, owner) = self.read(TABLE_NAME)?;
+        if seen == Seen::Absent {
+            return Ok(twin);
+        }
+        let me = self.sock()?.port_id();
+        if let Some(by) = owner.filter(|o| *o != me) {
+            return Err(held(by, "remove"));
         }
         match self.send(&[Op::DeleteTable])? {
             Ok(()) => Ok(true),
@@ -175,6 +340,23 @@ impl Backend for Nftables {
 
     fn present(&self) -> Result<bool> {
         Ok(self.observe()? != Seen::Absent)
+    }
+
+    fn take_ownership(&self, setting: TableOwnership) -> Result<(bool, String)> {
+        let support = match setting {
+            TableOwnership::Off => KernelSupport {
+                owner: false,
+                persist: false,
+            },
+            TableOwnership::Auto => self.support()?,
+        };
+        let (keeper, why) = decide(setting, support);
+        let keeper = *self.keeper.get_or_init(|| keeper);
+        Ok((keeper == Keeper::Owner, why))
+    }
+
+    fn owned(&self) -> bool {
+        self.owned.load(Ordering::Relaxed)
     }
 }
 

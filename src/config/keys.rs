@@ -6,13 +6,14 @@
 
 use super::{FileConfig, OneOrMany};
 use crate::cli::LogFormat;
+use crate::core::nft_ownership::TableOwnership;
 use crate::core::policy::{Action, BackendChoice, Mode};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use toml::Value;
 
 /// Every key the file may hold, in the order the README lists them.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 19] = [
     "container_cidr",
     "apiserver",
     "mode",
@@ -31,6 +32,7 @@ pub const KEYS: [&str; 18] = [
     "allow_pods",
     "allow_namespaces",
     "discovery_cache",
+    "table_ownership",
 ];
 
 /// The parsed TOML table as a `FileConfig`; `path` names the file in messages.
@@ -76,6 +78,7 @@ pub fn from_table(table: toml::Table, path: &Path) -> Result<FileConfig, Vec<Str
             )
             .map(|v| f.probe_interval = Some(v)),
             "listen" => listen(&at, value).map(|v| f.listen = Some(v)),
+            "table_ownership" => table_ownership(&at, value).map(|v| f.table_ownership = Some(v)),
             "cleanup_on_exit" => boolean(&at, value).map(|v| f.cleanup_on_exit = Some(v)),
             "ready_requires_probe" => boolean(&at, value).map(|v| f.ready_requires_probe = Some(v)),
             "node_taint" => string(
@@ -162,6 +165,18 @@ fn choice<T: ValueEnum>(at: &str, v: Value) -> Result<T, String> {
     let expected = format!("one of {}", names.join(", "));
     match &v {
         Value::String(s) => T::from_str(s, false).map_err(|_| mismatch(at, &expected, &v)),
+        _ => Err(mismatch(at, &expected, &v)),
+    }
+}
+
+/// `auto` or `off`.
+fn table_ownership(at: &str, v: Value) -> Result<TableOwnership, String> {
+    let expected = format!(
+        "one of {}",
+        TableOwnership::VALUES.map(|n| format!("\"{n}\"")).join(", ")
+    );
+    match &v {
+        Value::String(s) => s.parse().map_err(|_| mismatch(at, &expected, &v)),
         _ => Err(mismatch(at, &expected, &v)),
     }
 }

@@ -36,6 +36,7 @@ pub enum DriftKind {
     JumpDisplaced,
     JumpDuplicated,
     StaleObjects,
+    NotOwned,
 }
 
 impl DriftKind {
@@ -53,6 +54,7 @@ impl DriftKind {
             DriftKind::JumpDisplaced => "jump_displaced",
             DriftKind::JumpDuplicated => "jump_duplicated",
             DriftKind::StaleObjects => "stale_objects",
+            DriftKind::NotOwned => "not_owned",
         }
     }
 
@@ -73,6 +75,7 @@ impl DriftKind {
             }
             DriftKind::JumpDuplicated => "our jump was copied or inserted twice",
             DriftKind::StaleObjects => "objects of an older policy or another backend are still there",
+            DriftKind::NotOwned => "the daemon just started, or a one-shot apply or an earlier daemon left the table",
         }
     }
 }

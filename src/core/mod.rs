@@ -11,6 +11,7 @@ pub mod nft_diff;
 #[cfg(test)]
 mod nft_golden_tests;
 pub mod nft_model;
+pub mod nft_ownership;
 pub mod nft_plan;
 pub mod nft_replay;
 pub mod nft_stmt;

@@ -71,6 +71,8 @@ pub enum PlanKind {
     InPlace,
     /// Table attributes only a new table can have: delete and create in one transaction.
     Recreate,
+    /// An orphaned table taken over by NEWTABLE owner|persist, then brought in place.
+    Adopt,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

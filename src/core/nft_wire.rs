@@ -42,6 +42,53 @@ pub fn messages(t: &TableModel) -> Vec<NfTablesMessage> {
     out
 }
 
+/// The same messages addressed to table `name` instead of ours (the twin of
+/// a handover): every table name attribute is replaced, nothing else.
+pub fn retarget(msgs: Vec<NfTablesMessage>, name: &str) -> Vec<NfTablesMessage> {
+    let mut msgs = msgs;
+    for m in &mut msgs {
+        match m {
+            NfTablesMessage::NewTable(t) | NfTablesMessage::DeleteTable(t) => {
+                for a in &mut t.attributes {
+                    if let TableAttribute::Name(n) = a {
+                        *n = name.to_string();
+                    }
+                }
+            }
+            NfTablesMessage::NewChain(c) | NfTablesMessage::DeleteChain(c) => {
+                for a in &mut c.attributes {
+                    if let ChainAttribute::Table(n) = a {
+                        *n = name.to_string();
+                    }
+                }
+            }
+            NfTablesMessage::NewSet(s) | NfTablesMessage::DeleteSet(s) => {
+                for a in &mut s.attributes {
+                    if let SetAttribute::Table(n) = a {
+                        *n = name.to_string();
+                    }
+                }
+            }
+            NfTablesMessage::NewSetElement(e) | NfTablesMessage::DeleteSetElement(e) => {
+                for a in &mut e.attributes {
+                    if let SetElementList::Table(n) = a {
+                        *n = name.to_string();
+                    }
+                }
+            }
+            NfTablesMessage::NewRule(r) | NfTablesMessage::DeleteRule(r) => {
+                for a in &mut r.attributes {
+                    if let RuleAttribute::Table(n) = a {
+                        *n = name.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    msgs
+}
+
 pub fn table_message(t: &TableModel) -> NfTablesMessage {
     let mut attributes = vec![
         TableAttribute::Name(TABLE_NAME.to_string()),

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub started: bool,
     /// The last check found our objects as desired.
     pub in_sync: bool,
+    /// The last read found our table owned by the daemon's own socket.
+    pub table_owned: bool,
     /// Why not ready, for `/readyz`.
     pub not_ready_reason: String,
     pub repairs: BTreeMap<String, u64>,
@@ -55,6 +57,7 @@ impl Metrics {
             backend: String::new(),
             started: false,
             in_sync: false,
+            table_owned: false,
             not_ready_reason: "starting: the block is not installed yet".into(),
             repairs: BTreeMap::new(),
             reconciles: BTreeMap::new(),
@@ -151,6 +154,13 @@ pub fn render(m: &Metrics) -> String {
         "1 when the last check found the block exactly as desired.",
     );
     let _ = writeln!(o, "apiserver_guard_in_sync {}", b(m.in_sync));
+    family(
+        &mut o,
+        "apiserver_guard_table_owned",
+        "gauge",
+        "1 when our nftables table is owned by the daemon's netlink socket (no other process can change, flush or delete it).",
+    );
+    let _ = writeln!(o, "apiserver_guard_table_owned {}", b(m.table_owned));
     family(
         &mut o,
         "apiserver_guard_ready",
@@ -320,6 +330,7 @@ mod tests {
             "apiserver_guard_build_info{version=\"0.1.0\"} 1",
             "apiserver_guard_backend_info{backend=\"nftables\"} 1",
             "apiserver_guard_in_sync 0",
+            "apiserver_guard_table_owned 0",
             "apiserver_guard_repairs_total{cause=\"table_missing\"} 2",
             "apiserver_guard_reconciles_total{trigger=\"event\"} 5",
             "apiserver_guard_reconcile_duration_seconds_bucket{le=\"+Inf\"} 0",

@@ -123,7 +123,8 @@ fn start(args: &RunArgs) -> Result<i32> {
         });
         let blocklist = checked(&policy, true)?;
         // Picking the backend runs the firewall tools: off the runtime's thread, and a stop wins.
-        let picking = tokio::task::spawn_blocking(move || Reconciler::new(policy, blocklist));
+        let ownership = loaded.settings.table_ownership;
+        let picking = tokio::task::spawn_blocking(move || Reconciler::new(policy, blocklist, ownership));
         let mut waiting = stop.clone();
         let rec = tokio::select! {
             biased;
@@ -226,6 +227,7 @@ impl Daemon {
             backend = self.rec.backend.name(), listen = self.settings.listen.to_string().as_str();
             "starting: {} [{}]", self.rec.backend.name(), self.rec.why
         );
+        log::info!(table_owned = self.rec.ownership.0; "{}", self.rec.ownership.1);
 
         // First apply: retry with backoff while the firewall is busy; a stop
         // still ends us at once.
@@ -389,7 +391,9 @@ impl Daemon {
         } else {
             None
         };
+        let owned = self.rec.backend.owned();
         let mut m = self.metrics();
+        m.table_owned = owned;
         *m.reconciles.entry(trigger.to_string()).or_default() += 1;
         m.observe_duration(elapsed);
         if let Some((p, b)) = counters {
@@ -521,7 +525,15 @@ impl Daemon {
             _ => base.clone(),
         });
         let blocklist = checked(&policy, true)?;
-        Ok((base, Reconciler::new(policy, blocklist)?))
+        if settings.table_ownership != self.settings.table_ownership {
+            log::warn!("table_ownership changes take effect at the next restart");
+        }
+        // The same backend choice keeps the same backend object: its socket
+        // is the one that owns our table.
+        if policy.backend == self.rec.policy.backend {
+            return Ok((base, self.rec.with_policy(policy, blocklist)));
+        }
+        Ok((base, Reconciler::new(policy, blocklist, self.settings.table_ownership)?))
     }
 
     /// Re-reads and re-validates the config; swaps to the new policy only

@@ -8,6 +8,7 @@ use crate::backend::select::{leftovers, remove_from_all, remove_others, select_u
 use crate::backend::Backend;
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
+use crate::core::nft_ownership::TableOwnership;
 use crate::core::policy::Policy;
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -18,16 +19,22 @@ pub struct Reconciler {
     pub backend: Arc<dyn Backend>,
     /// Why this backend was chosen.
     pub why: String,
+    /// Whether our table is kept owned by this process, and why (or why not).
+    pub ownership: (bool, String),
 }
 
 impl Reconciler {
-    pub fn new(policy: Policy, blocklist: Blocklist) -> Result<Reconciler> {
+    /// Picks the backend for `policy` and makes it keep its table owned
+    /// as `ownership` allows (probing the kernel, committing nothing).
+    pub fn new(policy: Policy, blocklist: Blocklist, ownership: TableOwnership) -> Result<Reconciler> {
         let (backend, why) = select_usable(policy.backend, &SYSTEM)?;
+        let ownership = backend.take_ownership(ownership)?;
         Ok(Reconciler {
             policy,
             blocklist,
             backend: Arc::from(backend),
             why,
+            ownership,
         })
     }
 
@@ -39,6 +46,7 @@ impl Reconciler {
             blocklist,
             backend: self.backend.clone(),
             why: self.why.clone(),
+            ownership: self.ownership.clone(),
         }
     }
 
@@ -75,8 +83,11 @@ impl Reconciler {
         self.backend.blocked_counters().unwrap_or(None)
     }
 
-    /// Removes everything of ours from every backend (`--cleanup-on-exit`).
+    /// Removes everything of ours from every backend (`--cleanup-on-exit`):
+    /// first through our own backend (the socket that owns the table), then
+    /// whatever another backend still holds.
     pub fn remove_everything(&self) -> Result<()> {
+        self.backend.remove()?;
         remove_from_all(&SYSTEM, None).map(|_| ()).map_err(|(_, e)| e)
     }
 }

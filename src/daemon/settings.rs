@@ -3,6 +3,7 @@
 
 use crate::cli::{LogFormat, RunArgs};
 use crate::config::FileConfig;
+use crate::core::nft_ownership::TableOwnership;
 use crate::error::{Error, Result};
 use crate::verify::{Vantage, VerifyOptions};
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ pub struct DaemonSettings {
     pub probe_interval: Option<Duration>,
     pub probe: VerifyOptions,
     pub ready_requires_probe: bool,
+    /// Whether the daemon owns its nftables table (`--table-ownership`).
+    pub table_ownership: TableOwnership,
 }
 
 /// Parses `10s`, `500ms`, `1m`, `2h` or a bare number of seconds (`5`), the
@@ -137,6 +140,7 @@ impl DaemonSettings {
             resync_interval,
             listen,
             cleanup_on_exit: args.cleanup_on_exit || file.cleanup_on_exit.unwrap_or(false),
+            table_ownership: args.table_ownership.or(file.table_ownership).unwrap_or_default(),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Auto),
         })
     }
@@ -160,6 +164,7 @@ mod tests {
             probe_source: None,
             probe_control: None,
             node_taint: None,
+            table_ownership: None,
         }
     }
 

@@ -12,7 +12,7 @@ use super::netns::Netns;
 
 /// Every environment variable the binary reads; unset for each run so the
 /// host's environment cannot leak into a test.
-pub const GUARD_ENV_VARS: [&str; 20] = [
+pub const GUARD_ENV_VARS: [&str; 21] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
@@ -28,6 +28,7 @@ pub const GUARD_ENV_VARS: [&str; 20] = [
     "APISERVER_GUARD_PROBE_INTERVAL",
     "APISERVER_GUARD_READY_REQUIRES_PROBE",
     "APISERVER_GUARD_NODE_TAINT",
+    "APISERVER_GUARD_TABLE_OWNERSHIP",
     "APISERVER_GUARD_KUBECONFIG",
     "APISERVER_GUARD_ALLOW_PODS",
     "APISERVER_GUARD_ALLOW_NAMESPACES",

@@ -33,7 +33,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const REPAIR_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Variables that could change the daemon's behaviour behind the test's back.
-pub const DAEMON_ENV: [&str; 23] = [
+pub const DAEMON_ENV: [&str; 24] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
@@ -50,6 +50,7 @@ pub const DAEMON_ENV: [&str; 23] = [
     "APISERVER_GUARD_ALLOW_NAMESPACES",
     "APISERVER_GUARD_DISCOVERY_CACHE",
     "APISERVER_GUARD_NODE_TAINT",
+    "APISERVER_GUARD_TABLE_OWNERSHIP",
     "NODE_NAME",
     "KUBERNETES_SERVICE_HOST",
     "KUBECONFIG",
@@ -65,6 +66,17 @@ pub fn daemon_args(policy: &GuardPolicy, extra: &[&str]) -> Vec<String> {
     a.extend(["--log-format".to_owned(), "text".to_owned()]);
     a.extend(extra.iter().map(|s| s.to_string()));
     a
+}
+
+/// Flags for a daemon whose objects the test edits from another process:
+/// `resync_flags`, and for nftables an ordinary table (`--table-ownership
+/// off`; an owned one refuses such edits, as `tests/table_ownership.rs` shows).
+pub fn editable_flags(b: Backend) -> Vec<&'static str> {
+    let mut f = resync_flags(b);
+    if b == Backend::Nftables {
+        f.extend(["--table-ownership", "off"]);
+    }
+    f
 }
 
 /// The resync interval the tests use: 1 s for iptables-legacy (its only
@@ -94,6 +106,15 @@ impl<'a> Daemon<'a> {
 
     /// Like `spawn`, with `bin_dir` put first in the daemon's PATH (test shims).
     pub fn spawn_with_path(ns: &'a Netns, args: &[String], bin_dir: Option<&Path>) -> Daemon<'a> {
+        Self::spawn_full(ns, args, bin_dir, &[])
+    }
+
+    /// Like `spawn`, with these variables set (after every other one is unset).
+    pub fn spawn_with_env(ns: &'a Netns, args: &[String], vars: &[(&str, &str)]) -> Daemon<'a> {
+        Self::spawn_full(ns, args, None, vars)
+    }
+
+    fn spawn_full(ns: &'a Netns, args: &[String], bin_dir: Option<&Path>, vars: &[(&str, &str)]) -> Daemon<'a> {
         let mut argv: Vec<String> = vec!["env".to_owned()];
         for var in DAEMON_ENV {
             argv.extend(["-u".to_owned(), var.to_owned()]);
@@ -102,6 +123,7 @@ impl<'a> Daemon<'a> {
             let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".to_owned());
             argv.push(format!("PATH={}:{path}", dir.display()));
         }
+        argv.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
         argv.push(guard_bin().to_owned());
         argv.extend(args.iter().cloned());
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();

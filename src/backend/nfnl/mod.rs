@@ -11,6 +11,7 @@ mod batch;
 mod dump;
 mod error;
 mod frame;
+mod owner_process;
 mod ownership;
 mod socket;
 
@@ -18,6 +19,7 @@ pub use batch::{default_flags, describe, transact, BatchMsg};
 pub use dump::{dump_table, family_name, table_of, TableDump};
 pub use error::{NfnlError, NfnlErrorKind};
 pub use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+pub use owner_process::{describe_owner, owner_process, port_alive, OwnerProcess};
 pub use ownership::{
     owner_support, table_flags, table_owner, Ownership, NFT_TABLE_F_DORMANT, NFT_TABLE_F_OWNER, NFT_TABLE_F_PERSIST,
 };
