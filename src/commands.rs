@@ -108,6 +108,9 @@ struct StatusReport<'a> {
     backend: &'a str,
     reason: &'a str,
     in_sync: bool,
+    /// Who owns our table, when a process does (nftables ownership).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     drift: &'a [Drift],
 }
 
@@ -120,6 +123,7 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
         backend: backend.name(),
         reason: &why,
         in_sync: drift.is_empty(),
+        owner: backend.owner(),
         drift: &drift,
     };
     match args.output {
@@ -127,6 +131,9 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
         OutputFormat::Text => {
             let state = if report.in_sync { "in sync" } else { "NOT in sync" };
             println!("backend: {} ({why})\nstate: {state}", report.backend);
+            if let Some(owner) = &report.owner {
+                println!("owned by: {owner} (only it can change the table)");
+            }
             for d in &drift {
                 println!("  - {}: {}", d.object, d.problem);
             }

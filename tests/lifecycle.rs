@@ -227,6 +227,36 @@ fn remove_dual_stack_both_hooks_restores_foreign_state_exactly(b: Backend) {
     remove_round_trip(&topo, &policy);
 }
 
+/// `status` finds our chain left in a backend not in use (the iptables-nft
+/// presence check asks nf_tables for that one chain over netlink), and
+/// stops finding it once it is gone.
+#[test]
+fn status_reports_our_objects_left_in_another_backend() {
+    if !common::can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let nft = full_policy(Backend::Nftables);
+    for other in [Backend::IptablesNft, Backend::IptablesLegacy] {
+        nft.clone().with_backend(other).apply_ok(node);
+        nft.apply_ok(node);
+        // Put a copy back behind apply's back: our chain alone, in `other`.
+        let v = other.iptables_variant().expect("an iptables backend");
+        ipt_ok(node, false, v, &["-N", IPT_CHAIN]);
+        let r = run_guard(node, &nft.args("status"));
+        r.expect_code(3, &format!("status with our chain left in {}", other.flag()));
+        assert!(
+            r.stdout.contains(&format!("{}: stale objects of ours", other.flag())),
+            "{}",
+            r.stdout
+        );
+        nft.apply_ok(node);
+        nft.assert_in_sync(node, &format!("after apply removed the copy in {}", other.flag()));
+    }
+    remove(node).expect_code(0, "remove");
+}
+
 #[test]
 fn backend_switch_leaves_one_backend() {
     if !common::can_run() {

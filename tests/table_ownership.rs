@@ -163,8 +163,11 @@ fn foreign_flush_and_delete_cannot_touch_the_daemons_table() {
         assert!(r.stderr.contains("stop it first"), "{verb}: {}", r.stderr);
         assert_same_snapshot(&snapshot, &firewall_snapshot(node), &format!("refused {verb}"));
     }
-    // Reading is for everyone: status is in sync.
+    // Reading is for everyone: status is in sync and names the owner.
     p.assert_in_sync(node, "status while the daemon owns the table");
+    let r = run_guard(node, &p.args("status"));
+    let owner = format!("owned by: the running apiserver-guard daemon (pid {})", daemon.pid);
+    assert!(r.stdout.contains(&owner), "{}", r.stdout);
     assert!(daemon.exited().is_none(), "daemon died:\n{}", daemon.log());
 }
 

@@ -52,4 +52,8 @@ pub trait Backend: Send + Sync {
     fn owned(&self) -> bool {
         false
     }
+    /// The process that owns our objects, in words, when one does (read now).
+    fn owner(&self) -> Option<String> {
+        None
+    }
 }

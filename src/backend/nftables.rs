@@ -358,6 +358,13 @@ impl Backend for Nftables {
     fn owned(&self) -> bool {
         self.owned.load(Ordering::Relaxed)
     }
+
+    fn owner(&self) -> Option<String> {
+        match self.read(TABLE_NAME) {
+            Ok((_, Some(port))) => Some(describe_owner(port)),
+            _ => None,
+        }
+    }
 }
 
 /// Packets and bytes of our blocking rules (comments `block-...`).

@@ -49,6 +49,24 @@ pub fn dump_table(sock: &NfnlSocket, family: u8, table: &str) -> Result<TableDum
     ))
 }
 
+/// Whether chain `chain` exists in table `family`/`table`: one GETCHAIN
+/// naming it (the kernel answers for that chain alone, however large the
+/// table), so a presence check costs one round trip.
+pub fn chain_exists(sock: &NfnlSocket, family: u8, table: &str, chain: &str) -> Result<bool, NfnlError> {
+    let _held = sock.lock();
+    let mut buf = vec![0u8; super::RECV_BUF];
+    sock.drain(&mut buf);
+    let get = NfTablesMessage::GetChain(ChainMessage {
+        attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],
+    });
+    let what = format!("reading chain {chain} of table {} {table}", family_name(family));
+    match request(sock, &mut buf, family, get, false, &what) {
+        Ok(part) => Ok(!part.of_table(family, table).is_empty()),
+        Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// One attempt; `None` when the ruleset changed meanwhile.
 fn dump_once(sock: &NfnlSocket, buf: &mut [u8], family: u8, table: &str) -> Result<Option<TableDump>, NfnlError> {
     sock.drain(buf);
