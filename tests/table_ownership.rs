@@ -322,3 +322,23 @@ fn ownership_off_keeps_an_ordinary_table_that_the_daemon_repairs() {
         remove(node).expect_code(0, "remove");
     }
 }
+
+#[test]
+fn remove_right_after_a_sigkill_removes_the_orphan() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    for round in 0..5 {
+        let d = Daemon::spawn(node, &daemon_args(&p, &[]));
+        d.wait_ready();
+        wait_owned(node, &d);
+        d.kill();
+        // No wait: the kernel may still name the dead socket as owner for a moment.
+        remove(node).expect_code(0, &format!("round {round}: remove right after SIGKILL"));
+        assert_eq!(tables(node).trim(), "", "round {round}: nothing of ours is left");
+        wait_no_processes(node, Duration::from_secs(5));
+    }
+}

@@ -131,6 +131,23 @@ impl Nftables {
         })
     }
 
+    /// Our table and its owner, read again while the owner named is a
+    /// socket that no longer exists (the kernel orphans a table shortly after
+    /// its owner closes; a daemon that just stopped is not an owner).
+    fn read_settled(&self) -> Result<(Seen, Option<u32>)> {
+        let started = Instant::now();
+        loop {
+            let (seen, owner) = self.read(TABLE_NAME)?;
+            let mine = self.sock.get().map(|s| s.port_id());
+            match owner {
+                Some(by) if Some(by) != mine && port_alive(by) == Some(false) && started.elapsed() < ORPHANING => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return Ok((seen, owner)),
+            }
+        }
+    }
+
     /// Sends `ops` as one batch on table `name`: `Ok(Err(refusal))` when the kernel refused it.
     fn send_to(&self, name: &str, ops: &[Op]) -> Result<std::result::Result<(), NfnlError>> {
         let mut msgs = messages(ops);
@@ -148,22 +165,15 @@ impl Nftables {
     /// returns whether anything had to change. An element-only batch the
     /// kernel refuses (another writer changed the set meanwhile) falls back
     /// to the in-place one; a batch refused because the table changed since
-    /// the read is planned again on a new read; a table whose owner socket
-    /// just closed is read again until the kernel has orphaned it.
+    /// the read is planned again on a new read.
     fn converge(&self, want: &TableModel) -> Result<bool> {
         let keeper = self.keeper();
         let me = self.sock()?.port_id();
         let mut last = None;
         let mut elements_refused = false;
-        let mut attempts = 0;
-        let started = Instant::now();
-        while attempts < ATTEMPTS {
-            let (seen, owner) = self.read(TABLE_NAME)?;
+        for _ in 0..ATTEMPTS {
+            let (seen, owner) = self.read_settled()?;
             let p = match steps(want, seen.got(owner), keeper, me, self.twin_flags()) {
-                Steps::Held { by } if port_alive(by) == Some(false) && started.elapsed() < ORPHANING => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
                 Steps::Held { by } => return Err(held(by, "change")),
                 Steps::Handover { twin, ours } => {
                     self.handover(&twin, &ours)?;
@@ -176,7 +186,6 @@ impl Nftables {
                     _ => p,
                 },
             };
-            attempts += 1;
             if p.kind == PlanKind::Nothing {
                 return Ok(last.is_some());
             }
@@ -315,7 +324,7 @@ impl Backend for Nftables {
 
     fn remove(&self) -> Result<bool> {
         let twin = self.remove_twin()?;
-        let (seen, owner) = self.read(TABLE_NAME)?;
+        let (seen, owner) = self.read_settled()?;
         if seen == Seen::Absent {
             return Ok(twin);
         }
