@@ -2,6 +2,7 @@
 //! model, rendering for every backend and drift comparison. No I/O here.
 
 pub mod address;
+pub mod attempt_log;
 pub mod drift;
 pub mod iptables_state;
 pub mod model;
