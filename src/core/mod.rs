@@ -3,9 +3,12 @@
 
 pub mod address;
 pub mod attempt_log;
+pub mod attempt_packet;
+pub mod attempts;
 pub mod drift;
 pub mod iptables_state;
 pub mod model;
+pub mod nflog_wire;
 pub mod nft_decode;
 pub mod nft_desired;
 pub mod nft_diff;
