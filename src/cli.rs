@@ -38,6 +38,26 @@ pub enum Command {
     /// the node (expect it reached): exit 0 as expected, 3 block ineffective or node cut off,
     /// 1 could not probe or inconclusive, 2 bad input.
     Verify(VerifyArgs),
+    /// Who tried to reach the apiserver: the running daemon's table of attempts (source,
+    /// apiserver, protocol, count, first and last seen, action); exit 1 when the daemon
+    /// cannot be reached.
+    Attempts(AttemptsArgs),
+}
+
+/// `attempts`: where the daemon listens, and how to print its table.
+#[derive(Debug, Clone, Args)]
+pub struct AttemptsArgs {
+    /// The daemon's health listener (its --listen; an unspecified address means loopback).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "APISERVER_GUARD_LISTEN",
+        default_value = "127.0.0.1:9440"
+    )]
+    pub listen: std::net::SocketAddr,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
 /// Log output of the daemon.
@@ -241,7 +261,7 @@ impl Command {
             Command::Status(s) => Some(&mut s.policy),
             Command::Run(r) => Some(&mut r.policy),
             Command::Verify(v) => Some(&mut v.policy),
-            Command::Remove => None,
+            Command::Remove | Command::Attempts(_) => None,
         }
     }
 }
@@ -396,6 +416,21 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = parse(&["apply", "--backend", "pf"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn attempts_takes_listen_and_output() {
+        let cli = parse(&["attempts"]).unwrap();
+        let Command::Attempts(a) = cli.command else { panic!() };
+        assert_eq!(a.listen.to_string(), crate::daemon::settings::DEFAULT_LISTEN);
+        assert_eq!(a.output, OutputFormat::Text);
+        let cli = parse(&["attempts", "--listen", "[::1]:9555", "--output", "json"]).unwrap();
+        let Command::Attempts(a) = cli.command else { panic!() };
+        assert_eq!(
+            (a.listen.to_string().as_str(), a.output),
+            ("[::1]:9555", OutputFormat::Json)
+        );
+        assert_eq!(parse(&["attempts", "--listen", "nope"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

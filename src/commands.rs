@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Render(args) => render(&args, &runner),
         Command::Run(args) => return crate::daemon::run(&args),
         Command::Verify(args) => crate::verify::command(&args),
+        Command::Attempts(args) => crate::attempts_cmd::command(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("apiserver-guard: {e}");

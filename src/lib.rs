@@ -3,6 +3,7 @@
 //! validation, model, rendering, drift); `backend` talks to nft/iptables;
 //! `commands` wires them to the command line.
 
+pub mod attempts_cmd;
 pub mod backend;
 pub mod cli;
 pub mod commands;

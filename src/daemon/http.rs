@@ -1,7 +1,7 @@
-//! The health and metrics endpoint: `GET /healthz`, `/readyz`, `/metrics`.
-//! A deliberately small HTTP/1.0 responder (GET only, bounded request size
-//! and read time, one response per connection): it serves three read-only
-//! pages on loopback by default, which does not justify an HTTP framework.
+//! The health and metrics endpoint: `GET /healthz`, `/readyz`, `/metrics`,
+//! `/attempts` (JSON of the attempts table). A deliberately small HTTP/1.0
+//! responder (GET only, bounded request size and read time, one response per
+//! connection): it serves four read-only pages on loopback by default, which does not justify an HTTP framework.
 //! It starts after the block is in place and never holds it up: a port that
 //! cannot be bound is retried in the background (`serve_with_retry`).
 
@@ -42,7 +42,16 @@ pub fn respond(method: &str, path: &str, m: &Metrics, stale_after: Duration) -> 
             }
         }
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", render(m)),
-        _ => (404, TEXT, "not found: try /healthz, /readyz or /metrics\n".into()),
+        "/attempts" => (
+            200,
+            "application/json",
+            serde_json::to_string(&m.attempts.page()).expect("serializable") + "\n",
+        ),
+        _ => (
+            404,
+            TEXT,
+            "not found: try /healthz, /readyz, /metrics or /attempts\n".into(),
+        ),
     }
 }
 
@@ -171,6 +180,10 @@ mod tests {
         assert!(ctype.contains("version=0.0.4"));
         assert!(body.contains("apiserver_guard_in_sync"));
         assert_eq!(respond("GET", "/nope", &s, Duration::from_secs(1)).0, 404);
+        let (code, ctype, body) = respond("GET", "/attempts", &s, Duration::from_secs(1));
+        assert_eq!((code, ctype), (200, "application/json"));
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(page["attempts"], serde_json::json!([]));
         assert_eq!(respond("POST", "/metrics", &s, Duration::from_secs(1)).0, 405);
     }
 }

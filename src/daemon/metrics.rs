@@ -2,6 +2,7 @@
 //! format), `/readyz` and `/healthz` report. Plain data updated by the
 //! controller; rendering is pure.
 
+use super::attempts::AttemptLog;
 use super::discovery_status::DiscoveryStatus;
 use crate::verify::report::Report;
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct Metrics {
     /// The health listener could not be bound (still retrying): why.
     pub listener_error: Option<String>,
     pub listener_bind_failures: u64,
+    /// Attempts read from our NFLOG group, and the reader's health.
+    pub attempts: AttemptLog,
 }
 
 impl Metrics {
@@ -78,6 +81,7 @@ impl Metrics {
             discovery: None,
             listener_error: None,
             listener_bind_failures: 0,
+            attempts: AttemptLog::default(),
         }
     }
 
@@ -301,6 +305,7 @@ pub fn render(m: &Metrics) -> String {
     if let Some(d) = &m.discovery {
         d.render(&mut o);
     }
+    m.attempts.render(&mut o);
     o
 }
 

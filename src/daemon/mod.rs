@@ -8,12 +8,14 @@
 //! `discovered.rs`), and the node taint goes once the block is proven.
 
 pub mod addresses;
+pub mod attempts;
 pub mod discovered;
 pub mod discovery_status;
 pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod netlink;
+pub mod nflog;
 pub mod notify;
 pub mod reconciler;
 pub mod settings;
@@ -251,6 +253,9 @@ impl Daemon {
         let (addr_tx, mut addr_rx) = mpsc::channel::<()>(1);
         tokio::spawn(addresses::run(addr_tx));
         let mut monitor = self.spawn_monitor(&wake_tx);
+        let attempt_reader = self
+            .log_group()
+            .map(|group| tokio::spawn(nflog::run(group, self.state.clone())));
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + self.settings.resync_interval,
             self.settings.resync_interval,
@@ -311,6 +316,9 @@ impl Daemon {
         if let Some(m) = monitor {
             m.abort();
         }
+        if let Some(r) = attempt_reader {
+            r.abort();
+        }
         if self.settings.cleanup_on_exit {
             let rec = self.rec.clone();
             match tokio::task::spawn_blocking(move || rec.remove_everything()).await {
@@ -325,6 +333,11 @@ impl Daemon {
             log::info!("stopped; the block stays in place (fail-closed)");
         }
         Ok(exit::OK)
+    }
+
+    /// The NFLOG group whose attempts the daemon reads (None: not read).
+    fn log_group(&self) -> Option<u16> {
+        Some(crate::core::attempt_log::DEFAULT_LOG_GROUP)
     }
 
     fn spawn_monitor(&self, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {

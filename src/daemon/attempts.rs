@@ -1,0 +1,237 @@
+//! What the daemon knows about attempts, as operators see it: the bounded
+//! table, totals by namespace and action, and the health of the NFLOG
+//! reader (bound or why not, overflows, packets ignored). Kept in `Metrics`;
+//! rendered as Prometheus families and as the `/attempts` JSON page, whose
+//! types `apiserver-guard attempts` reads back. Pure.
+
+use crate::core::attempts::{Attempt, AttemptTable, Recorded, Row};
+use crate::logging::rfc3339_millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The reader's state and the attempts seen.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptLog {
+    /// The NFLOG group read (None: the reader is off).
+    pub group: Option<u16>,
+    /// The group is bound to our socket.
+    pub bound: bool,
+    /// Why it is not (another reader holds it, the kernel refused).
+    pub problem: Option<String>,
+    pub bind_failures: u64,
+    pub table: AttemptTable,
+    /// Attempts by (namespace, action).
+    pub totals: BTreeMap<(String, &'static str), u64>,
+    /// Bursts that overflowed the socket (ENOBUFS): reports lost, never the block.
+    pub overflows: u64,
+    /// Logged packets not counted, by reason (`foreign_prefix`, `truncated`, ...).
+    pub ignored: BTreeMap<&'static str, u64>,
+    /// New-key log lines left out to keep the log bounded (summarised instead).
+    pub lines_suppressed: u64,
+}
+
+impl AttemptLog {
+    /// Counts one attempt and puts it in the table.
+    pub fn record(&mut self, a: &Attempt) -> Recorded {
+        *self
+            .totals
+            .entry((a.namespace().to_string(), a.action.as_str()))
+            .or_default() += 1;
+        self.table.record(a)
+    }
+
+    pub fn ignore(&mut self, reason: &'static str) {
+        *self.ignored.entry(reason).or_default() += 1;
+    }
+
+    /// The `/attempts` page.
+    pub fn page(&self) -> AttemptsPage {
+        AttemptsPage {
+            group: self.group,
+            bound: self.bound,
+            problem: self.problem.clone(),
+            capacity: self.table.capacity(),
+            evicted: self.table.evicted(),
+            overflows: self.overflows,
+            attempts: self.table.rows().into_iter().map(RowView::from).collect(),
+        }
+    }
+
+    /// The attempt families of `/metrics` (none while the reader is off).
+    pub fn render(&self, o: &mut String) {
+        if self.group.is_none() {
+            return;
+        }
+        let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            o,
+            "apiserver_guard_attempts_total",
+            "counter",
+            "Attempts to reach an apiserver that our rules logged, by the source's namespace (\"\" when unknown) and action.",
+        );
+        for ((ns, action), n) in &self.totals {
+            let ns = ns.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = writeln!(
+                o,
+                "apiserver_guard_attempts_total{{namespace=\"{ns}\",action=\"{action}\"}} {n}"
+            );
+        }
+        family(
+            o,
+            "apiserver_guard_attempt_log_bound",
+            "gauge",
+            "1 when the daemon reads its NFLOG group (0: another process holds it, or the kernel refused).",
+        );
+        let _ = writeln!(o, "apiserver_guard_attempt_log_bound {}", u8::from(self.bound));
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "apiserver_guard_attempt_log_bind_failures_total",
+                "Failed attempts to bind the NFLOG group (retried with backoff).",
+                self.bind_failures,
+            ),
+            (
+                "apiserver_guard_attempt_log_overflows_total",
+                "Times a burst overflowed the NFLOG socket (ENOBUFS): some attempts went unreported.",
+                self.overflows,
+            ),
+            (
+                "apiserver_guard_attempts_evicted_total",
+                "Rows evicted from the full attempts table (least recently seen first).",
+                self.table.evicted(),
+            ),
+            (
+                "apiserver_guard_attempt_log_lines_suppressed_total",
+                "New attempts not logged on their own line (log rate limit); in the minute summary instead.",
+                self.lines_suppressed,
+            ),
+            (
+                "apiserver_guard_attempts_table_rows",
+                "Rows in the attempts table now.",
+                self.table.len() as u64,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            family(o, name, kind, help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+        family(
+            o,
+            "apiserver_guard_attempt_log_ignored_total",
+            "counter",
+            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed).",
+        );
+        for (reason, n) in &self.ignored {
+            let _ = writeln!(
+                o,
+                "apiserver_guard_attempt_log_ignored_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// `GET /attempts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptsPage {
+    pub group: Option<u16>,
+    pub bound: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub capacity: usize,
+    pub evicted: u64,
+    pub overflows: u64,
+    /// Most recently seen first.
+    pub attempts: Vec<RowView>,
+}
+
+/// A table row with its times also in RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowView {
+    #[serde(flatten)]
+    pub row: Row,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+impl From<Row> for RowView {
+    fn from(row: Row) -> RowView {
+        RowView {
+            first_seen: rfc3339_millis(u128::from(row.first_seen_unix_ms)),
+            last_seen: rfc3339_millis(u128::from(row.last_seen_unix_ms)),
+            row,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::attempt_log::AttemptAction;
+    use crate::core::attempt_packet::{Headers, Protocol};
+
+    fn attempt(src: &str, action: AttemptAction) -> Attempt {
+        Attempt {
+            headers: Headers {
+                source: src.parse().unwrap(),
+                destination: "192.168.50.10".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                source_port: Some(40000),
+                destination_port: Some(5443),
+            },
+            action,
+            rule: "block-tcp-port-v4".into(),
+            pod: None,
+            at_ms: 1_795_880_400_123,
+        }
+    }
+
+    #[test]
+    fn metrics_count_by_namespace_and_action() {
+        let mut l = AttemptLog::default();
+        let mut o = String::new();
+        l.render(&mut o);
+        assert!(o.is_empty(), "nothing while the reader is off");
+        l.group = Some(1443);
+        l.bound = true;
+        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        l.record(&attempt("10.0.0.5", AttemptAction::Audited));
+        l.ignore("foreign_prefix");
+        l.overflows = 2;
+        l.render(&mut o);
+        for needle in [
+            "apiserver_guard_attempts_total{namespace=\"\",action=\"blocked\"} 2\n",
+            "apiserver_guard_attempts_total{namespace=\"\",action=\"audited\"} 1\n",
+            "apiserver_guard_attempt_log_bound 1\n",
+            "apiserver_guard_attempt_log_overflows_total 2\n",
+            "apiserver_guard_attempts_evicted_total 0\n",
+            "apiserver_guard_attempts_table_rows 2\n",
+            "# TYPE apiserver_guard_attempts_table_rows gauge\n",
+            "apiserver_guard_attempt_log_ignored_total{reason=\"foreign_prefix\"} 1\n",
+        ] {
+            assert!(o.contains(needle), "missing {needle}\n{o}");
+        }
+    }
+
+    #[test]
+    fn the_page_round_trips_with_readable_times() {
+        let mut l = AttemptLog {
+            group: Some(1443),
+            bound: true,
+            ..Default::default()
+        };
+        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        let page = l.page();
+        let json = serde_json::to_value(&page).unwrap();
+        assert_eq!(json["attempts"][0]["source"], "10.0.1.2");
+        assert_eq!(json["attempts"][0]["first_seen"], "2026-11-28T15:40:00.123Z");
+        assert_eq!(json["attempts"][0]["count"], 1);
+        assert_eq!(json["capacity"], 4096);
+        assert!(json.get("problem").is_none());
+        let back: AttemptsPage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, page);
+    }
+}

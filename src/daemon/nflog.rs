@@ -1,0 +1,433 @@
+//! The NFLOG reader: binds our log group on a NETLINK_NETFILTER socket of its
+//! own (nfnetlink_log; no ulogd), reads each logged packet, keeps the ones
+//! whose prefix is ours, and reports them: a log line per new (source,
+//! apiserver, port, protocol), a summary of repeats at most once a minute,
+//! the table and counters in `Metrics`. A thin shell around the pure
+//! `core::nflog_wire`, `core::attempt_packet` and `core::attempts`.
+//!
+//! The block never depends on this path: a group another process holds, a
+//! kernel that refuses, a burst that overflows the socket (ENOBUFS) are
+//! logged and counted, and the reader retries with backoff.
+
+use super::metrics::Metrics;
+use super::netlink::subscribe;
+use crate::core::attempt_log::parse_prefix;
+use crate::core::attempt_packet::parse_headers;
+use crate::core::attempts::{Attempt, Recorded, Repeat};
+use crate::core::nflog_wire::{bind_request, parse_datagram, Event};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::unix::AsyncFd;
+
+const NETLINK_NETFILTER: libc::c_int = 12;
+/// How long the kernel may take to answer the bind request.
+const BIND_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest wait before binding again.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// At most one summary of repeats this often.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// New-key log lines allowed per second; beyond, counted and summarised.
+const LINES_PER_SECOND: u32 = 20;
+/// Rows named in a summary line.
+const SUMMARY_ROWS: usize = 5;
+
+fn lock(state: &Mutex<Metrics>) -> std::sync::MutexGuard<'_, Metrics> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `10.0.1.2:5443`, `[fd00::1]:5443`, or the address alone.
+fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
+    match (ip, port) {
+        (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+        (ip, Some(p)) => format!("{ip}:{p}"),
+        (ip, None) => ip.to_string(),
+    }
+}
+
+/// Reads `group` for as long as the task lives.
+pub async fn run(group: u16, state: Arc<Mutex<Metrics>>) {
+    lock(&state).attempts.group = Some(group);
+    let mut backoff = BACKOFF.0;
+    let mut last_problem: Option<String> = None;
+    loop {
+        let problem = match bind(group).await {
+            Ok(fd) => {
+                {
+                    let mut m = lock(&state);
+                    m.attempts.bound = true;
+                    m.attempts.problem = None;
+                }
+                log::info!(group = group; "reading blocked attempts from NFLOG group {group}");
+                backoff = BACKOFF.0;
+                last_problem = None;
+                let why = read(fd, &state).await;
+                lock(&state).attempts.bound = false;
+                why
+            }
+            Err(why) => why,
+        };
+        {
+            let mut m = lock(&state);
+            m.attempts.bind_failures += 1;
+            m.attempts.problem = Some(problem.clone());
+        }
+        if last_problem.as_deref() != Some(problem.as_str()) {
+            log::warn!(group = group; "{problem}; attempts go unreported meanwhile (the block is enforced regardless); retrying");
+            last_problem = Some(problem);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// A socket with `group` bound to it, or why not.
+async fn bind(group: u16) -> Result<AsyncFd<OwnedFd>, String> {
+    let fd = subscribe(NETLINK_NETFILTER, &[])
+        .map_err(|e| format!("cannot open a netlink socket for NFLOG group {group}: {e}"))?;
+    // SAFETY: an OwnedFd keeps its descriptor open and unchanged until dropped,
+    // and the AsyncFd owns it.
+    let fd =
+        unsafe { AsyncFd::register(fd) }.map_err(|e| format!("cannot watch the NFLOG socket: {}", e.into_parts().1))?;
+    let req = bind_request(group, 1);
+    // SAFETY: `req` is a live buffer of `req.len()` bytes.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr() as *const libc::c_void, req.len(), 0) };
+    if sent < 0 {
+        return Err(format!(
+            "cannot ask for NFLOG group {group}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut buf = vec![0u8; 8192];
+    let answer = tokio::time::timeout(BIND_TIMEOUT, async {
+        loop {
+            let mut guard = fd.readable().await.map_err(|e| e.to_string())?;
+            match guard.try_io(|inner| recv(inner.get_ref(), &mut buf)) {
+                Ok(Ok(n)) => {
+                    for e in parse_datagram(&buf[..n]) {
+                        if let Event::Ack { seq: 1, errno } = e {
+                            return Ok(errno);
+                        }
+                    }
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_would_block) => continue,
+            }
+        }
+    })
+    .await;
+    match answer {
+        Err(_) => Err(format!(
+            "the kernel did not answer the bind of NFLOG group {group} within {BIND_TIMEOUT:?}"
+        )),
+        Ok(Err(e)) => Err(format!("cannot bind NFLOG group {group}: {e}")),
+        Ok(Ok(0)) => Ok(fd),
+        Ok(Ok(errno)) if errno == libc::EPERM || errno == libc::EBUSY => Err(format!(
+            "NFLOG group {group} is already bound by another process (ulogd, another agent?) or we lack CAP_NET_ADMIN"
+        )),
+        Ok(Ok(errno)) => Err(format!(
+            "cannot bind NFLOG group {group}: {} (is nfnetlink_log available?)",
+            std::io::Error::from_raw_os_error(errno)
+        )),
+    }
+}
+
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Reads until the socket fails; returns why.
+async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>) -> String {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut lines = LineBudget::new();
+    let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
+    loop {
+        let mut guard = tokio::select! {
+            r = fd.readable() => match r {
+                Ok(g) => g,
+                Err(e) => return format!("the NFLOG socket failed: {e}"),
+            },
+            _ = summary.tick() => {
+                summarise(state, &mut lines);
+                continue;
+            }
+        };
+        loop {
+            match recv(fd.get_ref(), &mut buf) {
+                Ok(n) => handle(&buf[..n], state, &mut lines),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Some(libc::ENOBUFS) => lock(state).attempts.overflows += 1,
+                    Some(libc::EINTR) => {}
+                    _ => return format!("the NFLOG socket failed: {e}"),
+                },
+            }
+        }
+    }
+}
+
+/// Counts and records the packets of one datagram; logs the new keys.
+fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget) {
+    let at_ms = unix_ms();
+    let mut new = Vec::new();
+    {
+        let mut m = lock(state);
+        let log = &mut m.attempts;
+        for event in parse_datagram(datagram) {
+            let (prefix, payload) = match event {
+                Event::Packet { prefix, payload } => (prefix, payload),
+                Event::Malformed => {
+                    log.ignore("malformed");
+                    continue;
+                }
+                Event::Ack { .. } | Event::Ignored => continue,
+            };
+            let Some((rule, action)) = prefix.as_deref().and_then(parse_prefix) else {
+                log.ignore("foreign_prefix");
+                continue;
+            };
+            let headers = match parse_headers(&payload) {
+                Ok(h) => h,
+                Err(e) => {
+                    log.ignore(e.reason());
+                    continue;
+                }
+            };
+            let attempt = Attempt {
+                headers,
+                action,
+                rule: rule.to_string(),
+                pod: None,
+                at_ms,
+            };
+            if log.record(&attempt) == Recorded::New {
+                if lines.take() {
+                    new.push(attempt);
+                } else {
+                    log.lines_suppressed += 1;
+                }
+            }
+        }
+    }
+    for a in new {
+        report_new(&a);
+    }
+}
+
+/// The log line of a new (source, apiserver, port, protocol).
+fn report_new(a: &Attempt) {
+    let h = &a.headers;
+    let (src, dst, proto) = (h.source.to_string(), h.destination.to_string(), h.protocol.name());
+    let verb = match a.action {
+        crate::core::attempt_log::AttemptAction::Blocked => "blocked",
+        crate::core::attempt_log::AttemptAction::Audited => "audited (let through)",
+    };
+    log::warn!(
+        src = src.as_str(), sport = h.source_port.map(u32::from).unwrap_or(0),
+        dst = dst.as_str(), dport = h.destination_port.map(u32::from).unwrap_or(0),
+        proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str();
+        "{verb} attempt: {} -> {} {proto} (rule {})",
+        endpoint(h.source, h.source_port), endpoint(h.destination, h.destination_port), a.rule
+    );
+}
+
+/// One line about the keys repeated since the last summary (nothing when none).
+fn summarise(state: &Mutex<Metrics>, lines: &mut LineBudget) {
+    let (repeats, suppressed) = {
+        let mut m = lock(state);
+        (m.attempts.table.take_repeats(), m.attempts.lines_suppressed)
+    };
+    let new_suppressed = suppressed - lines.suppressed_reported;
+    lines.suppressed_reported = suppressed;
+    if let Some(text) = summary_text(&repeats, new_suppressed) {
+        let total: u64 = repeats.iter().map(|r| r.repeats).sum();
+        log::info!(repeats = total, keys = repeats.len(), unlogged_new = new_suppressed; "{text}");
+    }
+}
+
+/// "attempts in the last minute: ..." naming the most repeated keys.
+pub fn summary_text(repeats: &[Repeat], unlogged_new: u64) -> Option<String> {
+    if repeats.is_empty() && unlogged_new == 0 {
+        return None;
+    }
+    let total: u64 = repeats.iter().map(|r| r.repeats).sum();
+    let mut text = format!(
+        "attempts in the last minute: {total} repeat(s) of {} known source/apiserver pair(s)",
+        repeats.len()
+    );
+    let shown: Vec<String> = repeats
+        .iter()
+        .take(SUMMARY_ROWS)
+        .map(|r| {
+            format!(
+                "{} -> {} {} x{} ({})",
+                r.row.source,
+                endpoint(r.row.apiserver, r.row.port),
+                r.row.protocol.name(),
+                r.repeats,
+                r.row.action
+            )
+        })
+        .collect();
+    if !shown.is_empty() {
+        text.push_str(": ");
+        text.push_str(&shown.join(", "));
+        if repeats.len() > SUMMARY_ROWS {
+            text.push_str(&format!(", and {} more", repeats.len() - SUMMARY_ROWS));
+        }
+    }
+    if unlogged_new > 0 {
+        text.push_str(&format!(
+            "; {unlogged_new} new pair(s) not logged one by one (rate limit): see /attempts"
+        ));
+    }
+    Some(text)
+}
+
+/// A token bucket for new-key log lines.
+struct LineBudget {
+    tokens: u32,
+    refilled: Instant,
+    /// `lines_suppressed` as of the last summary.
+    suppressed_reported: u64,
+}
+
+impl LineBudget {
+    fn new() -> LineBudget {
+        LineBudget {
+            tokens: LINES_PER_SECOND,
+            refilled: Instant::now(),
+            suppressed_reported: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.refilled.elapsed() >= Duration::from_secs(1) {
+            self.tokens = LINES_PER_SECOND;
+            self.refilled = Instant::now();
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::attempt_log::AttemptAction;
+    use crate::core::attempt_packet::{Headers, Protocol};
+    use crate::core::attempts::AttemptTable;
+
+    fn repeats(n: usize) -> Vec<Repeat> {
+        let mut t = AttemptTable::new(64);
+        for i in 0..n {
+            for k in 0..=(n - i) {
+                t.record(&Attempt {
+                    headers: Headers {
+                        source: format!("10.0.0.{i}").parse().unwrap(),
+                        destination: "fd00:50::10".parse().unwrap(),
+                        protocol: Protocol::Tcp,
+                        source_port: Some(1),
+                        destination_port: Some(5443),
+                    },
+                    action: AttemptAction::Blocked,
+                    rule: "block-tcp-port-v6".into(),
+                    pod: None,
+                    at_ms: k as u64,
+                });
+            }
+        }
+        t.take_repeats()
+    }
+
+    #[test]
+    fn summaries_name_the_top_repeats_and_what_was_not_logged() {
+        assert_eq!(summary_text(&[], 0), None);
+        let s = summary_text(&repeats(7), 3).unwrap();
+        assert!(
+            s.starts_with("attempts in the last minute: 28 repeat(s) of 7 known source/apiserver pair(s): 10.0.0.0 -> [fd00:50::10]:5443 tcp x7 (blocked), 10.0.0.1"),
+            "{s}"
+        );
+        assert!(s.contains(", and 2 more; 3 new pair(s) not logged one by one"), "{s}");
+        assert_eq!(
+            summary_text(&[], 4).unwrap(),
+            "attempts in the last minute: 0 repeat(s) of 0 known source/apiserver pair(s); 4 new pair(s) not logged one by one (rate limit): see /attempts"
+        );
+    }
+
+    #[test]
+    fn datagrams_feed_the_table_and_foreign_or_broken_packets_are_counted() {
+        fn nlattr(kind: u16, value: &[u8]) -> Vec<u8> {
+            let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+            v.extend_from_slice(&kind.to_ne_bytes());
+            v.extend_from_slice(value);
+            v.resize(v.len().next_multiple_of(4), 0);
+            v
+        }
+        fn packet(prefix: &[u8], payload: &[u8]) -> Vec<u8> {
+            let body = [nlattr(10, prefix), nlattr(9, payload)].concat();
+            let mut v = ((20 + body.len()) as u32).to_ne_bytes().to_vec();
+            v.extend_from_slice(&(4u16 << 8).to_ne_bytes());
+            v.extend_from_slice(&[0u8; 10]);
+            v.extend_from_slice(&[2, 0, 0x05, 0xa3]);
+            v.extend_from_slice(&body);
+            v
+        }
+        let mut ip = vec![
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 1, 2, 192, 168, 50, 10,
+        ];
+        ip.extend_from_slice(&[0xa8, 0xca, 0x15, 0x43]);
+        let mut d = packet(b"apiserver-guard:block-tcp-port-v4\0", &ip);
+        d.extend(packet(b"apiserver-guard:block-tcp-port-v4\0", &ip));
+        d.extend(packet(b"someone-else:drop\0", &ip));
+        d.extend(packet(b"apiserver-guard:audit-all-v4\0", &ip[..12]));
+        let state = Mutex::new(Metrics::new("t"));
+        let mut lines = LineBudget::new();
+        handle(&d, &state, &mut lines);
+        let m = lock(&state);
+        let rows = m.attempts.table.rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].count, rows[0].port, rows[0].source_port),
+            (2, Some(5443), Some(43210))
+        );
+        assert_eq!(m.attempts.ignored.get("foreign_prefix"), Some(&1));
+        assert_eq!(m.attempts.ignored.get("truncated"), Some(&1));
+        assert_eq!(m.attempts.totals.get(&(String::new(), "blocked")), Some(&2));
+        assert_eq!(lines.tokens, LINES_PER_SECOND - 1, "one new key, one line");
+    }
+
+    #[test]
+    fn the_line_budget_runs_out_within_a_second() {
+        let mut b = LineBudget::new();
+        let allowed = (0..100).filter(|_| b.take()).count();
+        assert_eq!(allowed, LINES_PER_SECOND as usize);
+    }
+
+    #[test]
+    fn endpoints_bracket_ipv6() {
+        assert_eq!(endpoint("fd00::1".parse().unwrap(), Some(443)), "[fd00::1]:443");
+        assert_eq!(endpoint("10.0.0.1".parse().unwrap(), Some(443)), "10.0.0.1:443");
+        assert_eq!(endpoint("10.0.0.1".parse().unwrap(), None), "10.0.0.1");
+    }
+}
