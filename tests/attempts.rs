@@ -258,6 +258,7 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
         ],
     );
 
+    let rss_ready = rss_kib(daemon.pid);
     // More distinct (source, apiserver, port) keys than the table holds.
     const PORTS: u16 = 5000;
     topo.pod
@@ -283,6 +284,7 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     // A pod floods connects from POD_V4 while POD_ALT_V4 tries once.
     let api: SocketAddr = SocketAddr::new(API_V4.parse::<IpAddr>().unwrap(), API_PORT);
     let flood = Duration::from_secs(3);
+    let cpu_before = cpu_ticks(daemon.pid);
     let made = std::thread::scope(|sc| {
         let flooder = sc.spawn(|| {
             topo.pod
@@ -304,6 +306,7 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
         );
         flooder.join().unwrap()
     });
+    let cpu = (cpu_ticks(daemon.pid) - cpu_before) as f64 / ticks_per_second() / flood.as_secs_f64();
     let single = wait_row(node, &daemon, POD_ALT_V4, API_V4, API_PORT, "tcp");
     assert_eq!(single["count"], 1, "{single}");
     let flooded = wait_row(node, &daemon, POD_V4, API_V4, API_PORT, "tcp");
@@ -320,7 +323,9 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     assert_eq!(p["capacity"], 4096);
     let reported = flooded["count"].as_u64().unwrap();
     eprintln!(
-        "flood: {made} connects in {flood:?}, {reported} reported; table {rows} rows, {evicted} evicted, {overflows} overflows, {suppressed} log lines suppressed"
+        "flood: {made} connects in {flood:?}, {reported} reported; table {rows} rows, {evicted} evicted, {overflows} overflows, {suppressed} log lines suppressed; daemon CPU {:.1} % of a core, RSS {} KiB (ready: {rss_ready} KiB)",
+        cpu * 100.0,
+        rss_kib(daemon.pid)
     );
     assert!(made > 1000, "the flood made only {made} connects");
     // The kernel let through its per-source budget; all of it was read.
@@ -333,6 +338,25 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     assert_eq!(overflows, 0.0, "a rate-limited flood overflowed the socket");
     let lines = daemon.log().matches("blocked attempt: ").count();
     assert!(lines < 4096, "new-key log lines are rate limited: {lines}");
+}
+
+/// User + system CPU ticks of `pid` (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A netlink socket of ours in `ns` holding NFLOG `group` (as ulogd would).
