@@ -12,7 +12,8 @@
 //!   table that foreign changes reach and the daemon repairs;
 //! - another process owning the twin's name does not keep the daemon from
 //!   taking an unowned table over; one owning our table is named, without
-//!   advice meant for a daemon.
+//!   advice meant for a daemon; our unowned table deleted between the twin
+//!   and its replacement leaves the twin blocking (strace widens the race).
 
 mod common;
 
@@ -22,7 +23,7 @@ use common::daemon_cases::*;
 use common::guard_cases::*;
 use common::*;
 
-use apiserver_guard::backend::nfnl::{transact, BatchMsg, NfnlSocket, NFPROTO_INET, NFT_TABLE_F_OWNER};
+use apiserver_guard::backend::nfnl::{dump_table, transact, BatchMsg, NfnlSocket, NFPROTO_INET, NFT_TABLE_F_OWNER};
 use netlink_packet_netfilter::nftables::{NfTablesMessage, TableAttribute, TableFlags, TableMessage};
 
 const OWNED: &str = "apiserver_guard_table_owned";
@@ -402,4 +403,83 @@ fn a_table_owned_by_another_process_is_named_without_daemon_advice() {
         assert_same_snapshot(&snapshot, &firewall_snapshot(node), &format!("refused {verb}"));
     }
     drop(squatter);
+}
+
+#[test]
+fn our_table_deleted_during_the_handover_leaves_the_twin_blocking() {
+    if !can_run() {
+        return;
+    }
+    let strace = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("strace"))
+        .find(|p| p.is_file());
+    let Some(strace) = strace else {
+        eprintln!("skipped: needs strace to widen the race");
+        return;
+    };
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    prober_sanity(&topo);
+    p.apply_ok(node);
+    let sock = node
+        .in_thread(NfnlSocket::open)
+        .expect("enter netns")
+        .expect("open NETLINK_NETFILTER socket");
+    let prober = Prober::start(&topo.pod, API_V4, API_PORT);
+    // Every send of the daemon returns 100 ms after the kernel took it, so
+    // our unowned table can be deleted between the twin's batch and the
+    // replacing one, as another process could do by chance.
+    let mut argv: Vec<String> = [
+        strace.to_str().expect("path"),
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=sendto",
+        "-e",
+        "inject=sendto:delay_exit=100000",
+        guard_bin(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    argv.extend(daemon_args(&p, &[]));
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let pid = node.spawn(&refs);
+    let t = Instant::now();
+    loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no twin:\n{}",
+            node.output_of(pid)
+        );
+        let twin = dump_table(&sock, NFPROTO_INET, "apiserver_guard_handover").expect("dump");
+        if twin.table.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ours = NfTablesMessage::DeleteTable(TableMessage {
+        attributes: vec![TableAttribute::Name("apiserver_guard".into())],
+    });
+    transact(&sock, vec![BatchMsg::new(NFPROTO_INET, ours)]).expect("delete our unowned table after the twin came");
+    let t = Instant::now();
+    while !owned_by_a_process(node) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never owned:\n{}",
+            node.output_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = prober.stop();
+    assert_never_served(&stats, "our table deleted between the twin and the replacement");
+    let t = Instant::now();
+    while tables(node).contains("apiserver_guard_handover") {
+        assert!(t.elapsed() < Duration::from_secs(30), "twin left:\n{}", tables(node));
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -205,17 +205,17 @@ impl Nftables {
 
     /// Deletes and creates our table while a twin holds the same block:
     /// twin in, ours replaced, twin out, three transactions, so packets meet
-    /// a complete block at every moment.
+    /// a complete block at every moment. A refused replacement keeps the
+    /// twin: ours may be gone by then (deleted between the two batches), and
+    /// the twin blocks until the next attempt creates ours, after which
+    /// `apply` removes it.
     fn handover(&self, twin: &[Op], ours: &Plan) -> Result<()> {
         let name = self.twin_name()?;
         if let Err(e) = self.send_to(&name, twin)? {
             return Err(self.twin_refused(&name, &e));
         }
-        let replaced = self.send(&ours.ops)?;
-        // Whatever became of ours, the old table or the new one is complete.
-        let twin_gone = self.remove_twin_named(&name);
-        replaced.map_err(|e| kernel_error(&e, "replace"))?;
-        twin_gone.map(|_| ())
+        self.send(&ours.ops)?.map_err(|e| kernel_error(&e, "replace"))?;
+        self.remove_twin_named(&name).map(|_| ())
     }
 
     /// The twin's name: [`TWIN_NAME`], freed of a leftover; while another
@@ -227,7 +227,7 @@ impl Nftables {
         self.remove_twin()?;
         Ok(match self.read(TWIN_NAME)? {
             (Seen::Absent, _) => TWIN_NAME.to_string(),
-            _ => format!("{TWIN_NAME}_{}", self.sock()?.port_id()),
+            _ => self.own_twin()?,
         })
     }
 
@@ -247,7 +247,14 @@ impl Nftables {
     /// Deletes a twin table if one exists (left by an interrupted handover);
     /// returns whether there was one.
     fn remove_twin(&self) -> Result<bool> {
-        self.remove_twin_named(TWIN_NAME)
+        let fixed = self.remove_twin_named(TWIN_NAME)?;
+        let own = self.remove_twin_named(&self.own_twin()?)?;
+        Ok(fixed || own)
+    }
+
+    /// This socket's twin name, used while another process holds [`TWIN_NAME`].
+    fn own_twin(&self) -> Result<String> {
+        Ok(format!("{TWIN_NAME}_{}", self.sock()?.port_id()))
     }
 
     /// Deletes twin `name` unless another live socket owns it.
