@@ -9,7 +9,11 @@
 //!   not one connection of the pod is served throughout;
 //! - SIGTERM leaves the table, unowned, and `remove` then removes it;
 //! - `--table-ownership off` (flag, variable, config key) keeps an ordinary
-//!   table that foreign changes reach and the daemon repairs.
+//!   table that foreign changes reach and the daemon repairs;
+//! - another process owning the twin's name does not keep the daemon from
+//!   taking an unowned table over; one owning our table is named, without
+//!   advice meant for a daemon; our unowned table deleted between the twin
+//!   and its replacement leaves the twin blocking (strace widens the race).
 
 mod common;
 
@@ -18,6 +22,9 @@ use std::time::{Duration, Instant};
 use common::daemon_cases::*;
 use common::guard_cases::*;
 use common::*;
+
+use apiserver_guard::backend::nfnl::{dump_table, transact, BatchMsg, NfnlSocket, NFPROTO_INET, NFT_TABLE_F_OWNER};
+use netlink_packet_netfilter::nftables::{NfTablesMessage, TableAttribute, TableFlags, TableMessage};
 
 const OWNED: &str = "apiserver_guard_table_owned";
 /// How many foreign flushes and deletes each test throws at the table.
@@ -340,5 +347,162 @@ fn remove_right_after_a_sigkill_removes_the_orphan() {
         remove(node).expect_code(0, &format!("round {round}: remove right after SIGKILL"));
         assert_eq!(tables(node).trim(), "", "round {round}: nothing of ours is left");
         wait_no_processes(node, Duration::from_secs(5));
+    }
+}
+
+/// `table inet NAME` with flags owner, created from a socket of this test
+/// process in `ns`: another process's table, alive as long as the socket.
+fn squat(ns: &Netns, name: &str) -> NfnlSocket {
+    let sock = ns
+        .in_thread(NfnlSocket::open)
+        .expect("enter netns")
+        .expect("open NETLINK_NETFILTER socket");
+    let msg = NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![
+            TableAttribute::Name(name.into()),
+            TableAttribute::Flags(TableFlags::from_bits_retain(NFT_TABLE_F_OWNER)),
+        ],
+    });
+    transact(&sock, vec![BatchMsg::new(NFPROTO_INET, msg).exclusive()]).expect("create the squatting table");
+    sock
+}
+
+#[test]
+fn a_squatted_handover_twin_does_not_keep_the_daemon_from_taking_over() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    prober_sanity(&topo);
+    // An unowned table (a one-shot apply), and another process owning the
+    // twin's name: nobody but that process can delete the twin.
+    p.apply_ok(node);
+    let squatter = squat(node, "apiserver_guard_handover");
+    let prober = Prober::start(&topo.pod, API_V4, API_PORT);
+    let d = Daemon::spawn(node, &daemon_args(&p, &[]));
+    d.wait_ready();
+    wait_owned(node, &d);
+    let stats = prober.stop();
+    assert_never_served(&stats, "handover beside a squatted twin");
+    let t = tables(node);
+    assert_eq!(
+        count_lines(&t, "table inet apiserver_guard_handover"),
+        1,
+        "only the squatter's twin:\n{t}"
+    );
+    assert!(!t.contains("apiserver_guard_handover_"), "our own twin is gone:\n{t}");
+    p.assert_in_sync(node, "status after the handover");
+    drop(squatter);
+    let status = d.signal_and_wait(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+}
+
+#[test]
+fn a_table_owned_by_another_process_is_named_without_daemon_advice() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    let squatter = squat(node, "apiserver_guard");
+    let snapshot = firewall_snapshot(node);
+    for (args, verb) in [(p.args("apply"), "change"), (vec!["remove".to_owned()], "remove")] {
+        let r = run_guard(node, &args);
+        r.expect_code(1, &format!("{verb} against a squatted table"));
+        assert!(
+            r.stderr.contains("owns table inet apiserver_guard"),
+            "{verb}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("is not an apiserver-guard daemon"),
+            "{verb}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("systemctl"), "{verb}: {}", r.stderr);
+        assert_same_snapshot(&snapshot, &firewall_snapshot(node), &format!("refused {verb}"));
+    }
+    drop(squatter);
+}
+
+#[test]
+fn our_table_deleted_during_the_handover_leaves_the_twin_blocking() {
+    if !can_run() {
+        return;
+    }
+    let strace = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("strace"))
+        .find(|p| p.is_file());
+    let Some(strace) = strace else {
+        eprintln!("skipped: needs strace to widen the race");
+        return;
+    };
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    prober_sanity(&topo);
+    p.apply_ok(node);
+    let sock = node
+        .in_thread(NfnlSocket::open)
+        .expect("enter netns")
+        .expect("open NETLINK_NETFILTER socket");
+    let prober = Prober::start(&topo.pod, API_V4, API_PORT);
+    // Every send of the daemon returns 100 ms after the kernel took it, so
+    // our unowned table can be deleted between the twin's batch and the
+    // replacing one, as another process could do by chance.
+    let mut argv: Vec<String> = [
+        strace.to_str().expect("path"),
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=sendto",
+        "-e",
+        "inject=sendto:delay_exit=100000",
+        guard_bin(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    argv.extend(daemon_args(&p, &[]));
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let pid = node.spawn(&refs);
+    let t = Instant::now();
+    loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no twin:\n{}",
+            node.output_of(pid)
+        );
+        let twin = dump_table(&sock, NFPROTO_INET, "apiserver_guard_handover").expect("dump");
+        if twin.table.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ours = NfTablesMessage::DeleteTable(TableMessage {
+        attributes: vec![TableAttribute::Name("apiserver_guard".into())],
+    });
+    transact(&sock, vec![BatchMsg::new(NFPROTO_INET, ours)]).expect("delete our unowned table after the twin came");
+    let t = Instant::now();
+    while !owned_by_a_process(node) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never owned:\n{}",
+            node.output_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = prober.stop();
+    assert_never_served(&stats, "our table deleted between the twin and the replacement");
+    let t = Instant::now();
+    while tables(node).contains("apiserver_guard_handover") {
+        assert!(t.elapsed() < Duration::from_secs(30), "twin left:\n{}", tables(node));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -10,8 +10,8 @@
 //! with table ownership it is the socket the kernel lets change the table.
 
 use super::nfnl::{
-    describe_owner, dump_table, owner_support, port_alive, transact, BatchMsg, NfnlError, NfnlErrorKind, NfnlSocket,
-    NFPROTO_INET,
+    describe_owner, dump_table, owner_process, owner_support, port_alive, transact, BatchMsg, NfnlError, NfnlErrorKind,
+    NfnlSocket, NFPROTO_INET,
 };
 use super::Backend;
 use crate::core::drift::{diff_nft, nft_unreadable, Drift, DriftKind};
@@ -214,26 +214,64 @@ impl Nftables {
 
     /// Deletes and creates our table while a twin holds the same block:
     /// twin in, ours replaced, twin out, three transactions, so packets meet
-    /// a complete block at every moment.
+    /// a complete block at every moment. A refused replacement keeps the
+    /// twin: ours may be gone by then (deleted between the two batches), and
+    /// the twin blocks until the next attempt creates ours, after which
+    /// `apply` removes it.
     fn handover(&self, twin: &[Op], ours: &Plan) -> Result<()> {
-        self.remove_twin()?;
-        if let Err(e) = self.send_to(TWIN_NAME, twin)? {
-            return Err(kernel_error(&e, "create the handover twin of"));
+        let name = self.twin_name()?;
+        if let Err(e) = self.send_to(&name, twin)? {
+            return Err(self.twin_refused(&name, &e));
         }
-        let replaced = self.send(&ours.ops)?;
-        // Whatever became of ours, the old table or the new one is complete.
-        let twin_gone = self.remove_twin();
-        replaced.map_err(|e| kernel_error(&e, "replace"))?;
-        twin_gone.map(|_| ())
+        self.send(&ours.ops)?.map_err(|e| kernel_error(&e, "replace"))?;
+        self.remove_twin_named(&name).map(|_| ())
+    }
+
+    /// The twin's name: [`TWIN_NAME`], freed of a leftover; while another
+    /// live process holds that name (it owns it, so nobody can delete it), a
+    /// name of this socket instead, so a squatter cannot keep us from
+    /// replacing our table (it would stay unowned, and the daemon not ready,
+    /// for as long as the squatter lives).
+    fn twin_name(&self) -> Result<String> {
+        self.remove_twin()?;
+        Ok(match self.read(TWIN_NAME)? {
+            (Seen::Absent, _) => TWIN_NAME.to_string(),
+            _ => self.own_twin()?,
+        })
+    }
+
+    /// Why the kernel refused to create twin `name`: the process holding
+    /// that name when there is one, rather than a guess at privileges.
+    fn twin_refused(&self, name: &str, e: &NfnlError) -> Error {
+        if let Ok((_, Some(by))) = self.read(name) {
+            return Error::runtime(format!(
+                "cannot replace table {TABLE_FAMILY} {TABLE_NAME} (it stays, unowned, still blocking): {} \
+                 owns table {TABLE_FAMILY} {name}, which the handover needs; stop that process",
+                describe_owner(by)
+            ));
+        }
+        kernel_error(e, "create the handover twin of")
     }
 
     /// Deletes a twin table if one exists (left by an interrupted handover);
     /// returns whether there was one.
     fn remove_twin(&self) -> Result<bool> {
-        match self.read(TWIN_NAME)? {
+        let fixed = self.remove_twin_named(TWIN_NAME)?;
+        let own = self.remove_twin_named(&self.own_twin()?)?;
+        Ok(fixed || own)
+    }
+
+    /// This socket's twin name, used while another process holds [`TWIN_NAME`].
+    fn own_twin(&self) -> Result<String> {
+        Ok(format!("{TWIN_NAME}_{}", self.sock()?.port_id()))
+    }
+
+    /// Deletes twin `name` unless another live socket owns it.
+    fn remove_twin_named(&self, name: &str) -> Result<bool> {
+        match self.read(name)? {
             (Seen::Absent, _) => Ok(false),
             (_, Some(by)) if Some(by) != self.sock.get().map(|s| s.port_id()) => Ok(false),
-            _ => match self.send_to(TWIN_NAME, &[Op::DeleteTable])? {
+            _ => match self.send_to(name, &[Op::DeleteTable])? {
                 Ok(()) => Ok(true),
                 Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(true),
                 Err(e) => Err(kernel_error(&e, "delete the handover twin of")),
@@ -254,15 +292,21 @@ fn retry(e: &NfnlError) -> bool {
 fn held(by: u32, doing: &str) -> Error {
     let owner = describe_owner(by);
     let table = format!("table {TABLE_FAMILY} {TABLE_NAME}");
-    let next = if doing == "remove" {
+    let daemon = owner_process(by).is_some_and(|p| p.comm == "apiserver-guard");
+    let next = if !daemon {
+        // A squatter: no apiserver-guard setting or unit helps.
+        "it is not an apiserver-guard daemon: find out why it holds our table and stop it \
+         (the table then goes away, or stays unowned, and apiserver-guard takes it over)"
+    } else if doing == "remove" {
         "stop it first (systemctl stop apiserver-guard, or take the DaemonSet off this node): \
          the table then stays in place, unowned, and `apiserver-guard remove` removes it"
     } else {
         "stop it first (systemctl stop apiserver-guard, or take the DaemonSet off this node), \
          or run it with --table-ownership off"
     };
+    let flags = if daemon { " (flags owner, persist)" } else { "" };
     Error::runtime(format!(
-        "{owner} owns {table} (flags owner, persist): only it can {doing} it, nothing was changed; {next}"
+        "{owner} owns {table}{flags}: only it can {doing} it, nothing was changed; {next}"
     ))
 }
 
