@@ -23,6 +23,11 @@ use common::guard_cases::*;
 use common::*;
 
 fn blocklist(local: bool, action: Action) -> Blocklist {
+    blocklist_logged(local, action, None)
+}
+
+/// With `log_group`, every block (or audit) rule follows its log rule.
+fn blocklist_logged(local: bool, action: Action, log_group: Option<u16>) -> Blocklist {
     let apis = [format!("{API_V4}:{API_PORT}"), format!("[{API_V6}]:{API_PORT}")];
     let apiservers: Vec<_> = apis.iter().map(|a| parse_endpoint(a).unwrap()).collect();
     let policy = Policy {
@@ -41,6 +46,7 @@ fn blocklist(local: bool, action: Action) -> Blocklist {
         action,
         backend: BackendChoice::Nftables,
         dynamic_exempt: true,
+        log_group,
         origins: Default::default(),
     };
     Blocklist::from_policy(&policy)
@@ -110,6 +116,7 @@ fn the_model_sent_over_netlink_reads_back_exactly_lists_as_rendered_and_blocks()
                 assert_refused_fast(&topo.pod, None, API_V6, API_PORT, "pod -> API_V6 (netlink-installed)");
             }
             Action::Drop => assert!(curl(&topo.pod, API_V4, API_PORT, 2).timed_out(), "drop: pod times out"),
+            Action::Audit => unreachable!("not in this list"),
         }
         assert_served(&curl(&topo.node, API_V4, API_PORT, MAX_TIME), "node -> API_V4");
         assert_served(&curl(&topo.pod, OTHER_V4, API_PORT, MAX_TIME), "pod -> OTHER_V4");
