@@ -269,3 +269,56 @@ fn a_flooding_pod_does_not_hide_another_pods_single_attempt() {
     );
     assert!(differences(&want, &t).is_empty(), "{:?}", differences(&want, &t));
 }
+
+#[test]
+fn a_blocked_or_audited_attempt_reaches_the_nflog_group_named_by_its_rule() {
+    use apiserver_guard::core::attempt_log::{parse_prefix, AttemptAction, LOG_SNAPLEN};
+    use common::nflog_probe::NflogProbe;
+    if !can_run() {
+        return;
+    }
+    const GROUP: u16 = 4242;
+    for (action, verb, seen) in [
+        (Action::Reject, "block", AttemptAction::Blocked),
+        (Action::Audit, "audit", AttemptAction::Audited),
+    ] {
+        let topo = Topology::new();
+        let want = desired(&blocklist_logged(false, action, Some(GROUP)));
+        install_and(&topo.node, &want, |_| ());
+        let got = topo
+            .node
+            .in_thread(|| {
+                let probe = NflogProbe::bind(GROUP).expect("bind the NFLOG group");
+                let v4 = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
+                let v6 = curl(&topo.pod, API_V6, API_PORT, MAX_TIME);
+                (probe.collect(2, Duration::from_secs(3)), v4, v6)
+            })
+            .expect("enter netns");
+        let (logged, v4, v6) = got;
+        match action {
+            Action::Audit => {
+                assert_served(&v4, "audit: v4 served");
+                assert_served(&v6, "audit: v6 served");
+            }
+            _ => {
+                assert_refused(&v4, "reject: v4 refused");
+                assert_refused(&v6, "reject: v6 refused");
+            }
+        }
+        eprintln!("{verb}: {logged:?}");
+        for (fam, pod) in [("v4", POD_V4), ("v6", POD_V6)] {
+            let prefix = format!("apiserver-guard:{verb}-tcp-port-{fam}");
+            let hit = logged
+                .iter()
+                .find(|l| l.prefix == prefix)
+                .unwrap_or_else(|| panic!("no packet logged with prefix {prefix}: {logged:?}"));
+            assert_eq!(hit.source, Some(pod.parse().unwrap()), "{prefix}: the pod's address");
+            assert!(
+                (40..=LOG_SNAPLEN as usize).contains(&hit.copied),
+                "{prefix}: {} bytes copied, snaplen {LOG_SNAPLEN}",
+                hit.copied
+            );
+            assert_eq!(parse_prefix(&hit.prefix).map(|(_, a)| a), Some(seen));
+        }
+    }
+}
