@@ -2,7 +2,8 @@
 //! order and encoding `nft` uses (checked against `nft --debug=mnl`):
 //! NEWTABLE, every NEWSET with its NEWSETELEM, every NEWCHAIN, then the
 //! rules chain by chain. Expressions the crate does not model (counter,
-//! reject, fib) go through its raw expression variant, big-endian like the
+//! reject, fib, dynset with its nested limit, log) go through its raw
+//! expression variant, big-endian like the
 //! kernel's netlink policy wants. The caller frames them in a batch (family
 //! `inet`) and adds whatever flushes or deletes its plan needs first.
 
