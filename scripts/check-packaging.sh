@@ -108,7 +108,7 @@ discovery_keys='^(kubeconfig|node_name|allow_pods|allow_namespaces|discovery_cac
 grep -Ev "$discovery_keys" "$tree/all-keys.toml" >"$tree/static-keys.toml"
 static=$(grep -c '^[a-z_]* = ' "$tree/static-keys.toml" || true)
 # --mode tunnel skips the self-lockout check, which depends on this machine's routes.
-if out=$("$tree/usr/bin/apiserver-guard" render --config "$tree/static-keys.toml" --mode tunnel 2>&1) && [ "$static" -eq 12 ]; then
+if out=$("$tree/usr/bin/apiserver-guard" render --config "$tree/static-keys.toml" --mode tunnel 2>&1) && [ "$static" -eq 13 ]; then
   ok "all $static commented policy and daemon keys, uncommented, are accepted"
 else
   fail "uncommented example config ($static keys) refused: $out"

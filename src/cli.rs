@@ -208,9 +208,13 @@ pub struct PolicyArgs {
     /// Source inside a container CIDR that keeps access; repeatable or comma-separated.
     #[arg(long, value_name = "CIDR", env = "APISERVER_GUARD_EXEMPT", value_delimiter = ',')]
     pub exempt: Vec<String>,
-    /// What happens to blocked packets [default: reject].
+    /// What happens to blocked packets; audit blocks nothing, only counts and logs [default: reject].
     #[arg(long, value_enum, env = "APISERVER_GUARD_ACTION")]
     pub action: Option<Action>,
+    /// NFLOG group our log rules copy each blocked attempt to (0..65535), or off: no log rules
+    /// [default: 1443].
+    #[arg(long, value_name = "N|off", env = "APISERVER_GUARD_LOG_GROUP")]
+    pub log_group: Option<String>,
     /// TOML config file; a missing default file is fine, a missing named file is an error.
     #[arg(long, value_name = "PATH", env = "APISERVER_GUARD_CONFIG")]
     pub config: Option<PathBuf>,

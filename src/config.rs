@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub backend: Option<BackendChoice>,
     pub exempt: Option<OneOrMany>,
     pub action: Option<Action>,
+    /// `log_group`: a number or "off", checked by `merge`.
+    pub log_group: Option<String>,
     /// Daemon settings (`run`); ignored by the one-shot commands.
     pub resync_interval: Option<String>,
     pub listen: Option<String>,
@@ -138,6 +140,18 @@ pub(crate) fn pick_from(cli: &[String], file: Option<OneOrMany>) -> (Vec<String>
     (file.map(OneOrMany::into_vec).unwrap_or_default(), false)
 }
 
+/// `--log-group`: a group number, `off` (no log rules), unset (the default group).
+pub fn parse_log_group(from: &str, raw: Option<&str>) -> std::result::Result<Option<u16>, String> {
+    match raw.map(str::trim) {
+        None => Ok(Some(crate::core::attempt_log::DEFAULT_LOG_GROUP)),
+        Some("off") => Ok(None),
+        Some(s) => s
+            .parse::<u16>()
+            .map(Some)
+            .map_err(|_| format!("{from}: '{s}' is not an NFLOG group (a number 0..65535, or 'off' for no log rules)")),
+    }
+}
+
 /// Merges flags/env with the file and parses every value, collecting all
 /// problems; each message names the flag, variable or config key the value
 /// came from. Values that parse but cannot work (a multicast apiserver, an
@@ -178,6 +192,12 @@ pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
                 .ok()
         })
         .collect();
+    let log_group = parse_log_group(
+        &origin(args, &file, "log_group", args.log_group.is_some()),
+        args.log_group.as_deref().or(file.log_group.as_deref()),
+    )
+    .map_err(|e| problems.push(e))
+    .unwrap_or(None);
     if !problems.is_empty() {
         return Err(Error::BadInput(problems));
     }
@@ -190,6 +210,7 @@ pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
         backend: args.backend.or(file.backend).unwrap_or(BackendChoice::Auto),
         local_apiservers: Vec::new(),
         dynamic_exempt: false,
+        log_group,
         origins: Origins {
             sources: sources_from,
             exempt: exempt_from,

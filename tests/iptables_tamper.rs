@@ -21,7 +21,17 @@ fn rule(spec: &str) -> Vec<String> {
     spec.split_whitespace().map(str::to_string).collect()
 }
 
-/// Our chain's one IPv4 block rule, as rendered for the tunnel policy below.
+/// Our chain's IPv4 log rule (rule 1, before the block rule), with this NFLOG group and limit.
+fn log_rule(group: u16, rate: u32) -> String {
+    format!(
+        "-s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m hashlimit --hashlimit-upto {rate}/sec \
+         --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard --hashlimit-htable-max 65535 \
+         --hashlimit-htable-expire 60000 -m comment --comment apiserver-guard -j NFLOG \
+         --nflog-prefix apiserver-guard:block-tcp-port-v4 --nflog-group {group} --nflog-size 96"
+    )
+}
+
+/// Our chain's one IPv4 block rule (rule 2), as rendered for the tunnel policy below.
 fn our_rule() -> String {
     format!(
         "-s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
@@ -34,26 +44,38 @@ fn matrix() -> Vec<Tamper> {
         Tamper {
             what: "negated source match",
             args: rule(&format!(
-                "-R APISERVER-GUARD 1 ! -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+                "-R APISERVER-GUARD 2 ! -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
             )),
         },
         Tamper {
             what: "source and destination swapped",
             args: rule(&format!(
-                "-R APISERVER-GUARD 1 -d {CONTAINER_CIDR_V4} -s {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+                "-R APISERVER-GUARD 2 -d {CONTAINER_CIDR_V4} -s {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
             )),
         },
         Tamper {
             what: "verdict changed to ACCEPT",
             args: rule(&format!(
-                "-R APISERVER-GUARD 1 -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j ACCEPT"
+                "-R APISERVER-GUARD 2 -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m comment --comment apiserver-guard -j ACCEPT"
             )),
         },
         Tamper {
             what: "port changed",
             args: rule(&format!(
-                "-R APISERVER-GUARD 1 -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {OTHER_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+                "-R APISERVER-GUARD 2 -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {OTHER_PORT} -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
             )),
+        },
+        Tamper {
+            what: "log rule's NFLOG group changed",
+            args: rule(&format!("-R APISERVER-GUARD 1 {}", log_rule(5, 10))),
+        },
+        Tamper {
+            what: "log rule's per-source limit raised",
+            args: rule(&format!("-R APISERVER-GUARD 1 {}", log_rule(1443, 10000))),
+        },
+        Tamper {
+            what: "log rule deleted",
+            args: rule(&format!("-D APISERVER-GUARD {}", log_rule(1443, 10))),
         },
         Tamper {
             what: "a foreign ACCEPT inserted first in our chain",

@@ -2,7 +2,8 @@
 //! another process edits our table with `nft` (negated match, changed
 //! left-hand side, changed verdict, extra rule with our comment, rule moved,
 //! chain priority, chain policy, set flags, set key, elements added and
-//! removed, a foreign rule in our chain). Each must make `status` exit 3
+//! removed, the log rule's group and limit, the log rule deleted, the
+//! meter's timeout, a foreign rule in our chain). Each must make `status` exit 3
 //! with a plain-language line naming the change (no Rust debug text), then
 //! `apply` repairs it (status exit 0) and the pod is refused again (curl).
 //! The daemon repairs each one on the change event, and its log names it.
@@ -34,7 +35,7 @@ fn policy() -> GuardPolicy {
 /// while it lasts (checked with curl before the repair).
 struct Tamper {
     name: &'static str,
-    nft: fn(u32) -> String,
+    nft: fn(u32, u32) -> String,
     says: &'static str,
     opens: bool,
 }
@@ -44,12 +45,22 @@ fn ours_with(matches: &str, verdict: &str) -> String {
 }
 
 const PORT_MATCH: &str = "ip daddr . tcp dport @api_port_v4";
+/// The log rule before ours (default log group).
+const LOG: &str = "log-block-tcp-port-v4";
+
+/// Our log rule, with this log group.
+fn log_rule(group: u16) -> String {
+    format!(
+        "ip saddr @sources_v4 {PORT_MATCH} update @attempts_v4 {{ ip saddr limit rate 10/second burst 20 packets }} \
+         counter log prefix \"apiserver-guard:{OURS}\" group {group} snaplen 96 comment \"{LOG}\""
+    )
+}
 
 fn tampers() -> Vec<Tamper> {
     vec![
         Tamper {
             name: "negated match",
-            nft: |h| {
+            nft: |h, _| {
                 format!(
                     "replace rule {T} guard handle {h} {}",
                     ours_with(
@@ -63,7 +74,7 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "changed left-hand side",
-            nft: |h| {
+            nft: |h, _| {
                 format!(
                     "replace rule {T} guard handle {h} {}",
                     ours_with(&format!("ip daddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
@@ -74,7 +85,7 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "changed verdict",
-            nft: |h| {
+            nft: |h, _| {
                 format!(
                     "replace rule {T} guard handle {h} {}",
                     ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "accept")
@@ -85,7 +96,7 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "extra rule with our comment",
-            nft: |_| {
+            nft: |_, _| {
                 format!(
                     "add rule {T} guard {}",
                     ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "accept")
@@ -96,7 +107,7 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "rule moved",
-            nft: |h| {
+            nft: |h, _| {
                 format!(
                     "delete rule {T} guard handle {h}; add rule {T} guard {}",
                     ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
@@ -107,7 +118,7 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "chain priority changed",
-            nft: |_| {
+            nft: |_, _| {
                 format!(
                     "delete chain {T} forward; add chain {T} forward {{ type filter hook forward priority 10; policy accept; }}; \
                      add rule {T} forward jump guard comment \"enter-guard\""
@@ -118,17 +129,19 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "chain policy drop",
-            nft: |_| format!("add chain {T} forward {{ type filter hook forward priority 0; policy drop; }}"),
+            nft: |_, _| format!("add chain {T} forward {{ type filter hook forward priority 0; policy drop; }}"),
             says: "chain forward: policy drop instead of accept",
             opens: false,
         },
         Tamper {
             name: "set flags changed",
-            nft: |h| {
+            // The log rule uses the set too: both go and come back.
+            nft: |h, l| {
                 format!(
-                    "delete rule {T} guard handle {h}; delete set {T} sources_v4; \
+                    "delete rule {T} guard handle {l}; delete rule {T} guard handle {h}; delete set {T} sources_v4; \
                      add set {T} sources_v4 {{ type ipv4_addr; }}; add element {T} sources_v4 {{ {POD_V4} }}; \
-                     add rule {T} guard {}",
+                     add rule {T} guard {}; add rule {T} guard {}",
+                    log_rule(1443),
                     ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
                 )
             },
@@ -137,12 +150,14 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "set key changed",
-            nft: |h| {
+            nft: |h, l| {
                 format!(
-                    "delete rule {T} guard handle {h}; delete set {T} api_port_v4; \
+                    "delete rule {T} guard handle {l}; delete rule {T} guard handle {h}; delete set {T} api_port_v4; \
                      add set {T} api_port_v4 {{ type ipv4_addr . inet_service . inet_service; }}; \
+                     add rule {T} guard {}; \
                      add rule {T} guard ip saddr @sources_v4 ip daddr . tcp dport . tcp sport @api_port_v4 counter \
-                     reject with tcp reset comment \"{OURS}\""
+                     reject with tcp reset comment \"{OURS}\"",
+                    log_rule(1443).replace(PORT_MATCH, "ip daddr . tcp dport . tcp sport @api_port_v4")
                 )
             },
             says:
@@ -151,38 +166,74 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "elements added",
-            nft: |_| format!("add element {T} sources_v4 {{ 10.9.0.0/16 }}"),
+            nft: |_, _| format!("add element {T} sources_v4 {{ 10.9.0.0/16 }}"),
             says: "set sources_v4: elements 10.9.0.0/16 added",
             opens: false,
         },
         Tamper {
             name: "elements removed",
-            nft: |_| format!("delete element {T} api_port_v4 {{ {API_V4} . {API_PORT} }}"),
+            nft: |_, _| format!("delete element {T} api_port_v4 {{ {API_V4} . {API_PORT} }}"),
             says: "set api_port_v4: elements 192.168.50.10 . 5443 missing",
             opens: true,
         },
         Tamper {
+            name: "log rule's group changed",
+            nft: |_, l| format!("replace rule {T} guard handle {l} {}", log_rule(5)),
+            says: "group 5 snaplen 96\" instead of",
+            opens: false,
+        },
+        Tamper {
+            name: "log rule's per-source limit raised",
+            nft: |_, l| {
+                format!(
+                    "replace rule {T} guard handle {l} {}",
+                    log_rule(1443).replace("rate 10/second", "rate 10000/second")
+                )
+            },
+            says: "limit rate 10000/second",
+            opens: false,
+        },
+        Tamper {
+            name: "log rule deleted",
+            nft: |_, l| format!("delete rule {T} guard handle {l}"),
+            says: "(log-block-tcp-port-v4): missing",
+            opens: false,
+        },
+        Tamper {
+            name: "meter timeout changed",
+            nft: |_, l| {
+                format!(
+                    "delete rule {T} guard handle {l}; delete set {T} attempts_v4; \
+                     add set {T} attempts_v4 {{ type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1h; }}; \
+                     add rule {T} guard {}",
+                    log_rule(1443)
+                )
+            },
+            says: "set attempts_v4: timeout 1h instead of 1m",
+            opens: false,
+        },
+        Tamper {
             name: "foreign rule in our chain",
-            nft: |_| format!("insert rule {T} guard ip saddr {POD_V4} accept"),
+            nft: |_, _| format!("insert rule {T} guard ip saddr {POD_V4} accept"),
             says: "a foreign rule: ip saddr 10.0.1.2 accept",
             opens: true,
         },
     ]
 }
 
-/// The handle of our v4 port rule in chain guard.
-fn our_handle(node: &Netns) -> u32 {
+/// The handle of the rule with this comment in chain guard.
+fn handle(node: &Netns, comment: &str) -> u32 {
     let listing = node.run_ok(&["nft", "-a", "list", "chain", "inet", "apiserver_guard", "guard"]);
     listing
         .lines()
-        .find(|l| l.contains(&format!("comment \"{OURS}\"")))
+        .find(|l| l.contains(&format!("comment \"{comment}\"")))
         .and_then(|l| l.rsplit("# handle ").next())
         .and_then(|h| h.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rule {OURS} in\n{listing}"))
+        .unwrap_or_else(|| panic!("no rule {comment} in\n{listing}"))
 }
 
 fn tamper(node: &Netns, t: &Tamper) {
-    let script = (t.nft)(our_handle(node));
+    let script = (t.nft)(handle(node, OURS), handle(node, LOG));
     node.run_ok(&["nft", &script]);
 }
 
@@ -198,6 +249,10 @@ fn drift_lines(r: &GuardRun) -> Vec<String> {
 #[track_caller]
 fn assert_plain(lines: &[String], what: &str) {
     for l in lines {
+        // nft's own braces: `update @attempts_v4 { ip saddr limit ... }`.
+        let l = &l
+            .replace("@attempts_v4 { ", "@attempts_v4 ")
+            .replace(" packets }", " packets");
         for debug in ["{", "Some(", "RuleSig", "Expr", "::"] {
             assert!(!l.contains(debug), "{what}: debug text {debug:?} in {l:?}");
         }
@@ -303,5 +358,43 @@ fn the_daemon_repairs_every_tamper_on_the_event_and_names_it() {
             &format!("{}: pod after the repair", t.name),
         );
     }
+    assert!(daemon.exited().is_none(), "daemon died:\n{}", daemon.log());
+}
+
+#[test]
+fn sources_the_meter_learns_are_not_drift_and_the_daemon_never_repairs_them() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let p = policy();
+    let daemon = Daemon::spawn(node, &daemon_args(&p, &editable_flags(Backend::Nftables)));
+    daemon.wait_ready();
+    let repairs = daemon.log().matches(REPAIR_LINE).count();
+    // Pod traffic: the kernel adds the pod's addresses to the meters.
+    for _ in 0..3 {
+        assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "pod v4 (logged)");
+        assert_refused(&curl(&topo.pod, API_V6, API_PORT, MAX_TIME), "pod v6 (logged)");
+    }
+    // And a source added by hand, as the kernel would.
+    node.run_ok(&["nft", &format!("add element {T} attempts_v4 {{ 10.0.77.7 }}")]);
+    let meter = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v4"]);
+    assert!(
+        meter.contains(POD_V4) && meter.contains("10.0.77.7"),
+        "the meter learned the pod:\n{meter}"
+    );
+    let meter6 = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v6"]);
+    assert!(meter6.contains(POD_V6), "the v6 meter learned the pod:\n{meter6}");
+    let r = run_guard(node, &p.args("status"));
+    r.expect_code(0, "status with learned sources in the meters");
+    // Give a wrongly woken repair time to happen.
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        daemon.log().matches(REPAIR_LINE).count(),
+        repairs,
+        "the daemon repaired learned elements:\n{}",
+        daemon.log()
+    );
     assert!(daemon.exited().is_none(), "daemon died:\n{}", daemon.log());
 }

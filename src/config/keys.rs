@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use toml::Value;
 
 /// Every key the file may hold, in the order the README lists them.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 20] = [
     "container_cidr",
     "apiserver",
     "mode",
     "backend",
     "exempt",
     "action",
+    "log_group",
     "resync_interval",
     "listen",
     "cleanup_on_exit",
@@ -65,6 +66,7 @@ pub fn from_table(table: toml::Table, path: &Path) -> Result<FileConfig, Vec<Str
             "backend" => choice::<BackendChoice>(&at, value).map(|v| f.backend = Some(v)),
             "action" => choice::<Action>(&at, value).map(|v| f.action = Some(v)),
             "log_format" => choice::<LogFormat>(&at, value).map(|v| f.log_format = Some(v)),
+            "log_group" => log_group(&at, value).map(|v| f.log_group = Some(v)),
             "resync_interval" => duration(
                 &at,
                 value,
@@ -190,6 +192,15 @@ fn duration(at: &str, v: Value, expected: &str) -> Result<String, String> {
         Value::Integer(i) => Ok(i.to_string()),
         Value::Float(x) => Ok(x.to_string()),
         other => Err(mismatch(at, expected, &other)),
+    }
+}
+
+/// An NFLOG group number or `"off"`, as text (checked later with the flag's rules).
+fn log_group(at: &str, v: Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        Value::Integer(i) => Ok(i.to_string()),
+        other => Err(mismatch(at, "an NFLOG group number 0..65535 or \"off\"", &other)),
     }
 }
 
@@ -342,7 +353,17 @@ mod tests {
         let e = err("backend = [\"nftables\"]\n");
         assert!(e.contains("\"iptables-legacy\"") && e.ends_with("found a list"), "{e}");
         let e = err("action = true\n");
-        assert!(e.contains("one of \"reject\", \"drop\""), "{e}");
+        assert!(e.contains("one of \"reject\", \"drop\", \"audit\""), "{e}");
+        let e = err("log_group = true\n");
+        assert_eq!(
+            e,
+            "log_group in /etc/g.toml: expected an NFLOG group number 0..65535 or \"off\", found the boolean true"
+        );
+        assert_eq!(parse("log_group = 7\n").unwrap().log_group.as_deref(), Some("7"));
+        assert_eq!(
+            parse("log_group = \"off\"\n").unwrap().log_group.as_deref(),
+            Some("off")
+        );
         let e = err("log_format = 1.5\n");
         assert!(e.contains("\"json\"") && e.ends_with("found the number 1.5"), "{e}");
     }

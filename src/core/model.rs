@@ -4,6 +4,7 @@
 //! the renderers only translate them into nft or iptables syntax.
 
 use super::address::Endpoint;
+use super::attempt_log::LOG_PREFIX;
 use super::policy::{Action, Hook, Policy};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
@@ -73,7 +74,38 @@ pub enum Verdict {
     /// Answer with ICMP "administratively prohibited".
     IcmpProhibited,
     Drop,
+    /// No verdict: count the packet and let it go on (`--action audit`).
+    Count,
+    /// No verdict: copy the packet's headers to NFLOG `group`, at most
+    /// `METER` per source address; the rule after it (same match) decides.
+    /// `audit`: that rule only counts.
+    Log {
+        group: u16,
+        audit: bool,
+    },
 }
+
+/// The per-source limit of the log rules, kept by the kernel: a dynamic set
+/// of source addresses per family (nft `update @attempts_v4 { ip saddr limit
+/// ... }`, iptables `-m hashlimit --hashlimit-mode srcip`), so one flooding
+/// pod uses up its own allowance and never another pod's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meter {
+    /// Logged packets per second per source.
+    pub rate: u64,
+    pub burst: u32,
+    /// A source not seen this long is forgotten.
+    pub timeout_secs: u64,
+    /// Sources remembered at most (beyond it, new sources are not logged; the block is unaffected).
+    pub size: u32,
+}
+
+pub const METER: Meter = Meter {
+    rate: 10,
+    burst: 20,
+    timeout_secs: 60,
+    size: 65535,
+};
 
 /// One abstract rule, before any backend syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,22 +118,42 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Stable name, used as the nftables rule comment and in drift reports.
+    /// Stable name, used as the nftables rule comment and in drift reports:
+    /// `exempt-v4`, `block-tcp-port-v4`, `audit-tcp-port-v4` (`--action
+    /// audit`), `log-block-tcp-port-v4` (the log rule before it).
     pub fn name(&self) -> String {
         let what = match (self.target, self.tcp_only) {
-            (Target::Exempt, _) => "exempt",
-            (Target::ApiPort, _) => "block-tcp-port",
-            (Target::ApiAny, true) => "block-tcp",
-            (Target::ApiAny, false) => "block-all",
-            (Target::LocalPort, _) => "block-local-port",
-            (Target::LocalPortLinkLocal, _) => return "block-local-port-link-local".to_string(),
+            (Target::Exempt, _) => return format!("exempt-{}", self.family.suffix()),
+            (Target::ApiPort, _) => "tcp-port",
+            (Target::ApiAny, true) => "tcp",
+            (Target::ApiAny, false) => "all",
+            (Target::LocalPort, _) => "local-port",
+            (Target::LocalPortLinkLocal, _) => "local-port-link-local",
         };
-        format!("{what}-{}", self.family.suffix())
+        let what = match self.target {
+            Target::LocalPortLinkLocal => what.to_string(),
+            _ => format!("{what}-{}", self.family.suffix()),
+        };
+        match self.verdict {
+            Verdict::Count => format!("audit-{what}"),
+            Verdict::Log { audit: true, .. } => format!("log-audit-{what}"),
+            Verdict::Log { audit: false, .. } => format!("log-block-{what}"),
+            _ => format!("block-{what}"),
+        }
     }
 
-    /// Whether the rule's counter counts blocked packets (metrics).
+    /// Whether the rule counts the packets it matches (blocked or audited; metrics).
     pub fn blocks(&self) -> bool {
-        self.target != Target::Exempt
+        !matches!(self.verdict, Verdict::Return | Verdict::Log { .. })
+    }
+
+    /// The NFLOG prefix of a log rule: [`LOG_PREFIX`] and the name of the
+    /// rule it precedes (`apiserver-guard:block-tcp-port-v4`).
+    pub fn log_prefix(&self) -> Option<String> {
+        match self.verdict {
+            Verdict::Log { .. } => Some(format!("{LOG_PREFIX}{}", &self.name()["log-".len()..])),
+            _ => None,
+        }
     }
 }
 
@@ -128,6 +180,8 @@ pub struct Blocklist {
     pub local_ports: Vec<u16>,
     /// Keep the exempt set and rule even when empty (see `Policy::dynamic_exempt`).
     pub dynamic_exempt: bool,
+    /// NFLOG group of the log rules; None: no log rules.
+    pub log_group: Option<u16>,
     pub families: Vec<(Family, FamilyAddrs)>,
 }
 
@@ -161,13 +215,16 @@ impl Blocklist {
             action: policy.action,
             local_ports,
             dynamic_exempt: policy.dynamic_exempt,
+            log_group: policy.log_group,
             families,
         }
     }
 
     /// The ordered rules of every family: exemptions first, then blocks;
     /// last, with an apiserver on this node, the link-local rule (IPv6
-    /// whatever families the policy has).
+    /// whatever families the policy has). With a log group, every block
+    /// (or audit) rule follows a log rule of the same match: the block is
+    /// its own rule and never depends on the log path.
     pub fn rules(&self) -> Vec<Rule> {
         let mut rules: Vec<Rule> = self
             .families
@@ -179,13 +236,32 @@ impl Blocklist {
                 family: Family::V6,
                 target: Target::LocalPortLinkLocal,
                 tcp_only: true,
-                verdict: match self.action {
-                    Action::Reject => Verdict::TcpReset,
-                    Action::Drop => Verdict::Drop,
-                },
+                verdict: verdicts(self.action).0,
             });
         }
+        let Some(group) = self.log_group else { return rules };
+        let audit = self.action == Action::Audit;
         rules
+            .into_iter()
+            .flat_map(|r| {
+                let log = r.blocks().then_some(Rule {
+                    verdict: Verdict::Log { group, audit },
+                    ..r
+                });
+                log.into_iter().chain(std::iter::once(r))
+            })
+            .collect()
+    }
+
+    /// The families with log rules (each has its meter).
+    pub fn logged_families(&self) -> Vec<Family> {
+        self.rules()
+            .iter()
+            .filter(|r| matches!(r.verdict, Verdict::Log { .. }))
+            .map(|r| r.family)
+            .collect::<BTreeSet<Family>>()
+            .into_iter()
+            .collect()
     }
 
     pub fn addrs(&self, fam: Family) -> Option<&FamilyAddrs> {
@@ -228,6 +304,15 @@ pub fn local_apiservers(apiservers: &[Endpoint], local: &[IpAddr]) -> Vec<Endpoi
         .collect()
 }
 
+/// The verdicts of the TCP rules and of the others for an action.
+fn verdicts(action: Action) -> (Verdict, Verdict) {
+    match action {
+        Action::Reject => (Verdict::TcpReset, Verdict::IcmpProhibited),
+        Action::Drop => (Verdict::Drop, Verdict::Drop),
+        Action::Audit => (Verdict::Count, Verdict::Count),
+    }
+}
+
 fn family_rules(family: Family, addrs: &FamilyAddrs, b: &Blocklist) -> Vec<Rule> {
     let (action, dynamic_exempt) = (b.action, b.dynamic_exempt);
     let rule = |target, tcp_only, verdict| Rule {
@@ -240,10 +325,7 @@ fn family_rules(family: Family, addrs: &FamilyAddrs, b: &Blocklist) -> Vec<Rule>
     if !addrs.exempt.is_empty() || dynamic_exempt {
         rules.push(rule(Target::Exempt, false, Verdict::Return));
     }
-    let (tcp_verdict, other_verdict) = match action {
-        Action::Reject => (Verdict::TcpReset, Verdict::IcmpProhibited),
-        Action::Drop => (Verdict::Drop, Verdict::Drop),
-    };
+    let (tcp_verdict, other_verdict) = verdicts(action);
     if !addrs.api_ports.is_empty() {
         rules.push(rule(Target::ApiPort, true, tcp_verdict));
     }
@@ -276,6 +358,7 @@ pub(crate) mod tests {
             backend: BackendChoice::Auto,
             local_apiservers: Vec::new(),
             dynamic_exempt: false,
+            log_group: None,
             origins: Default::default(),
         }
     }
@@ -392,6 +475,95 @@ pub(crate) mod tests {
         assert_eq!(names(&p), vec!["block-tcp-port-v4"]);
         p.dynamic_exempt = true;
         assert_eq!(names(&p), vec!["exempt-v4", "block-tcp-port-v4"]);
+    }
+
+    #[test]
+    fn every_blocking_rule_follows_its_log_rule_and_off_means_none() {
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            &["10.0.9.0/24"],
+            &["192.168.0.1:443", "192.168.0.2"],
+            Mode::Both,
+            Action::Reject,
+        );
+        p.log_group = Some(1443);
+        let rules = Blocklist::from_policy(&p).rules();
+        let names: Vec<String> = rules.iter().map(Rule::name).collect();
+        assert_eq!(
+            names,
+            [
+                "exempt-v4",
+                "log-block-tcp-port-v4",
+                "block-tcp-port-v4",
+                "log-block-tcp-v4",
+                "block-tcp-v4",
+                "log-block-all-v4",
+                "block-all-v4"
+            ]
+        );
+        // Same match as the rule it precedes; the blocking rule itself is unchanged.
+        for pair in rules[1..].chunks(2) {
+            assert_eq!((pair[0].target, pair[0].tcp_only), (pair[1].target, pair[1].tcp_only));
+            assert_eq!(
+                pair[0].log_prefix().unwrap(),
+                format!("apiserver-guard:{}", pair[1].name())
+            );
+            assert!(pair[1].log_prefix().is_none() && pair[1].blocks() && !pair[0].blocks());
+        }
+        p.log_group = None;
+        assert!(Blocklist::from_policy(&p)
+            .rules()
+            .iter()
+            .all(|r| !matches!(r.verdict, Verdict::Log { .. })));
+    }
+
+    #[test]
+    fn audit_counts_instead_of_blocking_and_logs_as_audit() {
+        let mut p = policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &["10.0.9.0/24"],
+            &["192.168.0.1:443", "192.168.0.2", "[fd01::1]:6443"],
+            Mode::Both,
+            Action::Audit,
+        );
+        p.local_apiservers = p.apiservers[2..].to_vec();
+        p.log_group = Some(5);
+        let b = Blocklist::from_policy(&p);
+        let names: Vec<String> = b.rules().iter().map(Rule::name).collect();
+        assert_eq!(
+            names,
+            [
+                "exempt-v4",
+                "log-audit-tcp-port-v4",
+                "audit-tcp-port-v4",
+                "log-audit-all-v4",
+                "audit-all-v4",
+                "log-audit-local-port-v4",
+                "audit-local-port-v4",
+                "log-audit-tcp-port-v6",
+                "audit-tcp-port-v6",
+                "log-audit-local-port-v6",
+                "audit-local-port-v6",
+                "log-audit-local-port-link-local",
+                "audit-local-port-link-local"
+            ]
+        );
+        for r in b.rules() {
+            match r.verdict {
+                Verdict::Return | Verdict::Count => {}
+                Verdict::Log { group, audit } => {
+                    assert!(audit && group == 5);
+                    let prefix = r.log_prefix().unwrap();
+                    let (rule, action) = crate::core::attempt_log::parse_prefix(&prefix).unwrap();
+                    assert_eq!(
+                        (rule.starts_with("audit-"), action),
+                        (true, crate::core::attempt_log::AttemptAction::Audited)
+                    );
+                }
+                v => panic!("audit blocks nothing, got {v:?} in {}", r.name()),
+            }
+        }
+        assert_eq!(b.logged_families(), vec![Family::V4, Family::V6]);
     }
 
     #[test]

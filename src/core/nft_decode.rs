@@ -10,7 +10,7 @@
 
 use super::nft_model::*;
 use super::nft_wire::*;
-use netlink_packet_core::{DefaultNla, Nla, NLA_TYPE_MASK};
+use netlink_packet_core::{DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, NLA_TYPE_MASK};
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, Immediate, ListAttribute, Lookup, Meta,
     NfTablesMessage, Payload, RuleAttribute, SetAttribute, SetDescription, SetElementAttribute, SetElementList,
@@ -79,7 +79,13 @@ pub fn from_dump(d: &TableDump) -> Result<TableModel, String> {
             .sets
             .get_mut(&name)
             .ok_or_else(|| format!("elements of set {name}, which the dump does not have"))?;
-        set.elements.extend(elems.into_iter().collect::<Result<Vec<_>, _>>()?);
+        let elems = elems.into_iter().collect::<Result<Vec<_>, _>>()?;
+        if set.flags & SET_F_EVAL != 0 {
+            // Added by the packet path (the meter's sources): state, not identity.
+            set.learned.0.extend(elems);
+        } else {
+            set.elements.extend(elems);
+        }
     }
     for m in &d.chains {
         let NfTablesMessage::NewChain(m) = m else {
@@ -125,13 +131,7 @@ fn raw<T: Nla>(a: &T) -> RawAttr {
 
 fn decode_set(attrs: &[SetAttribute]) -> Result<(String, SetModel), String> {
     let (mut name, mut key_type, mut key_len) = (None, None, None);
-    let mut set = SetModel {
-        key: KeyType::Other { type_id: 0, len: 0 },
-        flags: 0,
-        userdata: Vec::new(),
-        elements: Default::default(),
-        unknown: Vec::new(),
-    };
+    let mut set = SetModel::new(KeyType::Other { type_id: 0, len: 0 }, 0, Vec::new(), Default::default());
     for a in attrs {
         match a {
             SetAttribute::Name(n) => name = Some(n.clone()),
@@ -139,8 +139,18 @@ fn decode_set(attrs: &[SetAttribute]) -> Result<(String, SetModel), String> {
             SetAttribute::KeyType(k) => key_type = Some(*k),
             SetAttribute::KeyLen(l) => key_len = Some(*l),
             SetAttribute::UserData(u) => set.userdata = u.clone(),
-            // An empty description is what the kernel reports for ours.
-            SetAttribute::Description(d) if d.iter().all(|x| matches!(x, SetDescription::Unspec)) => {}
+            SetAttribute::Timeout(ms) => set.timeout_ms = *ms,
+            // An empty description is what the kernel reports for ours, or just the size.
+            SetAttribute::Description(d)
+                if d.iter()
+                    .all(|x| matches!(x, SetDescription::Unspec | SetDescription::Size(_))) =>
+            {
+                for x in d {
+                    if let SetDescription::Size(n) = x {
+                        set.size = *n;
+                    }
+                }
+            }
             SetAttribute::Table(_)
             | SetAttribute::Handle(_)
             | SetAttribute::Type(_)
@@ -402,10 +412,109 @@ fn typed_expr(d: &Expressions) -> Option<Expr> {
                     flags: be_u32(a[2].as_deref()?)?,
                 }
             }
+            "dynset" => {
+                let a = by_kind(
+                    attributes,
+                    &[
+                        NFTA_DYNSET_SREG_KEY,
+                        NFTA_DYNSET_OP,
+                        NFTA_DYNSET_SET_NAME,
+                        NFTA_DYNSET_SET_ID,
+                        NFTA_DYNSET_TIMEOUT,
+                        NFTA_DYNSET_EXPR,
+                        NFTA_DYNSET_FLAGS,
+                        NFTA_DYNSET_PAD,
+                        NFTA_DYNSET_EXPRESSIONS,
+                    ],
+                )?;
+                let exprs = match (&a[5], &a[8]) {
+                    (None, None) => Vec::new(),
+                    (Some(one), None) => vec![nested_expr(one)?],
+                    (None, Some(list)) => nested_list(list)?,
+                    (Some(_), Some(_)) => return None,
+                };
+                Expr::Dynset {
+                    sreg_key: be_u32(a[0].as_deref()?)?,
+                    op: be_u32(a[1].as_deref()?)?,
+                    set: c_string(a[2].as_deref()?)?,
+                    timeout_ms: a[4].as_deref().map_or(Some(0), be_u64)?,
+                    flags: a[6].as_deref().map_or(Some(0), be_u32)?,
+                    exprs,
+                }
+            }
+            "limit" => {
+                let a = by_kind(
+                    attributes,
+                    &[
+                        NFTA_LIMIT_RATE,
+                        NFTA_LIMIT_UNIT,
+                        NFTA_LIMIT_BURST,
+                        NFTA_LIMIT_TYPE,
+                        NFTA_LIMIT_FLAGS,
+                        NFTA_LIMIT_PAD,
+                    ],
+                )?;
+                Expr::Limit {
+                    rate: be_u64(a[0].as_deref()?)?,
+                    unit_secs: be_u64(a[1].as_deref()?)?,
+                    burst: be_u32(a[2].as_deref()?)?,
+                    kind: be_u32(a[3].as_deref()?)?,
+                    flags: be_u32(a[4].as_deref()?)?,
+                }
+            }
+            "log" => {
+                // Level, flags or a queue threshold make it another log: raw.
+                let a = by_kind(attributes, &[NFTA_LOG_PREFIX, NFTA_LOG_GROUP, NFTA_LOG_SNAPLEN])?;
+                let group = match a[1].as_deref()? {
+                    [h, l] => u16::from_be_bytes([*h, *l]),
+                    _ => return None,
+                };
+                Expr::Log {
+                    prefix: c_string(a[0].as_deref()?)?,
+                    group,
+                    snaplen: a[2].as_deref().map_or(Some(0), be_u32)?,
+                }
+            }
             _ => return None,
         },
         _ => return None,
     })
+}
+
+/// A NUL-terminated string attribute.
+fn c_string(v: &[u8]) -> Option<String> {
+    let text = v.strip_suffix(&[0])?;
+    (!text.contains(&0)).then(|| String::from_utf8(text.to_vec()).ok())?
+}
+
+/// One expression nested in another (dynset's `expr`: name and data attributes).
+fn nested_expr(value: &[u8]) -> Option<Expr> {
+    // Framed as the list element the crate parses expressions from.
+    let len = 4 + value.len();
+    let mut buf = Vec::with_capacity(len.div_ceil(4) * 4);
+    buf.extend((len as u16).to_ne_bytes());
+    buf.extend((1u16 | netlink_packet_core::NLA_F_NESTED).to_ne_bytes());
+    buf.extend(value);
+    buf.resize(len.div_ceil(4) * 4, 0);
+    let l = ListAttribute::<ExpressionAttribute>::parse(&NlaBuffer::new(&buf)).ok()?;
+    match decode_expr(&l) {
+        Expr::Raw { .. } => None,
+        e => Some(e),
+    }
+}
+
+/// A list of nested expressions (`NFTA_DYNSET_EXPRESSIONS`).
+fn nested_list(value: &[u8]) -> Option<Vec<Expr>> {
+    NlasIterator::new(value)
+        .map(|nla| {
+            let nla = nla.ok()?;
+            let l = ListAttribute::<ExpressionAttribute>::parse(&nla).ok()?;
+            match decode_expr(&l) {
+                Expr::Raw { .. } => None,
+                e => Some(e),
+            }
+        })
+        .collect()
 }
 
 fn decode_verdict(attrs: &[VerdictAttribute]) -> Option<Verdict> {

@@ -5,7 +5,8 @@
 //! hook gets its base chain with one `jump guard`. Which rules exist is
 //! decided in `model.rs` only; this file translates.
 
-use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict};
+use super::attempt_log::LOG_SNAPLEN;
+use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict, METER};
 use super::nft_model::*;
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -18,6 +19,9 @@ pub const TABLE_COMMENT: &str = "managed by apiserver-guard; edits are reverted"
 pub const LOCAL_PORTS_SET: &str = "local_ports";
 /// IPv6 link-local sources (`fe80::/10`), for the link-local rule of a local apiserver.
 pub const LINK_LOCAL_SET: &str = "link_local_v6";
+/// The meter of the log rules: `attempts_v4` / `attempts_v6`, one element
+/// per source address seen, each with its own limit.
+pub const ATTEMPTS_SET: &str = "attempts";
 const LINK_LOCAL_V6: &str = super::render_iptables::LINK_LOCAL_V6;
 
 /// What a correctly installed table holds for `b` (table flags 0: the
@@ -88,13 +92,7 @@ fn addr_key(fam: Family) -> KeyType {
 /// The set a rule of family `fam` references by `name`, filled from `b`.
 fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
     let a = b.addrs(fam).cloned().unwrap_or_default();
-    let plain = |key: KeyType, elements: BTreeSet<Element>| SetModel {
-        userdata: set_udata(&key),
-        key,
-        flags: 0,
-        elements,
-        unknown: Vec::new(),
-    };
+    let plain = |key: KeyType, elements: BTreeSet<Element>| SetModel::new(key.clone(), 0, set_udata(&key), elements);
     let interval = |nets: &[IpNet]| SetModel {
         flags: SET_F_INTERVAL,
         ..plain(addr_key(fam), interval_elements(nets))
@@ -111,6 +109,12 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         "sources" => interval(&a.sources),
         "link_local" => interval(&[LINK_LOCAL_V6.parse().expect("a valid constant")]),
         "exempt" => interval(&a.exempt),
+        ATTEMPTS_SET => SetModel {
+            flags: SET_F_EVAL | SET_F_TIMEOUT,
+            timeout_ms: METER.timeout_secs * 1000,
+            size: METER.size,
+            ..plain(addr_key(fam), BTreeSet::new())
+        },
         "api_port" => plain(
             KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
             a.api_ports
@@ -313,10 +317,38 @@ pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
             sets.push(LOCAL_PORTS_SET.to_string());
         }
     }
+    if let RuleVerdict::Log { group, .. } = r.verdict {
+        // The meter, keyed on the source address: over its limit the rule stops here.
+        let meter = set_name(ATTEMPTS_SET, r.family);
+        e.push(payload(PAYLOAD_NETWORK, saddr, alen, REG_1));
+        e.push(Expr::Dynset {
+            op: DYNSET_OP_UPDATE,
+            set: meter.clone(),
+            sreg_key: REG_1,
+            timeout_ms: 0,
+            flags: 0,
+            exprs: vec![Expr::Limit {
+                rate: METER.rate,
+                unit_secs: 1,
+                burst: METER.burst,
+                kind: LIMIT_PKTS,
+                flags: 0,
+            }],
+        });
+        sets.push(meter);
+        e.push(Expr::Counter(Tally::default()));
+        e.push(Expr::Log {
+            prefix: r.log_prefix().expect("a log rule has a prefix"),
+            group,
+            snaplen: LOG_SNAPLEN,
+        });
+        return (e, sets);
+    }
     if r.blocks() {
         e.push(Expr::Counter(Tally::default()));
     }
     e.push(match r.verdict {
+        RuleVerdict::Count | RuleVerdict::Log { .. } => return (e, sets),
         RuleVerdict::Return => Expr::Immediate {
             dreg: REG_VERDICT,
             verdict: Verdict::Return,

@@ -278,3 +278,101 @@ fn interval_elements_are_starts_and_ends_after_a_zero_end() {
         ]
     );
 }
+
+#[test]
+fn log_rule_v4_meters_per_source_then_counts_and_logs() {
+    // ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 update @attempts_v4 { ip saddr limit rate
+    // 10/second burst 20 packets } counter log prefix "apiserver-guard:block-tcp-port-v4" group 1443 snaplen 96
+    let log = RuleVerdict::Log {
+        group: 1443,
+        audit: false,
+    };
+    golden(
+        rule(Family::V4, Target::ApiPort, true, log),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 4b @ network header + 16 => reg 1 ]
+         [ payload load 2b @ transport header + 2 => reg 9 ]
+         [ lookup reg 1 set api_port_v4 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ dynset update reg_key 1 set attempts_v4 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
+    );
+    // userdata = { \x00\x16log-block-tcp-port-v4\x00 }
+    assert_eq!(
+        comment_udata(&rule(Family::V4, Target::ApiPort, true, log).name()),
+        b"\x00\x16log-block-tcp-port-v4\x00"
+    );
+}
+
+#[test]
+fn log_rule_link_local_keys_the_v6_meter_on_the_16_byte_source() {
+    golden(
+        rule(
+            Family::V6,
+            Target::LocalPortLinkLocal,
+            true,
+            RuleVerdict::Log {
+                group: 1443,
+                audit: false,
+            },
+        ),
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x0000000a ]
+         [ payload load 16b @ network header + 8 => reg 1 ]
+         [ lookup reg 1 set link_local_v6 ]
+         [ fib saddr type => reg 1 ]
+         [ cmp neq reg 1 0x00000002 ]
+         [ fib daddr type => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 2b @ transport header + 2 => reg 1 ]
+         [ lookup reg 1 set local_ports ]
+         [ payload load 16b @ network header + 8 => reg 1 ]
+         [ dynset update reg_key 1 set attempts_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-local-port-link-local group 1443 snaplen 96 qthreshold 0 ]",
+    );
+}
+
+#[test]
+fn audit_rule_counts_without_a_verdict() {
+    // ip saddr @sources_v4 ip daddr @api_any_v4 counter comment "audit-all-v4"
+    let r = rule(Family::V4, Target::ApiAny, false, RuleVerdict::Count);
+    golden(
+        r,
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ payload load 4b @ network header + 16 => reg 1 ]
+         [ lookup reg 1 set api_any_v4 ]
+         [ counter pkts 0 bytes 0 ]",
+    );
+    // userdata = { \x00\x0daudit-all-v4\x00 }
+    assert_eq!(comment_udata(&r.name()), b"\x00\x0daudit-all-v4\x00");
+}
+
+#[test]
+fn the_meter_is_a_dynamic_timeout_set_per_logged_family_and_absent_without_logging() {
+    let mut p = policy(&["10.0.0.0/16"], &[], &["192.168.0.1:443"], Mode::Both, Action::Reject);
+    assert!(!desired(&Blocklist::from_policy(&p)).sets.contains_key("attempts_v4"));
+    p.log_group = Some(7);
+    let t = desired(&Blocklist::from_policy(&p));
+    let m = &t.sets["attempts_v4"];
+    assert_eq!(m.flags, SET_F_EVAL | SET_F_TIMEOUT);
+    assert_eq!((m.timeout_ms, m.size), (60_000, 65535));
+    assert!(m.elements.is_empty());
+    assert!(!t.sets.contains_key("attempts_v6"), "no v6 rules, no v6 meter");
+    let text = crate::core::nft_text::render(&t);
+    assert!(
+        text.contains("\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 1m\n"),
+        "{text}"
+    );
+}

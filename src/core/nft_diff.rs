@@ -3,10 +3,11 @@
 //! (key, flags, userdata, elements added or missing), chains (hook, type,
 //! priority, policy) and rules (changed statements, negated matches, moved,
 //! missing, extra rules with our comment, foreign rules). Counter values
-//! never count as a difference.
+//! and the elements the kernel adds to a dynamic set (the log rules' meter)
+//! never count as a difference; the meter's key, flags, timeout and size do.
 
 use super::nft_model::*;
-use super::nft_stmt::{hex, raw_text, rule_text, statements, Stmt};
+use super::nft_stmt::{duration_text, hex, raw_text, rule_text, statements, Stmt};
 use super::nft_text::{element_texts, hook_name, policy_text, priority_text, set_flags_text, table_flags_text};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -114,6 +115,17 @@ fn set_differences(obj: &str, w: &SetModel, g: &SetModel, push: &mut impl FnMut(
             obj,
             format!("userdata 0x{} instead of 0x{}", hex(&g.userdata), hex(&w.userdata)),
         );
+    }
+    if w.timeout_ms != g.timeout_ms {
+        let t = |ms: u64| if ms == 0 { "none".to_string() } else { duration_text(ms) };
+        push(
+            obj,
+            format!("timeout {} instead of {}", t(g.timeout_ms), t(w.timeout_ms)),
+        );
+    }
+    if w.size != g.size {
+        let n = |s: u32| if s == 0 { "none".to_string() } else { s.to_string() };
+        push(obj, format!("size {} instead of {}", n(g.size), n(w.size)));
     }
     if w.unknown != g.unknown {
         push(obj, unknown_change(&w.unknown, &g.unknown));

@@ -222,3 +222,85 @@ fn unknown_attributes_and_raw_expressions_are_differences() {
         "{d:#?}"
     );
 }
+
+fn logged() -> TableModel {
+    let mut p = policy(
+        &["10.0.0.0/16"],
+        &[],
+        &["192.168.0.10:5443"],
+        Mode::Tunnel,
+        Action::Reject,
+    );
+    p.log_group = Some(1443);
+    desired(&Blocklist::from_policy(&p))
+}
+
+fn logged_diff(tamper: impl FnOnce(&mut TableModel)) -> Vec<String> {
+    let w = logged();
+    let mut g = w.clone();
+    tamper(&mut g);
+    differences(&w, &g).iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn sources_the_kernel_adds_to_the_meter_are_no_difference() {
+    let d = logged_diff(|t| {
+        let m = t.sets.get_mut("attempts_v4").unwrap();
+        m.learned.0.insert(Element {
+            key: vec![10, 0, 1, 2],
+            flags: 0,
+            unknown: vec![RawAttr {
+                kind: 4,
+                value: vec![0; 8],
+            }],
+        });
+    });
+    assert!(d.is_empty(), "{d:?}");
+    let w = logged();
+    let mut g = w.clone();
+    g.sets.get_mut("attempts_v4").unwrap().learned.0.insert(Element {
+        key: vec![10, 0, 1, 3],
+        flags: 0,
+        unknown: vec![],
+    });
+    assert_eq!(
+        crate::core::nft_plan::plan(&w, Some(&g)).kind,
+        crate::core::nft_plan::PlanKind::Nothing
+    );
+}
+
+#[test]
+fn the_meter_shape_and_the_log_statement_are_differences() {
+    let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().timeout_ms = 3_600_000);
+    assert_eq!(d, ["set attempts_v4: timeout 1h instead of 1m"]);
+    let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().size = 10);
+    assert_eq!(d, ["set attempts_v4: size 10 instead of 65535"]);
+    let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().flags = SET_F_TIMEOUT);
+    assert_eq!(d, ["set attempts_v4: flags: dynamic missing"]);
+    let d = logged_diff(|t| {
+        for e in &mut guard(t)[0].exprs {
+            if let Expr::Log { group, .. } = e {
+                *group = 5;
+            }
+        }
+    });
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].contains("log-block-tcp-port-v4") && d[0].contains("group 5") && d[0].contains("group 1443"),
+        "{d:?}"
+    );
+    let d = logged_diff(|t| {
+        for e in &mut guard(t)[0].exprs {
+            if let Expr::Dynset { exprs, .. } = e {
+                exprs[0] = Expr::Limit {
+                    rate: 1000,
+                    unit_secs: 1,
+                    burst: 20,
+                    kind: LIMIT_PKTS,
+                    flags: 0,
+                };
+            }
+        }
+    });
+    assert!(d.len() == 1 && d[0].contains("limit rate 1000/second"), "{d:?}");
+}

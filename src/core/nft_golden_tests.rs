@@ -54,8 +54,21 @@ pub(crate) fn shapes() -> Vec<(&'static str, Blocklist)> {
     dynamic.dynamic_exempt = true;
     let mut local_v4 = policy(&["10.0.0.0/8"], &[], &["192.168.0.10"], Mode::Both, Action::Reject);
     local_v4.local_apiservers = vec![crate::core::address::parse_endpoint("192.168.0.10:6443").unwrap()];
+    let mut v4_logged = v4.clone();
+    v4_logged.log_group = Some(crate::core::attempt_log::DEFAULT_LOG_GROUP);
+    v4_logged.local_apiservers = vec![crate::core::address::parse_endpoint("192.168.0.10:5443").unwrap()];
+    let mut dual_audit = policy(
+        &["10.0.0.0/16", "fd00::/48"],
+        &["fd00:0:0:9::/64"],
+        &["192.168.0.10:5443", "192.168.0.11", "[fd01::1]:443", "fd01::2"],
+        Mode::Both,
+        Action::Audit,
+    );
+    dual_audit.log_group = Some(2);
     vec![
         ("v4_full", Blocklist::from_policy(&v4)),
+        ("v4_logged", Blocklist::from_policy(&v4_logged)),
+        ("dual_audit_logged", Blocklist::from_policy(&dual_audit)),
         ("v6_input_local_ports", Blocklist::from_policy(&v6_input)),
         ("dual_drop", Blocklist::from_policy(&dual_drop)),
         ("dynamic_exempt", Blocklist::from_policy(&dynamic)),

@@ -35,6 +35,8 @@ pub const SET_F_CONSTANT: u32 = 0x2;
 pub const SET_F_INTERVAL: u32 = 0x4;
 pub const SET_F_MAP: u32 = 0x8;
 pub const SET_F_TIMEOUT: u32 = 0x10;
+/// `flags dynamic`: the packet path adds elements (`update @set`).
+pub const SET_F_EVAL: u32 = 0x20;
 pub const SET_F_CONCAT: u32 = 0x80;
 pub const ELEM_F_INTERVAL_END: u32 = 0x1;
 
@@ -72,6 +74,10 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const REJECT_TCP_RST: u32 = 1;
 pub const REJECT_ICMPX_UNREACH: u32 = 2;
 pub const ICMPX_ADMIN_PROHIBITED: u8 = 3;
+/// `NFT_DYNSET_OP_UPDATE`: add the key, or refresh its timeout.
+pub const DYNSET_OP_UPDATE: u32 = 1;
+/// `NFT_LIMIT_PKTS`.
+pub const LIMIT_PKTS: u32 = 0;
 
 /// `NFTNL_UDATA_*_COMMENT` of tables and rules in nft's userdata TLVs.
 pub const UDATA_COMMENT: u8 = 0;
@@ -130,9 +136,45 @@ pub struct SetModel {
     pub flags: u32,
     /// NFTA_SET_USERDATA (nft records the key byte order and typeof there).
     pub userdata: Vec<u8>,
+    /// NFTA_SET_TIMEOUT in milliseconds (0: none).
+    pub timeout_ms: u64,
+    /// NFTA_SET_DESC_SIZE, the most elements it holds (0: not given).
+    pub size: u32,
     pub elements: BTreeSet<Element>,
+    /// Elements the kernel added to a dynamic set (`SET_F_EVAL`) at run time:
+    /// read back, but state, not identity.
+    pub learned: Learned,
     pub unknown: Vec<RawAttr>,
 }
+
+impl SetModel {
+    /// A set of `key` with these flags and elements, nothing else.
+    pub fn new(key: KeyType, flags: u32, userdata: Vec<u8>, elements: BTreeSet<Element>) -> SetModel {
+        SetModel {
+            key,
+            flags,
+            userdata,
+            timeout_ms: 0,
+            size: 0,
+            elements,
+            learned: Learned::default(),
+            unknown: Vec::new(),
+        }
+    }
+}
+
+/// The elements of a dynamic set as read back: equal to any other (the
+/// kernel adds and expires them as packets come; they never make two
+/// models differ).
+#[derive(Debug, Clone, Default)]
+pub struct Learned(pub BTreeSet<Element>);
+
+impl PartialEq for Learned {
+    fn eq(&self, _: &Learned) -> bool {
+        true
+    }
+}
+impl Eq for Learned {}
 
 /// Hook, priority and policy of a base chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +271,31 @@ pub enum Expr {
     Immediate {
         dreg: u32,
         verdict: Verdict,
+    },
+    /// `update @set { <key in sreg_key> <exprs> }`: adds the key to a
+    /// dynamic set or refreshes it; the rule stops when an embedded
+    /// expression (a limit) says so. `timeout_ms` and `flags` are 0 in ours.
+    Dynset {
+        op: u32,
+        set: String,
+        sreg_key: u32,
+        timeout_ms: u64,
+        flags: u32,
+        exprs: Vec<Expr>,
+    },
+    /// `limit rate R/unit burst B packets`: `unit_secs` seconds per `rate`.
+    Limit {
+        rate: u64,
+        unit_secs: u64,
+        burst: u32,
+        kind: u32,
+        flags: u32,
+    },
+    /// `log prefix "..." group G snaplen N` (NFLOG; `snaplen` 0: not given).
+    Log {
+        prefix: String,
+        group: u16,
+        snaplen: u32,
     },
     /// An expression this model does not know, or a known one with
     /// attributes it does not know: its name and every attribute as bytes.

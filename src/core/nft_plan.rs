@@ -163,9 +163,14 @@ fn chains_and_rules(want: &TableModel) -> Vec<Op> {
     ops
 }
 
-/// Whether an existing set can stay (same key, flags, userdata and attributes).
+/// Whether an existing set can stay (same key, flags, userdata, timeout, size and attributes).
 fn set_keeps(want: &SetModel, got: &SetModel) -> bool {
-    want.key == got.key && want.flags == got.flags && want.userdata == got.userdata && want.unknown == got.unknown
+    want.key == got.key
+        && want.flags == got.flags
+        && want.userdata == got.userdata
+        && want.timeout_ms == got.timeout_ms
+        && want.size == got.size
+        && want.unknown == got.unknown
 }
 
 /// Whether an existing chain can stay: same type, hook and priority (the
@@ -294,13 +299,7 @@ pub fn messages(ops: &[Op]) -> Vec<NfTablesMessage> {
 
 /// A set holding just `elements` (the element encoder needs only those).
 fn with_elements(elements: &BTreeSet<Element>) -> SetModel {
-    SetModel {
-        key: KeyType::Other { type_id: 0, len: 0 },
-        flags: 0,
-        userdata: Vec::new(),
-        elements: elements.clone(),
-        unknown: Vec::new(),
-    }
+    SetModel::new(KeyType::Other { type_id: 0, len: 0 }, 0, Vec::new(), elements.clone())
 }
 
 #[cfg(test)]

@@ -79,6 +79,32 @@ pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
                 pending.clear();
                 out.push(s);
             }
+            Expr::Dynset {
+                op,
+                set,
+                sreg_key,
+                timeout_ms,
+                flags: 0,
+                exprs: inner,
+            } if pending.len() == 1 && pending[0].reg == *sreg_key => {
+                let l = pending.remove(0);
+                let verb = match *op {
+                    0 => "add".to_string(),
+                    DYNSET_OP_UPDATE => "update".to_string(),
+                    2 => "delete".to_string(),
+                    n => format!("op{n}"),
+                };
+                let mut parts = vec![l.name.clone()];
+                if *timeout_ms != 0 {
+                    parts.push(format!("timeout {}", duration_text(*timeout_ms)));
+                }
+                parts.extend(inner.iter().map(other_text));
+                out.push(Stmt {
+                    text: format!("{verb} @{set} {{ {} }}", parts.join(" ")),
+                    exprs: (l.at, i),
+                    matches: None,
+                });
+            }
             _ => {
                 flush_raw(&mut out, exprs, &mut pending);
                 out.push(single(other_text(e), i));
@@ -280,8 +306,64 @@ fn other_text(e: &Expr) -> String {
             dreg: REG_VERDICT,
             verdict,
         } => verdict_text(verdict),
+        Expr::Limit {
+            rate,
+            unit_secs,
+            burst,
+            kind: LIMIT_PKTS,
+            flags: 0,
+        } => {
+            // nft leaves out its default burst of 5 packets.
+            let burst = match burst {
+                0 | 5 => String::new(),
+                b => format!(" burst {b} packets"),
+            };
+            format!("limit rate {rate}/{}{burst}", unit_text(*unit_secs))
+        }
+        Expr::Log { prefix, group, snaplen } => {
+            let snaplen = if *snaplen != 0 {
+                format!(" snaplen {snaplen}")
+            } else {
+                String::new()
+            };
+            format!("log prefix \"{prefix}\" group {group}{snaplen}")
+        }
         _ => raw_text(e),
     }
+}
+
+/// A limit's unit as nft names it (`second`, `minute`...).
+fn unit_text(secs: u64) -> String {
+    match secs {
+        1 => "second".into(),
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86400 => "day".into(),
+        604800 => "week".into(),
+        n => format!("{n} seconds"),
+    }
+}
+
+/// Milliseconds as nft prints a time (`1m`, `1h30m`, `500ms`).
+pub fn duration_text(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut rest = ms;
+    let mut out = String::new();
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= len {
+            out.push_str(&format!("{}{unit}", rest / len));
+            rest %= len;
+        }
+    }
+    out
 }
 
 /// An expression as `nft --debug=netlink` prints it (`[ ... ]`).
@@ -350,6 +432,50 @@ pub fn raw_text(e: &Expr) -> String {
                 v => verdict_text(v),
             };
             format!("immediate reg {dreg} {v}")
+        }
+        Expr::Dynset {
+            op,
+            set,
+            sreg_key,
+            timeout_ms,
+            flags,
+            exprs,
+        } => {
+            let verb = ["add", "update", "delete"]
+                .get(*op as usize)
+                .copied()
+                .unwrap_or("unknown");
+            let mut s = format!("dynset {verb} reg_key {sreg_key} set {set}");
+            if *timeout_ms != 0 {
+                s.push_str(&format!(" timeout {timeout_ms}ms"));
+            }
+            for e in exprs {
+                s.push_str(&format!(" expr {}", raw_text(e)));
+            }
+            if *flags != 0 {
+                s.push_str(&format!(" flags 0x{flags:x}"));
+            }
+            s
+        }
+        Expr::Limit {
+            rate,
+            unit_secs,
+            burst,
+            kind,
+            flags,
+        } => {
+            let kind = match *kind {
+                LIMIT_PKTS => "packets".to_string(),
+                1 => "bytes".to_string(),
+                k => k.to_string(),
+            };
+            format!(
+                "limit rate {rate}/{} burst {burst} type {kind} flags 0x{flags:x}",
+                unit_text(*unit_secs)
+            )
+        }
+        Expr::Log { prefix, group, snaplen } => {
+            format!("log prefix {prefix} group {group} snaplen {snaplen} qthreshold 0")
         }
         Expr::Raw { name, attrs } => {
             let a: Vec<String> = attrs

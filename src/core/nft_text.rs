@@ -5,10 +5,12 @@
 //! elements describe, in ascending order. Counters are printed with their
 //! values; element lists are on one line (nft wraps long ones: compare with
 //! whitespace normalised), and nft prints the elements of a hash set (not
-//! interval) in the kernel's hash order: compare those as sets.
+//! interval) in the kernel's hash order: compare those as sets. The
+//! elements the kernel adds to a dynamic set (the meter of the log rules)
+//! are state and not printed: nft lists them, with their timers.
 
 use super::nft_model::*;
-use super::nft_stmt::{hex, rule_text};
+use super::nft_stmt::{duration_text, hex, rule_text};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -62,6 +64,7 @@ pub fn table_flags_text(flags: u32) -> String {
 pub fn set_flags_text(flags: u32) -> String {
     let names = [
         (SET_F_CONSTANT, "constant"),
+        (SET_F_EVAL, "dynamic"),
         (SET_F_INTERVAL, "interval"),
         (SET_F_TIMEOUT, "timeout"),
         (SET_F_MAP, "map"),
@@ -81,8 +84,14 @@ pub fn set_flags_text(flags: u32) -> String {
 
 fn set_text(name: &str, set: &SetModel) -> String {
     let mut s = format!("\tset {name} {{\n\t\ttype {}\n", set.key.name());
+    if set.size != 0 {
+        let _ = writeln!(s, "\t\tsize {}", set.size);
+    }
     if set.flags != 0 {
         let _ = writeln!(s, "\t\tflags {}", set_flags_text(set.flags));
+    }
+    if set.timeout_ms != 0 {
+        let _ = writeln!(s, "\t\ttimeout {}", duration_text(set.timeout_ms));
     }
     let elems = element_texts(set);
     if !elems.is_empty() {
@@ -271,13 +280,7 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let set = SetModel {
-            key: KeyType::Ipv4Addr,
-            flags: SET_F_INTERVAL,
-            userdata: vec![],
-            elements: interval_elements(&nets),
-            unknown: vec![],
-        };
+        let set = SetModel::new(KeyType::Ipv4Addr, SET_F_INTERVAL, vec![], interval_elements(&nets));
         assert_eq!(
             element_texts(&set),
             ["0.0.0.0/8", "10.0.1.0/24", "10.0.2.0/24", "10.9.9.9", "255.0.0.0/8"]

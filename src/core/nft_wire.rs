@@ -2,17 +2,18 @@
 //! order and encoding `nft` uses (checked against `nft --debug=mnl`):
 //! NEWTABLE, every NEWSET with its NEWSETELEM, every NEWCHAIN, then the
 //! rules chain by chain. Expressions the crate does not model (counter,
-//! reject, fib) go through its raw expression variant, big-endian like the
+//! reject, fib, dynset with its nested limit, log) go through its raw
+//! expression variant, big-endian like the
 //! kernel's netlink policy wants. The caller frames them in a batch (family
 //! `inet`) and adds whatever flushes or deletes its plan needs first.
 
 use super::nft_model::*;
-use netlink_packet_core::DefaultNla;
+use netlink_packet_core::{DefaultNla, Nla, NLA_F_NESTED};
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, HookNumber, Immediate,
     InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
-    RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage, SetFlags,
-    SetMessage, TableAttribute, TableFlags, TableMessage, Verdict as NlVerdict, VerdictAttribute,
+    RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
+    SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict as NlVerdict, VerdictAttribute,
 };
 
 /// Counter, reject and fib attribute numbers (`NFTA_COUNTER_*`, ...).
@@ -23,6 +24,24 @@ pub const NFTA_REJECT_ICMP_CODE: u16 = 2;
 pub const NFTA_FIB_DREG: u16 = 1;
 pub const NFTA_FIB_RESULT: u16 = 2;
 pub const NFTA_FIB_FLAGS: u16 = 3;
+pub const NFTA_DYNSET_SET_NAME: u16 = 1;
+pub const NFTA_DYNSET_SET_ID: u16 = 2;
+pub const NFTA_DYNSET_OP: u16 = 3;
+pub const NFTA_DYNSET_SREG_KEY: u16 = 4;
+pub const NFTA_DYNSET_TIMEOUT: u16 = 6;
+pub const NFTA_DYNSET_EXPR: u16 = 7;
+pub const NFTA_DYNSET_PAD: u16 = 8;
+pub const NFTA_DYNSET_FLAGS: u16 = 9;
+pub const NFTA_DYNSET_EXPRESSIONS: u16 = 10;
+pub const NFTA_LIMIT_RATE: u16 = 1;
+pub const NFTA_LIMIT_UNIT: u16 = 2;
+pub const NFTA_LIMIT_BURST: u16 = 3;
+pub const NFTA_LIMIT_TYPE: u16 = 4;
+pub const NFTA_LIMIT_FLAGS: u16 = 5;
+pub const NFTA_LIMIT_PAD: u16 = 6;
+pub const NFTA_LOG_GROUP: u16 = 1;
+pub const NFTA_LOG_PREFIX: u16 = 2;
+pub const NFTA_LOG_SNAPLEN: u16 = 3;
 
 /// The messages that create `t` from nothing (inside one batch).
 pub fn messages(t: &TableModel) -> Vec<NfTablesMessage> {
@@ -110,6 +129,12 @@ pub fn set_message(name: &str, set: &SetModel, id: u32) -> NfTablesMessage {
         SetAttribute::KeyLen(set.key.key_len()),
         SetAttribute::Id(id),
     ];
+    if set.size != 0 {
+        attributes.push(SetAttribute::Description(vec![SetDescription::Size(set.size)]));
+    }
+    if set.timeout_ms != 0 {
+        attributes.push(SetAttribute::Timeout(set.timeout_ms));
+    }
     if !set.userdata.is_empty() {
         attributes.push(SetAttribute::UserData(set.userdata.clone()));
     }
@@ -183,6 +208,31 @@ fn u32_be(kind: u16, v: u32) -> DefaultNla {
     DefaultNla::new(kind, v.to_be_bytes().to_vec())
 }
 
+fn u64_be(kind: u16, v: u64) -> DefaultNla {
+    DefaultNla::new(kind, v.to_be_bytes().to_vec())
+}
+
+/// A NUL-terminated string attribute.
+fn string(kind: u16, s: &str) -> DefaultNla {
+    DefaultNla::new(kind, s.bytes().chain(std::iter::once(0)).collect())
+}
+
+/// An expression nested in another (dynset's `expr`): its name and data attributes.
+fn nested_expression(kind: u16, e: &Expr) -> DefaultNla {
+    let l = expression(e);
+    let mut value = vec![0; l.value_len()];
+    l.emit_value(&mut value);
+    DefaultNla::new(kind | NLA_F_NESTED, value)
+}
+
+/// A list of expressions (`NFTA_DYNSET_EXPRESSIONS`): one list element each.
+fn nested_expressions(kind: u16, exprs: &[Expr]) -> DefaultNla {
+    let list: Vec<ListAttribute<ExpressionAttribute>> = exprs.iter().map(expression).collect();
+    let mut value = vec![0; netlink_packet_core::Emitable::buffer_len(&list.as_slice())];
+    netlink_packet_core::Emitable::emit(&list.as_slice(), &mut value);
+    DefaultNla::new(kind | NLA_F_NESTED, value)
+}
+
 fn other(name: &str, attributes: Vec<DefaultNla>) -> ListAttribute<ExpressionAttribute> {
     Expressions::Other {
         expression_type: name.to_string(),
@@ -253,6 +303,58 @@ pub fn expression(e: &Expr) -> ListAttribute<ExpressionAttribute> {
                 Immediate::Data(DataAttribute::Verdict(v)),
             ])
             .into()
+        }
+        Expr::Dynset {
+            op,
+            set,
+            sreg_key,
+            timeout_ms,
+            flags,
+            exprs,
+        } => {
+            let mut attrs = vec![
+                u32_be(NFTA_DYNSET_SREG_KEY, *sreg_key),
+                u32_be(NFTA_DYNSET_OP, *op),
+                string(NFTA_DYNSET_SET_NAME, set),
+            ];
+            if *timeout_ms != 0 {
+                attrs.push(u64_be(NFTA_DYNSET_TIMEOUT, *timeout_ms));
+            }
+            match exprs.as_slice() {
+                [] => {}
+                [one] => attrs.push(nested_expression(NFTA_DYNSET_EXPR, one)),
+                many => attrs.push(nested_expressions(NFTA_DYNSET_EXPRESSIONS, many)),
+            }
+            if *flags != 0 {
+                attrs.push(u32_be(NFTA_DYNSET_FLAGS, *flags));
+            }
+            other("dynset", attrs)
+        }
+        Expr::Limit {
+            rate,
+            unit_secs,
+            burst,
+            kind,
+            flags,
+        } => other(
+            "limit",
+            vec![
+                u64_be(NFTA_LIMIT_RATE, *rate),
+                u64_be(NFTA_LIMIT_UNIT, *unit_secs),
+                u32_be(NFTA_LIMIT_BURST, *burst),
+                u32_be(NFTA_LIMIT_TYPE, *kind),
+                u32_be(NFTA_LIMIT_FLAGS, *flags),
+            ],
+        ),
+        Expr::Log { prefix, group, snaplen } => {
+            let mut attrs = vec![
+                string(NFTA_LOG_PREFIX, prefix),
+                DefaultNla::new(NFTA_LOG_GROUP, group.to_be_bytes().to_vec()),
+            ];
+            if *snaplen != 0 {
+                attrs.push(u32_be(NFTA_LOG_SNAPLEN, *snaplen));
+            }
+            other("log", attrs)
         }
         Expr::Raw { name, attrs } => other(
             name,

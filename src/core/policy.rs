@@ -66,6 +66,7 @@ impl Action {
         match self {
             Action::Reject => "reject",
             Action::Drop => "drop",
+            Action::Audit => "audit",
         }
     }
 }
@@ -78,6 +79,8 @@ pub enum Action {
     Reject,
     /// Silently drop (clients wait for their timeout).
     Drop,
+    /// Block nothing: count and log what would be blocked (roll-out).
+    Audit,
 }
 
 /// Which firewall to program.
@@ -135,6 +138,8 @@ pub struct Policy {
     /// keep its set and rule even while it is empty, so a change is an
     /// element update and never a rule change.
     pub dynamic_exempt: bool,
+    /// NFLOG group the log rules copy each attempt to; None: no log rules.
+    pub log_group: Option<u16>,
     /// Where the lists came from, for validation messages.
     pub origins: Origins,
 }

@@ -3,8 +3,9 @@
 //! compare) and `iptables-restore --noflush` payloads that install, move or
 //! remove our jumps in one transaction per address family.
 
+use super::attempt_log::LOG_SNAPLEN;
 use super::iptables_state::IptObserved;
-use super::model::{Blocklist, Family, Rule, Target, Verdict};
+use super::model::{Blocklist, Family, Rule, Target, Verdict, METER};
 use super::policy::Hook;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -27,20 +28,52 @@ fn host(ip: &IpAddr) -> String {
     IpNet::from(*ip).to_string()
 }
 
-fn verdict_spec(v: Verdict, fam: Family) -> &'static str {
-    match (v, fam) {
-        (Verdict::Return, _) => "-j RETURN",
-        (Verdict::TcpReset, _) => "-j REJECT --reject-with tcp-reset",
-        (Verdict::IcmpProhibited, Family::V4) => "-j REJECT --reject-with icmp-admin-prohibited",
-        (Verdict::IcmpProhibited, Family::V6) => "-j REJECT --reject-with icmp6-adm-prohibited",
-        (Verdict::Drop, _) => "-j DROP",
-    }
+/// Name of the hashlimit table of the log rules (one per family, in
+/// /proc/net/ipt_hashlimit/ and ip6t_hashlimit/): the per-source meter.
+pub const METER_NAME: &str = "apiserver-guard";
+
+/// What follows the match of a rule, as `iptables -S` prints it: the log
+/// rules' per-source limit, the comment, the target (none for an audit rule:
+/// it only counts).
+fn action_spec(r: &Rule) -> String {
+    let target = match (r.verdict, r.family) {
+        (Verdict::Return, _) => " -j RETURN".to_string(),
+        (Verdict::TcpReset, _) => " -j REJECT --reject-with tcp-reset".into(),
+        (Verdict::IcmpProhibited, Family::V4) => " -j REJECT --reject-with icmp-admin-prohibited".into(),
+        (Verdict::IcmpProhibited, Family::V6) => " -j REJECT --reject-with icmp6-adm-prohibited".into(),
+        (Verdict::Drop, _) => " -j DROP".into(),
+        (Verdict::Count, _) => String::new(),
+        (Verdict::Log { group, .. }, _) => {
+            // iptables-save leaves out group 0.
+            let group = if group != 0 {
+                format!(" --nflog-group {group}")
+            } else {
+                String::new()
+            };
+            format!(
+                " -j NFLOG --nflog-prefix \"{}\"{group} --nflog-size {LOG_SNAPLEN}",
+                r.log_prefix().expect("a log rule has a prefix")
+            )
+        }
+    };
+    let meter = match r.verdict {
+        Verdict::Log { .. } => format!(
+            "-m hashlimit --hashlimit-upto {}/sec --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {METER_NAME} \
+             --hashlimit-htable-max {} --hashlimit-htable-expire {} ",
+            METER.rate,
+            METER.burst,
+            METER.size,
+            METER.timeout_secs * 1000
+        ),
+        _ => String::new(),
+    };
+    format!("{meter}-m comment --comment {COMMENT}{target}")
 }
 
 /// Expands one abstract rule over the addresses (iptables has no sets here:
 /// one line per source and destination).
 fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
-    let tail = format!("-m comment --comment {COMMENT} {}", verdict_spec(r.verdict, r.family));
+    let tail = action_spec(r);
     // Every local address on a local apiserver's port, from the given sources.
     let tail = tail.as_str();
     let local_port_lines = |sources: &[String]| -> Vec<String> {
@@ -389,5 +422,41 @@ mod tests {
             jump_line(Hook::Output),
             "-A OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD"
         );
+    }
+
+    #[test]
+    fn log_rules_meter_per_source_then_nflog_and_audit_rules_have_no_target() {
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.10:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        p.log_group = Some(1443);
+        let d = desired(&Blocklist::from_policy(&p), Family::V4).unwrap();
+        assert_eq!(
+            d.rules,
+            [
+                "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m hashlimit \
+                 --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard \
+                 --hashlimit-htable-max 65535 --hashlimit-htable-expire 60000 -m comment --comment apiserver-guard \
+                 -j NFLOG --nflog-prefix \"apiserver-guard:block-tcp-port-v4\" --nflog-group 1443 --nflog-size 96",
+                "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m comment \
+                 --comment apiserver-guard -j REJECT --reject-with tcp-reset",
+            ]
+        );
+        p.action = Action::Audit;
+        p.log_group = Some(0);
+        let d = desired(&Blocklist::from_policy(&p), Family::V4).unwrap();
+        // iptables-save leaves out group 0.
+        assert!(d.rules[0].ends_with("-j NFLOG --nflog-prefix \"apiserver-guard:audit-tcp-port-v4\" --nflog-size 96"));
+        assert!(
+            d.rules[1].ends_with("--dport 5443 -m comment --comment apiserver-guard"),
+            "{}",
+            d.rules[1]
+        );
+        p.log_group = None;
+        assert_eq!(desired(&Blocklist::from_policy(&p), Family::V4).unwrap().rules.len(), 1);
     }
 }

@@ -172,6 +172,7 @@ mod tests {
             backend: BackendChoice::Auto,
             local_apiservers: Vec::new(),
             dynamic_exempt: false,
+            log_group: None,
             origins: Default::default(),
         }
     }

@@ -114,6 +114,7 @@ pub fn not_ours(outcome: &Outcome, action: Action, counter: &CounterEvidence) ->
     let who = match action {
         Action::Reject => "a foreign rule or the apiserver itself refused",
         Action::Drop => "a foreign rule or the network dropped it",
+        Action::Audit => "action audit blocks nothing, so a foreign rule or the network did",
     };
     format!(
         "{}, but not by our rule: {}; {who}",
@@ -137,6 +138,7 @@ pub fn our_answer(action: Action) -> &'static str {
     match action {
         Action::Reject => "action reject answers the connection attempt with a TCP reset (refused)",
         Action::Drop => "action drop leaves it unanswered (timed out)",
+        Action::Audit => "action audit lets it through and only counts and logs it",
     }
 }
 

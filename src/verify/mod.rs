@@ -713,6 +713,7 @@ mod tests {
             backend: BackendChoice::Auto,
             local_apiservers: Vec::new(),
             dynamic_exempt: false,
+            log_group: None,
             origins: Default::default(),
         }
     }

@@ -12,13 +12,14 @@ use super::netns::Netns;
 
 /// Every environment variable the binary reads; unset for each run so the
 /// host's environment cannot leak into a test.
-pub const GUARD_ENV_VARS: [&str; 21] = [
+pub const GUARD_ENV_VARS: [&str; 22] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
     "APISERVER_GUARD_BACKEND",
     "APISERVER_GUARD_EXEMPT",
     "APISERVER_GUARD_ACTION",
+    "APISERVER_GUARD_LOG_GROUP",
     "APISERVER_GUARD_CONFIG",
     // Daemon and discovery settings: every command validates them when given.
     "APISERVER_GUARD_RESYNC_INTERVAL",
@@ -257,6 +258,8 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
         "{\"apiservers\": [\"192.168.50.99:5443\"], \"pod_cidrs\": [], \"allowed\": {}}\n",
     );
     let not_kubeconfig = dir.file("not-a-kubeconfig", "clusters: 7\n");
+    let big_log_group = dir.file("big-log-group.toml", "log_group = 70000\n");
+    let bool_log_group = dir.file("bool-log-group.toml", "log_group = true\n");
     let b = |name: &str, overrides: Overrides, expect: &[&str]| build(name, backend, &empty, overrides, &[], expect);
     let be = |name: &str, overrides: Overrides, env: &[(&str, &str)], expect: &[&str]| {
         build(name, backend, &empty, overrides, env, expect)
@@ -473,6 +476,35 @@ pub fn bad_cases(dir: &TempDir, backend: &str) -> Vec<BadCase> {
             "--action accept",
             &[("--action", Some("accept"))],
             &["invalid value 'accept'", "--action"],
+        ),
+        b(
+            "--log-group 70000",
+            &[("--log-group", Some("70000"))],
+            &["--log-group: '70000' is not an NFLOG group", "0..65535", "'off'"],
+        ),
+        b(
+            "--log-group on",
+            &[("--log-group", Some("on"))],
+            &["--log-group: 'on' is not an NFLOG group"],
+        ),
+        be(
+            "APISERVER_GUARD_LOG_GROUP=65536",
+            &[],
+            &[("APISERVER_GUARD_LOG_GROUP", "65536")],
+            &["APISERVER_GUARD_LOG_GROUP: '65536' is not an NFLOG group"],
+        )
+        .without(&["--log-group:"]),
+        b(
+            "config with log_group 70000",
+            &[("--config", Some(big_log_group.as_str()))],
+            &[&format!("log_group in {big_log_group}: '70000' is not an NFLOG group")],
+        ),
+        b(
+            "config with a boolean log_group",
+            &[("--config", Some(bool_log_group.as_str()))],
+            &[&format!(
+                "log_group in {bool_log_group}: expected an NFLOG group number 0..65535 or \"off\", found the boolean true"
+            )],
         ),
         be(
             "APISERVER_GUARD_MODE=overlay",

@@ -33,13 +33,14 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const REPAIR_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Variables that could change the daemon's behaviour behind the test's back.
-pub const DAEMON_ENV: [&str; 24] = [
+pub const DAEMON_ENV: [&str; 25] = [
     "APISERVER_GUARD_CONTAINER_CIDR",
     "APISERVER_GUARD_APISERVER",
     "APISERVER_GUARD_MODE",
     "APISERVER_GUARD_BACKEND",
     "APISERVER_GUARD_EXEMPT",
     "APISERVER_GUARD_ACTION",
+    "APISERVER_GUARD_LOG_GROUP",
     "APISERVER_GUARD_CONFIG",
     "APISERVER_GUARD_RESYNC_INTERVAL",
     "APISERVER_GUARD_LISTEN",

@@ -21,6 +21,7 @@ mod guard;
 pub mod guard_cases;
 mod listener;
 mod netns;
+pub mod nflog_probe;
 mod preflight;
 mod process;
 mod server;
