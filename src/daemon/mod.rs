@@ -335,9 +335,10 @@ impl Daemon {
         Ok(exit::OK)
     }
 
-    /// The NFLOG group whose attempts the daemon reads (None: not read).
+    /// The NFLOG group whose attempts the daemon reads: the one the policy's
+    /// log rules write to (None: `--log-group off`, nothing to read).
     fn log_group(&self) -> Option<u16> {
-        Some(crate::core::attempt_log::DEFAULT_LOG_GROUP)
+        self.rec.policy.log_group
     }
 
     fn spawn_monitor(&self, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {
@@ -538,6 +539,9 @@ impl Daemon {
             _ => base.clone(),
         });
         let blocklist = checked(&policy, true)?;
+        if policy.log_group != self.rec.policy.log_group {
+            log::warn!("log_group changes reach the rules now and the attempts reader at the next restart");
+        }
         if settings.table_ownership != self.settings.table_ownership {
             log::warn!("table_ownership changes take effect at the next restart");
         }
