@@ -2,10 +2,11 @@
 //! test's node namespace and reports each attempt in its log, `/attempts`,
 //! `apiserver-guard attempts` (text and JSON) and `/metrics`.
 //!
-//! The log rules of the block are not installed by the daemon yet (another
-//! change adds them), so each test adds its own, in a table of its own
-//! (`inet test_log`, forward hook before ours), once the daemon is ready,
-//! with our prefix `apiserver-guard:<rule>` and the group 1443. Also: a flood
+//! The daemon's own log rules (group 1443, metered per source) report the
+//! TCP attempts; where a test needs what our rules do not log (UDP to every
+//! port, to fill the table; somebody else's prefix in our group) it adds a
+//! rule in a table of its own (`inet test_log`, forward hook before ours),
+//! once the daemon is ready. Also: a flood
 //! from one source does not hide a single attempt from another and the table
 //! stays within its cap; a packet with a foreign prefix is ignored and
 //! counted; a group held by another process is reported (log, metric,
@@ -29,8 +30,10 @@ const BOUND: &str = "apiserver_guard_attempt_log_bound";
 const POD_ALT_V4: &str = "10.0.0.5";
 /// Liveness deadline for an attempt to show.
 const SHOW_DEADLINE: Duration = Duration::from_secs(5);
-/// Logged packets per second and source in the flood test's rule.
-const PER_SOURCE_RATE: u64 = 100;
+/// Logged packets per second and source: the daemon's own log rules.
+const PER_SOURCE_RATE: u64 = apiserver_guard::core::model::METER.rate;
+/// Their burst.
+const PER_SOURCE_BURST: u64 = apiserver_guard::core::model::METER.burst as u64;
 
 fn policy() -> GuardPolicy {
     GuardPolicy::new(
@@ -43,9 +46,8 @@ fn policy() -> GuardPolicy {
 
 /// Our own log rules, in a table of the test's, evaluated before the block.
 fn add_log_rules(node: &Netns, rules: &[String]) {
-    let mut text = String::from(
-        "table inet test_log {\n set per_source { type ipv4_addr; flags dynamic,timeout; timeout 1m; size 65535; }\n chain log_forward {\n  type filter hook forward priority -10;\n",
-    );
+    let mut text =
+        String::from("table inet test_log {\n chain log_forward {\n  type filter hook forward priority -10;\n");
     for r in rules {
         text.push_str(&format!("  {r}\n"));
     }
@@ -114,14 +116,6 @@ fn a_blocked_attempt_shows_in_the_log_the_page_the_command_and_the_metric() {
     add_log_rules(
         node,
         &[
-            log_rule(
-                &format!("ip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4} tcp dport {API_PORT}"),
-                "apiserver-guard:block-tcp-port-v4",
-            ),
-            log_rule(
-                &format!("ip6 saddr {CONTAINER_CIDR_V6} ip6 daddr {API_V6} tcp dport {API_PORT}"),
-                "apiserver-guard:block-tcp-port-v6",
-            ),
             // Same group, somebody else's prefix: not ours, never an attempt.
             log_rule(&format!("ip daddr {OTHER_V4}"), "other-agent:drop"),
         ],
@@ -242,14 +236,6 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     add_log_rules(
         node,
         &[
-            // Rate-limited per source, as the block's own log rules are: a
-            // flooding source spends its own budget, never another's.
-            log_rule(
-                &format!(
-                    "ip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4} tcp dport {API_PORT} add @per_source {{ ip saddr limit rate {PER_SOURCE_RATE}/second burst 20 packets }}"
-                ),
-                "apiserver-guard:block-tcp-port-v4",
-            ),
             // Every UDP port of the apiserver: one row per port, to fill the table.
             log_rule(
                 &format!("ip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4} meta l4proto udp"),
@@ -329,12 +315,12 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     );
     assert!(made > 1000, "the flood made only {made} connects");
     // The kernel let through its per-source budget; all of it was read.
-    let budget = 20 + PER_SOURCE_RATE * (flood.as_secs() + 2);
+    let budget = PER_SOURCE_BURST + PER_SOURCE_RATE * (flood.as_secs() + 2);
     assert!(
         reported <= budget,
         "{reported} reported, over the kernel's budget {budget}"
     );
-    assert!(reported >= PER_SOURCE_RATE, "only {reported} of the flood reported");
+    assert!(reported >= PER_SOURCE_BURST, "only {reported} of the flood reported");
     assert_eq!(overflows, 0.0, "a rate-limited flood overflowed the socket");
     let lines = daemon.log().matches("blocked attempt: ").count();
     assert!(lines < 4096, "new-key log lines are rate limited: {lines}");
@@ -443,13 +429,6 @@ fn a_group_held_by_another_process_is_reported_and_taken_once_free() {
         SHOW_DEADLINE,
     );
     eprintln!("group taken {:.1} s after it was freed", took.as_secs_f64());
-    add_log_rules(
-        node,
-        &[log_rule(
-            &format!("ip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4}"),
-            "apiserver-guard:block-tcp-port-v4",
-        )],
-    );
     assert_refused(&curl(&topo.pod, API_V4, API_PORT, 5), "pod -> API_V4");
     wait_row(node, &daemon, POD_V4, API_V4, API_PORT, "tcp");
 }

@@ -5,8 +5,9 @@
 //! blocking, and flushes are still repaired; SIGTERM is honoured within a
 //! second even while a firewall tool hangs, and a tool that hangs is killed
 //! at its timeout so repairs go on; a second daemon in the same network
-//! namespace refuses to start, naming the first, and changes nothing, while an
-//! unprivileged squatter on the daemon's instance socket cannot stop the block.
+//! namespace refuses to start, naming the first, and changes nothing, while a
+//! squatter on the daemon's instance socket (unprivileged, or root but not a
+//! daemon) cannot stop the block.
 
 mod common;
 
@@ -317,42 +318,45 @@ fn a_hung_firewall_tool_is_killed_at_its_timeout_and_repairs_go_on() {
 }
 
 #[test]
-fn an_unprivileged_squatter_on_the_instance_socket_cannot_stop_the_block() {
+fn a_squatter_on_the_instance_socket_cannot_stop_the_block() {
     if !can_run() {
         return;
     }
-    let topo = Topology::new();
     // perl is in every Debian base system (perl-base), and uid 65534 may run it.
     let squat = r#"socket(S,PF_UNIX,SOCK_STREAM,0) or die; bind(S, pack_sockaddr_un("\0apiserver-guard/daemon")) or die "bind: $!"; listen(S,1); sleep 60"#;
-    topo.node.spawn(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "perl",
-        "-MSocket",
-        "-e",
-        squat,
-    ]);
-    let t = Instant::now();
-    while !topo.node.run_ok(&["ss", "-xlH"]).contains("@apiserver-guard/daemon") {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the squatter never bound the name"
+    let unprivileged: &[&str] = &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    // Who squats, and what the daemon's log must say about it: an unprivileged
+    // process, and a root process that is not an apiserver-guard daemon.
+    let cases: [(&[&str], &[&str]); 2] = [
+        (unprivileged, &["held by an unprivileged process", "uid 65534"]),
+        (&[], &["held by process perl", "perl"]),
+    ];
+    for (prefix, says) in cases {
+        let topo = Topology::new();
+        let mut argv: Vec<&str> = prefix.to_vec();
+        argv.extend(["perl", "-MSocket", "-e", squat]);
+        topo.node.spawn(&argv);
+        let t = Instant::now();
+        while !topo.node.run_ok(&["ss", "-xlH"]).contains("@apiserver-guard/daemon") {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the squatter never bound the name"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let d = Daemon::spawn(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]));
+        d.wait_ready();
+        assert_refused_fast(
+            &topo.pod,
+            None,
+            API_V4,
+            API_PORT,
+            "block installed despite the squatter",
         );
-        thread::sleep(Duration::from_millis(20));
+        let log = d.log();
+        for s in says {
+            assert!(log.contains(s), "{s}: {log}");
+        }
+        assert_stops_promptly(&d, "with a squatter");
     }
-    let d = Daemon::spawn(&topo.node, &daemon_args(&tunnel_v4(Backend::Nftables), &[]));
-    d.wait_ready();
-    assert_refused_fast(
-        &topo.pod,
-        None,
-        API_V4,
-        API_PORT,
-        "block installed despite the squatter",
-    );
-    let log = d.log();
-    assert!(log.contains("held by an unprivileged process"), "{log}");
-    assert!(log.contains("uid 65534"), "{log}");
-    assert_stops_promptly(&d, "with a squatter");
 }

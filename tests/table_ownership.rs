@@ -315,7 +315,11 @@ fn ownership_off_keeps_an_ordinary_table_that_the_daemon_repairs() {
             Some((k, v)) => Daemon::spawn_with_env(node, &args, &[(k, v)]),
         };
         d.wait_ready();
-        assert!(d.log().contains("table ownership off"), "{name}: {}", d.log());
+        assert!(
+            d.log().contains("table ownership: off (--table-ownership off)"),
+            "{name}: {}",
+            d.log()
+        );
         assert!(!owned_by_a_process(node), "{name}: {}", our_table(node));
         let (s, _) = wait_metrics(node, "metrics up", |s| sample(s, OWNED, &[]).is_some(), REPAIR_DEADLINE);
         assert_eq!(sample(&s, OWNED, &[]), Some(0.0), "{name}");

@@ -65,6 +65,8 @@ impl Seen {
 #[derive(Default)]
 pub struct Nftables {
     sock: OnceLock<NfnlSocket>,
+    /// See [`Nftables::own_twin`].
+    own_twin: OnceLock<String>,
     /// Set once by `take_ownership` (the daemon); one-shot commands are visitors.
     keeper: OnceLock<Keeper>,
     support: OnceLock<KernelSupport>,
@@ -261,9 +263,21 @@ impl Nftables {
         Ok(fixed || own)
     }
 
-    /// This socket's twin name, used while another process holds [`TWIN_NAME`].
+    /// This backend's own twin name, used while another process holds
+    /// [`TWIN_NAME`]: a random suffix drawn once, so a squatter cannot hold it
+    /// in advance (a port id or pid could be guessed). Such a twin always
+    /// carries the owner flag (a squatter implies a kernel with it), so it
+    /// never outlives us and nothing needs to find it by name later.
     fn own_twin(&self) -> Result<String> {
-        Ok(format!("{TWIN_NAME}_{}", self.sock()?.port_id()))
+        use std::hash::{BuildHasher, Hasher};
+        Ok(self
+            .own_twin
+            .get_or_init(|| {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(std::process::id());
+                format!("{TWIN_NAME}_{:016x}", h.finish())
+            })
+            .clone())
     }
 
     /// Deletes twin `name` unless another live socket owns it.

@@ -85,25 +85,22 @@ pub fn decide(setting: TableOwnership, support: KernelSupport) -> (Keeper, Strin
     match (setting, support.owner, support.persist) {
         (TableOwnership::Off, ..) => (
             Keeper::Visitor,
-            format!("table ownership off (--table-ownership off): the table is an ordinary one; {OFF}"),
+            format!("off (--table-ownership off): the table is an ordinary one; {OFF}"),
         ),
         (_, false, _) => (
             Keeper::Visitor,
-            format!("this kernel cannot own tables (the owner flag needs Linux 5.12): {OFF}"),
+            format!("off: this kernel cannot own tables (the owner flag needs Linux 5.12); {OFF}"),
         ),
         (_, true, false) => (
             Keeper::Visitor,
             format!(
-                "this kernel has the owner flag but not persist (Linux 6.9): an owned table would be \
+                "off: this kernel has the owner flag but not persist (Linux 6.9): an owned table would be \
                  deleted when the daemon dies, so it is not owned; {OFF}"
             ),
         ),
         (_, true, true) => (
             Keeper::Owner,
-            "the table is owned by this daemon's netlink socket (flags owner, persist): no other \
-             process can change or delete it, nft flush ruleset skips it, and it stays in place if \
-             the daemon stops"
-                .to_string(),
+            "on: the kernel can hold the table for this daemon's netlink socket (flags owner, persist)".to_string(),
         ),
     }
 }

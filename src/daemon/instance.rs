@@ -71,9 +71,9 @@ pub fn acquire() -> Result<InstanceLock> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             let holder = who_holds(&addr);
-            if holder.uid.is_some_and(|uid| uid != 0) {
+            if let Some(what) = holder.not_a_daemon() {
                 log::error!(
-                    "the daemon's instance socket @{} is held by an unprivileged process ({}): it is not an \
+                    "the daemon's instance socket @{} is held by {what} ({}): it is not an \
                      apiserver-guard daemon. Enforcing anyway, without the guard against a second daemon; \
                      find and stop that process",
                     String::from_utf8_lossy(NAME),
@@ -103,15 +103,35 @@ pub fn acquire() -> Result<InstanceLock> {
 struct Holder {
     pid: Option<i32>,
     uid: Option<u32>,
+    /// `/proc/PID/comm`, where visible.
+    comm: Option<String>,
     answer: String,
 }
 
+/// The command name of our daemon (`/proc/PID/comm`, 15 characters at most).
+const DAEMON_COMM: &str = "apiserver-guard";
+
 impl Holder {
-    /// "pid N, uid U, started as ..." for messages.
+    /// Why the holder cannot be an apiserver-guard daemon (which always runs
+    /// as root under its own name), or None when it may be one.
+    fn not_a_daemon(&self) -> Option<String> {
+        if self.uid.is_some_and(|uid| uid != 0) {
+            return Some("an unprivileged process".to_string());
+        }
+        match &self.comm {
+            Some(c) if c != DAEMON_COMM => Some(format!("process {c}")),
+            _ => None,
+        }
+    }
+
+    /// "pid N (comm), uid U, started as ..." for messages.
     fn describe(&self) -> String {
-        let mut parts = vec![self
-            .pid
-            .map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"))];
+        let pid = match (self.pid, &self.comm) {
+            (Some(p), Some(c)) => format!("pid {p}, {c}"),
+            (Some(p), None) => format!("pid {p}"),
+            (None, _) => "pid unknown".to_string(),
+        };
+        let mut parts = vec![pid];
         if let Some(uid) = self.uid.filter(|u| *u != 0) {
             parts.push(format!("uid {uid}"));
         }
@@ -128,6 +148,7 @@ fn who_holds(addr: &SocketAddr) -> Holder {
         return Holder {
             pid: None,
             uid: None,
+            comm: None,
             answer: "it did not answer".to_string(),
         };
     };
@@ -144,9 +165,15 @@ fn who_holds(addr: &SocketAddr) -> Holder {
         .filter(|c| !c.is_control())
         .take(512)
         .collect();
+    let pid = cred.map(|c| c.pid).filter(|p| *p > 0);
+    let comm = pid
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
     Holder {
-        pid: cred.map(|c| c.pid).filter(|p| *p > 0),
+        pid,
         uid: cred.map(|c| c.uid),
+        comm,
         answer: answer.trim().to_string(),
     }
 }
@@ -189,6 +216,30 @@ impl InstanceLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn holder(uid: Option<u32>, comm: Option<&str>) -> Holder {
+        Holder {
+            pid: Some(42),
+            uid,
+            comm: comm.map(str::to_string),
+            answer: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_a_root_process_under_our_name_may_be_a_daemon() {
+        assert_eq!(holder(Some(0), Some("apiserver-guard")).not_a_daemon(), None);
+        assert_eq!(
+            holder(Some(0), None).not_a_daemon(),
+            None,
+            "cannot tell: assume a daemon"
+        );
+        let n = holder(Some(65534), Some("apiserver-guard")).not_a_daemon().unwrap();
+        assert!(n.contains("unprivileged"), "{n}");
+        let n = holder(Some(0), Some("perl")).not_a_daemon().unwrap();
+        assert_eq!(n, "process perl");
+        assert_eq!(holder(Some(0), Some("perl")).describe(), "pid 42, perl");
+    }
 
     #[test]
     fn started_as_names_the_command_line() {

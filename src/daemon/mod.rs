@@ -229,8 +229,13 @@ impl Daemon {
             backend = self.rec.backend.name(), listen = self.settings.listen.to_string().as_str();
             "starting: {} [{}]", self.rec.backend.name(), self.rec.why
         );
-        log::info!(table_owned = self.rec.ownership.0; "{}", self.rec.ownership.1);
+        log::info!(table_ownership = self.rec.ownership.0; "table ownership: {}", self.rec.ownership.1);
 
+        // Change events are watched before the first apply: a firewall that
+        // frees up (a lock released, a foreign table gone) wakes the retry at
+        // once instead of at the end of its backoff.
+        let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+        let mut monitor = self.spawn_monitor(&wake_tx);
         // First apply: retry with backoff while the firewall is busy; a stop
         // still ends us at once.
         let mut backoff = Duration::from_millis(100);
@@ -238,7 +243,12 @@ impl Daemon {
             if or_stop!(stop, self.reconcile("start", true)) {
                 break;
             }
-            or_stop!(stop, tokio::time::sleep(backoff));
+            or_stop!(stop, async {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = wake_rx.recv() => {}
+                }
+            });
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         if stop.requested_now() {
@@ -247,12 +257,19 @@ impl Daemon {
         self.metrics().started = true;
         notify::notify("READY=1");
         log::info!("ready: the block is in place");
+        if self.rec.backend.owned() {
+            log::info!(
+                table_owned = true;
+                "the table is owned by this daemon's netlink socket (flags owner, persist): no other process \
+                 can change, flush or delete it, and it stays in place if the daemon stops"
+            );
+        } else if self.rec.ownership.0 {
+            log::warn!(table_owned = false; "table ownership is on but the table is not owned yet; retrying at each check");
+        }
         self.status_line();
 
-        let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
         let (addr_tx, mut addr_rx) = mpsc::channel::<()>(1);
         tokio::spawn(addresses::run(addr_tx));
-        let mut monitor = self.spawn_monitor(&wake_tx);
         let attempt_reader = self
             .log_group()
             .map(|group| tokio::spawn(nflog::run(group, self.state.clone())));
