@@ -5,7 +5,9 @@
 //! 1. repeatedly removes the block with a foreign command in `node` (`nft flush ruleset`,
 //!    `iptables-nft -F`, ...) and measures the time from the command's return (t0) to the first
 //!    TCP connect from the pod that is refused again (RST from our `tcp reset` rule), per backend,
-//!    with 0 and N foreign kube-proxy-like iptables-nft rules;
+//!    with 0 and N foreign kube-proxy-like iptables-nft rules (the nftables rows with
+//!    `--table-ownership off`: the daemon's default owns its table, which a foreign flush cannot
+//!    reach; `benches/table_ownership` measures that);
 //! 2. measures the time from spawning `apiserver-guard run` to the first refused pod connect.
 //!
 //! Prints markdown tables (medians/percentiles, no assertions) to stdout, progress to stderr,
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 use shared::cli::{args_or_exit, bench_argv, log_dir, release_bin, root, run_as_root};
 use shared::clock::{ms, now_ns};
 use shared::daemon::DaemonProc;
+use shared::foreign::foreign_rules;
 use shared::listener::Listener;
 use shared::machine::machine_facts;
 use shared::netns::{enter, exec_in};
@@ -288,9 +291,24 @@ impl Topology {
         }
     }
 
-    /// Removes every firewall object in the node namespace (only there).
+    /// Removes every firewall object in the node namespace (only there). `nft flush ruleset`
+    /// skips a table still owned by a daemon's socket: a stopped daemon's table is orphaned by the
+    /// kernel shortly after its socket closed, so flush again until no table is left (<= 5 s).
     fn clean_node(&self) -> R<()> {
-        self.node.run("nft", &["flush", "ruleset"]).map(|_| ())
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.node.run("nft", &["flush", "ruleset"])?;
+            let left = self.node.run("nft", &["list", "tables"])?;
+            if left.trim().is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "tables left in the node namespace after `nft flush ruleset`:\n{left}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn names(&self) -> String {
@@ -456,11 +474,13 @@ impl DerefMut for Daemon {
 }
 
 impl Daemon {
-    fn start(bin: &Path, node: &Netns, backend: &str, log_file: PathBuf) -> R<Daemon> {
+    /// `extra`: more arguments, e.g. `--table-ownership off`.
+    fn start(bin: &Path, node: &Netns, backend: &str, extra: &[&str], log_file: PathBuf) -> R<Daemon> {
         let bin = bin.to_str().ok_or("binary path is not UTF-8")?;
         let mut args = vec!["run"];
         args.extend(POLICY);
         args.extend(["--backend", backend]);
+        args.extend(extra);
         Ok(Daemon {
             proc: DaemonProc::spawn(node.cmd(bin, &args), log_file)?,
             monitor_ticks: None,
@@ -581,31 +601,6 @@ impl Flush {
     }
 }
 
-/// `n` kube-proxy-like iptables-nft rules that never match pod -> apiserver traffic: half in
-/// FORWARD between unrelated /32s, half in a KUBE-SERVICES chain that nothing jumps to.
-fn foreign_rules(n: usize) -> String {
-    let mut s = String::with_capacity(n * 80);
-    s.push_str("*filter\n:KUBE-SERVICES - [0:0]\n");
-    let half = n / 2;
-    for i in 0..n {
-        let (a, b, c) = ((i >> 16) & 15, (i >> 8) & 255, i & 255);
-        if i < half {
-            s.push_str(&format!(
-                "-A FORWARD -s 172.{}.{b}.{c}/32 -d 172.{}.{b}.{c}/32 -m comment --comment \"ns/svc-{i}\" -j ACCEPT\n",
-                16 + a,
-                17 + a
-            ));
-        } else {
-            s.push_str(&format!(
-                "-A KUBE-SERVICES -d 172.{}.{b}.{c}/32 -p tcp -m tcp --dport 443 -m comment --comment \"ns/svc-{i}\" -j RETURN\n",
-                18 + a
-            ));
-        }
-    }
-    s.push_str("COMMIT\n");
-    s
-}
-
 // ---------------------------------------------------------------- measurements
 
 struct Row {
@@ -614,6 +609,30 @@ struct Row {
     flush: Flush,
     iterations: usize,
     note: &'static str,
+}
+
+/// The nftables rows run the daemon with an ordinary table: with its default (an owned table)
+/// `nft flush ruleset` skips the table and `nft delete table` is refused, so there is nothing to
+/// repair (benches/table_ownership measures that case).
+const OWNERSHIP_OFF: [&str; 2] = ["--table-ownership", "off"];
+
+impl Row {
+    fn daemon_args(&self) -> &'static [&'static str] {
+        if self.backend == "nftables" {
+            &OWNERSHIP_OFF
+        } else {
+            &[]
+        }
+    }
+
+    /// The backend column: the nftables rows say that the table is not owned.
+    fn label(&self) -> String {
+        if self.daemon_args().is_empty() {
+            self.backend.to_string()
+        } else {
+            format!("{} (`{}`)", self.backend, self.daemon_args().join(" "))
+        }
+    }
 }
 
 #[derive(Default)]
@@ -643,7 +662,7 @@ fn run_row(topo: &Topology, bin: &Path, row: &Row, log_dir: &Path) -> R<RowResul
             .run_stdin("iptables-nft-restore", &["--noflush"], foreign_rules(row.foreign))?;
     }
     let log_file = log_dir.join(format!("repair-{}-{}-{:?}.log", row.backend, row.foreign, row.flush));
-    let mut d = Daemon::start(bin, &topo.node, row.backend, log_file)?;
+    let mut d = Daemon::start(bin, &topo.node, row.backend, row.daemon_args(), log_file)?;
     d.wait_line("ready: the block is in place", 0, Duration::from_secs(60))?;
     let slow = Duration::from_secs(if row.foreign > 0 { 120 } else { 30 });
     d.wait_in_sync(&topo.node, slow)?;
@@ -727,6 +746,7 @@ fn run_first_start(topo: &Topology, bin: &Path, runs: usize, log_dir: &Path) -> 
             bin,
             &topo.node,
             "nftables",
+            &[],
             log_dir.join(format!("first-start-{i}.log")),
         )?;
         let o = rx
@@ -753,12 +773,14 @@ namespace) back to back from before the flush until the first refused connect th
 connect closed at once with RST); 50 ms after t0 it slows to one connect per ms (or per connect duration, if \
 longer). Refused = ECONNREFUSED, i.e. the RST of our `tcp reset` rule; served = handshake completed.\n\
 - t0 is taken when the flush command (exec'd directly in the node namespace) has returned. The kernel commits, \
-and `nft monitor` reports, before that: the daemon usually starts repairing while the command is still exiting, \
+and sends the daemon its change event, before that: the daemon usually starts repairing while the command is still exiting, \
 so its logged check+repair time (details below) exceeds the latency from t0, and the pod is already served \
 before t0 in nearly every iteration. \"Hole seen by the pod\" is the better measure of exposure.\n\
-- Between iterations: 200 ms, then until /readyz is 200, the daemon runs no tool and its `nft monitor` child \
-used no CPU for 50 ms (with 100,000 foreign rules `nft monitor` first spends seconds reading the whole \
-ruleset into its cache, and reports nothing meanwhile).\n\
+- Between iterations: 200 ms, then until /readyz is 200 and the daemon has run no tool (iptables rows) \
+for 50 ms.\n\
+- The nftables rows run the daemon with `--table-ownership off`, i.e. an ordinary table that a foreign flush \
+reaches. With its default (the table owned by the daemon's netlink socket) `nft flush ruleset` skips the table \
+and `nft delete table` is refused: nothing to repair, see \"Table ownership\" for that measurement.\n\
 - With foreign rules, `nft flush ruleset` / `iptables-nft -F` would delete them too, so those rows remove only \
 our objects: `nft delete table inet apiserver_guard`, and `-F APISERVER-GUARD` plus \
 `-D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD` in one `iptables-nft-restore --noflush` \
@@ -773,14 +795,14 @@ fn report(rows: &[(Row, RowResult)], start: &StartResult, start_runs: usize, arg
     o.push_str(&format!(
         "### Drift-to-repair latency\n\nFrom the moment the foreign command that removed the block returned (t0) to the first \
          refused TCP connect from the pod to 192.168.50.10:5443, `apiserver-guard run --mode tunnel` in the node \
-         namespace, event-driven (`nft monitor`), default resync 10 s. Foreign rules: iptables-nft, half in FORWARD \
+         namespace, event-driven (nf_tables netlink events on its own socket), default resync 10 s. Foreign rules: iptables-nft, half in FORWARD \
          (unrelated /32s, ACCEPT), half in a KUBE-SERVICES chain nothing jumps to. Milliseconds. Regenerate with \
          `benches/repair-latency.sh` (`--iterations {} --slow-iterations {} --foreign {}`).\n\n",
         args.iterations, args.slow_iterations, args.foreign
     ));
     o.push_str(
         "| backend | foreign rules | foreign flush (t0 = command returned) | iterations | p50 | p99 | max | \
-         hole seen by the pod p50 / max | timer-based resync (expected exposure) |\n\
+         hole seen by the pod p50 / p99 / max | timer-based resync (expected exposure) |\n\
          |---|---:|---|---:|---:|---:|---:|---:|---|\n",
     );
     for (row, r) in rows {
@@ -792,14 +814,15 @@ fn report(rows: &[(Row, RowResult)], start: &StartResult, start_runs: usize, arg
             format!("{}{}", r.latencies.len(), row.note)
         };
         o.push_str(&format!(
-            "| {} | {} | {} | {it} | {} | {} | {} | {} / {} | {TIMER_CELL} |\n",
-            row.backend,
+            "| {} | {} | {} | {it} | {} | {} | {} | {} / {} / {} | {TIMER_CELL} |\n",
+            row.label(),
             row.foreign,
             row.flush.label(),
             f(pct(&s, 50.0)),
             f(pct(&s, 99.0)),
             f(pct(&s, 100.0)),
             f(pct(&h, 50.0)),
+            f(pct(&h, 99.0)),
             f(pct(&h, 100.0))
         ));
     }
@@ -814,8 +837,10 @@ fn report(rows: &[(Row, RowResult)], start: &StartResult, start_runs: usize, arg
     o.push_str(
         "Details per row: how long the foreign command itself took (the block is already gone when it returns, \
          so the hole is open for at least part of it, not counted above), what the daemon logged as its own \
-         check+repair time, how long one probe connect takes (the measurement's resolution), and sanity counts.\n\n\
-         | backend | foreign rules | flush command p50 (ms) | daemon-logged `repair_ms` p50 / max | probe connect p50 (ms) | \
+         check+repair time (`repair_ms`: from the start of the check the change event triggered to the end of the \
+         repair, read-back included), how long one probe connect takes (the measurement's resolution), and \
+         sanity counts.\n\n\
+         | backend | foreign rules | flush command p50 (ms) | daemon-logged `repair_ms` p50 / p99 / max | probe connect p50 (ms) | \
          repairs logged / iterations | iterations with the pod served before t0 | pod never served | probe timeouts | \
          errors logged | wall time (s) |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -825,11 +850,12 @@ fn report(rows: &[(Row, RowResult)], start: &StartResult, start_runs: usize, arg
         let rl = sorted(r.repair_logged.clone());
         let pr = sorted(r.probe_ms.clone());
         o.push_str(&format!(
-            "| {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.0} |\n",
-            row.backend,
+            "| {} | {} | {} | {} / {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.0} |\n",
+            row.label(),
             row.foreign,
             f(pct(&fl, 50.0)),
             f(pct(&rl, 50.0)),
+            f(pct(&rl, 99.0)),
             f(pct(&rl, 100.0)),
             f(pct(&pr, 50.0)),
             r.repairs,
@@ -844,33 +870,36 @@ fn report(rows: &[(Row, RowResult)], start: &StartResult, start_runs: usize, arg
     o.push_str(
         "\n### Exposure after a flush, on one scale\n\nMeasured rows: the hole seen by the pod (above); timer rows: \
          computed (interval/2 on average, the interval at worst).\n\n\
-         | what repairs the block | expected exposure | worst |\n|---|---:|---:|\n",
+         | what repairs the block | expected exposure | p99 | worst |\n|---|---:|---:|---:|\n\
+         | `apiserver-guard run`, nftables, table owned (the default on Linux 6.9+) | none: the flush skips the table, \
+         the delete is refused | 0 | 0 (see \"Table ownership\") |\n",
     );
     for (row, r) in rows {
         let h = sorted(r.holes.clone());
         o.push_str(&format!(
-            "| `apiserver-guard run`, {}, {} foreign rules, {} | {} ms (p50) | {} ms (max of {}) |\n",
-            row.backend,
+            "| `apiserver-guard run`, {}, {} foreign rules, {} | {} ms (p50) | {} ms | {} ms (max of {}) |\n",
+            row.label(),
             row.foreign,
             row.flush.label(),
             f(pct(&h, 50.0)),
+            f(pct(&h, 99.0)),
             f(pct(&h, 100.0)),
             h.len()
         ));
     }
     o.push_str(
-        "| `apiserver-guard run`, iptables-legacy (no events: resync timer, default 10 s) | 5 s | 10 s |\n\
-         | kube-proxy-style resync (30 s) | 15 s | 30 s |\n\
-         | ip-masq-agent-style resync (60 s) | 30 s | 60 s |\n\
-         | Calico Felix-style refresh (180 s) | 90 s | 180 s |\n\
-         | the manual rule | never repaired | never |\n",
+        "| `apiserver-guard run`, iptables-legacy (no events: resync timer, default 10 s) | 5 s | | 10 s |\n\
+         | kube-proxy-style resync (30 s) | 15 s | | 30 s |\n\
+         | ip-masq-agent-style resync (60 s) | 30 s | | 60 s |\n\
+         | Calico Felix-style refresh (180 s) | 90 s | | 180 s |\n\
+         | the manual rule | never repaired | | never |\n",
     );
     let tb = sorted(start.to_block.clone());
     let tr = sorted(start.to_ready.clone());
     let ti = sorted(start.installed.clone());
     o.push_str(&format!(
-        "\n### Time to block on first start\n\nFrom spawning `apiserver-guard run --backend nftables` in the node namespace \
-         (empty firewall) to the first refused pod connect; median of {start_runs} runs (ms).\n\n\
+        "\n### Time to block on first start\n\nFrom spawning `apiserver-guard run --backend nftables` (default: the \
+         table owned by the daemon) in the node namespace (empty firewall) to the first refused pod connect; median of {start_runs} runs (ms).\n\n\
          | backend | runs | spawn -> first refused pod connect p50 | min | max | spawn -> `ready` log line p50 | \
          daemon-logged `block installed` time p50 |\n|---|---:|---:|---:|---:|---:|---:|\n\
          | nftables | {}{} | {} | {} | {} | {} | {} |\n",

@@ -12,17 +12,31 @@
 #   6. discovery latency and the cost of the Kubernetes client
 #                                benches/discovery-latency.sh (benches/discovery_latency/main.rs; builds the
 #                                pre-discovery baseline once into target/bench-baseline/, ~2 minutes)
-# Usage: sudo benches/run-all.sh              full run, about 15-20 minutes on 2 cores
-#        sudo QUICK=1 benches/run-all.sh      smoke test (few repetitions, small sizes), 2-3 minutes;
+#   7. table ownership (foreign flush/delete against the daemon's table) and apply cost in process
+#                                benches/table-ownership.sh (benches/table_ownership/main.rs)
+# Usage: sudo benches/run-all.sh              full run, about 20-25 minutes on 2 cores
+#        sudo QUICK=1 benches/run-all.sh      smoke test (few repetitions, small sizes), 3-4 minutes;
 #                                             writes target/bench/benchmarks-quick.md unless OUT is set
-#        PARTS="status apply repair datapath footprint discovery" selects parts; OUT=FILE changes the output;
-#        BENCH_SOURCE="..." describes the source tree in the header (default: git commit).
+#        PARTS="status apply repair datapath footprint discovery ownership" selects parts; OUT=FILE changes
+#        the output; BENCH_SOURCE="..." describes the source tree in the header (default: git commit).
+#        A run of only some parts keeps the other sections of an existing OUT as they are (each section
+#        ends with the command, date and commit that produced it); MERGE=0 writes only the parts run.
 # Exits non-zero if a part failed (the others still run; the doc says which failed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (the parts create network namespaces)" >&2; exit 1; }
 QUICK=${QUICK:-0}
-PARTS=${PARTS:-status apply repair datapath footprint discovery}
+ALL_PARTS="status apply repair datapath footprint discovery ownership"
+PARTS=${PARTS:-$ALL_PARTS}
+for p in $PARTS; do
+  [[ " $ALL_PARTS " == *" $p "* ]] || { echo "unknown part '$p' (parts: $ALL_PARTS)" >&2; exit 2; }
+done
+# Merge into an existing document when only some parts run.
+if [ "$(tr ' ' '\n' <<<"$PARTS" | sort -u | xargs)" = "$(tr ' ' '\n' <<<"$ALL_PARTS" | sort -u | xargs)" ]; then
+  MERGE=${MERGE:-0}
+else
+  MERGE=${MERGE:-1}
+fi
 if [ "$QUICK" = 1 ]; then
   OUT=${OUT:-target/bench/benchmarks-quick.md}
   STATUS_ARGS=(3 0 1000) APPLY_ARGS=(3 0 1000)
@@ -30,22 +44,27 @@ if [ "$QUICK" = 1 ]; then
   DATAPATH_ARGS=(1 2 1) FOOTPRINT_ARGS=(10 nftables:0)
   # The baseline binary only if an earlier run built it (building it takes ~2 minutes).
   DISCOVERY_ARGS=(--iterations 4 --start-runs 2 --version-runs 5 --rss-runs 1 --rss-wait 2 --baseline-if-cached)
-  REGEN="sudo QUICK=1 benches/run-all.sh"
+  OWNERSHIP_ARGS=(--rounds 50 --iterations 100 --runs 3 --foreign 1000)
 else
   OUT=${OUT:-docs/benchmarks.md}
   STATUS_ARGS=(7 0 1000 10000 100000) APPLY_ARGS=(5 0 1000 10000 100000)
   REPAIR_ARGS=(--iterations 100 --slow-iterations 20 --foreign 100000 --start-runs 10)
-  DATAPATH_ARGS=(5 5 3) FOOTPRINT_ARGS=(60 nftables:0)
+  DATAPATH_ARGS=(5 5 3) FOOTPRINT_ARGS=(60 nftables:0 nftables:100000)
   DISCOVERY_ARGS=(--iterations 20 --start-runs 10 --version-runs 50 --rss-runs 3 --rss-wait 5)
-  REGEN="sudo benches/run-all.sh"
+  OWNERSHIP_ARGS=(--rounds 1000 --iterations 1000 --runs 20 --foreign 100000)
 fi
+PREFIX=""
+[ "$QUICK" = 1 ] && PREFIX="QUICK=1 "
+[ "$PARTS" = "$ALL_PARTS" ] || PREFIX+="PARTS=\"$PARTS\" "
+REGEN="sudo ${PREFIX}benches/run-all.sh"
 mkdir -p "$(dirname "$OUT")"
 if [[ " $PARTS " == *" datapath "* ]] && ! command -v iperf3 >/dev/null; then
   echo "installing iperf3 for the data-path part" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q iperf3 >&2
 fi
 cargo build --release --locked -q
-cargo bench --locked -q --no-run --bench repair_latency --bench connect_rate --bench discovery_latency
+cargo bench --locked -q --no-run --bench repair_latency --bench connect_rate --bench discovery_latency \
+  --bench table_ownership
 
 TMP=$(mktemp -d)
 DAEMON_DOC=docs/benchmarks-daemon.md
@@ -64,47 +83,90 @@ trap 'exit 130' INT TERM
 first() { "$@" 2>/dev/null | head -n1 || echo "n/a"; }
 T_START=$(date +%s)
 FAILED=()
-BODY=""
-part() { # part <key> <title> <intro> <cmd...>: run one part, append its section to BODY
-  local key=$1 title=$2 intro=$3 t0 rc=0 out
-  shift 3
+RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+SOURCE=${BENCH_SOURCE:-$(git rev-parse --short HEAD 2>/dev/null || echo "no git")$(git diff --quiet HEAD -- src 2>/dev/null || echo ", src modified")}
+
+# Section titles, in the document's order: a section is found again by its exact "## title" line.
+declare -A TITLE=(
+  [status]="1. Check cost vs node size"
+  [apply]="2. Apply cost, cold and warm"
+  [repair]="3. Drift-to-repair latency and time to block on first start"
+  [datapath]="4. Data-path cost"
+  [footprint]="5. Footprint"
+  [discovery]="6. Discovery latency and the cost of the Kubernetes client"
+  [ownership]="7. Table ownership and apply cost"
+)
+declare -A SECTION=()
+KEPT=()
+OLD_HEADER=""
+old_section() { # old_section <title>: that section of the earlier document (heading to the next "## "), if any
+  awk -v h="## $1" '$0 == h {on = 1; print; next} on && /^## / {exit} on' "$TMP/old.md"
+}
+if [ "$MERGE" = 1 ] && [ -f "$OUT" ]; then
+  cp "$OUT" "$TMP/old.md"
+  # "date, apiserver-guard version (source)" from the earlier machine table.
+  OLD_HEADER=$(awk -F'|' '{gsub(/^ +| +$/, "", $2); gsub(/^ +| +$/, "", $3)}
+    $2 == "date" {d = $3} $2 == "apiserver-guard" {v = $3} END {if (d != "") printf "%s, %s", d, v}' "$TMP/old.md")
+  for key in $ALL_PARTS; do
+    [[ " $PARTS " == *" $key "* ]] && continue
+    old=$(old_section "${TITLE[$key]}")
+    [ -n "$old" ] || continue
+    # Say where a kept section comes from, once: unless its last line already dates it.
+    if ! tail -n1 <<<"$old" | grep -q ' UTC, .*)\._$' && ! grep -q '^_Kept from ' <<<"$old"; then
+      old+="
+
+_Kept from the earlier version of this document (its header: ${OLD_HEADER:-not found})._"
+    fi
+    SECTION[$key]="$old"; KEPT+=("$key")
+  done
+fi
+
+part() { # part <key> <intro> <cmd...>: run one part, record its section
+  local key=$1 intro=$2 t0 rc=0 out body
+  shift 2
   [[ " $PARTS " == *" $key "* ]] || return 0
-  echo "=== $title: $*" >&2
+  echo "=== ${TITLE[$key]}: $*" >&2
   t0=$(date +%s)
   "$@" >"$TMP/$key.md" || rc=$?
   # The parts' own "Machine: ..." line repeats the header of this document.
   out=$(grep -v '^Machine: ' "$TMP/$key.md" || true)
-  BODY+="
-## $title
+  body="## ${TITLE[$key]}
 
 $intro
 
 "
   if [ "$rc" -ne 0 ]; then
     FAILED+=("$key")
-    BODY+="**This part failed (exit $rc); partial output below.**
+    body+="**This part failed (exit $rc); partial output below.**
 
 "
   fi
-  BODY+="$out
+  body+="$out
 
-_\`$*\`: $(( $(date +%s) - t0 )) s._
-"
+_\`$*\`: $(( $(date +%s) - t0 )) s ($RUN_DATE, $SOURCE)._"
+  SECTION[$key]="$body"
   write_doc "in progress: done up to part $key"
 }
 
 write_doc() { # write_doc <state>: the header and every section so far (after each part: a cut run leaves a partial doc)
-  local state=$1 total=$(( $(date +%s) - T_START ))
+  local state=$1 total=$(( $(date +%s) - T_START )) key ran="the parts below"
   CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   MEM=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+  if [ ${#KEPT[@]} -gt 0 ]; then
+    ran="the parts $(for key in $PARTS; do printf '"%s", ' "${TITLE[$key]}"; done | sed 's/, $//')"
+  fi
   {
     echo "# apiserver-guard benchmarks"
     echo
-    echo "Generated by \`$REGEN\` (as root; $([ "$QUICK" = 1 ] && echo "QUICK smoke run: few repetitions, small sizes, not for comparison" || echo "full run")), which ran the parts below in $total s ($state). Each part builds its own network namespaces and never touches the root namespace's firewall."
+    echo "Generated by \`$REGEN\` (as root; $([ "$QUICK" = 1 ] && echo "QUICK smoke run: few repetitions, small sizes, not for comparison" || echo "full run")), which ran $ran in $total s ($state). Each part builds its own network namespaces and never touches the root namespace's firewall."
+    if [ ${#KEPT[@]} -gt 0 ]; then
+      echo
+      echo "The other sections are kept as they were in the earlier version of this document; the last line of each says when and from which source it was produced. \`sudo benches/run-all.sh\` regenerates them all."
+    fi
     echo
     echo "| machine | |"
     echo "|---|---|"
-    echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+    echo "| date | $RUN_DATE |"
     echo "| CPUs (\`nproc\`) | $(nproc) (${CPU_MODEL:-unknown model}) |"
     echo "| memory | $MEM |"
     echo "| kernel (\`uname -r\`) | $(uname -r) |"
@@ -112,33 +174,40 @@ write_doc() { # write_doc <state>: the header and every section so far (after ea
     echo "| iptables | $(first iptables --version) |"
     echo "| iperf3 | $(first iperf3 --version) |"
     echo "| rustc | $(first rustc --version) |"
-    echo "| apiserver-guard | $(first target/release/apiserver-guard --version) (${BENCH_SOURCE:-$(git rev-parse --short HEAD 2>/dev/null || echo "no git")$(git diff --quiet HEAD -- src 2>/dev/null || echo ", src modified")}) |"
+    echo "| apiserver-guard | $(first target/release/apiserver-guard --version) ($SOURCE) |"
     echo
     echo "The machine is shared with other work: absolute numbers are noisy. Every figure is a median of several runs (counts in each section); the ratios and the shape of the curves are the claims, not the absolute times."
-    echo "$BODY"
+    for key in $ALL_PARTS; do
+      [ -n "${SECTION[$key]:-}" ] || continue
+      echo
+      echo "${SECTION[$key]}"
+    done
   } >"$OUT"
 }
 
-part status "1. Check cost vs node size" \
-"\`apiserver-guard status\` per backend with N foreign kube-proxy-like rules (half in FORWARD, half in a KUBE-SERVICES chain; loaded in the backend's iptables variant, iptables-nft for nftables), next to the manual check \`iptables -C FORWARD ...\` on the same ruleset. Median wall time of ${STATUS_ARGS[0]} runs, ms, including \`ip netns exec\`. Target for nftables: flat, under 10 ms at 100,000 (the process start itself costs a few ms here)." \
+part status \
+"\`apiserver-guard status\` per backend with N foreign kube-proxy-like rules (half in FORWARD, half in a KUBE-SERVICES chain; loaded in the backend's iptables variant, iptables-nft for nftables), next to \`apiserver-guard --version\` (the cost of starting the process at all) and the manual check \`iptables -C FORWARD ...\` on the same ruleset. Median wall time of ${STATUS_ARGS[0]} runs, ms, each including \`ip netns exec\` (a few ms here, in both \`status\` and \`--version\`: it narrows their ratio; section 7 times both without it). Target for nftables: \`status\` at 100,000 foreign rules <= 3 x \`--version\`." \
   benches/status-cost.sh "${STATUS_ARGS[@]}"
-part apply "2. Apply cost, cold and warm" \
+part apply \
 "\`apiserver-guard apply\` per backend, cold (nothing of ours installed; \`remove\` before each run, untimed) and warm (already in place, nothing to change), next to the manual idiom \`iptables -C FORWARD ... || iptables -I FORWARD ...\` (cold: rule absent; warm: present), same foreign rules as above. Median wall time of ${APPLY_ARGS[0]} runs, ms. Ours does more than the idiom: one atomic transaction, both address families, its own chain/table, and it reads back what it installed." \
   benches/apply-cost.sh "${APPLY_ARGS[@]}"
-part repair "3. Drift-to-repair latency and time to block on first start" \
-"The daemon (\`apiserver-guard run\`, event-driven) in a node namespace routing a pod namespace to an apiserver namespace; a foreign command removes the block, a probe in the pod connects back to back until refused again. Timer rows are computed from the anchors' default intervals. Target: p99 < 50 ms on nftables." \
+part repair \
+"The daemon (\`apiserver-guard run\`, event-driven) in a node namespace routing a pod namespace to an apiserver namespace; a foreign command removes the block, a probe in the pod connects back to back until refused again. The nftables rows run the daemon with \`--table-ownership off\` (an ordinary table a flush can reach; by default the daemon owns it and there is no hole: section 7). Timer rows are computed from the anchors' default intervals. Targets (nftables, ownership off): hole seen by the pod after a flush p99 <= 10 ms; repair p99 <= 3 ms." \
   benches/repair-latency.sh "${REPAIR_ARGS[@]}"
-part datapath "4. Data-path cost" \
+part datapath \
 "Traffic that is *not* blocked (pod -> node (forwarding) -> 192.168.50.20; the block is for 192.168.50.10:5443), with no rule and with our block for 1 and 1,000 container CIDRs. Target: within 2 % of no rule at 1,000 CIDRs on nftables. Both tests are CPU-bound on this 2-core machine (client, forwarding and server share the cores), so they measure the per-packet cost of the rules, and the other work on the machine shows up as spread: compare the medians, and read a difference smaller than the min-max range as noise." \
   benches/datapath.sh "${DATAPATH_ARGS[@]}"
-part footprint "5. Footprint" \
-"Binary size, idle RSS and CPU of the daemon." \
+part footprint \
+"Binary size, idle RSS and CPU of the daemon with its defaults (on this kernel: the nftables table owned by the daemon's socket)." \
   benches/footprint.sh "${FOOTPRINT_ARGS[@]}"
-part discovery "6. Discovery latency and the cost of the Kubernetes client" \
+part discovery \
 "Kubernetes discovery (\`run --apiserver auto\`) against a fake apiserver in the node namespace: time from an EndpointSlice change to the kernel holding it, seen by a pod that connects to the new and the old address, per backend; then what the Kubernetes client costs, next to a binary built from the last commit before discovery. Target: a change reaches the kernel within 1 s." \
   benches/discovery-latency.sh "${DISCOVERY_ARGS[@]}"
+part ownership \
+"The daemon owns its nftables table by default (flags owner|persist on its netlink socket, Linux 6.9+): what another process's \`nft flush ruleset\` and \`nft delete table\` do to a pod's connections meanwhile, and what an apply costs in process (the library) and as a process. Targets: 0 connections served; allow-list element update <= 2 ms; \`apply\` cold <= 5 ms beyond process start; \`status\` <= 3 x \`--version\`." \
+  benches/table-ownership.sh "${OWNERSHIP_ARGS[@]}"
 
 TOTAL=$(( $(date +%s) - T_START ))
 write_doc "complete"
-echo "written to $OUT in $TOTAL s" >&2
+echo "written to $OUT in $TOTAL s${KEPT[*]:+ (kept from the earlier document: ${KEPT[*]})}" >&2
 if [ ${#FAILED[@]} -gt 0 ]; then echo "failed parts: ${FAILED[*]}" >&2; exit 1; fi
