@@ -175,7 +175,7 @@ impl Nftables {
         let mut elements_refused = false;
         for _ in 0..ATTEMPTS {
             let (seen, owner) = self.read_settled()?;
-            let p = match steps(want, seen.got(owner), keeper, me, self.twin_flags()) {
+            let p = match steps(want, seen.got(owner), keeper, me, || self.twin_flags()) {
                 Steps::Held { by } => return Err(held(by, "change")),
                 Steps::Handover { twin, ours } => {
                     self.handover(&twin, &ours)?;

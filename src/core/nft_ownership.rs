@@ -144,14 +144,15 @@ pub fn wanted(want: &TableModel, got_flags: Option<u32>, keeper: Keeper) -> Tabl
 }
 
 /// The steps from `got` to `want` (whose flags carry no ownership bits)
-/// for `keeper` on socket `me`; `twin_flags` are the flags of a twin (owner
-/// where the kernel has it, so a twin never outlives the process that made it).
-pub fn steps(want: &TableModel, got: Got, keeper: Keeper, me: u32, twin_flags: u32) -> Steps {
+/// for `keeper` on socket `me`; `twin_flags` gives the flags of a twin (owner
+/// where the kernel has it, so a twin never outlives the process that made
+/// it), asked only when a handover is needed (finding out costs a probe).
+pub fn steps(want: &TableModel, got: Got, keeper: Keeper, me: u32, twin_flags: impl FnOnce() -> u32) -> Steps {
     let fresh = wanted(want, None, keeper);
     let handover = |ours: &TableModel| Steps::Handover {
         twin: {
             let mut t = ours.clone();
-            t.flags = twin_flags;
+            t.flags = twin_flags();
             plan(&t, None).ops
         },
         ours: recreate(ours),
