@@ -53,6 +53,8 @@ fn policy(dynamic_exempt: bool, exempt: &[&str]) -> R<Blocklist> {
         backend: BackendChoice::Nftables,
         local_apiservers: Vec::new(),
         dynamic_exempt,
+        // As `apply` installs it by default: the log rules included.
+        log_group: Some(apiserver_guard::core::attempt_log::DEFAULT_LOG_GROUP),
         origins: Origins::default(),
     };
     Ok(Blocklist::from_policy(&p))
