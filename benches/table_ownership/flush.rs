@@ -57,14 +57,18 @@ pub const COMMANDS: [(&str, &[&str]); 2] = [
     ),
 ];
 
-/// `nft -s -a list table inet apiserver_guard`: the table with handles, without counter values.
+/// `nft -s -a list table inet apiserver_guard`: the table with handles, without counter values
+/// and without the sources the kernel adds to the log rules' meter (state, like the counters).
 fn listing(node: &Netns) -> String {
     String::from_utf8_lossy(
         &node
             .run(&["nft", "-s", "-a", "list", "table", "inet", "apiserver_guard"])
             .stdout,
     )
-    .into_owned()
+    .lines()
+    .filter(|l| !(l.contains("elements = {") && l.contains(" limit rate ")))
+    .map(|l| format!("{l}\n"))
+    .collect()
 }
 
 /// nft lists a table held by a socket with `flags owner` and the owning process.

@@ -60,7 +60,7 @@ pub fn flush_report(rows: &[FlushRow], a: &Args) -> String {
         ));
     }
     o.push_str(
-        "\n\"Table afterwards\": `nft -s -a list table inet apiserver_guard` (handles included) before and after the \
+        "\n\"Table afterwards\": `nft -s -a list table inet apiserver_guard` (handles included; the sources the log rules' meter learns are state, left out) before and after the \
          commands, and whether it still names the daemon as owner. `nft flush ruleset` exits 0 because it \
          flushes everything it may (here: nothing else) and skips an owned table.\n",
     );
