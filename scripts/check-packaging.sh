@@ -108,7 +108,7 @@ discovery_keys='^(kubeconfig|node_name|allow_pods|allow_namespaces|discovery_cac
 grep -Ev "$discovery_keys" "$tree/all-keys.toml" >"$tree/static-keys.toml"
 static=$(grep -c '^[a-z_]* = ' "$tree/static-keys.toml" || true)
 # --mode tunnel skips the self-lockout check, which depends on this machine's routes.
-if out=$("$tree/usr/bin/apiserver-guard" render --config "$tree/static-keys.toml" --mode tunnel 2>&1) && [ "$static" -eq 13 ]; then
+if out=$("$tree/usr/bin/apiserver-guard" render --config "$tree/static-keys.toml" --mode tunnel 2>&1) && [ "$static" -eq 14 ]; then
   ok "all $static commented policy and daemon keys, uncommented, are accepted"
 else
   fail "uncommented example config ($static keys) refused: $out"
@@ -123,7 +123,7 @@ out=$(APISERVER_GUARD_KUBECONFIG="$tree/no-such-kubeconfig" "$tree/usr/bin/apise
 rc=$?
 set -e
 only="invalid input, nothing was changed: APISERVER_GUARD_KUBECONFIG: cannot read the kubeconfig $tree/no-such-kubeconfig"
-if [ "$rc" -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -qF "$only" <<<"$out" && [ "$keys" -eq 18 ]; then
+if [ "$rc" -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -qF "$only" <<<"$out" && [ "$keys" -eq 20 ]; then
   ok "all $keys commented keys, discovery ones included, are accepted"
 else
   fail "uncommented example config with discovery keys ($keys keys): expected exit 2 naming only the missing kubeconfig, got $rc: $out"

@@ -279,7 +279,12 @@ check "the daemon owns its table (flags owner, from the sandboxed unit)" nft_tab
 ct nft flush ruleset
 check "nft flush ruleset: the owned table is skipped, whole" nft_table_has 'block-tcp-port-v4'
 check "  ... and nothing needed a repair" not logged 'repaired drift'
-nft_delete_refused() { ct nft delete table inet apiserver_guard 2>&1 | grep -q 'Operation not permitted'; }
+# (Output captured first: under pipefail, nft's own exit 1 would fail a pipe into grep.)
+nft_delete_refused() {
+  local out
+  out=$(ct nft delete table inet apiserver_guard 2>&1) && return 1
+  [[ $out == *'Operation not permitted'* ]]
+}
 check "nft delete table: refused while the daemon owns it" nft_delete_refused
 check "systemctl reload: same process, config re-read" ct systemctl reload apiserver-guard.service
 # ExecReload= (kill -HUP) returns at once; the daemon re-reads on its own time.
