@@ -5,7 +5,8 @@
 //! `apiserver-guard attempts` and the namespace label of the metric, and
 //! posts one aggregated Kubernetes Event per pod (at most one write per pod
 //! a minute). A pod deleted right after its attempt keeps its name; its
-//! address reused by a new pod starts a new row and leaves the old one alone.
+//! address reused by a new pod starts a new row and leaves the old one alone,
+//! and none of that pod churn touches the policy (no reconcile, no cache write).
 //! Event writes that fail are counted and logged and hold nothing up.
 //! Without a log group no pod is watched. (Without discovery, attempts carry
 //! addresses only: tests/attempts.rs.)
@@ -269,6 +270,10 @@ fn a_pod_deleted_just_after_its_attempt_keeps_its_name_and_a_new_pod_on_its_ip_g
     c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
     c.api.set_pod("team-a", "web-0", PodSpec::new(NODE, &[POD2_V4]));
     let d = ready_daemon(&c);
+    let cache = c.dir.join("discovered.json");
+    wait_until("the discovery cache written", &d, SHOW_DEADLINE, || cache.exists());
+    let cache_written = std::fs::metadata(&cache).unwrap().modified().unwrap();
+    let handles = guard_rule_handles(&c.topo.node);
 
     attempt(&c, POD2_V4);
     c.api.delete_pod("team-a", "web-0");
@@ -298,6 +303,22 @@ fn a_pod_deleted_just_after_its_attempt_keeps_its_name_and_a_new_pod_on_its_ip_g
     assert_eq!(old["count"].as_u64(), Some(old_count), "not re-attributed: {old}");
     d.wait_log("(pod team-b/job-1)", 1, SHOW_DEADLINE);
     wait_event(&c, &d, "team-b", "job-1");
+
+    // Pod churn is not policy: nothing was recomputed, written or re-applied.
+    let s = scrape(&c.topo.node);
+    assert_eq!(
+        sample(&s, "apiserver_guard_reconciles_total", &[("trigger", "discovery")]),
+        None,
+        "{}",
+        show_family(&s, "apiserver_guard_reconciles_total")
+    );
+    assert!(!d.log().contains("discovery: applied"), "{}", d.log());
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().modified().unwrap(),
+        cache_written,
+        "the cache was rewritten"
+    );
+    assert_eq!(guard_rule_handles(&c.topo.node), handles);
 }
 
 #[test]
