@@ -4,7 +4,7 @@
 //! pod_namespace/pod_name/pod_uid, POD_* in the journal), `/attempts`,
 //! `apiserver-guard attempts` and the namespace label of the metric, and
 //! posts one aggregated Kubernetes Event per pod (at most one write per pod
-//! a minute). A pod deleted right after its attempt keeps its name; its
+//! a minute; `ApiserverAccessAudited` for audited attempts). A pod deleted right after its attempt keeps its name; its
 //! address reused by a new pod starts a new row and leaves the old one alone,
 //! and none of that pod churn touches the policy (no reconcile, no cache write).
 //! Event writes that fail are counted and logged and hold nothing up.
@@ -31,10 +31,13 @@ const SHOW_DEADLINE: Duration = Duration::from_secs(5);
 /// The daemon with discovered apiservers and a fixed container CIDR, its
 /// NFLOG group bound and the pods of the node listed.
 fn ready_daemon(c: &Cluster) -> Daemon<'_> {
-    let d = c.spawn(
-        Backend::Nftables,
-        &["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4],
-    );
+    ready_daemon_with(c, &[])
+}
+
+fn ready_daemon_with<'a>(c: &'a Cluster, extra: &[&str]) -> Daemon<'a> {
+    let mut flags = vec!["--apiserver", "auto", "--container-cidr", CONTAINER_CIDR_V4];
+    flags.extend_from_slice(extra);
+    let d = c.spawn(Backend::Nftables, &flags);
     d.wait_ready();
     wait_metrics(
         &c.topo.node,
@@ -319,6 +322,35 @@ fn a_pod_deleted_just_after_its_attempt_keeps_its_name_and_a_new_pod_on_its_ip_g
         "the cache was rewritten"
     );
     assert_eq!(guard_rule_handles(&c.topo.node), handles);
+}
+
+#[test]
+fn audited_attempts_are_named_and_get_an_event_of_their_own_reason() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("attrib-audit");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("team-a", "web-0", PodSpec::new(NODE, &[POD2_V4]));
+    let d = ready_daemon_with(&c, &["--action", "audit"]);
+    assert_served(
+        &pod_curl(&c, Some(POD2_V4), API_V4, API_PORT),
+        "audit mode lets it through",
+    );
+    let row = wait_row(&c, &d, POD2_V4, "the audited row", |r| pod_is(r, "team-a", "web-0"));
+    assert_eq!(row["action"], "audited", "{row}");
+    d.wait_log(&format!("audited (let through) attempt: {POD2_V4}:"), 1, SHOW_DEADLINE);
+    assert!(d.log().contains("(pod team-a/web-0)"), "{}", d.log());
+    let e = wait_event(&c, &d, "team-a", "web-0");
+    assert_eq!(e["reason"], "ApiserverAccessAudited", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("audited"), "{e}");
+    let (s, _) = wait_metrics(
+        &c.topo.node,
+        "the audited attempt counted",
+        |s| sample(s, ATTEMPTS, &[("namespace", "team-a"), ("action", "audited")]) >= Some(1.0),
+        SHOW_DEADLINE,
+    );
+    assert_eq!(sample(&s, ATTEMPTS, &[("action", "blocked")]), None);
 }
 
 #[test]
