@@ -12,7 +12,9 @@ outside the allowed namespaces is refused unless an admin group asks, pods
 without it are not matched, an update that keeps the label as it was passes.
 Its allowedNamespaces must be exactly the namespaces of the discovery agent's
 --allow-pods entries and --allow-namespaces, and every --allow-pods entry must
-be NAMESPACE/SELECTOR on the label the policy guards.
+be NAMESPACE/SELECTOR on the label the policy guards. The events policy is run
+the same way: the agent's own Events (created, then their count patched, in
+its node's name) pass; another reason, object, namespace or node does not.
 """
 import json
 import pathlib
@@ -23,6 +25,8 @@ import celpy
 import yaml
 
 POLICY = "apiserver-guard-allow-label"
+EVENTS_POLICY = "apiserver-guard-own-events-only"
+AGENT_USER = "system:serviceaccount:apiserver-guard:apiserver-guard"
 LABEL = "apiserver-guard.io/allow"
 AGENT = "apiserver-guard"
 NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -63,16 +67,18 @@ def admit(policy, request):
         "object": request.get("object"),
         "oldObject": request.get("oldObject"),
     }
+    name = policy["metadata"]["name"]
+
     def cel(expr, variables):
         # An evaluation error would make the apiserver refuse (failurePolicy Fail): a mistake here.
         try:
             names = {k: celpy.json_to_cel(v) for k, v in act.items()}
             names["variables"] = celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in variables.items()})
-            value = program(expr, POLICY).evaluate(names)
+            value = program(expr, name).evaluate(names)
         except celpy.CELEvalError as e:
-            raise Problem(f"{POLICY}: {expr!r} fails on {request['operation']} in {request['namespace']}: {e}") from e
+            raise Problem(f"{name}: {expr!r} fails on {request['operation']} in {request['namespace']}: {e}") from e
         if isinstance(value, celpy.CELEvalError):
-            raise Problem(f"{POLICY}: {expr!r} fails on {request['operation']} in {request['namespace']}: {value}")
+            raise Problem(f"{name}: {expr!r} fails on {request['operation']} in {request['namespace']}: {value}")
         return value
 
     truth = lambda value: isinstance(value, celpy.celtypes.BoolType) and bool(value)
@@ -140,6 +146,54 @@ def check_allow_label_policy(policy, allowed_namespaces):
     print(f"{POLICY}: {len(cases)} admission requests decided as expected")
 
 
+def event(ns, host="node-a", reason="ApiserverAccessBlocked", kind="Pod", pod_ns=None, count=1):
+    return {
+        "metadata": {"name": "web-0.187a", "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": kind, "namespace": pod_ns or ns, "name": "web-0", "uid": "u1"},
+        "type": "Warning", "reason": reason, "count": count,
+        "message": "1 attempt(s) to reach the apiserver at 192.168.50.10:5443 blocked",
+        "source": {"component": "apiserver-guard", "host": host},
+    }
+
+
+def event_request(op, obj, old=None, user=AGENT_USER, node="node-a"):
+    extra = {"authentication.kubernetes.io/node-name": [node]} if node else {}
+    return {
+        "operation": op,
+        "resource": "events",
+        "namespace": obj["metadata"]["namespace"],
+        "userInfo": {"username": user, "groups": ["system:serviceaccounts"], "extra": extra},
+        "object": obj,
+        "oldObject": old,
+    }
+
+
+def check_events_policy(policy):
+    name = policy["metadata"]["name"]
+    ours = event("team-a")
+    cases = [
+        ("the agent creates its Event about a pod", event_request("CREATE", ours), True),
+        ("... and patches its count", event_request("UPDATE", event("team-a", count=4), ours), True),
+        ("an audited attempt", event_request("CREATE", event("team-a", reason="ApiserverAccessAudited")), True),
+        ("another reason", event_request("CREATE", event("team-a", reason="Killing")), False),
+        ("about a Node", event_request("CREATE", event("team-a", kind="Node")), False),
+        ("about a pod of another namespace", event_request("CREATE", event("team-a", pod_ns="team-b")), False),
+        ("in another node's name", event_request("CREATE", event("team-a", host="node-b")), False),
+        ("a token without a node name", event_request("CREATE", ours, node=None), False),
+        ("an update that changes the pod", event_request("UPDATE", ours, event("team-a", pod_ns="x")), False),
+        ("another user", event_request("CREATE", event("team-a", reason="Killing"), user="system:node:n"), True),
+    ]
+    problems = []
+    for what, req, expected in cases:
+        allowed, message = admit(policy, req)
+        if allowed != expected:
+            problems.append(f"{name}: {what}: {'admitted' if allowed else 'refused'}, expected "
+                            f"{'admitted' if expected else 'refused'} ({message})")
+    if problems:
+        raise Problem("\n  ".join(problems))
+    print(f"{name}: {len(cases)} admission requests decided as expected")
+
+
 def agent_scopes(docs):
     """The namespaces of the discovery agent's allow-list, and the problems of its --allow-pods entries."""
     ds = [d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == AGENT]
@@ -164,7 +218,7 @@ def main():
     index = json.loads((out / "index.json").read_text())
     docs_of = {k: list(yaml.safe_load_all((out / f).read_text())) for k, f in index.items()}
     try:
-        compiled, policy, agent = 0, None, None
+        compiled, policy, events_policy, agent = 0, None, None, None
         for kpath, docs in sorted(docs_of.items()):
             for d in (d for d in docs if d and d["kind"] == "ValidatingAdmissionPolicy"):
                 for where, expr in expressions(d):
@@ -172,12 +226,15 @@ def main():
                     compiled += 1
                 if d["metadata"]["name"] == POLICY:
                     policy = d
+                if d["metadata"]["name"] == EVENTS_POLICY:
+                    events_policy = d
             if any(d and d["kind"] == "DaemonSet" and "--allow-pods" in " ".join(
                     d["spec"]["template"]["spec"]["containers"][0].get("args", [])) for d in docs):
                 agent = docs
         print(f"{compiled} CEL expressions of the admission policies compile")
-        if policy is None or agent is None:
-            raise Problem(f"ValidatingAdmissionPolicy {POLICY} and an agent with --allow-pods must both be rendered")
+        if policy is None or events_policy is None or agent is None:
+            raise Problem(f"ValidatingAdmissionPolicies {POLICY} and {EVENTS_POLICY} and an agent with --allow-pods "
+                          "must all be rendered")
         namespaces, problems = agent_scopes(agent)
         listed = next(v for v in policy["spec"]["variables"] if v["name"] == "allowedNamespaces")
         listed = sorted(str(n) for n in program(listed["expression"], POLICY).evaluate({}))
@@ -189,6 +246,7 @@ def main():
         print(f"{POLICY}: allowedNamespaces {listed} = the agent's allow-list namespaces")
         sys.stdout.flush()
         check_allow_label_policy(policy, listed)
+        check_events_policy(events_policy)
     except Problem as e:
         sys.exit(f"check-manifests: FAILED:\n  {e}")
 

@@ -296,6 +296,11 @@ def wants(args):
         grants |= {("*", "", "nodes", v) for v in ("get", "list", "watch")}
     if "node-taint" in f:
         grants.add(("*", "", "nodes", "patch"))
+    # With any of the above and the log group read (the default), the agent names the pod behind
+    # each attempt (the pods of its node) and writes an Event on it.
+    if grants and not any(v.strip().lower() == "off" for v in f.get("log-group", [])):
+        grants |= {("*", "", "pods", v) for v in ("list", "watch")}
+        grants |= {("*", "", "events", v) for v in ("create", "patch")}
     return grants
 
 

@@ -2,6 +2,7 @@
 //! each in its own network namespace: curl sees a real-looking apiserver
 //! (401 without the token, lists with a resourceVersion, filtered watches
 //! with replay and selector transitions, 410 Expired, JSON and merge PATCH,
+//! Events created (POST, 409 on a second create) and patched,
 //! connection refused while stopped, IPv6), and kube-rs (`Client`, `Api`,
 //! `watcher` including re-list after 410 and streaming lists, PATCH) works
 //! against it.
@@ -107,6 +108,19 @@ impl<'a> Curl<'a> {
         let ct = format!("Content-Type: {content_type}");
         let data = body.to_string();
         self.run(&self.auth(), &["-X", "PATCH", "-H", &ct, "--data-binary", &data], path)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        let data = body.to_string();
+        let extra = [
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &data,
+        ];
+        self.run(&self.auth(), &extra, path)
     }
 
     /// Start `curl -N` on a watch URL in the background; returns its pid.
@@ -527,6 +541,72 @@ fn patch_nodes() {
         "/api/v1/nodes?watch=true&resourceVersion={before}&timeoutSeconds=1"
     ));
     assert_eq!(summary(&events), pairs(&[("MODIFIED", "n1"), ("MODIFIED", "n1")]));
+}
+
+#[test]
+fn events_are_created_once_then_patched() {
+    if !can_run() {
+        return;
+    }
+    let (ns, server) = setup();
+    let curl = Curl::new(&ns, &server);
+    let event = json!({
+        "metadata": {"name": "web-0.1"},
+        "involvedObject": {"kind": "Pod", "namespace": "team-a", "name": "web-0", "uid": "u1"},
+        "reason": "ApiserverAccessBlocked", "type": "Warning", "count": 1,
+    });
+    let r = curl.post("/api/v1/namespaces/team-a/events", &event);
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert_eq!(r.body["metadata"]["namespace"], "team-a");
+    assert_eq!(r.body["kind"], "Event");
+    assert!(rv(&r.body) > 0);
+    let again = curl.post("/api/v1/namespaces/team-a/events", &event);
+    assert_eq!(
+        (again.code, again.body["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    let elsewhere = curl.post("/api/v1/namespaces/other/events", &event);
+    assert_eq!(
+        elsewhere.code, 201,
+        "the same name in another namespace: {}",
+        elsewhere.body
+    );
+    let mut mismatched = event.clone();
+    mismatched["metadata"]["namespace"] = "x".into();
+    assert_eq!(curl.post("/api/v1/namespaces/team-a/events", &mismatched).code, 400);
+    assert_eq!(
+        curl.post("/api/v1/events", &event).code,
+        405,
+        "a create names its namespace"
+    );
+    assert_eq!(
+        curl.post("/api/v1/namespaces/team-a/pods", &event).code,
+        405,
+        "only Events are created"
+    );
+
+    let r = curl.patch(
+        "/api/v1/namespaces/team-a/events/web-0.1",
+        "application/merge-patch+json",
+        &json!({"count": 4, "lastTimestamp": "2026-11-30T21:00:00Z"}),
+    );
+    assert_eq!(r.code, 200, "{}", r.body);
+    let stored = server.events();
+    assert_eq!(stored.len(), 2);
+    let ours = stored.iter().find(|e| e["metadata"]["namespace"] == "team-a").unwrap();
+    assert_eq!(
+        (ours["count"].as_u64(), ours["reason"].as_str()),
+        (Some(4), Some("ApiserverAccessBlocked"))
+    );
+    let r = curl.patch(
+        "/api/v1/namespaces/team-a/events/missing",
+        "application/merge-patch+json",
+        &json!({"count": 2}),
+    );
+    assert_eq!(r.code, 404);
+    let listed = curl.get("/api/v1/namespaces/team-a/events?fieldSelector=involvedObject.uid%3Du1");
+    assert_eq!(names(&listed.body), ["web-0.1"]);
+    assert_eq!(server.event_writes().len(), 7, "{:?}", server.event_writes());
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The bounded table of attempts: one row per (source address, apiserver
-//! address, port, protocol) with a count, first and last seen, the action and
-//! the rule. At most `capacity` rows: a new key beyond it evicts the least
+//! address, port, protocol, pod) with a count, first and last seen, the
+//! action and the rule. The pod is part of the key: it is looked up when an
+//! attempt is recorded, so an address that a new pod reuses starts a row of
+//! its own and never re-attributes the old pod's row. At most `capacity` rows: a new key beyond it evicts the least
 //! recently seen one (counted), so a flood of spoofed sources costs a fixed
 //! amount of memory. Repeats are gathered for a periodic summary. Pure: the
 //! caller gives the time.
@@ -15,10 +17,13 @@ use std::net::IpAddr;
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// The pod behind a source address (attribution comes with Kubernetes discovery).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PodRef {
     pub namespace: String,
     pub name: String,
+    /// `metadata.uid`: tells two pods of the same name apart.
+    #[serde(default)]
+    pub uid: String,
 }
 
 /// One logged packet, read: who, to where, what happened, when.
@@ -40,6 +45,7 @@ impl Attempt {
             apiserver: self.headers.destination,
             port: self.headers.destination_port,
             protocol: self.headers.protocol,
+            pod_uid: self.pod.as_ref().map(|p| p.uid.clone()),
         }
     }
 
@@ -50,12 +56,14 @@ impl Attempt {
 }
 
 /// What makes two attempts "the same" in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub source: IpAddr,
     pub apiserver: IpAddr,
     pub port: Option<u16>,
     pub protocol: Protocol,
+    /// The uid of the pod the source address belonged to (None: not attributed).
+    pub pod_uid: Option<String>,
 }
 
 /// One row, as `/attempts` serves it and `apiserver-guard attempts` reads it.
@@ -165,9 +173,6 @@ impl AttemptTable {
             r.source_port = a.headers.source_port;
             r.action = a.action.as_str().to_string();
             r.rule.clone_from(&a.rule);
-            if a.pod.is_some() {
-                r.pod.clone_from(&a.pod);
-            }
             return Recorded::Repeat;
         }
         while self.entries.len() >= self.capacity {
@@ -190,7 +195,7 @@ impl AttemptTable {
             first_seen_unix_ms: a.at_ms,
             last_seen_unix_ms: a.at_ms,
         };
-        self.recency.insert(stamp, key);
+        self.recency.insert(stamp, key.clone());
         self.entries.insert(
             key,
             Entry {
@@ -336,11 +341,50 @@ mod tests {
         let back: Vec<Row> = serde_json::from_value(v).unwrap();
         assert_eq!(back, t.rows());
         let mut with_pod = a.clone();
-        with_pod.pod = Some(PodRef {
-            namespace: "team-a".into(),
-            name: "web-0".into(),
-        });
+        with_pod.pod = Some(pod("team-a", "web-0", "u1"));
         assert_eq!(with_pod.namespace(), "team-a");
         assert_eq!(a.namespace(), "");
+        t.record(&with_pod);
+        let v = serde_json::to_value(t.rows()).unwrap();
+        assert_eq!(
+            v[0]["pod"],
+            serde_json::json!({"namespace": "team-a", "name": "web-0", "uid": "u1"})
+        );
+        // A page of an older daemon (no uid) still reads.
+        let old: PodRef = serde_json::from_str(r#"{"namespace":"a","name":"b"}"#).unwrap();
+        assert_eq!(old.uid, "");
+    }
+
+    fn pod(namespace: &str, name: &str, uid: &str) -> PodRef {
+        PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+        }
+    }
+
+    #[test]
+    fn an_address_reused_by_another_pod_starts_its_own_row_and_keeps_the_old_one() {
+        let mut t = AttemptTable::new(8);
+        let mut old = attempt("10.0.1.2", 5443, 1000);
+        old.pod = Some(pod("team-a", "web-0", "u1"));
+        assert_eq!(t.record(&old), Recorded::New);
+        assert_eq!(t.record(&old), Recorded::Repeat);
+        // The pod is gone, its address now belongs to another pod.
+        let mut new = attempt("10.0.1.2", 5443, 2000);
+        new.pod = Some(pod("kube-system", "dns-1", "u2"));
+        assert_eq!(t.record(&new), Recorded::New, "a new (pod, apiserver) pair");
+        // And an attempt no pod could be named for is a row of its own too.
+        assert_eq!(t.record(&attempt("10.0.1.2", 5443, 3000)), Recorded::New);
+        let rows = t.rows();
+        let by_pod: Vec<(Option<String>, u64)> = rows
+            .iter()
+            .map(|r| (r.pod.as_ref().map(|p| p.name.clone()), r.count))
+            .collect();
+        assert_eq!(
+            by_pod,
+            [(None, 1), (Some("dns-1".into()), 1), (Some("web-0".into()), 2)],
+            "the old row keeps its pod and count"
+        );
     }
 }

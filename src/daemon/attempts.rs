@@ -1,6 +1,7 @@
 //! What the daemon knows about attempts, as operators see it: the bounded
-//! table, totals by namespace and action, and the health of the NFLOG
-//! reader (bound or why not, overflows, packets ignored). Kept in `Metrics`;
+//! table, totals by namespace and action (at most `MAX_NAMESPACES` label
+//! values), the health of the NFLOG reader (bound or why not, overflows,
+//! packets ignored) and, with Kubernetes discovery, the Events written on pods. Kept in `Metrics`;
 //! rendered as Prometheus families and as the `/attempts` JSON page, whose
 //! types `apiserver-guard attempts` reads back. Pure.
 
@@ -9,6 +10,22 @@ use crate::logging::rfc3339_millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Distinct namespace label values of the attempts metric; attempts from
+/// further namespaces count under `OTHER_NAMESPACES` (never a namespace name:
+/// names cannot start with '_').
+pub const MAX_NAMESPACES: usize = 256;
+pub const OTHER_NAMESPACES: &str = "_other";
+
+/// Counts of the Event writer, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventStats {
+    pub created: u64,
+    pub patched: u64,
+    pub failed: u64,
+    /// (pod, reason) entries dropped to stay within the book's cap.
+    pub dropped: u64,
+}
 
 /// The reader's state and the attempts seen.
 #[derive(Debug, Clone, Default)]
@@ -29,15 +46,23 @@ pub struct AttemptLog {
     pub ignored: BTreeMap<&'static str, u64>,
     /// New-key log lines left out to keep the log bounded (summarised instead).
     pub lines_suppressed: u64,
+    /// The Event writer (None: no Kubernetes discovery, no Events).
+    pub events: Option<EventStats>,
 }
 
 impl AttemptLog {
     /// Counts one attempt and puts it in the table.
     pub fn record(&mut self, a: &Attempt) -> Recorded {
-        *self
-            .totals
-            .entry((a.namespace().to_string(), a.action.as_str()))
-            .or_default() += 1;
+        let action = a.action.as_str();
+        let mut ns = a.namespace();
+        if !self.totals.contains_key(&(ns.to_string(), action)) {
+            let mut seen: Vec<&str> = self.totals.keys().map(|(n, _)| n.as_str()).collect();
+            seen.dedup();
+            if !seen.contains(&ns) && seen.len() >= MAX_NAMESPACES {
+                ns = OTHER_NAMESPACES;
+            }
+        }
+        *self.totals.entry((ns.to_string(), action)).or_default() += 1;
         self.table.record(a)
     }
 
@@ -117,6 +142,24 @@ impl AttemptLog {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             family(o, name, kind, help);
             let _ = writeln!(o, "{name} {v}");
+        }
+        if let Some(e) = &self.events {
+            family(
+                o,
+                "apiserver_guard_pod_events_total",
+                "counter",
+                "Kubernetes Events written on the pods behind attempts, by result (created, patched, failed).",
+            );
+            for (result, n) in [("created", e.created), ("patched", e.patched), ("failed", e.failed)] {
+                let _ = writeln!(o, "apiserver_guard_pod_events_total{{result=\"{result}\"}} {n}");
+            }
+            family(
+                o,
+                "apiserver_guard_pod_events_dropped_total",
+                "counter",
+                "Pods whose pending Event was dropped to keep the writer's memory bounded.",
+            );
+            let _ = writeln!(o, "apiserver_guard_pod_events_dropped_total {}", e.dropped);
         }
         family(
             o,
@@ -211,6 +254,65 @@ mod tests {
             "apiserver_guard_attempts_table_rows 2\n",
             "# TYPE apiserver_guard_attempts_table_rows gauge\n",
             "apiserver_guard_attempt_log_ignored_total{reason=\"foreign_prefix\"} 1\n",
+        ] {
+            assert!(o.contains(needle), "missing {needle}\n{o}");
+        }
+    }
+
+    #[test]
+    fn namespaces_label_the_metric_within_a_bound_and_events_are_counted() {
+        let mut l = AttemptLog {
+            group: Some(1443),
+            ..Default::default()
+        };
+        let from = |ns: &str| {
+            let mut a = attempt("10.0.1.2", AttemptAction::Blocked);
+            a.pod = Some(crate::core::attempts::PodRef {
+                namespace: ns.into(),
+                name: "web-0".into(),
+                uid: format!("uid-{ns}"),
+            });
+            a
+        };
+        l.record(&from("team-a"));
+        l.record(&from("team-a"));
+        l.record(&attempt("10.0.0.9", AttemptAction::Blocked));
+        for i in 0..(MAX_NAMESPACES + 5) {
+            l.record(&from(&format!("ns-{i}")));
+        }
+        // Known namespaces keep counting under their own name.
+        l.record(&from("team-a"));
+        let mut o = String::new();
+        l.render(&mut o);
+        assert!(
+            o.contains("apiserver_guard_attempts_total{namespace=\"team-a\",action=\"blocked\"} 3\n"),
+            "{o}"
+        );
+        assert!(
+            o.contains("apiserver_guard_attempts_total{namespace=\"\",action=\"blocked\"} 1\n"),
+            "{o}"
+        );
+        let namespaces: std::collections::BTreeSet<&String> = l.totals.keys().map(|(n, _)| n).collect();
+        assert_eq!(
+            namespaces.len(),
+            MAX_NAMESPACES + 1,
+            "the bound plus {OTHER_NAMESPACES}"
+        );
+        assert_eq!(l.totals.get(&(OTHER_NAMESPACES.to_string(), "blocked")), Some(&7));
+        assert!(!o.contains("web-0"), "never a pod name in a label");
+        assert!(!o.contains("apiserver_guard_pod_events_total"), "no writer, no family");
+        l.events = Some(EventStats {
+            created: 2,
+            patched: 1,
+            failed: 4,
+            dropped: 0,
+        });
+        let mut o = String::new();
+        l.render(&mut o);
+        for needle in [
+            "apiserver_guard_pod_events_total{result=\"created\"} 2\n",
+            "apiserver_guard_pod_events_total{result=\"failed\"} 4\n",
+            "apiserver_guard_pod_events_dropped_total 0\n",
         ] {
             assert!(o.contains(needle), "missing {needle}\n{o}");
         }

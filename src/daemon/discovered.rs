@@ -58,7 +58,8 @@ pub(super) async fn begin(loaded: &Loaded, mut stop: Stop) -> Result<Option<Opti
         return Ok(Some(None));
     };
     log::info!("Kubernetes discovery: {}", describe(cfg));
-    let d = crate::discovery::start(cfg, seed(cfg))
+    // With a log group, the pods of the node are followed to name the pod behind each attempt.
+    let d = crate::discovery::start(cfg, seed(cfg), loaded.base.log_group.is_some())
         .await
         .map_err(|e| Error::runtime(format!("Kubernetes discovery: {e}")))?;
     let mut rx = d.rx.clone();

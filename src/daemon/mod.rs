@@ -5,7 +5,9 @@
 //! a changed config file reloads the policy, SIGTERM/SIGINT end it
 //! fail-closed (the block stays unless `--cleanup-on-exit`). With Kubernetes
 //! discovery, each discovered change becomes one transaction (see
-//! `discovered.rs`), and the node taint goes once the block is proven.
+//! `discovered.rs`), the node taint goes once the block is proven, and the
+//! attempts the NFLOG reader sees are named after this node's pods and
+//! reported as Events on them.
 
 pub mod addresses;
 pub mod attempts;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod nflog;
 pub mod notify;
+pub mod pod_events;
 pub mod reconciler;
 pub mod settings;
 pub mod stop;
@@ -270,9 +273,18 @@ impl Daemon {
 
         let (addr_tx, mut addr_rx) = mpsc::channel::<()>(1);
         tokio::spawn(addresses::run(addr_tx));
+        let attribution = self.attribution();
+        let event_writer = match (&attribution, &self.discovery) {
+            (Some(nflog::Attribution { events: Some(e), .. }), Some(d)) => Some(tokio::spawn(pod_events::run(
+                d.client.clone(),
+                e.clone(),
+                self.state.clone(),
+            ))),
+            _ => None,
+        };
         let attempt_reader = self
             .log_group()
-            .map(|group| tokio::spawn(nflog::run(group, self.state.clone())));
+            .map(|group| tokio::spawn(nflog::run(group, self.state.clone(), attribution)));
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + self.settings.resync_interval,
             self.settings.resync_interval,
@@ -336,6 +348,9 @@ impl Daemon {
         if let Some(r) = attempt_reader {
             r.abort();
         }
+        if let Some(w) = event_writer {
+            w.abort();
+        }
         if self.settings.cleanup_on_exit {
             let rec = self.rec.clone();
             match tokio::task::spawn_blocking(move || rec.remove_everything()).await {
@@ -356,6 +371,22 @@ impl Daemon {
     /// log rules write to (None: `--log-group off`, nothing to read).
     fn log_group(&self) -> Option<u16> {
         self.rec.policy.log_group
+    }
+
+    /// With Kubernetes discovery and a log group: the directory of this
+    /// node's pods the attempts are named after, and the book of their Events.
+    fn attribution(&self) -> Option<nflog::Attribution> {
+        self.log_group()?;
+        let (d, cfg) = (self.discovery.as_ref()?, self.discovery_cfg.as_ref()?);
+        let pods = d.pods.clone()?;
+        log::info!(
+            node = cfg.node_name.as_str();
+            "attempts are named after the pods of node {} and reported as Events on them", cfg.node_name
+        );
+        Some(nflog::Attribution {
+            pods,
+            events: Some(pod_events::EventsHandle::new(&cfg.node_name)),
+        })
     }
 
     fn spawn_monitor(&self, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {

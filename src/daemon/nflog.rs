@@ -1,8 +1,10 @@
 //! The NFLOG reader: binds our log group on a NETLINK_NETFILTER socket of its
 //! own (nfnetlink_log; no ulogd), reads each logged packet, keeps the ones
 //! whose prefix is ours, and reports them: a log line per new (source,
-//! apiserver, port, protocol), a summary of repeats at most once a minute,
-//! the table and counters in `Metrics`. A thin shell around the pure
+//! apiserver, port, protocol, pod), a summary of repeats at most once a
+//! minute, the table and counters in `Metrics`. With Kubernetes discovery
+//! each attempt is given its pod when it is recorded (`Attribution`: the
+//! directory of this node's pods) and noted for an Event on that pod. A thin shell around the pure
 //! `core::nflog_wire`, `core::attempt_packet` and `core::attempts`.
 //!
 //! The block never depends on this path: a group another process holds, a
@@ -11,10 +13,12 @@
 
 use super::metrics::Metrics;
 use super::netlink::subscribe;
+use super::pod_events::EventsHandle;
 use crate::core::attempt_log::parse_prefix;
 use crate::core::attempt_packet::parse_headers;
 use crate::core::attempts::{Attempt, Recorded, Repeat};
 use crate::core::nflog_wire::{bind_request, parse_datagram, Event};
+use crate::discovery::attribution::SharedDirectory;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -53,8 +57,17 @@ fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
     }
 }
 
-/// Reads `group` for as long as the task lives.
-pub async fn run(group: u16, state: Arc<Mutex<Metrics>>) {
+/// Where attempts get their pod, with Kubernetes discovery.
+#[derive(Clone)]
+pub struct Attribution {
+    /// Source address -> pod, fed by the pods watch.
+    pub pods: SharedDirectory,
+    /// Where attributed attempts are noted for Events (None: no Events).
+    pub events: Option<EventsHandle>,
+}
+
+/// Reads `group` for as long as the task lives; names pods with `attribution`.
+pub async fn run(group: u16, state: Arc<Mutex<Metrics>>, attribution: Option<Attribution>) {
     lock(&state).attempts.group = Some(group);
     let mut backoff = BACKOFF.0;
     let mut last_problem: Option<String> = None;
@@ -69,7 +82,7 @@ pub async fn run(group: u16, state: Arc<Mutex<Metrics>>) {
                 log::info!(group = group; "reading blocked attempts from NFLOG group {group}");
                 backoff = BACKOFF.0;
                 last_problem = None;
-                let why = read(fd, &state).await;
+                let why = read(fd, &state, attribution.as_ref()).await;
                 lock(&state).attempts.bound = false;
                 why
             }
@@ -151,7 +164,7 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Reads until the socket fails; returns why.
-async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>) -> String {
+async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>, attribution: Option<&Attribution>) -> String {
     let mut buf = vec![0u8; 256 * 1024];
     let mut lines = LineBudget::new();
     let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
@@ -168,7 +181,7 @@ async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>) -> String {
         };
         loop {
             match recv(fd.get_ref(), &mut buf) {
-                Ok(n) => handle(&buf[..n], state, &mut lines),
+                Ok(n) => handle(&buf[..n], state, &mut lines, attribution),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => {
                         guard.clear_ready();
@@ -183,13 +196,19 @@ async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>) -> String {
     }
 }
 
-/// Counts and records the packets of one datagram; logs the new keys.
-fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget) {
+/// Counts and records the packets of one datagram, each with its pod when
+/// one is known now; logs the new keys; notes attributed attempts for Events.
+fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget, attribution: Option<&Attribution>) {
     let at_ms = unix_ms();
     let mut new = Vec::new();
+    let mut wake = false;
     {
         let mut m = lock(state);
         let log = &mut m.attempts;
+        // Lock order: metrics, then the directory, then the book (nobody takes them the other way).
+        let pods = attribution.map(|a| a.pods.lock().unwrap_or_else(|p| p.into_inner()));
+        let events = attribution.and_then(|a| a.events.as_ref());
+        let mut book = events.map(|e| e.book.lock().unwrap_or_else(|p| p.into_inner()));
         for event in parse_datagram(datagram) {
             let (prefix, payload) = match event {
                 Event::Packet { prefix, payload } => (prefix, payload),
@@ -214,9 +233,13 @@ fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget) {
                 headers,
                 action,
                 rule: rule.to_string(),
-                pod: None,
+                pod: pods.as_ref().and_then(|d| d.lookup(headers.source, at_ms).cloned()),
                 at_ms,
             };
+            if let (Some(book), Some(pod)) = (book.as_mut(), &attempt.pod) {
+                let apiserver = endpoint(headers.destination, headers.destination_port);
+                wake |= book.note(pod, action, &apiserver, at_ms);
+            }
             if log.record(&attempt) == Recorded::New {
                 if lines.take() {
                     new.push(attempt);
@@ -224,6 +247,11 @@ fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget) {
                     log.lines_suppressed += 1;
                 }
             }
+        }
+    }
+    if wake {
+        if let Some(e) = attribution.and_then(|a| a.events.as_ref()) {
+            e.wake.notify_one();
         }
     }
     for a in new {
@@ -239,13 +267,28 @@ fn report_new(a: &Attempt) {
         crate::core::attempt_log::AttemptAction::Blocked => "blocked",
         crate::core::attempt_log::AttemptAction::Audited => "audited (let through)",
     };
-    log::warn!(
-        src = src.as_str(), sport = h.source_port.map(u32::from).unwrap_or(0),
-        dst = dst.as_str(), dport = h.destination_port.map(u32::from).unwrap_or(0),
-        proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str();
-        "{verb} attempt: {} -> {} {proto} (rule {})",
-        endpoint(h.source, h.source_port), endpoint(h.destination, h.destination_port), a.rule
+    let (from, to) = (
+        endpoint(h.source, h.source_port),
+        endpoint(h.destination, h.destination_port),
     );
+    let (sport, dport) = (
+        h.source_port.map(u32::from).unwrap_or(0),
+        h.destination_port.map(u32::from).unwrap_or(0),
+    );
+    // The pod's fields become POD_NAMESPACE, POD_NAME and POD_UID in the journal.
+    match &a.pod {
+        Some(p) => log::warn!(
+            src = src.as_str(), sport = sport, dst = dst.as_str(), dport = dport,
+            proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str(),
+            pod_namespace = p.namespace.as_str(), pod_name = p.name.as_str(), pod_uid = p.uid.as_str();
+            "{verb} attempt: {from} (pod {}/{}) -> {to} {proto} (rule {})", p.namespace, p.name, a.rule
+        ),
+        None => log::warn!(
+            src = src.as_str(), sport = sport, dst = dst.as_str(), dport = dport,
+            proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str();
+            "{verb} attempt: {from} -> {to} {proto} (rule {})", a.rule
+        ),
+    }
 }
 
 /// One line about the keys repeated since the last summary (nothing when none).
@@ -276,8 +319,13 @@ pub fn summary_text(repeats: &[Repeat], unlogged_new: u64) -> Option<String> {
         .iter()
         .take(SUMMARY_ROWS)
         .map(|r| {
+            let pod = r
+                .row
+                .pod
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (pod {}/{})", p.namespace, p.name));
             format!(
-                "{} -> {} {} x{} ({})",
+                "{}{pod} -> {} {} x{} ({})",
                 r.row.source,
                 endpoint(r.row.apiserver, r.row.port),
                 r.row.protocol.name(),
@@ -375,35 +423,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn datagrams_feed_the_table_and_foreign_or_broken_packets_are_counted() {
-        fn nlattr(kind: u16, value: &[u8]) -> Vec<u8> {
-            let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
-            v.extend_from_slice(&kind.to_ne_bytes());
-            v.extend_from_slice(value);
-            v.resize(v.len().next_multiple_of(4), 0);
-            v
-        }
-        fn packet(prefix: &[u8], payload: &[u8]) -> Vec<u8> {
-            let body = [nlattr(10, prefix), nlattr(9, payload)].concat();
-            let mut v = ((20 + body.len()) as u32).to_ne_bytes().to_vec();
-            v.extend_from_slice(&(4u16 << 8).to_ne_bytes());
-            v.extend_from_slice(&[0u8; 10]);
-            v.extend_from_slice(&[2, 0, 0x05, 0xa3]);
-            v.extend_from_slice(&body);
-            v
-        }
+    fn nlattr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(value);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v
+    }
+
+    fn packet(prefix: &[u8], payload: &[u8]) -> Vec<u8> {
+        let body = [nlattr(10, prefix), nlattr(9, payload)].concat();
+        let mut v = ((20 + body.len()) as u32).to_ne_bytes().to_vec();
+        v.extend_from_slice(&(4u16 << 8).to_ne_bytes());
+        v.extend_from_slice(&[0u8; 10]);
+        v.extend_from_slice(&[2, 0, 0x05, 0xa3]);
+        v.extend_from_slice(&body);
+        v
+    }
+
+    /// IPv4 + TCP headers of 10.0.1.2:43210 -> 192.168.50.10:5443.
+    fn tcp_v4() -> Vec<u8> {
         let mut ip = vec![
             0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 1, 2, 192, 168, 50, 10,
         ];
         ip.extend_from_slice(&[0xa8, 0xca, 0x15, 0x43]);
+        ip
+    }
+
+    #[test]
+    fn datagrams_feed_the_table_and_foreign_or_broken_packets_are_counted() {
+        let ip = tcp_v4();
         let mut d = packet(b"apiserver-guard:block-tcp-port-v4\0", &ip);
         d.extend(packet(b"apiserver-guard:block-tcp-port-v4\0", &ip));
         d.extend(packet(b"someone-else:drop\0", &ip));
         d.extend(packet(b"apiserver-guard:audit-all-v4\0", &ip[..12]));
         let state = Mutex::new(Metrics::new("t"));
         let mut lines = LineBudget::new();
-        handle(&d, &state, &mut lines);
+        handle(&d, &state, &mut lines, None);
         let m = lock(&state);
         let rows = m.attempts.table.rows();
         assert_eq!(rows.len(), 1);
@@ -415,6 +471,65 @@ mod tests {
         assert_eq!(m.attempts.ignored.get("truncated"), Some(&1));
         assert_eq!(m.attempts.totals.get(&(String::new(), "blocked")), Some(&2));
         assert_eq!(lines.tokens, LINES_PER_SECOND - 1, "one new key, one line");
+    }
+
+    #[test]
+    fn attempts_get_the_pod_of_their_source_when_recorded_and_are_noted_for_events() {
+        use crate::core::attempts::PodRef;
+        use crate::discovery::attribution::PodDirectory;
+        use crate::discovery::extract::PodIdentity;
+        let web = PodIdentity {
+            pod: PodRef {
+                namespace: "team-a".into(),
+                name: "web-0".into(),
+                uid: "uid-web".into(),
+            },
+            ips: vec!["10.0.1.2".parse().unwrap()],
+            created: None,
+        };
+        let attribution = Attribution {
+            pods: PodDirectory::shared(),
+            events: Some(EventsHandle::new("node-a")),
+        };
+        let state = Mutex::new(Metrics::new("t"));
+        let mut lines = LineBudget::new();
+        let d = packet(b"apiserver-guard:block-tcp-port-v4\0", &tcp_v4());
+        // Before the pod is known: the address alone.
+        handle(&d, &state, &mut lines, Some(&attribution));
+        attribution.pods.lock().unwrap().sync([&web], unix_ms());
+        handle(&d, &state, &mut lines, Some(&attribution));
+        handle(&d, &state, &mut lines, Some(&attribution));
+        // The pod is deleted: within the grace period its name stays.
+        attribution.pods.lock().unwrap().sync([], unix_ms());
+        handle(&d, &state, &mut lines, Some(&attribution));
+        let m = lock(&state);
+        let rows = m.attempts.table.rows();
+        let got: Vec<(Option<String>, u64)> = rows
+            .iter()
+            .map(|r| (r.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)), r.count))
+            .collect();
+        assert_eq!(got, [(Some("team-a/web-0".to_string()), 3), (None, 1)]);
+        assert_eq!(m.attempts.totals.get(&("team-a".to_string(), "blocked")), Some(&3));
+        assert_eq!(m.attempts.totals.get(&(String::new(), "blocked")), Some(&1));
+        let mut book = attribution.events.as_ref().unwrap().book.lock().unwrap();
+        let writes = book.due(unix_ms());
+        assert_eq!(writes.len(), 1, "one Event for the pod");
+        assert_eq!(writes[0].event.count, Some(3));
+        assert!(
+            writes[0]
+                .event
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("192.168.50.10:5443"),
+            "{:?}",
+            writes[0].event.message
+        );
+        let s = summary_text(&m.attempts.table.clone().take_repeats(), 0).unwrap();
+        assert!(
+            s.contains("10.0.1.2 (pod team-a/web-0) -> 192.168.50.10:5443 tcp x2 (blocked)"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What the agent takes from Kubernetes objects, as plain data: the
 //! endpoints of a `kubernetes` EndpointSlice, the pod CIDRs and taints of
-//! the node, and what the allow-list needs of each pod on this node. Pure.
+//! the node, what the allow-list needs of each pod on this node, and who
+//! each pod is (to name the pod behind an attempt). Pure.
 
 use super::selector::ScopedSelector;
 use crate::core::address::Endpoint;
+use crate::core::attempts::PodRef;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -125,7 +127,19 @@ pub fn pod_facts(pod: &Pod, node: &str, allow: &AllowRule) -> Option<PodFacts> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let empty = Default::default();
     let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    let mut ips: Vec<IpAddr> = status
+    Some(PodFacts {
+        ips: pod_ips(pod),
+        allowed: allow.allows(ns, labels),
+        ended: finished || pod.metadata.deletion_timestamp.is_some(),
+        created: pod.metadata.creation_timestamp.clone(),
+    })
+}
+
+/// `status.podIPs` and `status.podIP`, parsed, sorted, without duplicates.
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = pod
+        .status
+        .as_ref()
         .map(|s| {
             let many = s.pod_ips.iter().flatten().map(|p| p.ip.as_str());
             many.chain(s.pod_ip.as_deref()).filter_map(|a| a.parse().ok()).collect()
@@ -133,11 +147,35 @@ pub fn pod_facts(pod: &Pod, node: &str, allow: &AllowRule) -> Option<PodFacts> {
         .unwrap_or_default();
     ips.sort();
     ips.dedup();
-    Some(PodFacts {
-        ips,
-        allowed: allow.allows(ns, labels),
-        ended: finished || pod.metadata.deletion_timestamp.is_some(),
-        created: pod.metadata.creation_timestamp.clone(),
+    ips
+}
+
+/// Who a pod of this node is, to name it behind an attempt: metadata and
+/// IPs only (labels and spec are not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub pod: PodRef,
+    pub ips: Vec<IpAddr>,
+    /// `metadata.creationTimestamp` (which of two pods showing one IP holds it).
+    pub created: Option<Time>,
+}
+
+/// The identity of a pod of `node` in the pod network (None for other
+/// nodes and for host-network pods, whose IP is the node's).
+pub fn pod_identity(pod: &Pod, node: &str) -> Option<PodIdentity> {
+    let spec = pod.spec.as_ref()?;
+    if spec.node_name.as_deref() != Some(node) || spec.host_network == Some(true) {
+        return None;
+    }
+    let m = &pod.metadata;
+    Some(PodIdentity {
+        pod: PodRef {
+            namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+        },
+        ips: pod_ips(pod),
+        created: m.creation_timestamp.clone(),
     })
 }
 
@@ -263,6 +301,20 @@ mod tests {
         let mut deleting = mk("monitoring", "node-a", labelled.clone(), false, "Running");
         deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
         assert!(facts(&deleting).unwrap().ended, "deletionTimestamp set");
+        let id = pod_identity(&deleting, "node-a").unwrap();
+        assert_eq!(
+            (id.pod.namespace.as_str(), id.pod.name.as_str(), id.ips.len()),
+            ("monitoring", "p", 2)
+        );
+        assert_eq!(
+            pod_identity(&mk("monitoring", "node-b", json!({}), false, "Running"), "node-a"),
+            None
+        );
+        assert_eq!(
+            pod_identity(&mk("monitoring", "node-a", json!({}), true, "Running"), "node-a"),
+            None,
+            "host network: its IP is the node's"
+        );
         let no_ip =
             pod(json!({"metadata": {"namespace": "kube-system"}, "spec": {"nodeName": "node-a", "containers": []}}));
         let f = pod_facts(&no_ip, "node-a", &allow).unwrap();

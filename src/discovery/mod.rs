@@ -2,10 +2,15 @@
 //! EndpointSlices and the kubeconfig's server), this node's pod CIDRs and
 //! the IPs of the pods on this node that keep apiserver access, followed
 //! live with list + watch. The daemon turns each change into one
-//! transaction; one-shot commands take a `snapshot`. Also the removal of the
+//! transaction; one-shot commands take a `snapshot`. The daemon also follows
+//! every pod of its node to name the pod behind an attempt (`attribution`),
+//! and reports attempts as Events on those pods (`events`). Also the removal of the
 //! node's start-up taint once the block is proven.
 
+pub mod attribution;
 pub mod client;
+pub mod event_book;
+pub mod events;
 pub mod extract;
 pub mod selector;
 pub mod settings;
@@ -13,6 +18,7 @@ pub mod state;
 pub mod taint;
 pub mod watch;
 
+use attribution::{PodDirectory, SharedDirectory};
 use extract::AllowRule;
 use state::{Discovered, Wants};
 use std::collections::BTreeMap;
@@ -105,6 +111,8 @@ pub struct Discovery {
     pub rx: channel::Receiver<View>,
     pub tx: channel::Sender<View>,
     pub client: kube::Client,
+    /// Source address -> pod, when attribution was asked for.
+    pub pods: Option<SharedDirectory>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -118,8 +126,9 @@ impl Drop for Discovery {
 
 /// Connects and starts the watches (must run inside a tokio runtime).
 /// `initial` seeds the view (the cache), so the last known state holds until
-/// each source has listed.
-pub async fn start(cfg: &DiscoveryConfig, initial: Discovered) -> Result<Discovery, String> {
+/// each source has listed. With `attribute`, the pods of the node are
+/// followed (allow-list or not) to name the pod behind a source address.
+pub async fn start(cfg: &DiscoveryConfig, initial: Discovered, attribute: bool) -> Result<Discovery, String> {
     let (client, url) = client::connect(&cfg.client).await?;
     let (tx, rx) = channel::channel(View {
         discovered: initial,
@@ -144,15 +153,23 @@ pub async fn start(cfg: &DiscoveryConfig, initial: Discovered) -> Result<Discove
             tx.clone(),
         )));
     }
-    if cfg.wants.allow_list {
+    let pods = attribute.then(PodDirectory::shared);
+    if cfg.wants.allow_list || pods.is_some() {
         tasks.push(tokio::spawn(watch::pods(
             client.clone(),
             cfg.node_name.clone(),
-            cfg.allow.clone(),
+            cfg.wants.allow_list.then(|| cfg.allow.clone()),
+            pods.clone(),
             tx.clone(),
         )));
     }
-    Ok(Discovery { rx, tx, client, tasks })
+    Ok(Discovery {
+        rx,
+        tx,
+        client,
+        pods,
+        tasks,
+    })
 }
 
 /// Failed attempts of one source after which a one-shot look gives up.
@@ -162,7 +179,7 @@ pub const SNAPSHOT_ATTEMPTS: u64 = 3;
 /// watches, waits until every source has listed once, stops them. Gives up
 /// after `timeout`, or as soon as a source has failed `SNAPSHOT_ATTEMPTS` times.
 pub async fn snapshot(cfg: &DiscoveryConfig, timeout: Duration) -> Result<Discovered, String> {
-    let d = start(cfg, Discovered::default()).await?;
+    let d = start(cfg, Discovered::default(), false).await?;
     let sources = cfg.sources();
     let mut rx = d.rx.clone();
     let settled =

@@ -1,11 +1,13 @@
 //! The watches: one kube-runtime watcher per source (the `kubernetes`
 //! EndpointSlices, this node, the pods on this node), each folding its
-//! events into the shared `View`. A re-list (start, 410 Gone, reconnect)
+//! events into the shared `View` (the pods also into the attribution
+//! directory). A re-list (start, 410 Gone, reconnect)
 //! replaces a source's facts only once it is complete; an error keeps the
 //! last known facts and marks the source down. Never exits on errors: the
 //! watcher retries with backoff.
 
-use super::extract::{node_pod_cidrs, pod_facts, slice_endpoints, AllowRule, SERVICE_LABEL};
+use super::attribution::SharedDirectory;
+use super::extract::{node_pod_cidrs, pod_facts, pod_identity, slice_endpoints, AllowRule, SERVICE_LABEL};
 use super::state::{allowed_ips_of, Discovered};
 use super::View;
 use futures_util::StreamExt;
@@ -202,17 +204,53 @@ pub async fn node(client: Client, node_name: String, tx: watch::Sender<View>) {
     .await
 }
 
-/// The pods on this node (field selector): every one is followed, allowed
-/// or not, so that an allowed pod's IP stops being exempt once another pod
-/// shows up with it (`allowed_ips_of`).
-pub async fn pods(client: Client, node_name: String, allow: AllowRule, tx: watch::Sender<View>) {
+/// The pods on this node (field selector), for two readers. The allow-list
+/// (`allow`): every pod is followed, allowed or not, so that an allowed pod's
+/// IP stops being exempt once another pod shows up with it (`allowed_ips_of`).
+/// Attribution (`directory`): who each pod is and its IPs, kept in the
+/// directory the attempts reader looks addresses up in; it never touches
+/// `Discovered`, so pod churn alone changes no policy.
+pub async fn pods(
+    client: Client,
+    node_name: String,
+    allow: Option<AllowRule>,
+    directory: Option<SharedDirectory>,
+    tx: watch::Sender<View>,
+) {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let extract = move |p: &Pod| pod_facts(p, &node_name, &allow);
-    follow(PODS, api, cfg, tx, extract, |d, m| {
-        d.allowed = allowed_ips_of(m.iter().filter_map(|(k, f)| Some((k, f.as_ref()?))));
+    let allow_list = allow.is_some();
+    let rule = allow.unwrap_or_default();
+    let with_identity = directory.is_some();
+    let extract = move |p: &Pod| {
+        let facts = if allow_list {
+            pod_facts(p, &node_name, &rule)
+        } else {
+            None
+        };
+        let identity = if with_identity {
+            pod_identity(p, &node_name)
+        } else {
+            None
+        };
+        (facts, identity)
+    };
+    follow(PODS, api, cfg, tx, extract, move |d, m| {
+        if let Some(dir) = &directory {
+            let pods = m.values().filter_map(|(_, id)| id.as_ref());
+            dir.lock().unwrap_or_else(|p| p.into_inner()).sync(pods, unix_ms());
+        }
+        if allow_list {
+            d.allowed = allowed_ips_of(m.iter().filter_map(|(k, (f, _))| Some((k, f.as_ref()?))));
+        }
     })
     .await
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -198,6 +198,7 @@ pub fn url_decode(s: &str, plus_is_space: bool) -> String {
 fn reason_phrase(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

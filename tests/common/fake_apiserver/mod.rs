@@ -1,7 +1,7 @@
 //! `FakeApiServer`: a fake kube-apiserver for integration tests, speaking the
 //! real protocol (HTTPS with a bearer token, HTTP/1.1 keep-alive, JSON lists,
 //! chunked watches with resourceVersions, bookmarks and 410 Expired, JSON and
-//! merge PATCH) for EndpointSlices, Pods and Nodes, inside a test's network
+//! merge PATCH, POST of Events) for EndpointSlices, Pods, Nodes and Events, inside a test's network
 //! namespace, on plain threads. Tests set objects, inject faults (expired
 //! watches, a stopped server) and observe the requests and open watches.
 
@@ -175,6 +175,11 @@ impl FakeApiServer {
         })
     }
 
+    /// The stored Pod object (its uid, as assigned), if any.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.shared.store.lock().get(Resource::Pods, namespace, name).cloned()
+    }
+
     pub fn delete_pod(&self, namespace: &str, name: &str) {
         self.shared.store.update(|s| s.remove(Resource::Pods, namespace, name));
     }
@@ -203,6 +208,19 @@ impl FakeApiServer {
     /// The stored Node object, as the apiserver would return it.
     pub fn node(&self, name: &str) -> Option<serde_json::Value> {
         self.shared.store.lock().get(Resource::Nodes, "", name).cloned()
+    }
+
+    /// The stored Events (what agents created and patched), in (namespace, name) order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.shared.store.lock().all(Resource::Events).cloned().collect()
+    }
+
+    /// Writes to Events so far ("POST /api/v1/namespaces/NS/events", "PATCH .../events/NAME").
+    pub fn event_writes(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| (r.starts_with("POST ") || r.starts_with("PATCH ")) && r.contains("/events"))
+            .collect()
     }
 
     /// The current global resourceVersion.

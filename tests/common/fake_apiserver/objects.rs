@@ -1,5 +1,5 @@
 //! The Kubernetes objects the fake apiserver serves (EndpointSlices, Pods,
-//! Nodes) built as JSON the way a real apiserver renders them, plus the
+//! Nodes, Events) built as JSON the way a real apiserver renders them, plus the
 //! `Status`, bookmark and list envelopes, and `PodSpec` (what a test says
 //! about a pod).
 
@@ -12,6 +12,7 @@ pub enum Resource {
     EndpointSlices,
     Pods,
     Nodes,
+    Events,
 }
 
 impl Resource {
@@ -21,13 +22,19 @@ impl Resource {
             Resource::EndpointSlices => "endpointslices",
             Resource::Pods => "pods",
             Resource::Nodes => "nodes",
+            Resource::Events => "events",
         }
     }
 
     pub fn from_plural(s: &str) -> Option<Resource> {
-        [Resource::EndpointSlices, Resource::Pods, Resource::Nodes]
-            .into_iter()
-            .find(|r| r.plural() == s)
+        [
+            Resource::EndpointSlices,
+            Resource::Pods,
+            Resource::Nodes,
+            Resource::Events,
+        ]
+        .into_iter()
+        .find(|r| r.plural() == s)
     }
 
     pub fn kind(self) -> &'static str {
@@ -35,13 +42,14 @@ impl Resource {
             Resource::EndpointSlices => "EndpointSlice",
             Resource::Pods => "Pod",
             Resource::Nodes => "Node",
+            Resource::Events => "Event",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Resource::EndpointSlices => "discovery.k8s.io/v1",
-            Resource::Pods | Resource::Nodes => "v1",
+            Resource::Pods | Resource::Nodes | Resource::Events => "v1",
         }
     }
 
@@ -202,6 +210,16 @@ pub fn status(code: u16, reason: &str, message: &str) -> Value {
         "reason": reason,
         "code": code,
     })
+}
+
+pub fn already_exists(resource: Resource, name: &str) -> Value {
+    let mut s = status(
+        409,
+        "AlreadyExists",
+        &format!("{} \"{name}\" already exists", resource.plural()),
+    );
+    s["details"] = json!({"name": name, "kind": resource.plural()});
+    s
 }
 
 pub fn not_found(resource: Resource, name: &str) -> Value {

@@ -1,5 +1,5 @@
 //! Request handling: bearer-token check, URL routing to the supported
-//! resources, list / get / PATCH and `/version`, each answered with JSON the
+//! resources, list / get / PATCH (nodes, events), POST (events) and `/version`, each answered with JSON the
 //! way the apiserver does (errors as `Status` objects); watches are handed
 //! back as a `Watch` for the connection to stream.
 
@@ -82,7 +82,10 @@ pub fn route(req: &Request, store: &Store, token: &str) -> Reply {
     match (req.method.as_str(), &t.name) {
         ("GET", None) => list_or_watch(req, store, &t),
         ("GET", Some(name)) => get(store, &t, name),
-        ("PATCH", Some(name)) if t.resource == Resource::Nodes => patch(req, store, &t, name),
+        ("PATCH", Some(name)) if matches!(t.resource, Resource::Nodes | Resource::Events) => {
+            patch(req, store, &t, name)
+        }
+        ("POST", None) if t.resource == Resource::Events && t.namespace.is_some() => create(req, store, &t),
         _ => error(
             405,
             "MethodNotAllowed",
@@ -137,6 +140,51 @@ fn get(store: &Store, t: &Target, name: &str) -> Reply {
         Some(obj) => Reply::Json(200, obj.clone()),
         None => Reply::Json(404, objects::not_found(t.resource, name)),
     }
+}
+
+/// POST of a new object into the namespace of the URL: named by
+/// `metadata.name` (or `generateName` plus a suffix); 409 if it exists.
+fn create(req: &Request, store: &Store, t: &Target) -> Reply {
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let mut body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad_request("the body must be an object"),
+        Err(e) => return bad_request(&format!("invalid body: {e}")),
+    };
+    match body["metadata"]["namespace"].as_str() {
+        None => body["metadata"]["namespace"] = ns.into(),
+        Some(n) if n == ns => {}
+        Some(n) => {
+            return bad_request(&format!(
+                "the namespace of the provided object ({n}) does not match the namespace sent on the request ({ns})"
+            ))
+        }
+    }
+    let mut st = store.lock();
+    if body["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        let Some(prefix) = body["metadata"]["generateName"].as_str().map(str::to_string) else {
+            return error(
+                422,
+                "Invalid",
+                "metadata.name: Required value: name or generateName is required",
+            );
+        };
+        body["metadata"]["name"] = format!("{prefix}{:05x}", st.rv).into();
+    }
+    let name = body["metadata"]["name"].as_str().expect("named above").to_string();
+    if st.get(t.resource, ns, &name).is_some() {
+        return Reply::Json(409, objects::already_exists(t.resource, &name));
+    }
+    if req.param("dryRun").is_some() {
+        return Reply::Json(201, body);
+    }
+    body["kind"] = t.resource.kind().into();
+    body["apiVersion"] = t.resource.api_version().into();
+    st.put(t.resource, body);
+    let stored = st.get(t.resource, ns, &name).cloned().expect("just stored");
+    drop(st);
+    store.notify();
+    Reply::Json(201, stored)
 }
 
 fn patch(req: &Request, store: &Store, t: &Target, name: &str) -> Reply {

@@ -156,6 +156,17 @@ fn supported_fields(resource: Resource) -> &'static [&'static str] {
         ],
         Resource::Nodes => &["metadata.name", "spec.unschedulable"],
         Resource::EndpointSlices => &["metadata.name", "metadata.namespace"],
+        Resource::Events => &[
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.name",
+            "involvedObject.namespace",
+            "involvedObject.uid",
+            "reason",
+            "source",
+            "type",
+        ],
     }
 }
 
