@@ -10,7 +10,12 @@ checkers' venv python, which has PyYAML).
   compare OUT KUSTOMIZATION RENDERED
                                the same objects as `kubectl kustomize` produced (RENDERED)?
   versions OLDEST FILE...      "VERSION FILE..." lines: each file validated against OLDEST,
-                               or against the first version that has all of its kinds
+                               or against the first version that has all of its kinds;
+                               "custom FILE..." for files of custom resources (no schema
+                               in kubernetes-validate: checked by `custom`)
+  custom FILE...               the shape of each custom resource (PrometheusRule: the
+                               fields the Prometheus Operator's CRD has; promtool checks
+                               the rules themselves, scripts/check-alerts.sh)
   strip IN OUT                 copies of the rendered files without checkov.io/skipN annotations
   skips REPORT OUT             every skip has a reason and is needed (REPORT: checkov JSON of
                                the stripped copies)
@@ -40,6 +45,9 @@ MIN_VERSION = {
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): "1.30.0",
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"): "1.30.0",
 }
+# Custom resources kubernetes-validate has no schema for (it would only warn):
+# checked by cmd_custom instead.
+CUSTOM = {("monitoring.coreos.com/v1", "PrometheusRule")}
 KNOWN_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "images", "patches"}
 AGENT, PROBE = "apiserver-guard", "apiserver-guard-probe"
 # Host paths a pod of this project may mount, and how.
@@ -213,11 +221,77 @@ def cmd_compare(out, kustomization, rendered):
 def cmd_versions(oldest, files):
     groups = {}
     for f in files:
+        custom = [(d["apiVersion"], d["kind"]) in CUSTOM for d in load_docs(f)]
+        if any(custom):
+            if not all(custom):
+                raise Problem(f"{f}: custom resources go in files of their own")
+            groups.setdefault("custom", []).append(f)
+            continue
         need = [MIN_VERSION.get((d["apiVersion"], d["kind"]), oldest) for d in load_docs(f)]
         v = max([oldest] + need, key=lambda s: tuple(map(int, s.split("."))))
         groups.setdefault(v, []).append(f)
     for v, fs in sorted(groups.items()):
         print(v, *fs)
+
+
+DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
+
+
+def check_prometheusrule(d, where):
+    """The fields of monitoring.coreos.com/v1 PrometheusRule (the operator's CRD), nothing else."""
+    problems = []
+
+    def keys(obj, allowed, at, required=()):
+        if not isinstance(obj, dict):
+            problems.append(f"{where}: {at} must be a mapping")
+            return False
+        problems.extend(f"{where}: {at}.{k} is not a field of PrometheusRule" for k in sorted(set(obj) - set(allowed)))
+        problems.extend(f"{where}: {at}.{k} is required" for k in required if k not in obj)
+        return True
+
+    def strings(obj, at):
+        if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+            problems.append(f"{where}: {at} must map strings to strings")
+
+    keys(d, {"apiVersion", "kind", "metadata", "spec"}, "", ("metadata", "spec"))
+    if keys(d.get("metadata"), {"name", "namespace", "labels", "annotations"}, "metadata", ("name",)):
+        for k in ("labels", "annotations"):
+            if k in d["metadata"]:
+                strings(d["metadata"][k], f"metadata.{k}")
+    if not keys(d.get("spec"), {"groups"}, "spec", ("groups",)):
+        return problems
+    for i, g in enumerate(d["spec"]["groups"] or []):
+        at = f"spec.groups[{i}]"
+        if not keys(g, {"name", "interval", "rules", "limit", "partial_response_strategy", "query_offset"}, at, ("name",)):
+            continue
+        for j, r in enumerate(g.get("rules") or []):
+            rat = f"{at}.rules[{j}]"
+            if not keys(r, {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}, rat, ("expr",)):
+                continue
+            if ("alert" in r) == ("record" in r):
+                problems.append(f"{where}: {rat}: exactly one of alert and record")
+            for k in ("for", "keep_firing_for"):
+                if k in r and not DURATION.match(str(r[k])):
+                    problems.append(f"{where}: {rat}.{k}: {r[k]!r} is not a duration")
+            for k in ("labels", "annotations"):
+                if k in r:
+                    strings(r[k], f"{rat}.{k}")
+    return problems
+
+
+def cmd_custom(*files):
+    problems, n = [], 0
+    for f in files:
+        for d in load_docs(f):
+            where = f"{f}: {d['kind']} {d.get('metadata', {}).get('name')}"
+            if (d["apiVersion"], d["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule"):
+                problems += check_prometheusrule(d, where)
+                n += 1
+            else:
+                problems.append(f"{where}: no check for this custom resource")
+    if problems:
+        raise Problem("\n  ".join(problems))
+    print(f"{n} PrometheusRule(s) in {len(files)} file(s): only fields of the CRD (the rules: scripts/check-alerts.sh)")
 
 
 def cmd_strip(src, dst):
@@ -621,6 +695,8 @@ def main():
             cmd_versions(args[0], args[1:])
         elif cmd == "commands":
             cmd_commands(args[0], args[1], args[2:])
+        elif cmd == "custom":
+            cmd_custom(*args)
         else:
             {"render": cmd_render, "compare": cmd_compare, "strip": cmd_strip, "skips": cmd_skips,
              "consistency": cmd_consistency}[cmd](*args)

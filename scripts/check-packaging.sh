@@ -155,7 +155,8 @@ for f in /usr/bin/apiserver-guard /lib/systemd/system/apiserver-guard.service \
   /usr/share/man/man8/apiserver-guard-run.8.gz /usr/share/bash-completion/completions/apiserver-guard \
   /usr/share/zsh/vendor-completions/_apiserver-guard /usr/share/fish/vendor_completions.d/apiserver-guard.fish \
   /usr/share/doc/apiserver-guard/README.md /usr/share/doc/apiserver-guard/copyright \
-  /usr/share/doc/apiserver-guard/examples/probe.conf /usr/share/doc/apiserver-guard/examples/discovery.conf; do
+  /usr/share/doc/apiserver-guard/examples/probe.conf /usr/share/doc/apiserver-guard/examples/discovery.conf \
+  /usr/share/doc/apiserver-guard/examples/apiserver-guard-rules.yml; do
   grep -qx "$f" <<<"$deb_files" || fail ".deb lacks $f"
 done
 [ "$(dpkg-deb -f "$deb" Depends | grep -c 'nftables | iptables')" -eq 1 ] || fail ".deb does not depend on nftables | iptables"
@@ -169,7 +170,7 @@ for f in /usr/bin/apiserver-guard /usr/lib/systemd/system/apiserver-guard.servic
   /usr/lib/systemd/system/apiserver-guard-apply.service /usr/lib/tmpfiles.d/apiserver-guard.conf \
   /usr/share/man/man8/apiserver-guard.8.gz /usr/share/bash-completion/completions/apiserver-guard \
   /usr/share/zsh/site-functions/_apiserver-guard /usr/share/fish/vendor_completions.d/apiserver-guard.fish \
-  /usr/share/doc/apiserver-guard/README.md; do
+  /usr/share/doc/apiserver-guard/README.md /usr/share/doc/apiserver-guard/examples/apiserver-guard-rules.yml; do
   grep -q " $f\$" <<<"$rpm_files" || fail ".rpm lacks $f"
 done
 grep -qE '^cn /etc/apiserver-guard/config.toml$' <<<"$rpm_files" || fail ".rpm: config.toml is not %config(noreplace)"

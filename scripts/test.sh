@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs: install system packages,
-# check formatting and lints, run unit and real-kernel integration tests
+# check formatting and lints, check and unit-test the alerting rules
+# (promtool), run unit and real-kernel integration tests
 # (each in its own network namespaces; needs root), then the packaging
 # checks (systemd units, .deb/.rpm, container and Kubernetes manifests,
 # and a lint of every shell script). With APISERVER_GUARD_VM_TEST=1 it also boots a throwaway
@@ -16,6 +17,7 @@ fi
 scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/check-alerts.sh
 cargo test --locked --all-targets
 scripts/check-packaging.sh
 scripts/check-manifests.sh
