@@ -32,13 +32,17 @@ pub struct AttemptLog {
 }
 
 impl AttemptLog {
-    /// Counts one attempt and puts it in the table.
+    /// Puts one logged packet in the table and counts it, unless it belongs
+    /// to a connection already counted.
     pub fn record(&mut self, a: &Attempt) -> Recorded {
-        *self
-            .totals
-            .entry((a.namespace().to_string(), a.action.as_str()))
-            .or_default() += 1;
-        self.table.record(a)
+        let recorded = self.table.record(a);
+        if recorded != Recorded::SameConnection {
+            *self
+                .totals
+                .entry((a.namespace().to_string(), a.action.as_str()))
+                .or_default() += 1;
+        }
+        recorded
     }
 
     pub fn ignore(&mut self, reason: &'static str) {
@@ -70,7 +74,7 @@ impl AttemptLog {
             o,
             "apiserver_guard_attempts_total",
             "counter",
-            "Attempts to reach an apiserver that our rules logged, by the source's namespace (\"\" when unknown) and action.",
+            "Connection attempts to reach an apiserver that our rules logged (each connection once), by the source's namespace (\"\" when unknown) and action.",
         );
         for ((ns, action), n) in &self.totals {
             let ns = ns.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
@@ -197,7 +201,11 @@ mod tests {
         l.group = Some(1443);
         l.bound = true;
         l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
-        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        let mut next = attempt("10.0.1.2", AttemptAction::Blocked);
+        next.headers.source_port = Some(40001);
+        l.record(&next);
+        // A retransmit of that connection: not another attempt.
+        l.record(&next);
         l.record(&attempt("10.0.0.5", AttemptAction::Audited));
         l.ignore("foreign_prefix");
         l.overflows = 2;

@@ -347,7 +347,7 @@ mod tests {
                         source: format!("10.0.0.{i}").parse().unwrap(),
                         destination: "fd00:50::10".parse().unwrap(),
                         protocol: Protocol::Tcp,
-                        source_port: Some(1),
+                        source_port: Some(1000 + k as u16),
                         destination_port: Some(5443),
                     },
                     action: AttemptAction::Blocked,
@@ -398,7 +398,11 @@ mod tests {
         ];
         ip.extend_from_slice(&[0xa8, 0xca, 0x15, 0x43]);
         let mut d = packet(b"apiserver-guard:block-tcp-port-v4\0", &ip);
+        // The same connection again (a SYN retransmit): one attempt.
         d.extend(packet(b"apiserver-guard:block-tcp-port-v4\0", &ip));
+        let mut next = ip.clone();
+        next[21] = 0xcb;
+        d.extend(packet(b"apiserver-guard:block-tcp-port-v4\0", &next));
         d.extend(packet(b"someone-else:drop\0", &ip));
         d.extend(packet(b"apiserver-guard:audit-all-v4\0", &ip[..12]));
         let state = Mutex::new(Metrics::new("t"));
@@ -409,7 +413,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (rows[0].count, rows[0].port, rows[0].source_port),
-            (2, Some(5443), Some(43210))
+            (2, Some(5443), Some(43211))
         );
         assert_eq!(m.attempts.ignored.get("foreign_prefix"), Some(&1));
         assert_eq!(m.attempts.ignored.get("truncated"), Some(&1));
