@@ -325,3 +325,33 @@ fn a_dropped_connect_and_its_syn_retransmits_are_one_attempt() {
         Some(2.0)
     );
 }
+
+#[test]
+fn audit_with_the_iptables_backends_is_in_sync_and_verified_reachable_by_the_chain_counters() {
+    if !can_run() {
+        return;
+    }
+    let topo = quiet_topology();
+    let node = &topo.node;
+    let pod_ns = topo.pod.path();
+    for backend in [Backend::IptablesNft, Backend::IptablesLegacy] {
+        let audit = policy("audit").with_backend(backend);
+        audit.apply_ok(node);
+        let (r, json) = audit.status(node);
+        r.expect_code(0, "status, audit rules in place");
+        assert_eq!(json["action"], "audit", "{json}");
+        assert_served(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "audit: pod served");
+        // The audit rule has no target in `iptables -L`: its counter is the evidence.
+        let (r, report) = verify_json(node, &audit, &["--expect", "reachable", "--netns", pod_ns.as_str()]);
+        r.expect_code(0, &format!("verify --expect reachable ({})", backend.flag()));
+        let counter = &report["endpoints"][0]["counter"];
+        assert_eq!(counter["status"], "moved", "{report}");
+        let rule = counter["rules"][0].as_str().unwrap_or("");
+        assert!(
+            rule.ends_with("APISERVER-GUARD rule 2"),
+            "the audit rule, after its NFLOG rule: {report}"
+        );
+        let r = verify_text(node, &audit, &["--netns", pod_ns.as_str()]);
+        r.expect_code(2, "verify (expect blocked) on an audit policy");
+    }
+}

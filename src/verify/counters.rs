@@ -75,6 +75,8 @@ pub struct IptRule {
     pub dport: Option<u16>,
     /// `ADDRTYPE match ... dst-type LOCAL`: every address of this node.
     pub dst_local: bool,
+    /// Its number in the chain (1 = first rule; as `iptables -L --line-numbers` counts).
+    pub position: usize,
 }
 
 impl IptRule {
@@ -110,12 +112,14 @@ fn no_target(token: &str) -> bool {
 /// (no target: they only count); exempt RETURNs, NFLOG log rules and anything else are not the block.
 pub fn iptables_rules(listing: &str) -> Vec<IptRule> {
     let mut out = Vec::new();
+    let mut position = 0;
     for line in listing.lines() {
         let tokens: Vec<&str> = line.split_whitespace().collect();
         let (Some(packets), Some(target)) = (tokens.first(), tokens.get(2)) else {
             continue;
         };
         let Ok(packets) = packets.parse::<u64>() else { continue };
+        position += 1;
         if !matches!(*target, "REJECT" | "DROP") && !no_target(target) {
             continue;
         }
@@ -132,6 +136,7 @@ pub fn iptables_rules(listing: &str) -> Vec<IptRule> {
             destination,
             dport,
             dst_local,
+            position,
         });
     }
     out
@@ -226,9 +231,9 @@ impl Snapshot {
                 Err(e) => add(&mut total, Err(e.clone())),
                 Ok(None) => {}
                 Ok(Some(rules)) => {
-                    for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.matches(key)) {
+                    for r in rules.iter().filter(|r| r.matches(key)) {
                         add(&mut total, Ok(Some(r.packets)));
-                        names.push(format!("{prog} {CHAIN} rule {}", i + 1));
+                        names.push(format!("{prog} {CHAIN} rule {}", r.position));
                     }
                 }
             }
@@ -414,8 +419,11 @@ mod tests {
 ";
         let rules = iptables_rules(v4);
         assert_eq!(
-            rules.iter().map(|r| (r.packets, r.dport)).collect::<Vec<_>>(),
-            [(6, Some(5443)), (2, None)]
+            rules
+                .iter()
+                .map(|r| (r.packets, r.dport, r.position))
+                .collect::<Vec<_>>(),
+            [(6, Some(5443), 2), (2, None, 3)]
         );
         assert_eq!(rules[1].destination, Some("192.168.0.11".parse().unwrap()));
     }
@@ -438,7 +446,8 @@ mod tests {
         let (r, names) = s.packets(&key("192.168.0.10", 5443, false, false));
         assert_eq!(
             (r, names),
-            (Ok(Some(3)), vec!["iptables-legacy APISERVER-GUARD rule 1".to_string()])
+            (Ok(Some(3)), vec!["iptables-legacy APISERVER-GUARD rule 2".to_string()]),
+            "numbered as in the chain: the RETURN before it is rule 1"
         );
         assert_eq!(s.packets(&key("192.168.0.10", 443, false, false)).0, Ok(None));
         assert_eq!(s.packets(&key("192.168.0.11", 443, true, false)).0, Ok(Some(1)));
@@ -454,7 +463,8 @@ mod tests {
                 packets: 2,
                 destination: Some("fd01::1".parse().unwrap()),
                 dport: Some(5443),
-                dst_local: false
+                dst_local: false,
+                position: 1
             }]
         );
         let empty = "Chain APISERVER-GUARD (1 references)\n    pkts      bytes target     prot opt in     out     source               destination\n";
