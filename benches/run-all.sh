@@ -14,10 +14,12 @@
 #                                pre-discovery baseline once into target/bench-baseline/, ~2 minutes)
 #   7. table ownership (foreign flush/delete against the daemon's table) and apply cost in process
 #                                benches/table-ownership.sh (benches/table_ownership/main.rs)
+#   8. who tried: the attempt log under a flood, and the data-path cost of the log statement
+#                                benches/attempt-log.sh (benches/attempt_log/main.rs)
 # Usage: sudo benches/run-all.sh              full run, about 20-25 minutes on 2 cores
 #        sudo QUICK=1 benches/run-all.sh      smoke test (few repetitions, small sizes), 3-4 minutes;
 #                                             writes target/bench/benchmarks-quick.md unless OUT is set
-#        PARTS="status apply repair datapath footprint discovery ownership" selects parts; OUT=FILE changes
+#        PARTS="status apply repair datapath footprint discovery ownership attempts" selects parts; OUT=FILE changes
 #        the output; BENCH_SOURCE="..." describes the source tree in the header (default: git commit).
 #        A run of only some parts keeps the other sections of an existing OUT as they are (each section
 #        ends with the command, date and commit that produced it); MERGE=0 writes only the parts run.
@@ -26,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (the parts create network namespaces)" >&2; exit 1; }
 QUICK=${QUICK:-0}
-ALL_PARTS="status apply repair datapath footprint discovery ownership"
+ALL_PARTS="status apply repair datapath footprint discovery ownership attempts"
 PARTS=${PARTS:-$ALL_PARTS}
 for p in $PARTS; do
   [[ " $ALL_PARTS " == *" $p "* ]] || { echo "unknown part '$p' (parts: $ALL_PARTS)" >&2; exit 2; }
@@ -45,6 +47,7 @@ if [ "$QUICK" = 1 ]; then
   # The baseline binary only if an earlier run built it (building it takes ~2 minutes).
   DISCOVERY_ARGS=(--iterations 4 --start-runs 2 --version-runs 5 --rss-runs 1 --rss-wait 2 --baseline-if-cached)
   OWNERSHIP_ARGS=(--rounds 50 --iterations 100 --runs 3 --foreign 1000)
+  ATTEMPTS_ARGS=(--flood-seconds 3 --rate-seconds 1 --rounds 1)
 else
   OUT=${OUT:-docs/benchmarks.md}
   STATUS_ARGS=(7 0 1000 10000 100000) APPLY_ARGS=(5 0 1000 10000 100000)
@@ -52,6 +55,7 @@ else
   DATAPATH_ARGS=(5 5 3) FOOTPRINT_ARGS=(60 nftables:0 nftables:100000)
   DISCOVERY_ARGS=(--iterations 20 --start-runs 10 --version-runs 50 --rss-runs 3 --rss-wait 5)
   OWNERSHIP_ARGS=(--rounds 1000 --iterations 1000 --runs 20 --foreign 100000)
+  ATTEMPTS_ARGS=(--flood-seconds 10 --single-every-ms 100 --rate-seconds 3 --rounds 5)
 fi
 PREFIX=""
 [ "$QUICK" = 1 ] && PREFIX="QUICK=1 "
@@ -64,7 +68,7 @@ if [[ " $PARTS " == *" datapath "* ]] && ! command -v iperf3 >/dev/null; then
 fi
 cargo build --release --locked -q
 cargo bench --locked -q --no-run --bench repair_latency --bench connect_rate --bench discovery_latency \
-  --bench table_ownership
+  --bench table_ownership --bench attempt_log
 
 TMP=$(mktemp -d)
 DAEMON_DOC=docs/benchmarks-daemon.md
@@ -95,6 +99,7 @@ declare -A TITLE=(
   [footprint]="5. Footprint"
   [discovery]="6. Discovery latency and the cost of the Kubernetes client"
   [ownership]="7. Table ownership and apply cost"
+  [attempts]="8. Who tried: the attempt log under a flood"
 )
 declare -A SECTION=()
 KEPT=()
@@ -206,6 +211,9 @@ part discovery \
 part ownership \
 "The daemon owns its nftables table by default (flags owner|persist on its netlink socket, Linux 6.9+): what another process's \`nft flush ruleset\` and \`nft delete table\` do to a pod's connections meanwhile, and what an apply costs in process (the library) and as a process. Targets: 0 connections served; allow-list element update <= 2 ms; \`apply\` cold <= 5 ms beyond process start; \`status\` <= 3 x \`--version\`." \
   benches/table-ownership.sh "${OWNERSHIP_ARGS[@]}"
+part attempts \
+"The daemon with its defaults (log rules to NFLOG group 1443, metered per source in the kernel: 10/s, burst 20) while a pod floods connects to the blocked apiserver and another pod address tries once at a time: what the daemon costs and how fast and how completely it reports; then what the log statement costs traffic that is not blocked. Targets: attempt to log line p99 <= 100 ms; daemon CPU <= 5 % of a core at the kernel rate limit; RSS <= 20 MiB; the log statement's data-path cost within the noise." \
+  benches/attempt-log.sh "${ATTEMPTS_ARGS[@]}"
 
 TOTAL=$(( $(date +%s) - T_START ))
 write_doc "complete"

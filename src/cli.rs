@@ -156,7 +156,8 @@ pub struct VerifyArgs {
     /// included, shows its network works [default: the gateway towards the apiserver].
     #[arg(long, value_name = "ADDR[:PORT]", env = "APISERVER_GUARD_VERIFY_CONTROL")]
     pub control: Option<String>,
-    /// What the container network should see.
+    /// What the container network should see; with --action audit (which blocks nothing) only
+    /// reachable: the pod gets through and our audit rule counts it.
     #[arg(long, value_enum, default_value = "blocked")]
     pub expect: crate::verify::outcome::Expect,
     /// Output format.

@@ -6,7 +6,7 @@ use crate::backend::select::{leftovers, remove_from_all, remove_others, select};
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
-use crate::core::policy::Policy;
+use crate::core::policy::{Action, Policy};
 use crate::core::validate::{check_lockout, validate};
 use crate::error::{exit, Error, Result};
 use crate::lockout::routes;
@@ -109,10 +109,47 @@ struct StatusReport<'a> {
     backend: &'a str,
     reason: &'a str,
     in_sync: bool,
+    /// The policy's action (`reject`, `drop`, `audit`), compared with what is installed.
+    action: &'a str,
+    /// Whether the rules, when in sync, block anything (false in audit mode).
+    blocks: bool,
     /// Who owns our table, when a process does (nftables ownership).
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
     drift: &'a [Drift],
+}
+
+/// The `status` line about the action: audit mode says plainly that nothing is blocked.
+fn action_line(action: Action) -> String {
+    match action {
+        Action::Audit => "action: audit (nothing is blocked: connections to the apiservers are counted, logged \
+                          and let through; apiserver-guard attempts shows who tried; --action reject blocks them)"
+            .into(),
+        a => format!("action: {} (pods are blocked)", a.name()),
+    }
+}
+
+/// When the drift is another action's rules (our `audit-...` rules installed while this
+/// status asked for reject or drop, or `block-...` ones under audit): what to pass instead.
+fn action_hint(action: Action, drift: &[Drift]) -> Option<String> {
+    let names = |verb: &str| {
+        drift
+            .iter()
+            .any(|d| d.problem.contains(&format!("\"{verb}-")) || d.object.contains(&format!("\"{verb}-")))
+    };
+    match action {
+        Action::Audit if names("block") => Some(
+            "the installed rules block (reject or drop) while this status asked for --action audit: \
+             compare with the action the block was applied with, or apply to switch to audit"
+                .into(),
+        ),
+        Action::Reject | Action::Drop if names("audit") => Some(format!(
+            "the installed rules are audit rules (nothing is blocked) while this status asked for --action {}: \
+             pass --action audit to check audit mode, or apply to start blocking",
+            action.name()
+        )),
+        _ => None,
+    }
 }
 
 fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
@@ -124,6 +161,8 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
         backend: backend.name(),
         reason: &why,
         in_sync: drift.is_empty(),
+        action: policy.action.name(),
+        blocks: policy.action != Action::Audit,
         owner: backend.owner(),
         drift: &drift,
     };
@@ -131,12 +170,19 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
         OutputFormat::Text => {
             let state = if report.in_sync { "in sync" } else { "NOT in sync" };
-            println!("backend: {} ({why})\nstate: {state}", report.backend);
+            println!(
+                "backend: {} ({why})\nstate: {state}\n{}",
+                report.backend,
+                action_line(policy.action)
+            );
             if let Some(owner) = &report.owner {
                 println!("owned by: {owner} (only it can change the table)");
             }
             for d in &drift {
                 println!("  - {}: {}", d.object, d.problem);
+            }
+            if let Some(hint) = action_hint(policy.action, &drift) {
+                println!("note: {hint}");
             }
         }
     }
@@ -189,5 +235,32 @@ mod tests {
             parse_endpoint("[fd00:0::1]:443").unwrap(),
         ];
         assert!(summary(&p2, &Blocklist::from_policy(&p2)).starts_with("1 container CIDR(s), 1 exempt, 1 apiserver"));
+    }
+
+    #[test]
+    fn drift_of_the_other_action_gets_a_hint() {
+        use crate::core::drift::DriftKind;
+        let extra = |name: &str| Drift {
+            object: "table inet apiserver_guard chain guard".into(),
+            problem: format!("an extra rule with our comment \"{name}\": ..."),
+            kind: DriftKind::RulesChanged,
+        };
+        let audit_installed = [extra("audit-tcp-port-v4")];
+        assert!(action_hint(Action::Reject, &audit_installed)
+            .unwrap()
+            .contains("pass --action audit"));
+        assert_eq!(action_hint(Action::Audit, &audit_installed), None);
+        let blocks_installed = [extra("block-tcp-port-v4")];
+        assert!(action_hint(Action::Audit, &blocks_installed)
+            .unwrap()
+            .contains("asked for --action audit"));
+        assert_eq!(action_hint(Action::Drop, &blocks_installed), None);
+    }
+
+    #[test]
+    fn the_status_action_line_says_that_audit_blocks_nothing() {
+        assert!(action_line(Action::Audit).starts_with("action: audit (nothing is blocked:"));
+        assert_eq!(action_line(Action::Reject), "action: reject (pods are blocked)");
+        assert_eq!(action_line(Action::Drop), "action: drop (pods are blocked)");
     }
 }

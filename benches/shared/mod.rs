@@ -1,8 +1,8 @@
 //! Helpers shared by the `harness = false` benches (`repair_latency`, `connect_rate`,
-//! `discovery_latency`, `table_ownership`), one job per file. Each bench pulls the whole tree in with
+//! `discovery_latency`, `table_ownership`, `attempt_log`), one job per file. Each bench pulls the whole tree in with
 //! `#[path = ".../shared/mod.rs"] mod shared;` and uses only part of it, hence the blanket
 //! `dead_code` allowance. Nothing here depends on the integration-test harness (`tests/common`),
-//! which only `discovery_latency` and `table_ownership` include.
+//! which only `discovery_latency`, `table_ownership` and `attempt_log` include.
 #![allow(dead_code)]
 
 pub mod cli;

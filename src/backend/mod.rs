@@ -13,6 +13,15 @@ use crate::core::model::Blocklist;
 use crate::core::nft_ownership::TableOwnership;
 use crate::error::Result;
 
+/// Packets and bytes counted by our rules, kept apart by what the rules do:
+/// `blocked` (`block-...`, refused or dropped) and `audited` (`audit-...`,
+/// `--action audit`: let through). Never summed: an audited packet was not blocked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketCounters {
+    pub blocked: (u64, u64),
+    pub audited: (u64, u64),
+}
+
 /// What every firewall backend offers. `status` reads back only our own
 /// objects; `apply` changes nothing when `status` finds nothing to change.
 pub trait Backend: Send + Sync {
@@ -32,8 +41,8 @@ pub trait Backend: Send + Sync {
     fn remove(&self) -> Result<bool>;
     /// Whether any object of ours exists (cheap; used to find leftovers).
     fn present(&self) -> Result<bool>;
-    /// Packets and bytes our blocking rules have counted, where the backend can tell cheaply.
-    fn blocked_counters(&self) -> Result<Option<(u64, u64)>> {
+    /// Packets and bytes our blocking (and audit) rules have counted, where the backend can tell cheaply.
+    fn packet_counters(&self) -> Result<Option<PacketCounters>> {
         Ok(None)
     }
     /// Keeps our objects owned by this process where the backend and the

@@ -13,7 +13,7 @@ use super::nfnl::{
     describe_owner, dump_table, owner_process, owner_support, port_alive, transact, BatchMsg, NfnlError, NfnlErrorKind,
     NfnlSocket, NFPROTO_INET,
 };
-use super::Backend;
+use super::{Backend, PacketCounters};
 use crate::core::drift::{diff_nft, nft_unreadable, Drift, DriftKind};
 use crate::core::model::Blocklist;
 use crate::core::nft_decode::{from_dump, table_owner};
@@ -398,11 +398,11 @@ impl Backend for Nftables {
         }
     }
 
-    fn blocked_counters(&self) -> Result<Option<(u64, u64)>> {
+    fn packet_counters(&self) -> Result<Option<PacketCounters>> {
         let Seen::Table(t) = self.observe()? else {
             return Ok(None);
         };
-        Ok(Some(blocked(&t)))
+        Ok(Some(packet_counters(&t)))
     }
 
     fn present(&self) -> Result<bool> {
@@ -434,12 +434,19 @@ impl Backend for Nftables {
     }
 }
 
-/// Packets and bytes of our blocking rules (comments `block-...`).
-pub fn blocked(t: &TableModel) -> (u64, u64) {
-    counters(t)
-        .iter()
-        .filter(|c| c.comment.starts_with("block-"))
-        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+/// Packets and bytes of our blocking rules (comments `block-...`) and,
+/// apart, of our audit rules (`audit-...`); log rules and exemptions are neither.
+pub fn packet_counters(t: &TableModel) -> PacketCounters {
+    let all = counters(t);
+    let sum = |prefix: &str| {
+        all.iter()
+            .filter(|c| c.comment.starts_with(prefix))
+            .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+    };
+    PacketCounters {
+        blocked: sum("block-"),
+        audited: sum("audit-"),
+    }
 }
 
 /// Packets and bytes of every rule of ours with a comment, by comment.
@@ -483,18 +490,19 @@ mod tests {
         assert!(!retry(&NfnlError::new(libc::EINVAL, Some(0), "x")));
     }
 
-    #[test]
-    fn counters_of_the_block_rules_are_summed() {
+    /// Our table for `action` (with log rules), every counter at 2 packets and 120 bytes.
+    fn counted(action: crate::core::policy::Action) -> TableModel {
         use crate::core::model::tests::policy;
         use crate::core::nft_model::Expr;
-        use crate::core::policy::{Action, Mode};
-        let p = policy(
+        use crate::core::policy::Mode;
+        let mut p = policy(
             &["10.0.0.0/16"],
             &["10.0.9.0/24"],
             &["192.168.0.11"],
             Mode::Both,
-            Action::Drop,
+            action,
         );
+        p.log_group = Some(1443);
         let mut t = desired(&Blocklist::from_policy(&p));
         for r in &mut t.chains.get_mut("guard").unwrap().rules {
             for e in &mut r.exprs {
@@ -504,12 +512,37 @@ mod tests {
                 }
             }
         }
+        t
+    }
+
+    #[test]
+    fn counters_of_the_block_rules_are_summed() {
+        let t = counted(crate::core::policy::Action::Drop);
         let blocks = rule_counters(&t).keys().filter(|k| k.starts_with("block-")).count() as u64;
         assert!(blocks >= 1);
-        assert_eq!(blocked(&t), (2 * blocks, 120 * blocks));
+        let c = packet_counters(&t);
+        assert_eq!((c.blocked, c.audited), ((2 * blocks, 120 * blocks), (0, 0)));
         assert!(
             !rule_counters(&t).contains_key("exempt-v4"),
             "exempt rules count nothing"
+        );
+    }
+
+    #[test]
+    fn audit_rules_are_counted_apart_never_as_blocked_and_log_rules_not_at_all() {
+        let t = counted(crate::core::policy::Action::Audit);
+        let names: Vec<String> = rule_counters(&t).into_keys().collect();
+        let audits = names.iter().filter(|k| k.starts_with("audit-")).count() as u64;
+        assert!(
+            audits >= 1 && names.iter().any(|k| k.starts_with("log-audit-")),
+            "{names:?}"
+        );
+        let c = packet_counters(&t);
+        assert_eq!(c.blocked, (0, 0), "audit mode blocks nothing");
+        assert_eq!(
+            c.audited,
+            (2 * audits, 120 * audits),
+            "the log rules' counters are not added"
         );
     }
 }

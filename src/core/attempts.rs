@@ -6,15 +6,33 @@
 //! recently seen one (counted), so a flood of spoofed sources costs a fixed
 //! amount of memory. Repeats are gathered for a periodic summary. Pure: the
 //! caller gives the time.
+//!
+//! The count is of connection attempts, not of logged packets: the log rules
+//! see every packet that matches, which is one SYN for a rejected connect but
+//! each SYN retransmit of a dropped one, and every packet of a connection
+//! audit mode lets through. A packet from a source port the row saw within
+//! [`CONNECTION_WINDOW_MS`] (one of its [`RECENT_CONNECTIONS`] latest ports)
+//! belongs to a connection already counted. Decided here, not in the kernel
+//! (`ct state new` on the log rules): the kernel would then never log a
+//! connection opened before audit mode started (a client-go HTTP/2 connection
+//! lives for days), exactly the one the switch to `reject` would cut.
 
 use super::attempt_log::AttemptAction;
 use super::attempt_packet::{Headers, Protocol};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 
 /// Rows kept by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// How long a source port stays one connection: longer than Linux's SYN
+/// retransmits last (`tcp_syn_retries` 6: about 127 s).
+pub const CONNECTION_WINDOW_MS: u64 = 180_000;
+
+/// Source ports remembered per row (the latest ones); a flood cycling through
+/// more ports is counted per logged packet, never less.
+pub const RECENT_CONNECTIONS: usize = 16;
 
 /// The pod behind a source address (attribution comes with Kubernetes discovery).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -80,6 +98,7 @@ pub struct Row {
     pub rule: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// Connection attempts (every packet of one connection counts once).
     pub count: u64,
     pub first_seen_unix_ms: u64,
     pub last_seen_unix_ms: u64,
@@ -92,6 +111,30 @@ struct Entry {
     stamp: u64,
     /// Repeats since the last summary.
     unreported: u64,
+    /// The latest source ports and when each was last seen (connections counted).
+    recent: VecDeque<(u16, u64)>,
+}
+
+impl Entry {
+    /// Whether a packet from `port` at `at_ms` belongs to a connection this
+    /// row already counted; remembers the port either way.
+    fn same_connection(&mut self, port: Option<u16>, at_ms: u64) -> bool {
+        let Some(port) = port else { return false };
+        if let Some(seen) = self.recent.iter_mut().find(|(p, _)| *p == port) {
+            let same = seen.1.abs_diff(at_ms) <= CONNECTION_WINDOW_MS;
+            seen.1 = seen.1.max(at_ms);
+            if same {
+                return true;
+            }
+            seen.1 = at_ms;
+            return false;
+        }
+        if self.recent.len() >= RECENT_CONNECTIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((port, at_ms));
+        false
+    }
 }
 
 /// What recording an attempt did.
@@ -101,6 +144,9 @@ pub enum Recorded {
     New,
     /// One more of a known key (goes into the summary).
     Repeat,
+    /// Another packet of a connection already counted (a SYN retransmit, the
+    /// rest of an audited connection): seen, not counted.
+    SameConnection,
 }
 
 /// A key repeated since the last summary.
@@ -165,11 +211,15 @@ impl AttemptTable {
             self.recency.remove(&e.stamp);
             self.recency.insert(stamp, key);
             e.stamp = stamp;
-            e.unreported += 1;
+            let same = e.same_connection(a.headers.source_port, a.at_ms);
             let r = &mut e.row;
-            r.count += 1;
             r.first_seen_unix_ms = r.first_seen_unix_ms.min(a.at_ms);
             r.last_seen_unix_ms = r.last_seen_unix_ms.max(a.at_ms);
+            if same {
+                return Recorded::SameConnection;
+            }
+            e.unreported += 1;
+            r.count += 1;
             r.source_port = a.headers.source_port;
             r.action = a.action.as_str().to_string();
             r.rule.clone_from(&a.rule);
@@ -202,6 +252,7 @@ impl AttemptTable {
                 row,
                 stamp,
                 unreported: 0,
+                recent: a.headers.source_port.map(|p| (p, a.at_ms)).into_iter().collect(),
             },
         );
         Recorded::New
@@ -260,14 +311,14 @@ mod tests {
     fn repeats_count_on_one_row_and_keep_first_and_last_seen() {
         let mut t = AttemptTable::new(8);
         assert_eq!(t.record(&attempt("10.0.1.2", 5443, 1000)), Recorded::New);
-        assert_eq!(t.record(&attempt("10.0.1.2", 5443, 3000)), Recorded::Repeat);
+        assert_eq!(t.record(&attempt("10.0.1.2", 5443, 3001)), Recorded::Repeat);
         // Out of order (a late datagram) does not move first_seen forward.
-        assert_eq!(t.record(&attempt("10.0.1.2", 5443, 2000)), Recorded::Repeat);
+        assert_eq!(t.record(&attempt("10.0.1.2", 5443, 2002)), Recorded::Repeat);
         let rows = t.rows();
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
-        assert_eq!((r.count, r.first_seen_unix_ms, r.last_seen_unix_ms), (3, 1000, 3000));
-        assert_eq!(r.source_port, Some(40000), "the latest attempt's source port");
+        assert_eq!((r.count, r.first_seen_unix_ms, r.last_seen_unix_ms), (3, 1000, 3001));
+        assert_eq!(r.source_port, Some(40002), "the latest attempt's source port");
         assert_eq!((r.action.as_str(), r.port), ("blocked", Some(5443)));
     }
 
@@ -325,6 +376,72 @@ mod tests {
         assert!(t.take_repeats().is_empty(), "nothing new since");
     }
 
+    /// The packets the log rules saw from one source port, `gaps_ms` apart.
+    fn packets(t: &mut AttemptTable, sport: u16, start_ms: u64, gaps_ms: &[u64]) -> Vec<Recorded> {
+        let mut at = start_ms;
+        let mut out = Vec::new();
+        for gap in std::iter::once(&0).chain(gaps_ms) {
+            at += gap;
+            let mut a = attempt("10.0.1.2", 5443, at);
+            a.headers.source_port = Some(sport);
+            out.push(t.record(&a));
+        }
+        out
+    }
+
+    #[test]
+    fn a_dropped_connect_and_its_syn_retransmits_are_one_attempt() {
+        let mut t = AttemptTable::new(8);
+        // Linux retransmits an unanswered SYN after 1, 2, 4, 8, 16 and 32 s.
+        let got = packets(&mut t, 40123, 1000, &[1000, 2000, 4000, 8000, 16000, 32000]);
+        assert_eq!(got[0], Recorded::New);
+        assert!(got[1..].iter().all(|r| *r == Recorded::SameConnection), "{got:?}");
+        let r = &t.rows()[0];
+        assert_eq!((r.count, r.first_seen_unix_ms, r.last_seen_unix_ms), (1, 1000, 64000));
+        assert!(t.take_repeats().is_empty(), "retransmits are no repeats");
+        // The next connect (another source port) is the next attempt.
+        assert_eq!(packets(&mut t, 40125, 70000, &[]), [Recorded::Repeat]);
+        assert_eq!(t.rows()[0].count, 2);
+    }
+
+    #[test]
+    fn every_packet_of_an_audited_connection_is_one_attempt_and_a_reused_port_later_another() {
+        let mut t = AttemptTable::new(8);
+        // A served curl: SYN, ACK, request, ACKs, FIN, ACK within milliseconds.
+        let got = packets(&mut t, 40200, 5000, &[1, 1, 2, 1, 1]);
+        assert_eq!(
+            got.iter().filter(|r| **r != Recorded::SameConnection).count(),
+            1,
+            "{got:?}"
+        );
+        assert_eq!(t.rows()[0].count, 1);
+        // The same source port, past the window: a new connection.
+        let later = 5006 + CONNECTION_WINDOW_MS + 1;
+        assert_eq!(packets(&mut t, 40200, later, &[]), [Recorded::Repeat]);
+        assert_eq!(t.rows()[0].count, 2);
+    }
+
+    #[test]
+    fn interleaved_connections_count_once_each_and_the_port_memory_is_bounded() {
+        let mut t = AttemptTable::new(8);
+        for round in 0..3u64 {
+            for port in 0..RECENT_CONNECTIONS as u16 {
+                packets(&mut t, 50000 + port, 1000 + round * 10 + u64::from(port), &[]);
+            }
+        }
+        assert_eq!(t.rows()[0].count, RECENT_CONNECTIONS as u64);
+        // One more port pushes the oldest out: its next packet counts again (never fewer).
+        packets(&mut t, 60000, 2000, &[]);
+        assert_eq!(packets(&mut t, 50000, 2001, &[]), [Recorded::Repeat]);
+        let e = t.entries.values().next().unwrap();
+        assert_eq!(e.recent.len(), RECENT_CONNECTIONS);
+        // Without a port (ICMP, another protocol), every packet is an attempt.
+        let mut icmp = attempt("10.0.9.9", 5443, 1);
+        icmp.headers.source_port = None;
+        t.record(&icmp);
+        assert_eq!(t.record(&icmp), Recorded::Repeat);
+    }
+
     #[test]
     fn rows_serialize_for_scripts() {
         let mut t = AttemptTable::new(8);
@@ -369,7 +486,9 @@ mod tests {
         let mut old = attempt("10.0.1.2", 5443, 1000);
         old.pod = Some(pod("team-a", "web-0", "u1"));
         assert_eq!(t.record(&old), Recorded::New);
-        assert_eq!(t.record(&old), Recorded::Repeat);
+        let mut again = attempt("10.0.1.2", 5443, 1001);
+        again.pod = old.pod.clone();
+        assert_eq!(t.record(&again), Recorded::Repeat, "another connection of the same pod");
         // The pod is gone, its address now belongs to another pod.
         let mut new = attempt("10.0.1.2", 5443, 2000);
         new.pod = Some(pod("kube-system", "dns-1", "u2"));

@@ -51,19 +51,23 @@ pub struct AttemptLog {
 }
 
 impl AttemptLog {
-    /// Counts one attempt and puts it in the table.
+    /// Puts one logged packet in the table and counts it, unless it belongs
+    /// to a connection already counted.
     pub fn record(&mut self, a: &Attempt) -> Recorded {
-        let action = a.action.as_str();
-        let mut ns = a.namespace();
-        if !self.totals.contains_key(&(ns.to_string(), action)) {
-            let mut seen: Vec<&str> = self.totals.keys().map(|(n, _)| n.as_str()).collect();
-            seen.dedup();
-            if !seen.contains(&ns) && seen.len() >= MAX_NAMESPACES {
-                ns = OTHER_NAMESPACES;
+        let recorded = self.table.record(a);
+        if recorded != Recorded::SameConnection {
+            let action = a.action.as_str();
+            let mut ns = a.namespace();
+            if !self.totals.contains_key(&(ns.to_string(), action)) {
+                let mut seen: Vec<&str> = self.totals.keys().map(|(n, _)| n.as_str()).collect();
+                seen.dedup();
+                if !seen.contains(&ns) && seen.len() >= MAX_NAMESPACES {
+                    ns = OTHER_NAMESPACES;
+                }
             }
+            *self.totals.entry((ns.to_string(), action)).or_default() += 1;
         }
-        *self.totals.entry((ns.to_string(), action)).or_default() += 1;
-        self.table.record(a)
+        recorded
     }
 
     pub fn ignore(&mut self, reason: &'static str) {
@@ -95,7 +99,7 @@ impl AttemptLog {
             o,
             "apiserver_guard_attempts_total",
             "counter",
-            "Attempts to reach an apiserver that our rules logged, by the source's namespace (\"\" when unknown) and action.",
+            "Connection attempts to reach an apiserver that our rules logged (each connection once), by the source's namespace (\"\" when unknown) and action.",
         );
         for ((ns, action), n) in &self.totals {
             let ns = ns.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
@@ -215,13 +219,15 @@ mod tests {
     use crate::core::attempt_log::AttemptAction;
     use crate::core::attempt_packet::{Headers, Protocol};
 
+    /// One connection: each call gets a source port of its own.
     fn attempt(src: &str, action: AttemptAction) -> Attempt {
+        static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
         Attempt {
             headers: Headers {
                 source: src.parse().unwrap(),
                 destination: "192.168.50.10".parse().unwrap(),
                 protocol: Protocol::Tcp,
-                source_port: Some(40000),
+                source_port: Some(NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
                 destination_port: Some(5443),
             },
             action,
@@ -240,7 +246,11 @@ mod tests {
         l.group = Some(1443);
         l.bound = true;
         l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
-        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        let mut next = attempt("10.0.1.2", AttemptAction::Blocked);
+        next.headers.source_port = Some(40001);
+        l.record(&next);
+        // A retransmit of that connection: not another attempt.
+        l.record(&next);
         l.record(&attempt("10.0.0.5", AttemptAction::Audited));
         l.ignore("foreign_prefix");
         l.overflows = 2;

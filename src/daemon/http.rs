@@ -36,7 +36,7 @@ pub fn respond(method: &str, path: &str, m: &Metrics, stale_after: Duration) -> 
         }
         "/readyz" => {
             if m.ready() {
-                (200, TEXT, "ready: block installed and in sync\n".into())
+                (200, TEXT, format!("{}\n", m.ready_text()))
             } else {
                 (503, TEXT, format!("not ready: {}\n", m.why_not_ready()))
             }
@@ -162,6 +162,21 @@ mod tests {
         s.not_ready_reason = "drift".into();
         let (code, _, body) = respond("GET", "/readyz", &s, Duration::from_secs(30));
         assert_eq!((code, body.as_str()), (503, "not ready: drift\n"));
+    }
+
+    #[test]
+    fn readyz_says_when_the_rules_in_place_only_audit() {
+        let mut s = m();
+        (s.started, s.in_sync) = (true, true);
+        let (code, _, body) = respond("GET", "/readyz", &s, Duration::from_secs(30));
+        assert_eq!((code, body.as_str()), (200, "ready: block installed and in sync\n"));
+        s.action = crate::core::policy::Action::Audit;
+        let (code, _, body) = respond("GET", "/readyz", &s, Duration::from_secs(30));
+        assert_eq!(code, 200, "audit rules in place and in sync: ready");
+        assert!(
+            body.starts_with("ready: audit rules installed and in sync (audit mode: nothing is blocked;"),
+            "{body}"
+        );
     }
 
     #[test]

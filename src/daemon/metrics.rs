@@ -4,6 +4,7 @@
 
 use super::attempts::AttemptLog;
 use super::discovery_status::DiscoveryStatus;
+use crate::core::policy::Action;
 use crate::verify::report::Report;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -34,6 +35,11 @@ pub struct Metrics {
     pub last_success_unix: f64,
     pub blocked_packets: u64,
     pub blocked_bytes: u64,
+    /// Counted by the audit rules (`--action audit`): let through, never blocked.
+    pub audited_packets: u64,
+    pub audited_bytes: u64,
+    /// The action of the policy enforced (audit: nothing is blocked).
+    pub action: Action,
     pub config_errors: u64,
     pub config_last_reload_ok: bool,
     /// When the control loop last went round (for `/healthz`).
@@ -71,6 +77,9 @@ impl Metrics {
             last_success_unix: 0.0,
             blocked_packets: 0,
             blocked_bytes: 0,
+            audited_packets: 0,
+            audited_bytes: 0,
+            action: Action::Reject,
             config_errors: 0,
             config_last_reload_ok: true,
             last_turn: Instant::now(),
@@ -104,6 +113,17 @@ impl Metrics {
             && self.listener_error.is_none()
     }
 
+    /// What `/readyz` answers when ready: in audit mode, that nothing is blocked.
+    pub fn ready_text(&self) -> &'static str {
+        match self.action {
+            Action::Audit => {
+                "ready: audit rules installed and in sync (audit mode: nothing is blocked; \
+                 attempts are logged and let through)"
+            }
+            _ => "ready: block installed and in sync",
+        }
+    }
+
     /// Why `/readyz` says no.
     pub fn why_not_ready(&self) -> String {
         if !self.started || !self.in_sync {
@@ -118,6 +138,9 @@ impl Metrics {
         match &self.probe {
             None => "waiting for the first probe (--ready-requires-probe)".into(),
             Some(r) => match r.problem() {
+                Some(why) if self.action == Action::Audit => {
+                    format!("the last probe did not prove that the audit rules see pod traffic: {why}")
+                }
                 Some(why) => format!("the last probe did not prove the block: {why}"),
                 None => "ready".into(),
             },
@@ -252,6 +275,27 @@ pub fn render(m: &Metrics) -> String {
     let _ = writeln!(o, "apiserver_guard_blocked_bytes_total {}", m.blocked_bytes);
     family(
         &mut o,
+        "apiserver_guard_audited_packets_total",
+        "counter",
+        "Packets our audit rules counted and let through (--action audit; nftables counters), never included in the blocked ones.",
+    );
+    let _ = writeln!(o, "apiserver_guard_audited_packets_total {}", m.audited_packets);
+    family(
+        &mut o,
+        "apiserver_guard_audited_bytes_total",
+        "counter",
+        "Bytes our audit rules counted and let through (--action audit; nftables counters).",
+    );
+    let _ = writeln!(o, "apiserver_guard_audited_bytes_total {}", m.audited_bytes);
+    family(
+        &mut o,
+        "apiserver_guard_action_info",
+        "gauge",
+        "The action of the policy enforced (reject, drop, or audit: nothing is blocked).",
+    );
+    let _ = writeln!(o, "apiserver_guard_action_info{{action=\"{}\"}} 1", m.action.name());
+    family(
+        &mut o,
         "apiserver_guard_config_errors_total",
         "counter",
         "Config reloads refused as invalid.",
@@ -341,6 +385,25 @@ mod tests {
             "apiserver_guard_reconcile_duration_seconds_bucket{le=\"+Inf\"} 0",
             "# TYPE apiserver_guard_reconcile_duration_seconds histogram",
             "apiserver_guard_config_last_reload_successful 1",
+            "apiserver_guard_action_info{action=\"reject\"} 1",
+            "apiserver_guard_audited_packets_total 0",
+        ] {
+            assert!(t.contains(needle), "missing {needle}\n{t}");
+        }
+    }
+
+    #[test]
+    fn audited_packets_are_their_own_family_and_the_action_is_named() {
+        let mut m = Metrics::new("0.1.0");
+        m.action = Action::Audit;
+        (m.audited_packets, m.audited_bytes) = (7, 420);
+        let t = render(&m);
+        for needle in [
+            "# TYPE apiserver_guard_audited_packets_total counter\n",
+            "apiserver_guard_audited_packets_total 7\n",
+            "apiserver_guard_audited_bytes_total 420\n",
+            "apiserver_guard_blocked_packets_total 0\n",
+            "apiserver_guard_action_info{action=\"audit\"} 1\n",
         ] {
             assert!(t.contains(needle), "missing {needle}\n{t}");
         }

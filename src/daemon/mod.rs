@@ -28,7 +28,7 @@ use crate::cli::RunArgs;
 use crate::commands::checked;
 use crate::config::{load_file, DEFAULT_CONFIG};
 use crate::core::drift::describe;
-use crate::core::policy::Policy;
+use crate::core::policy::{Action, Policy};
 use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
@@ -154,6 +154,7 @@ fn read_config(path: &std::path::Path) -> Option<Vec<u8>> {
 fn starting_metrics(loaded: &Loaded) -> Metrics {
     let mut m = Metrics::new(env!("CARGO_PKG_VERSION"));
     m.ready_requires_probe = loaded.settings.ready_requires_probe;
+    m.action = loaded.base.action;
     if let Some(cfg) = &loaded.discovery {
         m.discovery = Some(discovered::initial_status(cfg));
     }
@@ -259,7 +260,14 @@ impl Daemon {
         }
         self.metrics().started = true;
         notify::notify("READY=1");
-        log::info!("ready: the block is in place");
+        if self.rec.policy.action == Action::Audit {
+            log::info!(
+                action = "audit";
+                "ready: the block is in place in audit mode: nothing is blocked, attempts are logged and let through"
+            );
+        } else {
+            log::info!("ready: the block is in place");
+        }
         if self.rec.backend.owned() {
             log::info!(
                 table_owned = true;
@@ -412,12 +420,12 @@ impl Daemon {
     fn status_line(&self) {
         let m = self.metrics();
         let repairs: u64 = m.repairs.values().sum();
-        notify::notify(&format!(
-            "STATUS={} with {}; {} repairs",
-            if m.ready() { "block in place" } else { "not ready" },
-            m.backend,
-            repairs
-        ));
+        let state = match (m.ready(), m.action) {
+            (false, _) => "not ready",
+            (true, Action::Audit) => "audit rules in place (audit mode: nothing is blocked)",
+            (true, _) => "block in place",
+        };
+        notify::notify(&format!("STATUS={} with {}; {} repairs", state, m.backend, repairs));
     }
 
     /// One check (and repair if needed). Returns whether it ended in sync.
@@ -458,10 +466,11 @@ impl Daemon {
         m.table_owned = owned;
         *m.reconciles.entry(trigger.to_string()).or_default() += 1;
         m.observe_duration(elapsed);
-        if let Some((p, b)) = counters {
-            m.blocked_packets = p;
-            m.blocked_bytes = b;
+        if let Some(c) = counters {
+            (m.blocked_packets, m.blocked_bytes) = c.blocked;
+            (m.audited_packets, m.audited_bytes) = c.audited;
         }
+        m.action = self.rec.policy.action;
         let noteworthy = !matches!(result, Ok(None));
         let ok = match result {
             Ok(repaired) => {
@@ -540,7 +549,8 @@ impl Daemon {
     /// `--ready-requires-probe`, to /readyz. Changes of verdict are logged.
     async fn probe(&self) {
         let policy = self.rec.policy.clone();
-        let opts = self.settings.probe.clone();
+        let opts = crate::verify::probe_options(&policy, &self.settings.probe);
+        let audit = policy.action == Action::Audit;
         let report = match tokio::task::spawn_blocking(move || crate::verify::verify_once(&policy, &opts)).await {
             Ok(r) => r,
             Err(e) => {
@@ -557,9 +567,19 @@ impl Daemon {
         let previous = m.probe.as_ref().map(|r| r.exit_code);
         if previous != Some(report.exit_code) {
             let text = report.to_text();
-            match result {
-                "pass" => log::info!(probe = result; "probe: block effective, node unaffected\n{text}"),
-                "fail" => log::error!(probe = result; "probe FAILED: a pod got through or the node is cut off\n{text}"),
+            match (result, audit) {
+                ("pass", false) => log::info!(probe = result; "probe: block effective, node unaffected\n{text}"),
+                ("pass", true) => log::info!(
+                    probe = result;
+                    "probe: audit mode: the pod got through and our audit rules counted it, node unaffected\n{text}"
+                ),
+                ("fail", false) => {
+                    log::error!(probe = result; "probe FAILED: a pod got through or the node is cut off\n{text}")
+                }
+                ("fail", true) => log::error!(
+                    probe = result;
+                    "probe FAILED: in audit mode a pod was blocked, or got through unseen by our audit rules, or the node is cut off\n{text}"
+                ),
                 _ => log::warn!(probe = result; "probe could not run or was inconclusive\n{text}"),
             }
         }

@@ -395,7 +395,7 @@ mod tests {
                         source: format!("10.0.0.{i}").parse().unwrap(),
                         destination: "fd00:50::10".parse().unwrap(),
                         protocol: Protocol::Tcp,
-                        source_port: Some(1),
+                        source_port: Some(1000 + k as u16),
                         destination_port: Some(5443),
                     },
                     action: AttemptAction::Blocked,
@@ -454,7 +454,11 @@ mod tests {
     fn datagrams_feed_the_table_and_foreign_or_broken_packets_are_counted() {
         let ip = tcp_v4();
         let mut d = packet(b"apiserver-guard:block-tcp-port-v4\0", &ip);
+        // The same connection again (a SYN retransmit): one attempt.
         d.extend(packet(b"apiserver-guard:block-tcp-port-v4\0", &ip));
+        let mut next = ip.clone();
+        next[21] = 0xcb;
+        d.extend(packet(b"apiserver-guard:block-tcp-port-v4\0", &next));
         d.extend(packet(b"someone-else:drop\0", &ip));
         d.extend(packet(b"apiserver-guard:audit-all-v4\0", &ip[..12]));
         let state = Mutex::new(Metrics::new("t"));
@@ -465,7 +469,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (rows[0].count, rows[0].port, rows[0].source_port),
-            (2, Some(5443), Some(43210))
+            (2, Some(5443), Some(43211))
         );
         assert_eq!(m.attempts.ignored.get("foreign_prefix"), Some(&1));
         assert_eq!(m.attempts.ignored.get("truncated"), Some(&1));
@@ -493,15 +497,20 @@ mod tests {
         };
         let state = Mutex::new(Metrics::new("t"));
         let mut lines = LineBudget::new();
-        let d = packet(b"apiserver-guard:block-tcp-port-v4\0", &tcp_v4());
+        // Each connection from its own source port (one port is one connection).
+        let conn = |port_low: u8| {
+            let mut ip = tcp_v4();
+            ip[21] = port_low;
+            packet(b"apiserver-guard:block-tcp-port-v4\0", &ip)
+        };
         // Before the pod is known: the address alone.
-        handle(&d, &state, &mut lines, Some(&attribution));
+        handle(&conn(1), &state, &mut lines, Some(&attribution));
         attribution.pods.lock().unwrap().sync([&web], unix_ms());
-        handle(&d, &state, &mut lines, Some(&attribution));
-        handle(&d, &state, &mut lines, Some(&attribution));
+        handle(&conn(2), &state, &mut lines, Some(&attribution));
+        handle(&conn(3), &state, &mut lines, Some(&attribution));
         // The pod is deleted: within the grace period its name stays.
         attribution.pods.lock().unwrap().sync([], unix_ms());
-        handle(&d, &state, &mut lines, Some(&attribution));
+        handle(&conn(4), &state, &mut lines, Some(&attribution));
         let m = lock(&state);
         let rows = m.attempts.table.rows();
         let got: Vec<(Option<String>, u64)> = rows

@@ -5,7 +5,7 @@
 
 use crate::backend::exec::SYSTEM;
 use crate::backend::select::{leftovers, remove_from_all, remove_others, select_usable};
-use crate::backend::Backend;
+use crate::backend::{Backend, PacketCounters};
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
 use crate::core::nft_ownership::TableOwnership;
@@ -78,9 +78,9 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Packets and bytes our rules blocked, where the backend counts them.
-    pub fn counters(&self) -> Option<(u64, u64)> {
-        self.backend.blocked_counters().unwrap_or(None)
+    /// Packets and bytes our rules blocked (and audited), where the backend counts them.
+    pub fn counters(&self) -> Option<PacketCounters> {
+        self.backend.packet_counters().unwrap_or(None)
     }
 
     /// Removes everything of ours from every backend (`--cleanup-on-exit`):

@@ -8,8 +8,10 @@
 //! that is not loaded is not created by looking). `Snapshot::packets` then
 //! sums only the rules that match one endpoint: by comment in nftables
 //! (`block-tcp-port-*` for `address:port`, `block-tcp-*`/`block-all-*` for a
-//! port-less address, `block-local-port-*` for an apiserver on this node), by
-//! destination and port in iptables. Parsing and matching are pure.
+//! port-less address, `block-local-port-*` for an apiserver on this node; the
+//! `audit-...` rules of the same names in audit mode), by destination and port
+//! in iptables (REJECT, DROP, or no target: an audit rule). Parsing and
+//! matching are pure.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -45,18 +47,22 @@ impl RuleKey {
     }
 }
 
-/// The comments of our nftables rules that can stop a probe to `key`.
+/// The comments of our nftables rules that can stop a probe to `key`, and of the audit rules
+/// that count it instead (`--action audit`; only one kind is ever installed).
 pub fn nft_rule_names(key: &RuleKey) -> Vec<String> {
     let fam = key.family().suffix();
-    let mut names: Vec<String> = if key.portless {
-        vec![format!("block-tcp-{fam}"), format!("block-all-{fam}")]
+    let mut what: Vec<String> = if key.portless {
+        vec![format!("tcp-{fam}"), format!("all-{fam}")]
     } else {
-        vec![format!("block-tcp-port-{fam}")]
+        vec![format!("tcp-port-{fam}")]
     };
     if key.local {
-        names.push(format!("block-local-port-{fam}"));
+        what.push(format!("local-port-{fam}"));
     }
-    names
+    ["block", "audit"]
+        .iter()
+        .flat_map(|verb| what.iter().map(move |w| format!("{verb}-{w}")))
+        .collect()
 }
 
 /// One REJECT or DROP rule of our iptables chain, as `-L -v -x -n` lists it.
@@ -69,6 +75,8 @@ pub struct IptRule {
     pub dport: Option<u16>,
     /// `ADDRTYPE match ... dst-type LOCAL`: every address of this node.
     pub dst_local: bool,
+    /// Its number in the chain (1 = first rule; as `iptables -L --line-numbers` counts).
+    pub position: usize,
 }
 
 impl IptRule {
@@ -94,17 +102,25 @@ fn address(token: &str) -> Option<Option<IpAddr>> {
     Some((net.prefix_len() == net.max_prefix_len()).then(|| net.addr()))
 }
 
-/// The REJECT and DROP rules of `iptables -L APISERVER-GUARD -v -x -n` (exempt RETURNs and
-/// anything else are not the block).
+/// Whether a `target` column token is really the next column (`prot`): an audit rule has no
+/// target, and `-L` leaves its column blank (`tcp`, `all`, or a number with some versions).
+fn no_target(token: &str) -> bool {
+    !token.is_empty() && (token.chars().all(|c| c.is_ascii_lowercase()) || token.parse::<u8>().is_ok())
+}
+
+/// The REJECT and DROP rules of `iptables -L APISERVER-GUARD -v -x -n`, and the audit rules
+/// (no target: they only count); exempt RETURNs, NFLOG log rules and anything else are not the block.
 pub fn iptables_rules(listing: &str) -> Vec<IptRule> {
     let mut out = Vec::new();
+    let mut position = 0;
     for line in listing.lines() {
         let tokens: Vec<&str> = line.split_whitespace().collect();
         let (Some(packets), Some(target)) = (tokens.first(), tokens.get(2)) else {
             continue;
         };
         let Ok(packets) = packets.parse::<u64>() else { continue };
-        if !matches!(*target, "REJECT" | "DROP") {
+        position += 1;
+        if !matches!(*target, "REJECT" | "DROP") && !no_target(target) {
             continue;
         }
         // Source then destination: the first two address tokens (`opt` may be blank in
@@ -120,6 +136,7 @@ pub fn iptables_rules(listing: &str) -> Vec<IptRule> {
             destination,
             dport,
             dst_local,
+            position,
         });
     }
     out
@@ -214,9 +231,9 @@ impl Snapshot {
                 Err(e) => add(&mut total, Err(e.clone())),
                 Ok(None) => {}
                 Ok(Some(rules)) => {
-                    for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.matches(key)) {
+                    for r in rules.iter().filter(|r| r.matches(key)) {
                         add(&mut total, Ok(Some(r.packets)));
-                        names.push(format!("{prog} {CHAIN} rule {}", i + 1));
+                        names.push(format!("{prog} {CHAIN} rule {}", r.position));
                     }
                 }
             }
@@ -383,6 +400,35 @@ mod tests {
     }
 
     #[test]
+    fn audit_rules_count_a_probe_and_log_rules_do_not() {
+        let s = nft(&[
+            ("log-audit-tcp-port-v4", 9),
+            ("audit-tcp-port-v4", 6),
+            ("log-audit-local-port-v4", 9),
+            ("audit-local-port-v4", 1),
+        ]);
+        let (r, names) = s.packets(&key("192.168.50.10", 5443, false, false));
+        assert_eq!((r, names), (Ok(Some(6)), vec!["audit-tcp-port-v4".to_string()]));
+        assert_eq!(s.packets(&key("192.168.50.1", 5443, false, true)).0, Ok(Some(7)));
+        // iptables: an audit rule has no target (blank column); NFLOG rules are not counted.
+        let v4 = "Chain APISERVER-GUARD (1 references)
+    pkts      bytes target     prot opt in     out     source               destination
+       9      540 NFLOG      tcp  --  *      *       10.0.0.0/16          192.168.0.10         tcp dpt:5443 limit: up to 10/sec burst 20 mode srcip /* apiserver-guard */ nflog-prefix \"apiserver-guard:audit-tcp-port-v4\" nflog-group 1443 nflog-size 96
+       6      360            tcp  --  *      *       10.0.0.0/16          192.168.0.10         tcp dpt:5443 /* apiserver-guard */
+       2      120            6    --  *      *       10.0.0.0/16          192.168.0.11         /* apiserver-guard */
+";
+        let rules = iptables_rules(v4);
+        assert_eq!(
+            rules
+                .iter()
+                .map(|r| (r.packets, r.dport, r.position))
+                .collect::<Vec<_>>(),
+            [(6, Some(5443), 2), (2, None, 3)]
+        );
+        assert_eq!(rules[1].destination, Some("192.168.0.11".parse().unwrap()));
+    }
+
+    #[test]
     fn iptables_rules_are_matched_by_destination_and_port() {
         let v4 = "Chain APISERVER-GUARD (1 references)
     pkts      bytes target     prot opt in     out     source               destination
@@ -400,7 +446,8 @@ mod tests {
         let (r, names) = s.packets(&key("192.168.0.10", 5443, false, false));
         assert_eq!(
             (r, names),
-            (Ok(Some(3)), vec!["iptables-legacy APISERVER-GUARD rule 1".to_string()])
+            (Ok(Some(3)), vec!["iptables-legacy APISERVER-GUARD rule 2".to_string()]),
+            "numbered as in the chain: the RETURN before it is rule 1"
         );
         assert_eq!(s.packets(&key("192.168.0.10", 443, false, false)).0, Ok(None));
         assert_eq!(s.packets(&key("192.168.0.11", 443, true, false)).0, Ok(Some(1)));
@@ -416,7 +463,8 @@ mod tests {
                 packets: 2,
                 destination: Some("fd01::1".parse().unwrap()),
                 dport: Some(5443),
-                dst_local: false
+                dst_local: false,
+                position: 1
             }]
         );
         let empty = "Chain APISERVER-GUARD (1 references)\n    pkts      bytes target     prot opt in     out     source               destination\n";

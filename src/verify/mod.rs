@@ -31,7 +31,7 @@ use std::time::Duration;
 use crate::backend::exec::SYSTEM;
 use crate::cli::{OutputFormat, VerifyArgs};
 use crate::core::address::{parse_endpoint, Endpoint};
-use crate::core::policy::{Hook, Mode, Policy};
+use crate::core::policy::{Action, Hook, Mode, Policy};
 use crate::core::validate::validate;
 use crate::daemon::settings::parse_duration;
 use crate::error::{Error, Result};
@@ -203,9 +203,29 @@ struct Prepared {
     control_jobs: Vec<Job>,
 }
 
-/// Runs one verification. Errors: bad input (exit 2) and a vantage that cannot be used (no
-/// such namespace, no permission, nothing found by `--auto`: exit 1).
+/// What audit mode says to a verification that expects the block.
+pub const AUDIT_BLOCKS_NOTHING: &str = "action audit blocks nothing: pods reach the apiserver and our audit rules \
+     only count and log them, so there is no block to verify. Run `apiserver-guard verify --expect reachable` \
+     (with the same policy) to check that pods get through and that the audit rules see them; \
+     switch to --action reject (or drop) to block";
+
+/// The daemon's periodic probe for `policy`: its configured options, except that under
+/// `--action audit` it expects the pod to get through (and our audit rules to count it).
+pub fn probe_options(policy: &Policy, configured: &VerifyOptions) -> VerifyOptions {
+    let mut opts = configured.clone();
+    if policy.action == Action::Audit {
+        opts.expect = Expect::Reachable;
+    }
+    opts
+}
+
+/// Runs one verification. Errors: bad input (exit 2: also `--expect blocked` on an audit
+/// policy, which blocks nothing) and a vantage that cannot be used (no such namespace, no
+/// permission, nothing found by `--auto`: exit 1).
 pub fn verify(policy: &Policy, opts: &VerifyOptions) -> Result<Report> {
+    if policy.action == Action::Audit && opts.expect == Expect::Blocked {
+        return Err(Error::bad_input(AUDIT_BLOCKS_NOTHING));
+    }
     let (side, vantage) = resolve(policy, &opts.vantage)?;
     let host_check = opts.host_check && !matches!(side, Side::Here);
     let plans = plan(policy, opts.probe_port);
@@ -627,8 +647,13 @@ fn judge(
             counter: c_counter,
         },
     );
-    // The counters matter only for a probe that failed the way our rule makes it fail.
-    let counter = produced_by_our_rule(&c_probe.outcome, policy.action).then(|| c_counter.clone());
+    let block = outcome::judge_audit(block, policy.action, source.as_ref().map(|(_, c)| c), c_counter);
+    // The counters matter only for a probe that failed the way our rule makes it fail, or, in
+    // audit mode, that got through from a source the policy covers (our audit rule counts it).
+    let audited = policy.action == Action::Audit
+        && c_probe.outcome.reached()
+        && matches!(source, Some((_, Coverage::Blocked(_))));
+    let counter = (audited || produced_by_our_rule(&c_probe.outcome, policy.action)).then(|| c_counter.clone());
     // Our table, as read before the probes, may no longer hold this endpoint (drift).
     let table = evidence.table.and_then(Snapshot::nft_table);
     if block != BlockVerdict::Blocked && table.is_some_and(|t| !t.holds(&evidence.keys[j])) {
@@ -850,5 +875,38 @@ mod tests {
         let r = verify(&p, &opts).unwrap();
         assert_eq!(r.endpoints[0].block, BlockVerdict::Reachable);
         assert_eq!(r.exit_code, 3);
+    }
+
+    #[test]
+    fn audit_expects_reachable_and_says_plainly_that_it_blocks_nothing() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut p = policy(&["127.0.0.0/8"], &[&format!("127.0.0.1:{port}")]);
+        p.action = Action::Audit;
+        let opts = VerifyOptions {
+            vantage: Vantage::Here,
+            ..Default::default()
+        };
+        let e = verify(&p, &opts).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(
+            text.contains("action audit blocks nothing") && text.contains("--expect reachable"),
+            "{text}"
+        );
+        let r = verify_once(&p, &opts);
+        assert!(r.error.unwrap().contains("audit blocks nothing"));
+        // The daemon's probe expects reachable under audit, and only then.
+        let probe = probe_options(&p, &opts);
+        assert_eq!(probe.expect, Expect::Reachable);
+        assert_eq!(
+            probe_options(&policy(&["127.0.0.0/8"], &[]), &opts).expect,
+            Expect::Blocked
+        );
+        // From inside the pod network our counters are out of sight: reachable is the verdict.
+        let r = verify(&p, &probe).unwrap();
+        assert_eq!(r.endpoints[0].block, BlockVerdict::Reachable, "{}", r.to_text());
+        assert_eq!(r.exit_code, 0, "{}", r.to_text());
+        assert!(r.passed());
     }
 }

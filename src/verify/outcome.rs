@@ -158,6 +158,9 @@ pub enum BlockVerdict {
     Skipped(String),
     /// The probe could not run.
     Error(String),
+    /// `--action audit`: the pod got through, as audit mode lets it, but our audit rule did not
+    /// count it (why): the audit does not see this path, and `reject` would not block it either.
+    Unaudited(String),
 }
 
 /// The verdict on the node side (positive control) of one endpoint.
@@ -332,6 +335,30 @@ pub fn judge_block(
     }
 }
 
+/// Under `--action audit` a pod the policy covers must get through (audit blocks nothing) AND
+/// be counted by our audit rule matching the endpoint, where its counters can be read: a pod
+/// that gets through unseen shows that the audit does not cover this path, so switching to
+/// `reject` would not block it either. Any other verdict, source or action is left as it is.
+pub fn judge_audit(
+    block: BlockVerdict,
+    action: Action,
+    source: Option<&Coverage>,
+    counter: &CounterEvidence,
+) -> BlockVerdict {
+    if action != Action::Audit || block != BlockVerdict::Reachable || !matches!(source, Some(Coverage::Blocked(_))) {
+        return block;
+    }
+    let unseen = match counter {
+        CounterEvidence::Moved { .. } | CounterEvidence::Unknown { .. } => return block,
+        short @ CounterEvidence::Short { .. } => short.describe(),
+        CounterEvidence::NoRules => "no audit rule of ours that matches this endpoint is installed".into(),
+    };
+    BlockVerdict::Unaudited(format!(
+        "the pod got through, as audit mode lets it, but our audit rule did not see it: {unseen}; \
+         --action reject would not block this path either (is the mode right? apiserver-guard status)"
+    ))
+}
+
 /// Exit code contribution of one endpoint: 0 as expected, 3 an expectation failed (the block
 /// is ineffective, the node is cut off, or a pod expected to get through is blocked), 1 could
 /// not tell.
@@ -339,7 +366,9 @@ pub fn endpoint_exit(block: &BlockVerdict, node: &NodeVerdict, expect: Expect) -
     let block_code = match (block, expect) {
         (BlockVerdict::Skipped(_), _) => exit::OK,
         (BlockVerdict::Blocked, Expect::Blocked) | (BlockVerdict::Reachable, Expect::Reachable) => exit::OK,
-        (BlockVerdict::Reachable, Expect::Blocked) | (BlockVerdict::Blocked, Expect::Reachable) => exit::NOT_IN_SYNC,
+        (BlockVerdict::Reachable, Expect::Blocked)
+        | (BlockVerdict::Blocked, Expect::Reachable)
+        | (BlockVerdict::Unaudited(_), _) => exit::NOT_IN_SYNC,
         (BlockVerdict::Inconclusive(_) | BlockVerdict::NotCovered(_) | BlockVerdict::Error(_), _) => exit::RUNTIME,
     };
     let node_code = match node {
@@ -816,5 +845,60 @@ mod tests {
         assert_eq!(pick_port(&[(5443, &r, Some(&c)), (443, &c, Some(&c))]), 1);
         assert_eq!(pick_port(&[(5443, &t, None), (443, &t, None)]), 0);
         assert_eq!(pick_port(&[(5443, &r, Some(&r)), (443, &r, Some(&r))]), 0);
+    }
+
+    #[test]
+    fn audit_needs_the_pod_through_and_counted_by_our_audit_rule() {
+        let covered = Coverage::Blocked("10.0.0.0/16".into());
+        let rules = vec!["audit-tcp-port-v4".to_string()];
+        let moved = CounterEvidence::Moved {
+            packets: 6,
+            rules: rules.clone(),
+        };
+        let short = CounterEvidence::Short { packets: 0, rules };
+        let audit =
+            |b: BlockVerdict, src: Option<&Coverage>, c: &CounterEvidence| judge_audit(b, Action::Audit, src, c);
+        assert_eq!(
+            audit(BlockVerdict::Reachable, Some(&covered), &moved),
+            BlockVerdict::Reachable
+        );
+        let unknown = CounterEvidence::Unknown { detail: "x".into() };
+        assert_eq!(
+            audit(BlockVerdict::Reachable, Some(&covered), &unknown),
+            BlockVerdict::Reachable
+        );
+        let unseen = audit(BlockVerdict::Reachable, Some(&covered), &short);
+        assert!(
+            matches!(&unseen, BlockVerdict::Unaudited(m) if m.contains("(audit-tcp-port-v4) did not move") && m.contains("--action reject would not block")),
+            "{unseen:?}"
+        );
+        assert!(matches!(
+            audit(BlockVerdict::Reachable, Some(&covered), &CounterEvidence::NoRules),
+            BlockVerdict::Unaudited(m) if m.contains("no audit rule of ours")
+        ));
+        let unaffected = NodeVerdict::Unaffected;
+        assert_eq!(
+            endpoint_exit(&unseen, &unaffected, Expect::Reachable),
+            exit::NOT_IN_SYNC
+        );
+        assert_eq!(
+            endpoint_exit(&BlockVerdict::Reachable, &unaffected, Expect::Reachable),
+            exit::OK
+        );
+        // An exempt or outside source is not audited; other verdicts and actions are untouched.
+        let exempt = Coverage::Exempt("10.0.9.0/24".into());
+        assert_eq!(
+            audit(BlockVerdict::Reachable, Some(&exempt), &short),
+            BlockVerdict::Reachable
+        );
+        assert_eq!(audit(BlockVerdict::Reachable, None, &short), BlockVerdict::Reachable);
+        assert_eq!(
+            audit(BlockVerdict::Blocked, Some(&covered), &short),
+            BlockVerdict::Blocked
+        );
+        assert_eq!(
+            judge_audit(BlockVerdict::Reachable, Action::Reject, Some(&covered), &short),
+            BlockVerdict::Reachable
+        );
     }
 }

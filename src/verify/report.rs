@@ -49,7 +49,8 @@ pub struct EndpointReport {
     /// The positive control from the container network's side (None when skipped).
     pub control: Option<ControlReport>,
     /// Our block rules' counters during the probe (None unless the probe failed the way our
-    /// rule makes it fail).
+    /// rule makes it fail, or, in audit mode, got through from a source the policy covers:
+    /// then our audit rule's counters).
     pub counter: Option<CounterEvidence>,
     /// The same for the node's probe, when the policy could stop the node's own traffic and
     /// that probe failed the way our rule makes it fail (the "node cut off" evidence).
@@ -142,9 +143,13 @@ impl Report {
             match (&e.block, self.expect) {
                 (BlockVerdict::Reachable, Expect::Blocked) => why.push(format!("{label}: a pod got through")),
                 (BlockVerdict::Blocked, Expect::Reachable) => why.push(format!("{label}: blocked, expected reachable")),
-                (BlockVerdict::Inconclusive(m) | BlockVerdict::NotCovered(m) | BlockVerdict::Error(m), _) => {
-                    why.push(format!("{label}: {m}"))
-                }
+                (
+                    BlockVerdict::Inconclusive(m)
+                    | BlockVerdict::NotCovered(m)
+                    | BlockVerdict::Error(m)
+                    | BlockVerdict::Unaudited(m),
+                    _,
+                ) => why.push(format!("{label}: {m}")),
                 _ => {}
             }
             if let NodeVerdict::CutOff(m) = &e.node_check {
@@ -291,8 +296,19 @@ impl Report {
                     .filter(|e| e.block == BlockVerdict::Blocked)
                     .map(EndpointReport::label)
                     .collect();
+                let unseen: Vec<String> = self
+                    .endpoints
+                    .iter()
+                    .filter(|e| matches!(e.block, BlockVerdict::Unaudited(_)))
+                    .map(EndpointReport::label)
+                    .collect();
                 if !blocked.is_empty() {
                     format!("reachable as expected: NO: blocked towards {}", blocked.join(", "))
+                } else if !unseen.is_empty() {
+                    format!(
+                        "reachable as expected: yes, but NOT seen by our audit rules towards {}",
+                        unseen.join(", ")
+                    )
                 } else if !self.endpoints.is_empty()
                     && self
                         .endpoints
@@ -453,6 +469,7 @@ fn verdict(e: &EndpointReport, expect: Expect) -> String {
         (BlockVerdict::NotCovered(why), _) => format!("cannot show the block: {why}"),
         (BlockVerdict::Skipped(why), _) => format!("skipped: {why}"),
         (BlockVerdict::Error(why), _) => format!("could not probe: {why}"),
+        (BlockVerdict::Unaudited(why), _) => format!("UNSEEN BY AUDIT: {why}"),
     };
     let node = match &e.node_check {
         NodeVerdict::Unaffected | NodeVerdict::NotChecked(_) => None,
