@@ -138,8 +138,7 @@ pub(crate) fn transact_results(sock: &NfnlSocket, msgs: &[BatchMsg]) -> Result<V
     if msgs.is_empty() {
         return Ok(Vec::new());
     }
-    let _held = sock.lock();
-    let mut buf = vec![0u8; super::RECV_BUF];
+    let mut buf = sock.lock();
     sock.drain(&mut buf);
     let first = sock.reserve_seq(msgs.len() as u32 + 2);
     let bytes = encode_batch(msgs, first);

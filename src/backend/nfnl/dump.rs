@@ -32,8 +32,7 @@ pub use crate::core::nft_decode::TableDump;
 
 /// Reads table `family`/`table` whole and consistently (one ruleset generation).
 pub fn dump_table(sock: &NfnlSocket, family: u8, table: &str) -> Result<TableDump, NfnlError> {
-    let _held = sock.lock();
-    let mut buf = vec![0u8; super::RECV_BUF];
+    let mut buf = sock.lock();
     for _ in 0..ATTEMPTS {
         if let Some(dump) = dump_once(sock, &mut buf, family, table)? {
             return Ok(dump);
@@ -53,8 +52,7 @@ pub fn dump_table(sock: &NfnlSocket, family: u8, table: &str) -> Result<TableDum
 /// naming it (the kernel answers for that chain alone, however large the
 /// table), so a presence check costs one round trip.
 pub fn chain_exists(sock: &NfnlSocket, family: u8, table: &str, chain: &str) -> Result<bool, NfnlError> {
-    let _held = sock.lock();
-    let mut buf = vec![0u8; super::RECV_BUF];
+    let mut buf = sock.lock();
     sock.drain(&mut buf);
     let get = NfTablesMessage::GetChain(ChainMessage {
         attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],

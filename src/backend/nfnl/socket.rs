@@ -29,7 +29,8 @@ pub struct NfnlSocket {
     timeout: Duration,
     seq: AtomicU32,
     sndbuf: AtomicUsize,
-    exchange: Mutex<()>,
+    /// Held for one request/reply exchange; the receive buffer lives in it.
+    exchange: Mutex<Vec<u8>>,
 }
 
 impl NfnlSocket {
@@ -90,7 +91,7 @@ impl NfnlSocket {
                 timeout,
                 seq: AtomicU32::new(1),
                 sndbuf: AtomicUsize::new(sndbuf),
-                exchange: Mutex::new(()),
+                exchange: Mutex::new(Vec::new()),
             })
         }
     }
@@ -111,9 +112,18 @@ impl NfnlSocket {
         self.seq.fetch_add(n, Ordering::Relaxed)
     }
 
-    /// Holds the socket for one request/reply exchange.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
-        self.exchange.lock().unwrap_or_else(|p| p.into_inner())
+    /// Holds the socket for one request/reply exchange; derefs to the
+    /// receive buffer, allocated once per socket with `vec![0; n]` (fresh
+    /// zero pages from the kernel: only what datagrams fill becomes
+    /// resident). A buffer allocated per request was worse: once glibc's
+    /// mmap threshold has grown past it, each new one comes from the heap and
+    /// is zeroed there, and freed it stays resident (+0.4 MiB idle, measured).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        let mut held = self.exchange.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_empty() {
+            *held = vec![0u8; super::RECV_BUF];
+        }
+        held
     }
 
     /// Sends one datagram to the kernel, growing the send buffer first when
