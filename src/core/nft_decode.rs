@@ -108,11 +108,28 @@ pub fn from_dump(d: &TableDump) -> Result<TableModel, String> {
     Ok(t)
 }
 
-/// The netlink port id owning the table (NFTA_TABLE_OWNER), if any.
+/// The netlink port id owning the dumped table (NFTA_TABLE_OWNER), if any.
 pub fn table_owner(d: &TableDump) -> Option<u32> {
-    match &d.table {
-        Some(NfTablesMessage::NewTable(m)) => m.attributes.iter().find_map(|a| match a {
-            TableAttribute::Owner(o) => Some(*o),
+    d.table.as_ref().and_then(message_owner)
+}
+
+/// `NFTA_TABLE_OWNER` of a `NewTable` message: the owning socket's port id,
+/// present only while the table is owned (an orphan has none).
+pub fn message_owner(msg: &NfTablesMessage) -> Option<u32> {
+    match msg {
+        NfTablesMessage::NewTable(t) => t.attributes.iter().find_map(|a| match a {
+            TableAttribute::Owner(p) => Some(*p),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// `NFTA_TABLE_FLAGS` of a `NewTable` message.
+pub fn message_flags(msg: &NfTablesMessage) -> Option<u32> {
+    match msg {
+        NfTablesMessage::NewTable(t) => t.attributes.iter().find_map(|a| match a {
+            TableAttribute::Flags(f) => Some(f.bits()),
             _ => None,
         }),
         _ => None,

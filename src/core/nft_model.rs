@@ -24,9 +24,14 @@ pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
 
-/// Table flags (`NFT_TABLE_F_*`).
+/// Table flags (`NFT_TABLE_F_*`). Dormant: the base chains are not hooked.
 pub const TABLE_F_DORMANT: u32 = 0x1;
+/// Only the netlink socket that created the table may change or delete it,
+/// `flush ruleset` skips it, and it is destroyed when that socket closes
+/// (kernel 5.12).
 pub const TABLE_F_OWNER: u32 = 0x2;
+/// With owner: the table outlives its socket, orphaned (owner cleared) until
+/// a socket adopts it by sending NEWTABLE with owner|persist (kernel 6.9).
 pub const TABLE_F_PERSIST: u32 = 0x4;
 
 /// Set flags (`NFT_SET_*`) and element flags.

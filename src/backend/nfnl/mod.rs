@@ -25,12 +25,8 @@ pub use ownership::{
 };
 pub use socket::NfnlSocket;
 
-/// nfproto family of `table inet ...`.
-pub const NFPROTO_INET: u8 = 1;
-/// nfproto family of `table ip ...`.
-pub const NFPROTO_IPV4: u8 = 2;
-/// nfproto family of `table ip6 ...`.
-pub const NFPROTO_IPV6: u8 = 10;
+/// nfproto families of `table inet|ip|ip6 ...`, defined once in the model.
+pub use crate::core::nft_model::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
 
 /// Receive buffer per exchange: the kernel fills dump datagrams up to 32 KiB
 /// (more for one very large object); a larger datagram is reported, not cut.

@@ -20,15 +20,12 @@ use super::batch::{transact_results, BatchMsg};
 use super::error::NfnlError;
 use super::socket::NfnlSocket;
 
-/// The table is dormant (its base chains are not hooked).
-pub const NFT_TABLE_F_DORMANT: u32 = 0x1;
-/// Only the netlink socket that created the table may change or delete it,
-/// `flush ruleset` skips it, and it is destroyed when that socket closes
-/// (kernel 5.12).
-pub const NFT_TABLE_F_OWNER: u32 = 0x2;
-/// With owner: the table outlives its socket, orphaned (owner cleared) until
-/// a socket adopts it by sending NEWTABLE with owner|persist (kernel 6.9).
-pub const NFT_TABLE_F_PERSIST: u32 = 0x4;
+/// Reading owner and flags back from a table message, defined once in the decoder.
+pub use crate::core::nft_decode::{message_flags as table_flags, message_owner as table_owner};
+/// The table flags, defined once in the model (`NFT_TABLE_F_*`).
+pub use crate::core::nft_model::{
+    TABLE_F_DORMANT as NFT_TABLE_F_DORMANT, TABLE_F_OWNER as NFT_TABLE_F_OWNER, TABLE_F_PERSIST as NFT_TABLE_F_PERSIST,
+};
 
 /// What the running kernel supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,29 +66,6 @@ fn table(name: &str, flags: Option<u32>) -> TableMessage {
         attributes.push(TableAttribute::Flags(TableFlags::from_bits_retain(f)));
     }
     TableMessage { attributes }
-}
-
-/// `NFTA_TABLE_FLAGS` of a `NewTable` message.
-pub fn table_flags(msg: &NfTablesMessage) -> Option<u32> {
-    match msg {
-        NfTablesMessage::NewTable(t) => t.attributes.iter().find_map(|a| match a {
-            TableAttribute::Flags(f) => Some(f.bits()),
-            _ => None,
-        }),
-        _ => None,
-    }
-}
-
-/// `NFTA_TABLE_OWNER` of a `NewTable` message: the owning socket's port id,
-/// present only while the table is owned (an orphan has none).
-pub fn table_owner(msg: &NfTablesMessage) -> Option<u32> {
-    match msg {
-        NfTablesMessage::NewTable(t) => t.attributes.iter().find_map(|a| match a {
-            TableAttribute::Owner(p) => Some(*p),
-            _ => None,
-        }),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
