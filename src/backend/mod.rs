@@ -61,7 +61,8 @@ pub trait Backend: Send + Sync {
     fn owned(&self) -> bool {
         false
     }
-    /// The process that owns our objects, in words, when one does (read now).
+    /// The process that owns our objects, in words, as the last read found
+    /// them (`status` reads first, so no second read is needed).
     fn owner(&self) -> Option<String> {
         None
     }

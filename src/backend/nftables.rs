@@ -26,8 +26,7 @@ use crate::core::nft_plan::{in_place, messages, Op, Plan, PlanKind};
 use crate::core::nft_text::render;
 use crate::core::nft_wire::retarget;
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The `nft` binary. This backend never runs it; the iptables-nft backend
@@ -70,8 +69,8 @@ pub struct Nftables {
     /// Set once by `take_ownership` (the daemon); one-shot commands are visitors.
     keeper: OnceLock<Keeper>,
     support: OnceLock<KernelSupport>,
-    /// The last read found the table held by our socket.
-    owned: AtomicBool,
+    /// The owner (netlink port id) the last read of our table found.
+    last_owner: Mutex<Option<u32>>,
 }
 
 impl Nftables {
@@ -90,6 +89,10 @@ impl Nftables {
             ))
         })?;
         Ok(self.sock.get_or_init(|| s))
+    }
+
+    fn last_owner(&self) -> Option<u32> {
+        *self.last_owner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn keeper(&self) -> Keeper {
@@ -116,16 +119,12 @@ impl Nftables {
     /// Table `name` and the netlink port id that owns it now.
     fn read(&self, name: &str) -> Result<(Seen, Option<u32>)> {
         let dump = dump_table(self.sock()?, NFPROTO_INET, name).map_err(|e| kernel_error(&e, "read"))?;
-        if dump.table.is_none() {
-            if name == TABLE_NAME {
-                self.owned.store(false, Ordering::Relaxed);
-            }
-            return Ok((Seen::Absent, None));
-        }
         let owner = table_owner(&dump);
         if name == TABLE_NAME {
-            let mine = owner.is_some() && owner == self.sock.get().map(|s| s.port_id());
-            self.owned.store(mine, Ordering::Relaxed);
+            *self.last_owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
+        }
+        if dump.table.is_none() {
+            return Ok((Seen::Absent, None));
         }
         Ok(match from_dump(&dump) {
             Ok(t) => (Seen::Table(t), owner),
@@ -423,14 +422,12 @@ impl Backend for Nftables {
     }
 
     fn owned(&self) -> bool {
-        self.owned.load(Ordering::Relaxed)
+        let mine = self.sock.get().map(|s| s.port_id());
+        mine.is_some() && self.last_owner() == mine
     }
 
     fn owner(&self) -> Option<String> {
-        match self.read(TABLE_NAME) {
-            Ok((_, Some(port))) => Some(describe_owner(port)),
-            _ => None,
-        }
+        self.last_owner().map(describe_owner)
     }
 }
 
