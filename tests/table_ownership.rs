@@ -42,21 +42,6 @@ fn policy() -> GuardPolicy {
     )
 }
 
-/// `nft -s -a list table inet apiserver_guard` (with handles, without counters; empty when absent).
-/// Our table as nft lists it, without the sources the kernel adds to the
-/// log rules' meter (state, like the counters `-s` leaves out).
-fn our_table(node: &Netns) -> String {
-    String::from_utf8_lossy(
-        &node
-            .run(&["nft", "-s", "-a", "list", "table", "inet", "apiserver_guard"])
-            .stdout,
-    )
-    .lines()
-    .filter(|l| !(l.contains("elements = {") && l.contains(" limit rate ")))
-    .map(|l| format!("{l}\n"))
-    .collect()
-}
-
 /// nft 1.0.6 lists an owned table with `flags owner` and its owner process.
 fn owned_by_a_process(node: &Netns) -> bool {
     let out = node.run(&["nft", "list", "table", "inet", "apiserver_guard"]);
@@ -70,7 +55,7 @@ fn wait_owned(node: &Netns, daemon: &Daemon) {
         assert!(
             t.elapsed() < READY_TIMEOUT,
             "the table never became owned:\n{}\nlog:\n{}",
-            our_table(node),
+            our_table_listing(node),
             daemon.log()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -129,7 +114,7 @@ fn foreign_flush_and_delete_cannot_touch_the_daemons_table() {
         |s| sample(s, OWNED, &[]) == Some(1.0),
         REPAIR_DEADLINE,
     );
-    let before = our_table(node);
+    let before = our_table_listing(node);
 
     let prober = Prober::start(&topo.pod, API_V4, API_PORT);
     for i in 0..ROUNDS {
@@ -153,7 +138,7 @@ fn foreign_flush_and_delete_cannot_touch_the_daemons_table() {
         "{ROUNDS} flushes and {ROUNDS} deletes while running: {}",
         stats.summary()
     );
-    assert_eq!(our_table(node), before, "the table is exactly as before");
+    assert_eq!(our_table_listing(node), before, "the table is exactly as before");
     assert_eq!(
         daemon.log().matches(REPAIR_LINE).count(),
         0,
@@ -217,7 +202,7 @@ fn sigkill_then_restart_adopts_the_orphan_and_the_pod_is_never_served() {
         }
         wait_no_processes(node, Duration::from_secs(5));
         // The orphan stays, unowned, whole.
-        let t = our_table(node);
+        let t = our_table_listing(node);
         assert!(
             t.contains("chain guard"),
             "cycle {cycle}: the table must outlive the daemon:\n{t}"
@@ -251,7 +236,7 @@ fn an_unowned_table_is_handed_over_to_an_owned_one_without_a_moment_open() {
     for cycle in 0..5 {
         // A one-shot apply leaves an ordinary table (it cannot gain the flag).
         p.apply_ok(node);
-        assert!(!owned_by_a_process(node), "cycle {cycle}: {}", our_table(node));
+        assert!(!owned_by_a_process(node), "cycle {cycle}: {}", our_table_listing(node));
         let prober = Prober::start(&topo.pod, API_V4, API_PORT);
         let d = Daemon::spawn(node, &daemon_args(&p, &[]));
         times.push(d.wait_ready());
@@ -269,7 +254,7 @@ fn an_unowned_table_is_handed_over_to_an_owned_one_without_a_moment_open() {
         wait_no_processes(node, Duration::from_secs(5));
         // Left in place, unowned: `remove` removes it and nothing of ours is left.
         assert!(
-            our_table(node).contains("chain guard"),
+            our_table_listing(node).contains("chain guard"),
             "cycle {cycle}: kept after SIGTERM"
         );
         remove(node).expect_code(0, "remove after the daemon stopped");
@@ -320,7 +305,7 @@ fn ownership_off_keeps_an_ordinary_table_that_the_daemon_repairs() {
             "{name}: {}",
             d.log()
         );
-        assert!(!owned_by_a_process(node), "{name}: {}", our_table(node));
+        assert!(!owned_by_a_process(node), "{name}: {}", our_table_listing(node));
         let (s, _) = wait_metrics(node, "metrics up", |s| sample(s, OWNED, &[]).is_some(), REPAIR_DEADLINE);
         assert_eq!(sample(&s, OWNED, &[]), Some(0.0), "{name}");
         node.run_ok(&["nft", "flush", "ruleset"]);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::common::{Netns, API_PORT, API_V4};
+use crate::common::{our_table_listing, Netns, API_PORT, API_V4};
 use crate::shared::daemon::DaemonProc;
 use crate::shared::netns::{enter, exec_in};
 use crate::shared::probe::{connect, Conn, GAP_US};
@@ -57,20 +57,6 @@ pub const COMMANDS: [(&str, &[&str]); 2] = [
     ),
 ];
 
-/// `nft -s -a list table inet apiserver_guard`: the table with handles, without counter values
-/// and without the sources the kernel adds to the log rules' meter (state, like the counters).
-fn listing(node: &Netns) -> String {
-    String::from_utf8_lossy(
-        &node
-            .run(&["nft", "-s", "-a", "list", "table", "inet", "apiserver_guard"])
-            .stdout,
-    )
-    .lines()
-    .filter(|l| !(l.contains("elements = {") && l.contains(" limit rate ")))
-    .map(|l| format!("{l}\n"))
-    .collect()
-}
-
 /// nft lists a table held by a socket with `flags owner` and the owning process.
 fn owned(listing: &str) -> bool {
     listing.contains("flags owner") && listing.contains("progname apiserver-guard")
@@ -82,18 +68,18 @@ pub fn run(pod: &Netns, node: &Netns, rounds: usize, log: std::path::PathBuf) ->
     let mut d = DaemonProc::spawn(daemon_cmd(node, &[])?, log)?;
     d.wait_line(READY, 0, Duration::from_secs(30))?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !owned(&listing(node)) {
+    while !owned(&our_table_listing(node)) {
         check_stop()?;
         if Instant::now() > deadline {
             return Err(format!(
                 "the daemon's table is not owned (kernel before 6.9, or ownership off?):\n{}\nlog:\n{}",
-                listing(node),
+                our_table_listing(node),
                 d.tail(10)
             ));
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let before = listing(node);
+    let before = our_table_listing(node);
     let node_ns = File::open(node.path()).map_err(|e| format!("open {}: {e}", node.path()))?;
     let mut rows = Vec::new();
     for (label, argv) in COMMANDS {
@@ -143,7 +129,7 @@ pub fn run(pod: &Netns, node: &Netns, rounds: usize, log: std::path::PathBuf) ->
         row.total_s = started.elapsed().as_secs_f64();
         row.probe = probe.finish()?;
         check_stop()?;
-        let after = listing(node);
+        let after = our_table_listing(node);
         row.unchanged = after == before;
         row.owned_after = owned(&after);
         let new = d.lines();

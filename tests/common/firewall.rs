@@ -1,8 +1,24 @@
 //! `firewall_snapshot`: a normalised dump of every firewall state in a
 //! namespace (nftables, iptables-legacy, ip6tables-legacy), suitable for
-//! byte-identical before/after comparisons.
+//! byte-identical before/after comparisons; `our_table_listing`: our own
+//! nftables table alone, handles included, state left out.
 
 use super::netns::Netns;
+
+/// `nft -s -a list table inet apiserver_guard` (handles included, counter
+/// values left out; empty when absent), without the sources the kernel adds
+/// to the log rules' meter (state, like the counters): equal before and after
+/// means nobody changed our table.
+pub fn our_table_listing(ns: &Netns) -> String {
+    String::from_utf8_lossy(
+        &ns.run(&["nft", "-s", "-a", "list", "table", "inet", "apiserver_guard"])
+            .stdout,
+    )
+    .lines()
+    .filter(|l| !(l.contains("elements = {") && l.contains(" limit rate ")))
+    .map(|l| format!("{l}\n"))
+    .collect()
+}
 
 /// Concatenation of `nft --stateless list ruleset`, `iptables-legacy-save`
 /// and `ip6tables-legacy-save` run in `ns`, each preceded by a header line

@@ -31,7 +31,7 @@ pub mod verify_cases;
 pub use addresses::*;
 pub use connection::HeldConnection;
 pub use curl::{curl, curl_from, CurlResult};
-pub use firewall::firewall_snapshot;
+pub use firewall::{firewall_snapshot, our_table_listing};
 pub use guard::{guard, guard_bin, guard_spawn};
 pub use listener::Listener;
 pub use netns::Netns;
