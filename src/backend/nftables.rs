@@ -258,7 +258,11 @@ impl Nftables {
     /// returns whether there was one.
     fn remove_twin(&self) -> Result<bool> {
         let fixed = self.remove_twin_named(TWIN_NAME)?;
-        let own = self.remove_twin_named(&self.own_twin()?)?;
+        // Our own name is drawn when first used: before that no table can bear it.
+        let own = match self.own_twin.get() {
+            Some(name) => self.remove_twin_named(name)?,
+            None => false,
+        };
         Ok(fixed || own)
     }
 
