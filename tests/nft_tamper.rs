@@ -3,7 +3,9 @@
 //! left-hand side, changed verdict, extra rule with our comment, rule moved,
 //! chain priority, chain policy, set flags, set key, elements added and
 //! removed, the log rule's group and limit, the log rule deleted, the
-//! meter's timeout, a foreign rule in our chain). Each must make `status` exit 3
+//! meter's timeout, a foreign rule in our chain, and in the chain our
+//! logged block jumps to: its verdict changed or deleted, the jump sent
+//! elsewhere). Each must make `status` exit 3
 //! with a plain-language line naming the change (no Rust debug text), then
 //! `apply` repairs it (status exit 0) and the pod is refused again (curl).
 //! The daemon repairs each one on the change event, and its log names it.
@@ -30,28 +32,42 @@ fn policy() -> GuardPolicy {
     )
 }
 
-/// One tamper: its name, the nft commands (given the handle of our v4
-/// rule), what the status line must say, and whether the pod gets through
-/// while it lasts (checked with curl before the repair).
+/// The handles of our v4 block: its rule in chain guard (the match that
+/// jumps), and in its own chain `block-tcp-port-v4` the log rule and the verdict.
+struct Handles {
+    ours: u32,
+    log: u32,
+    verdict: u32,
+}
+
+/// One tamper: its name, the nft commands (given our handles), what the
+/// status line must say, and whether the pod gets through while it lasts
+/// (checked with curl before the repair).
 struct Tamper {
     name: &'static str,
-    nft: fn(u32, u32) -> String,
+    nft: fn(&Handles) -> String,
     says: &'static str,
     opens: bool,
 }
 
+/// Our rule in guard with this match and verdict.
 fn ours_with(matches: &str, verdict: &str) -> String {
     format!("{matches} counter {verdict} comment \"{OURS}\"")
 }
 
+/// Our rule in guard with this match: counts and jumps to the chain that logs and rejects.
+fn ours_matching(matches: &str) -> String {
+    ours_with(matches, &format!("jump {OURS}"))
+}
+
 const PORT_MATCH: &str = "ip daddr . tcp dport @api_port_v4";
-/// The log rule before ours (default log group).
+/// The log rule in our block's chain (default log group).
 const LOG: &str = "log-block-tcp-port-v4";
 
 /// Our log rule, with this log group.
 fn log_rule(group: u16) -> String {
     format!(
-        "ip saddr @sources_v4 {PORT_MATCH} update @attempts_v4 {{ ip saddr limit rate 10/second burst 20 packets }} \
+        "update @attempts_v4 {{ ip saddr limit rate 10/second burst 20 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group {group} snaplen 96 comment \"{LOG}\""
     )
 }
@@ -60,13 +76,11 @@ fn tampers() -> Vec<Tamper> {
     vec![
         Tamper {
             name: "negated match",
-            nft: |h, _| {
+            nft: |h| {
                 format!(
-                    "replace rule {T} guard handle {h} {}",
-                    ours_with(
-                        &format!("ip saddr != @sources_v4 {PORT_MATCH}"),
-                        "reject with tcp reset"
-                    )
+                    "replace rule {T} guard handle {} {}",
+                    h.ours,
+                    ours_matching(&format!("ip saddr != @sources_v4 {PORT_MATCH}"))
                 )
             },
             says: "match on ip saddr is negated (!=) instead of =",
@@ -74,10 +88,11 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "changed left-hand side",
-            nft: |h, _| {
+            nft: |h| {
                 format!(
-                    "replace rule {T} guard handle {h} {}",
-                    ours_with(&format!("ip daddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
+                    "replace rule {T} guard handle {} {}",
+                    h.ours,
+                    ours_matching(&format!("ip daddr @sources_v4 {PORT_MATCH}"))
                 )
             },
             says: "match on ip daddr instead of ip saddr",
@@ -85,18 +100,48 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "changed verdict",
-            nft: |h, _| {
+            nft: |h| {
                 format!(
-                    "replace rule {T} guard handle {h} {}",
+                    "replace rule {T} guard handle {} {}",
+                    h.ours,
                     ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "accept")
+                )
+            },
+            says: "\"accept\" instead of \"jump block-tcp-port-v4\"",
+            opens: true,
+        },
+        Tamper {
+            name: "verdict in the block's own chain changed",
+            nft: |h| {
+                format!(
+                    "replace rule {T} {OURS} handle {} meta l4proto tcp accept comment \"{OURS}\"",
+                    h.verdict
                 )
             },
             says: "\"accept\" instead of \"reject with tcp reset\"",
             opens: true,
         },
         Tamper {
+            name: "verdict deleted from the block's own chain",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
+            says: "rule 2 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            opens: true,
+        },
+        Tamper {
+            name: "jump sent to another chain",
+            nft: |h| {
+                format!(
+                    "add chain {T} elsewhere; replace rule {T} guard handle {} {}",
+                    h.ours,
+                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "jump elsewhere")
+                )
+            },
+            says: "\"jump elsewhere\" instead of \"jump block-tcp-port-v4\"",
+            opens: true,
+        },
+        Tamper {
             name: "extra rule with our comment",
-            nft: |_, _| {
+            nft: |_| {
                 format!(
                     "add rule {T} guard {}",
                     ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "accept")
@@ -107,10 +152,11 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "rule moved",
-            nft: |h, _| {
+            nft: |h| {
                 format!(
-                    "delete rule {T} guard handle {h}; add rule {T} guard {}",
-                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
+                    "delete rule {T} guard handle {}; add rule {T} guard {}",
+                    h.ours,
+                    ours_matching(&format!("ip saddr @sources_v4 {PORT_MATCH}"))
                 )
             },
             says: "moved to position",
@@ -118,7 +164,7 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "chain priority changed",
-            nft: |_, _| {
+            nft: |_| {
                 format!(
                     "delete chain {T} forward; add chain {T} forward {{ type filter hook forward priority 10; policy accept; }}; \
                      add rule {T} forward jump guard comment \"enter-guard\""
@@ -129,20 +175,19 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "chain policy drop",
-            nft: |_, _| format!("add chain {T} forward {{ type filter hook forward priority 0; policy drop; }}"),
+            nft: |_| format!("add chain {T} forward {{ type filter hook forward priority 0; policy drop; }}"),
             says: "chain forward: policy drop instead of accept",
             opens: false,
         },
         Tamper {
             name: "set flags changed",
-            // The log rule uses the set too: both go and come back.
-            nft: |h, l| {
+            nft: |h| {
                 format!(
-                    "delete rule {T} guard handle {l}; delete rule {T} guard handle {h}; delete set {T} sources_v4; \
+                    "delete rule {T} guard handle {}; delete set {T} sources_v4; \
                      add set {T} sources_v4 {{ type ipv4_addr; }}; add element {T} sources_v4 {{ {POD_V4} }}; \
-                     add rule {T} guard {}; add rule {T} guard {}",
-                    log_rule(1443),
-                    ours_with(&format!("ip saddr @sources_v4 {PORT_MATCH}"), "reject with tcp reset")
+                     add rule {T} guard {}",
+                    h.ours,
+                    ours_matching(&format!("ip saddr @sources_v4 {PORT_MATCH}"))
                 )
             },
             says: "set sources_v4: flags: interval missing",
@@ -150,14 +195,13 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "set key changed",
-            nft: |h, l| {
+            nft: |h| {
                 format!(
-                    "delete rule {T} guard handle {l}; delete rule {T} guard handle {h}; delete set {T} api_port_v4; \
+                    "delete rule {T} guard handle {}; delete set {T} api_port_v4; \
                      add set {T} api_port_v4 {{ type ipv4_addr . inet_service . inet_service; }}; \
-                     add rule {T} guard {}; \
-                     add rule {T} guard ip saddr @sources_v4 ip daddr . tcp dport . tcp sport @api_port_v4 counter \
-                     reject with tcp reset comment \"{OURS}\"",
-                    log_rule(1443).replace(PORT_MATCH, "ip daddr . tcp dport . tcp sport @api_port_v4")
+                     add rule {T} guard {}",
+                    h.ours,
+                    ours_matching("ip saddr @sources_v4 ip daddr . tcp dport . tcp sport @api_port_v4")
                 )
             },
             says:
@@ -166,27 +210,28 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "elements added",
-            nft: |_, _| format!("add element {T} sources_v4 {{ 10.9.0.0/16 }}"),
+            nft: |_| format!("add element {T} sources_v4 {{ 10.9.0.0/16 }}"),
             says: "set sources_v4: elements 10.9.0.0/16 added",
             opens: false,
         },
         Tamper {
             name: "elements removed",
-            nft: |_, _| format!("delete element {T} api_port_v4 {{ {API_V4} . {API_PORT} }}"),
+            nft: |_| format!("delete element {T} api_port_v4 {{ {API_V4} . {API_PORT} }}"),
             says: "set api_port_v4: elements 192.168.50.10 . 5443 missing",
             opens: true,
         },
         Tamper {
             name: "log rule's group changed",
-            nft: |_, l| format!("replace rule {T} guard handle {l} {}", log_rule(5)),
+            nft: |h| format!("replace rule {T} {OURS} handle {} {}", h.log, log_rule(5)),
             says: "group 5 snaplen 96\" instead of",
             opens: false,
         },
         Tamper {
             name: "log rule's per-source limit raised",
-            nft: |_, l| {
+            nft: |h| {
                 format!(
-                    "replace rule {T} guard handle {l} {}",
+                    "replace rule {T} {OURS} handle {} {}",
+                    h.log,
                     log_rule(1443).replace("rate 10/second", "rate 10000/second")
                 )
             },
@@ -195,17 +240,18 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "log rule deleted",
-            nft: |_, l| format!("delete rule {T} guard handle {l}"),
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.log),
             says: "(log-block-tcp-port-v4): missing",
             opens: false,
         },
         Tamper {
             name: "meter timeout changed",
-            nft: |_, l| {
+            nft: |h| {
                 format!(
-                    "delete rule {T} guard handle {l}; delete set {T} attempts_v4; \
+                    "delete rule {T} {OURS} handle {}; delete set {T} attempts_v4; \
                      add set {T} attempts_v4 {{ type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1h; }}; \
-                     add rule {T} guard {}",
+                     insert rule {T} {OURS} {}",
+                    h.log,
                     log_rule(1443)
                 )
             },
@@ -214,16 +260,16 @@ fn tampers() -> Vec<Tamper> {
         },
         Tamper {
             name: "foreign rule in our chain",
-            nft: |_, _| format!("insert rule {T} guard ip saddr {POD_V4} accept"),
+            nft: |_| format!("insert rule {T} guard ip saddr {POD_V4} accept"),
             says: "a foreign rule: ip saddr 10.0.1.2 accept",
             opens: true,
         },
     ]
 }
 
-/// The handle of the rule with this comment in chain guard.
-fn handle(node: &Netns, comment: &str) -> u32 {
-    let listing = node.run_ok(&["nft", "-a", "list", "chain", "inet", "apiserver_guard", "guard"]);
+/// The handle of the rule with this comment in this chain of our table.
+fn handle(node: &Netns, chain: &str, comment: &str) -> u32 {
+    let listing = node.run_ok(&["nft", "-a", "list", "chain", "inet", "apiserver_guard", chain]);
     listing
         .lines()
         .find(|l| l.contains(&format!("comment \"{comment}\"")))
@@ -233,7 +279,12 @@ fn handle(node: &Netns, comment: &str) -> u32 {
 }
 
 fn tamper(node: &Netns, t: &Tamper) {
-    let script = (t.nft)(handle(node, OURS), handle(node, LOG));
+    let h = Handles {
+        ours: handle(node, "guard", OURS),
+        log: handle(node, OURS, LOG),
+        verdict: handle(node, OURS, OURS),
+    };
+    let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);
 }
 

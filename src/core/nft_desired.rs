@@ -4,6 +4,14 @@
 //! `nft --debug=netlink`), the sets are those the rules reference, and every
 //! hook gets its base chain with one `jump guard`. Which rules exist is
 //! decided in `model.rs` only; this file translates.
+//!
+//! A log rule and the rule after it share one match (`model::Blocklist::rules`).
+//! In nftables every match is a set lookup each packet pays for, so the pair
+//! is laid out to pay it once: chain `guard` holds the match, counts the
+//! packet and jumps to a chain named after the deciding rule
+//! (`block-tcp-port-v4`), which holds the metered log rule and then the
+//! verdict (none for an audit rule: the packet returns to `guard`). Traffic
+//! the match does not take costs what it cost without logging.
 
 use super::attempt_log::LOG_SNAPLEN;
 use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict, METER};
@@ -32,14 +40,43 @@ pub fn desired(b: &Blocklist) -> TableModel {
         ..Default::default()
     };
     let mut guard = ChainModel::default();
-    for r in b.rules() {
-        let (exprs, sets) = rule_exprs(&r);
-        for name in sets {
-            t.sets
-                .entry(name.clone())
-                .or_insert_with(|| set_for(&name, r.family, b));
+    let want_set = |t: &mut TableModel, name: &String, fam: Family| {
+        t.sets.entry(name.clone()).or_insert_with(|| set_for(name, fam, b));
+    };
+    let mut rules = b.rules().into_iter();
+    while let Some(r) = rules.next() {
+        if !matches!(r.verdict, RuleVerdict::Log { .. }) {
+            let (exprs, sets) = rule_exprs(&r);
+            sets.iter().for_each(|name| want_set(&mut t, name, r.family));
+            guard.rules.push(RuleModel::new(exprs, &r.name()));
+            continue;
         }
-        guard.rules.push(RuleModel::new(exprs, &r.name()));
+        let decider = rules
+            .next()
+            .expect("model::Blocklist::rules puts the deciding rule after each log rule");
+        let (mut exprs, sets) = match_exprs(&decider);
+        sets.iter().for_each(|name| want_set(&mut t, name, r.family));
+        let chain = decider.name();
+        exprs.push(Expr::Counter(Tally::default()));
+        exprs.push(Expr::Immediate {
+            dreg: REG_VERDICT,
+            verdict: Verdict::Jump(chain.clone()),
+        });
+        guard.rules.push(RuleModel::new(exprs, &chain));
+        let (log, meter) = log_exprs(&r);
+        want_set(&mut t, &meter, r.family);
+        let mut decide = ChainModel::default();
+        decide.rules.push(RuleModel::new(log, &r.name()));
+        if let Some(verdict) = verdict_exprs(&decider) {
+            // Here no match says TCP: nft adds `meta l4proto tcp` to a tcp reset.
+            let mut e = Vec::new();
+            if decider.verdict == RuleVerdict::TcpReset {
+                e.extend(l4_tcp());
+            }
+            e.extend(verdict);
+            decide.rules.push(RuleModel::new(e, &chain));
+        }
+        t.chains.insert(chain, decide);
     }
     t.chains.insert(GUARD_CHAIN.to_string(), guard);
     for hook in &b.hooks {
@@ -266,8 +303,20 @@ fn fib_type(flags: u32, op: u32) -> [Expr; 2] {
     ]
 }
 
-/// The expressions of one rule and the sets they reference, in nft's order.
+/// The expressions of one rule without a log rule before it (in `guard`)
+/// and the sets they reference, in nft's order: its match, a counter
+/// when it blocks or audits, its verdict.
 pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
+    let (mut e, sets) = match_exprs(r);
+    if r.blocks() {
+        e.push(Expr::Counter(Tally::default()));
+    }
+    e.extend(verdict_exprs(r).unwrap_or_default());
+    (e, sets)
+}
+
+/// The match of a rule and the sets it references.
+pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
     let (saddr, daddr, alen, nfproto) = addr_layout(r.family);
     let sources = set_name("sources", r.family);
     let mut e = vec![
@@ -317,11 +366,26 @@ pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
             sets.push(LOCAL_PORTS_SET.to_string());
         }
     }
-    if let RuleVerdict::Log { group, .. } = r.verdict {
-        // The meter, keyed on the source address: over its limit the rule stops here.
-        let meter = set_name(ATTEMPTS_SET, r.family);
-        e.push(payload(PAYLOAD_NETWORK, saddr, alen, REG_1));
-        e.push(Expr::Dynset {
+    (e, sets)
+}
+
+/// The log rule of the chain a matched packet jumps to, as nft sends
+/// `update @attempts_v4 { ip saddr limit rate 10/second burst 20 packets }
+/// counter log prefix ... group G snaplen 96` (with the `meta nfproto`
+/// dependency of `ip saddr`), and the meter set it updates. Over its
+/// per-source limit the rule stops at the meter; the verdict rule after it
+/// does not depend on it.
+pub fn log_exprs(r: &Rule) -> (Vec<Expr>, String) {
+    let RuleVerdict::Log { group, .. } = r.verdict else {
+        unreachable!("log_exprs is called for log rules only")
+    };
+    let (saddr, _, alen, nfproto) = addr_layout(r.family);
+    let meter = set_name(ATTEMPTS_SET, r.family);
+    let e = vec![
+        meta(META_NFPROTO),
+        cmp(CMP_EQ, vec![nfproto]),
+        payload(PAYLOAD_NETWORK, saddr, alen, REG_1),
+        Expr::Dynset {
             op: DYNSET_OP_UPDATE,
             set: meter.clone(),
             sreg_key: REG_1,
@@ -334,39 +398,36 @@ pub fn rule_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
                 kind: LIMIT_PKTS,
                 flags: 0,
             }],
-        });
-        sets.push(meter);
-        e.push(Expr::Counter(Tally::default()));
-        e.push(Expr::Log {
+        },
+        Expr::Counter(Tally::default()),
+        Expr::Log {
             prefix: r.log_prefix().expect("a log rule has a prefix"),
             group,
             snaplen: LOG_SNAPLEN,
-        });
-        return (e, sets);
-    }
-    if r.blocks() {
-        e.push(Expr::Counter(Tally::default()));
-    }
-    e.push(match r.verdict {
-        RuleVerdict::Count | RuleVerdict::Log { .. } => return (e, sets),
-        RuleVerdict::Return => Expr::Immediate {
-            dreg: REG_VERDICT,
-            verdict: Verdict::Return,
         },
-        RuleVerdict::Drop => Expr::Immediate {
-            dreg: REG_VERDICT,
-            verdict: Verdict::Drop,
-        },
-        RuleVerdict::TcpReset => Expr::Reject {
+    ];
+    (e, meter)
+}
+
+/// The verdict of a rule (None: it has none, an audit rule only counts).
+pub fn verdict_exprs(r: &Rule) -> Option<Vec<Expr>> {
+    let immediate = |verdict| Expr::Immediate {
+        dreg: REG_VERDICT,
+        verdict,
+    };
+    Some(match r.verdict {
+        RuleVerdict::Count | RuleVerdict::Log { .. } => return None,
+        RuleVerdict::Return => vec![immediate(Verdict::Return)],
+        RuleVerdict::Drop => vec![immediate(Verdict::Drop)],
+        RuleVerdict::TcpReset => vec![Expr::Reject {
             kind: REJECT_TCP_RST,
             icmp_code: 0,
-        },
-        RuleVerdict::IcmpProhibited => Expr::Reject {
+        }],
+        RuleVerdict::IcmpProhibited => vec![Expr::Reject {
             kind: REJECT_ICMPX_UNREACH,
             icmp_code: ICMPX_ADMIN_PROHIBITED,
-        },
-    });
-    (e, sets)
+        }],
+    })
 }
 
 /// Sets by name a table references from its rules (for checks and tests).

@@ -279,25 +279,25 @@ fn interval_elements_are_starts_and_ends_after_a_zero_end() {
     );
 }
 
+fn golden_exprs(exprs: &[Expr], nft: &str) {
+    let want: Vec<&str> = nft.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(debug_lines(exprs), want);
+}
+
 #[test]
 fn log_rule_v4_meters_per_source_then_counts_and_logs() {
-    // ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 update @attempts_v4 { ip saddr limit rate
-    // 10/second burst 20 packets } counter log prefix "apiserver-guard:block-tcp-port-v4" group 1443 snaplen 96
+    // update @attempts_v4 { ip saddr limit rate 10/second burst 20 packets } counter
+    // log prefix "apiserver-guard:block-tcp-port-v4" group 1443 snaplen 96
     let log = RuleVerdict::Log {
         group: 1443,
         audit: false,
     };
-    golden(
-        rule(Family::V4, Target::ApiPort, true, log),
+    let (exprs, meter) = log_exprs(&rule(Family::V4, Target::ApiPort, true, log));
+    assert_eq!(meter, "attempts_v4");
+    golden_exprs(
+        &exprs,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x00000002 ]
-         [ payload load 4b @ network header + 12 => reg 1 ]
-         [ lookup reg 1 set sources_v4 ]
-         [ meta load l4proto => reg 1 ]
-         [ cmp eq reg 1 0x00000006 ]
-         [ payload load 4b @ network header + 16 => reg 1 ]
-         [ payload load 2b @ transport header + 2 => reg 9 ]
-         [ lookup reg 1 set api_port_v4 ]
          [ payload load 4b @ network header + 12 => reg 1 ]
          [ dynset update reg_key 1 set attempts_v4 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
          [ counter pkts 0 bytes 0 ]
@@ -312,33 +312,102 @@ fn log_rule_v4_meters_per_source_then_counts_and_logs() {
 
 #[test]
 fn log_rule_link_local_keys_the_v6_meter_on_the_16_byte_source() {
-    golden(
-        rule(
-            Family::V6,
-            Target::LocalPortLinkLocal,
-            true,
-            RuleVerdict::Log {
-                group: 1443,
-                audit: false,
-            },
-        ),
+    let (exprs, meter) = log_exprs(&rule(
+        Family::V6,
+        Target::LocalPortLinkLocal,
+        true,
+        RuleVerdict::Log {
+            group: 1443,
+            audit: false,
+        },
+    ));
+    assert_eq!(meter, "attempts_v6");
+    golden_exprs(
+        &exprs,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x0000000a ]
-         [ payload load 16b @ network header + 8 => reg 1 ]
-         [ lookup reg 1 set link_local_v6 ]
-         [ fib saddr type => reg 1 ]
-         [ cmp neq reg 1 0x00000002 ]
-         [ fib daddr type => reg 1 ]
-         [ cmp eq reg 1 0x00000002 ]
-         [ meta load l4proto => reg 1 ]
-         [ cmp eq reg 1 0x00000006 ]
-         [ payload load 2b @ transport header + 2 => reg 1 ]
-         [ lookup reg 1 set local_ports ]
          [ payload load 16b @ network header + 8 => reg 1 ]
          [ dynset update reg_key 1 set attempts_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
          [ counter pkts 0 bytes 0 ]
          [ log prefix apiserver-guard:block-local-port-link-local group 1443 snaplen 96 qthreshold 0 ]",
     );
+}
+
+#[test]
+fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
+    // nft --debug=netlink of the v4_logged fixture:
+    // guard: ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 counter jump block-tcp-port-v4
+    // block-tcp-port-v4: the log rule, then meta l4proto tcp reject with tcp reset
+    let mut p = policy(
+        &["10.0.0.0/16"],
+        &[],
+        &["192.168.0.10:5443"],
+        Mode::Tunnel,
+        Action::Reject,
+    );
+    p.log_group = Some(1443);
+    let t = desired(&Blocklist::from_policy(&p));
+    let guard = &t.chains[GUARD_CHAIN].rules;
+    let jump = guard
+        .iter()
+        .find(|r| r.comment().as_deref() == Some("block-tcp-port-v4"))
+        .unwrap();
+    golden_exprs(
+        &jump.exprs,
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set sources_v4 ]
+         [ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 4b @ network header + 16 => reg 1 ]
+         [ payload load 2b @ transport header + 2 => reg 9 ]
+         [ lookup reg 1 set api_port_v4 ]
+         [ counter pkts 0 bytes 0 ]
+         [ immediate reg 0 jump -> block-tcp-port-v4 ]",
+    );
+    let lookups = |r: &RuleModel| r.exprs.iter().filter(|e| matches!(e, Expr::Lookup { .. })).count();
+    assert_eq!(
+        guard.iter().map(lookups).sum::<usize>(),
+        2 * guard.len(),
+        "one match per rule in guard"
+    );
+    let decide = &t.chains["block-tcp-port-v4"];
+    assert!(decide.base.is_none());
+    assert_eq!(
+        decide.rules.iter().map(lookups).sum::<usize>(),
+        0,
+        "no match repeated: {decide:?}"
+    );
+    assert_eq!(
+        decide.rules.iter().map(|r| r.comment().unwrap()).collect::<Vec<_>>(),
+        ["log-block-tcp-port-v4", "block-tcp-port-v4"]
+    );
+    golden_exprs(
+        &decide.rules[1].exprs,
+        "[ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ reject type 1 code 0 ]",
+    );
+    // Only the jump counts the packet: one counter per blocked packet under the rule's name.
+    let counters = crate::core::nft_model::counters(&t);
+    assert_eq!(counters.iter().filter(|c| c.comment == "block-tcp-port-v4").count(), 1);
+    // Audit: the chain only logs; the packet returns to guard and goes on.
+    p.action = Action::Audit;
+    let t = desired(&Blocklist::from_policy(&p));
+    assert_eq!(
+        t.chains["audit-tcp-port-v4"]
+            .rules
+            .iter()
+            .map(|r| r.comment().unwrap())
+            .collect::<Vec<_>>(),
+        ["log-audit-tcp-port-v4"]
+    );
+    // No log group: no chain but guard and the hooks', the verdict in guard.
+    p.log_group = None;
+    p.action = Action::Reject;
+    let t = desired(&Blocklist::from_policy(&p));
+    assert_eq!(t.chains.keys().collect::<Vec<_>>(), ["forward", "guard"]);
 }
 
 #[test]

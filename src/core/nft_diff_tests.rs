@@ -278,7 +278,7 @@ fn the_meter_shape_and_the_log_statement_are_differences() {
     let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().flags = SET_F_TIMEOUT);
     assert_eq!(d, ["set attempts_v4: flags: dynamic missing"]);
     let d = logged_diff(|t| {
-        for e in &mut guard(t)[0].exprs {
+        for e in &mut t.chains.get_mut("block-tcp-port-v4").unwrap().rules[0].exprs {
             if let Expr::Log { group, .. } = e {
                 *group = 5;
             }
@@ -290,7 +290,7 @@ fn the_meter_shape_and_the_log_statement_are_differences() {
         "{d:?}"
     );
     let d = logged_diff(|t| {
-        for e in &mut guard(t)[0].exprs {
+        for e in &mut t.chains.get_mut("block-tcp-port-v4").unwrap().rules[0].exprs {
             if let Expr::Dynset { exprs, .. } = e {
                 exprs[0] = Expr::Limit {
                     rate: 1000,
