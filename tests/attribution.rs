@@ -4,7 +4,8 @@
 //! pod_namespace/pod_name/pod_uid, POD_* in the journal), `/attempts`,
 //! `apiserver-guard attempts` and the namespace label of the metric, and
 //! posts one aggregated Kubernetes Event per pod (at most one write per pod
-//! a minute; `ApiserverAccessAudited` for audited attempts). A pod deleted right after its attempt keeps its name; its
+//! a minute, repeats patched into it after the minute with count and
+//! lastTimestamp; `ApiserverAccessAudited` for audited attempts). A pod deleted right after its attempt keeps its name; its
 //! address reused by a new pod starts a new row and leaves the old one alone,
 //! and none of that pod churn touches the policy (no reconcile, no cache write).
 //! Event writes that fail are counted and logged and hold nothing up.
@@ -351,6 +352,71 @@ fn audited_attempts_are_named_and_get_an_event_of_their_own_reason() {
         SHOW_DEADLINE,
     );
     assert_eq!(sample(&s, ATTEMPTS, &[("action", "blocked")]), None);
+}
+
+/// Runs a minute and a bit: the per-pod write interval is a minute and is
+/// not shortened for tests.
+#[test]
+fn repeats_after_the_minute_patch_the_same_event_with_the_count_and_last_timestamp() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::new("attrib-patch");
+    c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("team-a", "web-0", PodSpec::new(NODE, &[POD2_V4]));
+    let d = ready_daemon(&c);
+    attempt(&c, POD2_V4);
+    let first = wait_event(&c, &d, "team-a", "web-0");
+    let posted = Instant::now();
+    assert_eq!(first["count"], 1, "{first}");
+    // Two more attempts within the minute, in a later second (timestamps
+    // have second resolution): no write yet.
+    thread::sleep(Duration::from_millis(1100));
+    attempt(&c, POD2_V4);
+    attempt(&c, POD2_V4);
+    wait_row(&c, &d, POD2_V4, "three attempts counted", |r| {
+        r["count"].as_u64() >= Some(3)
+    });
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.api.event_writes().len(), 1, "{:?}", c.api.event_writes());
+    // After the minute the same Event is patched: count and lastTimestamp.
+    let deadline = Duration::from_secs(75);
+    wait_until("the Event patched after the minute", &d, deadline, || {
+        c.api.event_writes().len() >= 2
+    });
+    let since_post = posted.elapsed();
+    let writes = c.api.event_writes();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes[1].starts_with("PATCH ") && writes[1].contains("/namespaces/team-a/events/"),
+        "{writes:?}"
+    );
+    assert!(
+        since_post >= Duration::from_secs(55),
+        "patched {since_post:?} after the post: not once a minute"
+    );
+    let events = c.api.events();
+    assert_eq!(events.len(), 1, "the same Event, not a second one: {events:?}");
+    let e = &events[0];
+    assert_eq!(e["metadata"]["name"], first["metadata"]["name"], "{e}");
+    assert_eq!(e["count"], 3, "{e}");
+    assert_eq!(e["firstTimestamp"], first["firstTimestamp"], "{e}");
+    assert!(
+        e["lastTimestamp"].as_str().unwrap() > first["lastTimestamp"].as_str().unwrap(),
+        "lastTimestamp is the last attempt's, after the first: {e}"
+    );
+    assert!(e["message"].as_str().unwrap().starts_with("3 attempt(s)"), "{e}");
+    let (s, _) = wait_metrics(
+        &c.topo.node,
+        "the patch counted",
+        |s| sample(s, EVENTS, &[("result", "patched")]) == Some(1.0),
+        SHOW_DEADLINE,
+    );
+    assert_eq!(sample(&s, EVENTS, &[("result", "failed")]), Some(0.0));
+    eprintln!(
+        "Event posted, then patched {:.1} s later (count 3)",
+        since_post.as_secs_f64()
+    );
 }
 
 #[test]
