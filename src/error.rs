@@ -24,6 +24,9 @@ pub enum Error {
     /// The kernel refused us for lack of privilege (root or CAP_NET_ADMIN);
     /// exit 1, and waiting does not help (the daemon stops at once).
     Privilege(String),
+    /// Another process holds the firewall (the xtables lock, a busy object);
+    /// exit 1, and a later try may work (the daemon retries).
+    Busy(String),
 }
 
 impl Error {
@@ -38,7 +41,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::BadInput(_) => exit::BAD_INPUT,
-            Error::Runtime(_) | Error::MissingTool(_) | Error::Privilege(_) => exit::RUNTIME,
+            Error::Runtime(_) | Error::MissingTool(_) | Error::Privilege(_) | Error::Busy(_) => exit::RUNTIME,
         }
     }
 }
@@ -59,7 +62,9 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Runtime(msg) | Error::MissingTool(msg) | Error::Privilege(msg) => write!(f, "{msg}"),
+            Error::Runtime(msg) | Error::MissingTool(msg) | Error::Privilege(msg) | Error::Busy(msg) => {
+                write!(f, "{msg}")
+            }
         }
     }
 }

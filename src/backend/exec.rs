@@ -145,10 +145,59 @@ pub fn package_of(program: &str) -> &'static str {
     }
 }
 
-/// Whether stderr says we lack the privilege.
-pub fn is_permission_error(stderr: &str) -> bool {
-    let s = stderr.to_ascii_lowercase();
-    s.contains("operation not permitted") || s.contains("permission denied") || s.contains("must be root")
+/// Why a finished tool run failed, decided once here from what it said
+/// (tools report these only as text; `LC_ALL=C` keeps the text stable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFailure {
+    /// The kernel (or the lock file) refused us: root or CAP_NET_ADMIN needed; waiting does not help.
+    Permission,
+    /// Another process holds the xtables lock or the object is busy: a later try may work.
+    Busy,
+    /// The object asked about does not exist (chain, table): an answer, not a fault.
+    Missing,
+    /// Anything else.
+    Other,
+}
+
+/// What each tool prints for each kind of failure (nft 1.0, iptables 1.8 legacy and nft).
+const PERMISSION: [&str; 3] = ["operation not permitted", "permission denied", "must be root"];
+const BUSY: [&str; 3] = [
+    "holding the xtables lock",
+    "resource temporarily unavailable",
+    "device or resource busy",
+];
+const MISSING: [&str; 4] = [
+    "no such file or directory",
+    "no chain/target/match by that name",
+    "does not exist",
+    // iptables-nft asked for a chain in a table that does not exist.
+    "is incompatible, use 'nft' tool",
+];
+
+impl CmdOutput {
+    /// None when the command succeeded; otherwise why it failed. Permission
+    /// wins over the rest (a refused tool may say more than that).
+    pub fn failure(&self) -> Option<ToolFailure> {
+        if self.ok() {
+            return None;
+        }
+        let said = self.stderr.to_ascii_lowercase();
+        let says = |words: &[&str]| words.iter().any(|w| said.contains(w));
+        Some(if says(&PERMISSION) {
+            ToolFailure::Permission
+        } else if says(&BUSY) {
+            ToolFailure::Busy
+        } else if says(&MISSING) {
+            ToolFailure::Missing
+        } else {
+            ToolFailure::Other
+        })
+    }
+
+    /// Whether it failed because the object asked about does not exist.
+    pub fn missing(&self) -> bool {
+        self.failure() == Some(ToolFailure::Missing)
+    }
 }
 
 /// Runs a command that must start; maps "not found" to the package to install.
@@ -168,17 +217,21 @@ pub fn start(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&s
 /// Turns a failed command into an operator-facing error.
 pub fn failure(program: &str, args: &[&str], out: &CmdOutput) -> Error {
     let stderr = out.stderr.trim();
-    if is_permission_error(stderr) {
-        return Error::Privilege(format!(
+    match out.failure() {
+        Some(ToolFailure::Permission) => Error::Privilege(format!(
             "`{program}` was refused by the kernel: apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables) ({stderr})"
-        ));
+        )),
+        Some(ToolFailure::Busy) => Error::Busy(format!(
+            "`{program}` could not get the firewall: another process holds it (the xtables lock or the object is busy; \
+             kube-proxy, firewalld or another agent writing at the same time); a later try may work ({stderr})"
+        )),
+        _ => Error::runtime(format!(
+            "`{program} {}` failed (exit {}): {}",
+            args.join(" "),
+            out.code,
+            if stderr.is_empty() { "no message" } else { stderr }
+        )),
     }
-    Error::runtime(format!(
-        "`{program} {}` failed (exit {}): {}",
-        args.join(" "),
-        out.code,
-        if stderr.is_empty() { "no message" } else { stderr }
-    ))
 }
 
 /// Runs a command that must succeed; returns its stdout.
@@ -328,5 +381,78 @@ mod tests {
         assert_eq!(out.stdout, "10.0.0.0/16; nft flush ruleset");
         let out = SystemRunner.run("printf", &["%s|", "a b", "$(x)"], None).unwrap();
         assert_eq!(out.stdout, "a b|$(x)|");
+    }
+
+    /// What the tools really print (nft 1.0.6, iptables 1.8.9; captured in a
+    /// scratch namespace, as root and as nobody), and the kind each is.
+    #[test]
+    fn each_tool_message_is_one_kind_of_failure() {
+        let failed = |code: i32, stderr: &str| CmdOutput {
+            code,
+            stdout: String::new(),
+            stderr: stderr.into(),
+        };
+        let cases = [
+            (1, "Error: No such file or directory\nlist chain ip filter NOPE\n", ToolFailure::Missing),
+            (1, "iptables: No chain/target/match by that name.\n", ToolFailure::Missing),
+            (
+                1,
+                "iptables v1.8.9 (nf_tables): chain `NOPE' in table `filter' is incompatible, use 'nft' tool.\n",
+                ToolFailure::Missing,
+            ),
+            (2, "iptables-nft-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\n", ToolFailure::Missing),
+            (
+                1,
+                "Operation not permitted (you must be root)\nnetlink: Error: cache initialization failed: Operation not permitted\n",
+                ToolFailure::Permission,
+            ),
+            (
+                4,
+                "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)\n",
+                ToolFailure::Permission,
+            ),
+            (4, "Fatal: can't open lock file /run/xtables.lock: Permission denied\n", ToolFailure::Permission),
+            (
+                4,
+                "Another app is currently holding the xtables lock. Stopped waiting after 5s.\n",
+                ToolFailure::Busy,
+            ),
+            (1, "Error: Could not process rule: Device or resource busy\n", ToolFailure::Busy),
+            (1, "Error: syntax error, unexpected junk\n", ToolFailure::Other),
+            (1, "", ToolFailure::Other),
+        ];
+        for (code, stderr, kind) in cases {
+            assert_eq!(failed(code, stderr).failure(), Some(kind), "{stderr:?}");
+        }
+        assert_eq!(
+            failed(0, "Error: No such file or directory").failure(),
+            None,
+            "success is no failure"
+        );
+        assert!(failed(1, "Error: No such file or directory").missing());
+        assert!(!failed(0, "").missing());
+    }
+
+    #[test]
+    fn failures_become_the_error_of_their_kind() {
+        let out = |stderr: &str| CmdOutput {
+            code: 4,
+            stdout: String::new(),
+            stderr: stderr.into(),
+        };
+        let e = failure(
+            "iptables-restore",
+            &[],
+            &out("Another app is currently holding the xtables lock."),
+        );
+        assert!(matches!(e, Error::Busy(_)), "{e}");
+        assert!(e.to_string().contains("another process holds it"), "{e}");
+        let e = failure("nft", &[], &out("Operation not permitted"));
+        assert!(matches!(e, Error::Privilege(_)), "{e}");
+        let e = failure("nft", &["list", "ruleset"], &out("Error: junk"));
+        assert!(
+            matches!(e, Error::Runtime(_)) && e.to_string().contains("`nft list ruleset` failed (exit 4)"),
+            "{e}"
+        );
     }
 }

@@ -149,6 +149,11 @@ impl Backend for Iptables<'_> {
         self.variant.name()
     }
 
+    /// iptables-legacy lives outside nf_tables: no change events.
+    fn emits_change_events(&self) -> bool {
+        self.variant == Variant::Nft
+    }
+
     fn render(&self, b: &Blocklist) -> String {
         let mut out = String::new();
         for fam in Family::ALL {

@@ -27,6 +27,11 @@ pub struct PacketCounters {
 pub trait Backend: Send + Sync {
     /// e.g. `nftables`, `iptables-nft`, `iptables-legacy`.
     fn name(&self) -> &'static str;
+    /// Whether the kernel announces changes to this backend's objects (nf_tables
+    /// change events); without them the daemon relies on its resync timer.
+    fn emits_change_events(&self) -> bool {
+        true
+    }
     /// The payload `apply` sends to install the blocklist on a node that has none of it.
     fn render(&self, b: &Blocklist) -> String;
     /// Differences between the installed objects and the blocklist.

@@ -6,7 +6,7 @@
 //! silent switch to another backend than root would get. An explicit
 //! `--backend nftables|iptables-nft|iptables-legacy` needs no detection.
 
-use super::exec::{is_permission_error, Runner};
+use super::exec::{Runner, ToolFailure};
 use super::iptables::{legacy_table_loaded, Iptables, Variant};
 use super::nftables::{Nftables, NFT};
 use super::Backend;
@@ -49,7 +49,9 @@ const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
 /// answer would be wrong), anything else is just "no".
 fn probe(runner: &dyn Runner, prog: &str, args: &[&str]) -> Result<Option<super::exec::CmdOutput>> {
     match runner.run(prog, args, None) {
-        Ok(o) if !o.ok() && is_permission_error(&o.stderr) => Err(detection_refused(&format!("`{prog}`"), &o.stderr)),
+        Ok(o) if o.failure() == Some(ToolFailure::Permission) => {
+            Err(detection_refused(&format!("`{prog}`"), &o.stderr))
+        }
         Ok(o) => Ok(Some(o)),
         Err(_) => Ok(None),
     }
@@ -77,7 +79,7 @@ fn has_kube_hint(runner: &dyn Runner, v: Variant) -> Result<bool> {
         let found = match v {
             Variant::Legacy => legacy_table_loaded(Family::V4, "mangle")? && listed(chain)?,
             Variant::Nft => match probe(runner, NFT, &["list", "chain", "ip", "mangle", chain])? {
-                Some(o) if o.ok() || o.stderr.contains("No such file or directory") => o.ok(),
+                Some(o) if o.ok() || o.missing() => o.ok(),
                 _ => listed(chain)?,
             },
         };

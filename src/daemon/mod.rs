@@ -399,8 +399,8 @@ impl Daemon {
 
     fn spawn_monitor(&self, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {
         let backend = self.rec.backend.name();
-        if backend == "iptables-legacy" {
-            log::info!("iptables-legacy emits no change events: relying on the periodic resync");
+        if !self.rec.backend.emits_change_events() {
+            log::info!("{backend} emits no change events: relying on the periodic resync");
             return None;
         }
         Some(tokio::spawn(netlink::run(

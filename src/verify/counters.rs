@@ -264,7 +264,7 @@ fn nft_chain_exists(runner: &dyn Runner, fam: Family) -> Option<bool> {
         .ok()?;
     if out.ok() {
         Some(true)
-    } else if out.stderr.contains("No such file or directory") {
+    } else if out.missing() {
         Some(false)
     } else {
         None
@@ -285,7 +285,7 @@ fn iptables_reading(runner: &dyn Runner, variant: Variant, fam: Family) -> IptRe
         Err(Error::MissingTool(_)) => Ok(None),
         Err(e) => Err(e.to_string()),
         Ok(out) if out.ok() => Ok(Some(iptables_rules(&out.stdout))),
-        Ok(out) if out.stderr.contains("No chain/target/match") || out.stderr.contains("does not exist") => Ok(None),
+        Ok(out) if out.missing() => Ok(None),
         Ok(out) => Err(failure(&prog, &args, &out).to_string()),
     }
 }
