@@ -4,6 +4,7 @@
 use crate::core::nft_ownership::TableOwnership;
 use crate::core::policy::{Action, BackendChoice, Mode};
 use clap::parser::ValueSource;
+use clap::builder::PossibleValue;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -367,6 +368,45 @@ fn env_value_problem(e: &clap::Error, argv: &[OsString]) -> Option<String> {
 fn parse_table_ownership(s: &str) -> Result<TableOwnership, String> {
     s.parse()
 }
+
+/// The policy's choices as command-line values (the core knows nothing of
+/// the command line): each variant's spelling and its line of help.
+macro_rules! value_enum {
+    ($t:ty { $($v:path => $name:literal: $help:literal,)* }) => {
+        impl ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($v),*]
+            }
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                let (name, help) = match self {
+                    $($v => ($name, $help),)*
+                };
+                let value = PossibleValue::new(name);
+                Some(if help.is_empty() { value } else { value.help(help) })
+            }
+        }
+    };
+}
+
+value_enum!(Mode {
+    Mode::Vpc => "vpc": "VPC model: pod traffic leaves through the node's OUTPUT path",
+    Mode::Tunnel => "tunnel": "Overlay/tunnel model: pod traffic is routed through FORWARD",
+    Mode::Both => "both": "Both hooks (the default: safe whatever the network model)",
+});
+
+value_enum!(Action {
+    Action::Reject => "reject": "TCP reset for TCP (instant, not rate limited), ICMP error otherwise",
+    Action::Drop => "drop": "Silently drop (clients wait for their timeout)",
+    Action::Audit => "audit": "Block nothing: count and log what would be blocked (roll-out)",
+});
+
+value_enum!(BackendChoice {
+    BackendChoice::Auto => "auto": "nftables when `nft` works, else iptables in the variant the host uses",
+    BackendChoice::Nftables => "nftables": "",
+    BackendChoice::Iptables => "iptables": "iptables in the variant the host uses (legacy or nft)",
+    BackendChoice::IptablesNft => "iptables-nft": "",
+    BackendChoice::IptablesLegacy => "iptables-legacy": "",
+});
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Network model of the cluster, i.e. which netfilter hooks see pod traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// VPC model: pod traffic leaves through the node's OUTPUT path.
@@ -72,7 +72,7 @@ impl Action {
 }
 
 /// What happens to a blocked packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// TCP reset for TCP (instant, not rate limited), ICMP error otherwise.
@@ -84,7 +84,7 @@ pub enum Action {
 }
 
 /// Which firewall to program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {
     /// nftables when `nft` works, else iptables in the variant the host uses.
