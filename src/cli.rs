@@ -3,8 +3,8 @@
 
 use crate::core::nft_ownership::TableOwnership;
 use crate::core::policy::{Action, BackendChoice, Mode};
-use clap::parser::ValueSource;
 use clap::builder::PossibleValue;
+use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeSet;
 use std::ffi::OsString;

@@ -9,7 +9,7 @@ use crate::core::model::Blocklist;
 use crate::core::policy::{Action, Policy};
 use crate::core::validate::{check_lockout, validate};
 use crate::error::{exit, Error, Result};
-use crate::lockout::routes;
+use crate::node_facts::routes;
 use crate::policy_source::Cache;
 use serde::Serialize;
 

@@ -17,7 +17,7 @@ use crate::discovery::settings::{self, Env};
 use crate::discovery::state::{effective_policy, load_cache, save_cache};
 use crate::discovery::{snapshot, DiscoveryConfig};
 use crate::error::{Error, Result};
-use crate::lockout::localized;
+use crate::node_facts::localized;
 use std::time::Duration;
 
 /// How long a one-shot command waits for discovery to list everything.

@@ -12,7 +12,7 @@ use crate::discovery::state::{change_summary, effective_policy, load_cache, save
 use crate::discovery::taint::{self, Removal};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{Error, Result};
-use crate::lockout::localized;
+use crate::node_facts::localized;
 use crate::verify::report::Report;
 use std::time::Duration;
 

@@ -32,7 +32,7 @@ use crate::core::policy::{Action, Policy};
 use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
-use crate::lockout::localized;
+use crate::node_facts::localized;
 use crate::policy_source::{resolve_as, Caller};
 use metrics::Metrics;
 use reconciler::Reconciler;

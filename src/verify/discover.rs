@@ -12,10 +12,11 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::netns::{current_id, id_of, local_addresses, Namespace, NsId};
+use super::netns::{current_id, id_of, Namespace, NsId};
 use super::outcome::{coverage, Coverage};
 use crate::core::address::Endpoint;
-use crate::lockout::source_address;
+use crate::node_facts::local_addresses;
+use crate::node_facts::source_address;
 
 /// Where named namespaces live (`ip netns`, containerd, CRI-O).
 pub const NETNS_DIR: &str = "/run/netns";

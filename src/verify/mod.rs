@@ -35,7 +35,7 @@ use crate::core::policy::{Action, Hook, Mode, Policy};
 use crate::core::validate::validate;
 use crate::daemon::settings::parse_duration;
 use crate::error::{Error, Result};
-use crate::lockout::source_address;
+use crate::node_facts::source_address;
 use control::ControlPlan;
 use counters::{RuleKey, Snapshot};
 use evidence::{control_verdict, produced_by_our_rule, ControlVerdict, CounterEvidence};
@@ -445,7 +445,7 @@ fn resolve(policy: &Policy, vantage: &Vantage) -> Result<(Side, VantageReport)> 
                 )));
             }
             // bind() alone does not tell: with no local route at all, Linux accepts any address.
-            let here = netns::local_addresses()
+            let here = crate::node_facts::local_addresses()
                 .map_err(|e| Error::runtime(format!("cannot list this namespace's addresses: {e}")))?;
             if !here.contains(ip) {
                 return Err(Error::runtime(format!(

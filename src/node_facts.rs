@@ -1,7 +1,9 @@
-//! The node facts the policy depends on: which source address the kernel
-//! would pick to reach each apiserver (the self-lockout guard; a connected
-//! UDP socket shows it without sending a packet), and whether an apiserver
-//! address is this node's own (the INPUT hook).
+//! Facts of this node's (the calling thread's) network namespace that the
+//! policy and `verify` depend on: which source address the kernel would
+//! pick to reach each apiserver (the self-lockout guard and verify's route
+//! check; a connected UDP socket shows it without sending a packet), the
+//! addresses of its interfaces, and from them whether an apiserver address
+//! is this node's own (the INPUT hook).
 
 use crate::core::address::Endpoint;
 use crate::core::model;
@@ -27,7 +29,7 @@ pub fn source_address(ep: &Endpoint) -> Option<IpAddr> {
 /// one of this node's own (a control-plane node: pods reach them through
 /// INPUT, at every local address).
 pub fn localized(mut policy: Policy) -> Policy {
-    let local = crate::verify::netns::local_addresses().unwrap_or_default();
+    let local = local_addresses().unwrap_or_default();
     policy.local_apiservers = model::local_apiservers(&policy.apiservers, &local);
     for ep in policy.local_apiservers.iter().filter(|e| e.port.is_none()) {
         let msg = format!(
@@ -46,6 +48,38 @@ pub fn localized(mut policy: Policy) -> Policy {
 /// Source addresses for every endpoint, for `validate::check_lockout`.
 pub fn routes(endpoints: &[Endpoint]) -> Vec<(Endpoint, Option<IpAddr>)> {
     endpoints.iter().map(|ep| (*ep, source_address(ep))).collect()
+}
+
+/// Addresses of every interface of the calling thread's network namespace (getifaddrs).
+pub fn local_addresses() -> std::io::Result<Vec<std::net::IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list returned by getifaddrs, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET addresses are sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 addresses are sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
 }
 
 #[cfg(test)]
