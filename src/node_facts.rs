@@ -94,4 +94,10 @@ mod tests {
         };
         assert_eq!(source_address(&ep), Some("127.0.0.1".parse().unwrap()));
     }
+
+    #[test]
+    fn loopback_is_listed() {
+        let addrs = local_addresses().unwrap();
+        assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+    }
 }
