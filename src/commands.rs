@@ -7,10 +7,8 @@ use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
 use crate::core::policy::{Action, Policy};
-use crate::core::validate::{check_lockout, validate};
 use crate::error::{exit, Error, Result};
-use crate::node_facts::routes;
-use crate::policy_source::Cache;
+use crate::policy_source::{checked, Cache};
 use serde::Serialize;
 
 /// Runs one command; returns the process exit code.
@@ -36,16 +34,6 @@ pub fn prepare(args: &PolicyArgs, check_node_route: bool, cache: Cache) -> Resul
     let policy = crate::policy_source::one_shot(args, cache)?;
     let blocklist = checked(&policy, check_node_route)?;
     Ok((policy, blocklist))
-}
-
-/// Validates a policy (and, before changing the firewall, the self-lockout
-/// guard) and builds its blocklist.
-pub fn checked(policy: &Policy, check_node_route: bool) -> Result<Blocklist> {
-    validate(policy).map_err(Error::BadInput)?;
-    if check_node_route {
-        check_lockout(policy, &routes(&policy.apiservers)).map_err(Error::BadInput)?;
-    }
-    Ok(Blocklist::from_policy(policy))
 }
 
 /// The apply summary line: distinct values are counted (`--container-cidr

@@ -10,14 +10,16 @@
 
 use crate::cli::{PolicyArgs, RunArgs};
 use crate::config::{load_file, merge, origin, FileConfig};
+use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
+use crate::core::validate::{check_lockout, validate};
 use crate::daemon::settings::DaemonSettings;
 use crate::discovery::client::{check_source, Source};
 use crate::discovery::settings::{self, Env};
 use crate::discovery::state::{effective_policy, load_cache, save_cache};
 use crate::discovery::{snapshot, DiscoveryConfig};
 use crate::error::{Error, Result};
-use crate::node_facts::localized;
+use crate::node_facts::{localized, routes};
 use std::time::Duration;
 
 /// How long a one-shot command waits for discovery to list everything.
@@ -200,4 +202,13 @@ pub fn one_shot(args: &PolicyArgs, cache: Cache) -> Result<Policy> {
         },
     };
     Ok(localized(effective_policy(&base, cfg.wants, &found)))
+}
+/// Validates a policy (and, before changing the firewall, the self-lockout
+/// guard) and builds its blocklist.
+pub fn checked(policy: &Policy, check_node_route: bool) -> Result<Blocklist> {
+    validate(policy).map_err(Error::BadInput)?;
+    if check_node_route {
+        check_lockout(policy, &routes(&policy.apiservers)).map_err(Error::BadInput)?;
+    }
+    Ok(Blocklist::from_policy(policy))
 }

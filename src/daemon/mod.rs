@@ -25,7 +25,6 @@ pub mod settings;
 pub mod stop;
 
 use crate::cli::RunArgs;
-use crate::commands::checked;
 use crate::config::{load_file, DEFAULT_CONFIG};
 use crate::core::drift::describe;
 use crate::core::policy::{Action, Policy};
@@ -33,6 +32,7 @@ use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{exit, Error, Result};
 use crate::node_facts::localized;
+use crate::policy_source::checked;
 use crate::policy_source::{resolve_as, Caller};
 use metrics::Metrics;
 use reconciler::Reconciler;
