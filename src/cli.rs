@@ -160,7 +160,7 @@ pub struct VerifyArgs {
     /// What the container network should see; with --action audit (which blocks nothing) only
     /// reachable: the pod gets through and our audit rule counts it.
     #[arg(long, value_enum, default_value = "blocked")]
-    pub expect: crate::verify::outcome::Expect,
+    pub expect: Expect,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
@@ -367,6 +367,16 @@ fn env_value_problem(e: &clap::Error, argv: &[OsString]) -> Option<String> {
 
 fn parse_table_ownership(s: &str) -> Result<TableOwnership, String> {
     s.parse()
+}
+
+/// What the probe from the container network is expected to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// The block holds: the pod is refused, reset, unreachable or dropped.
+    Blocked,
+    /// The pod reaches the apiserver (e.g. an exempt pod, or before `apply`).
+    Reachable,
 }
 
 /// The policy's choices as command-line values (the core knows nothing of

@@ -20,7 +20,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(args) => status(&args, &runner),
         Command::Render(args) => render(&args, &runner),
         Command::Run(args) => return crate::daemon::run(&args),
-        Command::Verify(args) => crate::verify::command(&args),
+        Command::Verify(args) => crate::verify_cmd::command(&args),
         Command::Attempts(args) => crate::attempts_cmd::command(&args),
     };
     result.unwrap_or_else(|e| {

@@ -17,3 +17,4 @@ pub mod node_facts;
 pub mod policy_source;
 pub mod regular_file;
 pub mod verify;
+pub mod verify_cmd;

@@ -29,11 +29,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backend::exec::SYSTEM;
-use crate::cli::{OutputFormat, VerifyArgs};
+use crate::cli::VerifyArgs;
 use crate::core::address::{parse_endpoint, Endpoint};
 use crate::core::duration::parse_duration;
 use crate::core::policy::{Action, Hook, Mode, Policy};
-use crate::core::validate::validate;
 use crate::error::{Error, Result};
 use crate::node_facts::source_address;
 use control::ControlPlan;
@@ -138,27 +137,6 @@ pub fn options(args: &VerifyArgs) -> Result<VerifyOptions> {
     })
 }
 
-/// `apiserver-guard verify`: returns the exit code (errors are printed by the caller).
-pub fn command(args: &VerifyArgs) -> Result<i32> {
-    let policy = crate::policy_source::one_shot(&args.policy, crate::policy_source::Cache::Fallback)?;
-    validate(&policy).map_err(Error::BadInput)?;
-    let opts = options(args)?;
-    let report = match verify(&policy, &opts) {
-        Ok(r) => r,
-        Err(e @ Error::Runtime(_)) if args.output == OutputFormat::Json => {
-            let r = failed(&opts, e.to_string());
-            println!("{}", r.to_json());
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
-    match args.output {
-        OutputFormat::Json => println!("{}", report.to_json()),
-        OutputFormat::Text => print!("{}", report.to_text()),
-    }
-    Ok(report.exit_code)
-}
-
 /// One verification for the daemon: synchronous (it blocks for up to about `opts.timeout`
 /// for the controls, plus one `opts.timeout` per endpoint and port of the busier address
 /// family, since each probe with counter evidence runs alone, plus the `--auto` scan),
@@ -169,7 +147,8 @@ pub fn verify_once(policy: &Policy, opts: &VerifyOptions) -> Report {
     verify(policy, opts).unwrap_or_else(|e| failed(opts, e.to_string()))
 }
 
-fn failed(opts: &VerifyOptions, error: String) -> Report {
+/// The report of a verification that could not run (exit code 1, `error` set).
+pub fn failed(opts: &VerifyOptions, error: String) -> Report {
     let mut r = Report::failed(
         opts.expect,
         opts.tls,

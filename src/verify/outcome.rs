@@ -28,15 +28,8 @@ use serde::Serialize;
 use std::io;
 use std::net::IpAddr;
 
-/// What the probe from the container network is expected to see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Expect {
-    /// The block holds: the pod is refused, reset, unreachable or dropped.
-    Blocked,
-    /// The pod reaches the apiserver (e.g. an exempt pod, or before `apply`).
-    Reachable,
-}
+/// What the probe is expected to see (a command-line choice: defined with the flags).
+pub use crate::cli::Expect;
 
 /// How one TCP (and optionally TLS) probe ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
