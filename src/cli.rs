@@ -477,7 +477,7 @@ mod tests {
     fn attempts_takes_listen_and_output() {
         let cli = parse(&["attempts"]).unwrap();
         let Command::Attempts(a) = cli.command else { panic!() };
-        assert_eq!(a.listen.to_string(), crate::daemon::settings::DEFAULT_LISTEN);
+        assert_eq!(a.listen.to_string(), crate::daemon_settings::DEFAULT_LISTEN);
         assert_eq!(a.output, OutputFormat::Text);
         let cli = parse(&["attempts", "--listen", "[::1]:9555", "--output", "json"]).unwrap();
         let Command::Attempts(a) = cli.command else { panic!() };

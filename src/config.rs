@@ -14,6 +14,12 @@ mod keys;
 
 pub const DEFAULT_CONFIG: &str = "/etc/apiserver-guard/config.toml";
 
+/// The value that asks for Kubernetes discovery instead of a fixed list
+/// (`--apiserver auto`, `apiserver = "auto"`).
+pub fn is_auto(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case("auto")
+}
+
 /// A list key that may be written as one string or as an array of strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OneOrMany {
@@ -158,7 +164,6 @@ pub fn parse_log_group(from: &str, raw: Option<&str>) -> std::result::Result<Opt
 /// IPv4-mapped range) are refused here too, before any discovery.
 pub fn merge(args: &PolicyArgs, file: FileConfig) -> Result<Policy> {
     let mut problems = Vec::new();
-    let is_auto = crate::discovery::settings::is_auto;
     // The values of one list key, where they came from ("(auto: discovered)" when discovery adds some).
     let list = |id: &str, cli: &[String], from_file: Option<OneOrMany>| {
         let (raw, from_cli) = pick_from(cli, from_file);

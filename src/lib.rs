@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod daemon_settings;
 pub mod discovery;
 pub mod error;
 pub mod logging;

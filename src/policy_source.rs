@@ -13,7 +13,7 @@ use crate::config::{load_file, merge, origin, FileConfig};
 use crate::core::model::Blocklist;
 use crate::core::policy::Policy;
 use crate::core::validate::{check_lockout, validate};
-use crate::daemon::settings::DaemonSettings;
+use crate::daemon_settings::DaemonSettings;
 use crate::discovery::client::{check_source, Source};
 use crate::discovery::settings::{self, Env};
 use crate::discovery::state::{effective_policy, load_cache, save_cache};

@@ -13,10 +13,7 @@ use std::path::PathBuf;
 
 pub const DEFAULT_CACHE: &str = "/var/lib/apiserver-guard/discovered.json";
 
-/// The value that asks for discovery instead of a fixed list.
-pub fn is_auto(s: &str) -> bool {
-    s.trim().eq_ignore_ascii_case("auto")
-}
+pub use crate::config::is_auto;
 
 /// A DNS label (namespace names) or subdomain (node names).
 fn dns_name(s: &str, max: usize, dots: bool) -> bool {
