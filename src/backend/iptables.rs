@@ -9,10 +9,11 @@ use super::exec::{failure, run_ok, start, Runner};
 use super::nfnl::{chain_exists, NfnlSocket, NFPROTO_IPV4, NFPROTO_IPV6};
 use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
+use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved};
 use crate::core::model::{Blocklist, Family};
 use crate::core::policy::Hook;
-use crate::core::render_iptables::{desired, plan, IptDesired, CHAIN};
+use crate::core::render_iptables::{desired, IptDesired, CHAIN};
 use crate::error::Result;
 
 /// Seconds to wait for the xtables lock (held by kube-proxy and friends).

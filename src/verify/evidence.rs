@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::outcome::Outcome;
+use super::probe_result::Outcome;
 use crate::core::policy::Action;
 
 /// The positive control: a probe from the same namespace (or source address) to an address

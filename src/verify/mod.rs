@@ -18,6 +18,7 @@ pub mod evidence;
 pub mod netns;
 pub mod outcome;
 pub mod probe;
+pub mod probe_result;
 pub mod report;
 pub mod route;
 pub mod schedule;
