@@ -127,7 +127,7 @@ impl<'r> Iptables<'r> {
     }
 
     /// Brings one family from `seen` to `want` (None: nothing of ours).
-    fn converge(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
+    fn apply_family(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
         match plan(want, seen, self.variant == Variant::Nft) {
             Some(payload) => self.restore(fam, &payload).map(|_| true),
             None => Ok(false),
@@ -141,7 +141,7 @@ impl<'r> Iptables<'r> {
             .filter(|h| before.jumps.get(h).is_some_and(|j| j.count > 0))
             .collect();
         let want = before.chain.clone().map(|rules| IptDesired { rules, hooks });
-        self.converge(fam, want.as_ref(), &self.observe(fam)?)
+        self.apply_family(fam, want.as_ref(), &self.observe(fam)?)
     }
 }
 
@@ -186,7 +186,7 @@ impl Backend for Iptables<'_> {
         let mut done: Vec<(Family, IptObserved)> = Vec::new();
         for fam in Family::ALL {
             let before = self.observe(fam)?;
-            match self.converge(fam, desired(b, fam).as_ref(), &before) {
+            match self.apply_family(fam, desired(b, fam).as_ref(), &before) {
                 Ok(true) => done.push((fam, before)),
                 Ok(false) => {}
                 Err(e) => {
@@ -212,7 +212,7 @@ impl Backend for Iptables<'_> {
         for fam in Family::ALL {
             // A jump cannot exist without its target chain: no chain, nothing to read.
             if self.chain_exists(fam)? {
-                changed |= self.converge(fam, None, &self.observe(fam)?)?;
+                changed |= self.apply_family(fam, None, &self.observe(fam)?)?;
             }
         }
         Ok(changed)

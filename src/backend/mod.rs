@@ -38,10 +38,6 @@ pub trait Backend: Send + Sync {
     fn status(&self, b: &Blocklist) -> Result<Vec<Drift>>;
     /// Installs or repairs atomically; returns whether anything was changed.
     fn apply(&self, b: &Blocklist) -> Result<bool>;
-    /// Installs atomically without checking first (the caller just saw drift).
-    fn install(&self, b: &Blocklist) -> Result<()> {
-        self.apply(b).map(|_| ())
-    }
     /// Removes every object of ours; returns whether anything was there.
     fn remove(&self) -> Result<bool>;
     /// Whether any object of ours exists (cheap; used to find leftovers).

@@ -167,7 +167,7 @@ impl Nftables {
     /// kernel refuses (another writer changed the set meanwhile) falls back
     /// to the in-place one; a batch refused because the table changed since
     /// the read is planned again on a new read.
-    fn converge(&self, want: &TableModel) -> Result<bool> {
+    fn apply_table(&self, want: &TableModel) -> Result<bool> {
         let keeper = self.keeper();
         let me = self.sock()?.port_id();
         let mut last = None;
@@ -379,7 +379,7 @@ impl Backend for Nftables {
     }
 
     fn apply(&self, b: &Blocklist) -> Result<bool> {
-        let changed = self.converge(&desired(b))?;
+        let changed = self.apply_table(&desired(b))?;
         Ok(self.remove_twin()? || changed)
     }
 

@@ -5,13 +5,13 @@
 //! a changed config file reloads the policy, SIGTERM/SIGINT end it
 //! fail-closed (the block stays unless `--cleanup-on-exit`). With Kubernetes
 //! discovery, each discovered change becomes one transaction (see
-//! `discovered.rs`), the node taint goes once the block is proven, and the
+//! `discovery_driver.rs`), the node taint goes once the block is proven, and the
 //! attempts the NFLOG reader sees are named after this node's pods and
 //! reported as Events on them.
 
 pub mod addresses;
 pub mod attempts;
-pub mod discovered;
+pub mod discovery_driver;
 pub mod discovery_status;
 pub mod http;
 pub mod instance;
@@ -118,7 +118,7 @@ fn start(args: &RunArgs) -> Result<i32> {
         let _answering = instance
             .serve()
             .map_err(|e| Error::runtime(format!("cannot serve the instance socket: {e}")))?;
-        let Some(found) = discovered::begin(&loaded, stop.clone()).await? else {
+        let Some(found) = discovery_driver::begin(&loaded, stop.clone()).await? else {
             return Ok(exit::OK); // a signal while waiting for discovery
         };
         let policy = localized(match (&found, &loaded.discovery) {
@@ -155,7 +155,7 @@ fn starting_metrics(loaded: &Loaded) -> Metrics {
     m.ready_requires_probe = loaded.settings.ready_requires_probe;
     m.action = loaded.base.action;
     if let Some(cfg) = &loaded.discovery {
-        m.discovery = Some(discovered::initial_status(cfg));
+        m.discovery = Some(discovery_driver::initial_status(cfg));
     }
     m
 }
@@ -302,7 +302,7 @@ impl Daemon {
         let probe_every = self.settings.probe_interval;
         let mut probe_tick = tokio::time::interval(probe_every.unwrap_or(Duration::from_secs(3600)));
         let mut view_rx = self.discovery.as_ref().map(|d| d.rx.clone());
-        let mut taint_tick = tokio::time::interval(discovered::TAINT_RETRY);
+        let mut taint_tick = tokio::time::interval(discovery_driver::TAINT_RETRY);
         if view_rx.is_some() {
             tokio::select! {
                 biased;

@@ -63,7 +63,7 @@ impl Reconciler {
     /// Re-applies atomically and proves it with a read-back; `thorough` also
     /// clears leftovers in the other backends.
     pub fn repair(&self, thorough: bool) -> Result<()> {
-        self.backend.install(&self.blocklist)?;
+        self.backend.apply(&self.blocklist)?;
         let left = self.backend.status(&self.blocklist)?;
         if !left.is_empty() {
             return Err(Error::runtime(format!(
