@@ -541,7 +541,8 @@ impl Daemon {
             let actor = self.last_actor.lock().unwrap_or_else(|p| p.into_inner()).clone();
             actor.unwrap_or_else(|| "unknown (no change event seen)".into())
         };
-        // In a repair conflict one line a minute replaces a line per repair.
+        // In a repair conflict one line a minute replaces a line per repair
+        // (a drift not seen yet in the conflict still has its own).
         let in_conflict = spent.is_some_and(|s| s.in_conflict);
         if let Some(s) = spent {
             self.conflict_report(&mut m, s, &actor());
@@ -573,12 +574,13 @@ impl Daemon {
                     let kind = drift[0].kind;
                     *m.repairs.entry(kind.as_str().to_string()).or_default() += 1;
                     let actor = actor();
-                    if !in_conflict {
+                    let what = describe(&drift);
+                    if !in_conflict || self.budget().budget.news(&what) {
                         log::warn!(
                         cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
                         repair_ms = elapsed.as_secs_f64() * 1000.0;
                         "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
-                        elapsed.as_secs_f64() * 1000.0, describe(&drift), kind.likely_cause(), actor
+                        elapsed.as_secs_f64() * 1000.0, what, kind.likely_cause(), actor
                         );
                     }
                 }

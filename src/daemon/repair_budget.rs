@@ -10,7 +10,10 @@
 //! A deferred repair that still finds drift when it runs puts the daemon in
 //! *conflict* (someone undoes the block faster than the budget allows):
 //! counted, reported by `/readyz`, and logged at most once per `log_every`
-//! instead of one line per repair. The conflict clears at the first check that
+//! instead of one line per repair: within a conflict a repair has a line of
+//! its own only the first time its drift is seen (`news`), so a new kind of
+//! damage is still told, the same one undone again and again is not. The
+//! conflict clears at the first check that
 //! finds the block in place at least one interval after the last repair (the
 //! daemon schedules that check: `due`).
 //!
@@ -76,7 +79,7 @@ pub struct Cleared {
     pub deferred: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Conflict {
     since: Instant,
     deferred_total: u64,
@@ -85,7 +88,12 @@ struct Conflict {
     deferred: u64,
     /// The first line of this conflict is still to be written.
     first_pending: bool,
+    /// The drifts already told in this conflict (at most `MAX_SEEN`).
+    seen: Vec<String>,
 }
+
+/// How many distinct drifts a conflict tells one by one; past that, only the conflict line.
+const MAX_SEEN: usize = 16;
 
 /// The bucket and the conflict state.
 #[derive(Debug, Clone)]
@@ -163,6 +171,7 @@ impl RepairBudget {
                 repairs: 0,
                 deferred: 0,
                 first_pending: true,
+                seen: Vec::new(),
             });
         }
         let Some(c) = self.conflict.as_mut() else {
@@ -244,6 +253,17 @@ impl RepairBudget {
 
     pub fn in_conflict(&self) -> bool {
         self.conflict.is_some()
+    }
+
+    /// Whether a repair of drift `what` gets a log line of its own: always
+    /// outside a conflict; inside one, only the first time `what` is seen.
+    pub fn news(&mut self, what: &str) -> bool {
+        let Some(c) = self.conflict.as_mut() else { return true };
+        if c.seen.len() >= MAX_SEEN || c.seen.iter().any(|s| s == what) {
+            return false;
+        }
+        c.seen.push(what.to_string());
+        true
     }
 }
 
@@ -461,6 +481,36 @@ mod tests {
         );
         assert!(report.1.first, "it is this conflict's first line");
         assert_eq!(report.1.deferred, 51);
+    }
+
+    #[test]
+    fn in_a_conflict_each_drift_is_told_once() {
+        let (c, mut b) = budget();
+        assert!(
+            b.news("table missing") && b.news("table missing"),
+            "no conflict: every repair"
+        );
+        for i in 0..5 {
+            repair(&mut b, c.at(ms(i))).unwrap();
+        }
+        repair(&mut b, c.at(ms(20)));
+        repair(&mut b, c.at(S)).unwrap();
+        assert!(b.news("table missing"));
+        assert!(!b.news("table missing"), "undone again: the conflict line tells it");
+        assert!(b.news("chain flushed"), "a new kind of damage is told");
+        for i in 0..20 {
+            b.news(&format!("drift {i}"));
+        }
+        assert!(!b.news("yet another"), "bounded");
+        // A new conflict tells them afresh.
+        assert!(b.settled(c.at(2 * S)).is_some());
+        let t = c.at(10 * S);
+        for _ in 0..5 {
+            repair(&mut b, t).unwrap();
+        }
+        repair(&mut b, t);
+        repair(&mut b, t + S).unwrap();
+        assert!(b.news("table missing"));
     }
 
     #[test]
