@@ -135,7 +135,7 @@ impl Metrics {
     /// Why `/readyz` says no.
     pub fn why_not_ready(&self) -> String {
         if let Some(who) = &self.repair_conflict {
-            let every = format!("{:?}", DEFAULT_BUDGET.interval);
+            let every = DEFAULT_BUDGET.every();
             return format!(
                 "repairs keep being undone by {who}: repairing at most once per {every} until it stops \
                  (ready again once the block stays in place for {every})"

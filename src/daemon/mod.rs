@@ -199,8 +199,8 @@ struct Deferral {
 }
 
 /// Triggers whose repairs the budget limits: the ones another process can
-/// cause at any rate. A start, reload or discovery change is ours, and SIGHUP
-/// comes from an operator.
+/// cause at any rate. A start, reload, discovery or address change is ours,
+/// and SIGHUP comes from an operator.
 fn budgeted(trigger: &str) -> bool {
     matches!(trigger, "event" | "timer" | "deferred")
 }
@@ -350,6 +350,7 @@ impl Daemon {
         while !stop.requested_now() {
             // A repair the budget deferred, or the check that can end a repair conflict.
             let due = self.budget().budget.due();
+            let due_at = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
             tokio::select! {
                 biased;
                 _ = stop.requested() => break,
@@ -367,7 +368,7 @@ impl Daemon {
                         or_stop!(stop, self.reconcile("event", false));
                     }
                 }
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now))), if due.is_some() => {
+                _ = tokio::time::sleep_until(due_at), if due.is_some() => {
                     let thorough = {
                         let mut d = self.budget();
                         d.budget.due_check(Instant::now());
@@ -552,9 +553,9 @@ impl Daemon {
                 m.repair_conflict = None;
                 log::info!(
                     deferred = c.deferred;
-                    "repair conflict over after {:.1} s: the block stayed in place for {:?} after the last repair \
+                    "repair conflict over after {:.1} s: the block stayed in place for {} after the last repair \
                      ({} repairs had to wait); repairs run at once again",
-                    c.lasted.as_secs_f64(), DEFAULT_BUDGET.interval, c.deferred
+                    c.lasted.as_secs_f64(), DEFAULT_BUDGET.every(), c.deferred
                 );
             }
         }
@@ -577,10 +578,10 @@ impl Daemon {
                     let what = describe(&drift);
                     if !in_conflict || self.budget().budget.news(&what) {
                         log::warn!(
-                        cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
-                        repair_ms = elapsed.as_secs_f64() * 1000.0;
-                        "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
-                        elapsed.as_secs_f64() * 1000.0, what, kind.likely_cause(), actor
+                            cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
+                            repair_ms = elapsed.as_secs_f64() * 1000.0;
+                            "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
+                            elapsed.as_secs_f64() * 1000.0, what, kind.likely_cause(), actor
                         );
                     }
                 }
@@ -618,7 +619,7 @@ impl Daemon {
         m.repair_conflict = Some(actor.to_string());
         let Some(r) = s.report else { return };
         let b = DEFAULT_BUDGET;
-        let every = format!("{:?}", b.interval);
+        let every = b.every();
         if r.first {
             log::warn!(
                 last_writer = actor, conflict_deferred = r.deferred;

@@ -33,6 +33,18 @@ pub struct BudgetConfig {
     pub log_every: Duration,
 }
 
+impl BudgetConfig {
+    /// The interval as operators read it: `1s`, `250ms`.
+    pub fn every(&self) -> String {
+        let ms = self.interval.as_millis();
+        if ms.is_multiple_of(1000) {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        }
+    }
+}
+
 /// The defaults: 5 at once, then at most one repair per second, one log line a minute.
 pub const DEFAULT_BUDGET: BudgetConfig = BudgetConfig {
     burst: 5,
@@ -356,6 +368,10 @@ mod tests {
         };
         let mut b = RepairBudget::new(cfg, c.at(Duration::ZERO));
         assert_eq!(b.config().burst, 1);
+        assert_eq!(
+            (b.config().every(), DEFAULT_BUDGET.every()),
+            ("250ms".into(), "1s".into())
+        );
         assert!(repair(&mut b, c.at(Duration::ZERO)).is_some());
         assert_eq!(b.gate(c.at(ms(100))), Gate::Wait(c.at(ms(250))));
         assert!(repair(&mut b, c.at(ms(250))).is_some());
