@@ -13,9 +13,8 @@
 //! instead of one line per repair: within a conflict a repair has a line of
 //! its own only the first time its drift is seen (`news`), so a new kind of
 //! damage is still told, the same one undone again and again is not. The
-//! conflict clears at the first check that
-//! finds the block in place at least one interval after the last repair (the
-//! daemon schedules that check: `due`).
+//! conflict clears at the first check that finds the block in place at least
+//! one interval after the last repair (the daemon schedules that check: `due`).
 //!
 //! Pure: every decision takes the time as an argument, so the unit tests below
 //! drive it with a fake clock.
