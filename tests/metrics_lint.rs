@@ -129,7 +129,9 @@ fn every_family() -> String {
     m.in_sync = true;
     m.table_owned = true;
     m.repairs.insert("table_missing".into(), 2);
+    m.repair_conflicts = 4;
     m.reconciles.insert("event".into(), 5);
+    m.reconciles.insert("deferred".into(), 4);
     m.reconciles.insert("timer".into(), 9);
     m.reconcile_errors = 1;
     m.observe_duration(Duration::from_millis(3));

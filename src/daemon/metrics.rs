@@ -4,6 +4,7 @@
 
 use super::attempts::AttemptLog;
 use super::discovery_status::DiscoveryStatus;
+use super::repair_budget::DEFAULT_BUDGET;
 use crate::core::policy::Action;
 use crate::verify::report::Report;
 use std::collections::BTreeMap;
@@ -26,6 +27,10 @@ pub struct Metrics {
     /// Why not ready, for `/readyz`.
     pub not_ready_reason: String,
     pub repairs: BTreeMap<String, u64>,
+    /// Repairs the repair budget had to defer (another process undoing the block fast).
+    pub repair_conflicts: u64,
+    /// While a repair conflict lasts: the last process that undid the block.
+    pub repair_conflict: Option<String>,
     pub reconciles: BTreeMap<String, u64>,
     pub reconcile_errors: u64,
     /// Cumulative histogram counts, one per bucket, plus count and sum.
@@ -69,6 +74,8 @@ impl Metrics {
             table_owned: false,
             not_ready_reason: "starting: the block is not installed yet".into(),
             repairs: BTreeMap::new(),
+            repair_conflicts: 0,
+            repair_conflict: None,
             reconciles: BTreeMap::new(),
             reconcile_errors: 0,
             duration_buckets: [0; BUCKETS.len()],
@@ -111,6 +118,7 @@ impl Metrics {
             && (!self.ready_requires_probe || self.probe.as_ref().is_some_and(Report::passed))
             && self.discovery.as_ref().is_none_or(|d| d.not_ready().is_none())
             && self.listener_error.is_none()
+            && self.repair_conflict.is_none()
     }
 
     /// What `/readyz` answers when ready: in audit mode, that nothing is blocked.
@@ -126,6 +134,13 @@ impl Metrics {
 
     /// Why `/readyz` says no.
     pub fn why_not_ready(&self) -> String {
+        if let Some(who) = &self.repair_conflict {
+            let every = DEFAULT_BUDGET.every();
+            return format!(
+                "repairs keep being undone by {who}: repairing at most once per {every} until it stops \
+                 (ready again once the block stays in place for {every})"
+            );
+        }
         if !self.started || !self.in_sync {
             return self.not_ready_reason.clone();
         }
@@ -204,6 +219,13 @@ pub fn render(m: &Metrics) -> String {
     for (cause, n) in &m.repairs {
         let _ = writeln!(o, "apiserver_guard_repairs_total{{cause=\"{}\"}} {n}", escape(cause));
     }
+    family(
+        &mut o,
+        "apiserver_guard_repair_conflicts_total",
+        "counter",
+        "Repairs deferred by the repair budget (a burst of 5, then one per second) because another process kept undoing the block.",
+    );
+    let _ = writeln!(o, "apiserver_guard_repair_conflicts_total {}", m.repair_conflicts);
     family(
         &mut o,
         "apiserver_guard_reconciles_total",
@@ -461,6 +483,30 @@ mod tests {
         m.in_sync = true;
         assert!(!m.ready());
         m.started = true;
+        assert!(m.ready());
+    }
+
+    #[test]
+    fn a_repair_conflict_is_not_ready_names_the_writer_and_is_counted() {
+        let mut m = Metrics::new("x");
+        (m.started, m.in_sync) = (true, true);
+        m.repair_conflicts = 3;
+        assert!(render(&m).contains("\napiserver_guard_repair_conflicts_total 3\n"));
+        m.repair_conflict = Some("iptables-nft (pid 4242)".into());
+        assert!(!m.ready());
+        assert!(render(&m).contains("\napiserver_guard_ready 0\n"));
+        assert_eq!(
+            m.why_not_ready(),
+            "repairs keep being undone by iptables-nft (pid 4242): repairing at most once per 1s until it \
+             stops (ready again once the block stays in place for 1s)"
+        );
+        m.in_sync = false;
+        assert!(
+            m.why_not_ready().starts_with("repairs keep being undone"),
+            "the conflict says more than the drift"
+        );
+        m.repair_conflict = None;
+        m.in_sync = true;
         assert!(m.ready());
     }
 

@@ -21,6 +21,7 @@ pub mod nflog;
 pub mod notify;
 pub mod pod_events;
 pub mod reconciler;
+pub mod repair_budget;
 pub mod stop;
 
 use crate::cli::RunArgs;
@@ -36,6 +37,7 @@ use crate::policy_source::checked;
 use crate::policy_source::{resolve_as, Caller};
 use metrics::Metrics;
 use reconciler::Reconciler;
+use repair_budget::{Gate, RepairBudget, Spent, DEFAULT_BUDGET};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,6 +48,8 @@ use tokio::task::JoinHandle;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONFIG_POLL: Duration = Duration::from_secs(1);
+/// Start of the repair-conflict line (at most one a minute).
+const CONFLICT_LINE: &str = "repairs keep being undone by ";
 /// How long a stop waits for work still running on blocking threads (a
 /// firewall tool that hangs) before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
@@ -182,6 +186,22 @@ struct Daemon {
     last_actor: Arc<Mutex<Option<String>>>,
     config_path: PathBuf,
     config_seen: Option<Vec<u8>>,
+    /// How often repairs may run (`repair_budget.rs`).
+    budget: Mutex<Deferral>,
+}
+
+/// The repair budget, and whether the repair it deferred must be thorough
+/// (a resync's: leftovers in the other backends too).
+struct Deferral {
+    budget: RepairBudget,
+    thorough: bool,
+}
+
+/// Triggers whose repairs the budget limits: the ones another process can
+/// cause at any rate. A start, reload, discovery or address change is ours,
+/// and SIGHUP comes from an operator.
+fn budgeted(trigger: &str) -> bool {
+    matches!(trigger, "event" | "timer" | "deferred")
 }
 
 impl Daemon {
@@ -218,7 +238,21 @@ impl Daemon {
             last_actor: Arc::new(Mutex::new(None)),
             config_path,
             config_seen,
+            budget: Mutex::new(Deferral {
+                budget: RepairBudget::new(DEFAULT_BUDGET, Instant::now()),
+                thorough: false,
+            }),
         }
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, Deferral> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A change event: check now if the budget has a repair left, else
+    /// leave it to the deferred check (`RepairBudget::due`) at the next token.
+    fn may_check_now(&self) -> bool {
+        self.budget().budget.gate(Instant::now()) == Gate::Now
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
@@ -313,6 +347,9 @@ impl Daemon {
         // Every piece of work below is raced against a stop, so SIGTERM is
         // honoured at once whatever is running.
         while !stop.requested_now() {
+            // A repair the budget deferred, or the check that can end a repair conflict.
+            let due = self.budget().budget.due();
+            let due_at = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
             tokio::select! {
                 biased;
                 _ = stop.requested() => break,
@@ -325,7 +362,19 @@ impl Daemon {
                         monitor = self.respawn_monitor(monitor, &wake_tx);
                     }
                 }
-                Some(()) = wake_rx.recv() => { or_stop!(stop, self.reconcile("event", false)); }
+                Some(()) = wake_rx.recv() => {
+                    if self.may_check_now() {
+                        or_stop!(stop, self.reconcile("event", false));
+                    }
+                }
+                _ = tokio::time::sleep_until(due_at), if due.is_some() => {
+                    let thorough = {
+                        let mut d = self.budget();
+                        d.budget.due_check(Instant::now());
+                        std::mem::take(&mut d.thorough)
+                    };
+                    or_stop!(stop, self.reconcile("deferred", thorough));
+                }
                 Some(()) = addr_rx.recv() => { or_stop!(stop, self.relocalize("the node's addresses changed")); }
                 _ = resync.tick() => {
                     // The safety net for the address watch too.
@@ -432,6 +481,7 @@ impl Daemon {
         let started = Instant::now();
         let rec = self.rec.clone();
         let checked = tokio::task::spawn_blocking(move || rec.check(thorough)).await;
+        let mut spent: Option<Spent> = None;
         let result = match checked {
             Ok(Ok(drift)) if drift.is_empty() => Ok(None),
             Ok(Ok(drift)) => {
@@ -440,6 +490,22 @@ impl Daemon {
                     let mut m = self.metrics();
                     m.in_sync = false;
                     m.not_ready_reason = what.clone();
+                }
+                if budgeted(trigger) {
+                    let now = Instant::now();
+                    let mut b = self.budget();
+                    match b.budget.gate(now) {
+                        Gate::Now => spent = Some(b.budget.spend(now)),
+                        Gate::Wait(_) => {
+                            // Not dropped: `due` runs it at the next token.
+                            b.thorough |= thorough;
+                            drop(b);
+                            let mut m = self.metrics();
+                            *m.reconciles.entry(trigger.to_string()).or_default() += 1;
+                            m.observe_duration(started.elapsed());
+                            return false;
+                        }
+                    }
                 }
                 let rec = self.rec.clone();
                 match tokio::task::spawn_blocking(move || rec.repair(thorough)).await {
@@ -471,6 +537,27 @@ impl Daemon {
         }
         m.action = self.rec.policy.action;
         let noteworthy = !matches!(result, Ok(None));
+        let actor = || {
+            let actor = self.last_actor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            actor.unwrap_or_else(|| "unknown (no change event seen)".into())
+        };
+        // In a repair conflict one line a minute replaces a line per repair
+        // (a drift not seen yet in the conflict still has its own).
+        let in_conflict = spent.is_some_and(|s| s.in_conflict);
+        if let Some(s) = spent {
+            self.conflict_report(&mut m, s, &actor());
+        }
+        if matches!(result, Ok(None)) {
+            if let Some(c) = self.budget().budget.settled(Instant::now()) {
+                m.repair_conflict = None;
+                log::info!(
+                    deferred = c.deferred;
+                    "repair conflict over after {:.1} s: the block stayed in place for {} after the last repair \
+                     ({} repairs had to wait); repairs run at once again",
+                    c.lasted.as_secs_f64(), DEFAULT_BUDGET.every(), c.deferred
+                );
+            }
+        }
         let ok = match result {
             Ok(repaired) => {
                 m.in_sync = true;
@@ -486,14 +573,16 @@ impl Daemon {
                 } else if let Some(drift) = repaired {
                     let kind = drift[0].kind;
                     *m.repairs.entry(kind.as_str().to_string()).or_default() += 1;
-                    let actor = self.last_actor.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    let actor = actor.unwrap_or_else(|| "unknown (no change event seen)".into());
-                    log::warn!(
-                        cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
-                        repair_ms = elapsed.as_secs_f64() * 1000.0;
-                        "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
-                        elapsed.as_secs_f64() * 1000.0, describe(&drift), kind.likely_cause(), actor
-                    );
+                    let actor = actor();
+                    let what = describe(&drift);
+                    if !in_conflict || self.budget().budget.news(&what) {
+                        log::warn!(
+                            cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
+                            repair_ms = elapsed.as_secs_f64() * 1000.0;
+                            "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
+                            elapsed.as_secs_f64() * 1000.0, what, kind.likely_cause(), actor
+                        );
+                    }
                 }
                 true
             }
@@ -501,7 +590,11 @@ impl Daemon {
                 m.in_sync = false;
                 m.reconcile_errors += 1;
                 m.not_ready_reason = e.clone();
-                log::error!(trigger = trigger; "check/repair failed: {e}");
+                // In a conflict the other process undoing a repair before its
+                // read-back is expected: counted, and told by the conflict line.
+                if !in_conflict {
+                    log::error!(trigger = trigger; "check/repair failed: {e}");
+                }
                 false
             }
         };
@@ -510,6 +603,39 @@ impl Daemon {
             self.status_line();
         }
         ok
+    }
+
+    /// After a repair the budget let run: counts it if it had been deferred,
+    /// keeps `/readyz` naming the other process while the conflict lasts, and
+    /// writes the conflict line when one is due (at most once a minute).
+    fn conflict_report(&self, m: &mut Metrics, s: Spent, actor: &str) {
+        if s.deferred {
+            m.repair_conflicts += 1;
+        }
+        if !s.in_conflict {
+            return;
+        }
+        m.repair_conflict = Some(actor.to_string());
+        let Some(r) = s.report else { return };
+        let b = DEFAULT_BUDGET;
+        let every = b.every();
+        if r.first {
+            log::warn!(
+                last_writer = actor, conflict_deferred = r.deferred;
+                "{CONFLICT_LINE}{actor}: the block is removed again faster than the daemon may repair it \
+                 ({} repairs at once, then one per {every}); repairing once per {every} until it stops, so pods \
+                 may get through for up to {every} each time. Find that process and make it leave our objects \
+                 alone (this line repeats at most once a minute; /readyz says 503 meanwhile)",
+                b.burst
+            );
+        } else {
+            log::warn!(
+                last_writer = actor, conflict_repairs = r.repairs, conflict_deferred = r.deferred;
+                "{CONFLICT_LINE}{actor}: {} repairs ({} of them deferred) since the last such line, conflict for \
+                 {:.0} s; still repairing once per {every}",
+                r.repairs, r.deferred, r.lasted.as_secs_f64()
+            );
+        }
     }
 
     /// Decides again which apiservers are on this node (a VIP that moved here
