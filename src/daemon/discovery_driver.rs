@@ -116,7 +116,7 @@ impl Daemon {
                 log::error!("discovery: the discovered policy is refused, still enforcing the previous one: {e}");
                 return;
             }
-            if self.reconcile("discovery", false).await {
+            if self.reconcile(super::trigger::Trigger::Discovery, false).await {
                 let secs = view.changed_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
                 if let Some(st) = self.metrics().discovery.as_mut() {
                     st.changes_applied += 1;

@@ -23,6 +23,7 @@ pub mod pod_events;
 pub mod reconciler;
 pub mod repair_budget;
 pub mod stop;
+pub mod trigger;
 
 use crate::cli::RunArgs;
 use crate::config::{load_file, DEFAULT_CONFIG};
@@ -45,6 +46,7 @@ use stop::Stop;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use trigger::Trigger;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONFIG_POLL: Duration = Duration::from_secs(1);
@@ -197,13 +199,6 @@ struct Deferral {
     thorough: bool,
 }
 
-/// Triggers whose repairs the budget limits: the ones another process can
-/// cause at any rate. A start, reload, discovery or address change is ours,
-/// and SIGHUP comes from an operator.
-fn budgeted(trigger: &str) -> bool {
-    matches!(trigger, "event" | "timer" | "deferred")
-}
-
 impl Daemon {
     fn new(
         args: RunArgs,
@@ -277,7 +272,7 @@ impl Daemon {
         // still ends us at once.
         let mut backoff = Duration::from_millis(100);
         loop {
-            if or_stop!(stop, self.reconcile("start", true)) {
+            if or_stop!(stop, self.reconcile(Trigger::Start, true)) {
                 break;
             }
             or_stop!(stop, async {
@@ -364,7 +359,7 @@ impl Daemon {
                 }
                 Some(()) = wake_rx.recv() => {
                     if self.may_check_now() {
-                        or_stop!(stop, self.reconcile("event", false));
+                        or_stop!(stop, self.reconcile(Trigger::Event, false));
                     }
                 }
                 _ = tokio::time::sleep_until(due_at), if due.is_some() => {
@@ -373,13 +368,13 @@ impl Daemon {
                         d.budget.due_check(Instant::now());
                         std::mem::take(&mut d.thorough)
                     };
-                    or_stop!(stop, self.reconcile("deferred", thorough));
+                    or_stop!(stop, self.reconcile(Trigger::Deferred, thorough));
                 }
                 Some(()) = addr_rx.recv() => { or_stop!(stop, self.relocalize("the node's addresses changed")); }
                 _ = resync.tick() => {
                     // The safety net for the address watch too.
                     if !or_stop!(stop, self.relocalize("resync")) {
-                        or_stop!(stop, self.reconcile("timer", true));
+                        or_stop!(stop, self.reconcile(Trigger::Timer, true));
                     }
                 }
                 _ = config_poll.tick() => {
@@ -477,7 +472,7 @@ impl Daemon {
     }
 
     /// One check (and repair if needed). Returns whether it ended in sync.
-    async fn reconcile(&self, trigger: &str, thorough: bool) -> bool {
+    async fn reconcile(&self, trigger: Trigger, thorough: bool) -> bool {
         let started = Instant::now();
         let rec = self.rec.clone();
         let checked = tokio::task::spawn_blocking(move || rec.check(thorough)).await;
@@ -491,7 +486,7 @@ impl Daemon {
                     m.in_sync = false;
                     m.not_ready_reason = what.clone();
                 }
-                if budgeted(trigger) {
+                if trigger.budgeted() {
                     let now = Instant::now();
                     let mut b = self.budget();
                     match b.budget.gate(now) {
@@ -501,7 +496,7 @@ impl Daemon {
                             b.thorough |= thorough;
                             drop(b);
                             let mut m = self.metrics();
-                            *m.reconciles.entry(trigger.to_string()).or_default() += 1;
+                            *m.reconciles.entry(trigger.as_str().to_string()).or_default() += 1;
                             m.observe_duration(started.elapsed());
                             return false;
                         }
@@ -529,7 +524,7 @@ impl Daemon {
         let owned = self.rec.backend.owned();
         let mut m = self.metrics();
         m.table_owned = owned;
-        *m.reconciles.entry(trigger.to_string()).or_default() += 1;
+        *m.reconciles.entry(trigger.as_str().to_string()).or_default() += 1;
         m.observe_duration(elapsed);
         if let Some(c) = counters {
             (m.blocked_packets, m.blocked_bytes) = c.blocked;
@@ -563,13 +558,13 @@ impl Daemon {
                 m.in_sync = true;
                 m.last_success_unix = unix_now();
                 m.not_ready_reason.clear();
-                if trigger == "start" || trigger == "reload" || trigger == "discovery" || trigger == "addresses" {
+                if trigger.applies_policy() {
                     let verb = if repaired.is_some() {
                         "installed"
                     } else {
                         "already in place"
                     };
-                    log::info!(trigger = trigger; "block {verb} ({:.1} ms)", elapsed.as_secs_f64() * 1000.0);
+                    log::info!(trigger = trigger.as_str(); "block {verb} ({:.1} ms)", elapsed.as_secs_f64() * 1000.0);
                 } else if let Some(drift) = repaired {
                     let kind = drift[0].kind;
                     *m.repairs.entry(kind.as_str().to_string()).or_default() += 1;
@@ -577,7 +572,7 @@ impl Daemon {
                     let what = describe(&drift);
                     if !in_conflict || self.budget().budget.news(&what) {
                         log::warn!(
-                            cause = kind.as_str(), trigger = trigger, last_writer = actor.as_str(),
+                            cause = kind.as_str(), trigger = trigger.as_str(), last_writer = actor.as_str(),
                             repair_ms = elapsed.as_secs_f64() * 1000.0;
                             "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
                             elapsed.as_secs_f64() * 1000.0, what, kind.likely_cause(), actor
@@ -593,7 +588,7 @@ impl Daemon {
                 // In a conflict the other process undoing a repair before its
                 // read-back is expected: counted, and told by the conflict line.
                 if !in_conflict {
-                    log::error!(trigger = trigger; "check/repair failed: {e}");
+                    log::error!(trigger = trigger.as_str(); "check/repair failed: {e}");
                 }
                 false
             }
@@ -656,7 +651,7 @@ impl Daemon {
             "apiservers on this node now: {}; applying in one transaction",
             if local.is_empty() { "none".to_string() } else { local.join(", ") }
         );
-        self.reconcile("addresses", true).await;
+        self.reconcile(Trigger::Addresses, true).await;
         true
     }
 
@@ -766,14 +761,14 @@ impl Daemon {
         if rec.policy == self.rec.policy {
             // Still check at once: a firewall reload (systemd's ReloadPropagatedFrom=) sends us SIGHUP.
             log::info!(reason = why; "config reloaded: policy unchanged; checking the block");
-            self.reconcile("signal", true).await;
+            self.reconcile(Trigger::Signal, true).await;
             return false;
         }
         let backend_changed = rec.backend.name() != self.rec.backend.name();
         self.rec = Arc::new(rec);
         self.metrics().backend = self.rec.backend.name().to_string();
         log::info!(reason = why; "config reloaded: applying the new policy in one transaction");
-        self.reconcile("reload", true).await;
+        self.reconcile(Trigger::Reload, true).await;
         backend_changed
     }
 }
