@@ -14,6 +14,7 @@ pub mod nflog_wire;
 pub mod nft_decode;
 pub mod nft_desired;
 pub mod nft_diff;
+pub mod nft_eval;
 #[cfg(test)]
 mod nft_golden_tests;
 pub mod nft_model;
