@@ -11,6 +11,7 @@
 
 pub mod addresses;
 pub mod attempts;
+pub mod controller;
 pub mod discovery_driver;
 pub mod discovery_status;
 pub mod http;
@@ -27,7 +28,6 @@ pub mod trigger;
 
 use crate::cli::RunArgs;
 use crate::config::{load_file, DEFAULT_CONFIG};
-use crate::core::drift::describe;
 use crate::core::policy::{Action, Policy};
 use crate::daemon_settings::DaemonSettings;
 use crate::discovery::state::effective_policy;
@@ -36,9 +36,10 @@ use crate::error::{exit, Error, Result};
 use crate::node_facts::localized;
 use crate::policy_source::checked;
 use crate::policy_source::{resolve_as, Caller};
+use controller::{Controller, Deferral};
 use metrics::Metrics;
 use reconciler::Reconciler;
-use repair_budget::{Gate, RepairBudget, Spent, DEFAULT_BUDGET};
+use repair_budget::Gate;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,7 +52,7 @@ use trigger::Trigger;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONFIG_POLL: Duration = Duration::from_secs(1);
 /// Start of the repair-conflict line (at most one a minute).
-const CONFLICT_LINE: &str = "repairs keep being undone by ";
+pub(crate) const CONFLICT_LINE: &str = "repairs keep being undone by ";
 /// How long a stop waits for work still running on blocking threads (a
 /// firewall tool that hangs) before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
@@ -188,15 +189,8 @@ struct Daemon {
     last_actor: Arc<Mutex<Option<String>>>,
     config_path: PathBuf,
     config_seen: Option<Vec<u8>>,
-    /// How often repairs may run (`repair_budget.rs`).
-    budget: Mutex<Deferral>,
-}
-
-/// The repair budget, and whether the repair it deferred must be thorough
-/// (a resync's: leftovers in the other backends too).
-struct Deferral {
-    budget: RepairBudget,
-    thorough: bool,
+    /// Check, repair, metrics and the repair budget (`controller.rs`).
+    ctl: Controller,
 }
 
 impl Daemon {
@@ -220,6 +214,7 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
         let config_seen = read_config(&config_path);
+        let last_actor = Arc::new(Mutex::new(None));
         Daemon {
             args,
             settings,
@@ -229,19 +224,16 @@ impl Daemon {
             discovery_applied: 0,
             taint_pending,
             rec: Arc::new(rec),
+            ctl: Controller::new(state.clone(), last_actor.clone()),
             state,
-            last_actor: Arc::new(Mutex::new(None)),
+            last_actor,
             config_path,
             config_seen,
-            budget: Mutex::new(Deferral {
-                budget: RepairBudget::new(DEFAULT_BUDGET, Instant::now()),
-                thorough: false,
-            }),
         }
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, Deferral> {
-        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+        self.ctl.budget()
     }
 
     /// A change event: check now if the budget has a repair left, else
@@ -471,166 +463,15 @@ impl Daemon {
         notify::notify(&format!("STATUS={} with {}; {} repairs", state, m.backend, repairs));
     }
 
-    /// One check (and repair if needed). Returns whether it ended in sync.
+    /// One check (and repair if needed) of the enforced policy, through
+    /// the controller; a noteworthy result updates systemd's status line.
+    /// Returns whether it ended in sync.
     async fn reconcile(&self, trigger: Trigger, thorough: bool) -> bool {
-        let started = Instant::now();
-        let rec = self.rec.clone();
-        let checked = tokio::task::spawn_blocking(move || rec.check(thorough)).await;
-        let mut spent: Option<Spent> = None;
-        let result = match checked {
-            Ok(Ok(drift)) if drift.is_empty() => Ok(None),
-            Ok(Ok(drift)) => {
-                let what = describe(&drift);
-                {
-                    let mut m = self.metrics();
-                    m.in_sync = false;
-                    m.not_ready_reason = what.clone();
-                }
-                if trigger.budgeted() {
-                    let now = Instant::now();
-                    let mut b = self.budget();
-                    match b.budget.gate(now) {
-                        Gate::Now => spent = Some(b.budget.spend(now)),
-                        Gate::Wait(_) => {
-                            // Not dropped: `due` runs it at the next token.
-                            b.thorough |= thorough;
-                            drop(b);
-                            let mut m = self.metrics();
-                            *m.reconciles.entry(trigger.as_str().to_string()).or_default() += 1;
-                            m.observe_duration(started.elapsed());
-                            return false;
-                        }
-                    }
-                }
-                let rec = self.rec.clone();
-                match tokio::task::spawn_blocking(move || rec.repair(thorough)).await {
-                    Ok(Ok(())) => Ok(Some(drift)),
-                    Ok(Err(e)) => Err(format!("{what}; repair failed: {e}")),
-                    Err(e) => Err(format!("{what}; repair task failed: {e}")),
-                }
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("check task failed: {e}")),
-        };
-        let elapsed = started.elapsed();
-        let counters = if thorough {
-            let rec = self.rec.clone();
-            tokio::task::spawn_blocking(move || rec.counters())
-                .await
-                .unwrap_or(None)
-        } else {
-            None
-        };
-        let owned = self.rec.backend.owned();
-        let mut m = self.metrics();
-        m.table_owned = owned;
-        *m.reconciles.entry(trigger.as_str().to_string()).or_default() += 1;
-        m.observe_duration(elapsed);
-        if let Some(c) = counters {
-            (m.blocked_packets, m.blocked_bytes) = c.blocked;
-            (m.audited_packets, m.audited_bytes) = c.audited;
-        }
-        m.action = self.rec.policy.action;
-        let noteworthy = !matches!(result, Ok(None));
-        let actor = || {
-            let actor = self.last_actor.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            actor.unwrap_or_else(|| "unknown (no change event seen)".into())
-        };
-        // In a repair conflict one line a minute replaces a line per repair
-        // (a drift not seen yet in the conflict still has its own).
-        let in_conflict = spent.is_some_and(|s| s.in_conflict);
-        if let Some(s) = spent {
-            self.conflict_report(&mut m, s, &actor());
-        }
-        if matches!(result, Ok(None)) {
-            if let Some(c) = self.budget().budget.settled(Instant::now()) {
-                m.repair_conflict = None;
-                log::info!(
-                    deferred = c.deferred;
-                    "repair conflict over after {:.1} s: the block stayed in place for {} after the last repair \
-                     ({} repairs had to wait); repairs run at once again",
-                    c.lasted.as_secs_f64(), DEFAULT_BUDGET.every(), c.deferred
-                );
-            }
-        }
-        let ok = match result {
-            Ok(repaired) => {
-                m.in_sync = true;
-                m.last_success_unix = unix_now();
-                m.not_ready_reason.clear();
-                if trigger.applies_policy() {
-                    let verb = if repaired.is_some() {
-                        "installed"
-                    } else {
-                        "already in place"
-                    };
-                    log::info!(trigger = trigger.as_str(); "block {verb} ({:.1} ms)", elapsed.as_secs_f64() * 1000.0);
-                } else if let Some(drift) = repaired {
-                    let kind = drift[0].kind;
-                    *m.repairs.entry(kind.as_str().to_string()).or_default() += 1;
-                    let actor = actor();
-                    let what = describe(&drift);
-                    if !in_conflict || self.budget().budget.news(&what) {
-                        log::warn!(
-                            cause = kind.as_str(), trigger = trigger.as_str(), last_writer = actor.as_str(),
-                            repair_ms = elapsed.as_secs_f64() * 1000.0;
-                            "repaired drift in {:.1} ms: {} (likely: {}; last writer of our objects: {})",
-                            elapsed.as_secs_f64() * 1000.0, what, kind.likely_cause(), actor
-                        );
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                m.in_sync = false;
-                m.reconcile_errors += 1;
-                m.not_ready_reason = e.clone();
-                // In a conflict the other process undoing a repair before its
-                // read-back is expected: counted, and told by the conflict line.
-                if !in_conflict {
-                    log::error!(trigger = trigger.as_str(); "check/repair failed: {e}");
-                }
-                false
-            }
-        };
-        drop(m);
+        let (ok, noteworthy) = self.ctl.reconcile(self.rec.clone(), trigger, thorough).await;
         if noteworthy {
             self.status_line();
         }
         ok
-    }
-
-    /// After a repair the budget let run: counts it if it had been deferred,
-    /// keeps `/readyz` naming the other process while the conflict lasts, and
-    /// writes the conflict line when one is due (at most once a minute).
-    fn conflict_report(&self, m: &mut Metrics, s: Spent, actor: &str) {
-        if s.deferred {
-            m.repair_conflicts += 1;
-        }
-        if !s.in_conflict {
-            return;
-        }
-        m.repair_conflict = Some(actor.to_string());
-        let Some(r) = s.report else { return };
-        let b = DEFAULT_BUDGET;
-        let every = b.every();
-        if r.first {
-            log::warn!(
-                last_writer = actor, conflict_deferred = r.deferred;
-                "{CONFLICT_LINE}{actor}: the block is removed again faster than the daemon may repair it \
-                 ({} repairs at once, then one per {every}); repairing once per {every} until it stops, so pods \
-                 may get through for up to {every} each time. Find that process and make it leave our objects \
-                 alone (this line repeats at most once a minute; /readyz says 503 meanwhile)",
-                b.burst
-            );
-        } else {
-            log::warn!(
-                last_writer = actor, conflict_repairs = r.repairs, conflict_deferred = r.deferred;
-                "{CONFLICT_LINE}{actor}: {} repairs ({} of them deferred) since the last such line, conflict for \
-                 {:.0} s; still repairing once per {every}",
-                r.repairs, r.deferred, r.lasted.as_secs_f64()
-            );
-        }
     }
 
     /// Decides again which apiservers are on this node (a VIP that moved here
