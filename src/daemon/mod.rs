@@ -14,6 +14,7 @@ pub mod attempts;
 pub mod controller;
 pub mod discovery_driver;
 pub mod discovery_status;
+pub mod footprint;
 pub mod http;
 pub mod instance;
 pub mod metrics;
@@ -101,6 +102,7 @@ fn load(args: &RunArgs) -> Result<Loaded> {
 }
 
 fn start(args: &RunArgs) -> Result<i32> {
+    footprint::fix_mmap_threshold();
     let loaded = load(args)?;
     crate::logging::init(loaded.settings.log_format);
     // Before anything is changed: one daemon per network namespace.
