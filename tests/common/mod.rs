@@ -14,6 +14,7 @@ pub mod bad_input_cases;
 mod connection;
 mod curl;
 pub mod daemon_cases;
+pub mod daemon_checks;
 pub mod discovery_cases;
 pub mod fake_apiserver;
 mod firewall;
