@@ -11,6 +11,7 @@
 
 mod addresses;
 pub mod bad_input_cases;
+pub mod bad_input_checks;
 mod connection;
 mod curl;
 pub mod daemon_cases;
