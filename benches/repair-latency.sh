@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Drift-to-repair latency of `apiserver-guard run` (foreign flush -> first refused pod connect,
 # per backend, with 0 and N foreign iptables-nft rules) and time to block on first start.
-# Builds the release binary, then runs the Rust bench target benches/repair_latency.rs, which
+# Builds the release binary, then runs the Rust bench target benches/repair_latency/, which
 # creates its own network namespaces (pod <-> node <-> api, deleted on exit), prints markdown
 # tables to stdout (progress on stderr) and rewrites its section of docs/benchmarks-daemon.md.
 # Usage: benches/repair-latency.sh [--iterations 100] [--slow-iterations 20] [--foreign 100000]

@@ -6,7 +6,7 @@
 #   1. check cost vs node size   benches/status-cost.sh   (0 / 1,000 / 10,000 / 100,000 foreign rules)
 #   2. apply cost, cold and warm benches/apply-cost.sh    (same sizes)
 #   3. drift-to-repair latency and time to block on first start
-#                                benches/repair-latency.sh (benches/repair_latency.rs)
+#                                benches/repair-latency.sh (benches/repair_latency/)
 #   4. data-path cost            benches/datapath.sh      (iperf3 + benches/connect_rate.rs)
 #   5. footprint                 benches/footprint.sh
 #   6. discovery latency and the cost of the Kubernetes client

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -62,18 +62,27 @@ impl Namespace {
     pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
         let fd = self.file.as_raw_fd();
         thread::scope(|s| {
-            let handle = s.spawn(move || {
-                // SAFETY: setns on a file descriptor that stays open for this scope.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(f())
-            });
+            // The file stays open for this scope, so `fd` is valid on the thread.
+            let handle = s.spawn(move || enter(fd).map(|()| f()));
             match handle.join() {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+}
+
+/// Moves the calling thread into the network namespace open as `fd`
+/// (`setns(CLONE_NEWNET)` changes only the calling thread). The one setns of
+/// the project: the tests and benches call it too. A plain syscall, so it
+/// may also run in a child between fork and exec (`CommandExt::pre_exec`).
+pub fn enter(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall; an fd that is not open fails with EBADF, one that
+    // is not a network namespace with EINVAL.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

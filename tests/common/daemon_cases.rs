@@ -1,5 +1,5 @@
 //! Helpers for the real-kernel tests of the daemon (`apiserver-guard run`,
-//! `tests/daemon.rs`): a daemon handle (started inside a namespace with a
+//! `tests/daemon_*.rs`): a daemon handle (started inside a namespace with a
 //! clean environment, optionally with test shims first in its PATH), its
 //! HTTP endpoint read with curl from inside the same namespace, Prometheus
 //! scrapes, a continuous TCP prober that records any moment the pod gets

@@ -11,9 +11,11 @@
 
 mod addresses;
 pub mod bad_input_cases;
+pub mod bad_input_checks;
 mod connection;
 mod curl;
 pub mod daemon_cases;
+pub mod daemon_checks;
 pub mod discovery_cases;
 pub mod fake_apiserver;
 mod firewall;

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use apiserver_guard::verify::netns;
+
 use super::process::{self, ProcessSet};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -223,17 +225,11 @@ impl Drop for Netns {
 }
 
 /// Make the calling thread join the network namespace at `path`
-/// (`setns(CLONE_NEWNET)` only affects the calling thread). Only call this on
+/// (`apiserver_guard::verify::netns::enter`: only the calling thread moves). Only call this on
 /// a thread created for the purpose, never on a test's own thread.
 pub(crate) fn enter_netns(path: &str) -> io::Result<()> {
     let file = File::open(path)?;
-    // SAFETY: plain syscall on a valid, open file descriptor.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(io::Error::new(err.kind(), format!("setns({path}): {err}")));
-    }
-    Ok(())
+    netns::enter(file.as_raw_fd()).map_err(|err| io::Error::new(err.kind(), format!("setns({path}): {err}")))
 }
 
 fn check_ok(ns: &str, argv: &[&str], out: &Output) {
