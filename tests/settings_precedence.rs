@@ -29,7 +29,8 @@ fn rendered(out: &str) -> Rendered {
     Rendered {
         output_hook: out.contains("chain output {") || out.contains("-I OUTPUT 1"),
         forward_hook: out.contains("chain forward {") || out.contains("-I FORWARD 1"),
-        drop: out.contains(" drop comment") || out.contains("-j DROP"),
+        // nftables: the verdict after a match, or (logged) alone in the block's own chain.
+        drop: out.contains(" drop comment") || out.contains("\tdrop comment") || out.contains("-j DROP"),
         backend,
     }
 }
