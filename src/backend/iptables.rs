@@ -56,13 +56,25 @@ pub fn tool(v: Variant, fam: Family, restore: bool) -> String {
 /// first. Unreadable (not root) is an error, not "absent": a monitoring job
 /// must not be told the block is missing when it cannot look.
 pub fn legacy_table_loaded(fam: Family, table: &str) -> Result<bool> {
+    Ok(legacy_tables(fam)?.iter().any(|t| t == table))
+}
+
+/// The legacy tables that exist in this network namespace for one family
+/// (none when the kernel module is not loaded), read from /proc without
+/// creating anything; unreadable (not root) is an error, as above.
+pub fn legacy_tables(fam: Family) -> Result<Vec<String>> {
     let file = match fam {
         Family::V4 => "/proc/self/net/ip_tables_names",
         Family::V6 => "/proc/self/net/ip6_tables_names",
     };
     match std::fs::read_to_string(file) {
-        Ok(s) => Ok(s.lines().any(|l| l.trim() == table)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(s) => Ok(s
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(crate::error::Error::Privilege(format!(
             "cannot read {file} ({e}): apiserver-guard needs root or CAP_NET_ADMIN to inspect iptables-legacy"
         ))),

@@ -2,6 +2,7 @@
 //! `Blocklist` in a firewall. One file per backend, one place (`select`)
 //! that picks the backend and says why.
 
+pub mod detect;
 pub mod exec;
 pub mod iptables;
 pub mod nfnl;

@@ -1,115 +1,21 @@
 //! Picking the backend, and saying why: `auto` takes nftables when the
 //! kernel's nf_tables answers us over netlink (no `nft` binary needed), else iptables in the variant the host already uses, detected
 //! the way the `iptables-wrappers` project does (kubelet's hint chains first,
-//! then which variant holds more rules). Detection that the kernel refuses
+//! nft before legacy, then which variant holds more rules). Detection that the kernel refuses
 //! for lack of privilege stops with "needs root or CAP_NET_ADMIN": never a
-//! silent switch to another backend than root would get. An explicit
+//! silent switch to another backend than root would get (the signals and
+//! their order are in `detect`). An explicit
 //! `--backend nftables|iptables-nft|iptables-legacy` needs no detection.
 
-use super::exec::{Runner, ToolFailure};
-use super::iptables::{legacy_table_loaded, Iptables, Variant};
-use super::nftables::{Nftables, NFT};
+use super::detect::detection_refused;
+pub use super::detect::{choose_variant, detect_variant, VariantFacts};
+use super::exec::Runner;
+use super::iptables::{Iptables, Variant};
+use super::nftables::Nftables;
 use super::Backend;
 use crate::core::drift::{Drift, DriftKind};
-use crate::core::model::Family;
 use crate::core::policy::BackendChoice;
 use crate::error::{Error, Result};
-
-/// What was found about one iptables variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VariantFacts {
-    /// kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY chain exists there.
-    pub kube_hint: bool,
-    /// Number of rules (`-A` lines) of all tables, when counted.
-    pub rules: usize,
-}
-
-/// Pure decision between the variants.
-pub fn choose_variant(legacy: VariantFacts, nft: VariantFacts) -> (Variant, String) {
-    match (legacy.kube_hint, nft.kube_hint) {
-        (true, false) => (Variant::Legacy, "kubelet's hint chain is in iptables-legacy".into()),
-        (false, true) => (Variant::Nft, "kubelet's hint chain is in iptables-nft".into()),
-        _ if legacy.rules > nft.rules => (
-            Variant::Legacy,
-            format!("iptables-legacy holds more rules ({} vs {})", legacy.rules, nft.rules),
-        ),
-        _ => (
-            Variant::Nft,
-            format!(
-                "iptables-nft holds as many or more rules ({} vs {} in legacy)",
-                nft.rules, legacy.rules
-            ),
-        ),
-    }
-}
-
-const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
-
-/// Runs a detection probe; a refusal for lack of privilege is an error (the
-/// answer would be wrong), anything else is just "no".
-fn probe(runner: &dyn Runner, prog: &str, args: &[&str]) -> Result<Option<super::exec::CmdOutput>> {
-    match runner.run(prog, args, None) {
-        Ok(o) if o.failure() == Some(ToolFailure::Permission) => {
-            Err(detection_refused(&format!("`{prog}`"), &o.stderr))
-        }
-        Ok(o) => Ok(Some(o)),
-        Err(_) => Ok(None),
-    }
-}
-
-/// The error of a detection the kernel refused (`what`: the tool or interface asked).
-fn detection_refused(what: &str, stderr: &str) -> Error {
-    Error::Privilege(format!(
-        "cannot tell which firewall backend to use: {what} was refused by the kernel ({}); \
-         apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables). \
-         To only see a rendering without privileges, name the backend: --backend nftables, iptables-nft or iptables-legacy",
-        stderr.trim().lines().next().unwrap_or("permission denied")
-    ))
-}
-
-/// Whether kubelet's hint chain exists in a variant, without creating
-/// anything: listing a legacy table through the tool would create it, so
-/// /proc is asked first; for iptables-nft, `nft` reads the one chain.
-fn has_kube_hint(runner: &dyn Runner, v: Variant) -> Result<bool> {
-    let prog = super::iptables::tool(v, Family::V4, false);
-    let listed = |chain: &str| -> Result<bool> {
-        Ok(probe(runner, &prog, &["-w", "5", "-t", "mangle", "-S", chain])?.is_some_and(|o| o.ok()))
-    };
-    for chain in HINT_CHAINS {
-        let found = match v {
-            Variant::Legacy => legacy_table_loaded(Family::V4, "mangle")? && listed(chain)?,
-            Variant::Nft => match probe(runner, NFT, &["list", "chain", "ip", "mangle", chain])? {
-                Some(o) if o.ok() || o.missing() => o.ok(),
-                _ => listed(chain)?,
-            },
-        };
-        if found {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn facts(runner: &dyn Runner, v: Variant) -> Result<VariantFacts> {
-    if v == Variant::Legacy && !legacy_table_loaded(Family::V4, "filter")? {
-        return Ok(VariantFacts::default());
-    }
-    if has_kube_hint(runner, v)? {
-        return Ok(VariantFacts {
-            kube_hint: true,
-            rules: 0,
-        });
-    }
-    // `*-save` only reads tables that exist; it never creates one.
-    let save = format!("{}-save", super::iptables::tool(v, Family::V4, false));
-    let rules = probe(runner, &save, &[])?
-        .map(|o| o.stdout.lines().filter(|l| l.starts_with("-A ")).count())
-        .unwrap_or(0);
-    Ok(VariantFacts {
-        kube_hint: false,
-        rules,
-    })
-}
 
 /// What asking nf_tables for our table says about using it here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,14 +37,6 @@ pub fn nft_check(nft: &Nftables) -> NftCheck {
         Err(Error::Privilege(_)) => NftCheck::Refused,
         Err(_) => NftCheck::Unusable,
     }
-}
-
-/// The variant the host uses; an error when the kernel refuses to tell us.
-pub fn detect_variant(runner: &dyn Runner) -> Result<(Variant, String)> {
-    Ok(choose_variant(
-        facts(runner, Variant::Legacy)?,
-        facts(runner, Variant::Nft)?,
-    ))
 }
 
 /// Every backend we know, for leftover cleanup.
@@ -261,38 +159,36 @@ pub fn select_usable(choice: BackendChoice, runner: &dyn Runner) -> Result<(Box<
 mod tests {
     use super::*;
     use crate::backend::exec::fake::FakeRunner;
+    use crate::core::model::Family;
+
+    /// A variant with kubelet's hint chain in IPv4 mangle (`hint`) and `rules` rules.
+    fn facts(hint: bool, rules: usize) -> VariantFacts {
+        VariantFacts {
+            hint: hint.then_some(crate::backend::detect::Hint {
+                chain: "KUBE-IPTABLES-HINT",
+                table: "mangle",
+                family: Family::V4,
+            }),
+            rules,
+        }
+    }
 
     #[test]
     fn kube_hint_wins_over_rule_counts() {
-        let legacy = VariantFacts {
-            kube_hint: true,
-            rules: 0,
-        };
-        let nft = VariantFacts {
-            kube_hint: false,
-            rules: 500,
-        };
+        let legacy = facts(true, 0);
+        let nft = facts(false, 500);
         assert_eq!(choose_variant(legacy, nft).0, Variant::Legacy);
         assert_eq!(choose_variant(nft, legacy).0, Variant::Nft);
     }
 
     #[test]
     fn more_rules_wins_ties_go_to_nft() {
-        let few = VariantFacts {
-            kube_hint: false,
-            rules: 3,
-        };
-        let many = VariantFacts {
-            kube_hint: false,
-            rules: 30,
-        };
+        let few = facts(false, 3);
+        let many = facts(false, 30);
         assert_eq!(choose_variant(many, few).0, Variant::Legacy);
         assert_eq!(choose_variant(few, many).0, Variant::Nft);
         assert_eq!(choose_variant(few, few).0, Variant::Nft);
-        let both = VariantFacts {
-            kube_hint: true,
-            rules: 0,
-        };
+        let both = facts(true, 0);
         assert_eq!(choose_variant(both, both).0, Variant::Nft);
     }
 
@@ -323,28 +219,36 @@ mod tests {
     #[test]
     fn variant_detection_refused_for_lack_of_privilege_is_an_error() {
         let r = FakeRunner::default()
-            .on("nft list chain", 1, "", "Error: Operation not permitted")
-            .on("iptables-nft", 4, "", "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)");
-        let e = facts(&r, Variant::Nft).unwrap_err();
+            .on("iptables-nft-save", 4, "", "iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)")
+            .on("iptables-legacy-save", 4, "", "iptables-legacy-save v1.8.9 (legacy): Permission denied (you must be root)")
+            .on("ip6tables-legacy-save", 4, "", "ip6tables-legacy-save v1.8.9 (legacy): Permission denied (you must be root)");
+        let e = detect_variant(&r).unwrap_err();
         assert!(e.to_string().contains("needs root or CAP_NET_ADMIN"), "{e}");
     }
 
     #[test]
     fn auto_falls_back_to_iptables_when_nf_tables_is_unusable() {
+        // Every dump answered (empty but for the nft hint), so the outcome does
+        // not depend on whether this test's own kernel answers over netlink.
         let r = FakeRunner::default()
             .on("iptables-nft --version", 0, "iptables v1.8.9 (nf_tables)", "")
             .on("iptables-legacy --version", 0, "iptables v1.8.9 (legacy)", "")
             .on(
-                "nft list chain ip mangle KUBE-IPTABLES-HINT",
+                "iptables-nft-save -t mangle",
                 0,
-                "table ip mangle {}",
+                "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n",
                 "",
             )
-            .on("iptables-nft", 1, "", "")
-            .on("iptables-legacy", 1, "", "");
+            .on("iptables-nft-save", 0, "", "")
+            .on("ip6tables-nft-save", 0, "", "")
+            .on("iptables-legacy-save", 0, "", "")
+            .on("ip6tables-legacy-save", 0, "", "");
         let (b, why) = auto(NftCheck::Unusable, Nftables::new(), &r).unwrap();
         assert_eq!(b.name(), "iptables-nft");
-        assert!(why.contains("hint chain is in iptables-nft"), "{why}");
+        assert!(
+            why.starts_with("auto: this kernel has no nf_tables; ") && why.contains("iptables-nft"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -65,6 +65,45 @@ pub fn chain_exists(sock: &NfnlSocket, family: u8, table: &str, chain: &str) -> 
     }
 }
 
+/// The names of the chains of table `family`/`table` (none when it does
+/// not exist): one GETCHAIN dump; the kernel sends the family's chains and
+/// those of other tables are skipped undecoded, so the size of the rules
+/// (or of other tables) costs nothing. A dump torn by a commit is retried.
+pub fn chain_names(sock: &NfnlSocket, family: u8, table: &str) -> Result<Vec<String>, NfnlError> {
+    let mut buf = sock.lock();
+    let what = format!("reading the chains of table {} {table}", family_name(family));
+    for _ in 0..ATTEMPTS {
+        sock.drain(&mut buf);
+        let get = NfTablesMessage::GetChain(ChainMessage {
+            attributes: vec![ChainAttribute::Table(table.into())],
+        });
+        let part = match request(sock, &mut buf, family, get, true, &what) {
+            Ok(part) => part,
+            Err(e) if e.is(NfnlErrorKind::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if part.interrupted {
+            continue;
+        }
+        return Ok(part
+            .of_table(family, table)
+            .iter()
+            .filter_map(|m| match m {
+                NfTablesMessage::NewChain(c) => c.attributes.iter().find_map(|a| match a {
+                    ChainAttribute::Name(n) => Some(n.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect());
+    }
+    Err(NfnlError::new(
+        libc::EBUSY,
+        None,
+        format!("{what}: the ruleset changed during each of {ATTEMPTS} attempts"),
+    ))
+}
+
 /// One attempt; `None` when the ruleset changed meanwhile.
 fn dump_once(sock: &NfnlSocket, buf: &mut [u8], family: u8, table: &str) -> Result<Option<TableDump>, NfnlError> {
     sock.drain(buf);

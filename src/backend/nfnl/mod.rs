@@ -16,7 +16,7 @@ mod ownership;
 mod socket;
 
 pub use batch::{default_flags, describe, transact, BatchMsg};
-pub use dump::{chain_exists, dump_table, family_name, table_of, TableDump};
+pub use dump::{chain_exists, chain_names, dump_table, family_name, table_of, TableDump};
 pub use error::{NfnlError, NfnlErrorKind};
 pub use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 pub use owner_process::{describe_owner, owner_process, port_alive, OwnerProcess};
