@@ -14,5 +14,12 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     };
+    if !matches!(cli.command, apiserver_guard::cli::Command::Run(_)) {
+        // A one-shot command piped into `head` stops quietly when the reader
+        // goes, as other command-line tools do, instead of a panic on the
+        // write. Not the daemon: it must survive a client that hangs up.
+        // SAFETY: setting a signal's disposition to the default; no handler runs.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     std::process::exit(commands::run(cli));
 }

@@ -230,3 +230,36 @@ fn apply_summary_counts_distinct_values_and_bare_seconds_are_accepted_everywhere
     );
     assert!(!r.stdout.contains("cidr(s)"), "{}", r.stdout);
 }
+
+/// `render | head -1` (the reader leaves early): no panic, no exit 101;
+/// the command ends as other tools do on SIGPIPE.
+#[test]
+fn render_into_a_pipe_closed_early_stops_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apiserver-guard"))
+        .args([
+            "render",
+            "--backend",
+            "nftables",
+            "--container-cidr",
+            "10.0.0.0/16",
+            "--apiserver",
+            "192.168.0.10:6443",
+            "--config",
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "render panicked on a closed pipe: {stderr}"
+    );
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
