@@ -4,9 +4,14 @@
 //! waiting on the xtables lock). Reads back with one `iptables-save -t filter`
 //! per family (see `core::iptables_state`); with iptables-nft, presence
 //! checks ask nf_tables for our chain alone over netlink (no process).
+//! An iptables-nft `apply` that creates a family's `filter` table records it
+//! (`iptables_created`); `remove` deletes such a table again once it is empty.
 
 use super::exec::{failure, run_ok, start, Runner};
-use super::nfnl::{chain_exists, NfnlSocket, NFPROTO_IPV4, NFPROTO_IPV6};
+use super::iptables_created;
+use super::nfnl::{
+    chain_exists, delete_table_if_empty, table_exists, NfnlSocket, TableFate, NFPROTO_IPV4, NFPROTO_IPV6,
+};
 use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
 use crate::core::iptables_plan::plan;
@@ -82,6 +87,14 @@ pub fn legacy_tables(fam: Family) -> Result<Vec<String>> {
     }
 }
 
+/// The nfproto family of one address family's iptables-nft tables.
+fn nfproto(fam: Family) -> u8 {
+    match fam {
+        Family::V4 => NFPROTO_IPV4,
+        Family::V6 => NFPROTO_IPV6,
+    }
+}
+
 pub struct Iptables<'r> {
     runner: &'r dyn Runner,
     variant: Variant,
@@ -119,10 +132,7 @@ impl<'r> Iptables<'r> {
             return Ok(false);
         }
         if self.variant == Variant::Nft {
-            let family = match fam {
-                Family::V4 => NFPROTO_IPV4,
-                Family::V6 => NFPROTO_IPV6,
-            };
+            let family = nfproto(fam);
             if let Ok(found) = NfnlSocket::open()
                 .map_err(|_| ())
                 .and_then(|sock| chain_exists(&sock, family, "filter", CHAIN).map_err(|_| ()))
@@ -139,11 +149,58 @@ impl<'r> Iptables<'r> {
     }
 
     /// Brings one family from `seen` to `want` (None: nothing of ours).
+    /// With iptables-nft, a `filter` table that did not exist before the
+    /// restore and does after is recorded as ours to delete on `remove`.
     fn apply_family(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
-        match plan(want, seen, self.variant == Variant::Nft) {
-            Some(payload) => self.restore(fam, &payload).map(|_| true),
-            None => Ok(false),
+        let Some(payload) = plan(want, seen, self.variant == Variant::Nft) else {
+            return Ok(false);
+        };
+        let before = self.nft_table_exists(fam);
+        self.restore(fam, &payload)?;
+        if before == Some(false) && self.nft_table_exists(fam) == Some(true) {
+            iptables_created::record(fam)?;
         }
+        Ok(true)
+    }
+
+    /// Whether the nf_tables `filter` table of `fam` exists (iptables-nft
+    /// only); None when netlink cannot tell: then nothing is recorded, so an
+    /// unknown table is never deleted later.
+    fn nft_table_exists(&self, fam: Family) -> Option<bool> {
+        if self.variant != Variant::Nft {
+            return None;
+        }
+        let sock = NfnlSocket::open().ok()?;
+        table_exists(&sock, nfproto(fam), "filter").ok()
+    }
+
+    /// Deletes the `filter` tables our iptables-nft `apply` created, each
+    /// only if it is empty now (the kernel decides, atomically); a table that
+    /// holds someone else's objects stays, and stays recorded.
+    fn drop_created_tables(&self) -> Result<bool> {
+        if self.variant != Variant::Nft {
+            return Ok(false);
+        }
+        let mut deleted = false;
+        for fam in iptables_created::recorded()? {
+            let sock = NfnlSocket::open()
+                .map_err(|e| crate::error::Error::runtime(format!("cannot open an nf_tables netlink socket: {e}")))?;
+            let name = iptables_created::table_name(fam);
+            match delete_table_if_empty(&sock, nfproto(fam), "filter") {
+                Ok(TableFate::Deleted) => {
+                    deleted = true;
+                    iptables_created::forget(fam)?;
+                }
+                Ok(TableFate::Absent) => iptables_created::forget(fam)?,
+                Ok(TableFate::InUse) => {}
+                Err(e) => {
+                    return Err(crate::error::Error::runtime(format!(
+                        "cannot delete the empty table {name} that apply created: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Puts one family back as it was read before a failed multi-family apply.
@@ -227,7 +284,7 @@ impl Backend for Iptables<'_> {
                 changed |= self.apply_family(fam, None, &self.observe(fam)?)?;
             }
         }
-        Ok(changed)
+        Ok(self.drop_created_tables()? || changed)
     }
 
     fn present(&self) -> Result<bool> {

@@ -5,6 +5,7 @@
 pub mod detect;
 pub mod exec;
 pub mod iptables;
+pub mod iptables_created;
 pub mod nfnl;
 pub mod nftables;
 pub mod select;

@@ -65,6 +65,22 @@ pub fn chain_exists(sock: &NfnlSocket, family: u8, table: &str, chain: &str) -> 
     }
 }
 
+/// Whether table `family`/`table` exists: one GETTABLE naming it (one
+/// round trip, nothing of the table's contents is sent).
+pub fn table_exists(sock: &NfnlSocket, family: u8, table: &str) -> Result<bool, NfnlError> {
+    let mut buf = sock.lock();
+    sock.drain(&mut buf);
+    let get = NfTablesMessage::GetTable(TableMessage {
+        attributes: vec![TableAttribute::Name(table.into())],
+    });
+    let what = format!("reading table {} {table}", family_name(family));
+    match request(sock, &mut buf, family, get, false, &what) {
+        Ok(part) => Ok(!part.of_table(family, table).is_empty()),
+        Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The names of the chains of table `family`/`table` (none when it does
 /// not exist): one GETCHAIN dump; the kernel sends the family's chains and
 /// those of other tables are skipped undecoded, so the size of the rules

@@ -14,9 +14,10 @@ mod frame;
 mod owner_process;
 mod ownership;
 mod socket;
+mod table;
 
 pub use batch::{default_flags, describe, transact, BatchMsg};
-pub use dump::{chain_exists, chain_names, dump_table, family_name, table_of, TableDump};
+pub use dump::{chain_exists, chain_names, dump_table, family_name, table_exists, table_of, TableDump};
 pub use error::{NfnlError, NfnlErrorKind};
 pub use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 pub use owner_process::{describe_owner, owner_process, port_alive, OwnerProcess};
@@ -24,6 +25,7 @@ pub use ownership::{
     owner_support, table_flags, table_owner, Ownership, NFT_TABLE_F_DORMANT, NFT_TABLE_F_OWNER, NFT_TABLE_F_PERSIST,
 };
 pub use socket::NfnlSocket;
+pub use table::{delete_table_if_empty, TableFate};
 
 /// nfproto families of `table inet|ip|ip6 ...`, defined once in the model.
 pub use crate::core::nft_model::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6};
