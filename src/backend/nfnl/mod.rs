@@ -2,7 +2,8 @@
 //! library: `NfnlSocket` (the socket; its port id is the owner identity),
 //! `transact` (one batch = one kernel transaction, every message acked,
 //! refusals typed and pointing at the message), `dump_table` (one table's
-//! objects, consistent, filtered by the kernel), `owner_support` (what table
+//! objects, consistent, filtered by the kernel), `table_exists`,
+//! `delete_table_if_empty` (refused by the kernel unless empty), `owner_support` (what table
 //! ownership the kernel offers). Payloads are the
 //! `netlink_packet_netfilter::nftables::NfTablesMessage` values the model
 //! builds and reads; this module only moves them.
