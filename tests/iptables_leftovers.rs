@@ -194,3 +194,48 @@ fn legacy_empty_tables_that_were_there_are_left_as_found() {
     apply_then_remove(&ns, Backend::IptablesLegacy);
     assert_same(&before, &firewall_snapshot(&ns), "iptables-legacy, empty tables before");
 }
+
+/// Without a writable /run (a container with a read-only root), `apply`
+/// still installs the block; nothing is recorded, so `remove` leaves the
+/// empty tables behind: never a deletion it cannot justify.
+#[test]
+fn nft_apply_without_a_writable_record_still_blocks_and_keeps_the_tables() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new("left-nft-ro");
+    let mut argv = vec![
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mkdir -p /run/apiserver-guard && mount -t tmpfs -o ro tmpfs /run/apiserver-guard && exec \"$@\"",
+        "sh",
+        guard_bin(),
+    ];
+    let args = policy(Backend::IptablesNft).args("apply");
+    argv.extend(args.iter().map(String::as_str));
+    let out = ns.run(&argv);
+    assert!(
+        out.status.success(),
+        "apply with /run/apiserver-guard read-only: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for v6 in [false, true] {
+        let listing = ipt_ok(&ns, v6, "nft", &["-S", "APISERVER-GUARD"]);
+        assert!(listing.contains("-A APISERVER-GUARD"), "v6={v6}: {listing}");
+    }
+    remove(&ns).expect_code(0, "remove");
+    assert_eq!(
+        nft_tables(&ns),
+        "table ip filter\ntable ip6 filter\n",
+        "unrecorded tables stay, empty"
+    );
+    let snap = firewall_snapshot(&ns);
+    assert!(
+        !snap.contains("APISERVER-GUARD") && !snap.contains("apiserver-guard"),
+        "{snap}"
+    );
+}

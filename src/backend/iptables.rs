@@ -158,7 +158,15 @@ impl<'r> Iptables<'r> {
         let before = self.nft_table_exists(fam);
         self.restore(fam, &payload)?;
         if before == Some(false) && self.nft_table_exists(fam) == Some(true) {
-            iptables_created::record(fam)?;
+            // Best effort: without the record (/run read-only, as in a
+            // container with a read-only root) `remove` leaves the empty
+            // table behind, which is the safe side; the block is in place.
+            if let Err(e) = iptables_created::record(fam) {
+                log::warn!(
+                    "{e}: remove will leave the empty table {} behind",
+                    iptables_created::table_name(fam)
+                );
+            }
         }
         Ok(true)
     }
