@@ -1,6 +1,7 @@
 //! The iptables read-back catches every change to our objects, on a real
 //! kernel, for iptables-nft and iptables-legacy: after `apply`, each tamper of
-//! the matrix below (done from outside with the iptables tools) must make
+//! the matrix below (done from outside with the iptables tools; a rule of
+//! ours moved within our chain included) must make
 //! `status` exit 3 with a plain-language finding naming what changed (no Rust
 //! debug text), `apply` must repair it (status 0 after), and the pod must be
 //! refused again (curl). The same matrix for the nftables backend lives with
@@ -11,14 +12,15 @@ mod common;
 use common::guard_cases::*;
 use common::*;
 
-/// One way to tamper: what it is, and the iptables arguments (IPv4) that do it.
+/// One way to tamper: what it is, and the iptables commands (IPv4 arguments, run in order) that do it.
 struct Tamper {
     what: &'static str,
-    args: Vec<String>,
+    args: Vec<Vec<String>>,
 }
 
-fn rule(spec: &str) -> Vec<String> {
-    spec.split_whitespace().map(str::to_string).collect()
+/// One iptables command.
+fn rule(spec: &str) -> Vec<Vec<String>> {
+    vec![spec.split_whitespace().map(str::to_string).collect()]
 }
 
 /// Our chain's IPv4 log rule (rule 1, before the block rule), with this NFLOG group and limit.
@@ -82,6 +84,14 @@ fn matrix() -> Vec<Tamper> {
             args: rule(&format!("-I APISERVER-GUARD 1 -s {CONTAINER_CIDR_V4} -j ACCEPT")),
         },
         Tamper {
+            what: "our log rule moved below our block rule",
+            args: [
+                rule("-D APISERVER-GUARD 1"),
+                rule(&format!("-A APISERVER-GUARD {}", log_rule(1443, 10))),
+            ]
+            .concat(),
+        },
+        Tamper {
             what: "an extra rule with our comment",
             args: rule("-A APISERVER-GUARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j RETURN"),
         },
@@ -114,8 +124,10 @@ fn tamper_matrix(b: Backend) {
     let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
     for t in matrix() {
         policy.apply_ok(&topo.node);
-        let args: Vec<&str> = t.args.iter().map(String::as_str).collect();
-        ipt_ok(&topo.node, false, variant, &args);
+        for step in &t.args {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            ipt_ok(&topo.node, false, variant, &args);
+        }
         let (r, json) = policy.status(&topo.node);
         r.expect_code(3, &format!("{variant}: status after {}", t.what));
         let drift = json["drift"].to_string();
