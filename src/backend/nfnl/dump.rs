@@ -52,29 +52,29 @@ pub fn dump_table(sock: &NfnlSocket, family: u8, table: &str) -> Result<TableDum
 /// naming it (the kernel answers for that chain alone, however large the
 /// table), so a presence check costs one round trip.
 pub fn chain_exists(sock: &NfnlSocket, family: u8, table: &str, chain: &str) -> Result<bool, NfnlError> {
-    let mut buf = sock.lock();
-    sock.drain(&mut buf);
     let get = NfTablesMessage::GetChain(ChainMessage {
         attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],
     });
     let what = format!("reading chain {chain} of table {} {table}", family_name(family));
-    match request(sock, &mut buf, family, get, false, &what) {
-        Ok(part) => Ok(!part.of_table(family, table).is_empty()),
-        Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(false),
-        Err(e) => Err(e),
-    }
+    exists(sock, family, table, get, &what)
 }
 
 /// Whether table `family`/`table` exists: one GETTABLE naming it (one
 /// round trip, nothing of the table's contents is sent).
 pub fn table_exists(sock: &NfnlSocket, family: u8, table: &str) -> Result<bool, NfnlError> {
-    let mut buf = sock.lock();
-    sock.drain(&mut buf);
     let get = NfTablesMessage::GetTable(TableMessage {
         attributes: vec![TableAttribute::Name(table.into())],
     });
     let what = format!("reading table {} {table}", family_name(family));
-    match request(sock, &mut buf, family, get, false, &what) {
+    exists(sock, family, table, get, &what)
+}
+
+/// One GET naming an object of table `family`/`table`: whether the kernel
+/// answered with it (NotFound: it does not exist).
+fn exists(sock: &NfnlSocket, family: u8, table: &str, get: NfTablesMessage, what: &str) -> Result<bool, NfnlError> {
+    let mut buf = sock.lock();
+    sock.drain(&mut buf);
+    match request(sock, &mut buf, family, get, false, what) {
         Ok(part) => Ok(!part.of_table(family, table).is_empty()),
         Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(false),
         Err(e) => Err(e),
