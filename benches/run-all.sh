@@ -16,10 +16,13 @@
 #                                benches/table-ownership.sh (benches/table_ownership/main.rs)
 #   8. who tried: the attempt log under a flood, and the data-path cost of the log statement
 #                                benches/attempt-log.sh (benches/attempt_log/main.rs)
+#   9. the kernel's commit wait  benches/kernel-commit-wait.sh
+#  10. iptables-nft reads only what is ours; variant detection; repair with foreign rules
+#                                benches/iptables-nft-reads.sh
 # Usage: sudo benches/run-all.sh              full run, about 20-25 minutes on 2 cores
 #        sudo QUICK=1 benches/run-all.sh      smoke test (few repetitions, small sizes), 3-4 minutes;
 #                                             writes target/bench/benchmarks-quick.md unless OUT is set
-#        PARTS="status apply repair datapath footprint discovery ownership attempts commitwait" selects parts; OUT=FILE changes
+#        PARTS="status apply repair datapath footprint discovery ownership attempts commitwait iptables" selects parts; OUT=FILE changes
 #        the output; BENCH_SOURCE="..." describes the source tree in the header (default: git commit).
 #        A run of only some parts keeps the other sections of an existing OUT as they are (each section
 #        ends with the command, date and commit that produced it); MERGE=0 writes only the parts run.
@@ -28,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (the parts create network namespaces)" >&2; exit 1; }
 QUICK=${QUICK:-0}
-ALL_PARTS="status apply repair datapath footprint discovery ownership attempts commitwait"
+ALL_PARTS="status apply repair datapath footprint discovery ownership attempts commitwait iptables"
 PARTS=${PARTS:-$ALL_PARTS}
 for p in $PARTS; do
   [[ " $ALL_PARTS " == *" $p "* ]] || { echo "unknown part '$p' (parts: $ALL_PARTS)" >&2; exit 2; }
@@ -49,6 +52,7 @@ if [ "$QUICK" = 1 ]; then
   OWNERSHIP_ARGS=(--rounds 50 --iterations 100 --runs 3 --foreign 1000)
   ATTEMPTS_ARGS=(--flood-seconds 3 --rate-seconds 1 --rounds 1)
   COMMITWAIT_ARGS=(10)
+  IPTABLES_ARGS=(3 1000 3)
 else
   OUT=${OUT:-docs/benchmarks.md}
   STATUS_ARGS=(7 0 1000 10000 100000) APPLY_ARGS=(5 0 1000 10000 100000)
@@ -58,6 +62,7 @@ else
   OWNERSHIP_ARGS=(--rounds 1000 --iterations 1000 --runs 20 --foreign 100000)
   ATTEMPTS_ARGS=(--flood-seconds 10 --single-every-ms 100 --rate-seconds 3 --rounds 5)
   COMMITWAIT_ARGS=(60)
+  IPTABLES_ARGS=(7 100000 20)
 fi
 PREFIX=""
 [ "$QUICK" = 1 ] && PREFIX="QUICK=1 "
@@ -103,6 +108,7 @@ declare -A TITLE=(
   [ownership]="7. Table ownership and apply cost"
   [attempts]="8. Who tried: the attempt log under a flood"
   [commitwait]="9. Why a repair after a foreign deletion waits: the kernel's commit mutex"
+  [iptables]="10. iptables-nft: reading only what is ours, variant detection, repair"
 )
 declare -A SECTION=()
 KEPT=()
@@ -220,6 +226,9 @@ part attempts \
 part commitwait \
 "Section 3 misses its repair target (p99 <= 3 ms with \`--table-ownership off\`) by the time our batch waits in the kernel. This part isolates that wait with \`nft\` alone (libnftables from a long-lived process standing in for the daemon, in a scratch namespace): another process deletes a table like ours; 2 ms after the deletion's change event (as the daemon reacts) the stand-in sends one batch, timed from its start to its acknowledgment. The foreign \`nft\` commits its deletion, which queues \`nf_tables_trans_destroy_work\` (a \`synchronize_rcu()\`); when it then closes its netlink socket, \`nft_rcv_nl_event\` takes the netns-wide \`commit_mutex\` and flushes that work, holding the mutex for the whole RCU grace period; every batch takes the same mutex first (\`nf_tables_valid_genid\`, from \`nfnetlink_rcv_batch\`), whatever it holds (net/netfilter/nf_tables_api.c; call chain seen in sched_switch stacks and lock events on this kernel). A deletion from a socket that stays open, or no deletion, leaves no wait: the time is the kernel's, and only ownership (nothing deleted) removes the window." \
   benches/kernel-commit-wait.sh "${COMMITWAIT_ARGS[@]}"
+part iptables \
+"The iptables-nft backend reads our chain and rule 1 of each hooked chain over nf_tables netlink and compares the bytes with those iptables-nft wrote for our rules (learnt from a text read-back that matched); \`iptables-nft-save\` reads the whole \`filter\` table and runs only when the bytes cannot decide. Foreign rules as in section 1 (half in FORWARD, half in a KUBE-SERVICES chain). Target: iptables-nft \`status\` at 100,000 foreign rules within 3 x the nftables backend's; repair time reported." \
+  benches/iptables-nft-reads.sh "${IPTABLES_ARGS[@]}"
 
 TOTAL=$(( $(date +%s) - T_START ))
 write_doc "complete"

@@ -29,8 +29,11 @@ for n in "${SIZES[@]}"; do
     ip netns add "$NS"
     variant=nft; [ "$backend" = iptables-legacy ] && variant=legacy
     load_foreign "$variant" "$n"
-    ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --backend "$backend" >/dev/null
+    # The manual rule first, then ours (our jump must stay rule 1: status in sync is what is timed).
     ip netns exec "$NS" "iptables-$variant" -I FORWARD -s 10.0.0.0/16 -d 192.168.50.10 -j REJECT
+    ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --backend "$backend" >/dev/null
+    ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend "$backend" >/dev/null ||
+      { echo "status of $backend is not in sync after apply" >&2; exit 1; }
     ours=$(ms_median ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend "$backend")
     version=$(ms_median ip netns exec "$NS" "$BIN" --version)
     manual=$(ms_median ip netns exec "$NS" "iptables-$variant" -C FORWARD -s 10.0.0.0/16 -d 192.168.50.10 -j REJECT)

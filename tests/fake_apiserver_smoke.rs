@@ -126,7 +126,10 @@ impl<'a> Curl<'a> {
     /// Start `curl -N` on a watch URL in the background; returns its pid.
     fn spawn_watch(&self, path: &str) -> u32 {
         let auth = self.auth();
-        let argv = self.argv(&auth, &["-N", "--max-time", "20"], path);
+        // curl's messages go to stdout too (`--stderr -`): one stream keeps
+        // them in order with the events. Two pipes read by two threads could
+        // interleave a message's pieces with an event line (seen once).
+        let argv = self.argv(&auth, &["-N", "--max-time", "20", "--stderr", "-"], path);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.ns.spawn(&argv)
     }

@@ -9,11 +9,14 @@
 
 use super::exec::{failure, run_ok, start, Runner};
 use super::iptables_created;
+use super::iptables_reference;
 use super::nfnl::{
-    chain_exists, delete_table_if_empty, table_exists, NfnlSocket, TableFate, NFPROTO_IPV4, NFPROTO_IPV6,
+    chain_exists, delete_table_if_empty, read_chain_and_heads, table_handle, ChainRead, NfnlSocket, TableFate,
+    NFPROTO_IPV4, NFPROTO_IPV6,
 };
 use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
+use crate::core::iptables_nft_read::{derive, heads, key, learn};
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved};
 use crate::core::model::{Blocklist, Family};
@@ -98,11 +101,27 @@ fn nfproto(fam: Family) -> u8 {
 pub struct Iptables<'r> {
     runner: &'r dyn Runner,
     variant: Variant,
+    /// Read iptables-nft's objects over netlink where the bytes decide
+    /// (off in unit tests, whose fake runner is the only state there is).
+    netlink_reads: bool,
 }
 
 impl<'r> Iptables<'r> {
     pub fn new(runner: &'r dyn Runner, variant: Variant) -> Self {
-        Iptables { runner, variant }
+        Iptables {
+            runner,
+            variant,
+            netlink_reads: true,
+        }
+    }
+
+    /// A backend that reads back through the tools only (`runner`'s answers).
+    #[cfg(test)]
+    fn text_only(runner: &'r dyn Runner, variant: Variant) -> Self {
+        Iptables {
+            netlink_reads: false,
+            ..Self::new(runner, variant)
+        }
     }
 
     fn readable(&self, fam: Family) -> Result<bool> {
@@ -121,6 +140,44 @@ impl<'r> Iptables<'r> {
             return Err(failure(&prog, &args, &out));
         }
         Ok(parse_save(&out.stdout))
+    }
+
+    /// Our objects in one family as far as `want` needs them. With
+    /// iptables-nft, read over netlink (our chain and rule 1 of each wanted
+    /// hook chain, see `core::iptables_nft_read`) wherever the bytes decide;
+    /// otherwise the text read-back, which, when it matches `want` in the same
+    /// ruleset generation as a netlink read, teaches the bytes for next time.
+    fn observe_for(&self, fam: Family, want: Option<&IptDesired>) -> Result<IptObserved> {
+        if self.variant != Variant::Nft || !self.netlink_reads {
+            return self.observe(fam);
+        }
+        let before = self.read_ours(fam, want);
+        let reference = want.and_then(|w| iptables_reference::load(fam, &key(w)));
+        if let Some(seen) = before.as_ref().ok().and_then(|r| derive(want, reference.as_ref(), r)) {
+            return Ok(seen);
+        }
+        let seen = self.observe(fam)?;
+        if let (Some(w), Ok(before)) = (want, before) {
+            if diff_iptables(Some(w), &seen, "").is_empty() {
+                // Learnt only if nothing was committed between the two
+                // netlink reads, so the text read in between saw those bytes.
+                if let Ok(after) = self.read_ours(fam, want) {
+                    if after.generation == before.generation {
+                        if let Some(r) = learn(w, &after) {
+                            iptables_reference::store(fam, &r);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Our chain and rule 1 of each wanted hook chain, over netlink.
+    fn read_ours(&self, fam: Family, want: Option<&IptDesired>) -> std::result::Result<ChainRead, String> {
+        let names: Vec<&str> = heads(want).iter().map(|h| h.iptables_chain()).collect();
+        let sock = NfnlSocket::open().map_err(|e| e.to_string())?;
+        read_chain_and_heads(&sock, nfproto(fam), "filter", CHAIN, &names).map_err(|e| e.to_string())
     }
 
     /// Whether our chain exists in one family. With iptables-nft, one
@@ -155,13 +212,13 @@ impl<'r> Iptables<'r> {
         let Some(payload) = plan(want, seen, self.variant == Variant::Nft) else {
             return Ok(false);
         };
-        let before = self.nft_table_exists(fam);
+        let before = self.nft_table_handle(fam);
         self.restore(fam, &payload)?;
-        if before == Some(false) && self.nft_table_exists(fam) == Some(true) {
+        if let (Some(None), Some(Some(handle))) = (before, self.nft_table_handle(fam)) {
             // Best effort: without the record (/run read-only, as in a
             // container with a read-only root) `remove` leaves the empty
             // table behind, which is the safe side; the block is in place.
-            if let Err(e) = iptables_created::record(fam) {
+            if let Err(e) = iptables_created::record(fam, handle) {
                 log::warn!(
                     "{e}: remove will leave the empty table {} behind",
                     iptables_created::table_name(fam)
@@ -171,15 +228,15 @@ impl<'r> Iptables<'r> {
         Ok(true)
     }
 
-    /// Whether the nf_tables `filter` table of `fam` exists (iptables-nft
-    /// only); None when netlink cannot tell: then nothing is recorded, so an
-    /// unknown table is never deleted later.
-    fn nft_table_exists(&self, fam: Family) -> Option<bool> {
+    /// The handle of the nf_tables `filter` table of `fam` (iptables-nft
+    /// only; Some(None): absent); None when netlink cannot tell: then nothing
+    /// is recorded, so an unknown table is never deleted later.
+    fn nft_table_handle(&self, fam: Family) -> Option<Option<u64>> {
         if self.variant != Variant::Nft {
             return None;
         }
         let sock = NfnlSocket::open().ok()?;
-        table_exists(&sock, nfproto(fam), "filter").ok()
+        table_handle(&sock, nfproto(fam), "filter").ok()
     }
 
     /// Deletes the `filter` tables our iptables-nft `apply` created, each
@@ -190,11 +247,11 @@ impl<'r> Iptables<'r> {
             return Ok(false);
         }
         let mut deleted = false;
-        for fam in iptables_created::recorded()? {
+        for (fam, handle) in iptables_created::recorded()? {
             let sock = NfnlSocket::open()
                 .map_err(|e| crate::error::Error::runtime(format!("cannot open an nf_tables netlink socket: {e}")))?;
             let name = iptables_created::table_name(fam);
-            match delete_table_if_empty(&sock, nfproto(fam), "filter") {
+            match delete_table_if_empty(&sock, nfproto(fam), handle) {
                 Ok(TableFate::Deleted) => {
                     deleted = true;
                     iptables_created::forget(fam)?;
@@ -251,7 +308,7 @@ impl Backend for Iptables<'_> {
         let mut drift = Vec::new();
         for fam in Family::ALL {
             let want = desired(b, fam);
-            let seen = self.observe(fam)?;
+            let seen = self.observe_for(fam, want.as_ref())?;
             drift.extend(diff_iptables(want.as_ref(), &seen, &tool(self.variant, fam, false)));
         }
         Ok(drift)
@@ -262,8 +319,9 @@ impl Backend for Iptables<'_> {
     fn apply(&self, b: &Blocklist) -> Result<bool> {
         let mut done: Vec<(Family, IptObserved)> = Vec::new();
         for fam in Family::ALL {
-            let before = self.observe(fam)?;
-            match self.apply_family(fam, desired(b, fam).as_ref(), &before) {
+            let want = desired(b, fam);
+            let before = self.observe_for(fam, want.as_ref())?;
+            match self.apply_family(fam, want.as_ref(), &before) {
                 Ok(true) => done.push((fam, before)),
                 Ok(false) => {}
                 Err(e) => {
@@ -290,6 +348,9 @@ impl Backend for Iptables<'_> {
             // A jump cannot exist without its target chain: no chain, nothing to read.
             if self.chain_exists(fam)? {
                 changed |= self.apply_family(fam, None, &self.observe(fam)?)?;
+            }
+            if self.variant == Variant::Nft && self.netlink_reads {
+                iptables_reference::forget(fam);
             }
         }
         Ok(self.drop_created_tables()? || changed)
@@ -336,7 +397,7 @@ mod tests {
             .on("ip6tables-nft-save -t filter", 0, "", "")
             .on("nft list chain", 1, "", "Error: No such file or directory")
             .on("iptables-nft-restore", 0, "", "");
-        assert!(Iptables::new(&r, Variant::Nft).apply(&bl()).unwrap());
+        assert!(Iptables::text_only(&r, Variant::Nft).apply(&bl()).unwrap());
         let restores: Vec<_> = r.calls().into_iter().filter(|(c, _)| c.contains("-restore")).collect();
         assert_eq!(restores.len(), 1);
         assert_eq!(restores[0].0, "iptables-nft-restore -w 5 --noflush");
@@ -359,7 +420,7 @@ mod tests {
             .on("ip6tables-nft-save -t filter", 0, "", "")
             .on("nft list chain", 1, "", "Error: No such file or directory")
             .on("iptables-nft-restore", 0, "", "");
-        let ipt = Iptables::new(&r, Variant::Nft);
+        let ipt = Iptables::text_only(&r, Variant::Nft);
         let drift = ipt.status(&bl()).unwrap();
         assert_eq!(drift.len(), 1, "{drift:?}");
         assert!(ipt.apply(&bl()).unwrap());
@@ -402,7 +463,7 @@ mod tests {
                 "",
                 "ip6tables-restore: unable to initialize table 'filter'",
             );
-        let e = Iptables::new(&r, Variant::Nft).apply(&b).unwrap_err().to_string();
+        let e = Iptables::text_only(&r, Variant::Nft).apply(&b).unwrap_err().to_string();
         assert!(
             e.contains("unable to initialize") && e.contains("iptables-nft rolled back"),
             "{e}"
@@ -431,7 +492,10 @@ mod tests {
             "",
             "iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)",
         );
-        let e = Iptables::new(&r, Variant::Nft).status(&bl()).unwrap_err().to_string();
+        let e = Iptables::text_only(&r, Variant::Nft)
+            .status(&bl())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("CAP_NET_ADMIN"), "{e}");
     }
 

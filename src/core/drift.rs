@@ -200,6 +200,17 @@ fn nft_kind(d: &Difference, want: &TableModel) -> DriftKind {
 }
 
 /// Compares one iptables family. `label` names the tool, e.g. `iptables-nft` or `ip6tables-legacy`.
+/// Rule 1 of a hook chain as a finding shows it: a rule line (as
+/// iptables-save prints it) in quotes, a description (read over netlink,
+/// without the text) as it is.
+fn quoted_rule(top: &str) -> String {
+    if top.starts_with("-A ") {
+        format!("'{top}'")
+    } else {
+        top.to_string()
+    }
+}
+
 pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str) -> Vec<Drift> {
     let mut out = Vec::new();
     let chain_obj = format!("{label} chain {CHAIN}");
@@ -249,13 +260,21 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
         if used && !j.at_top {
             let (kind, problem) = match seen.top_rule.get(&hook) {
                 Some(top) => (
-                    if j.count > 0 { DriftKind::JumpDisplaced } else { DriftKind::JumpMissing },
+                    if j.count > 0 {
+                        DriftKind::JumpDisplaced
+                    } else {
+                        DriftKind::JumpMissing
+                    },
                     format!(
-                        "our jump is not rule 1 (rule 1 is '{top}'): a rule above it can bypass the block; expected '{}'",
+                        "our jump is not rule 1 (rule 1 is {}): a rule above it can bypass the block; expected '{}'",
+                        quoted_rule(top),
                         jump_line(hook)
                     ),
                 ),
-                None => (DriftKind::JumpMissing, format!("our jump is missing (expected '{}' as rule 1)", jump_line(hook))),
+                None => (
+                    DriftKind::JumpMissing,
+                    format!("our jump is missing (expected '{}' as rule 1)", jump_line(hook)),
+                ),
             };
             out.push(drift(kind, obj, problem));
         } else if used && j.count > 1 {

@@ -153,10 +153,16 @@ impl GuardRun {
 
 /// Runs `apiserver-guard args...` inside `ns` with every `APISERVER_GUARD_*` variable unset.
 pub fn run_guard(ns: &Netns, args: &[String]) -> GuardRun {
+    run_guard_with(ns, &[], args)
+}
+
+/// `run_guard` with extra `NAME=value` assignments (e.g. a PATH with shims first).
+pub fn run_guard_with(ns: &Netns, assignments: &[String], args: &[String]) -> GuardRun {
     let mut argv: Vec<&str> = vec!["env"];
     for var in GUARD_ENV {
         argv.extend(["-u", var]);
     }
+    argv.extend(assignments.iter().map(String::as_str));
     argv.push(guard_bin());
     argv.extend(args.iter().map(String::as_str));
     let out = ns.run(&argv);

@@ -59,14 +59,32 @@ pub fn chain_exists(sock: &NfnlSocket, family: u8, table: &str, chain: &str) -> 
     exists(sock, family, table, get, &what)
 }
 
-/// Whether table `family`/`table` exists: one GETTABLE naming it (one
-/// round trip, nothing of the table's contents is sent).
-pub fn table_exists(sock: &NfnlSocket, family: u8, table: &str) -> Result<bool, NfnlError> {
+/// The handle of table `family`/`table`, None when it does not exist: one
+/// GETTABLE naming it (one round trip, nothing of the table's contents is
+/// sent). The handle tells one instance of a table from a later table of
+/// the same name (handles are never reused within a network namespace).
+pub fn table_handle(sock: &NfnlSocket, family: u8, table: &str) -> Result<Option<u64>, NfnlError> {
     let get = NfTablesMessage::GetTable(TableMessage {
         attributes: vec![TableAttribute::Name(table.into())],
     });
     let what = format!("reading table {} {table}", family_name(family));
-    exists(sock, family, table, get, &what)
+    let mut buf = sock.lock();
+    sock.drain(&mut buf);
+    let part = match request(sock, &mut buf, family, get, false, &what) {
+        Ok(part) => part,
+        Err(e) if e.is(NfnlErrorKind::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(NfTablesMessage::NewTable(t)) = part.of_table(family, table).into_iter().next() else {
+        return Ok(None);
+    };
+    t.attributes
+        .iter()
+        .find_map(|a| match a {
+            TableAttribute::Handle(h) => Some(Some(*h)),
+            _ => None,
+        })
+        .ok_or_else(|| NfnlError::malformed(format!("{what}: the reply has no handle")))
 }
 
 /// One GET naming an object of table `family`/`table`: whether the kernel
@@ -182,14 +200,14 @@ fn dump_once(sock: &NfnlSocket, buf: &mut [u8], family: u8, table: &str) -> Resu
 }
 
 /// The replies to one request.
-struct Part {
-    msgs: Vec<(u8, NfTablesMessage)>,
-    interrupted: bool,
+pub(super) struct Part {
+    pub(super) msgs: Vec<(u8, NfTablesMessage)>,
+    pub(super) interrupted: bool,
 }
 
 impl Part {
     /// The messages about `family`/`table` only.
-    fn of_table(self, family: u8, table: &str) -> Vec<NfTablesMessage> {
+    pub(super) fn of_table(self, family: u8, table: &str) -> Vec<NfTablesMessage> {
         self.msgs
             .into_iter()
             .filter(|(f, m)| *f == family && table_of(m) == Some(table))
@@ -200,7 +218,7 @@ impl Part {
 
 /// Sends one request and collects its replies: for a dump until NLMSG_DONE,
 /// otherwise until the ack. Replies to other sequence numbers are stale and skipped.
-fn request(
+pub(super) fn request(
     sock: &NfnlSocket,
     buf: &mut [u8],
     family: u8,
@@ -280,7 +298,7 @@ fn table_in_request(msg: &NfTablesMessage) -> Option<&str> {
 }
 
 /// The ruleset generation id (bumped by every commit).
-fn generation(sock: &NfnlSocket, buf: &mut [u8]) -> Result<u32, NfnlError> {
+pub(super) fn generation(sock: &NfnlSocket, buf: &mut [u8]) -> Result<u32, NfnlError> {
     let get = NfTablesMessage::GetGen(GenMessage { attributes: vec![] });
     let what = "reading the ruleset generation";
     let part = request(sock, buf, 0, get, false, what)?;

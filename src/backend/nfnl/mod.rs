@@ -2,13 +2,16 @@
 //! library: `NfnlSocket` (the socket; its port id is the owner identity),
 //! `transact` (one batch = one kernel transaction, every message acked,
 //! refusals typed and pointing at the message), `dump_table` (one table's
-//! objects, consistent, filtered by the kernel), `table_exists`,
+//! objects, consistent, filtered by the kernel), `table_handle`,
+//! `read_chain_and_heads` (one chain and the first rules of others, for
+//! iptables-nft),
 //! `delete_table_if_empty` (refused by the kernel unless empty), `owner_support` (what table
 //! ownership the kernel offers). Payloads are the
 //! `netlink_packet_netfilter::nftables::NfTablesMessage` values the model
 //! builds and reads; this module only moves them.
 
 mod batch;
+mod chain_read;
 mod dump;
 mod error;
 mod frame;
@@ -18,7 +21,8 @@ mod socket;
 mod table;
 
 pub use batch::{default_flags, describe, transact, BatchMsg};
-pub use dump::{chain_exists, chain_names, dump_table, family_name, table_exists, table_of, TableDump};
+pub use chain_read::{read_chain_and_heads, ChainRead};
+pub use dump::{chain_exists, chain_names, dump_table, family_name, table_handle, table_of, TableDump};
 pub use error::{NfnlError, NfnlErrorKind};
 pub use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 pub use owner_process::{describe_owner, owner_process, port_alive, OwnerProcess};

@@ -1,4 +1,5 @@
-//! `delete_table_if_empty`: deletes one nf_tables table only when it holds
+//! `delete_table_if_empty`: deletes one nf_tables table, named by its handle
+//! (that instance, not a later table of the same name), only when it holds
 //! nothing (no chain, set, object or flowtable), decided by the kernel in the
 //! same transaction: DELTABLE carries `NLM_F_NONREC`, so a table that is in
 //! use is refused with EBUSY instead of being flushed (without the flag the
@@ -20,13 +21,15 @@ pub enum TableFate {
     Deleted,
     /// It holds something (the kernel refused with EBUSY): left alone.
     InUse,
+    /// No table has that handle (deleted, perhaps replaced by another of the same name).
     Absent,
 }
 
-/// Deletes table `family`/`table` if, and only if, it is empty.
-pub fn delete_table_if_empty(sock: &NfnlSocket, family: u8, table: &str) -> Result<TableFate, NfnlError> {
+/// Deletes the table of family `family` with handle `handle` if, and only
+/// if, it is empty.
+pub fn delete_table_if_empty(sock: &NfnlSocket, family: u8, handle: u64) -> Result<TableFate, NfnlError> {
     let del = NfTablesMessage::DeleteTable(TableMessage {
-        attributes: vec![TableAttribute::Name(table.into())],
+        attributes: vec![TableAttribute::Handle(handle)],
     });
     match transact(sock, vec![BatchMsg::new(family, del).with_flags(NLM_F_NONREC)]) {
         Ok(()) => Ok(TableFate::Deleted),

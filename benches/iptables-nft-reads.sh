@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# iptables-nft reads only what is ours (issue 15): `apiserver-guard status` on iptables-nft,
+# which reads our chain and rule 1 of each hooked chain over nf_tables netlink, next to the
+# nftables backend's status and to the same iptables-nft status forced through the text
+# read-back (`iptables-nft-save` of the whole table: the reference file removed before each
+# run); then variant detection (`status --backend iptables`) in three host states; then the
+# daemon's repair of our chain and jump removed with N foreign rules (benches/repair_latency).
+# Runs in its own network namespaces; prints markdown tables of medians (ms).
+# Usage: benches/iptables-nft-reads.sh [RUNS] [N] [REPAIRS]   (as root; default 7 runs,
+#        N = 100000 foreign rules, 20 repairs; ~4 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
+RUNS=${1:-7}
+N=${2:-100000}
+REPAIRS=${3:-20}
+cargo build --release --locked -q
+BIN="$PWD/target/release/apiserver-guard"
+NS="agbench-ipt-$$"
+REFS=/run/apiserver-guard/iptables-nft-reference
+trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh   # ms_runs, ms_median, load_foreign
+POLICY=(--container-cidr 10.0.0.0/16 --apiserver 192.168.50.10:5443 --mode tunnel --config /dev/null)
+forget_reference() { rm -f "$REFS"/*; }
+fresh_ns() { ip netns del "$NS" 2>/dev/null || true; ip netns add "$NS"; }
+in_sync() { ip netns exec "$NS" "$BIN" status "${POLICY[@]}" "$@" >/dev/null || { echo "status $* not in sync" >&2; exit 1; }; }
+
+echo "#### \`status\`: our chain over netlink vs the whole table as text"
+echo
+echo "| foreign rules (iptables-nft) | nftables backend (ms) | iptables-nft, netlink read (ms) | iptables-nft / nftables | iptables-nft, text read-back (ms) | \`--version\` (ms) |"
+echo "|---:|---:|---:|---:|---:|---:|"
+for n in 0 "$N"; do
+  fresh_ns
+  load_foreign nft "$n"
+  ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --backend nftables >/dev/null
+  in_sync --backend nftables
+  nft=$(ms_runs 1 : ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend nftables)
+  ip netns exec "$NS" "$BIN" remove >/dev/null
+  ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --backend iptables-nft >/dev/null
+  in_sync --backend iptables-nft
+  fast=$(ms_runs 1 : ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend iptables-nft)
+  text=$(ms_runs 1 forget_reference ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend iptables-nft)
+  version=$(ms_median ip netns exec "$NS" "$BIN" --version)
+  ratio=$(awk -v a="$fast" -v b="$nft" 'BEGIN {printf "%.1f x", (b > 0 ? a / b : 0)}')
+  echo "| $n | $nft | $fast | $ratio | $text | $version |"
+done
+echo
+echo "Median of $RUNS runs each, including \`ip netns exec\`. Target: iptables-nft \`status\` within 3 x the nftables backend's at $N foreign rules."
+echo
+echo "#### Variant detection (\`status --backend iptables\`) with $N foreign rules in iptables-nft"
+echo
+echo "| host state | variant chosen | \`status --backend iptables\` (ms) |"
+echo "|---|---|---:|"
+for state in nft-hint legacy-hint no-hint; do
+  fresh_ns
+  load_foreign nft "$N"
+  case $state in
+    nft-hint) ip netns exec "$NS" iptables-nft -t mangle -N KUBE-IPTABLES-HINT; what="kubelet's hint chain in iptables-nft's mangle table" ;;
+    legacy-hint) ip netns exec "$NS" iptables-legacy -t mangle -N KUBE-IPTABLES-HINT; what="kubelet's hint chain in iptables-legacy's mangle table" ;;
+    no-hint) what="no hint chain anywhere (rules counted in both variants)" ;;
+  esac
+  ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --backend iptables >/dev/null
+  in_sync --backend iptables
+  chosen=$(ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend iptables | sed -n 's/^backend: \([a-z-]*\).*/\1/p')
+  t=$(ms_runs 1 : ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend iptables)
+  echo "| $what | $chosen | $t |"
+done
+echo
+echo "Median of $RUNS runs each; the variant is the one \`status\` names."
+echo
+echo "#### The daemon's repair with $N foreign rules (iptables-nft)"
+echo
+ip netns del "$NS" 2>/dev/null || true
+forget_reference
+cargo bench --locked -q --bench repair_latency -- --only "iptables-nft:$N" --slow-iterations "$REPAIRS" \
+  --foreign "$N" --start-runs 1 --no-doc

@@ -1,0 +1,90 @@
+//! Where the iptables-nft read-back keeps its reference
+//! (`core::iptables_nft_read::Reference`: the bytes iptables-nft wrote for
+//! our rules) between reads: in this process, and in one file per network
+//! namespace and family under `/run/apiserver-guard/iptables-nft-reference/`
+//! (tmpfs, root only) so that the next `status`, another process, finds it.
+//! Best effort both ways: no file, a file learnt for another wanted state or
+//! one that does not parse only means the next read is the text read-back,
+//! which learns it again.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::iptables_created::netns_name;
+use crate::core::iptables_nft_read::Reference;
+use crate::core::model::Family;
+
+/// Directory of the files (tmpfs).
+const DIR: &str = "/run/apiserver-guard/iptables-nft-reference";
+
+/// References this process learnt or loaded, by file name.
+static KNOWN: Mutex<Option<HashMap<String, Reference>>> = Mutex::new(None);
+
+/// The file name of one family's reference in this network namespace.
+fn name(fam: Family) -> Option<String> {
+    let fam = match fam {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    Some(format!("{}-{fam}", netns_name().ok()?))
+}
+
+/// The reference learnt for the wanted state `key` in family `fam`, if any.
+pub fn load(fam: Family, key: &str) -> Option<Reference> {
+    let name = name(fam)?;
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    let known = known.get_or_insert_with(HashMap::new);
+    if let Some(r) = known.get(&name).filter(|r| r.key == key) {
+        return Some(r.clone());
+    }
+    let text = std::fs::read(PathBuf::from(DIR).join(&name)).ok()?;
+    let r: Reference = serde_json::from_slice(&text).ok()?;
+    if r.key != key {
+        return None;
+    }
+    known.insert(name, r.clone());
+    Some(r)
+}
+
+/// Keeps `reference` for family `fam` (memory, then the file: a read-only
+/// /run, as in a container, keeps it in memory only).
+pub fn store(fam: Family, reference: &Reference) {
+    let Some(name) = name(fam) else { return };
+    {
+        let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+        let known = known.get_or_insert_with(HashMap::new);
+        if known.get(&name) == Some(reference) {
+            return;
+        }
+        known.insert(name.clone(), reference.clone());
+    }
+    if let Err(e) = write(&name, reference) {
+        log::debug!("cannot keep the iptables-nft reference in {DIR}: {e}");
+    }
+}
+
+fn write(name: &str, reference: &Reference) -> std::io::Result<()> {
+    std::fs::create_dir_all(DIR)?;
+    let path = PathBuf::from(DIR).join(name);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec(reference).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Forgets family `fam`'s reference (our objects were removed).
+pub fn forget(fam: Family) {
+    let Some(name) = name(fam) else { return };
+    if let Some(known) = KNOWN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        known.remove(&name);
+    }
+    let _ = std::fs::remove_file(PathBuf::from(DIR).join(name));
+}

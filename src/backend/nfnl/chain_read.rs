@@ -1,0 +1,167 @@
+//! `read_chain_and_heads`: one chain of a table and the first rule of some
+//! others, without reading the rest of the table (what iptables-nft's
+//! `iptables-nft-save` cannot do: it reads the whole table, seconds on a node
+//! with 100,000 rules). GETCHAIN naming the chain (its use count: how many
+//! rules jump to it), a GETRULE dump naming the chain (the kernel walks that
+//! chain alone) and, for each head chain, a GETRULE dump on a socket of its
+//! own that is closed after the first datagram: the kernel builds the next
+//! part of a dump only when the reader asks for it, so a chain of 100,000
+//! rules costs one datagram. The ruleset generation is read before and after;
+//! a commit in between retries the read (bounded; then `Busy`).
+
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, NfTablesMessage, RuleAttribute, RuleMessage};
+
+use super::dump::{family_name, generation, request};
+use super::error::{NfnlError, NfnlErrorKind};
+use super::frame::{self, Reply};
+use super::socket::NfnlSocket;
+
+pub use crate::core::iptables_nft_read::ChainRead;
+
+/// How many times a read torn by a concurrent commit is retried.
+const ATTEMPTS: usize = 5;
+
+/// Reads chain `chain` of `family`/`table` (use count and rules) and the
+/// first rule of each chain in `heads`, all of one ruleset generation.
+pub fn read_chain_and_heads(
+    sock: &NfnlSocket,
+    family: u8,
+    table: &str,
+    chain: &str,
+    heads: &[&str],
+) -> Result<ChainRead, NfnlError> {
+    for _ in 0..ATTEMPTS {
+        if let Some(read) = read_once(sock, family, table, chain, heads)? {
+            return Ok(read);
+        }
+    }
+    Err(NfnlError::new(
+        libc::EBUSY,
+        None,
+        format!(
+            "reading chain {chain} of table {} {table}: the ruleset changed during each of {ATTEMPTS} attempts",
+            family_name(family)
+        ),
+    ))
+}
+
+/// One attempt; None when a commit came in between.
+fn read_once(
+    sock: &NfnlSocket,
+    family: u8,
+    table: &str,
+    chain: &str,
+    heads: &[&str],
+) -> Result<Option<ChainRead>, NfnlError> {
+    let mut buf = sock.lock();
+    sock.drain(&mut buf);
+    let what = format!("reading chain {chain} of table {} {table}", family_name(family));
+    let before = generation(sock, &mut buf)?;
+    let get = NfTablesMessage::GetChain(ChainMessage {
+        attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],
+    });
+    let uses = match request(sock, &mut buf, family, get, false, &what) {
+        Ok(part) => part.of_table(family, table).iter().find_map(|m| match m {
+            NfTablesMessage::NewChain(c) => Some(
+                c.attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        ChainAttribute::Use(n) => Some(*n),
+                        _ => None,
+                    })
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        }),
+        Err(e) if e.is(NfnlErrorKind::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    let mut read = ChainRead::default();
+    if let Some(uses) = uses {
+        let part = request(sock, &mut buf, family, rules_of(table, chain), true, &what)?;
+        if part.interrupted {
+            return Ok(None);
+        }
+        let rules = part
+            .of_table(family, table)
+            .into_iter()
+            .filter_map(|m| match m {
+                NfTablesMessage::NewRule(r) if names_chain(&r, chain) => Some(r),
+                _ => None,
+            })
+            .collect();
+        read.chain = Some((uses, rules));
+    }
+    for head in heads {
+        read.heads.push(first_rule(family, table, head)?);
+    }
+    let after = generation(sock, &mut buf)?;
+    read.generation = before;
+    Ok((before == after).then_some(read))
+}
+
+/// A GETRULE dump request for the rules of one chain.
+fn rules_of(table: &str, chain: &str) -> NfTablesMessage {
+    NfTablesMessage::GetRule(RuleMessage {
+        attributes: vec![RuleAttribute::Table(table.into()), RuleAttribute::Chain(chain.into())],
+    })
+}
+
+fn names_chain(rule: &RuleMessage, chain: &str) -> bool {
+    rule.attributes
+        .iter()
+        .any(|a| matches!(a, RuleAttribute::Chain(c) if c == chain))
+}
+
+/// The first rule of chain `chain` (None: the chain is empty or absent),
+/// read on a socket of its own that is dropped, dump unfinished, as soon as
+/// the first rule arrives.
+fn first_rule(family: u8, table: &str, chain: &str) -> Result<Option<RuleMessage>, NfnlError> {
+    let what = format!(
+        "reading the first rule of chain {chain} of table {} {table}",
+        family_name(family)
+    );
+    let sock = NfnlSocket::open().map_err(|e| NfnlError::io(&e, &what))?;
+    let mut buf = sock.lock();
+    let seq = sock.reserve_seq(1);
+    let mut bytes = Vec::with_capacity(64);
+    frame::encode(
+        &mut bytes,
+        family,
+        0,
+        rules_of(table, chain),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+    );
+    sock.send(&bytes).map_err(|e| NfnlError::io(&e, &what))?;
+    loop {
+        let n = sock.recv(&mut buf).map_err(|e| NfnlError::io(&e, &what))?;
+        let replies = frame::parse_datagram_of(&buf[..n], Some(table)).map_err(|e| NfnlError {
+            context: format!("{what}: {}", e.context),
+            ..e
+        })?;
+        for reply in replies {
+            if reply.seq() != seq {
+                continue;
+            }
+            match reply {
+                Reply::Object {
+                    family: f,
+                    msg: NfTablesMessage::NewRule(r),
+                    ..
+                } if f == family && names_chain(&r, chain) => return Ok(Some(r)),
+                Reply::Done { errno: 0, .. } => return Ok(None),
+                Reply::Done { errno, .. } | Reply::Ack { errno, .. } if errno != 0 => {
+                    let e = NfnlError::new(errno, None, &what);
+                    return if e.is(NfnlErrorKind::NotFound) {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! iptables-nft read back over nf_tables netlink, without
+//! `iptables-nft-save` of the whole table: what was read (`ChainRead`: our
+//! chain's use count and rules, the first rule of each hook chain), the
+//! `Reference` it is compared with, and the decisions (pure).
+//!
+//! The reference is the bytes iptables-nft itself wrote for our rules (each
+//! rule's expressions, counter values zeroed, and its userdata), learnt from a
+//! read whose `iptables-nft-save` text matched what we want exactly, in the
+//! same ruleset generation. A later read whose bytes equal it is therefore in
+//! sync by that same text standard, without the text. Anything the bytes
+//! cannot decide (a rule of our chain that differs, a jump outside rule 1, no
+//! reference yet) is left to the text read-back, which also names what
+//! changed; the bytes never weaken it. What the bytes decide alone:
+//! in sync, our chain absent or empty, a jump missing from rule 1 of a hook
+//! chain while no other jump to our chain exists (the chain's use count
+//! less its own rules).
+
+use super::iptables_state::{IptObserved, JumpState};
+use super::policy::Hook;
+use super::render_iptables::IptDesired;
+use netlink_packet_core::{DefaultNla, Emitable, Nla};
+use netlink_packet_netfilter::nftables::{ExpressionAttribute, Expressions, ListAttribute, RuleAttribute, RuleMessage};
+use serde::{Deserialize, Serialize};
+
+/// Our chain and the heads of the hook chains, as the kernel holds them (one ruleset generation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainRead {
+    /// The ruleset generation the read was taken in.
+    pub generation: u32,
+    /// Our chain: None when absent, else its use count as the kernel
+    /// reports it (the rules it holds plus the rules that jump to it) and
+    /// its rules in order.
+    pub chain: Option<(u32, Vec<RuleMessage>)>,
+    /// Rule 1 of each head chain asked for, in that order (None: empty or absent).
+    pub heads: Vec<Option<RuleMessage>>,
+}
+
+/// What iptables-nft wrote for the rules we want: one entry per rule of our
+/// chain, in order, and our jump rule (the same in every hook chain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The wanted state it was learnt for (`key`).
+    pub key: String,
+    pub rules: Vec<Vec<u8>>,
+    pub jump: Vec<u8>,
+}
+
+/// The identity of a wanted state: our chain's rule lines and the hooks.
+pub fn key(want: &IptDesired) -> String {
+    let hooks: Vec<&str> = want.hooks.iter().map(|h| h.iptables_chain()).collect();
+    format!("{}\n# hooks: {}", want.rules.join("\n"), hooks.join(" "))
+}
+
+/// The hook chains whose first rule a read needs: the hooks we want.
+pub fn heads(want: Option<&IptDesired>) -> Vec<Hook> {
+    want.map(|w| w.hooks.clone()).unwrap_or_default()
+}
+
+/// One rule as compared: its expressions with counter values zeroed, and its
+/// userdata, as netlink bytes (handle, position, table and chain left out).
+pub fn rule_bytes(rule: &RuleMessage) -> Vec<u8> {
+    let kept: Vec<RuleAttribute> = rule
+        .attributes
+        .iter()
+        .filter_map(|a| match a {
+            RuleAttribute::Expressions(list) => {
+                Some(RuleAttribute::Expressions(list.iter().map(zero_counter).collect()))
+            }
+            RuleAttribute::UserData(_) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut out = vec![0u8; kept.as_slice().buffer_len()];
+    kept.as_slice().emit(&mut out);
+    out
+}
+
+/// A `counter` expression with its packet and byte counts set to zero; any other expression as it is.
+fn zero_counter(expr: &ListAttribute<ExpressionAttribute>) -> ListAttribute<ExpressionAttribute> {
+    let ListAttribute::Element(parts) = expr else {
+        return expr.clone();
+    };
+    if !parts
+        .iter()
+        .any(|p| matches!(p, ExpressionAttribute::Name(n) if n == "counter"))
+    {
+        return expr.clone();
+    }
+    let zero = |nlas: &[DefaultNla]| -> Vec<DefaultNla> {
+        nlas.iter()
+            .map(|n| DefaultNla::new(n.kind(), vec![0; n.value_len()]))
+            .collect()
+    };
+    ListAttribute::Element(
+        parts
+            .iter()
+            .map(|p| match p {
+                ExpressionAttribute::Data(Expressions::Other {
+                    expression_type,
+                    attributes,
+                }) => ExpressionAttribute::Data(Expressions::Other {
+                    expression_type: expression_type.clone(),
+                    attributes: zero(attributes),
+                }),
+                ExpressionAttribute::Data(Expressions::Unknown(attributes)) => {
+                    ExpressionAttribute::Data(Expressions::Unknown(zero(attributes)))
+                }
+                other => other.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The reference learnt from `read`, taken in the same generation as an
+/// `iptables-nft-save` whose text matched `want` exactly (the caller's
+/// promise). None when the read does not hold our chain and a jump at rule 1
+/// of every wanted hook (then there is nothing to learn from).
+pub fn learn(want: &IptDesired, read: &ChainRead) -> Option<Reference> {
+    let (_, rules) = read.chain.as_ref()?;
+    let jumps: Vec<Vec<u8>> = read
+        .heads
+        .iter()
+        .map(|h| h.as_ref().map(rule_bytes))
+        .collect::<Option<_>>()?;
+    let jump = jumps.first()?.clone();
+    if jumps.iter().any(|j| *j != jump) || read.heads.len() != want.hooks.len() {
+        return None;
+    }
+    Some(Reference {
+        key: key(want),
+        rules: rules.iter().map(rule_bytes).collect(),
+        jump,
+    })
+}
+
+/// What `iptables-nft-save` would have shown of our objects, derived from
+/// the netlink read where the bytes decide (see the module doc); None
+/// where they cannot, or when `want` is None (removal needs the full
+/// picture: other rules and policies of the hook chains).
+/// The head chains of `read` are `want`'s hooks, in order.
+pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &ChainRead) -> Option<IptObserved> {
+    let Some(want) = want else {
+        // Nothing wanted and nothing of ours: in sync without more.
+        return read.chain.is_none().then(IptObserved::default);
+    };
+    if read.heads.len() != want.hooks.len() {
+        return None;
+    }
+    let reference = reference.filter(|r| r.key == key(want));
+    let mut seen = IptObserved::default();
+    // How many rules jump to our chain.
+    let jumps = match &read.chain {
+        None => 0,
+        Some((uses, rules)) => {
+            if rules.is_empty() {
+                seen.chain = Some(Vec::new());
+            } else if reference.is_some_and(|r| {
+                r.rules.len() == rules.len() && rules.iter().map(rule_bytes).eq(r.rules.iter().cloned())
+            }) {
+                seen.chain = Some(want.rules.clone());
+            } else {
+                return None;
+            }
+            uses.checked_sub(u32::try_from(rules.len()).ok()?)?
+        }
+    };
+    let mut at_top = 0u32;
+    for (hook, head) in want.hooks.iter().zip(&read.heads) {
+        let ours = match (head, reference) {
+            (None, _) => false,
+            (Some(rule), Some(r)) => rule_bytes(rule) == r.jump,
+            // Nothing jumps to our chain: rule 1 cannot be our jump.
+            (Some(_), None) if jumps == 0 => false,
+            (Some(_), None) => return None,
+        };
+        if ours {
+            at_top += 1;
+            seen.jumps.insert(*hook, JumpState { at_top: true, count: 1 });
+        } else {
+            seen.jumps.insert(*hook, JumpState::default());
+            if let Some(rule) = head {
+                seen.top_rule.insert(*hook, foreign(rule));
+            }
+        }
+    }
+    // Every jump to our chain is one counted at rule 1 of a wanted hook:
+    // none further down, none in another chain.
+    (at_top == jumps).then_some(seen)
+}
+
+/// How a foreign rule 1 is named without its text.
+fn foreign(rule: &RuleMessage) -> String {
+    let handle = rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Handle(h) => Some(*h),
+        _ => None,
+    });
+    match handle {
+        Some(h) => format!("a rule apiserver-guard did not write, nf_tables handle {h}"),
+        None => "a rule apiserver-guard did not write".to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "iptables_nft_read_tests.rs"]
+mod tests;

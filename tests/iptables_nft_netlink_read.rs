@@ -1,0 +1,204 @@
+//! iptables-nft reads only what is ours (issue 15, item 4), on a real
+//! kernel: with foreign rules in FORWARD and a foreign chain, `status` in
+//! sync and the repair of `iptables-nft -F` are decided from nf_tables
+//! netlink alone (no `iptables-nft-save`, counted through a PATH shim); a
+//! changed rule of ours still goes to the text read-back that names it; a
+//! reference that is wrong (tampered file) can never make `status` say
+//! "in sync" by itself: the text read-back decides and the reference is
+//! learnt again.
+
+mod common;
+
+use common::bad_input_cases::TempDir;
+use common::guard_cases::*;
+use common::*;
+use std::path::PathBuf;
+
+/// Foreign rules put in FORWARD (below our jump) and in a foreign chain.
+const FOREIGN: usize = 2000;
+
+fn policy() -> GuardPolicy {
+    GuardPolicy::new(
+        Backend::IptablesNft,
+        "tunnel",
+        &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6],
+        &[&endpoint(API_V4, Some(API_PORT)), &endpoint(API_V6, Some(API_PORT))],
+    )
+}
+
+/// A directory whose `iptables-nft-save` / `ip6tables-nft-save` log each
+/// call to `saves.log`, then run the real tool.
+struct SaveCounter {
+    dir: TempDir,
+}
+
+impl SaveCounter {
+    fn new() -> SaveCounter {
+        let dir = TempDir::new("save-counter");
+        for tool in ["iptables-nft-save", "ip6tables-nft-save"] {
+            let real = find_in_path(tool);
+            let script = format!(
+                "#!/bin/sh\necho {tool} >> {}\nexec {} \"$@\"\n",
+                dir.path().join("saves.log").display(),
+                real.display()
+            );
+            let path = dir.file(tool, &script);
+            std::process::Command::new("chmod")
+                .args(["755", &path])
+                .status()
+                .expect("chmod");
+        }
+        SaveCounter { dir }
+    }
+
+    /// How many saves ran since the last call.
+    fn take(&self) -> usize {
+        let log = self.dir.path().join("saves.log");
+        let n = std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
+        let _ = std::fs::remove_file(&log);
+        n
+    }
+
+    /// `apiserver-guard <args>` in `ns` with the counting tools first in PATH.
+    fn guard(&self, ns: &Netns, args: &[String]) -> GuardRun {
+        let path = format!(
+            "PATH={}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run_guard_with(ns, &[path], args)
+    }
+}
+
+fn find_in_path(tool: &str) -> PathBuf {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| PathBuf::from(d).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} not found"))
+}
+
+/// `status --output json` through the counter: the run, its findings, and how many saves it ran.
+fn status(c: &SaveCounter, ns: &Netns) -> (GuardRun, String, usize) {
+    let mut args = policy().args("status");
+    args.extend(["--output".into(), "json".into()]);
+    let r = c.guard(ns, &args);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {r:?}"));
+    (r, json["drift"].to_string(), c.take())
+}
+
+/// The file holding the IPv4 reference of `ns` (named by the namespace's
+/// cookie, read by the library itself on a thread that joined `ns`).
+fn reference_file(ns: &Netns) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let path = ns.path();
+    let name = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        apiserver_guard::verify::netns::enter(file.as_raw_fd()).expect("setns");
+        apiserver_guard::backend::iptables_created::netns_name().expect("netns name")
+    })
+    .join()
+    .expect("netns thread");
+    PathBuf::from(format!("/run/apiserver-guard/iptables-nft-reference/{name}-ip"))
+}
+
+fn add_foreign_rules(ns: &Netns) {
+    let mut text = String::from("*filter\n:FOREIGN - [0:0]\n");
+    for i in 0..FOREIGN {
+        text.push_str(&format!("-A FORWARD -s 172.16.{}.{}/32 -j ACCEPT\n", i / 256, i % 256));
+        text.push_str(&format!("-A FOREIGN -d 172.17.{}.{}/32 -j ACCEPT\n", i / 256, i % 256));
+    }
+    text.push_str("COMMIT\n");
+    let file = std::env::temp_dir().join(format!("ag-foreign-{}", std::process::id()));
+    std::fs::write(&file, text).expect("write foreign rules");
+    ns.run_ok(&["iptables-nft-restore", "--noflush", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn iptables_nft_reads_only_what_is_ours() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    let p = policy();
+    let apply = p.args("apply");
+
+    // Installed with foreign rules around: the apply reads back through the
+    // text once and learns the bytes; from then on status needs no save.
+    add_foreign_rules(&topo.node);
+    c.guard(&topo.node, &apply).expect_code(0, "apply");
+    c.take();
+    let (r, drift, saves) = status(&c, &topo.node);
+    r.expect_code(0, "status after apply");
+    assert_eq!(saves, 0, "status in sync ran iptables-nft-save: {drift}");
+    assert!(
+        reference_file(&topo.node).is_file(),
+        "the reference is kept for the next process"
+    );
+
+    // Everything flushed: found and repaired without reading the table.
+    for tool in ["iptables-nft", "ip6tables-nft"] {
+        topo.node.run_ok(&[tool, "-w", "10", "-F"]);
+    }
+    let (r, drift, saves) = status(&c, &topo.node);
+    r.expect_code(3, "status after -F");
+    assert!(
+        drift.contains("flushed") && drift.contains("our jump is missing"),
+        "{drift}"
+    );
+    assert_eq!(saves, 0, "a flush is decided from netlink: {drift}");
+    c.guard(&topo.node, &apply).expect_code(0, "apply after -F");
+    assert_eq!(c.take(), 0, "the repair of a flush read no whole table");
+    let (r, _, saves) = status(&c, &topo.node);
+    r.expect_code(0, "status after the repair");
+    assert_eq!(saves, 0);
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "after the repair of -F");
+
+    // A changed rule of ours: the text read-back names it.
+    let negated = format!(
+        "-R APISERVER-GUARD 2 ! -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} \
+         -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+    );
+    let args: Vec<&str> = negated.split_whitespace().collect();
+    ipt_ok(&topo.node, false, "nft", &args);
+    let (r, drift, saves) = status(&c, &topo.node);
+    r.expect_code(3, "status after a negated match");
+    assert!(drift.contains(&format!("! -s {CONTAINER_CIDR_V4}")), "{drift}");
+    assert!(saves > 0, "a changed rule is named from the text read-back");
+    c.guard(&topo.node, &apply)
+        .expect_code(0, "apply after the negated match");
+    c.take();
+
+    // A wrong reference (one byte of our first rule changed in the file)
+    // cannot say "in sync" by itself: the bytes differ, the text decides, and
+    // the right bytes are learnt again.
+    let file = reference_file(&topo.node);
+    let good = std::fs::read_to_string(&file).expect("reference file");
+    let mut wrong: serde_json::Value = serde_json::from_str(&good).expect("reference JSON");
+    let byte = &mut wrong["rules"][0][40];
+    *byte = serde_json::json!(byte.as_u64().expect("a byte") ^ 1);
+    std::fs::write(&file, wrong.to_string()).expect("write the wrong reference");
+    let (r, _, saves) = status(&c, &topo.node);
+    r.expect_code(0, "status with a wrong reference");
+    assert!(saves > 0, "a reference that does not match is not trusted");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("reference file"),
+        good,
+        "learnt again"
+    );
+    let (_, _, saves) = status(&c, &topo.node);
+    assert_eq!(saves, 0);
+
+    // Removal forgets it.
+    remove_with(&c, &topo.node);
+    assert!(!file.exists(), "remove deleted the reference");
+}
+
+fn remove_with(c: &SaveCounter, ns: &Netns) {
+    let args = vec!["remove".to_string()];
+    c.guard(ns, &args).expect_code(0, "remove");
+}
