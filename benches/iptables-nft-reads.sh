@@ -73,5 +73,9 @@ echo "#### The daemon's repair with $N foreign rules (iptables-nft)"
 echo
 ip netns del "$NS" 2>/dev/null || true
 forget_reference
+echo "From the foreign command that removed the block (\`-F APISERVER-GUARD\` + \`-D FORWARD\` our jump, one \`iptables-nft-restore --noflush\`) to the pod refused again, and what the daemon logged as its check + repair (benches/repair_latency, as in section 3; ms):"
+echo
+# Only the two tables of that row (section 3 explains the method).
 cargo bench --locked -q --bench repair_latency -- --only "iptables-nft:$N" --slow-iterations "$REPAIRS" \
-  --foreign "$N" --start-runs 1 --no-doc
+  --foreign "$N" --start-runs 1 --no-doc |
+  awk '/^### Drift-to-repair latency/ {on = 1} /^### Exposure/ {on = 0} on && /^\|/ {print; blank = 1; next} on && blank && /^$/ {print; blank = 0}'
