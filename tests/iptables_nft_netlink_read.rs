@@ -202,3 +202,55 @@ fn remove_with(c: &SaveCounter, ns: &Netns) {
     let args = vec!["remove".to_string()];
     c.guard(ns, &args).expect_code(0, "remove");
 }
+
+/// FORWARD replaced (with nft) by a chain that is not the built-in one: a
+/// regular chain of that name, or a base chain at another hook. A jump there
+/// would filter nothing: `status` says so in plain words (exit 3), and
+/// `apply` does not delete someone else's chain to fix it (iptables-nft
+/// refuses to use it: exit 1, the message passed on).
+#[test]
+fn a_forward_chain_that_is_not_hooked_at_forward_is_named() {
+    if !can_run() {
+        return;
+    }
+    for replacement in ["", "{ type filter hook input priority 0; }"] {
+        let topo = Topology::new();
+        let c = SaveCounter::new();
+        let p = policy();
+        c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+        ipt_ok(
+            &topo.node,
+            false,
+            "nft",
+            &[
+                "-D",
+                "FORWARD",
+                "-m",
+                "comment",
+                "--comment",
+                "apiserver-guard",
+                "-j",
+                "APISERVER-GUARD",
+            ],
+        );
+        topo.node.run_ok(&["nft", "delete", "chain", "ip", "filter", "FORWARD"]);
+        let mut add = vec!["nft", "add", "chain", "ip", "filter", "FORWARD"];
+        if !replacement.is_empty() {
+            add.push(replacement);
+        }
+        topo.node.run_ok(&add);
+        let (r, drift, _) = status(&c, &topo.node);
+        r.expect_code(3, &format!("status with FORWARD replaced by {replacement:?}"));
+        assert!(
+            drift.contains("is not the built-in chain") && drift.contains("not hooked at forward"),
+            "{replacement:?}: {drift}"
+        );
+        let applied = c.guard(&topo.node, &p.args("apply"));
+        assert_eq!(applied.code, 1, "{replacement:?}: {applied:?}");
+        let chains = topo.node.run_ok(&["nft", "list", "chains", "ip"]);
+        assert!(
+            chains.contains("chain FORWARD"),
+            "the replacement is left alone: {chains}"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use super::nfnl::{
 };
 use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
-use crate::core::iptables_nft_read::{derive, heads, key, learn};
+use crate::core::iptables_nft_read::{derive, heads, key, learn, unhooked};
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved};
 use crate::core::model::{Blocklist, Family};
@@ -156,7 +156,11 @@ impl<'r> Iptables<'r> {
         if let Some(seen) = before.as_ref().ok().and_then(|r| derive(want, reference.as_ref(), r)) {
             return Ok(seen);
         }
-        let seen = self.observe(fam)?;
+        let mut seen = self.observe(fam)?;
+        // A hook chain moved to another hook reads like the built-in one as text.
+        if let Ok(before) = &before {
+            seen.unhooked.extend(unhooked(&heads(want), before));
+        }
         if let (Some(w), Ok(before)) = (want, before) {
             if diff_iptables(Some(w), &seen, "").is_empty() {
                 // Learnt only if nothing was committed between the two

@@ -257,6 +257,19 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
         let j = seen.jumps.get(&hook).copied().unwrap_or_default();
         let used = want.is_some_and(|w| w.hooks.contains(&hook));
         let obj = format!("{label} chain {}", hook.iptables_chain());
+        if used && seen.unhooked.contains(&hook) {
+            out.push(drift(
+                DriftKind::ChainChanged,
+                obj.clone(),
+                format!(
+                    "is not the built-in chain: a chain named {0} that is not hooked at {1} stands in its place, so a \
+                     jump in it filters nothing; apiserver-guard does not delete other people's chains: move out what \
+                     is needed, delete it with nft, then run apply",
+                    hook.iptables_chain(),
+                    hook.iptables_chain().to_lowercase()
+                ),
+            ));
+        }
         if used && !j.at_top {
             let (kind, problem) = match seen.top_rule.get(&hook) {
                 Some(top) => (

@@ -19,8 +19,12 @@ use super::iptables_state::{IptObserved, JumpState};
 use super::policy::Hook;
 use super::render_iptables::IptDesired;
 use netlink_packet_core::{DefaultNla, Emitable, Nla};
-use netlink_packet_netfilter::nftables::{ExpressionAttribute, Expressions, ListAttribute, RuleAttribute, RuleMessage};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, ExpressionAttribute, Expressions, Hook as ChainHook, ListAttribute, RuleAttribute,
+    RuleMessage,
+};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// Our chain and the heads of the hook chains, as the kernel holds them (one ruleset generation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,8 +35,49 @@ pub struct ChainRead {
     /// reports it (the rules it holds plus the rules that jump to it) and
     /// its rules in order.
     pub chain: Option<(u32, Vec<RuleMessage>)>,
-    /// Rule 1 of each head chain asked for, in that order (None: empty or absent).
-    pub heads: Vec<Option<RuleMessage>>,
+    /// Each head chain asked for, in that order.
+    pub heads: Vec<Head>,
+}
+
+/// One hook chain as read: the chain itself and its rule 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    /// None: the chain does not exist.
+    pub chain: Option<ChainMessage>,
+    /// None: the chain is empty or absent.
+    pub first: Option<RuleMessage>,
+}
+
+/// The netfilter hook number of the built-in chain of `hook` (NF_INET_*).
+fn hook_number(hook: Hook) -> u32 {
+    match hook {
+        Hook::Input => 1,
+        Hook::Forward => 2,
+        Hook::Output => 3,
+    }
+}
+
+/// The hook chains that exist but are not a base chain at their hook (a
+/// regular chain of that name, or a base chain hooked elsewhere): a jump in
+/// them filters nothing. `read.heads` are `hooks`, in order.
+pub fn unhooked(hooks: &[Hook], read: &ChainRead) -> BTreeSet<Hook> {
+    hooks
+        .iter()
+        .zip(&read.heads)
+        .filter(|(hook, head)| {
+            head.chain.as_ref().is_some_and(|c| {
+                let number = c.attributes.iter().find_map(|a| match a {
+                    ChainAttribute::Hook(parts) => parts.iter().find_map(|p| match p {
+                        ChainHook::Number(n) => Some(u32::from(*n)),
+                        _ => None,
+                    }),
+                    _ => None,
+                });
+                number != Some(hook_number(**hook))
+            })
+        })
+        .map(|(hook, _)| *hook)
+        .collect()
 }
 
 /// What iptables-nft wrote for the rules we want: one entry per rule of our
@@ -117,10 +162,13 @@ fn zero_counter(expr: &ListAttribute<ExpressionAttribute>) -> ListAttribute<Expr
 /// of every wanted hook (then there is nothing to learn from).
 pub fn learn(want: &IptDesired, read: &ChainRead) -> Option<Reference> {
     let (_, rules) = read.chain.as_ref()?;
+    if !unhooked(&want.hooks, read).is_empty() {
+        return None;
+    }
     let jumps: Vec<Vec<u8>> = read
         .heads
         .iter()
-        .map(|h| h.as_ref().map(rule_bytes))
+        .map(|h| h.first.as_ref().map(rule_bytes))
         .collect::<Option<_>>()?;
     let jump = jumps.first()?.clone();
     if jumps.iter().any(|j| *j != jump) || read.heads.len() != want.hooks.len() {
@@ -147,7 +195,10 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &C
         return None;
     }
     let reference = reference.filter(|r| r.key == key(want));
-    let mut seen = IptObserved::default();
+    let mut seen = IptObserved {
+        unhooked: unhooked(&want.hooks, read),
+        ..Default::default()
+    };
     // How many rules jump to our chain.
     let jumps = match &read.chain {
         None => 0,
@@ -166,6 +217,7 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &C
     };
     let mut at_top = 0u32;
     for (hook, head) in want.hooks.iter().zip(&read.heads) {
+        let head = &head.first;
         let ours = match (head, reference) {
             (None, _) => false,
             (Some(rule), Some(r)) => rule_bytes(rule) == r.jump,

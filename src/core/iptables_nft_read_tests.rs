@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::core::drift::{diff_iptables, DriftKind};
-use netlink_packet_netfilter::nftables::RuleAttribute;
+use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, HookNumber, RuleAttribute};
 
 fn expr(name: &str, attrs: Vec<(u16, Vec<u8>)>) -> ListAttribute<ExpressionAttribute> {
     ListAttribute::Element(vec![
@@ -37,6 +37,29 @@ fn rule(chain: &str, handle: u64, value: u8, packets: u64) -> RuleMessage {
     }
 }
 
+/// Hook chain FORWARD as the kernel reports it: a base chain at `hook_number` (None: a regular chain).
+fn forward_chain(hook_number: Option<u32>) -> ChainMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table("filter".into()),
+        ChainAttribute::Name("FORWARD".into()),
+    ];
+    if let Some(n) = hook_number {
+        attributes.push(ChainAttribute::Hook(vec![
+            ChainHook::Number(HookNumber::Other(n)),
+            ChainHook::Priority(0),
+        ]));
+    }
+    ChainMessage { attributes }
+}
+
+/// FORWARD, the built-in chain, with `first` as its rule 1.
+fn forward(first: Option<RuleMessage>) -> Head {
+    Head {
+        chain: Some(forward_chain(Some(2))),
+        first,
+    }
+}
+
 /// Our jump rule in hook chain `chain`.
 fn jump(chain: &str, handle: u64) -> RuleMessage {
     rule(chain, handle, 0xee, 7)
@@ -61,7 +84,7 @@ fn in_sync() -> ChainRead {
             3,
             vec![rule("APISERVER-GUARD", 4, 1, 0), rule("APISERVER-GUARD", 5, 2, 0)],
         )),
-        heads: vec![Some(jump("FORWARD", 6))],
+        heads: vec![forward(Some(jump("FORWARD", 6)))],
     }
 }
 
@@ -97,7 +120,7 @@ fn learning_needs_our_chain_and_our_jump_at_rule_1_of_every_wanted_hook() {
     assert_eq!(r.key, key(&want()));
     assert_eq!(r.rules.len(), 2);
     let mut no_jump = in_sync();
-    no_jump.heads = vec![None];
+    no_jump.heads = vec![forward(None)];
     assert_eq!(learn(&want(), &no_jump), None);
     let mut no_chain = in_sync();
     no_chain.chain = None;
@@ -105,7 +128,10 @@ fn learning_needs_our_chain_and_our_jump_at_rule_1_of_every_wanted_hook() {
     let mut two = want();
     two.hooks.push(Hook::Output);
     let mut unlike = in_sync();
-    unlike.heads.push(Some(rule("OUTPUT", 8, 3, 0)));
+    unlike.heads.push(Head {
+        chain: Some(forward_chain(Some(3))),
+        first: Some(rule("OUTPUT", 8, 3, 0)),
+    });
     assert_eq!(learn(&two, &unlike), None, "two hooks whose rule 1 differ");
 }
 
@@ -155,7 +181,7 @@ fn a_flush_of_everything_is_decided_without_text() {
     let read = ChainRead {
         generation: 10,
         chain: Some((0, vec![])),
-        heads: vec![None],
+        heads: vec![forward(None)],
     };
     for reference in [Some(reference()), None] {
         let seen = derive(Some(&want()), reference.as_ref(), &read).expect("decided");
@@ -183,7 +209,7 @@ fn a_missing_chain_and_a_foreign_rule_1_are_named_without_text() {
     let read = ChainRead {
         generation: 3,
         chain: None,
-        heads: vec![Some(rule("FORWARD", 77, 9, 0))],
+        heads: vec![forward(Some(rule("FORWARD", 77, 9, 0)))],
     };
     let seen = derive(Some(&want()), None, &read).expect("decided");
     assert_eq!(seen.chain, None);
@@ -205,7 +231,7 @@ fn a_jump_anywhere_but_rule_1_goes_to_the_text_read_back() {
     let r = reference();
     // Displaced: a foreign rule 1, and our chain still referenced once.
     let displaced = ChainRead {
-        heads: vec![Some(rule("FORWARD", 77, 9, 0))],
+        heads: vec![forward(Some(rule("FORWARD", 77, 9, 0)))],
         ..in_sync()
     };
     assert_eq!(derive(Some(&want()), Some(&r), &displaced), None);
@@ -236,4 +262,37 @@ fn nothing_wanted_is_decided_only_when_nothing_of_ours_exists() {
         ..in_sync()
     };
     assert_eq!(derive(Some(&want()), Some(&reference()), &short), None);
+}
+
+#[test]
+fn a_hook_chain_that_is_not_hooked_there_is_reported_whatever_its_rules() {
+    for (what, chain) in [
+        ("a regular chain named FORWARD", forward_chain(None)),
+        ("a base chain named FORWARD at the input hook", forward_chain(Some(1))),
+    ] {
+        let read = ChainRead {
+            heads: vec![Head {
+                chain: Some(chain),
+                first: Some(jump("FORWARD", 6)),
+            }],
+            ..in_sync()
+        };
+        assert_eq!(unhooked(&want().hooks, &read), [Hook::Forward].into(), "{what}");
+        assert_eq!(learn(&want(), &read), None, "{what}: nothing learnt from it");
+        let seen = derive(Some(&want()), Some(&reference()), &read).expect("decided");
+        let drift = diff_iptables(Some(&want()), &seen, "iptables-nft");
+        assert_eq!(drift.len(), 1, "{what}: {drift:?}");
+        assert_eq!(drift[0].kind, DriftKind::ChainChanged);
+        assert!(
+            drift[0].problem.contains("not the built-in chain"),
+            "{}",
+            drift[0].problem
+        );
+    }
+    // An absent FORWARD is not "unhooked": the jump is missing, and apply creates the chain.
+    let absent = ChainRead {
+        heads: vec![Head::default()],
+        ..in_sync()
+    };
+    assert!(unhooked(&want().hooks, &absent).is_empty());
 }

@@ -27,6 +27,10 @@ pub struct IptObserved {
     pub rules_in: BTreeMap<Hook, usize>,
     /// Built-in chains whose policy is ACCEPT.
     pub accept_policy: BTreeSet<Hook>,
+    /// Hook chains that are not the built-in chain: a regular chain of that
+    /// name (iptables-nft-save declares it `:FORWARD - [0:0]`), or, read over
+    /// netlink, a base chain at another hook. A jump in it filters nothing.
+    pub unhooked: BTreeSet<Hook>,
 }
 
 impl IptObserved {
@@ -53,6 +57,9 @@ pub fn parse_save(text: &str) -> IptObserved {
         for hook in Hook::ALL {
             if line.starts_with(&format!(":{} ACCEPT ", hook.iptables_chain())) {
                 seen.accept_policy.insert(hook);
+            }
+            if line.starts_with(&format!(":{} - ", hook.iptables_chain())) {
+                seen.unhooked.insert(hook);
             }
         }
         if line.starts_with(&declared) {
@@ -127,6 +134,14 @@ COMMIT
         assert_eq!(s.rules_in[&Hook::Output], 1);
         assert!(s.accept_policy.contains(&Hook::Forward) && s.accept_policy.contains(&Hook::Output));
         assert!(!s.is_empty());
+    }
+
+    #[test]
+    fn a_regular_chain_named_like_a_hook_chain_is_unhooked() {
+        // What iptables-nft-save prints when FORWARD was replaced by a regular chain (nft).
+        let s = parse_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:FORWARD - [0:0]\nCOMMIT\n");
+        assert_eq!(s.unhooked, [Hook::Forward].into());
+        assert!(parse_save(SAVE).unhooked.is_empty());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `iptables-nft-save` cannot do: it reads the whole table, seconds on a node
 //! with 100,000 rules). GETCHAIN naming the chain (its use count: how many
 //! rules jump to it), a GETRULE dump naming the chain (the kernel walks that
-//! chain alone) and, for each head chain, a GETRULE dump on a socket of its
+//! chain alone) and, for each head chain, GETCHAIN naming it (is it hooked,
+//! and where) and a GETRULE dump on a socket of its
 //! own that is closed after the first datagram: the kernel builds the next
 //! part of a dump only when the reader asks for it, so a chain of 100,000
 //! rules costs one datagram. The ruleset generation is read before and after;
@@ -17,7 +18,7 @@ use super::error::{NfnlError, NfnlErrorKind};
 use super::frame::{self, Reply};
 use super::socket::NfnlSocket;
 
-pub use crate::core::iptables_nft_read::ChainRead;
+pub use crate::core::iptables_nft_read::{ChainRead, Head};
 
 /// How many times a read torn by a concurrent commit is retried.
 const ATTEMPTS: usize = 5;
@@ -94,7 +95,26 @@ fn read_once(
         read.chain = Some((uses, rules));
     }
     for head in heads {
-        read.heads.push(first_rule(family, table, head)?);
+        let get = NfTablesMessage::GetChain(ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table(table.into()),
+                ChainAttribute::Name((*head).into()),
+            ],
+        });
+        let chain = match request(sock, &mut buf, family, get, false, &what) {
+            Ok(part) => part.of_table(family, table).into_iter().find_map(|m| match m {
+                NfTablesMessage::NewChain(c) => Some(c),
+                _ => None,
+            }),
+            Err(e) if e.is(NfnlErrorKind::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let first = if chain.is_some() {
+            first_rule(family, table, head)?
+        } else {
+            None
+        };
+        read.heads.push(Head { chain, first });
     }
     let after = generation(sock, &mut buf)?;
     read.generation = before;
