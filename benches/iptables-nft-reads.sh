@@ -3,10 +3,10 @@
 # which reads our chain and rule 1 of each hooked chain over nf_tables netlink, next to the
 # nftables backend's status and to the same iptables-nft status forced through the text
 # read-back (`iptables-nft-save` of the whole table: the reference file removed before each
-# run); then variant detection (`status --backend iptables`) in three host states; then the
+# run); then variant detection (`status --backend iptables`) in iptables-wrappers' host states; then the
 # daemon's repair of our chain and jump removed with N foreign rules (benches/repair_latency).
 # Runs in its own network namespaces; prints markdown tables of medians (ms).
-# Usage: benches/iptables-nft-reads.sh [RUNS] [N] [REPAIRS]   (as root; default 7 runs,
+# Usage: benches/iptables-nft-reads.sh [RUNS] [N] [REPAIRS]   (as root; REPAIRS=0 skips the repair part; default 7 runs,
 #        N = 100000 foreign rules, 20 repairs; ~4 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +14,10 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-7}
 N=${2:-100000}
 REPAIRS=${3:-20}
-cargo build --release --locked -q
-BIN="$PWD/target/release/apiserver-guard"
+if [ -z "${BIN:-}" ]; then   # BIN=path: time that binary instead (no build)
+  cargo build --release --locked -q
+  BIN="$PWD/target/release/apiserver-guard"
+fi
 NS="agbench-ipt-$$"
 REFS=/run/apiserver-guard/iptables-nft-reference
 trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
@@ -48,27 +50,47 @@ done
 echo
 echo "Median of $RUNS runs each, including \`ip netns exec\`. Target: iptables-nft \`status\` within 3 x the nftables backend's at $N foreign rules."
 echo
-echo "#### Variant detection (\`status --backend iptables\`) with $N foreign rules in iptables-nft"
+echo "#### Variant detection (\`status --backend iptables\`): iptables-wrappers' host states with $N foreign rules"
 echo
-echo "| host state | variant chosen | \`status --backend iptables\` (ms) |"
-echo "|---|---|---:|"
-for state in nft-hint legacy-hint no-hint; do
+echo "| host state (hint chains as kubelet makes them; foreign rules in iptables-nft unless said) | expected (iptables-wrappers) | variant chosen | \`status --backend iptables\` (ms) |"
+echo "|---|---|---|---:|"
+# state | expected | what
+STATES=(
+  "nft-hint|iptables-nft|KUBE-IPTABLES-HINT in iptables-nft's mangle table (IPv4)"
+  "nft-canary-v6|iptables-nft|KUBE-KUBELET-CANARY in ip6tables-nft's mangle table only (IPv6)"
+  "legacy-hint|iptables-legacy|KUBE-IPTABLES-HINT in iptables-legacy's mangle table"
+  "legacy-hint-v6|iptables-legacy|KUBE-IPTABLES-HINT in ip6tables-legacy's mangle table only (IPv6)"
+  "legacy-canary-nat|iptables-legacy|KUBE-KUBELET-CANARY in iptables-legacy's nat table, next to the foreign rules in nft (Docker-like)"
+  "both-hints|iptables-nft|hint chains in both variants"
+  "nft-canary-filter|iptables-nft|KUBE-KUBELET-CANARY in iptables-nft's filter table (not a hint: outside mangle), rules counted"
+  "no-hint|iptables-nft|no hint chain anywhere, rules counted (more in nft)"
+  "no-hint-legacy|iptables-legacy|no hint chain anywhere, the foreign rules in iptables-legacy (more in legacy; iptables-wrappers v2 counts: legacy, its v3 takes nft without counting)"
+)
+for entry in "${STATES[@]}"; do
+  IFS='|' read -r state expected what <<<"$entry"
   fresh_ns
-  load_foreign nft "$N"
+  if [ "$state" = no-hint-legacy ]; then load_foreign legacy "$N"; else load_foreign nft "$N"; fi
+  x() { ip netns exec "$NS" "$@" >/dev/null; }
   case $state in
-    nft-hint) ip netns exec "$NS" iptables-nft -t mangle -N KUBE-IPTABLES-HINT; what="kubelet's hint chain in iptables-nft's mangle table" ;;
-    legacy-hint) ip netns exec "$NS" iptables-legacy -t mangle -N KUBE-IPTABLES-HINT; what="kubelet's hint chain in iptables-legacy's mangle table" ;;
-    no-hint) what="no hint chain anywhere (rules counted in both variants)" ;;
+    nft-hint) x iptables-nft -t mangle -N KUBE-IPTABLES-HINT ;;
+    nft-canary-v6) x ip6tables-nft -t mangle -N KUBE-KUBELET-CANARY ;;
+    legacy-hint) x iptables-legacy -t mangle -N KUBE-IPTABLES-HINT ;;
+    legacy-hint-v6) x ip6tables-legacy -t mangle -N KUBE-IPTABLES-HINT ;;
+    legacy-canary-nat) x iptables-legacy -t nat -N KUBE-KUBELET-CANARY ;;
+    both-hints) x iptables-nft -t mangle -N KUBE-IPTABLES-HINT; x iptables-legacy -t mangle -N KUBE-IPTABLES-HINT ;;
+    nft-canary-filter) x iptables-nft -t filter -N KUBE-KUBELET-CANARY ;;
   esac
   ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --backend iptables >/dev/null
   in_sync --backend iptables
   chosen=$(ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend iptables | sed -n 's/^backend: \([a-z-]*\).*/\1/p')
+  [ "$chosen" = "$expected" ] || { echo "$what: chose $chosen, iptables-wrappers chooses $expected" >&2; exit 1; }
   t=$(ms_runs 1 : ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --backend iptables)
-  echo "| $what | $chosen | $t |"
+  echo "| $what | $expected | $chosen | $t |"
 done
 echo
-echo "Median of $RUNS runs each; the variant is the one \`status\` names."
+echo "Median of $RUNS runs each; the variant is the one \`status\` names (the script fails if it is not iptables-wrappers' choice). The same states, and more, are built in a fresh namespace by \`tests/iptables_detection.rs\` (in scripts/test.sh), which also checks that the pod is refused and where our chain lands."
 echo
+[ "$REPAIRS" -gt 0 ] || exit 0   # REPAIRS=0: no repair part
 echo "#### The daemon's repair with $N foreign rules (iptables-nft)"
 echo
 ip netns del "$NS" 2>/dev/null || true
