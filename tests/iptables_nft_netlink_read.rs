@@ -4,8 +4,11 @@
 //! netlink alone (no `iptables-nft-save`, counted through a PATH shim); a
 //! changed rule of ours still goes to the text read-back that names it; a
 //! reference that is wrong (tampered file) can never make `status` say
-//! "in sync" by itself: the text read-back decides and the reference is
-//! learnt again.
+//! "in sync"; a change iptables-nft-save cannot print (a match added with
+//! nft) is found by the bytes and rewritten; a table iptables-nft-save
+//! cannot print is an error, never "our chain is missing" (which made every
+//! apply add one more jump); a FIFO in place of the reference file blocks
+//! nothing. (Findings of a break-it round, each kept here.)
 
 mod common;
 
@@ -174,23 +177,38 @@ fn iptables_nft_reads_only_what_is_ours() {
     c.take();
 
     // A wrong reference (one byte of our first rule changed in the file)
-    // cannot say "in sync" by itself: the bytes differ, the text decides, and
-    // the right bytes are learnt again.
+    // cannot say "in sync": the bytes differ, the text matches, so the
+    // difference is reported as one iptables cannot print; `apply` writes
+    // our objects again and learns the right bytes from its own write.
     let file = reference_file(&topo.node);
     let good = std::fs::read_to_string(&file).expect("reference file");
-    let mut wrong: serde_json::Value = serde_json::from_str(&good).expect("reference JSON");
-    let byte = &mut wrong["rules"][0][40];
-    *byte = serde_json::json!(byte.as_u64().expect("a byte") ^ 1);
-    std::fs::write(&file, wrong.to_string()).expect("write the wrong reference");
-    let (r, _, saves) = status(&c, &topo.node);
-    r.expect_code(0, "status with a wrong reference");
+    // The last hex digit of every rule line changed.
+    let wrong: String = good
+        .lines()
+        .map(|l| match l.strip_prefix("rule ") {
+            Some(hex) => {
+                let flipped = if hex.ends_with('0') { "1" } else { "0" };
+                format!("rule {}{flipped}\n", &hex[..hex.len() - 1])
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(wrong, good);
+    std::fs::write(&file, &wrong).expect("write the wrong reference");
+    let (r, drift, saves) = status(&c, &topo.node);
+    r.expect_code(3, "status with a wrong reference");
+    assert!(drift.contains("of our chain: it reads like ours"), "{drift}");
     assert!(saves > 0, "a reference that does not match is not trusted");
+    c.guard(&topo.node, &apply)
+        .expect_code(0, "apply with a wrong reference");
     assert_eq!(
         std::fs::read_to_string(&file).expect("reference file"),
         good,
         "learnt again"
     );
-    let (_, _, saves) = status(&c, &topo.node);
+    c.take();
+    let (r, _, saves) = status(&c, &topo.node);
+    r.expect_code(0, "status after relearning");
     assert_eq!(saves, 0);
 
     // Removal forgets it.
@@ -253,4 +271,248 @@ fn a_forward_chain_that_is_not_hooked_at_forward_is_named() {
             "the replacement is left alone: {chains}"
         );
     }
+}
+
+/// How many jumps to our chain FORWARD holds.
+fn jumps_in_forward(ns: &Netns) -> usize {
+    ns.run_ok(&["nft", "list", "chain", "ip", "filter", "FORWARD"])
+        .matches("jump APISERVER-GUARD")
+        .count()
+}
+
+/// Our jump replaced (with nft) by one whose extra matches iptables-nft-save
+/// does not print (`ip saddr 10.99.0.1` then a zero-mask match it prints as
+/// nothing): the text is exactly our jump line, the jump never fires. The
+/// bytes see it; `apply` rewrites it; the pod is refused again.
+#[test]
+fn a_match_iptables_cannot_print_is_found_by_the_bytes_and_rewritten() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    let p = policy();
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    let listing = topo
+        .node
+        .run_ok(&["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("jump APISERVER-GUARD"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| panic!("no jump in {listing}"));
+    topo.node.run_ok(&[
+        "nft",
+        "replace",
+        "rule",
+        "ip",
+        "filter",
+        "FORWARD",
+        "handle",
+        &handle,
+        "ip",
+        "saddr",
+        "10.99.0.1",
+        "ip",
+        "saddr",
+        "&",
+        "0.0.0.0",
+        "==",
+        "0.0.0.0",
+        "counter",
+        "jump",
+        "APISERVER-GUARD",
+        "comment",
+        "\"apiserver-guard\"",
+    ]);
+    let text = ipt_ok(&topo.node, false, "nft", &["-S", "FORWARD"]);
+    assert!(
+        text.contains("-A FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD"),
+        "the tampered jump must read as ours: {text}"
+    );
+    let (r, drift, _) = status(&c, &topo.node);
+    r.expect_code(3, "status with a hidden match in our jump");
+    assert!(drift.contains("our jump in FORWARD: it reads like ours"), "{drift}");
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    let (r, drift, _) = status(&c, &topo.node);
+    r.expect_code(0, &format!("status after the rewrite: {drift}"));
+    assert_eq!(jumps_in_forward(&topo.node), 1);
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "after rewriting the jump");
+}
+
+/// A rule iptables cannot express anywhere in `ip filter` (here an nft
+/// INPUT chain with `ct state established accept`): iptables-nft-save then
+/// prints only "Table `filter' is incompatible". What the bytes decide still
+/// works; what needs the text is an error that names the cause, and nothing
+/// is written (it used to read as "our chain is missing" and every apply
+/// added one more jump).
+#[test]
+fn a_table_iptables_cannot_print_is_an_error_and_writes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    let p = policy();
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    topo.node.run_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "filter",
+        "INPUT",
+        "{ type filter hook input priority 0; policy accept; }",
+    ]);
+    topo.node.run_ok(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "filter",
+        "INPUT",
+        "ct",
+        "state",
+        "established",
+        "accept",
+    ]);
+    let (r, _, _) = status(&c, &topo.node);
+    r.expect_code(0, "status in sync is decided by the bytes");
+    // A change only the text could name.
+    let negated = format!(
+        "-R APISERVER-GUARD 2 ! -s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} \
+         -m comment --comment apiserver-guard -j REJECT --reject-with tcp-reset"
+    );
+    let args: Vec<&str> = negated.split_whitespace().collect();
+    ipt_ok(&topo.node, false, "nft", &args);
+    let mut json_args = p.args("status");
+    json_args.extend(["--output".into(), "json".into()]);
+    let r = c.guard(&topo.node, &json_args);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("is incompatible") && r.stderr.contains("nftables backend"),
+        "{r:?}"
+    );
+    for _ in 0..3 {
+        let r = c.guard(&topo.node, &p.args("apply"));
+        assert_eq!(r.code, 1, "{r:?}");
+    }
+    assert_eq!(jumps_in_forward(&topo.node), 1, "no jump added by a failed read");
+    let r = c.guard(&topo.node, &["remove".to_string()]);
+    assert_eq!(r.code, 1, "remove cannot read either, and says so: {r:?}");
+    let ours = topo.node.run_ok(&["nft", "list", "chains", "ip"]);
+    assert!(ours.contains("APISERVER-GUARD"), "{ours}");
+}
+
+/// A FIFO where the reference file goes blocks nothing: the reference is
+/// simply absent (the text read-back decides), and the next apply replaces it.
+#[test]
+fn a_fifo_in_place_of_the_reference_blocks_nothing() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    let p = policy();
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    let file = reference_file(&topo.node);
+    std::fs::remove_file(&file).expect("remove the reference");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&file)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let path = format!("PATH={}", std::env::var("PATH").unwrap_or_default());
+    let mut args = vec![
+        "timeout".to_string(),
+        "20".to_string(),
+        "env".to_string(),
+        path,
+        guard_bin().to_string(),
+    ];
+    args.extend(p.args("status"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = topo.node.run(&argv);
+    assert_eq!(out.status.code(), Some(0), "status with a FIFO as reference: {out:?}");
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    assert!(
+        std::fs::metadata(&file).expect("reference").is_file(),
+        "replaced by a file"
+    );
+}
+
+/// `ip filter` switched off with nft (`flags dormant`): no rule in it runs,
+/// the pod gets through, and neither our rules nor their text changed. The
+/// table's flags are read over netlink: `status` names it (exit 3); we do
+/// not switch the table back on ourselves; once its owner does, in sync.
+#[test]
+fn a_dormant_filter_table_is_named() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    let p = policy();
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    topo.node
+        .run_ok(&["nft", "add", "table", "ip", "filter", "{ flags dormant; }"]);
+    let served = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
+    assert!(
+        served.served(),
+        "the attack is real: a dormant table filters nothing: {served:?}"
+    );
+    let (r, drift, _) = status(&c, &topo.node);
+    r.expect_code(3, "status with a dormant table");
+    assert!(
+        drift.contains("table filter") && drift.contains("is dormant"),
+        "{drift}"
+    );
+    topo.node.run_ok(&["nft", "add", "table", "ip", "filter"]);
+    let (r, drift, _) = status(&c, &topo.node);
+    r.expect_code(0, &format!("status once the table runs again: {drift}"));
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "the table runs again");
+}
+
+/// A reference file forged by another root process (the bytes of a chain
+/// that blocks another CIDR, under the key of our policy) next to that
+/// chain: the daemon reads no reference file, it trusts only what it wrote
+/// itself, so it finds our chain wrong by the text and rewrites it.
+#[test]
+fn the_daemon_trusts_no_reference_file() {
+    if !can_run() {
+        return;
+    }
+    use common::daemon_cases::{daemon_args, Daemon};
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    let ours = policy();
+    let file = reference_file(&topo.node);
+    c.guard(&topo.node, &ours.args("apply")).expect_code(0, "apply ours");
+    let our_key = std::fs::read_to_string(&file)
+        .expect("our reference")
+        .lines()
+        .find(|l| l.starts_with("key "))
+        .expect("a key line")
+        .to_string();
+    // Another chain, for 10.99.0.0/16 only, with our key put on its bytes.
+    let mut other = policy();
+    other.container_cidrs = vec!["10.99.0.0/16".into(), CONTAINER_CIDR_V6.into()];
+    c.guard(&topo.node, &other.args("apply"))
+        .expect_code(0, "apply the other policy");
+    let forged: String = std::fs::read_to_string(&file)
+        .expect("the other reference")
+        .lines()
+        .map(|l| {
+            if l.starts_with("key ") {
+                format!("{our_key}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&file, forged).expect("forge");
+    let d = Daemon::spawn(&topo.node, &daemon_args(&ours, &[]));
+    d.wait_ready();
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "the daemon rewrote the forged chain");
 }

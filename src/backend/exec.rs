@@ -221,9 +221,13 @@ pub fn failure(program: &str, args: &[&str], out: &CmdOutput) -> Error {
         Some(ToolFailure::Permission) => Error::Privilege(format!(
             "`{program}` was refused by the kernel: apiserver-guard needs root or CAP_NET_ADMIN (and CAP_NET_RAW for iptables) ({stderr})"
         )),
+        Some(ToolFailure::Busy) if !stderr.to_ascii_lowercase().contains("resource busy") => Error::Busy(format!(
+            "`{program}` could not get the firewall: another process holds it (the xtables lock; kube-proxy, \
+             firewalld or another agent writing at the same time); a later try may work ({stderr})"
+        )),
         Some(ToolFailure::Busy) => Error::Busy(format!(
-            "`{program}` could not get the firewall: another process holds it (the xtables lock or the object is busy; \
-             kube-proxy, firewalld or another agent writing at the same time); a later try may work ({stderr})"
+            "`{program}` was refused by the kernel: an object it changes is in use (EBUSY: for instance a chain that \
+             another rule, map or set still refers to); a later try works only once that reference is gone ({stderr})"
         )),
         _ => Error::runtime(format!(
             "`{program} {}` failed (exit {}): {}",
@@ -446,7 +450,20 @@ mod tests {
             &out("Another app is currently holding the xtables lock."),
         );
         assert!(matches!(e, Error::Busy(_)), "{e}");
-        assert!(e.to_string().contains("another process holds it"), "{e}");
+        assert!(
+            e.to_string().contains("another process holds it (the xtables lock"),
+            "{e}"
+        );
+        let e = failure(
+            "iptables-nft-restore",
+            &[],
+            &out("iptables-nft-restore v1.8.9 (nf_tables): CHAIN_USER_DEL failed (Device or resource busy): chain APISERVER-GUARD"),
+        );
+        assert!(matches!(e, Error::Busy(_)), "{e}");
+        assert!(
+            e.to_string().contains("in use") && !e.to_string().contains("xtables lock"),
+            "{e}"
+        );
         let e = failure("nft", &[], &out("Operation not permitted"));
         assert!(matches!(e, Error::Privilege(_)), "{e}");
         let e = failure("nft", &["list", "ruleset"], &out("Error: junk"));

@@ -16,7 +16,7 @@ use super::nfnl::{
 };
 use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
-use crate::core::iptables_nft_read::{derive, heads, key, learn, unhooked};
+use crate::core::iptables_nft_read::{derive, dormant, heads, hidden_change, key, learn, unhooked};
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved};
 use crate::core::model::{Blocklist, Family};
@@ -139,42 +139,63 @@ impl<'r> Iptables<'r> {
         if !out.ok() {
             return Err(failure(&prog, &args, &out));
         }
-        Ok(parse_save(&out.stdout))
+        parse_save(&out.stdout).map_err(|_| {
+            crate::error::Error::runtime(format!(
+                "`{prog}` cannot print the {} table: it holds rules written with nft that iptables cannot \
+                 express (\"Table `filter' is incompatible\"), so apiserver-guard cannot read its chain back as \
+                 iptables rules and changes nothing; remove those rules from the table (nft list table {}) or use the \
+                 nftables backend",
+                iptables_created::table_name(fam),
+                iptables_created::table_name(fam)
+            ))
+        })
     }
 
     /// Our objects in one family as far as `want` needs them. With
-    /// iptables-nft, read over netlink (our chain and rule 1 of each wanted
-    /// hook chain, see `core::iptables_nft_read`) wherever the bytes decide;
-    /// otherwise the text read-back, which, when it matches `want` in the same
-    /// ruleset generation as a netlink read, teaches the bytes for next time.
+    /// iptables-nft, read over netlink (our chain, each wanted hook chain
+    /// and its rule 1, see `core::iptables_nft_read`) wherever the bytes
+    /// decide; otherwise the text read-back, marked for a full rewrite (its
+    /// text cannot prove the bytes) and, where the text matches but the
+    /// bytes differ from the reference, naming that hidden change.
     fn observe_for(&self, fam: Family, want: Option<&IptDesired>) -> Result<IptObserved> {
         if self.variant != Variant::Nft || !self.netlink_reads {
             return self.observe(fam);
         }
-        let before = self.read_ours(fam, want);
+        let read = self.read_ours(fam, want);
         let reference = want.and_then(|w| iptables_reference::load(fam, &key(w)));
-        if let Some(seen) = before.as_ref().ok().and_then(|r| derive(want, reference.as_ref(), r)) {
+        if let Some(seen) = read.as_ref().ok().and_then(|r| derive(want, reference.as_ref(), r)) {
             return Ok(seen);
         }
         let mut seen = self.observe(fam)?;
-        // A hook chain moved to another hook reads like the built-in one as text.
-        if let Ok(before) = &before {
-            seen.unhooked.extend(unhooked(&heads(want), before));
-        }
-        if let (Some(w), Ok(before)) = (want, before) {
-            if diff_iptables(Some(w), &seen, "").is_empty() {
-                // Learnt only if nothing was committed between the two
-                // netlink reads, so the text read in between saw those bytes.
-                if let Ok(after) = self.read_ours(fam, want) {
-                    if after.generation == before.generation {
-                        if let Some(r) = learn(w, &after) {
-                            iptables_reference::store(fam, &r);
-                        }
-                    }
+        seen.rewrite_all = true;
+        if let Ok(read) = &read {
+            // A hook chain moved to another hook reads like the built-in one as text.
+            seen.unhooked.extend(unhooked(&heads(want), read));
+            seen.dormant = dormant(read);
+            if let (Some(w), Some(r)) = (want, &reference) {
+                if diff_iptables(Some(w), &seen, "").is_empty() {
+                    seen.hidden_change = hidden_change(w, r, read);
                 }
             }
         }
         Ok(seen)
+    }
+
+    /// After our own restore wrote all of `want` (iptables-nft): the bytes
+    /// it wrote become the reference, if that restore was the only commit
+    /// since `before` (the generation read just before it).
+    fn learn_from_own_write(&self, fam: Family, want: &IptDesired, before: Option<u32>) {
+        let Some(before) = before else { return };
+        let Ok(after) = self.read_ours(fam, Some(want)) else {
+            return;
+        };
+        if after.generation != before.wrapping_add(1) {
+            log::debug!("another commit came with our iptables-nft write: its bytes are not learnt this time");
+            return;
+        }
+        if let Some(r) = learn(want, &after) {
+            iptables_reference::store(fam, &r);
+        }
     }
 
     /// Our chain and rule 1 of each wanted hook chain, over netlink.
@@ -217,7 +238,14 @@ impl<'r> Iptables<'r> {
             return Ok(false);
         };
         let before = self.nft_table_handle(fam);
+        let learnable = want.filter(|_| self.variant == Variant::Nft && self.netlink_reads);
+        let generation = learnable
+            .and_then(|w| self.read_ours(fam, Some(w)).ok())
+            .map(|r| r.generation);
         self.restore(fam, &payload)?;
+        if let Some(w) = learnable {
+            self.learn_from_own_write(fam, w, generation);
+        }
         if let (Some(None), Some(Some(handle))) = (before, self.nft_table_handle(fam)) {
             // Best effort: without the record (/run read-only, as in a
             // container with a read-only root) `remove` leaves the empty

@@ -13,8 +13,9 @@
 //! handle, so only that instance, never a later table of the same name, and
 //! the kernel refuses to delete it unless empty (`nfnl::delete_table_if_empty`).
 
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use crate::core::model::Family;
@@ -77,12 +78,12 @@ fn record_path() -> Result<PathBuf> {
 /// The filter tables our `apply` created in this namespace: family and handle.
 pub fn recorded() -> Result<Vec<(Family, u64)>> {
     let path = record_path()?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::runtime(format!("cannot read {}: {e}", path.display()))),
-    };
-    Ok(parse(&text))
+    // Never blocks on what is there (a FIFO in its place must not hang `remove`).
+    match crate::regular_file::read_regular(&path) {
+        Ok(bytes) => Ok(parse(&String::from_utf8_lossy(&bytes))),
+        Err(crate::regular_file::ReadError::NotFound) => Ok(Vec::new()),
+        Err(e) => Err(Error::runtime(format!("cannot read {}: {e}", path.display()))),
+    }
 }
 
 /// The lines of a record; a line without a handle (or anything else) names no table.
@@ -114,7 +115,15 @@ fn write(tables: &[(Family, u64)]) -> Result<()> {
         .map(|(f, h)| format!("{} handle {h}\n", table_name(*f)))
         .collect();
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io)?;
+    // A FIFO or symlink put at that path must not block or redirect us.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
 }
 

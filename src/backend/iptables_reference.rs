@@ -4,13 +4,15 @@
 //! namespace and family under `/run/apiserver-guard/iptables-nft-reference/`
 //! (tmpfs, root only) so that the next `status`, another process, finds it.
 //! Best effort both ways: no file, a file learnt for another wanted state or
-//! one that does not parse only means the next read is the text read-back,
-//! which learns it again.
+//! one that does not parse only means the next read is the text read-back
+//! (and the next write learns it again). The daemon reads no file: it trusts
+//! only what it learnt from its own writes.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::iptables_created::netns_name;
@@ -22,6 +24,17 @@ const DIR: &str = "/run/apiserver-guard/iptables-nft-reference";
 
 /// References this process learnt or loaded, by file name.
 static KNOWN: Mutex<Option<HashMap<String, Reference>>> = Mutex::new(None);
+
+/// Whether references are also read from the files (off in the daemon).
+static READ_FILES: AtomicBool = AtomicBool::new(true);
+
+/// From now on this process trusts only what it learnt from its own writes
+/// (the daemon): a file another root process forged next to a tampered rule
+/// could otherwise make it call the tamper ours. It still writes the files
+/// for the one-shot commands.
+pub fn trust_own_writes_only() {
+    READ_FILES.store(false, Ordering::Relaxed);
+}
 
 /// The file name of one family's reference in this network namespace.
 fn name(fam: Family) -> Option<String> {
@@ -40,8 +53,12 @@ pub fn load(fam: Family, key: &str) -> Option<Reference> {
     if let Some(r) = known.get(&name).filter(|r| r.key == key) {
         return Some(r.clone());
     }
-    let text = std::fs::read(PathBuf::from(DIR).join(&name)).ok()?;
-    let r: Reference = serde_json::from_slice(&text).ok()?;
+    if !READ_FILES.load(Ordering::Relaxed) {
+        return None;
+    }
+    // Never blocks on what is there (a FIFO put in its place hung `status`).
+    let bytes = crate::regular_file::read_regular(&PathBuf::from(DIR).join(&name)).ok()?;
+    let r = Reference::from_text(std::str::from_utf8(&bytes).ok()?)?;
     if r.key != key {
         return None;
     }
@@ -75,8 +92,10 @@ fn write(name: &str, reference: &Reference) -> std::io::Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        // A FIFO or symlink put at that path must not block or redirect us.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(reference).map_err(std::io::Error::other)?)?;
+    f.write_all(reference.to_text().as_bytes())?;
     std::fs::rename(&tmp, &path)
 }
 

@@ -246,12 +246,30 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
             };
             out.push(drift(kind, chain_obj.clone(), problem));
         }
+        (Some(_), Some(_)) if seen.hidden_change.is_some() => out.push(drift(
+            DriftKind::RulesChanged,
+            chain_obj.clone(),
+            format!(
+                "{}: it reads like ours as iptables rules, but its nf_tables expressions are not the ones \
+                 iptables-nft wrote for it (a match or statement iptables cannot print, added with nft)",
+                seen.hidden_change.as_deref().unwrap_or_default()
+            ),
+        )),
         (None, Some(_)) => out.push(drift(
             DriftKind::StaleObjects,
             chain_obj.clone(),
             "stale: the policy blocks nothing in this family",
         )),
         _ => {}
+    }
+    if want.is_some() && seen.dormant {
+        out.push(drift(
+            DriftKind::ChainChanged,
+            format!("{label} table filter"),
+            "is dormant (switched off with nft `flags dormant`): none of its rules run, ours included; \
+             apiserver-guard does not switch other people's tables back on: if that was not meant, \
+             `nft add table ip filter` (ip6 for IPv6) does",
+        ));
     }
     for hook in Hook::ALL {
         let j = seen.jumps.get(&hook).copied().unwrap_or_default();

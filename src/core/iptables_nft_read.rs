@@ -4,13 +4,15 @@
 //! `Reference` it is compared with, and the decisions (pure).
 //!
 //! The reference is the bytes iptables-nft itself wrote for our rules (each
-//! rule's expressions, counter values zeroed, and its userdata), learnt from a
-//! read whose `iptables-nft-save` text matched what we want exactly, in the
-//! same ruleset generation. A later read whose bytes equal it is therefore in
-//! sync by that same text standard, without the text. Anything the bytes
-//! cannot decide (a rule of our chain that differs, a jump outside rule 1, no
-//! reference yet) is left to the text read-back, which also names what
-//! changed; the bytes never weaken it. What the bytes decide alone:
+//! rule's expressions, counter values zeroed, and its userdata), learnt right
+//! after our own `iptables-nft-restore` wrote all of them, in the generation
+//! that write committed (nothing else in between). A later read whose bytes
+//! equal it holds exactly what we wrote. Anything the bytes cannot decide (a
+//! rule of our chain that differs, a jump outside rule 1, no reference yet)
+//! is left to the text read-back, which names what changed; where the text
+//! matches but the bytes do not, the difference is one iptables cannot print
+//! (`hidden_change`), reported and rewritten. Text alone never teaches the
+//! bytes: a match iptables-nft-save does not print would be learnt as ours. What the bytes decide alone:
 //! in sync, our chain absent or empty, a jump missing from rule 1 of a hook
 //! chain while no other jump to our chain exists (the chain's use count
 //! less its own rules).
@@ -23,7 +25,6 @@ use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, ExpressionAttribute, Expressions, Hook as ChainHook, ListAttribute, RuleAttribute,
     RuleMessage,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Our chain and the heads of the hook chains, as the kernel holds them (one ruleset generation).
@@ -31,6 +32,8 @@ use std::collections::BTreeSet;
 pub struct ChainRead {
     /// The ruleset generation the read was taken in.
     pub generation: u32,
+    /// The table's flags (None: no such table); `dormant` switches all of it off.
+    pub table_flags: Option<u32>,
     /// Our chain: None when absent, else its use count as the kernel
     /// reports it (the rules it holds plus the rules that jump to it) and
     /// its rules in order.
@@ -46,6 +49,14 @@ pub struct Head {
     pub chain: Option<ChainMessage>,
     /// None: the chain is empty or absent.
     pub first: Option<RuleMessage>,
+}
+
+/// NFT_TABLE_F_DORMANT: the table is switched off, none of its chains run.
+const TABLE_DORMANT: u32 = 1;
+
+/// Whether the read's table is dormant (switched off with nft).
+pub fn dormant(read: &ChainRead) -> bool {
+    read.table_flags.is_some_and(|f| f & TABLE_DORMANT != 0)
 }
 
 /// The netfilter hook number of the built-in chain of `hook` (NF_INET_*).
@@ -82,12 +93,62 @@ pub fn unhooked(hooks: &[Hook], read: &ChainRead) -> BTreeSet<Hook> {
 
 /// What iptables-nft wrote for the rules we want: one entry per rule of our
 /// chain, in order, and our jump rule (the same in every hook chain).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     /// The wanted state it was learnt for (`key`).
     pub key: String,
     pub rules: Vec<Vec<u8>>,
     pub jump: Vec<u8>,
+}
+
+/// First line of a reference kept as text.
+const TEXT_HEADER: &str = "apiserver-guard iptables-nft reference 1";
+
+impl Reference {
+    /// The reference as kept in a file: a header, the key (a JSON string),
+    /// then `jump HEX` and one `rule HEX` per rule of our chain, in order.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "{TEXT_HEADER}\nkey {}\njump {}\n",
+            serde_json::Value::String(self.key.clone()),
+            hex(&self.jump)
+        );
+        for r in &self.rules {
+            out.push_str(&format!("rule {}\n", hex(r)));
+        }
+        out
+    }
+
+    /// Reads `to_text`'s output back; None for anything else.
+    pub fn from_text(text: &str) -> Option<Reference> {
+        let mut lines = text.lines();
+        if lines.next()? != TEXT_HEADER {
+            return None;
+        }
+        let key = match serde_json::from_str(lines.next()?.strip_prefix("key ")?).ok()? {
+            serde_json::Value::String(k) => k,
+            _ => return None,
+        };
+        let jump = unhex(lines.next()?.strip_prefix("jump ")?)?;
+        let rules = lines
+            .map(|l| l.strip_prefix("rule ").and_then(unhex))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Reference { key, rules, jump })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The identity of a wanted state: our chain's rule lines and the hooks.
@@ -156,13 +217,12 @@ fn zero_counter(expr: &ListAttribute<ExpressionAttribute>) -> ListAttribute<Expr
     )
 }
 
-/// The reference learnt from `read`, taken in the same generation as an
-/// `iptables-nft-save` whose text matched `want` exactly (the caller's
-/// promise). None when the read does not hold our chain and a jump at rule 1
-/// of every wanted hook (then there is nothing to learn from).
+/// The reference learnt from `read`, taken in the generation our own write
+/// of all of `want` committed (the caller's promise). None when the read
+/// does not hold our chain and a jump at rule 1 of every wanted hook.
 pub fn learn(want: &IptDesired, read: &ChainRead) -> Option<Reference> {
     let (_, rules) = read.chain.as_ref()?;
-    if !unhooked(&want.hooks, read).is_empty() {
+    if !unhooked(&want.hooks, read).is_empty() || dormant(read) {
         return None;
     }
     let jumps: Vec<Vec<u8>> = read
@@ -197,6 +257,7 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &C
     let reference = reference.filter(|r| r.key == key(want));
     let mut seen = IptObserved {
         unhooked: unhooked(&want.hooks, read),
+        dormant: dormant(read),
         ..Default::default()
     };
     // How many rules jump to our chain.
@@ -238,6 +299,36 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &C
     // Every jump to our chain is one counted at rule 1 of a wanted hook:
     // none further down, none in another chain.
     (at_top == jumps).then_some(seen)
+}
+
+/// Where the bytes of a read whose text matched `want` differ from the
+/// reference learnt for it (None: they do not, or the reference is for
+/// another wanted state): "rule 2 of our chain", "our jump in FORWARD".
+pub fn hidden_change(want: &IptDesired, reference: &Reference, read: &ChainRead) -> Option<String> {
+    if reference.key != key(want) {
+        return None;
+    }
+    if let Some((_, rules)) = &read.chain {
+        if rules.len() != reference.rules.len() {
+            return Some(format!(
+                "our chain holds {} rules where we wrote {}",
+                rules.len(),
+                reference.rules.len()
+            ));
+        }
+        if let Some(i) = rules
+            .iter()
+            .zip(&reference.rules)
+            .position(|(r, want)| rule_bytes(r) != *want)
+        {
+            return Some(format!("rule {} of our chain", i + 1));
+        }
+    }
+    want.hooks
+        .iter()
+        .zip(&read.heads)
+        .find(|(_, head)| head.first.as_ref().is_some_and(|r| rule_bytes(r) != reference.jump))
+        .map(|(hook, _)| format!("our jump in {}", hook.iptables_chain()))
 }
 
 /// How a foreign rule 1 is named without its text.

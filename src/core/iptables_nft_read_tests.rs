@@ -79,6 +79,7 @@ fn want() -> IptDesired {
 fn in_sync() -> ChainRead {
     ChainRead {
         generation: 9,
+        table_flags: Some(0),
         // Use count: our two rules and the jump.
         chain: Some((
             3,
@@ -180,6 +181,7 @@ fn a_flush_of_everything_is_decided_without_text() {
     // `iptables-nft -F`: our chain empty, FORWARD empty, nothing jumps to us.
     let read = ChainRead {
         generation: 10,
+        table_flags: Some(0),
         chain: Some((0, vec![])),
         heads: vec![forward(None)],
     };
@@ -208,6 +210,7 @@ fn our_chain_flushed_under_a_good_jump_keeps_the_jump() {
 fn a_missing_chain_and_a_foreign_rule_1_are_named_without_text() {
     let read = ChainRead {
         generation: 3,
+        table_flags: Some(0),
         chain: None,
         heads: vec![forward(Some(rule("FORWARD", 77, 9, 0)))],
     };
@@ -295,4 +298,38 @@ fn a_hook_chain_that_is_not_hooked_there_is_reported_whatever_its_rules() {
         ..in_sync()
     };
     assert!(unhooked(&want().hooks, &absent).is_empty());
+}
+
+#[test]
+fn a_reference_survives_its_text_form_and_nothing_else_reads_as_one() {
+    let r = reference();
+    assert_eq!(Reference::from_text(&r.to_text()), Some(r.clone()));
+    let text = r.to_text();
+    assert_eq!(Reference::from_text(&text.replace("jump ", "jump x")), None, "not hex");
+    assert_eq!(
+        Reference::from_text(&text.replacen("reference 1", "reference 2", 1)),
+        None,
+        "another format"
+    );
+    assert_eq!(Reference::from_text(&format!("{text}garbage\n")), None, "a stray line");
+    assert_eq!(Reference::from_text(""), None);
+}
+
+#[test]
+fn a_dormant_table_is_reported_and_teaches_nothing() {
+    let read = ChainRead {
+        table_flags: Some(1),
+        ..in_sync()
+    };
+    assert!(dormant(&read));
+    assert_eq!(learn(&want(), &read), None);
+    let seen = derive(Some(&want()), Some(&reference()), &read).expect("decided");
+    let drift = diff_iptables(Some(&want()), &seen, "iptables-nft");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0].object, "iptables-nft table filter");
+    assert!(drift[0].problem.contains("dormant"), "{}", drift[0].problem);
+    assert!(!dormant(&ChainRead {
+        table_flags: Some(0),
+        ..in_sync()
+    }));
 }

@@ -9,7 +9,8 @@ use super::render_iptables::{jump_spec, IptDesired, CHAIN};
 
 /// The `iptables-restore --noflush` payload that brings one family from
 /// `seen` to `want` (or removes everything of ours when `want` is None).
-/// Returns None when nothing needs to change. Jumps are deleted by their
+/// Returns None when nothing needs to change (`seen.rewrite_all`: our chain
+/// and jumps are written again even where they read as in place). Jumps are deleted by their
 /// full spec (never by number, which another agent could shift under us).
 /// With `drop_emptied_builtins` (iptables-nft, where a built-in chain is an
 /// nft base chain that exists only once something created it), a built-in
@@ -19,7 +20,7 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved, drop_emptied_builtins
     let mut lines = vec!["*filter".to_string()];
     let mut changed = false;
     if let Some(w) = want {
-        if seen.chain.as_ref() != Some(&w.rules) {
+        if seen.rewrite_all || seen.chain.as_ref() != Some(&w.rules) {
             lines.push(format!(":{CHAIN} - [0:0]"));
             lines.extend(w.rules.iter().cloned());
             changed = true;
@@ -28,7 +29,7 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved, drop_emptied_builtins
     for hook in Hook::ALL {
         let j = seen.jumps.get(&hook).copied().unwrap_or_default();
         let used = want.is_some_and(|w| w.hooks.contains(&hook));
-        if used && j.at_top && j.count == 1 {
+        if used && j.at_top && j.count == 1 && !seen.rewrite_all {
             continue;
         }
         for _ in 0..j.count {
@@ -91,6 +92,21 @@ mod tests {
             "*filter\n:APISERVER-GUARD - [0:0]\n-A APISERVER-GUARD -s 10.0.0.0/16 -j DROP\n\
              -I FORWARD 1 -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n"
         );
+    }
+
+    #[test]
+    fn rewrite_all_writes_the_chain_and_moves_a_good_jump_again() {
+        let mut seen = observed(Some(want().rules), NONE, TOP);
+        seen.rewrite_all = true;
+        let p = plan(Some(&want()), &seen, false).unwrap();
+        assert_eq!(
+            p,
+            "*filter\n:APISERVER-GUARD - [0:0]\n-A APISERVER-GUARD -s 10.0.0.0/16 -j DROP\n\
+             -D FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD\n\
+             -I FORWARD 1 -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n"
+        );
+        // Removal is not concerned.
+        assert_eq!(plan(None, &observed(None, NONE, NONE), false), None);
     }
 
     #[test]

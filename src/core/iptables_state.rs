@@ -31,6 +31,17 @@ pub struct IptObserved {
     /// name (iptables-nft-save declares it `:FORWARD - [0:0]`), or, read over
     /// netlink, a base chain at another hook. A jump in it filters nothing.
     pub unhooked: BTreeSet<Hook>,
+    /// The whole table is switched off (nft `flags dormant`; read over
+    /// netlink, iptables-nft-save does not show it): nothing in it filters.
+    pub dormant: bool,
+    /// Our objects read like ours as text, but their netlink bytes are not
+    /// what iptables-nft wrote for them (a match or statement iptables
+    /// cannot print, added with nft): what differs, in plain words.
+    pub hidden_change: Option<String>,
+    /// Rewrite our chain and jumps even where they read as in place: what
+    /// was read cannot prove their bytes (the text read-back), so the next
+    /// write makes them ours again and the bytes can be learnt from it.
+    pub rewrite_all: bool,
 }
 
 impl IptObserved {
@@ -40,8 +51,23 @@ impl IptObserved {
     }
 }
 
-/// Parses `iptables-save -t filter` output (no counters).
-pub fn parse_save(text: &str) -> IptObserved {
+/// What iptables-nft-save prints instead of a table that holds rules
+/// iptables cannot express (written with nft), skipping the whole table.
+const INCOMPATIBLE: &str = "# Table `filter' is incompatible";
+
+/// The save could not show the filter table: it holds rules written with nft
+/// that iptables cannot express, so iptables-nft-save skipped all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incompatible;
+
+/// Parses `iptables-save -t filter` output (no counters). A table
+/// iptables-nft-save declares incompatible is an error, never "nothing of
+/// ours" (which made every read-back report our chain missing and every
+/// apply insert one more jump).
+pub fn parse_save(text: &str) -> Result<IptObserved, Incompatible> {
+    if text.lines().any(|l| l.trim_start().starts_with(INCOMPATIBLE)) {
+        return Err(Incompatible);
+    }
     let mut seen = IptObserved::default();
     let declared = format!(":{CHAIN} ");
     let ours = format!("-A {CHAIN} ");
@@ -89,7 +115,7 @@ pub fn parse_save(text: &str) -> IptObserved {
             }
         }
     }
-    seen
+    Ok(seen)
 }
 
 #[cfg(test)]
@@ -113,7 +139,7 @@ COMMIT
 
     #[test]
     fn chain_rules_jumps_and_top_rules_are_read() {
-        let s = parse_save(SAVE);
+        let s = parse_save(SAVE).unwrap();
         assert_eq!(
             s.chain,
             Some(vec![
@@ -139,28 +165,35 @@ COMMIT
     #[test]
     fn a_regular_chain_named_like_a_hook_chain_is_unhooked() {
         // What iptables-nft-save prints when FORWARD was replaced by a regular chain (nft).
-        let s = parse_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:FORWARD - [0:0]\nCOMMIT\n");
+        let s = parse_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:FORWARD - [0:0]\nCOMMIT\n").unwrap();
         assert_eq!(s.unhooked, [Hook::Forward].into());
-        assert!(parse_save(SAVE).unhooked.is_empty());
+        assert!(parse_save(SAVE).unwrap().unhooked.is_empty());
+    }
+
+    #[test]
+    fn a_table_iptables_nft_save_calls_incompatible_is_an_error_not_an_empty_table() {
+        // iptables-nft-save v1.8.9 with an nft-only rule (`ct state established accept`) in ip filter: exit 0, this, nothing else.
+        let text = "# Table `filter' is incompatible, use 'nft' tool.\n";
+        assert_eq!(parse_save(text), Err(Incompatible));
     }
 
     #[test]
     fn declared_empty_chain_is_present_but_empty() {
-        let s = parse_save("*filter\n:APISERVER-GUARD - [0:0]\nCOMMIT\n");
+        let s = parse_save("*filter\n:APISERVER-GUARD - [0:0]\nCOMMIT\n").unwrap();
         assert_eq!(s.chain, Some(vec![]));
     }
 
     #[test]
     fn nothing_of_ours() {
-        let s = parse_save("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j ACCEPT\nCOMMIT\n");
+        let s = parse_save("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j ACCEPT\nCOMMIT\n").unwrap();
         assert!(s.is_empty());
         assert_eq!(s.top_rule[&Hook::Forward], "-A FORWARD -j ACCEPT");
-        assert!(parse_save("").is_empty());
+        assert!(parse_save("").unwrap().is_empty());
     }
 
     #[test]
     fn other_tables_are_ignored() {
-        let s = parse_save("*nat\n:APISERVER-GUARD - [0:0]\n-A OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n");
+        let s = parse_save("*nat\n:APISERVER-GUARD - [0:0]\n-A OUTPUT -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n").unwrap();
         assert!(s.is_empty());
     }
 }

@@ -91,6 +91,17 @@ impl Controller {
         let checked = tokio::task::spawn_blocking(move || f.check(thorough)).await;
         let mut spent: Option<Spent> = None;
         let result = match checked {
+            // The first apply runs even when everything reads as in place: it
+            // is idempotent, and it is how a backend that could not verify what
+            // it read (iptables-nft without its learnt bytes) makes it its own.
+            Ok(Ok(drift)) if drift.is_empty() && trigger == Trigger::Start => {
+                let f = fw.clone();
+                match tokio::task::spawn_blocking(move || f.repair(thorough)).await {
+                    Ok(Ok(())) => Ok(None),
+                    Ok(Err(e)) => Err(format!("first apply failed: {e}")),
+                    Err(e) => Err(format!("first apply task failed: {e}")),
+                }
+            }
             Ok(Ok(drift)) if drift.is_empty() => Ok(None),
             Ok(Ok(drift)) => {
                 let what = describe(&drift);

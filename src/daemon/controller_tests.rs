@@ -113,6 +113,21 @@ fn drift_is_repaired_counted_by_cause_and_ready_again() {
 }
 
 #[test]
+fn the_first_apply_runs_even_in_sync_and_later_checks_in_sync_write_nothing() {
+    let (ctl, state) = controller();
+    let fw = FakeFirewall::answering(vec![Ok(vec![]), Ok(vec![])]);
+    assert!(run(ctl.reconcile(fw.clone(), Trigger::Start, true)).0);
+    assert_eq!(fw.calls(), vec!["check", "repair"], "the first apply");
+    assert!(state.lock().unwrap().repairs.is_empty(), "not counted as a repair");
+    assert!(run(ctl.reconcile(fw.clone(), Trigger::Timer, false)).0);
+    assert_eq!(
+        fw.calls(),
+        vec!["check", "repair", "check"],
+        "a resync in sync writes nothing"
+    );
+}
+
+#[test]
 fn a_first_apply_is_not_a_repair() {
     let (ctl, state) = controller();
     let fw = FakeFirewall::answering(vec![Ok(flushed())]);

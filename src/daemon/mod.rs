@@ -103,6 +103,8 @@ fn load(args: &RunArgs) -> Result<Loaded> {
 
 fn start(args: &RunArgs) -> Result<i32> {
     footprint::fix_mmap_threshold();
+    // iptables-nft: compare only with bytes this daemon wrote itself.
+    crate::backend::iptables_reference::trust_own_writes_only();
     let loaded = load(args)?;
     crate::logging::init(loaded.settings.log_format);
     // Before anything is changed: one daemon per network namespace.

@@ -41,6 +41,39 @@ pub enum Change {
     Generation { pid: Option<u32>, name: String },
 }
 
+/// Follows the change messages of the transactions the kernel reports.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The transaction under way touched our objects.
+    touched: bool,
+}
+
+impl Watch {
+    /// One change. A transaction ends with its generation, which names the
+    /// process that committed it: when another process's transaction touched
+    /// our objects, returns it (wake, and blame it for the change). Our own
+    /// writes wake nothing: each is read back where it is made, and a write
+    /// that keeps failing its read-back would otherwise spin on its own events.
+    pub fn on(&mut self, backend: &str, change: Change, own: impl Fn(u32) -> bool) -> Option<String> {
+        match change {
+            Change::Object { table, chain } => {
+                self.touched |= relevant(backend, &table, chain.as_deref());
+                None
+            }
+            Change::Generation { pid, name } => {
+                let touched = std::mem::take(&mut self.touched);
+                if !touched || pid.is_some_and(own) {
+                    return None;
+                }
+                Some(match pid {
+                    Some(p) => format!("{name} (pid {p})"),
+                    None => name,
+                })
+            }
+        }
+    }
+}
+
 /// Which changes concern a backend's objects.
 pub fn relevant(backend: &str, table: &str, chain: Option<&str>) -> bool {
     match backend {
@@ -164,9 +197,10 @@ fn socket() -> std::io::Result<OwnedFd> {
     subscribe(NETLINK_NETFILTER, &[NFNLGRP_NFTABLES])
 }
 
-/// Listens for as long as the task lives; sends one wake-up per relevant
-/// change (coalesced while the controller is busy) and records the last
-/// other process that changed our objects. A lost burst (ENOBUFS) wakes too.
+/// Listens for as long as the task lives; sends one wake-up per transaction
+/// of another process that touched our objects (coalesced while the
+/// controller is busy) and records that process. A lost burst (ENOBUFS)
+/// wakes too.
 pub async fn run(backend: String, wake: mpsc::Sender<()>, last_actor: Arc<Mutex<Option<String>>>) {
     // SAFETY: an OwnedFd keeps its descriptor open and unchanged until dropped,
     // and the AsyncFd owns it.
@@ -180,7 +214,7 @@ pub async fn run(backend: String, wake: mpsc::Sender<()>, last_actor: Arc<Mutex<
     };
     log::info!("watching ruleset changes (nf_tables netlink events)");
     let mut buf = vec![0u8; 256 * 1024];
-    let mut touched = false;
+    let mut watch = Watch::default();
     loop {
         let Ok(mut guard) = fd.readable().await else { return };
         loop {
@@ -207,24 +241,9 @@ pub async fn run(backend: String, wake: mpsc::Sender<()>, last_actor: Arc<Mutex<
                 }
             }
             for change in parse(&buf[..n as usize]) {
-                match change {
-                    Change::Object { table, chain } => {
-                        if relevant(&backend, &table, chain.as_deref()) {
-                            touched = true;
-                            let _ = wake.try_send(());
-                        }
-                    }
-                    Change::Generation { pid, name } => {
-                        // Our own repairs are not "somebody else".
-                        if touched && !pid.is_some_and(crate::backend::exec::is_own_pid) {
-                            let who = match pid {
-                                Some(p) => format!("{name} (pid {p})"),
-                                None => name,
-                            };
-                            *last_actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
-                        }
-                        touched = false;
-                    }
+                if let Some(who) = watch.on(&backend, change, crate::backend::exec::is_own_pid) {
+                    *last_actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
+                    let _ = wake.try_send(());
                 }
             }
         }
@@ -320,6 +339,51 @@ mod tests {
         let mut m = msg(MSG_NEWTABLE, &[nlattr(1, &s("t"))]);
         m[0] = 200; // length beyond the buffer
         assert!(parse(&m).is_empty());
+    }
+
+    #[test]
+    fn only_other_processes_transactions_on_our_objects_wake() {
+        let ours = || Change::Object {
+            table: "filter".into(),
+            chain: Some("APISERVER-GUARD".into()),
+        };
+        let gen = |pid: Option<u32>| Change::Generation {
+            pid,
+            name: "iptables-nft-re".into(),
+        };
+        let own = |pid: u32| pid == 7;
+        let mut w = Watch::default();
+        assert_eq!(
+            w.on("iptables-nft", ours(), own),
+            None,
+            "not before the transaction ends"
+        );
+        assert_eq!(
+            w.on("iptables-nft", gen(Some(9)), own),
+            Some("iptables-nft-re (pid 9)".into())
+        );
+        w.on("iptables-nft", ours(), own);
+        assert_eq!(w.on("iptables-nft", gen(Some(7)), own), None, "our own write");
+        assert_eq!(
+            w.on("iptables-nft", gen(Some(9)), own),
+            None,
+            "a transaction that touched nothing of ours"
+        );
+        w.on(
+            "iptables-nft",
+            Change::Object {
+                table: "nat".into(),
+                chain: None,
+            },
+            own,
+        );
+        assert_eq!(w.on("iptables-nft", gen(Some(9)), own), None, "another table");
+        w.on("iptables-nft", ours(), own);
+        assert_eq!(
+            w.on("iptables-nft", gen(None), own),
+            Some("iptables-nft-re".into()),
+            "committer unknown: wake"
+        );
     }
 
     #[test]

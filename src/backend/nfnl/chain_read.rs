@@ -1,7 +1,8 @@
 //! `read_chain_and_heads`: one chain of a table and the first rule of some
 //! others, without reading the rest of the table (what iptables-nft's
 //! `iptables-nft-save` cannot do: it reads the whole table, seconds on a node
-//! with 100,000 rules). GETCHAIN naming the chain (its use count: how many
+//! with 100,000 rules). GETTABLE (its flags: a dormant table runs nothing),
+//! GETCHAIN naming the chain (its use count: how many
 //! rules jump to it), a GETRULE dump naming the chain (the kernel walks that
 //! chain alone) and, for each head chain, GETCHAIN naming it (is it hooked,
 //! and where) and a GETRULE dump on a socket of its
@@ -11,7 +12,9 @@
 //! a commit in between retries the read (bounded; then `Busy`).
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage, NfTablesMessage, RuleAttribute, RuleMessage};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, NfTablesMessage, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
+};
 
 use super::dump::{family_name, generation, request};
 use super::error::{NfnlError, NfnlErrorKind};
@@ -59,6 +62,25 @@ fn read_once(
     sock.drain(&mut buf);
     let what = format!("reading chain {chain} of table {} {table}", family_name(family));
     let before = generation(sock, &mut buf)?;
+    let get_table = NfTablesMessage::GetTable(TableMessage {
+        attributes: vec![TableAttribute::Name(table.into())],
+    });
+    let table_flags = match request(sock, &mut buf, family, get_table, false, &what) {
+        Ok(part) => part.of_table(family, table).into_iter().find_map(|m| match m {
+            NfTablesMessage::NewTable(t) => Some(
+                t.attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        TableAttribute::Flags(f) => Some(f.bits()),
+                        _ => None,
+                    })
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        }),
+        Err(e) if e.is(NfnlErrorKind::NotFound) => None,
+        Err(e) => return Err(e),
+    };
     let get = NfTablesMessage::GetChain(ChainMessage {
         attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],
     });
@@ -78,7 +100,10 @@ fn read_once(
         Err(e) if e.is(NfnlErrorKind::NotFound) => None,
         Err(e) => return Err(e),
     };
-    let mut read = ChainRead::default();
+    let mut read = ChainRead {
+        table_flags,
+        ..Default::default()
+    };
     if let Some(uses) = uses {
         let part = request(sock, &mut buf, family, rules_of(table, chain), true, &what)?;
         if part.interrupted {
