@@ -73,6 +73,14 @@ impl SaveCounter {
     }
 }
 
+/// A fresh topology with our policy applied (through the counter).
+fn installed() -> (Topology, SaveCounter) {
+    let topo = Topology::new();
+    let c = SaveCounter::new();
+    c.guard(&topo.node, &policy().args("apply")).expect_code(0, "apply");
+    (topo, c)
+}
+
 fn find_in_path(tool: &str) -> PathBuf {
     std::env::var("PATH")
         .unwrap_or_default()
@@ -232,10 +240,8 @@ fn a_forward_chain_that_is_not_hooked_at_forward_is_named() {
         return;
     }
     for replacement in ["", "{ type filter hook input priority 0; }"] {
-        let topo = Topology::new();
-        let c = SaveCounter::new();
+        let (topo, c) = installed();
         let p = policy();
-        c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
         ipt_ok(
             &topo.node,
             false,
@@ -289,10 +295,8 @@ fn a_match_iptables_cannot_print_is_found_by_the_bytes_and_rewritten() {
     if !can_run() {
         return;
     }
-    let topo = Topology::new();
-    let c = SaveCounter::new();
+    let (topo, c) = installed();
     let p = policy();
-    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
     let listing = topo
         .node
         .run_ok(&["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"]);
@@ -352,10 +356,8 @@ fn a_table_iptables_cannot_print_is_an_error_and_writes_nothing() {
     if !can_run() {
         return;
     }
-    let topo = Topology::new();
-    let c = SaveCounter::new();
+    let (topo, c) = installed();
     let p = policy();
-    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
     topo.node.run_ok(&[
         "nft",
         "add",
@@ -412,10 +414,8 @@ fn a_fifo_in_place_of_the_reference_blocks_nothing() {
     if !can_run() {
         return;
     }
-    let topo = Topology::new();
-    let c = SaveCounter::new();
+    let (topo, c) = installed();
     let p = policy();
-    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
     let file = reference_file(&topo.node);
     std::fs::remove_file(&file).expect("remove the reference");
     let made = std::process::Command::new("mkfifo")
@@ -451,10 +451,7 @@ fn a_dormant_filter_table_is_named() {
     if !can_run() {
         return;
     }
-    let topo = Topology::new();
-    let c = SaveCounter::new();
-    let p = policy();
-    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    let (topo, c) = installed();
     topo.node
         .run_ok(&["nft", "add", "table", "ip", "filter", "{ flags dormant; }"]);
     let served = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);
