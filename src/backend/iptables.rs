@@ -18,11 +18,15 @@ use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
 use crate::core::iptables_nft_read::{derive, dormant, heads, hidden_change, key, learn, unhooked};
 use crate::core::iptables_plan::plan;
-use crate::core::iptables_state::{parse_save, IptObserved};
+use crate::core::iptables_state::{parse_save, IptObserved, JumpState};
 use crate::core::model::{Blocklist, Family};
 use crate::core::policy::Hook;
 use crate::core::render_iptables::{desired, IptDesired, CHAIN};
 use crate::error::Result;
+
+/// How many more times our iptables-nft objects are written when another
+/// commit came with our write, to learn their bytes (see `learn_from_own_write`).
+const LEARN_RETRIES: usize = 2;
 
 /// Seconds to wait for the xtables lock (held by kube-proxy and friends).
 const LOCK_WAIT: &str = "5";
@@ -183,19 +187,54 @@ impl<'r> Iptables<'r> {
 
     /// After our own restore wrote all of `want` (iptables-nft): the bytes
     /// it wrote become the reference, if that restore was the only commit
-    /// since `before` (the generation read just before it).
+    /// since `before` (the generation read just before it). When another
+    /// commit came in between (another agent's churn), our objects are
+    /// written again, all of them, up to `LEARN_RETRIES` times, each time in
+    /// one transaction that never leaves a moment without the block, to get a
+    /// write with nothing else around it; without one, the reference stays
+    /// unlearnt and the text read-back decides (README, "iptables read-back").
     fn learn_from_own_write(&self, fam: Family, want: &IptDesired, before: Option<u32>) {
-        let Some(before) = before else { return };
-        let Ok(after) = self.read_ours(fam, Some(want)) else {
-            return;
-        };
-        if after.generation != before.wrapping_add(1) {
-            log::debug!("another commit came with our iptables-nft write: its bytes are not learnt this time");
-            return;
+        let Some(mut before) = before else { return };
+        for attempt in 0..=LEARN_RETRIES {
+            if attempt > 0 {
+                // Our objects are as `want` after the last write: write them again.
+                let ours = IptObserved {
+                    chain: Some(want.rules.clone()),
+                    jumps: want
+                        .hooks
+                        .iter()
+                        .map(|h| (*h, JumpState { at_top: true, count: 1 }))
+                        .collect(),
+                    rewrite_all: true,
+                    ..Default::default()
+                };
+                let Some(payload) = plan(Some(want), &ours, false) else {
+                    return;
+                };
+                match self.read_ours(fam, Some(want)) {
+                    Ok(r) => before = r.generation,
+                    Err(_) => return,
+                }
+                if let Err(e) = self.restore(fam, &payload) {
+                    log::debug!("writing our iptables-nft objects again to learn their bytes failed: {e}");
+                    return;
+                }
+            }
+            let Ok(after) = self.read_ours(fam, Some(want)) else {
+                return;
+            };
+            if after.generation == before.wrapping_add(1) {
+                if let Some(r) = learn(want, &after) {
+                    iptables_reference::store(fam, &r);
+                }
+                return;
+            }
         }
-        if let Some(r) = learn(want, &after) {
-            iptables_reference::store(fam, &r);
-        }
+        log::info!(
+            "the ruleset kept changing around our iptables-nft writes ({} tries): the bytes of our rules are not \
+             learnt, checks read the whole table as text",
+            LEARN_RETRIES + 1
+        );
     }
 
     /// Our chain and rule 1 of each wanted hook chain, over netlink.
