@@ -360,6 +360,17 @@ impl Backend for Iptables<'_> {
         self.variant == Variant::Nft
     }
 
+    /// iptables-nft: every family we want something in has learnt bytes.
+    fn proven(&self, b: &Blocklist) -> bool {
+        if self.variant != Variant::Nft || !self.netlink_reads {
+            return true;
+        }
+        Family::ALL
+            .into_iter()
+            .filter_map(|fam| desired(b, fam).map(|w| (fam, w)))
+            .all(|(fam, w)| iptables_reference::load(fam, &key(&w)).is_some())
+    }
+
     fn render(&self, b: &Blocklist) -> String {
         let mut out = String::new();
         for fam in Family::ALL {

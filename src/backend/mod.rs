@@ -35,6 +35,12 @@ pub trait Backend: Send + Sync {
     fn emits_change_events(&self) -> bool {
         true
     }
+    /// Whether a check in sync is proven byte for byte (false: iptables-nft
+    /// without the learnt bytes of our rules, so the text read-back decides;
+    /// the daemon then writes our objects again at its resync to learn them).
+    fn proven(&self, _b: &Blocklist) -> bool {
+        true
+    }
     /// The payload `apply` sends to install the blocklist on a node that has none of it.
     fn render(&self, b: &Blocklist) -> String;
     /// Differences between the installed objects and the blocklist.

@@ -28,6 +28,10 @@ pub trait Firewall: Send + Sync + 'static {
     fn owned(&self) -> bool;
     /// The action of the enforced policy.
     fn action(&self) -> Action;
+    /// Whether "in sync" is proven byte for byte (`Backend::proven`).
+    fn proven(&self) -> bool {
+        true
+    }
 }
 
 impl Firewall for Reconciler {
@@ -45,6 +49,9 @@ impl Firewall for Reconciler {
     }
     fn action(&self) -> Action {
         self.policy.action
+    }
+    fn proven(&self) -> bool {
+        self.backend.proven(&self.blocklist)
     }
 }
 
@@ -94,7 +101,12 @@ impl Controller {
             // The first apply runs even when everything reads as in place: it
             // is idempotent, and it is how a backend that could not verify what
             // it read (iptables-nft without its learnt bytes) makes it its own.
-            Ok(Ok(drift)) if drift.is_empty() && trigger == Trigger::Start => {
+            // Likewise at each resync while "in sync" rests on the text alone
+            // (the bytes could not be learnt, e.g. another agent committed
+            // around every write): writing again is how they get learnt.
+            Ok(Ok(drift))
+                if drift.is_empty() && (trigger == Trigger::Start || (trigger == Trigger::Timer && !fw.proven())) =>
+            {
                 let f = fw.clone();
                 match tokio::task::spawn_blocking(move || f.repair(thorough)).await {
                     Ok(Ok(())) => Ok(None),

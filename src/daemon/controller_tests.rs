@@ -16,6 +16,8 @@ struct FakeFirewall {
     repair_fails: Mutex<Option<Error>>,
     calls: Mutex<Vec<&'static str>>,
     action: Option<Action>,
+    /// "In sync" rests on the text alone (`Firewall::proven` false).
+    unproven: std::sync::atomic::AtomicBool,
 }
 
 impl FakeFirewall {
@@ -28,6 +30,10 @@ impl FakeFirewall {
 
     fn calls(&self) -> Vec<&'static str> {
         self.calls.lock().unwrap().clone()
+    }
+
+    fn unproven(&self) {
+        self.unproven.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -54,6 +60,9 @@ impl Firewall for FakeFirewall {
     }
     fn action(&self) -> Action {
         self.action.unwrap_or(Action::Reject)
+    }
+    fn proven(&self) -> bool {
+        !self.unproven.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -125,6 +134,18 @@ fn the_first_apply_runs_even_in_sync_and_later_checks_in_sync_write_nothing() {
         vec!["check", "repair", "check"],
         "a resync in sync writes nothing"
     );
+}
+
+#[test]
+fn a_resync_writes_again_while_in_sync_is_not_proven_byte_for_byte() {
+    let (ctl, state) = controller();
+    let fw = FakeFirewall::answering(vec![Ok(vec![]), Ok(vec![])]);
+    fw.unproven();
+    assert!(run(ctl.reconcile(fw.clone(), Trigger::Timer, false)).0);
+    assert_eq!(fw.calls(), vec!["check", "repair"]);
+    assert!(run(ctl.reconcile(fw.clone(), Trigger::Event, false)).0);
+    assert_eq!(fw.calls(), vec!["check", "repair", "check"], "only the resync writes");
+    assert!(state.lock().unwrap().repairs.is_empty(), "not counted as a repair");
 }
 
 #[test]
