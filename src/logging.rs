@@ -112,6 +112,38 @@ impl Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// The one-shot commands' logger: warnings and errors only, on stderr,
+/// as `apiserver-guard: warning: ...` (what they print on their own stays
+/// theirs; this is for what the shared code logs, e.g. a record that could
+/// not be written).
+struct OneShotLogger;
+
+impl log::Log for OneShotLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= Level::Warn
+    }
+
+    fn log(&self, record: &Record) {
+        if self.enabled(record.metadata()) {
+            let kind = if record.level() == Level::Error {
+                "error"
+            } else {
+                "warning"
+            };
+            let _ = writeln!(std::io::stderr().lock(), "apiserver-guard: {kind}: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the one-shot commands' logger (warnings and errors to stderr).
+pub fn init_one_shot() {
+    if log::set_boxed_logger(Box::new(OneShotLogger)).is_ok() {
+        log::set_max_level(LevelFilter::Warn);
+    }
+}
+
 /// Installs the logger once; later calls are ignored.
 pub fn init(format: LogFormat) {
     let journal = format == LogFormat::Auto && std::env::var_os("JOURNAL_STREAM").is_some();

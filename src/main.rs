@@ -20,6 +20,8 @@ fn main() {
         // write. Not the daemon: it must survive a client that hangs up.
         // SAFETY: setting a signal's disposition to the default; no handler runs.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        // Warnings of the shared code reach the person running the command.
+        apiserver_guard::logging::init_one_shot();
     }
     std::process::exit(commands::run(cli));
 }

@@ -238,10 +238,14 @@ fn nft_apply_without_a_writable_record_still_blocks_and_keeps_the_tables() {
     let args = policy(Backend::IptablesNft).args("apply");
     argv.extend(args.iter().map(String::as_str));
     let out = ns.run(&argv);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "apply with /run/apiserver-guard read-only: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "apply with /run/apiserver-guard read-only: {stderr}"
+    );
+    assert!(
+        stderr.contains("apiserver-guard: warning:") && stderr.contains("remove will leave the empty table"),
+        "the operator is told: {stderr}"
     );
     for v6 in [false, true] {
         let listing = ipt_ok(&ns, v6, "nft", &["-S", "APISERVER-GUARD"]);
