@@ -16,7 +16,7 @@ use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, NfTablesMessage, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
 };
 
-use super::dump::{family_name, generation, request};
+use super::dump::{family_name, generation, get_one, request};
 use super::error::{NfnlError, NfnlErrorKind};
 use super::frame::{self, Reply};
 use super::socket::NfnlSocket;
@@ -65,40 +65,29 @@ fn read_once(
     let get_table = NfTablesMessage::GetTable(TableMessage {
         attributes: vec![TableAttribute::Name(table.into())],
     });
-    let table_flags = match request(sock, &mut buf, family, get_table, false, &what) {
-        Ok(part) => part.of_table(family, table).into_iter().find_map(|m| match m {
-            NfTablesMessage::NewTable(t) => Some(
-                t.attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        TableAttribute::Flags(f) => Some(f.bits()),
-                        _ => None,
-                    })
-                    .unwrap_or(0),
-            ),
-            _ => None,
-        }),
-        Err(e) if e.is(NfnlErrorKind::NotFound) => None,
-        Err(e) => return Err(e),
+    let table_flags = match get_one(sock, &mut buf, family, table, get_table, &what)? {
+        Some(NfTablesMessage::NewTable(t)) => Some(
+            t.attributes
+                .iter()
+                .find_map(|a| match a {
+                    TableAttribute::Flags(f) => Some(f.bits()),
+                    _ => None,
+                })
+                .unwrap_or(0),
+        ),
+        _ => None,
     };
-    let get = NfTablesMessage::GetChain(ChainMessage {
-        attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],
-    });
-    let uses = match request(sock, &mut buf, family, get, false, &what) {
-        Ok(part) => part.of_table(family, table).iter().find_map(|m| match m {
-            NfTablesMessage::NewChain(c) => Some(
-                c.attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        ChainAttribute::Use(n) => Some(*n),
-                        _ => None,
-                    })
-                    .unwrap_or(0),
-            ),
-            _ => None,
-        }),
-        Err(e) if e.is(NfnlErrorKind::NotFound) => None,
-        Err(e) => return Err(e),
+    let uses = match get_one(sock, &mut buf, family, table, get_chain(table, chain), &what)? {
+        Some(NfTablesMessage::NewChain(c)) => Some(
+            c.attributes
+                .iter()
+                .find_map(|a| match a {
+                    ChainAttribute::Use(n) => Some(*n),
+                    _ => None,
+                })
+                .unwrap_or(0),
+        ),
+        _ => None,
     };
     let mut read = ChainRead {
         table_flags,
@@ -120,19 +109,9 @@ fn read_once(
         read.chain = Some((uses, rules));
     }
     for head in heads {
-        let get = NfTablesMessage::GetChain(ChainMessage {
-            attributes: vec![
-                ChainAttribute::Table(table.into()),
-                ChainAttribute::Name((*head).into()),
-            ],
-        });
-        let chain = match request(sock, &mut buf, family, get, false, &what) {
-            Ok(part) => part.of_table(family, table).into_iter().find_map(|m| match m {
-                NfTablesMessage::NewChain(c) => Some(c),
-                _ => None,
-            }),
-            Err(e) if e.is(NfnlErrorKind::NotFound) => None,
-            Err(e) => return Err(e),
+        let chain = match get_one(sock, &mut buf, family, table, get_chain(table, head), &what)? {
+            Some(NfTablesMessage::NewChain(c)) => Some(c),
+            _ => None,
         };
         let first = if chain.is_some() {
             first_rule(family, table, head)?
@@ -144,6 +123,13 @@ fn read_once(
     let after = generation(sock, &mut buf)?;
     read.generation = before;
     Ok((before == after).then_some(read))
+}
+
+/// A GETCHAIN request naming one chain.
+fn get_chain(table: &str, chain: &str) -> NfTablesMessage {
+    NfTablesMessage::GetChain(ChainMessage {
+        attributes: vec![ChainAttribute::Table(table.into()), ChainAttribute::Name(chain.into())],
+    })
 }
 
 /// A GETRULE dump request for the rules of one chain.

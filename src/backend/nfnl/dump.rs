@@ -70,12 +70,7 @@ pub fn table_handle(sock: &NfnlSocket, family: u8, table: &str) -> Result<Option
     let what = format!("reading table {} {table}", family_name(family));
     let mut buf = sock.lock();
     sock.drain(&mut buf);
-    let part = match request(sock, &mut buf, family, get, false, &what) {
-        Ok(part) => part,
-        Err(e) if e.is(NfnlErrorKind::NotFound) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let Some(NfTablesMessage::NewTable(t)) = part.of_table(family, table).into_iter().next() else {
+    let Some(NfTablesMessage::NewTable(t)) = get_one(sock, &mut buf, family, table, get, &what)? else {
         return Ok(None);
     };
     t.attributes
@@ -92,9 +87,22 @@ pub fn table_handle(sock: &NfnlSocket, family: u8, table: &str) -> Result<Option
 fn exists(sock: &NfnlSocket, family: u8, table: &str, get: NfTablesMessage, what: &str) -> Result<bool, NfnlError> {
     let mut buf = sock.lock();
     sock.drain(&mut buf);
-    match request(sock, &mut buf, family, get, false, what) {
-        Ok(part) => Ok(!part.of_table(family, table).is_empty()),
-        Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(false),
+    Ok(get_one(sock, &mut buf, family, table, get, what)?.is_some())
+}
+
+/// One GET naming an object of table `family`/`table` (on a socket the
+/// caller holds): the kernel's answer, None when the object does not exist.
+pub(super) fn get_one(
+    sock: &NfnlSocket,
+    buf: &mut [u8],
+    family: u8,
+    table: &str,
+    get: NfTablesMessage,
+    what: &str,
+) -> Result<Option<NfTablesMessage>, NfnlError> {
+    match request(sock, buf, family, get, false, what) {
+        Ok(part) => Ok(part.of_table(family, table).into_iter().next()),
+        Err(e) if e.is(NfnlErrorKind::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
 }
