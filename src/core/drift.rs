@@ -250,8 +250,9 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
             DriftKind::RulesChanged,
             chain_obj.clone(),
             format!(
-                "{}: it reads like ours as iptables rules, but its nf_tables expressions are not the ones \
-                 iptables-nft wrote for it (a match or statement iptables cannot print, added with nft)",
+                "{}: it reads like ours as iptables rules, but its bytes in the kernel are not the ones \
+                 iptables wrote for it (a change iptables cannot print: a match or statement added with nft, or \
+                 a raw write)",
                 seen.hidden_change.as_deref().unwrap_or_default()
             ),
         )),
@@ -285,6 +286,23 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
                      is needed, delete it with nft, then run apply",
                     hook.iptables_chain(),
                     hook.iptables_chain().to_lowercase()
+                ),
+            ));
+        }
+        if let Some(n) = seen.stray_jumps.get(&hook) {
+            out.push(drift(
+                DriftKind::JumpDuplicated,
+                obj.clone(),
+                format!(
+                    "{n} changed {} of our jump: {} our comment and jumps to our chain, but {} not the bytes \
+                     iptables writes for '{}' (a change iptables-legacy-save cannot print, or a match added); \
+                     repairs take {} out by {} bytes",
+                    if *n == 1 { "copy" } else { "copies" },
+                    if *n == 1 { "it carries" } else { "they carry" },
+                    if *n == 1 { "is" } else { "are" },
+                    jump_line(hook),
+                    if *n == 1 { "it" } else { "them" },
+                    if *n == 1 { "its" } else { "their" },
                 ),
             ));
         }

@@ -38,6 +38,11 @@ pub struct IptObserved {
     /// what iptables-nft wrote for them (a match or statement iptables
     /// cannot print, added with nft): what differs, in plain words.
     pub hidden_change: Option<String>,
+    /// iptables-legacy, read by bytes: per built-in chain, the jumps to our
+    /// chain that carry our mark but are not the bytes iptables writes for
+    /// our jump (not counted in `jumps`; `iptables -D` by spec cannot find
+    /// them, so they are taken out by their bytes).
+    pub stray_jumps: BTreeMap<Hook, usize>,
     /// Rewrite our chain and jumps even where they read as in place: what
     /// was read cannot prove their bytes (the text read-back), so the next
     /// write makes them ours again and the bytes can be learnt from it.

@@ -7,6 +7,8 @@ pub mod attempt_packet;
 pub mod attempts;
 pub mod drift;
 pub mod duration;
+pub mod iptables_legacy_blob;
+pub mod iptables_legacy_read;
 pub mod iptables_nft_read;
 pub mod iptables_plan;
 pub mod iptables_state;

@@ -1,0 +1,151 @@
+//! The iptables-legacy read-back by bytes: our objects as they are in the
+//! kernel's table (`iptables_legacy_blob`), folded into what the text
+//! read-back (`iptables_state`, from `iptables-legacy-save`) saw, so that a
+//! change `iptables-legacy-save` cannot print is drift too.
+//!
+//! - Our jump is compared with the bytes iptables writes for it
+//!   (`our_jump`): nothing to learn. A jump to our chain that carries our
+//!   mark but is not those bytes is *stray*: `iptables -D` by spec cannot
+//!   find it (a helper's raw write of one interface-mask byte wedged every
+//!   repair and `remove` that way), so it is taken out by its bytes.
+//! - Our chain's rules are compared with the bytes learnt right after our
+//!   own write (`Reference`, as for iptables-nft); without one, the text
+//!   decides and the next write is a full one, to learn them.
+//!
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use super::iptables_legacy_blob::{our_jump, LegacyTable, Target};
+use super::iptables_nft_read::{key, Reference};
+use super::iptables_state::{IptObserved, JumpState};
+use super::policy::Hook;
+use super::render_iptables::{IptDesired, CHAIN};
+
+/// One rule of a built-in chain that jumps to our chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JumpAt {
+    /// Its index in the table's entries.
+    pub index: usize,
+    /// Its position in its chain (0: rule 1).
+    pub position: usize,
+    /// Byte for byte our jump.
+    pub exact: bool,
+    /// It carries our comment (whatever else changed).
+    pub marked: bool,
+}
+
+/// Our objects in one family's legacy table, by bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LegacyRead {
+    /// Our chain's rules, normalised; None when it does not exist.
+    pub chain: Option<Vec<Vec<u8>>>,
+    /// The jumps to our chain in each built-in chain, in order.
+    pub jumps: BTreeMap<Hook, Vec<JumpAt>>,
+}
+
+/// Reads our objects out of `t`.
+pub fn read(t: &LegacyTable) -> LegacyRead {
+    let Some((start, rules)) = t.user_chain(CHAIN) else {
+        return LegacyRead::default();
+    };
+    let want = our_jump(t.family);
+    let mut jumps = BTreeMap::new();
+    for hook in Hook::ALL {
+        let Some(range) = t.builtin_rules(hook) else { continue };
+        let found: Vec<JumpAt> = range
+            .clone()
+            .filter(|i| t.target(&t.entries[*i]) == Target::Standard(start as i32))
+            .map(|i| JumpAt {
+                index: i,
+                position: i - range.start,
+                exact: t.normalised(&t.entries[i]) == want,
+                marked: t.marked_ours(&t.entries[i]),
+            })
+            .collect();
+        jumps.insert(hook, found);
+    }
+    LegacyRead {
+        chain: Some(rules.map(|i| t.normalised(&t.entries[i])).collect()),
+        jumps,
+    }
+}
+
+/// The entries to take out by their bytes: jumps to our chain that carry
+/// our mark but are not our jump byte for byte.
+pub fn stray(read: &LegacyRead) -> Vec<usize> {
+    read.jumps
+        .values()
+        .flatten()
+        .filter(|j| j.marked && !j.exact)
+        .map(|j| j.index)
+        .collect()
+}
+
+/// The reference learnt from `read`, taken right after our own write of
+/// all of `want`. None unless our chain holds as many rules as `want` and
+/// every wanted hook chain starts with our jump, exactly.
+pub fn learn(want: &IptDesired, read: &LegacyRead) -> Option<Reference> {
+    let rules = read.chain.as_ref()?;
+    let jumps_in_place = want.hooks.iter().all(|h| {
+        read.jumps
+            .get(h)
+            .and_then(|j| j.first())
+            .is_some_and(|j| j.position == 0 && j.exact)
+    });
+    (rules.len() == want.rules.len() && jumps_in_place).then(|| Reference {
+        key: key(want),
+        rules: rules.clone(),
+        jump: Vec::new(),
+    })
+}
+
+/// Folds the bytes into `seen`, the text read-back of the same table:
+/// jumps count only where they are our jump byte for byte (the others are
+/// `stray_jumps`, named and taken out by bytes); our chain's rules, where
+/// the text matches `want`, must be the reference's bytes. Without a
+/// reference for `want`, the next write is a full one (`rewrite_all`).
+pub fn fold(want: Option<&IptDesired>, reference: Option<&Reference>, read: &LegacyRead, seen: &mut IptObserved) {
+    for (hook, found) in &read.jumps {
+        let exact = found.iter().filter(|j| j.exact).count();
+        let at_top = found.first().is_some_and(|j| j.position == 0 && j.exact);
+        let text = seen.jumps.get(hook).copied().unwrap_or_default();
+        if text.at_top && !at_top {
+            seen.top_rule.insert(
+                *hook,
+                "a jump to our chain that reads like ours but is not the bytes iptables writes for it \
+                 (a change iptables-legacy-save cannot print)"
+                    .to_string(),
+            );
+        }
+        seen.jumps.insert(*hook, JumpState { at_top, count: exact });
+        let stray = found.iter().filter(|j| j.marked && !j.exact).count();
+        if stray > 0 {
+            seen.stray_jumps.insert(*hook, stray);
+        }
+    }
+    let Some(want) = want else { return };
+    let reference = reference.filter(|r| r.key == key(want));
+    match (reference, &read.chain) {
+        (None, _) => seen.rewrite_all = true,
+        (Some(r), Some(rules)) if seen.chain.as_ref() == Some(&want.rules) => {
+            if rules.len() != r.rules.len() {
+                seen.hidden_change = Some(format!(
+                    "our chain holds {} rules where we wrote {}",
+                    rules.len(),
+                    r.rules.len()
+                ));
+            } else if let Some(i) = rules.iter().zip(&r.rules).position(|(a, b)| a != b) {
+                seen.hidden_change = Some(format!("rule {} of our chain", i + 1));
+            }
+            if seen.hidden_change.is_some() {
+                seen.rewrite_all = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+#[path = "iptables_legacy_read_tests.rs"]
+mod tests;

@@ -1,0 +1,158 @@
+//! Tests of the iptables-legacy read-back by bytes, on the kernel-made
+//! fixture tables and their `-save` text.
+
+use super::*;
+use crate::core::drift::diff_iptables;
+use crate::core::iptables_legacy_blob::fixture::table;
+use crate::core::iptables_legacy_blob::LegacyTable;
+use crate::core::iptables_plan::plan;
+use crate::core::iptables_state::parse_save;
+use crate::core::model::Family;
+
+fn save(fam: Family) -> &'static str {
+    match fam {
+        Family::V4 => include_str!("../../tests/fixtures/legacy/filter-v4.save"),
+        Family::V6 => include_str!("../../tests/fixtures/legacy/filter-v6.save"),
+    }
+}
+
+/// What the fixture holds of ours, as wanted.
+fn want(fam: Family) -> IptDesired {
+    IptDesired {
+        rules: save(fam)
+            .lines()
+            .filter(|l| l.starts_with("-A APISERVER-GUARD "))
+            .map(str::to_string)
+            .collect(),
+        hooks: vec![Hook::Output, Hook::Forward],
+    }
+}
+
+/// Offset of `iniface_mask` in the entry header.
+fn iniface_mask(fam: Family) -> usize {
+    match fam {
+        Family::V4 => 48,
+        Family::V6 => 96,
+    }
+}
+
+/// Sets one interface-mask byte (no interface named: the text is unchanged,
+/// the kernel never matches) on entry `i`.
+fn hide(t: &mut LegacyTable, i: usize) {
+    let at = iniface_mask(t.family) + 1;
+    t.entries[i].bytes[at] = 0xff;
+}
+
+fn folded(fam: Family, t: &LegacyTable, reference: Option<&Reference>) -> IptObserved {
+    let mut seen = parse_save(save(fam)).unwrap();
+    fold(Some(&want(fam)), reference, &read(t), &mut seen);
+    seen
+}
+
+#[test]
+fn the_untouched_table_reads_in_sync_and_teaches_its_chain() {
+    for fam in Family::ALL {
+        let t = table(fam);
+        let r = read(&t);
+        assert_eq!(r.chain.as_ref().unwrap().len(), 1);
+        assert_eq!(r.jumps[&Hook::Forward].len(), 1);
+        assert!(r.jumps[&Hook::Forward][0].exact && r.jumps[&Hook::Output][0].exact);
+        assert!(r.jumps[&Hook::Input].is_empty());
+        assert!(stray(&r).is_empty());
+        let reference = learn(&want(fam), &r).unwrap();
+        let seen = folded(fam, &t, Some(&reference));
+        assert!(diff_iptables(Some(&want(fam)), &seen, "").is_empty(), "{seen:?}");
+        assert!(!seen.rewrite_all);
+        assert_eq!(plan(Some(&want(fam)), &seen, false), None, "nothing to write");
+    }
+}
+
+#[test]
+fn without_a_reference_the_text_decides_and_the_next_write_is_full() {
+    for fam in Family::ALL {
+        let seen = folded(fam, &table(fam), None);
+        assert!(diff_iptables(Some(&want(fam)), &seen, "").is_empty());
+        assert!(seen.rewrite_all);
+        let p = plan(Some(&want(fam)), &seen, false).unwrap();
+        assert!(
+            p.contains(":APISERVER-GUARD - [0:0]") && p.contains("-I FORWARD 1 "),
+            "{p}"
+        );
+    }
+}
+
+/// The helper's find: one interface-mask byte on our jump, invisible to
+/// `iptables-legacy-save`; it read as in sync and every `-D` by spec failed.
+#[test]
+fn a_jump_changed_where_the_text_cannot_show_it_is_drift_and_never_deleted_by_spec() {
+    for fam in Family::ALL {
+        let mut t = table(fam);
+        let i = t.builtin_rules(Hook::Forward).unwrap().start;
+        let reference = learn(&want(fam), &read(&table(fam))).unwrap();
+        hide(&mut t, i);
+        let r = read(&t);
+        assert_eq!(stray(&r), vec![i]);
+        assert!(learn(&want(fam), &r).is_none(), "never learnt from");
+        let seen = folded(fam, &t, Some(&reference));
+        let drift: Vec<String> = diff_iptables(Some(&want(fam)), &seen, "iptables-legacy")
+            .iter()
+            .map(|d| format!("{}: {}", d.object, d.problem))
+            .collect();
+        let text = drift.join("\n");
+        assert!(text.contains("chain FORWARD: 1 changed copy of our jump"), "{text}");
+        assert!(text.contains("is not the bytes iptables writes"), "{text}");
+        assert!(text.contains("our jump is not rule 1"), "{text}");
+        assert!(!text.contains("OUTPUT"), "{text}");
+        let p = plan(Some(&want(fam)), &seen, false).unwrap();
+        assert!(p.contains("-I FORWARD 1 "), "{p}");
+        assert!(
+            !p.contains("-D FORWARD"),
+            "a -D by spec would fail and abort the restore: {p}"
+        );
+        // Removal: only the good jump in OUTPUT by spec; FORWARD's by bytes.
+        let mut gone = parse_save(save(fam)).unwrap();
+        fold(None, None, &r, &mut gone);
+        let p = plan(None, &gone, false).unwrap();
+        assert!(p.contains("-D OUTPUT ") && !p.contains("-D FORWARD"), "{p}");
+    }
+}
+
+#[test]
+fn a_rule_of_our_chain_changed_where_the_text_cannot_show_it_is_rewritten() {
+    for fam in Family::ALL {
+        let mut t = table(fam);
+        let reference = learn(&want(fam), &read(&t)).unwrap();
+        let (_, rules) = t.user_chain(CHAIN).unwrap();
+        hide(&mut t, rules.start);
+        let seen = folded(fam, &t, Some(&reference));
+        assert_eq!(seen.hidden_change.as_deref(), Some("rule 1 of our chain"));
+        let text: Vec<String> = diff_iptables(Some(&want(fam)), &seen, "")
+            .iter()
+            .map(|d| format!("{}: {}", d.object, d.problem))
+            .collect();
+        assert!(
+            text.join("\n").contains("rule 1 of our chain: it reads like ours"),
+            "{text:?}"
+        );
+        let p = plan(Some(&want(fam)), &seen, false).unwrap();
+        assert!(p.contains(":APISERVER-GUARD - [0:0]"), "{p}");
+        // A reference learnt for another wanted state says nothing.
+        let mut other = reference.clone();
+        other.key.push('x');
+        assert_eq!(folded(fam, &t, Some(&other)).hidden_change, None);
+    }
+}
+
+#[test]
+fn a_table_without_our_chain_has_nothing_of_ours() {
+    for fam in Family::ALL {
+        let t = table(fam);
+        let (_, ours) = t.user_chain(CHAIN).unwrap();
+        // Our chain's head renamed: no chain of ours, no jumps to it read.
+        let mut renamed = t.clone();
+        let head = &mut renamed.entries[ours.start - 1].bytes;
+        let at = head.len() - 32;
+        head[at] = b'X';
+        assert_eq!(read(&renamed), LegacyRead::default());
+    }
+}
