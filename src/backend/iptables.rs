@@ -6,9 +6,13 @@
 //! checks ask nf_tables for our chain alone over netlink (no process).
 //! An iptables-nft `apply` that creates a family's `filter` table records it
 //! (`iptables_created`); `remove` deletes such a table again once it is empty.
+//! iptables-legacy is also read as bytes (`iptables_legacy_raw`,
+//! `core::iptables_legacy_read`): a change its save cannot print is drift,
+//! and a changed jump that `-D` by spec cannot find is taken out by bytes.
 
 use super::exec::{failure, run_ok, start, Runner};
 use super::iptables_created;
+use super::iptables_legacy_raw;
 use super::iptables_reference;
 use super::nfnl::{
     chain_exists, delete_table_if_empty, read_chain_and_heads, table_handle, ChainRead, NfnlSocket, TableFate,
@@ -16,6 +20,7 @@ use super::nfnl::{
 };
 use super::Backend;
 use crate::core::drift::{diff_iptables, Drift};
+use crate::core::iptables_legacy_read as legacy_read;
 use crate::core::iptables_nft_read::{derive, dormant, heads, hidden_change, key, learn, unhooked};
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved, JumpState};
@@ -45,7 +50,8 @@ impl Variant {
         }
     }
 
-    fn suffix(self) -> &'static str {
+    /// `nft` or `legacy`.
+    pub fn suffix(self) -> &'static str {
         match self {
             Variant::Legacy => "legacy",
             Variant::Nft => "nft",
@@ -105,9 +111,10 @@ fn nfproto(fam: Family) -> u8 {
 pub struct Iptables<'r> {
     runner: &'r dyn Runner,
     variant: Variant,
-    /// Read iptables-nft's objects over netlink where the bytes decide
-    /// (off in unit tests, whose fake runner is the only state there is).
-    netlink_reads: bool,
+    /// Read our objects as the kernel's bytes too (nf_tables netlink for
+    /// iptables-nft, the legacy socket options for iptables-legacy); off in
+    /// unit tests, whose fake runner is the only state there is.
+    kernel_reads: bool,
 }
 
 impl<'r> Iptables<'r> {
@@ -115,7 +122,7 @@ impl<'r> Iptables<'r> {
         Iptables {
             runner,
             variant,
-            netlink_reads: true,
+            kernel_reads: true,
         }
     }
 
@@ -123,7 +130,7 @@ impl<'r> Iptables<'r> {
     #[cfg(test)]
     fn text_only(runner: &'r dyn Runner, variant: Variant) -> Self {
         Iptables {
-            netlink_reads: false,
+            kernel_reads: false,
             ..Self::new(runner, variant)
         }
     }
@@ -162,11 +169,14 @@ impl<'r> Iptables<'r> {
     /// text cannot prove the bytes) and, where the text matches but the
     /// bytes differ from the reference, naming that hidden change.
     fn observe_for(&self, fam: Family, want: Option<&IptDesired>) -> Result<IptObserved> {
-        if self.variant != Variant::Nft || !self.netlink_reads {
+        if !self.kernel_reads {
             return self.observe(fam);
         }
+        if self.variant == Variant::Legacy {
+            return self.observe_legacy(fam, want);
+        }
         let read = self.read_ours(fam, want);
-        let reference = want.and_then(|w| iptables_reference::load(fam, &key(w)));
+        let reference = want.and_then(|w| iptables_reference::load(Variant::Nft.suffix(), fam, &key(w)));
         if let Some(seen) = read.as_ref().ok().and_then(|r| derive(want, reference.as_ref(), r)) {
             return Ok(seen);
         }
@@ -183,6 +193,60 @@ impl<'r> Iptables<'r> {
             }
         }
         Ok(seen)
+    }
+
+    /// iptables-legacy: the text read-back with the table's bytes folded in
+    /// (`core::iptables_legacy_read`). When the bytes cannot be read, the
+    /// text decides and the next write is a full one.
+    fn observe_legacy(&self, fam: Family, want: Option<&IptDesired>) -> Result<IptObserved> {
+        let mut seen = self.observe(fam)?;
+        if !self.readable(fam)? {
+            return Ok(seen);
+        }
+        match iptables_legacy_raw::read(fam) {
+            Ok(table) => {
+                let reference = want.and_then(|w| iptables_reference::load(Variant::Legacy.suffix(), fam, &key(w)));
+                legacy_read::fold(want, reference.as_ref(), &legacy_read::read(&table), &mut seen);
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot read the {} filter table as bytes ({e}): checking its text only",
+                    tool(self.variant, fam, false)
+                );
+                seen.rewrite_all = true;
+            }
+        }
+        Ok(seen)
+    }
+
+    /// iptables-legacy: takes out the jumps to our chain that carry our
+    /// mark but are not our jump byte for byte (`-D` by spec cannot).
+    fn take_out_stray_jumps(&self, fam: Family) -> Result<usize> {
+        iptables_legacy_raw::take_out(fam, |t| legacy_read::stray(&legacy_read::read(t))).map_err(|e| {
+            let msg = format!(
+                "cannot take the changed jumps to our chain out of the {} filter table: {e}",
+                tool(self.variant, fam, false)
+            );
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                crate::error::Error::Busy(msg)
+            } else {
+                crate::error::Error::runtime(msg)
+            }
+        })
+    }
+
+    /// iptables-legacy, after our own write of all of `want`: our chain's
+    /// bytes as read now become the reference. iptables-legacy has no
+    /// generation count to prove that nothing else wrote in between (see the
+    /// README, "iptables read-back").
+    fn learn_legacy(&self, fam: Family, want: &IptDesired) {
+        match iptables_legacy_raw::read(fam) {
+            Ok(t) => match legacy_read::learn(want, &legacy_read::read(&t)) {
+                Some(r) => iptables_reference::store(Variant::Legacy.suffix(), fam, &r),
+                None => log::debug!("our iptables-legacy objects not as written right after our write: not learnt"),
+            },
+            Err(e) => log::debug!("cannot read the iptables-legacy table to learn our rules: {e}"),
+        }
     }
 
     /// After our own restore wrote all of `want` (iptables-nft): the bytes
@@ -225,7 +289,7 @@ impl<'r> Iptables<'r> {
             };
             if after.generation == before.wrapping_add(1) {
                 if let Some(r) = learn(want, &after) {
-                    iptables_reference::store(fam, &r);
+                    iptables_reference::store(Variant::Nft.suffix(), fam, &r);
                 }
                 return;
             }
@@ -273,11 +337,14 @@ impl<'r> Iptables<'r> {
     /// With iptables-nft, a `filter` table that did not exist before the
     /// restore and does after is recorded as ours to delete on `remove`.
     fn apply_family(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
-        let Some(payload) = plan(want, seen, self.variant == Variant::Nft) else {
+        if self.variant == Variant::Legacy {
+            return self.apply_legacy(fam, want, seen);
+        }
+        let Some(payload) = plan(want, seen, true) else {
             return Ok(false);
         };
         let before = self.nft_table_handle(fam);
-        let learnable = want.filter(|_| self.variant == Variant::Nft && self.netlink_reads);
+        let learnable = want.filter(|_| self.variant == Variant::Nft && self.kernel_reads);
         let generation = learnable
             .and_then(|w| self.read_ours(fam, Some(w)).ok())
             .map(|r| r.generation);
@@ -297,6 +364,28 @@ impl<'r> Iptables<'r> {
             }
         }
         Ok(true)
+    }
+
+    /// iptables-legacy: the restore, and stray jumps taken out by bytes:
+    /// after the restore put our jump at rule 1 (so there is no moment
+    /// without one), or, on removal, first (our chain cannot be deleted
+    /// while anything jumps to it). Then our chain's bytes are learnt.
+    fn apply_legacy(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
+        let stray = !seen.stray_jumps.is_empty() && self.kernel_reads;
+        let payload = plan(want, seen, false);
+        if want.is_none() && stray {
+            self.take_out_stray_jumps(fam)?;
+        }
+        if let Some(p) = &payload {
+            self.restore(fam, p)?;
+        }
+        if want.is_some() && stray {
+            self.take_out_stray_jumps(fam)?;
+        }
+        if let (Some(w), true) = (want, self.kernel_reads && (payload.is_some() || stray)) {
+            self.learn_legacy(fam, w);
+        }
+        Ok(payload.is_some() || stray)
     }
 
     /// The handle of the nf_tables `filter` table of `fam` (iptables-nft
@@ -360,15 +449,15 @@ impl Backend for Iptables<'_> {
         self.variant == Variant::Nft
     }
 
-    /// iptables-nft: every family we want something in has learnt bytes.
+    /// Every family we want something in has learnt bytes.
     fn proven(&self, b: &Blocklist) -> bool {
-        if self.variant != Variant::Nft || !self.netlink_reads {
+        if !self.kernel_reads {
             return true;
         }
         Family::ALL
             .into_iter()
             .filter_map(|fam| desired(b, fam).map(|w| (fam, w)))
-            .all(|(fam, w)| iptables_reference::load(fam, &key(&w)).is_some())
+            .all(|(fam, w)| iptables_reference::load(self.variant.suffix(), fam, &key(&w)).is_some())
     }
 
     fn render(&self, b: &Blocklist) -> String {
@@ -429,10 +518,14 @@ impl Backend for Iptables<'_> {
         for fam in Family::ALL {
             // A jump cannot exist without its target chain: no chain, nothing to read.
             if self.chain_exists(fam)? {
-                changed |= self.apply_family(fam, None, &self.observe(fam)?)?;
+                let seen = match self.variant {
+                    Variant::Legacy => self.observe_for(fam, None)?,
+                    Variant::Nft => self.observe(fam)?,
+                };
+                changed |= self.apply_family(fam, None, &seen)?;
             }
-            if self.variant == Variant::Nft && self.netlink_reads {
-                iptables_reference::forget(fam);
+            if self.kernel_reads {
+                iptables_reference::forget(self.variant.suffix(), fam);
             }
         }
         Ok(self.drop_created_tables()? || changed)

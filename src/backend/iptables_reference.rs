@@ -1,8 +1,9 @@
-//! Where the iptables-nft read-back keeps its reference
-//! (`core::iptables_nft_read::Reference`: the bytes iptables-nft wrote for
-//! our rules) between reads: in this process, and in one file per network
-//! namespace and family under `/run/apiserver-guard/iptables-nft-reference/`
-//! (tmpfs, root only) so that the next `status`, another process, finds it.
+//! Where the iptables read-backs by bytes keep their reference
+//! (`core::iptables_nft_read::Reference`: the bytes iptables wrote for our
+//! rules) between reads: in this process, and in one file per variant,
+//! network namespace and family under
+//! `/run/apiserver-guard/iptables-{nft,legacy}-reference/` (tmpfs, root
+//! only) so that the next `status`, another process, finds it.
 //! Best effort both ways: no file, a file learnt for another wanted state or
 //! one that does not parse only means the next read is the text read-back
 //! (and the next write learns it again). The daemon reads no file: it trusts
@@ -19,8 +20,10 @@ use super::iptables_created::netns_name;
 use crate::core::iptables_nft_read::Reference;
 use crate::core::model::Family;
 
-/// Directory of the files (tmpfs).
-const DIR: &str = "/run/apiserver-guard/iptables-nft-reference";
+/// Directory of one variant's files (tmpfs); `variant` is `nft` or `legacy`.
+fn dir(variant: &str) -> PathBuf {
+    PathBuf::from(format!("/run/apiserver-guard/iptables-{variant}-reference"))
+}
 
 /// References this process learnt or loaded, by file name.
 static KNOWN: Mutex<Option<HashMap<String, Reference>>> = Mutex::new(None);
@@ -45,47 +48,53 @@ fn name(fam: Family) -> Option<String> {
     Some(format!("{}-{fam}", netns_name().ok()?))
 }
 
-/// The reference learnt for the wanted state `key` in family `fam`, if any.
-pub fn load(fam: Family, key: &str) -> Option<Reference> {
+/// The reference learnt for the wanted state `key` in family `fam` of
+/// iptables `variant` (`nft`, `legacy`), if any.
+pub fn load(variant: &str, fam: Family, key: &str) -> Option<Reference> {
     let name = name(fam)?;
+    let known_as = format!("{variant}/{name}");
     let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
     let known = known.get_or_insert_with(HashMap::new);
-    if let Some(r) = known.get(&name).filter(|r| r.key == key) {
+    if let Some(r) = known.get(&known_as).filter(|r| r.key == key) {
         return Some(r.clone());
     }
     if !READ_FILES.load(Ordering::Relaxed) {
         return None;
     }
     // Never blocks on what is there (a FIFO put in its place hung `status`).
-    let bytes = crate::regular_file::read_regular(&PathBuf::from(DIR).join(&name)).ok()?;
+    let bytes = crate::regular_file::read_regular(&dir(variant).join(&name)).ok()?;
     let r = Reference::from_text(std::str::from_utf8(&bytes).ok()?)?;
     if r.key != key {
         return None;
     }
-    known.insert(name, r.clone());
+    known.insert(known_as, r.clone());
     Some(r)
 }
 
-/// Keeps `reference` for family `fam` (memory, then the file: a read-only
-/// /run, as in a container, keeps it in memory only).
-pub fn store(fam: Family, reference: &Reference) {
+/// Keeps `reference` for family `fam` of `variant` (memory, then the file:
+/// a read-only /run, as in a container, keeps it in memory only).
+pub fn store(variant: &str, fam: Family, reference: &Reference) {
     let Some(name) = name(fam) else { return };
     {
         let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
         let known = known.get_or_insert_with(HashMap::new);
-        if known.get(&name) == Some(reference) {
+        let known_as = format!("{variant}/{name}");
+        if known.get(&known_as) == Some(reference) {
             return;
         }
-        known.insert(name.clone(), reference.clone());
+        known.insert(known_as, reference.clone());
     }
-    if let Err(e) = write(&name, reference) {
-        log::debug!("cannot keep the iptables-nft reference in {DIR}: {e}");
+    if let Err(e) = write(&dir(variant), &name, reference) {
+        log::debug!(
+            "cannot keep the iptables-{variant} reference in {}: {e}",
+            dir(variant).display()
+        );
     }
 }
 
-fn write(name: &str, reference: &Reference) -> std::io::Result<()> {
-    std::fs::create_dir_all(DIR)?;
-    let path = PathBuf::from(DIR).join(name);
+fn write(dir: &std::path::Path, name: &str, reference: &Reference) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -99,11 +108,11 @@ fn write(name: &str, reference: &Reference) -> std::io::Result<()> {
     std::fs::rename(&tmp, &path)
 }
 
-/// Forgets family `fam`'s reference (our objects were removed).
-pub fn forget(fam: Family) {
+/// Forgets family `fam`'s reference of `variant` (our objects were removed).
+pub fn forget(variant: &str, fam: Family) {
     let Some(name) = name(fam) else { return };
     if let Some(known) = KNOWN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        known.remove(&name);
+        known.remove(&format!("{variant}/{name}"));
     }
-    let _ = std::fs::remove_file(PathBuf::from(DIR).join(name));
+    let _ = std::fs::remove_file(dir(variant).join(name));
 }

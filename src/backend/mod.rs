@@ -6,6 +6,7 @@ pub mod detect;
 pub mod exec;
 pub mod iptables;
 pub mod iptables_created;
+pub mod iptables_legacy_raw;
 pub mod iptables_reference;
 pub mod nfnl;
 pub mod nftables;

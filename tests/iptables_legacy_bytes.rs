@@ -1,0 +1,227 @@
+//! iptables-legacy read back by bytes, on a real kernel: a change that
+//! `iptables-legacy-save` cannot print (found by a helper trying to break the
+//! read-back: one interface-mask byte set through the kernel's own socket
+//! option, no interface named) is drift, is repaired, and never wedges a
+//! repair or `remove` (a changed jump `iptables -D` by spec cannot find is
+//! taken out by its bytes). Each case first proves the tamper is real: the
+//! text is byte-identical and the pod is served.
+
+mod common;
+
+use apiserver_guard::backend::iptables_legacy_raw::rewrite;
+use apiserver_guard::core::iptables_legacy_blob::{hook_number, LegacyTable};
+use apiserver_guard::core::model::Family;
+use apiserver_guard::core::policy::Hook;
+use common::daemon_cases::*;
+use common::daemon_checks::*;
+use common::guard_cases::*;
+use common::*;
+
+/// Where `iniface_mask` is in an entry.
+fn iniface_mask(fam: Family) -> usize {
+    match fam {
+        Family::V4 => 48,
+        Family::V6 => 96,
+    }
+}
+
+/// Which entry of the table to change.
+type Pick = fn(&LegacyTable) -> usize;
+
+/// Rule 1 of FORWARD (our jump).
+fn forward_rule_1(t: &LegacyTable) -> usize {
+    t.builtin_rules(Hook::Forward).expect("FORWARD").start
+}
+
+/// The last rule of our chain (the block rule).
+fn our_block_rule(t: &LegacyTable) -> usize {
+    let (_, rules) = t.user_chain(IPT_CHAIN).expect("our chain");
+    rules.end - 1
+}
+
+/// Sets iniface_mask[1] on the entry `pick` names, in the node's `fam`
+/// table: no interface named, so the text is unchanged, but the kernel now
+/// matches only interfaces whose name is one character long.
+fn hide_byte(node: &Netns, fam: Family, pick: Pick) {
+    node.in_thread(|| {
+        rewrite(fam, |t| {
+            let i = pick(t);
+            let mut e = t.without(&[]).expect("the table as it is");
+            e.blob[t.entries[i].offset as usize + iniface_mask(fam) + 1] = 0xff;
+            Ok(Some(e))
+        })
+    })
+    .expect("enter the node namespace")
+    .expect("raw replace");
+}
+
+fn policy() -> GuardPolicy {
+    GuardPolicy::new(
+        Backend::IptablesLegacy,
+        "tunnel",
+        &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6],
+        &[&endpoint(API_V4, Some(API_PORT)), &endpoint(API_V6, Some(API_PORT))],
+    )
+}
+
+/// Both families' `iptables-legacy-save -t filter`, policy counters aside
+/// (the probes move them).
+fn saves(node: &Netns) -> String {
+    let text = ipt_save_family(node, false, "legacy") + &ipt_save_family(node, true, "legacy");
+    text.lines()
+        .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
+            (true, Some(at)) => format!("{} [0:0]\n", &l[..at]),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}
+
+/// Tampers both families where `pick` says and proves it is real: the text
+/// read by iptables-legacy-save is unchanged, the pod is served.
+fn tamper(topo: &Topology, pick: Pick, what: &str) {
+    let before = saves(&topo.node);
+    for fam in Family::ALL {
+        hide_byte(&topo.node, fam, pick);
+    }
+    assert_same_snapshot(&before, &saves(&topo.node), &format!("{what}: text unchanged"));
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        &format!("{what}: pod -> v4"),
+    );
+    assert_served(
+        &curl(&topo.pod, API_V6, API_PORT, MAX_TIME),
+        &format!("{what}: pod -> v6"),
+    );
+}
+
+fn status_names(policy: &GuardPolicy, node: &Netns, needle: &str, what: &str) {
+    let (r, json) = policy.status(node);
+    r.expect_code(3, &format!("status after {what}"));
+    let drift = json["drift"].to_string();
+    assert!(drift.contains(needle), "{what}: {needle:?} not in {drift}");
+    assert!(
+        drift.contains("ip6tables-legacy"),
+        "{what}: both families named: {drift}"
+    );
+}
+
+fn assert_blocked(topo: &Topology, what: &str) {
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, &format!("{what} v4"));
+    assert_refused_fast(&topo.pod, None, API_V6, API_PORT, &format!("{what} v6"));
+}
+
+/// A topology with our block applied (None where the kernel tests cannot run).
+fn applied() -> Option<(Topology, GuardPolicy)> {
+    if !can_run() {
+        return None;
+    }
+    let topo = Topology::new();
+    let policy = policy();
+    policy.apply_ok(&topo.node);
+    Some((topo, policy))
+}
+
+#[test]
+fn a_jump_changed_where_the_text_cannot_show_it_is_found_repaired_and_removable() {
+    let Some((topo, policy)) = applied() else { return };
+    let node = &topo.node;
+    let clean = saves(node);
+    tamper(&topo, forward_rule_1, "jump tampered");
+    status_names(&policy, node, "1 changed copy of our jump", "jump tampered");
+    // It was: "block already in place"; then every repair failed on `-D`.
+    policy.apply_ok(node);
+    policy.assert_in_sync(node, "after apply repaired the jump");
+    assert_blocked(&topo, "after apply repaired the jump");
+    assert_same_snapshot(&clean, &saves(node), "one jump, as before the tamper");
+
+    // `remove` with a changed jump: it was "line 2 failed", chain left.
+    tamper(&topo, forward_rule_1, "jump tampered again");
+    let r = remove(node);
+    assert_eq!(r.code, 0, "remove: {r:?}");
+    let after = saves(node);
+    assert!(!after.contains(IPT_CHAIN), "nothing of ours left: {after}");
+    assert_served(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "removed");
+}
+
+#[test]
+fn a_rule_of_our_chain_changed_where_the_text_cannot_show_it_is_found_and_repaired() {
+    let Some((topo, policy)) = applied() else { return };
+    let node = &topo.node;
+    tamper(&topo, our_block_rule, "block rule tampered");
+    status_names(&policy, node, "of our chain: it reads like ours", "block rule tampered");
+    policy.apply_ok(node);
+    policy.assert_in_sync(node, "after apply repaired our rule");
+    assert_blocked(&topo, "after apply repaired our rule");
+}
+
+#[test]
+fn the_daemon_repairs_a_change_the_text_cannot_show() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let policy = policy();
+    let daemon = Daemon::spawn(node, &daemon_args(&policy, &resync_flags(Backend::IptablesLegacy)));
+    daemon.wait_ready();
+    assert_blocked(&topo, "daemon ready");
+    for (pick, what) in [
+        (forward_rule_1 as Pick, "jump tampered"),
+        (our_block_rule as Pick, "block rule tampered"),
+    ] {
+        let before = saves(node);
+        for fam in Family::ALL {
+            hide_byte(node, fam, pick);
+        }
+        assert_same_snapshot(&before, &saves(node), &format!("{what}: text unchanged"));
+        let took = poll_refused(&topo, &daemon, what);
+        eprintln!("daemon: {what}: pod refused again after {took:?}");
+        policy.assert_in_sync(node, &format!("daemon repaired: {what}"));
+        assert_blocked(&topo, &format!("daemon repaired: {what}"));
+    }
+    assert!(daemon.exited().is_none(), "daemon alive: {}", daemon.log());
+}
+
+/// The raw replace keeps everything else as it was: other rules, their
+/// order and policies (byte-identical text), and jumps of other chains.
+#[test]
+fn taking_out_a_changed_jump_leaves_everything_else_as_it_was() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    for (v6, spec) in [(false, "10.9.0.0/16"), (true, "fd09::/48")] {
+        ipt_ok(node, v6, "legacy", &["-N", "FOO"]);
+        ipt_ok(node, v6, "legacy", &["-A", "FOO", "-s", spec, "-j", "ACCEPT"]);
+        ipt_ok(node, v6, "legacy", &["-A", "FORWARD", "-s", spec, "-j", "FOO"]);
+        ipt_ok(node, v6, "legacy", &["-A", "OUTPUT", "-d", spec, "-j", "DROP"]);
+        ipt_ok(node, v6, "legacy", &["-P", "INPUT", "DROP"]);
+    }
+    let policy = policy();
+    policy.apply_ok(node);
+    let clean = saves(node);
+    tamper(&topo, forward_rule_1, "jump tampered");
+    policy.apply_ok(node);
+    assert_same_snapshot(&clean, &saves(node), "all as before the tamper");
+    policy.assert_in_sync(node, "after apply took the changed jump out");
+    assert_blocked(&topo, "after apply took the changed jump out");
+    // The foreign jump still lands in FOO: its rule still counts.
+    node.in_thread(|| {
+        for fam in Family::ALL {
+            rewrite(fam, |t| {
+                let (foo, _) = t.user_chain("FOO").expect("FOO");
+                let fwd = t.builtin_rules(Hook::Forward).unwrap();
+                assert!(
+                    fwd.clone().any(|i| t.target(&t.entries[i])
+                        == apiserver_guard::core::iptables_legacy_blob::Target::Standard(foo as i32)),
+                    "{fam:?}: -j FOO still points at FOO"
+                );
+                assert!(t.valid_hooks & (1 << hook_number(Hook::Forward)) != 0);
+                Ok(None)
+            })
+            .unwrap();
+        }
+    })
+    .unwrap();
+}
