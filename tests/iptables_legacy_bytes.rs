@@ -15,6 +15,7 @@ use apiserver_guard::core::policy::Hook;
 use common::daemon_cases::*;
 use common::daemon_checks::*;
 use common::guard_cases::*;
+use common::save_counter::SaveCounter;
 use common::*;
 
 /// Where `iniface_mask` is in an entry.
@@ -180,6 +181,48 @@ fn the_daemon_repairs_a_change_the_text_cannot_show() {
         assert_blocked(&topo, &format!("daemon repaired: {what}"));
     }
     assert!(daemon.exited().is_none(), "daemon alive: {}", daemon.log());
+}
+
+/// Where the bytes decide (in sync, our chain flushed), no check and no
+/// repair reads the whole table as text: at 100,000 foreign rules one
+/// `iptables-legacy-save` is most of half a second. A change the bytes
+/// cannot name still goes to the text, which names it.
+#[test]
+fn the_bytes_decide_without_iptables_legacy_save_where_they_can() {
+    let Some((topo, policy)) = applied() else { return };
+    let node = &topo.node;
+    let c = SaveCounter::new("legacy");
+    let status = |what: &str| -> (i32, String, usize) {
+        let mut args = policy.args("status");
+        args.extend(["--output".into(), "json".into()]);
+        let r = c.guard(node, &args);
+        let json: serde_json::Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{what}: no JSON ({e}): {r:?}"));
+        (r.code, json["drift"].to_string(), c.take())
+    };
+    assert_eq!(status("in sync"), (0, "[]".to_string(), 0), "in sync: no save");
+    ipt_ok(node, false, "legacy", &["-F", IPT_CHAIN]);
+    let (code, drift, saves) = status("flushed");
+    assert_eq!((code, saves), (3, 0), "flushed: {drift}");
+    assert!(drift.contains("empty (flushed"), "{drift}");
+    c.guard(node, &policy.args("apply"))
+        .expect_code(0, "apply after the flush");
+    assert_eq!(c.take(), 0, "the repair read no text either");
+    assert_eq!(status("repaired").0, 0);
+    assert_blocked(&topo, "repaired");
+    // A foreign rule above our jump: the text names it.
+    ipt_ok(
+        node,
+        false,
+        "legacy",
+        &["-I", "FORWARD", "1", "-s", CONTAINER_CIDR_V4, "-j", "ACCEPT"],
+    );
+    let (code, drift, saves) = status("foreign rule 1");
+    assert_eq!(code, 3);
+    assert!(
+        saves > 0 && drift.contains(&format!("-A FORWARD -s {CONTAINER_CIDR_V4} -j ACCEPT")),
+        "{drift}"
+    );
 }
 
 /// The raw replace keeps everything else as it was: other rules, their

@@ -12,8 +12,8 @@
 
 mod common;
 
-use common::bad_input_cases::TempDir;
 use common::guard_cases::*;
+use common::save_counter::SaveCounter;
 use common::*;
 use std::path::PathBuf;
 
@@ -29,66 +29,12 @@ fn policy() -> GuardPolicy {
     )
 }
 
-/// A directory whose `iptables-nft-save` / `ip6tables-nft-save` log each
-/// call to `saves.log`, then run the real tool.
-struct SaveCounter {
-    dir: TempDir,
-}
-
-impl SaveCounter {
-    fn new() -> SaveCounter {
-        let dir = TempDir::new("save-counter");
-        for tool in ["iptables-nft-save", "ip6tables-nft-save"] {
-            let real = find_in_path(tool);
-            let script = format!(
-                "#!/bin/sh\necho {tool} >> {}\nexec {} \"$@\"\n",
-                dir.path().join("saves.log").display(),
-                real.display()
-            );
-            let path = dir.file(tool, &script);
-            std::process::Command::new("chmod")
-                .args(["755", &path])
-                .status()
-                .expect("chmod");
-        }
-        SaveCounter { dir }
-    }
-
-    /// How many saves ran since the last call.
-    fn take(&self) -> usize {
-        let log = self.dir.path().join("saves.log");
-        let n = std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
-        let _ = std::fs::remove_file(&log);
-        n
-    }
-
-    /// `apiserver-guard <args>` in `ns` with the counting tools first in PATH.
-    fn guard(&self, ns: &Netns, args: &[String]) -> GuardRun {
-        let path = format!(
-            "PATH={}:{}",
-            self.dir.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        run_guard_with(ns, &[path], args)
-    }
-}
-
 /// A fresh topology with our policy applied (through the counter).
 fn installed() -> (Topology, SaveCounter) {
     let topo = Topology::new();
-    let c = SaveCounter::new();
+    let c = SaveCounter::new("nft");
     c.guard(&topo.node, &policy().args("apply")).expect_code(0, "apply");
     (topo, c)
-}
-
-fn find_in_path(tool: &str) -> PathBuf {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| PathBuf::from(d).join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{tool} not found"))
 }
 
 /// `status --output json` through the counter: the run, its findings, and how many saves it ran.
@@ -134,7 +80,7 @@ fn iptables_nft_reads_only_what_is_ours() {
         return;
     }
     let topo = Topology::new();
-    let c = SaveCounter::new();
+    let c = SaveCounter::new("nft");
     let p = policy();
     let apply = p.args("apply");
 
@@ -482,7 +428,7 @@ fn the_daemon_trusts_no_reference_file() {
     }
     use common::daemon_cases::{daemon_args, Daemon};
     let topo = Topology::new();
-    let c = SaveCounter::new();
+    let c = SaveCounter::new("nft");
     let ours = policy();
     let file = reference_file(&topo.node);
     c.guard(&topo.node, &ours.args("apply")).expect_code(0, "apply ours");

@@ -195,19 +195,25 @@ impl<'r> Iptables<'r> {
         Ok(seen)
     }
 
-    /// iptables-legacy: the text read-back with the table's bytes folded in
-    /// (`core::iptables_legacy_read`). When the bytes cannot be read, the
-    /// text decides and the next write is a full one.
+    /// iptables-legacy: the table's bytes decide where they can (in sync,
+    /// our chain flushed or missing: no `iptables-legacy-save`); elsewhere the
+    /// text read-back with the bytes folded in (`core::iptables_legacy_read`).
+    /// When the bytes cannot be read, the text decides and the next write is
+    /// a full one.
     fn observe_legacy(&self, fam: Family, want: Option<&IptDesired>) -> Result<IptObserved> {
-        let mut seen = self.observe(fam)?;
         if !self.readable(fam)? {
-            return Ok(seen);
+            return Ok(IptObserved::default());
         }
-        match iptables_legacy_raw::read(fam) {
-            Ok(table) => {
-                let reference = want.and_then(|w| iptables_reference::load(Variant::Legacy.suffix(), fam, &key(w)));
-                legacy_read::fold(want, reference.as_ref(), &legacy_read::read(&table), &mut seen);
+        let raw = iptables_legacy_raw::read(fam);
+        let reference = want.and_then(|w| iptables_reference::load(Variant::Legacy.suffix(), fam, &key(w)));
+        if let Ok(table) = &raw {
+            if let Some(seen) = legacy_read::derive(want, reference.as_ref(), &legacy_read::read(table)) {
+                return Ok(seen);
             }
+        }
+        let mut seen = self.observe(fam)?;
+        match raw {
+            Ok(table) => legacy_read::fold(want, reference.as_ref(), &legacy_read::read(&table), &mut seen),
             Err(e) => {
                 log::warn!(
                     "cannot read the {} filter table as bytes ({e}): checking its text only",

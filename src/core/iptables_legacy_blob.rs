@@ -66,11 +66,11 @@ pub fn hook_number(hook: Hook) -> usize {
     }
 }
 
-/// One entry: where it starts in the blob and its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry: where it starts in the blob and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub offset: u32,
-    pub bytes: Vec<u8>,
+    pub len: u32,
 }
 
 /// What an entry does, as far as chains are concerned.
@@ -92,6 +92,8 @@ pub struct LegacyTable {
     pub hook_entry: [u32; HOOKS],
     pub underflow: [u32; HOOKS],
     pub entries: Vec<Entry>,
+    /// The entries, one after the other, as the kernel handed them out.
+    pub blob: Vec<u8>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -149,7 +151,7 @@ pub fn parse(fam: Family, info: &Info, blob: &[u8]) -> Result<LegacyTable, Strin
         }
         entries.push(Entry {
             offset: at as u32,
-            bytes: blob[at..at + next].to_vec(),
+            len: next as u32,
         });
         at += next;
     }
@@ -162,6 +164,7 @@ pub fn parse(fam: Family, info: &Info, blob: &[u8]) -> Result<LegacyTable, Strin
         hook_entry,
         underflow,
         entries,
+        blob: blob.to_vec(),
     })
 }
 
@@ -170,15 +173,20 @@ impl LegacyTable {
         layout(self.family)
     }
 
+    /// The bytes of entry `e`.
+    pub fn bytes(&self, e: &Entry) -> &[u8] {
+        &self.blob[e.offset as usize..(e.offset + e.len) as usize]
+    }
+
     /// What entry `e` does.
     pub fn target(&self, e: &Entry) -> Target {
-        let t = u16_at(&e.bytes, self.layout().target_offset).unwrap_or_default() as usize;
-        let name = name_at(&e.bytes, t + 2).unwrap_or_default();
+        let b = self.bytes(e);
+        let t = u16_at(b, self.layout().target_offset).unwrap_or_default() as usize;
+        let name = name_at(b, t + 2).unwrap_or_default();
         match name.as_str() {
-            "" => Target::Standard(u32_at(&e.bytes, t + XT_HEADER).unwrap_or_default() as i32),
+            "" => Target::Standard(u32_at(b, t + XT_HEADER).unwrap_or_default() as i32),
             "ERROR" => Target::Error(
-                e.bytes
-                    .get(t + XT_HEADER..)
+                b.get(t + XT_HEADER..)
                     .map(|b| {
                         let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
                         String::from_utf8_lossy(&b[..end]).into_owned()
@@ -223,7 +231,7 @@ impl LegacyTable {
     /// and a jump's offset (which moves with every rule above it) zeroed.
     pub fn normalised(&self, e: &Entry) -> Vec<u8> {
         let l = self.layout();
-        let mut b = e.bytes.clone();
+        let mut b = self.bytes(e).to_vec();
         b[l.comefrom..l.comefrom + 4].fill(0);
         b[l.counters..l.counters + 16].fill(0);
         if let Target::Standard(v) = self.target(e) {
@@ -239,15 +247,16 @@ impl LegacyTable {
     /// ours (whatever follows the text's end).
     pub fn marked_ours(&self, e: &Entry) -> bool {
         let l = self.layout();
-        let t = u16_at(&e.bytes, l.target_offset).unwrap_or_default() as usize;
+        let b = self.bytes(e);
+        let t = u16_at(b, l.target_offset).unwrap_or_default() as usize;
         let mut at = l.header;
         while at + XT_HEADER <= t {
-            let size = u16_at(&e.bytes, at).unwrap_or_default() as usize;
+            let size = u16_at(b, at).unwrap_or_default() as usize;
             if size < XT_HEADER {
                 return false;
             }
-            if name_at(&e.bytes, at + 2).as_deref() == Some("comment") {
-                let text = e.bytes.get(at + XT_HEADER..at + size).unwrap_or_default();
+            if name_at(b, at + 2).as_deref() == Some("comment") {
+                let text = b.get(at + XT_HEADER..at + size).unwrap_or_default();
                 let mut want = COMMENT.as_bytes().to_vec();
                 want.push(0);
                 if text.starts_with(&want) {
@@ -270,14 +279,14 @@ impl LegacyTable {
         for (i, e) in self.entries.iter().enumerate() {
             new_offset.push(at);
             if !drop.contains(&i) {
-                at += e.bytes.len() as u32;
+                at += e.len;
             }
         }
         let end = at;
         let moved = |old: u32| -> Option<u32> {
             match self.index_at(old) {
                 Some(i) => Some(new_offset[i]),
-                None if old == self.entries.last().map_or(0, |e| e.offset + e.bytes.len() as u32) => Some(end),
+                None if old == self.entries.last().map_or(0, |e| e.offset + e.len) => Some(end),
                 None => None,
             }
         };
@@ -303,7 +312,7 @@ impl LegacyTable {
             if drop.contains(&i) {
                 continue;
             }
-            let mut b = e.bytes.clone();
+            let mut b = self.bytes(e).to_vec();
             if let Target::Standard(v) = self.target(e) {
                 if v >= 0 {
                     let t = u16_at(&b, l.target_offset)? as usize + XT_HEADER;

@@ -82,20 +82,20 @@ fn our_mark_is_the_comment_match_text() {
 fn hidden_bytes_change_the_normalised_entry_but_not_the_mark() {
     for fam in Family::ALL {
         let t = fixture(fam);
-        let i = t.builtin_rules(Hook::Forward).unwrap().start;
+        let e = t.entries[t.builtin_rules(Hook::Forward).unwrap().start];
         let iniface_mask = match fam {
             Family::V4 => 48,
             Family::V6 => 96,
         };
-        let mut e = t.entries[i].clone();
-        e.bytes[iniface_mask + 1] = 0xff;
-        assert_ne!(t.normalised(&e), our_jump(fam), "{fam:?} mask");
-        assert!(t.marked_ours(&e));
-        let mut e = t.entries[i].clone();
+        let mut m = t.clone();
+        m.blob[e.offset as usize + iniface_mask + 1] = 0xff;
+        assert_ne!(m.normalised(&e), our_jump(fam), "{fam:?} mask");
+        assert!(m.marked_ours(&e));
+        let mut c = t.clone();
         let comment_end = layout(fam).header + XT_HEADER + COMMENT.len() + 1;
-        e.bytes[comment_end] = b'x';
-        assert_ne!(t.normalised(&e), our_jump(fam), "{fam:?} comment tail");
-        assert!(t.marked_ours(&e));
+        c.blob[e.offset as usize + comment_end] = b'x';
+        assert_ne!(c.normalised(&e), our_jump(fam), "{fam:?} comment tail");
+        assert!(c.marked_ours(&e));
     }
 }
 
@@ -104,13 +104,14 @@ fn counters_comefrom_and_jump_offsets_do_not_count() {
     for fam in Family::ALL {
         let t = fixture(fam);
         let l = layout(fam);
-        let i = t.builtin_rules(Hook::Forward).unwrap().start;
-        let mut e = t.entries[i].clone();
-        e.bytes[l.counters] = 7;
-        e.bytes[l.comefrom] = 4;
-        let verdict = u16_at(&e.bytes, l.target_offset).unwrap() as usize + XT_HEADER;
-        e.bytes[verdict] ^= 0x08;
-        assert_eq!(t.normalised(&e), our_jump(fam));
+        let e = t.entries[t.builtin_rules(Hook::Forward).unwrap().start];
+        let mut m = t.clone();
+        let at = e.offset as usize;
+        m.blob[at + l.counters] = 7;
+        m.blob[at + l.comefrom] = 4;
+        let verdict = u16_at(t.bytes(&e), l.target_offset).unwrap() as usize + XT_HEADER;
+        m.blob[at + verdict] ^= 0x08;
+        assert_eq!(m.normalised(&e), our_jump(fam));
     }
 }
 
@@ -127,7 +128,7 @@ fn dropping_entries_keeps_every_jump_and_hook_pointing_where_it_did() {
         let nfwd = n.builtin_rules(Hook::Forward).unwrap();
         assert_eq!(nfwd.len(), 2);
         assert_eq!(n.builtin_rules(Hook::Output).unwrap().len(), 0);
-        assert_eq!(n.entries[nfwd.start].bytes, t.entries[fwd.start + 1].bytes);
+        assert_eq!(n.bytes(&n.entries[nfwd.start]), t.bytes(&t.entries[fwd.start + 1]));
         // `-j FOO` still lands on FOO's first rule.
         let (foo, _) = n.user_chain("FOO").unwrap();
         assert_eq!(jump_target(&n, nfwd.start + 1), foo as i32);
@@ -136,7 +137,7 @@ fn dropping_entries_keeps_every_jump_and_hook_pointing_where_it_did() {
             let hn = hook_number(h);
             let old = t.index_at(t.underflow[hn]).unwrap();
             let new = n.index_at(n.underflow[hn]).unwrap();
-            assert_eq!(n.entries[new].bytes, t.entries[old].bytes);
+            assert_eq!(n.bytes(&n.entries[new]), t.bytes(&t.entries[old]));
         }
         // Nothing dropped: the same blob.
         let same = t.without(&[]).unwrap();
@@ -156,7 +157,7 @@ fn a_policy_entry_cannot_be_dropped() {
 #[test]
 fn blobs_that_do_not_add_up_are_refused() {
     let t = fixture(Family::V4);
-    let blob: Vec<u8> = t.entries.iter().flat_map(|e| e.bytes.clone()).collect();
+    let blob = t.blob.clone();
     let info = (
         t.valid_hooks,
         t.hook_entry,

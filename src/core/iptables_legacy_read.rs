@@ -100,6 +100,46 @@ pub fn learn(want: &IptDesired, read: &LegacyRead) -> Option<Reference> {
     })
 }
 
+/// Our objects as the bytes alone tell them, without reading the text:
+/// in sync, our chain flushed or missing. None where the text must be read
+/// (it names what changed, and removal needs the whole picture): nothing
+/// wanted while our chain exists, no reference for `want`, a rule of ours
+/// that is not the reference's bytes, a jump that is not ours byte for byte,
+/// a rule 1 that is not our jump, a jump in a chain we do not hook.
+pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &LegacyRead) -> Option<IptObserved> {
+    let Some(want) = want else {
+        return read.chain.is_none().then(IptObserved::default);
+    };
+    let reference = reference.filter(|r| r.key == key(want))?;
+    let mut seen = IptObserved::default();
+    match &read.chain {
+        // No chain, so nothing can jump to it.
+        None => return Some(seen),
+        Some(rules) if rules.is_empty() => seen.chain = Some(Vec::new()),
+        Some(rules) if *rules == reference.rules => seen.chain = Some(want.rules.clone()),
+        Some(_) => return None,
+    }
+    for (hook, found) in &read.jumps {
+        if found.iter().any(|j| !j.exact) {
+            return None;
+        }
+        let wanted = want.hooks.contains(hook);
+        if !wanted && !found.is_empty() || wanted && found.first().is_none_or(|j| j.position != 0) {
+            return None;
+        }
+        if wanted {
+            seen.jumps.insert(
+                *hook,
+                JumpState {
+                    at_top: true,
+                    count: found.len(),
+                },
+            );
+        }
+    }
+    Some(seen)
+}
+
 /// Folds the bytes into `seen`, the text read-back of the same table:
 /// jumps count only where they are our jump byte for byte (the others are
 /// `stray_jumps`, named and taken out by bytes); our chain's rules, where

@@ -40,7 +40,8 @@ fn iniface_mask(fam: Family) -> usize {
 /// the kernel never matches) on entry `i`.
 fn hide(t: &mut LegacyTable, i: usize) {
     let at = iniface_mask(t.family) + 1;
-    t.entries[i].bytes[at] = 0xff;
+    let at = t.entries[i].offset as usize + at;
+    t.blob[at] = 0xff;
 }
 
 fn folded(fam: Family, t: &LegacyTable, reference: Option<&Reference>) -> IptObserved {
@@ -150,9 +151,83 @@ fn a_table_without_our_chain_has_nothing_of_ours() {
         let (_, ours) = t.user_chain(CHAIN).unwrap();
         // Our chain's head renamed: no chain of ours, no jumps to it read.
         let mut renamed = t.clone();
-        let head = &mut renamed.entries[ours.start - 1].bytes;
-        let at = head.len() - 32;
-        head[at] = b'X';
+        let head = renamed.entries[ours.start - 1];
+        renamed.blob[(head.offset + head.len) as usize - 32] = b'X';
         assert_eq!(read(&renamed), LegacyRead::default());
+    }
+}
+
+#[test]
+fn the_bytes_alone_decide_in_sync_flushed_and_missing() {
+    for fam in Family::ALL {
+        let t = table(fam);
+        let reference = learn(&want(fam), &read(&t)).unwrap();
+        let seen = derive(Some(&want(fam)), Some(&reference), &read(&t)).expect("in sync, from bytes");
+        assert!(diff_iptables(Some(&want(fam)), &seen, "").is_empty(), "{seen:?}");
+        assert_eq!(plan(Some(&want(fam)), &seen, false), None);
+        // Our chain flushed: its rule taken out.
+        let (_, ours) = t.user_chain(CHAIN).unwrap();
+        let flushed = t.without(&[ours.start]).unwrap();
+        let info = (
+            t.valid_hooks,
+            flushed.hook_entry,
+            flushed.underflow,
+            flushed.kept.len() as u32,
+            flushed.blob.len() as u32,
+        );
+        let f = crate::core::iptables_legacy_blob::parse(fam, &info, &flushed.blob).unwrap();
+        let seen = derive(Some(&want(fam)), Some(&reference), &read(&f)).expect("flushed, from bytes");
+        assert_eq!(seen.chain, Some(vec![]));
+        let p = plan(Some(&want(fam)), &seen, false).unwrap();
+        assert!(
+            p.contains(":APISERVER-GUARD - [0:0]") && !p.contains("-D ") && !p.contains("-I "),
+            "{p}"
+        );
+        // No chain: missing, nothing jumps to it.
+        let seen = derive(Some(&want(fam)), Some(&reference), &LegacyRead::default()).unwrap();
+        assert!(seen.is_empty());
+    }
+}
+
+#[test]
+fn the_text_is_read_wherever_the_bytes_do_not_settle_it() {
+    for fam in Family::ALL {
+        let t = table(fam);
+        let reference = learn(&want(fam), &read(&t)).unwrap();
+        let w = want(fam);
+        assert!(derive(Some(&w), None, &read(&t)).is_none(), "no reference");
+        assert!(derive(None, None, &read(&t)).is_none(), "removal with our chain there");
+        assert!(
+            derive(None, None, &LegacyRead::default()).is_some(),
+            "nothing of ours, nothing wanted"
+        );
+        let (_, ours) = t.user_chain(CHAIN).unwrap();
+        for i in [t.builtin_rules(Hook::Forward).unwrap().start, ours.start] {
+            let mut m = t.clone();
+            hide(&mut m, i);
+            assert!(
+                derive(Some(&w), Some(&reference), &read(&m)).is_none(),
+                "entry {i} changed"
+            );
+        }
+        // A jump in a chain we do not hook (OUTPUT, in the fixture).
+        let forward_only = IptDesired {
+            hooks: vec![Hook::Forward],
+            ..w.clone()
+        };
+        let r = learn(&forward_only, &read(&t)).unwrap();
+        assert!(derive(Some(&forward_only), Some(&r), &read(&t)).is_none());
+        // Rule 1 of FORWARD not ours: the text names it.
+        let fwd = t.builtin_rules(Hook::Forward).unwrap();
+        let e = t.without(&[fwd.start]).unwrap();
+        let info = (
+            t.valid_hooks,
+            e.hook_entry,
+            e.underflow,
+            e.kept.len() as u32,
+            e.blob.len() as u32,
+        );
+        let m = crate::core::iptables_legacy_blob::parse(fam, &info, &e.blob).unwrap();
+        assert!(derive(Some(&w), Some(&reference), &read(&m)).is_none());
     }
 }

@@ -26,6 +26,7 @@ mod netns;
 pub mod nflog_probe;
 mod preflight;
 mod process;
+pub mod save_counter;
 mod server;
 mod topology;
 pub mod verify_cases;
