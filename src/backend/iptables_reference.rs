@@ -3,7 +3,9 @@
 //! rules) between reads: in this process, and in one file per variant,
 //! network namespace and family under
 //! `/run/apiserver-guard/iptables-{nft,legacy}-reference/` (tmpfs, root
-//! only) so that the next `status`, another process, finds it.
+//! only) so that the next `status`, another process, finds it; at most 64
+//! files per variant (those of namespaces long gone would pile up: the
+//! oldest go).
 //! Best effort both ways: no file, a file learnt for another wanted state or
 //! one that does not parse only means the next read is the text read-back
 //! (and the next write learns it again). The daemon reads no file: it trusts
@@ -105,7 +107,47 @@ fn write(dir: &std::path::Path, name: &str, reference: &Reference) -> std::io::R
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(reference.to_text().as_bytes())?;
-    std::fs::rename(&tmp, &path)
+    std::fs::rename(&tmp, &path)?;
+    prune(dir, name);
+    Ok(())
+}
+
+/// Most reference files kept per variant: one per namespace and family
+/// that ever ran a write; those of namespaces long gone would pile up.
+const KEEP: usize = 64;
+
+/// Deletes the oldest files of `dir` beyond `KEEP` (never `ours`). A file
+/// deleted that was still of use only costs one text read-back and one
+/// rewrite, which learns it again.
+fn prune(dir: &std::path::Path, ours: &str) {
+    let Ok(list) = std::fs::read_dir(dir) else { return };
+    let files: Vec<(String, std::time::SystemTime)> = list
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let meta = e.metadata().ok()?;
+            Some((e.file_name().into_string().ok()?, meta.modified().ok()?))
+        })
+        .collect();
+    for name in beyond_keep(files, ours) {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+/// The names to delete so that at most `KEEP` files stay: the oldest
+/// first, never `ours`.
+fn beyond_keep(mut files: Vec<(String, std::time::SystemTime)>, ours: &str) -> Vec<String> {
+    if files.len() <= KEEP {
+        return Vec::new();
+    }
+    files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let excess = files.len() - KEEP;
+    files
+        .into_iter()
+        .rev()
+        .filter(|(n, _)| n != ours)
+        .take(excess)
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// Forgets family `fam`'s reference of `variant` (our objects were removed).
@@ -115,4 +157,34 @@ pub fn forget(variant: &str, fam: Family) {
         known.remove(&format!("{variant}/{name}"));
     }
     let _ = std::fs::remove_file(dir(variant).join(name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn files(n: usize) -> Vec<(String, SystemTime)> {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("ns-{i}-ip"),
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(i as u64),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn at_most_keep_files_stay_and_the_oldest_go_first() {
+        assert!(beyond_keep(files(KEEP), "x").is_empty());
+        let gone = beyond_keep(files(KEEP + 3), "x");
+        assert_eq!(gone, vec!["ns-0-ip", "ns-1-ip", "ns-2-ip"]);
+    }
+
+    #[test]
+    fn our_own_file_is_never_pruned() {
+        let gone = beyond_keep(files(KEEP + 2), "ns-0-ip");
+        assert_eq!(gone, vec!["ns-1-ip", "ns-2-ip"]);
+    }
 }
