@@ -9,7 +9,7 @@
 mod common;
 
 use apiserver_guard::backend::iptables_legacy_raw::rewrite;
-use apiserver_guard::core::iptables_legacy_blob::{hook_number, LegacyTable};
+use apiserver_guard::core::iptables_legacy_blob::LegacyTable;
 use apiserver_guard::core::model::Family;
 use apiserver_guard::core::policy::Hook;
 use common::daemon_cases::*;
@@ -260,7 +260,7 @@ fn taking_out_a_changed_jump_leaves_everything_else_as_it_was() {
                         == apiserver_guard::core::iptables_legacy_blob::Target::Standard(foo as i32)),
                     "{fam:?}: -j FOO still points at FOO"
                 );
-                assert!(t.valid_hooks & (1 << hook_number(Hook::Forward)) != 0);
+                assert!(t.valid_hooks & (1 << Hook::Forward.number()) != 0);
                 Ok(None)
             })
             .unwrap();

@@ -57,15 +57,6 @@ const STANDARD_TARGET: usize = 40;
 /// Size of `struct xt_comment_info`.
 const COMMENT_LEN: usize = 256;
 
-/// The kernel's number of a hook (`NF_INET_*`).
-pub fn hook_number(hook: Hook) -> usize {
-    match hook {
-        Hook::Input => 1,
-        Hook::Forward => 2,
-        Hook::Output => 3,
-    }
-}
-
 /// One entry: where it starts in the blob and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -204,7 +195,7 @@ impl LegacyTable {
     /// The rules of built-in chain `hook` (its policy entry left out), as
     /// entry indices; None when the table has no such hook.
     pub fn builtin_rules(&self, hook: Hook) -> Option<std::ops::Range<usize>> {
-        let h = hook_number(hook);
+        let h = hook.number() as usize;
         if self.valid_hooks & (1 << h) == 0 {
             return None;
         }

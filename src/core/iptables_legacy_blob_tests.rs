@@ -134,7 +134,7 @@ fn dropping_entries_keeps_every_jump_and_hook_pointing_where_it_did() {
         assert_eq!(jump_target(&n, nfwd.start + 1), foo as i32);
         // Policies untouched.
         for h in [Hook::Input, Hook::Forward, Hook::Output] {
-            let hn = hook_number(h);
+            let hn = h.number() as usize;
             let old = t.index_at(t.underflow[hn]).unwrap();
             let new = n.index_at(n.underflow[hn]).unwrap();
             assert_eq!(n.bytes(&n.entries[new]), t.bytes(&t.entries[old]));
@@ -149,7 +149,7 @@ fn dropping_entries_keeps_every_jump_and_hook_pointing_where_it_did() {
 fn a_policy_entry_cannot_be_dropped() {
     for fam in Family::ALL {
         let t = fixture(fam);
-        let policy = t.index_at(t.underflow[hook_number(Hook::Forward)]).unwrap();
+        let policy = t.index_at(t.underflow[Hook::Forward.number() as usize]).unwrap();
         assert!(t.without(&[policy]).is_none());
     }
 }

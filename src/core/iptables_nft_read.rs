@@ -59,15 +59,6 @@ pub fn dormant(read: &ChainRead) -> bool {
     read.table_flags.is_some_and(|f| f & TABLE_DORMANT != 0)
 }
 
-/// The netfilter hook number of the built-in chain of `hook` (NF_INET_*).
-fn hook_number(hook: Hook) -> u32 {
-    match hook {
-        Hook::Input => 1,
-        Hook::Forward => 2,
-        Hook::Output => 3,
-    }
-}
-
 /// The hook chains that exist but are not a base chain at their hook (a
 /// regular chain of that name, or a base chain hooked elsewhere): a jump in
 /// them filters nothing. `read.heads` are `hooks`, in order.
@@ -84,7 +75,7 @@ pub fn unhooked(hooks: &[Hook], read: &ChainRead) -> BTreeSet<Hook> {
                     }),
                     _ => None,
                 });
-                number != Some(hook_number(**hook))
+                number != Some(hook.number())
             })
         })
         .map(|(hook, _)| *hook)

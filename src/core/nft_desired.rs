@@ -85,20 +85,11 @@ pub fn desired(b: &Blocklist) -> TableModel {
     t
 }
 
-/// The number nf_tables gives a hook.
-pub fn hook_number(h: Hook) -> u32 {
-    match h {
-        Hook::Output => HOOK_LOCAL_OUT,
-        Hook::Forward => HOOK_FORWARD,
-        Hook::Input => HOOK_LOCAL_IN,
-    }
-}
-
 fn base_chain(hook: Hook) -> ChainModel {
     ChainModel {
         base: Some(BaseChain {
             chain_type: "filter".into(),
-            hook: hook_number(hook),
+            hook: hook.number(),
             priority: PRIORITY,
             policy: NF_ACCEPT,
         }),

@@ -40,6 +40,16 @@ impl Hook {
         }
     }
 
+    /// The kernel's number of this hook (`NF_INET_*`), as nf_tables and the
+    /// iptables-legacy table blob carry it.
+    pub fn number(self) -> u32 {
+        match self {
+            Hook::Input => 1,
+            Hook::Forward => 2,
+            Hook::Output => 3,
+        }
+    }
+
     /// Upper-case name of the built-in iptables chain on this hook.
     pub fn iptables_chain(self) -> &'static str {
         match self {
