@@ -115,7 +115,45 @@ fn matrix() -> Vec<Tamper> {
             what: "a second jump appended",
             args: rule("-A FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD"),
         },
+        Tamper {
+            what: "a changed copy of our jump (a source match added)",
+            args: rule("-A FORWARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j APISERVER-GUARD"),
+        },
     ]
+}
+
+/// `remove` with a changed copy of our jump in FORWARD: it was refused
+/// (iptables-nft: `CHAIN_DEL failed (Device or resource busy)`; our chain
+/// cannot go while a rule jumps to it) and left everything; now the copy
+/// goes first, and nothing of ours is left, in both variants.
+fn remove_with_a_changed_copy_of_our_jump(b: Backend) {
+    let variant = b.iptables_variant().expect("an iptables backend");
+    let topo = Topology::new();
+    let policy = GuardPolicy::new(b, "tunnel", &[CONTAINER_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]);
+    policy.apply_ok(&topo.node);
+    let spec = "-A FORWARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j APISERVER-GUARD";
+    let args: Vec<&str> = spec.split_whitespace().collect();
+    ipt_ok(&topo.node, false, variant, &args);
+    let r = remove(&topo.node);
+    assert_eq!(r.code, 0, "{variant}: remove: {r:?}");
+    let left = ipt_save(&topo.node, variant);
+    assert!(!left.contains(IPT_CHAIN), "{variant}: nothing of ours left: {left}");
+}
+
+#[test]
+fn remove_with_a_changed_copy_of_our_jump_nft() {
+    if !can_run() {
+        return;
+    }
+    remove_with_a_changed_copy_of_our_jump(Backend::IptablesNft);
+}
+
+#[test]
+fn remove_with_a_changed_copy_of_our_jump_legacy() {
+    if !can_run() {
+        return;
+    }
+    remove_with_a_changed_copy_of_our_jump(Backend::IptablesLegacy);
 }
 
 fn tamper_matrix(b: Backend) {

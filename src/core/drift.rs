@@ -295,7 +295,7 @@ pub fn diff_iptables(want: Option<&IptDesired>, seen: &IptObserved, label: &str)
                 obj.clone(),
                 format!(
                     "{n} changed {} of our jump: {} our comment and jumps to our chain, but {} not the bytes \
-                     iptables writes for '{}' (a change iptables-legacy-save cannot print, or a match added); \
+                     iptables writes for '{}' (a match added, or a change iptables cannot print); \
                      repairs take {} out by {} bytes",
                     if *n == 1 { "copy" } else { "copies" },
                     if *n == 1 { "it carries" } else { "they carry" },

@@ -146,6 +146,9 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &L
 /// the text matches `want`, must be the reference's bytes. Without a
 /// reference for `want`, the next write is a full one (`rewrite_all`).
 pub fn fold(want: Option<&IptDesired>, reference: Option<&Reference>, read: &LegacyRead, seen: &mut IptObserved) {
+    // The bytes name every changed copy of our jump, the text only some.
+    seen.stray_lines.clear();
+    seen.stray_jumps.clear();
     for (hook, found) in &read.jumps {
         let exact = found.iter().filter(|j| j.exact).count();
         let at_top = found.first().is_some_and(|j| j.position == 0 && j.exact);

@@ -27,6 +27,12 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved, drop_emptied_builtins
         }
     }
     for hook in Hook::ALL {
+        let strays = seen.stray_lines.get(&hook).map(Vec::as_slice).unwrap_or_default();
+        for line in strays {
+            // The changed copy by its own spec, as the save printed it.
+            lines.push(format!("-D {}", line.strip_prefix("-A ").unwrap_or(line)));
+            changed = true;
+        }
         let j = seen.jumps.get(&hook).copied().unwrap_or_default();
         let used = want.is_some_and(|w| w.hooks.contains(&hook));
         if used && j.at_top && j.count == 1 && !seen.rewrite_all {
@@ -40,8 +46,8 @@ pub fn plan(want: Option<&IptDesired>, seen: &IptObserved, drop_emptied_builtins
             lines.push(format!("-I {} 1 {}", hook.iptables_chain(), jump_spec()));
             changed = true;
         } else if drop_emptied_builtins
-            && j.count > 0
-            && seen.rules_in.get(&hook) == Some(&j.count)
+            && j.count + strays.len() > 0
+            && seen.rules_in.get(&hook) == Some(&(j.count + strays.len()))
             && seen.accept_policy.contains(&hook)
         {
             lines.push(format!("-X {}", hook.iptables_chain()));
@@ -107,6 +113,24 @@ mod tests {
         );
         // Removal is not concerned.
         assert_eq!(plan(None, &observed(None, NONE, NONE), false), None);
+    }
+
+    #[test]
+    fn changed_copies_of_our_jump_are_deleted_by_their_own_spec() {
+        let mut seen = observed(Some(want().rules), NONE, TOP);
+        let line = "-A FORWARD -s 1.2.3.4/32 -m comment --comment apiserver-guard -j APISERVER-GUARD".to_string();
+        seen.stray_lines.insert(Hook::Forward, vec![line]);
+        let p = plan(Some(&want()), &seen, false).unwrap();
+        assert_eq!(
+            p,
+            "*filter\n-D FORWARD -s 1.2.3.4/32 -m comment --comment apiserver-guard -j APISERVER-GUARD\nCOMMIT\n"
+        );
+        // Removal deletes it before our chain (which it refers to).
+        let p = plan(None, &seen, false).unwrap();
+        assert!(
+            p.find("-D FORWARD -s 1.2.3.4").unwrap() < p.find("-X APISERVER-GUARD").unwrap(),
+            "{p}"
+        );
     }
 
     #[test]

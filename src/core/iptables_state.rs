@@ -3,7 +3,7 @@
 //! what one `iptables -S` does, and it answers every question at once).
 
 use super::policy::Hook;
-use super::render_iptables::{jump_line, CHAIN};
+use super::render_iptables::{jump_line, CHAIN, COMMENT};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where our jump stands in one built-in chain.
@@ -43,6 +43,11 @@ pub struct IptObserved {
     /// our jump (not counted in `jumps`; `iptables -D` by spec cannot find
     /// them, so they are taken out by their bytes).
     pub stray_jumps: BTreeMap<Hook, usize>,
+    /// Changed copies of our jump as the text shows them (a rule in a
+    /// built-in chain that carries our comment and jumps to our chain but is
+    /// not our jump line), deleted by that spec; iptables-legacy takes them
+    /// out by bytes instead.
+    pub stray_lines: BTreeMap<Hook, Vec<String>>,
     /// Rewrite our chain and jumps even where they read as in place: what
     /// was read cannot prove their bytes (the text read-back), so the next
     /// write makes them ours again and the bytes can be learnt from it.
@@ -54,6 +59,18 @@ impl IptObserved {
     pub fn is_empty(&self) -> bool {
         self.chain.is_none() && self.jumps.values().all(|j| j.count == 0)
     }
+}
+
+/// Whether a rule line carries our comment and jumps (or goes) to our chain.
+fn marked_jump(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ours = words
+        .windows(2)
+        .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == COMMENT);
+    let to_chain = words
+        .windows(2)
+        .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == CHAIN);
+    ours && to_chain
 }
 
 /// What iptables-nft-save prints instead of a table that holds rules
@@ -106,6 +123,10 @@ pub fn parse_save(text: &str) -> Result<IptObserved, Incompatible> {
                 let first = !seen.rules_in.contains_key(&hook);
                 *seen.rules_in.entry(hook).or_default() += 1;
                 let is_jump = line == jump_line(hook);
+                if !is_jump && marked_jump(line) {
+                    seen.stray_lines.entry(hook).or_default().push(line.to_string());
+                    *seen.stray_jumps.entry(hook).or_default() += 1;
+                }
                 let j = seen.jumps.entry(hook).or_default();
                 if is_jump {
                     j.count += 1;
@@ -180,6 +201,40 @@ COMMIT
         // iptables-nft-save v1.8.9 with an nft-only rule (`ct state established accept`) in ip filter: exit 0, this, nothing else.
         let text = "# Table `filter' is incompatible, use 'nft' tool.\n";
         assert_eq!(parse_save(text), Err(Incompatible));
+    }
+
+    /// A rule that carries our comment and jumps to our chain but is not our
+    /// jump line: a changed copy of our jump (it kept `remove` from deleting
+    /// our chain, and read as in sync). Foreign jumps without our comment
+    /// and our own jump are not.
+    #[test]
+    fn changed_copies_of_our_jump_are_read_as_such() {
+        let s = parse_save(
+            "*filter\n:FORWARD ACCEPT [0:0]\n:APISERVER-GUARD - [0:0]\n\
+             -A FORWARD -s 1.2.3.4/32 -m comment --comment apiserver-guard -j APISERVER-GUARD\n\
+             -A FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD\n\
+             -A FORWARD -m comment --comment \"apiserver-guard\" -g APISERVER-GUARD\n\
+             -A FORWARD -s 1.2.3.5/32 -j APISERVER-GUARD\n\
+             -A FORWARD -m comment --comment apiserver-guardx -j APISERVER-GUARD\n\
+             COMMIT\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.stray_lines[&Hook::Forward],
+            vec![
+                "-A FORWARD -s 1.2.3.4/32 -m comment --comment apiserver-guard -j APISERVER-GUARD",
+                "-A FORWARD -m comment --comment \"apiserver-guard\" -g APISERVER-GUARD",
+            ]
+        );
+        assert_eq!(s.stray_jumps[&Hook::Forward], 2);
+        assert_eq!(
+            s.jumps[&Hook::Forward],
+            JumpState {
+                at_top: false,
+                count: 1
+            }
+        );
+        assert_eq!(s.rules_in[&Hook::Forward], 5);
     }
 
     #[test]
