@@ -183,6 +183,86 @@ fn the_daemon_repairs_a_change_the_text_cannot_show() {
     assert!(daemon.exited().is_none(), "daemon alive: {}", daemon.log());
 }
 
+/// Deletes the reference files `apply` wrote for the node namespace (as
+/// with a read-only /run, or a `status` on the host of a containerised
+/// daemon): what is found then is found without a reference.
+fn forget_references(node: &Netns) {
+    let name = node
+        .in_thread(apiserver_guard::backend::iptables_created::netns_name)
+        .expect("enter the node namespace")
+        .expect("namespace name");
+    for fam in ["ip", "ip6"] {
+        let path = format!("/run/apiserver-guard/iptables-legacy-reference/{name}-{fam}");
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+/// `! -i +`, written with the iptables tool itself (a helper's find): it
+/// masks no byte of the name, so iptables-legacy-save prints nothing of it,
+/// yet inverted it never matches. Found without any reference, repaired.
+#[test]
+fn an_inverted_match_on_no_interface_is_found_without_a_reference() {
+    let Some((topo, policy)) = applied() else { return };
+    let node = &topo.node;
+    forget_references(node);
+    let before = saves(node);
+    for v6 in [false, true] {
+        let save = ipt_save_family(node, v6, "legacy");
+        let rules: Vec<&str> = save.lines().filter(|l| l.starts_with("-A APISERVER-GUARD ")).collect();
+        let last = rules.last().expect("our rules");
+        let mut args: Vec<String> = vec!["-R".into(), IPT_CHAIN.into(), rules.len().to_string()];
+        args.extend(last.split_whitespace().skip(2).map(|w| w.trim_matches('"').to_string()));
+        args.extend(["!".into(), "-i".into(), "+".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ipt_ok(node, v6, "legacy", &args);
+    }
+    assert_same_snapshot(&before, &saves(node), "`! -i +`: text unchanged");
+    assert_served(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "`! -i +`: pod -> v4");
+    status_names(&policy, node, "rule 2 of our chain: it reads like ours", "`! -i +`");
+    policy.apply_ok(node);
+    policy.assert_in_sync(node, "after apply repaired `! -i +`");
+    assert_blocked(&topo, "after apply repaired `! -i +`");
+}
+
+/// The end of our chain (the RETURN iptables puts there) set to ACCEPT:
+/// every packet our rules do not refuse skips the rest of FORWARD (a
+/// foreign REJECT below our jump stopped working); the text is unchanged.
+#[test]
+fn the_end_of_our_chain_changed_is_found_and_repaired() {
+    let Some((topo, policy)) = applied() else { return };
+    let node = &topo.node;
+    for v6 in [false, true] {
+        let other = if v6 { OTHER_V6 } else { OTHER_V4 };
+        ipt_ok(node, v6, "legacy", &["-A", "FORWARD", "-d", other, "-j", "REJECT"]);
+    }
+    policy.apply_ok(node);
+    let before = saves(node);
+    for fam in Family::ALL {
+        node.in_thread(|| {
+            rewrite(fam, |t| {
+                let (_, rules) = t.user_chain(IPT_CHAIN).expect("our chain");
+                let end = t.entries[rules.end];
+                let mut e = t.without(&[]).expect("the table as it is");
+                let verdict = (end.offset + end.len) as usize - 8;
+                e.blob[verdict..verdict + 4].copy_from_slice(&(-2i32).to_ne_bytes());
+                Ok(Some(e))
+            })
+        })
+        .expect("enter the node namespace")
+        .expect("raw replace");
+    }
+    assert_same_snapshot(&before, &saves(node), "end of our chain: text unchanged");
+    status_names(
+        &policy,
+        node,
+        "the end of our chain (the RETURN iptables puts there)",
+        "end changed",
+    );
+    policy.apply_ok(node);
+    policy.assert_in_sync(node, "after apply repaired the end of our chain");
+    assert_blocked(&topo, "after apply repaired the end of our chain");
+}
+
 /// Where the bytes decide (in sync, our chain flushed), no check and no
 /// repair reads the whole table as text: at 100,000 foreign rules one
 /// `iptables-legacy-save` is most of half a second. A change the bytes

@@ -23,6 +23,18 @@ impl CmdOutput {
 /// Runs a program; `Err` only when it could not be started at all.
 pub trait Runner: Send + Sync {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput>;
+
+    /// As `run`, with `env` set for the program (a fake may ignore it).
+    fn run_with_env(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> std::io::Result<CmdOutput> {
+        let _ = env;
+        self.run(program, args, stdin)
+    }
 }
 
 /// The real thing.
@@ -63,6 +75,16 @@ impl Runner for SystemRunner {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
         run_bounded(program, args, stdin, TOOL_TIMEOUT)
     }
+
+    fn run_with_env(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> std::io::Result<CmdOutput> {
+        run_bounded_env(program, args, stdin, TOOL_TIMEOUT, env)
+    }
 }
 
 /// Reads a pipe to its end on a thread of its own.
@@ -83,8 +105,20 @@ pub fn run_bounded(
     stdin: Option<&str>,
     timeout: std::time::Duration,
 ) -> std::io::Result<CmdOutput> {
+    run_bounded_env(program, args, stdin, timeout, &[])
+}
+
+/// As `run_bounded`, with `env` set for the program.
+fn run_bounded_env(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: std::time::Duration,
+    env: &[(&str, &str)],
+) -> std::io::Result<CmdOutput> {
     let mut cmd = Command::new(program);
     cmd.args(args)
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -202,7 +236,18 @@ impl CmdOutput {
 
 /// Runs a command that must start; maps "not found" to the package to install.
 pub fn start(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<CmdOutput> {
-    runner.run(program, args, stdin).map_err(|e| {
+    start_with_env(runner, program, args, stdin, &[])
+}
+
+/// As `start`, with `env` set for the program.
+pub fn start_with_env(
+    runner: &dyn Runner,
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<CmdOutput> {
+    runner.run_with_env(program, args, stdin, env).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::MissingTool(format!(
                 "`{program}` not found: install the {} package (apt-get install {0} / dnf install {0})",
@@ -240,7 +285,18 @@ pub fn failure(program: &str, args: &[&str], out: &CmdOutput) -> Error {
 
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = start(runner, program, args, stdin)?;
+    run_ok_with_env(runner, program, args, stdin, &[])
+}
+
+/// As `run_ok`, with `env` set for the program.
+pub fn run_ok_with_env(
+    runner: &dyn Runner,
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<String> {
+    let out = start_with_env(runner, program, args, stdin, env)?;
     if out.ok() {
         Ok(out.stdout)
     } else {

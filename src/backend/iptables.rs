@@ -10,9 +10,9 @@
 //! `core::iptables_legacy_read`): a change its save cannot print is drift,
 //! and a changed jump that `-D` by spec cannot find is taken out by bytes.
 
-use super::exec::{failure, run_ok, start, Runner};
+use super::exec::{failure, run_ok, run_ok_with_env, start, Runner};
 use super::iptables_created;
-use super::iptables_legacy_raw;
+use super::iptables_legacy_raw::{self, XtablesLock};
 use super::iptables_reference;
 use super::nfnl::{
     chain_exists, delete_table_if_empty, read_chain_and_heads, table_handle, ChainRead, NfnlSocket, TableFate,
@@ -28,6 +28,7 @@ use crate::core::model::{Blocklist, Family};
 use crate::core::policy::Hook;
 use crate::core::render_iptables::{desired, IptDesired, CHAIN};
 use crate::error::Result;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// How many more times our iptables-nft objects are written when another
 /// commit came with our write, to learn their bytes (see `learn_from_own_write`).
@@ -57,6 +58,22 @@ impl Variant {
             Variant::Nft => "nft",
         }
     }
+}
+
+/// A lock file of our own for an iptables-legacy restore to take while we
+/// hold the xtables lock for it (`XTABLES_LOCKFILE`); None when it cannot be
+/// made (a read-only /run).
+fn private_lock_file() -> Option<String> {
+    let dir = std::path::Path::new("/run/apiserver-guard");
+    std::fs::create_dir_all(dir).ok()?;
+    let file = dir.join("iptables-legacy-restore.lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&file)
+        .ok()?;
+    file.to_str().map(str::to_string)
 }
 
 /// The tool of one variant and family, e.g. `ip6tables-legacy` (`restore`: `ip6tables-legacy-restore`).
@@ -227,8 +244,8 @@ impl<'r> Iptables<'r> {
 
     /// iptables-legacy: takes out the jumps to our chain that carry our
     /// mark but are not our jump byte for byte (`-D` by spec cannot).
-    fn take_out_stray_jumps(&self, fam: Family) -> Result<usize> {
-        iptables_legacy_raw::take_out(fam, |t| legacy_read::stray(&legacy_read::read(t))).map_err(|e| {
+    fn take_out_stray_jumps(&self, lock: &XtablesLock, fam: Family) -> Result<usize> {
+        iptables_legacy_raw::take_out_locked(lock, fam, |t| legacy_read::stray(&legacy_read::read(t))).map_err(|e| {
             let msg = format!(
                 "cannot take the changed jumps to our chain out of the {} filter table: {e}",
                 tool(self.variant, fam, false)
@@ -376,22 +393,63 @@ impl<'r> Iptables<'r> {
     /// after the restore put our jump at rule 1 (so there is no moment
     /// without one), or, on removal, first (our chain cannot be deleted
     /// while anything jumps to it). Then our chain's bytes are learnt.
+    ///
+    /// All of it holds the xtables lock, from before the restore (which then
+    /// takes a private lock file instead) to after the read that learns our
+    /// chain: no iptables tool writes in between (a helper's loop of
+    /// `iptables-legacy -R` on our rule got its change learnt as ours while
+    /// the restore and the read took the lock one after the other).
     fn apply_legacy(&self, fam: Family, want: Option<&IptDesired>, seen: &IptObserved) -> Result<bool> {
-        let stray = !seen.stray_jumps.is_empty() && self.kernel_reads;
         let payload = plan(want, seen, false);
+        if !self.kernel_reads {
+            if let Some(p) = &payload {
+                self.restore(fam, p)?;
+            }
+            return Ok(payload.is_some());
+        }
+        let stray = !seen.stray_jumps.is_empty();
+        if payload.is_none() && !stray {
+            return Ok(false);
+        }
+        let lock = XtablesLock::acquire().map_err(|e| {
+            crate::error::Error::Busy(format!(
+                "cannot write the {} filter table: {e}",
+                tool(self.variant, fam, false)
+            ))
+        })?;
         if want.is_none() && stray {
-            self.take_out_stray_jumps(fam)?;
+            self.take_out_stray_jumps(&lock, fam)?;
         }
         if let Some(p) = &payload {
-            self.restore(fam, p)?;
+            match private_lock_file() {
+                Some(file) => {
+                    let prog = tool(self.variant, fam, true);
+                    let env = [("XTABLES_LOCKFILE", file.as_str())];
+                    run_ok_with_env(self.runner, &prog, &["-w", LOCK_WAIT, "--noflush"], Some(p), &env)?;
+                }
+                None => {
+                    // No private lock file (a read-only /run): the restore
+                    // takes the xtables lock itself, after we let it go.
+                    drop(lock);
+                    self.restore(fam, p)?;
+                    let lock = XtablesLock::acquire().map_err(|e| crate::error::Error::Busy(e.to_string()))?;
+                    return self.finish_legacy(&lock, fam, want, stray);
+                }
+            }
         }
+        self.finish_legacy(&lock, fam, want, stray)
+    }
+
+    /// iptables-legacy, after the restore, holding the xtables lock: stray
+    /// jumps taken out, then our chain's bytes learnt.
+    fn finish_legacy(&self, lock: &XtablesLock, fam: Family, want: Option<&IptDesired>, stray: bool) -> Result<bool> {
         if want.is_some() && stray {
-            self.take_out_stray_jumps(fam)?;
+            self.take_out_stray_jumps(lock, fam)?;
         }
-        if let (Some(w), true) = (want, self.kernel_reads && (payload.is_some() || stray)) {
+        if let Some(w) = want {
             self.learn_legacy(fam, w);
         }
-        Ok(payload.is_some() || stray)
+        Ok(true)
     }
 
     /// The handle of the nf_tables `filter` table of `fam` (iptables-nft

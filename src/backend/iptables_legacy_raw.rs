@@ -116,11 +116,13 @@ pub fn read(fam: Family) -> io::Result<LegacyTable> {
     read_on(&fd, level, fam)
 }
 
-/// The xtables lock, held until dropped (released with the descriptor).
-struct XtablesLock(#[allow(dead_code)] File);
+/// The xtables lock every iptables writer takes (`/run/xtables.lock`, or
+/// `$XTABLES_LOCKFILE`), held until dropped (released with the descriptor).
+pub struct XtablesLock(#[allow(dead_code)] File);
 
 impl XtablesLock {
-    fn acquire() -> io::Result<XtablesLock> {
+    /// Waits for the lock up to 5 s (as `iptables -w 5`).
+    pub fn acquire() -> io::Result<XtablesLock> {
         let path = std::env::var_os("XTABLES_LOCKFILE").unwrap_or_else(|| "/run/xtables.lock".into());
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -160,8 +162,17 @@ impl XtablesLock {
 /// under the lock and is asked again if the table changed before the
 /// replace. Returns how many entries went.
 pub fn take_out(fam: Family, pick: impl Fn(&LegacyTable) -> Vec<usize>) -> io::Result<usize> {
+    take_out_locked(&XtablesLock::acquire()?, fam, pick)
+}
+
+/// As `take_out`, with the xtables lock already held by the caller.
+pub fn take_out_locked(
+    lock: &XtablesLock,
+    fam: Family,
+    pick: impl Fn(&LegacyTable) -> Vec<usize>,
+) -> io::Result<usize> {
     let mut taken = 0;
-    rewrite(fam, |t| {
+    rewrite_locked(lock, fam, |t| {
         let drop = pick(t);
         taken = drop.len();
         if drop.is_empty() {
@@ -178,8 +189,16 @@ pub fn take_out(fam: Family, pick: impl Fn(&LegacyTable) -> Vec<usize>) -> io::R
 /// leave it), under the xtables lock, in one `IPT_SO_SET_REPLACE`; the
 /// entries `edit` kept keep their counters. `edit` is asked again when the
 /// table changed before the replace.
-pub fn rewrite(fam: Family, mut edit: impl FnMut(&LegacyTable) -> io::Result<Option<Edited>>) -> io::Result<()> {
-    let _lock = XtablesLock::acquire()?;
+pub fn rewrite(fam: Family, edit: impl FnMut(&LegacyTable) -> io::Result<Option<Edited>>) -> io::Result<()> {
+    rewrite_locked(&XtablesLock::acquire()?, fam, edit)
+}
+
+/// As `rewrite`, with the xtables lock already held by the caller.
+pub fn rewrite_locked(
+    _lock: &XtablesLock,
+    fam: Family,
+    mut edit: impl FnMut(&LegacyTable) -> io::Result<Option<Edited>>,
+) -> io::Result<()> {
     let (fd, level) = open(fam)?;
     for _ in 0..TRIES {
         let t = read_on(&fd, level, fam)?;

@@ -19,6 +19,10 @@ pub const GETINFO_LEN: usize = 84;
 /// Where the fields of one family's entry header are.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
+    /// Where `iniface`, `outiface`, `iniface_mask`, `outiface_mask` start
+    /// (16 bytes each) and where `invflags` is.
+    iface: usize,
+    invflags: usize,
     /// `sizeof(struct ipt_entry)`: where the first match starts.
     header: usize,
     target_offset: usize,
@@ -31,6 +35,8 @@ fn layout(fam: Family) -> Layout {
     match fam {
         // struct ipt_ip is 84 bytes, then nfcache.
         Family::V4 => Layout {
+            iface: 16,
+            invflags: 83,
             header: 112,
             target_offset: 88,
             next_offset: 90,
@@ -39,6 +45,8 @@ fn layout(fam: Family) -> Layout {
         },
         // struct ip6t_ip6 is 136 bytes, then nfcache.
         Family::V6 => Layout {
+            iface: 64,
+            invflags: 132,
             header: 168,
             target_offset: 140,
             next_offset: 142,
@@ -331,6 +339,57 @@ pub struct Edited {
     /// Indices (in the table read) of the entries kept, in order: whose
     /// counters go to which new entry.
     pub kept: Vec<usize>,
+}
+
+/// `IPT_INV_VIA_IN` / `IPT_INV_VIA_OUT` (the same bits for IPv6).
+const INV_VIA: [u8; 2] = [0x01, 0x02];
+/// `IFNAMSIZ`.
+const IFNAME: usize = 16;
+
+/// Whether an interface name and mask are as iptables writes them, so that
+/// what `iptables-save` prints is all the kernel matches: the mask is 0xff
+/// for a prefix and zero after it, nothing of the name lies beyond the
+/// mask but a wildcard's `+`, and an inverted match names something. (`!
+/// -i +` masks nothing and prints nothing, yet never matches; a mask byte
+/// past a zero one prints nothing and stops every match.)
+fn canonical_iface(name: &[u8], mask: &[u8], inverted: bool) -> bool {
+    let n = mask.iter().take_while(|b| **b == 0xff).count();
+    if mask[n..].iter().any(|b| *b != 0) || n == 0 && inverted {
+        return false;
+    }
+    let rest = &name[n..];
+    rest.iter().all(|b| *b == 0) || rest[0] == b'+' && rest[1..].iter().all(|b| *b == 0)
+}
+
+impl LegacyTable {
+    /// Whether entry `e`'s interface matches are as iptables writes them
+    /// (`canonical_iface`), for both directions.
+    pub fn canonical_header(&self, e: &Entry) -> bool {
+        let l = self.layout();
+        let b = self.bytes(e);
+        let inv = b[l.invflags];
+        (0..2).all(|dir| {
+            let name = &b[l.iface + IFNAME * dir..l.iface + IFNAME * (dir + 1)];
+            let mask = &b[l.iface + IFNAME * (2 + dir)..l.iface + IFNAME * (3 + dir)];
+            canonical_iface(name, mask, inv & INV_VIA[dir] != 0)
+        })
+    }
+}
+
+/// `XT_RETURN` as a standard verdict.
+const RETURN: i32 = -5;
+
+/// The normalised bytes iptables writes at the end of a user-defined chain:
+/// an empty `ipt_ip`, no match, the standard target returning.
+pub fn chain_end(fam: Family) -> Vec<u8> {
+    let l = layout(fam);
+    let next = l.header + STANDARD_TARGET;
+    let mut b = vec![0u8; next];
+    b[l.target_offset..l.target_offset + 2].copy_from_slice(&(l.header as u16).to_ne_bytes());
+    b[l.next_offset..l.next_offset + 2].copy_from_slice(&(next as u16).to_ne_bytes());
+    b[l.header..l.header + 2].copy_from_slice(&(STANDARD_TARGET as u16).to_ne_bytes());
+    b[l.header + XT_HEADER..l.header + XT_HEADER + 4].copy_from_slice(&RETURN.to_ne_bytes());
+    b
 }
 
 /// The normalised bytes iptables writes for our jump

@@ -174,3 +174,59 @@ fn blobs_that_do_not_add_up_are_refused() {
     assert!(parse(Family::V4, &info, &bad).is_err(), "next_offset inside the header");
     assert!(parse_info(&[0; 40]).is_none());
 }
+
+#[test]
+fn the_end_of_a_chain_is_byte_for_byte_what_iptables_legacy_wrote() {
+    for fam in Family::ALL {
+        let t = fixture(fam);
+        for chain in [CHAIN, "FOO"] {
+            let (_, rules) = t.user_chain(chain).unwrap();
+            assert_eq!(t.normalised(&t.entries[rules.end]), chain_end(fam), "{fam:?} {chain}");
+        }
+    }
+}
+
+/// Sets entry `e`'s in-interface name, mask and inversion.
+fn with_iface(t: &LegacyTable, e: &Entry, name: &[u8], mask: &[u8], inverted: bool) -> LegacyTable {
+    let l = layout(t.family);
+    let mut m = t.clone();
+    let at = e.offset as usize;
+    m.blob[at + l.iface..at + l.iface + name.len()].copy_from_slice(name);
+    m.blob[at + l.iface + 2 * IFNAME..at + l.iface + 2 * IFNAME + mask.len()].copy_from_slice(mask);
+    if inverted {
+        m.blob[at + l.invflags] |= INV_VIA[0];
+    }
+    m
+}
+
+#[test]
+fn interface_matches_are_canonical_only_as_iptables_writes_them() {
+    for fam in Family::ALL {
+        let t = fixture(fam);
+        assert!(
+            t.entries.iter().all(|e| t.canonical_header(e)),
+            "{fam:?}: all as written"
+        );
+        let e = t.entries[t.user_chain(CHAIN).unwrap().1.start];
+        let ok = |m: LegacyTable| m.canonical_header(&e);
+        // What iptables writes: `-i eth0`, `-i eth+`, `! -i eth0`, `-i +`.
+        assert!(ok(with_iface(&t, &e, b"eth0\0", &[0xff; 5], false)));
+        assert!(ok(with_iface(&t, &e, b"eth+", &[0xff; 3], false)));
+        assert!(ok(with_iface(&t, &e, b"eth0\0", &[0xff; 5], true)));
+        assert!(ok(with_iface(&t, &e, b"+", &[], false)));
+        // What it prints as nothing, or as less than the kernel matches.
+        assert!(!ok(with_iface(&t, &e, b"+", &[], true)), "! -i +: never matches");
+        assert!(
+            !ok(with_iface(&t, &e, b"", &[0, 0xff], false)),
+            "mask byte after a zero one"
+        );
+        assert!(
+            !ok(with_iface(&t, &e, b"eth0\0x", &[0xff; 5], false)),
+            "name beyond the mask"
+        );
+        assert!(
+            !ok(with_iface(&t, &e, b"eth0\0", &[0xff, 0xff, 0x0f], false)),
+            "partial mask byte"
+        );
+    }
+}

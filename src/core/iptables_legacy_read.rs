@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use super::iptables_legacy_blob::{our_jump, LegacyTable, Target};
+use super::iptables_legacy_blob::{chain_end, our_jump, LegacyTable, Target};
 use super::iptables_nft_read::{key, Reference};
 use super::iptables_state::{IptObserved, JumpState};
 use super::policy::Hook;
@@ -42,6 +42,15 @@ pub struct LegacyRead {
     pub chain: Option<Vec<Vec<u8>>>,
     /// The jumps to our chain in each built-in chain, in order.
     pub jumps: BTreeMap<Hook, Vec<JumpAt>>,
+    /// The first rule of our chain (0-based) whose interface match is not
+    /// as iptables writes it (`canonical_header`): a change its save cannot
+    /// print, found without any reference.
+    pub noncanonical: Option<usize>,
+    /// The end of our chain (the RETURN iptables puts there) is not as
+    /// iptables writes it: an ACCEPT there skips every later rule of the
+    /// hook chain, an interface byte there drops all traffic; its save
+    /// prints neither.
+    pub end_changed: bool,
 }
 
 /// Reads our objects out of `t`.
@@ -65,7 +74,10 @@ pub fn read(t: &LegacyTable) -> LegacyRead {
             .collect();
         jumps.insert(hook, found);
     }
+    let end = t.entries.get(rules.end);
     LegacyRead {
+        noncanonical: rules.clone().position(|i| !t.canonical_header(&t.entries[i])),
+        end_changed: end.is_none_or(|e| t.normalised(e) != chain_end(t.family)),
         chain: Some(rules.map(|i| t.normalised(&t.entries[i])).collect()),
         jumps,
     }
@@ -93,7 +105,8 @@ pub fn learn(want: &IptDesired, read: &LegacyRead) -> Option<Reference> {
             .and_then(|j| j.first())
             .is_some_and(|j| j.position == 0 && j.exact)
     });
-    (rules.len() == want.rules.len() && jumps_in_place).then(|| Reference {
+    let as_written = read.noncanonical.is_none() && !read.end_changed;
+    (rules.len() == want.rules.len() && jumps_in_place && as_written).then(|| Reference {
         key: key(want),
         rules: rules.clone(),
         jump: Vec::new(),
@@ -111,6 +124,9 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &L
         return read.chain.is_none().then(IptObserved::default);
     };
     let reference = reference.filter(|r| r.key == key(want))?;
+    if read.noncanonical.is_some() || read.end_changed {
+        return None;
+    }
     let mut seen = IptObserved::default();
     match &read.chain {
         // No chain, so nothing can jump to it.
@@ -168,6 +184,17 @@ pub fn fold(want: Option<&IptDesired>, reference: Option<&Reference>, read: &Leg
         }
     }
     let Some(want) = want else { return };
+    if seen.chain.as_ref() == Some(&want.rules) {
+        if let Some(i) = read.noncanonical {
+            seen.hidden_change = Some(format!("rule {} of our chain", i + 1));
+        } else if read.end_changed {
+            seen.hidden_change = Some("the end of our chain (the RETURN iptables puts there)".to_string());
+        }
+        if seen.hidden_change.is_some() {
+            seen.rewrite_all = true;
+            return;
+        }
+    }
     let reference = reference.filter(|r| r.key == key(want));
     match (reference, &read.chain) {
         (None, _) => seen.rewrite_all = true,

@@ -137,10 +137,20 @@ fn a_rule_of_our_chain_changed_where_the_text_cannot_show_it_is_rewritten() {
         );
         let p = plan(Some(&want(fam)), &seen, false).unwrap();
         assert!(p.contains(":APISERVER-GUARD - [0:0]"), "{p}");
-        // A reference learnt for another wanted state says nothing.
+        // A byte only the reference can tell (after the end of the rule's
+        // comment text); a reference learnt for another wanted state says nothing.
+        let mut c = table(fam);
+        let e = c.entries[rules.start];
+        let comment_end = c.bytes(&e).windows(15).position(|w| w == b"apiserver-guard").unwrap() + 16;
+        c.blob[e.offset as usize + comment_end] = b'x';
+        assert_eq!(read(&c).noncanonical, None);
+        assert_eq!(
+            folded(fam, &c, Some(&reference)).hidden_change.as_deref(),
+            Some("rule 1 of our chain")
+        );
         let mut other = reference.clone();
         other.key.push('x');
-        assert_eq!(folded(fam, &t, Some(&other)).hidden_change, None);
+        assert_eq!(folded(fam, &c, Some(&other)).hidden_change, None);
     }
 }
 
@@ -229,5 +239,47 @@ fn the_text_is_read_wherever_the_bytes_do_not_settle_it() {
         );
         let m = crate::core::iptables_legacy_blob::parse(fam, &info, &e.blob).unwrap();
         assert!(derive(Some(&w), Some(&reference), &read(&m)).is_none());
+    }
+}
+
+/// `! -i +` (written with the iptables tool itself: it masks nothing and
+/// prints nothing, yet never matches) and a changed end of our chain are
+/// found without any reference, and never learnt.
+#[test]
+fn changes_found_without_a_reference() {
+    for fam in Family::ALL {
+        let t = table(fam);
+        let (_, ours) = t.user_chain(CHAIN).unwrap();
+        let e = t.entries[ours.start];
+        let (iface, invflags) = match fam {
+            Family::V4 => (16, 83),
+            Family::V6 => (64, 132),
+        };
+        let mut m = t.clone();
+        m.blob[e.offset as usize + iface] = b'+';
+        m.blob[e.offset as usize + invflags] |= 1;
+        let r = read(&m);
+        assert_eq!(r.noncanonical, Some(0));
+        assert!(learn(&want(fam), &r).is_none());
+        let reference = learn(&want(fam), &read(&t)).unwrap();
+        assert!(derive(Some(&want(fam)), Some(&reference), &r).is_none());
+        let seen = folded(fam, &m, None);
+        assert_eq!(seen.hidden_change.as_deref(), Some("rule 1 of our chain"));
+        assert!(seen.rewrite_all);
+
+        // The end of our chain accepting.
+        let end = t.entries[ours.end];
+        let verdict = end.offset as usize + end.len as usize - 8;
+        let mut m = t.clone();
+        m.blob[verdict..verdict + 4].copy_from_slice(&(-2i32).to_ne_bytes());
+        let r = read(&m);
+        assert!(r.end_changed);
+        assert!(learn(&want(fam), &r).is_none());
+        assert!(derive(Some(&want(fam)), Some(&reference), &r).is_none());
+        let seen = folded(fam, &m, Some(&reference));
+        assert_eq!(
+            seen.hidden_change.as_deref(),
+            Some("the end of our chain (the RETURN iptables puts there)")
+        );
     }
 }

@@ -93,7 +93,7 @@ pub struct Reference {
 }
 
 /// First line of a reference kept as text.
-const TEXT_HEADER: &str = "apiserver-guard iptables-nft reference 1";
+const TEXT_HEADER: &str = "apiserver-guard iptables reference 1";
 
 impl Reference {
     /// The reference as kept in a file: a header, the key (a JSON string),
