@@ -116,6 +116,10 @@ fn matrix() -> Vec<Tamper> {
             args: rule("-A FORWARD -m comment --comment apiserver-guard -j APISERVER-GUARD"),
         },
         Tamper {
+            what: "a goto copy of our jump below rule 1 (skips the rest of FORWARD)",
+            args: rule("-I FORWARD 2 -m comment --comment apiserver-guard -g APISERVER-GUARD"),
+        },
+        Tamper {
             what: "a changed copy of our jump (a source match added)",
             args: rule("-A FORWARD -s 10.9.0.0/16 -m comment --comment apiserver-guard -j APISERVER-GUARD"),
         },
@@ -224,4 +228,50 @@ fn iptables_legacy_tamper_matrix() {
         return;
     }
     tamper_matrix(Backend::IptablesLegacy);
+}
+
+/// A rule of someone else's chain that jumps to ours (IPv6 only): `remove`
+/// cannot delete our chain while it does and must not delete their rule, so
+/// it refuses with a message naming the rule, before changing anything in
+/// either family (it was `iptables-restore: line 4 failed`, or a busy
+/// chain, with IPv4 already removed).
+fn remove_refused_while_another_chain_jumps_to_ours(b: Backend) {
+    let variant = b.iptables_variant().expect("an iptables backend");
+    let topo = Topology::new();
+    let node = &topo.node;
+    let policy = GuardPolicy::new(
+        b,
+        "tunnel",
+        &[CONTAINER_CIDR_V4, CONTAINER_CIDR_V6],
+        &[&endpoint(API_V4, Some(API_PORT)), &endpoint(API_V6, Some(API_PORT))],
+    );
+    policy.apply_ok(node);
+    ipt_ok(node, true, variant, &["-N", "FOO"]);
+    ipt_ok(node, true, variant, &["-A", "FOO", "-s", "fd09::/48", "-j", IPT_CHAIN]);
+    let before = firewall_snapshot(node);
+    let r = remove(node);
+    assert_eq!(r.code, 1, "{variant}: {r:?}");
+    assert!(
+        r.stderr.contains("a rule of another chain jumps to it") && r.stderr.contains("-A FOO -s fd09::/48"),
+        "{variant}: {}",
+        r.stderr
+    );
+    assert_same_snapshot(&before, &firewall_snapshot(node), &format!("{variant}: refused remove"));
+    policy.assert_in_sync(node, &format!("{variant}: the block stays"));
+}
+
+#[test]
+fn remove_refused_while_another_chain_jumps_to_ours_nft() {
+    if !can_run() {
+        return;
+    }
+    remove_refused_while_another_chain_jumps_to_ours(Backend::IptablesNft);
+}
+
+#[test]
+fn remove_refused_while_another_chain_jumps_to_ours_legacy() {
+    if !can_run() {
+        return;
+    }
+    remove_refused_while_another_chain_jumps_to_ours(Backend::IptablesLegacy);
 }

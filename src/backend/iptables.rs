@@ -577,18 +577,38 @@ impl Backend for Iptables<'_> {
         Ok(!done.is_empty())
     }
 
+    /// Every family is read first: a rule of another chain that jumps to
+    /// ours (ours cannot go while it does, and it is not ours to delete)
+    /// refuses the whole removal before anything changed.
     fn remove(&self) -> Result<bool> {
-        let mut changed = false;
+        let mut seen = Vec::new();
         for fam in Family::ALL {
             // A jump cannot exist without its target chain: no chain, nothing to read.
-            if self.chain_exists(fam)? {
-                let seen = match self.variant {
-                    Variant::Legacy => self.observe_for(fam, None)?,
-                    Variant::Nft => self.observe(fam)?,
-                };
-                changed |= self.apply_family(fam, None, &seen)?;
+            if !self.chain_exists(fam)? {
+                continue;
             }
-            if self.kernel_reads {
+            let s = match self.variant {
+                Variant::Legacy => self.observe_for(fam, None)?,
+                Variant::Nft => self.observe(fam)?,
+            };
+            if let Some(rule) = s.foreign_jumps.first() {
+                let t = tool(self.variant, fam, false);
+                return Err(crate::error::Error::runtime(format!(
+                    "cannot remove our chain {CHAIN} from table {} ({t}): a rule of another chain jumps to it \
+                     ('{rule}'), and apiserver-guard does not delete other people's rules; delete that rule (`{t} -D \
+                     {}`), then run remove again; nothing was changed",
+                    iptables_created::table_name(fam),
+                    rule.strip_prefix("-A ").unwrap_or(rule)
+                )));
+            }
+            seen.push((fam, s));
+        }
+        let mut changed = false;
+        for (fam, s) in &seen {
+            changed |= self.apply_family(*fam, None, s)?;
+        }
+        if self.kernel_reads {
+            for fam in Family::ALL {
                 iptables_reference::forget(self.variant.suffix(), fam);
             }
         }

@@ -48,6 +48,9 @@ pub struct IptObserved {
     /// not our jump line), deleted by that spec; iptables-legacy takes them
     /// out by bytes instead.
     pub stray_lines: BTreeMap<Hook, Vec<String>>,
+    /// Rules of other people's chains that jump (or go) to our chain: ours
+    /// cannot be deleted while they do, and they are not ours to delete.
+    pub foreign_jumps: Vec<String>,
     /// Rewrite our chain and jumps even where they read as in place: what
     /// was read cannot prove their bytes (the text read-back), so the next
     /// write makes them ours again and the bytes can be learnt from it.
@@ -67,10 +70,15 @@ fn marked_jump(line: &str) -> bool {
     let ours = words
         .windows(2)
         .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == COMMENT);
-    let to_chain = words
+    ours && targets_our_chain(line)
+}
+
+/// Whether a rule line jumps (or goes) to our chain.
+fn targets_our_chain(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
         .windows(2)
-        .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == CHAIN);
-    ours && to_chain
+        .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == CHAIN)
 }
 
 /// What iptables-nft-save prints instead of a table that holds rules
@@ -109,6 +117,12 @@ pub fn parse_save(text: &str) -> Result<IptObserved, Incompatible> {
             if line.starts_with(&format!(":{} - ", hook.iptables_chain())) {
                 seen.unhooked.insert(hook);
             }
+        }
+        let in_hook_chain = Hook::ALL
+            .iter()
+            .any(|h| line.starts_with(&format!("-A {} ", h.iptables_chain())));
+        if line.starts_with("-A ") && !line.starts_with(&ours) && !in_hook_chain && targets_our_chain(line) {
+            seen.foreign_jumps.push(line.to_string());
         }
         if line.starts_with(&declared) {
             seen.chain.get_or_insert_with(Vec::new);
@@ -235,6 +249,17 @@ COMMIT
             }
         );
         assert_eq!(s.rules_in[&Hook::Forward], 5);
+        assert!(s.foreign_jumps.is_empty());
+    }
+
+    #[test]
+    fn jumps_to_our_chain_from_other_chains_are_named() {
+        let s = parse_save(
+            "*filter\n:FOO - [0:0]\n:APISERVER-GUARD - [0:0]\n-A FOO -s 1.2.3.4/32 -j APISERVER-GUARD\n\
+             -A FOO -j ACCEPT\nCOMMIT\n",
+        )
+        .unwrap();
+        assert_eq!(s.foreign_jumps, vec!["-A FOO -s 1.2.3.4/32 -j APISERVER-GUARD"]);
     }
 
     #[test]
