@@ -291,6 +291,62 @@ fn a_match_iptables_cannot_print_is_found_by_the_bytes_and_rewritten() {
     assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "after rewriting the jump");
 }
 
+/// Replaces our jump in FORWARD with one that has a match iptables-nft-save
+/// does not print (`ip saddr 10.99.0.1` with a zero mask: never fires).
+fn hide_a_match_in_our_jump(node: &Netns) {
+    let listing = node.run_ok(&["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("jump APISERVER-GUARD"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| panic!("no jump in {listing}"));
+    let rule =
+        "ip saddr 10.99.0.1 ip saddr & 0.0.0.0 == 0.0.0.0 counter jump APISERVER-GUARD comment \"apiserver-guard\"";
+    let mut argv = vec!["nft", "replace", "rule", "ip", "filter", "FORWARD", "handle", &handle];
+    argv.extend(rule.split(' '));
+    node.run_ok(&argv);
+}
+
+/// Another agent committing as fast as it can in its own table (kube-proxy's
+/// churn, harder): our writes are proven all the same, by the commits the
+/// kernel notifies around them (none touched our objects), where requiring
+/// our write to be the only commit learnt 4 applies in 10. Then a hidden
+/// match added while the churn goes on is found by the bytes.
+#[test]
+fn the_bytes_are_learnt_amid_another_agents_commits() {
+    if !can_run() {
+        return;
+    }
+    let (topo, c) = installed();
+    let p = policy();
+    let node = &topo.node;
+    for _ in 0..2 {
+        node.spawn(&[
+            "sh",
+            "-c",
+            "while :; do nft add table ip churn; nft delete table ip churn; done",
+        ]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut learnt = 0;
+    for _ in 0..10 {
+        let r = c.guard(node, &["remove".to_string()]);
+        assert_eq!(r.code, 0, "remove: {r:?}");
+        c.guard(node, &p.args("apply")).expect_code(0, "apply amid churn");
+        c.take();
+        let (r, drift, saves) = status(&c, node);
+        r.expect_code(0, &format!("status amid churn: {drift}"));
+        learnt += usize::from(saves == 0);
+    }
+    eprintln!("learnt amid churn: {learnt} of 10 applies");
+    assert_eq!(learnt, 10, "every apply amid churn proves its write");
+    hide_a_match_in_our_jump(node);
+    let (r, drift, _) = status(&c, node);
+    r.expect_code(3, "a hidden match amid churn");
+    assert!(drift.contains("our jump in FORWARD: it reads like ours"), "{drift}");
+}
+
 /// A rule iptables cannot express anywhere in `ip filter` (here an nft
 /// INPUT chain with `ct state established accept`): iptables-nft-save then
 /// prints only "Table `filter' is incompatible". What the bytes decide still

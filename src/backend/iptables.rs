@@ -10,10 +10,11 @@
 //! `core::iptables_legacy_read`): a change its save cannot print is drift,
 //! and a changed jump that `-D` by spec cannot find is taken out by bytes.
 
-use super::exec::{failure, run_ok, run_ok_with_env, start, Runner};
+use super::exec::{failure, is_own_pid, run_ok, run_ok_with_env, start, Runner};
 use super::iptables_created;
 use super::iptables_legacy_raw::{self, XtablesLock};
 use super::iptables_reference;
+use super::nfnl::commit_watch::CommitWatch;
 use super::nfnl::{
     chain_exists, delete_table_if_empty, read_chain_and_heads, table_handle, ChainRead, NfnlSocket, TableFate,
     NFPROTO_IPV4, NFPROTO_IPV6,
@@ -25,6 +26,7 @@ use crate::core::iptables_nft_read::{derive, dormant, heads, hidden_change, key,
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved, JumpState};
 use crate::core::model::{Blocklist, Family};
+use crate::core::nft_events::own_write_proven;
 use crate::core::policy::Hook;
 use crate::core::render_iptables::{desired, IptDesired, CHAIN};
 use crate::error::Result;
@@ -273,14 +275,22 @@ impl<'r> Iptables<'r> {
     }
 
     /// After our own restore wrote all of `want` (iptables-nft): the bytes
-    /// it wrote become the reference, if that restore was the only commit
-    /// since `before` (the generation read just before it). When another
-    /// commit came in between (another agent's churn), our objects are
-    /// written again, all of them, up to `LEARN_RETRIES` times, each time in
-    /// one transaction that never leaves a moment without the block, to get a
-    /// write with nothing else around it; without one, the reference stays
-    /// unlearnt and the text read-back decides (README, "iptables read-back").
-    fn learn_from_own_write(&self, fam: Family, want: &IptDesired, before: Option<u32>) {
+    /// it wrote become the reference, if nothing but our own writes touched
+    /// our objects since `before` (the generation read just before it): our
+    /// restore was the only commit (generation + 1), or the commits `watch`
+    /// heard in between (opened before that read) touched only other chains
+    /// (kube-proxy's churn) or were ours. Otherwise our objects are written
+    /// again, all of them, up to `LEARN_RETRIES` times, each time in one
+    /// transaction that never leaves a moment without the block; without a
+    /// proven write, the reference stays unlearnt and the text read-back
+    /// decides (README, "iptables read-back").
+    fn learn_from_own_write(
+        &self,
+        fam: Family,
+        want: &IptDesired,
+        before: Option<u32>,
+        mut watch: Option<CommitWatch>,
+    ) {
         let Some(mut before) = before else { return };
         for attempt in 0..=LEARN_RETRIES {
             if attempt > 0 {
@@ -310,7 +320,14 @@ impl<'r> Iptables<'r> {
             let Ok(after) = self.read_ours(fam, Some(want)) else {
                 return;
             };
-            if after.generation == before.wrapping_add(1) {
+            let proven = after.generation == before.wrapping_add(1)
+                || watch
+                    .as_mut()
+                    .and_then(|w| w.until(after.generation))
+                    .is_some_and(|changes| {
+                        own_write_proven(changes, nfproto(fam), before, after.generation, is_own_pid)
+                    });
+            if proven {
                 if let Some(r) = learn(want, &after) {
                     iptables_reference::store(Variant::Nft.suffix(), fam, &r);
                 }
@@ -368,12 +385,14 @@ impl<'r> Iptables<'r> {
         };
         let before = self.nft_table_handle(fam);
         let learnable = want.filter(|_| self.variant == Variant::Nft && self.kernel_reads);
+        // Opened before the generation is read: it hears every commit after it.
+        let watch = learnable.and_then(|_| CommitWatch::open().ok());
         let generation = learnable
             .and_then(|w| self.read_ours(fam, Some(w)).ok())
             .map(|r| r.generation);
         self.restore(fam, &payload)?;
         if let Some(w) = learnable {
-            self.learn_from_own_write(fam, w, generation);
+            self.learn_from_own_write(fam, w, generation, watch);
         }
         if let (Some(None), Some(Some(handle))) = (before, self.nft_table_handle(fam)) {
             // Best effort: without the record (/run read-only, as in a

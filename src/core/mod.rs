@@ -18,6 +18,7 @@ pub mod nft_decode;
 pub mod nft_desired;
 pub mod nft_diff;
 pub mod nft_eval;
+pub mod nft_events;
 #[cfg(test)]
 mod nft_golden_tests;
 pub mod nft_model;

@@ -16,10 +16,12 @@ use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, NfTablesMessage, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
 };
 
+use super::commit_watch::CommitWatch;
 use super::dump::{family_name, generation, get_one, request};
 use super::error::{NfnlError, NfnlErrorKind};
 use super::frame::{self, Reply};
 use super::socket::NfnlSocket;
+use crate::core::nft_events::own_write_proven;
 
 pub use crate::core::iptables_nft_read::{ChainRead, Head};
 
@@ -35,9 +37,26 @@ pub fn read_chain_and_heads(
     chain: &str,
     heads: &[&str],
 ) -> Result<ChainRead, NfnlError> {
+    // Opened before the first read: it hears every commit during each one.
+    let mut watch = CommitWatch::open().ok();
     for _ in 0..ATTEMPTS {
-        if let Some(read) = read_once(sock, family, table, chain, heads)? {
-            return Ok(read);
+        match read_once(sock, family, table, chain, heads)? {
+            Attempt::Whole(read) => return Ok(read),
+            Attempt::Interrupted => {}
+            // Other agents committed during the read (kube-proxy's churn):
+            // it holds all the same when none of those commits touched the
+            // objects it read (the commits the kernel notified say so).
+            Attempt::Torn { mut read, after } => {
+                let before = read.generation;
+                let untouched = watch
+                    .as_mut()
+                    .and_then(|w| w.until(after))
+                    .is_some_and(|changes| own_write_proven(changes, family, before, after, |_| false));
+                if untouched {
+                    read.generation = after;
+                    return Ok(read);
+                }
+            }
         }
     }
     Err(NfnlError::new(
@@ -50,14 +69,19 @@ pub fn read_chain_and_heads(
     ))
 }
 
-/// One attempt; None when a commit came in between.
-fn read_once(
-    sock: &NfnlSocket,
-    family: u8,
-    table: &str,
-    chain: &str,
-    heads: &[&str],
-) -> Result<Option<ChainRead>, NfnlError> {
+/// One read attempt.
+enum Attempt {
+    /// Nothing was committed during the read.
+    Whole(ChainRead),
+    /// Commits came during the read: `read.generation` is the generation
+    /// it began in, `after` the one it ended in.
+    Torn { read: ChainRead, after: u32 },
+    /// A dump was cut by a commit: nothing usable.
+    Interrupted,
+}
+
+/// One attempt.
+fn read_once(sock: &NfnlSocket, family: u8, table: &str, chain: &str, heads: &[&str]) -> Result<Attempt, NfnlError> {
     let mut buf = sock.lock();
     sock.drain(&mut buf);
     let what = format!("reading chain {chain} of table {} {table}", family_name(family));
@@ -96,7 +120,7 @@ fn read_once(
     if let Some(uses) = uses {
         let part = request(sock, &mut buf, family, rules_of(table, chain), true, &what)?;
         if part.interrupted {
-            return Ok(None);
+            return Ok(Attempt::Interrupted);
         }
         let rules = part
             .of_table(family, table)
@@ -122,7 +146,11 @@ fn read_once(
     }
     let after = generation(sock, &mut buf)?;
     read.generation = before;
-    Ok((before == after).then_some(read))
+    Ok(if before == after {
+        Attempt::Whole(read)
+    } else {
+        Attempt::Torn { read, after }
+    })
 }
 
 /// A GETCHAIN request naming one chain.

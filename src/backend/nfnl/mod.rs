@@ -12,12 +12,14 @@
 
 mod batch;
 mod chain_read;
+pub mod commit_watch;
 mod dump;
 mod error;
 mod frame;
 mod owner_process;
 mod ownership;
 mod socket;
+pub mod subscribe;
 mod table;
 
 pub use batch::{default_flags, describe, transact, BatchMsg};
