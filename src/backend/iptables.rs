@@ -334,9 +334,10 @@ impl<'r> Iptables<'r> {
                 return;
             }
         }
-        log::info!(
-            "the ruleset kept changing around our iptables-nft writes ({} tries): the bytes of our rules are not \
-             learnt, checks read the whole table as text",
+        log::warn!(
+            "another process kept changing our iptables-nft objects around our writes ({} tries): the bytes of \
+             our rules are not learnt, so checks read the whole table as text, which cannot show a match \
+             iptables does not print; the next repair or apply tries again",
             LEARN_RETRIES + 1
         );
     }
