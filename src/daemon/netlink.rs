@@ -6,7 +6,8 @@
 //! no memory that grows with the node's ruleset (an `nft monitor` child was
 //! measured at 381 MiB and 5-10 s of start-up with 100,000 foreign rules, and
 //! deaf while the ruleset kept changing during that start-up). Parsing is pure
-//! (`parse`); `run` is the socket loop.
+//! (`core::nft_events`), the socket is `backend::nfnl::subscribe`; here the
+//! transaction `Watch` and `run`, the socket loop.
 
 pub use crate::backend::nfnl::subscribe::subscribe;
 use crate::backend::nfnl::subscribe::{NETLINK_NETFILTER, NFNLGRP_NFTABLES};
