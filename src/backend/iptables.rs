@@ -283,15 +283,16 @@ impl<'r> Iptables<'r> {
     /// again, all of them, up to `LEARN_RETRIES` times, each time in one
     /// transaction that never leaves a moment without the block; without a
     /// proven write, the reference stays unlearnt and the text read-back
-    /// decides (README, "iptables read-back").
+    /// decides (README, "iptables read-back"). Returns the read of the
+    /// proven write (None without one).
     fn learn_from_own_write(
         &self,
         fam: Family,
         want: &IptDesired,
         before: Option<u32>,
         mut watch: Option<CommitWatch>,
-    ) {
-        let Some(mut before) = before else { return };
+    ) -> Option<ChainRead> {
+        let mut before = before?;
         for attempt in 0..=LEARN_RETRIES {
             if attempt > 0 {
                 // Our objects are as `want` after the last write: write them again.
@@ -305,21 +306,14 @@ impl<'r> Iptables<'r> {
                     rewrite_all: true,
                     ..Default::default()
                 };
-                let Some(payload) = plan(Some(want), &ours, false) else {
-                    return;
-                };
-                match self.read_ours(fam, Some(want)) {
-                    Ok(r) => before = r.generation,
-                    Err(_) => return,
-                }
+                let payload = plan(Some(want), &ours, false)?;
+                before = self.read_ours(fam, Some(want)).ok()?.generation;
                 if let Err(e) = self.restore(fam, &payload) {
                     log::debug!("writing our iptables-nft objects again to learn their bytes failed: {e}");
-                    return;
+                    return None;
                 }
             }
-            let Ok(after) = self.read_ours(fam, Some(want)) else {
-                return;
-            };
+            let after = self.read_ours(fam, Some(want)).ok()?;
             let proven = after.generation == before.wrapping_add(1)
                 || watch
                     .as_mut()
@@ -331,7 +325,7 @@ impl<'r> Iptables<'r> {
                 if let Some(r) = learn(want, &after) {
                     iptables_reference::store(Variant::Nft.suffix(), fam, &r);
                 }
-                return;
+                return Some(after);
             }
         }
         log::warn!(
@@ -340,6 +334,7 @@ impl<'r> Iptables<'r> {
              iptables does not print; the next repair or apply tries again",
             LEARN_RETRIES + 1
         );
+        None
     }
 
     /// Our chain and rule 1 of each wanted hook chain, over netlink.
@@ -384,18 +379,22 @@ impl<'r> Iptables<'r> {
         let Some(payload) = plan(want, seen, true) else {
             return Ok(false);
         };
-        let before = self.nft_table_handle(fam);
         let learnable = want.filter(|_| self.variant == Variant::Nft && self.kernel_reads);
         // Opened before the generation is read: it hears every commit after it.
         let watch = learnable.and_then(|_| CommitWatch::open().ok());
-        let generation = learnable
-            .and_then(|w| self.read_ours(fam, Some(w)).ok())
-            .map(|r| r.generation);
+        // The read that gives the generation gives the table's handle too.
+        let first = learnable.and_then(|w| self.read_ours(fam, Some(w)).ok());
+        let before = match &first {
+            Some(r) => Some(r.table_handle),
+            None => self.nft_table_handle(fam),
+        };
         self.restore(fam, &payload)?;
-        if let Some(w) = learnable {
-            self.learn_from_own_write(fam, w, generation, watch);
-        }
-        if let (Some(None), Some(Some(handle))) = (before, self.nft_table_handle(fam)) {
+        let last = learnable.and_then(|w| self.learn_from_own_write(fam, w, first.map(|r| r.generation), watch));
+        let after = match last {
+            Some(r) => Some(r.table_handle),
+            None => self.nft_table_handle(fam),
+        };
+        if let (Some(None), Some(Some(handle))) = (before, after) {
             // Best effort: without the record (/run read-only, as in a
             // container with a read-only root) `remove` leaves the empty
             // table behind, which is the safe side; the block is in place.

@@ -34,6 +34,8 @@ pub struct ChainRead {
     pub generation: u32,
     /// The table's flags (None: no such table); `dormant` switches all of it off.
     pub table_flags: Option<u32>,
+    /// The table's handle (None: no such table).
+    pub table_handle: Option<u64>,
     /// Our chain: None when absent, else its use count as the kernel
     /// reports it (the rules it holds plus the rules that jump to it) and
     /// its rules in order.

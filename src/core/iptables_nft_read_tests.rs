@@ -80,6 +80,7 @@ fn in_sync() -> ChainRead {
     ChainRead {
         generation: 9,
         table_flags: Some(0),
+        table_handle: Some(1),
         // Use count: our two rules and the jump.
         chain: Some((
             3,
@@ -182,6 +183,7 @@ fn a_flush_of_everything_is_decided_without_text() {
     let read = ChainRead {
         generation: 10,
         table_flags: Some(0),
+        table_handle: Some(1),
         chain: Some((0, vec![])),
         heads: vec![forward(None)],
     };
@@ -211,6 +213,7 @@ fn a_missing_chain_and_a_foreign_rule_1_are_named_without_text() {
     let read = ChainRead {
         generation: 3,
         table_flags: Some(0),
+        table_handle: Some(1),
         chain: None,
         heads: vec![forward(Some(rule("FORWARD", 77, 9, 0)))],
     };
@@ -319,6 +322,7 @@ fn a_reference_survives_its_text_form_and_nothing_else_reads_as_one() {
 fn a_dormant_table_is_reported_and_teaches_nothing() {
     let read = ChainRead {
         table_flags: Some(1),
+        table_handle: Some(1),
         ..in_sync()
     };
     assert!(dormant(&read));
@@ -330,6 +334,7 @@ fn a_dormant_table_is_reported_and_teaches_nothing() {
     assert!(drift[0].problem.contains("dormant"), "{}", drift[0].problem);
     assert!(!dormant(&ChainRead {
         table_flags: Some(0),
+        table_handle: Some(1),
         ..in_sync()
     }));
 }

@@ -89,17 +89,23 @@ fn read_once(sock: &NfnlSocket, family: u8, table: &str, chain: &str, heads: &[&
     let get_table = NfTablesMessage::GetTable(TableMessage {
         attributes: vec![TableAttribute::Name(table.into())],
     });
-    let table_flags = match get_one(sock, &mut buf, family, table, get_table, &what)? {
-        Some(NfTablesMessage::NewTable(t)) => Some(
-            t.attributes
-                .iter()
-                .find_map(|a| match a {
-                    TableAttribute::Flags(f) => Some(f.bits()),
-                    _ => None,
-                })
-                .unwrap_or(0),
+    let (table_flags, table_handle) = match get_one(sock, &mut buf, family, table, get_table, &what)? {
+        Some(NfTablesMessage::NewTable(t)) => (
+            Some(
+                t.attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        TableAttribute::Flags(f) => Some(f.bits()),
+                        _ => None,
+                    })
+                    .unwrap_or(0),
+            ),
+            t.attributes.iter().find_map(|a| match a {
+                TableAttribute::Handle(h) => Some(*h),
+                _ => None,
+            }),
         ),
-        _ => None,
+        _ => (None, None),
     };
     let uses = match get_one(sock, &mut buf, family, table, get_chain(table, chain), &what)? {
         Some(NfTablesMessage::NewChain(c)) => Some(
@@ -115,6 +121,7 @@ fn read_once(sock: &NfnlSocket, family: u8, table: &str, chain: &str, heads: &[&
     };
     let mut read = ChainRead {
         table_flags,
+        table_handle,
         ..Default::default()
     };
     if let Some(uses) = uses {
