@@ -30,7 +30,6 @@ use crate::core::nft_events::own_write_proven;
 use crate::core::policy::Hook;
 use crate::core::render_iptables::{desired, IptDesired, CHAIN};
 use crate::error::Result;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// How many more times our iptables-nft objects are written when another
 /// commit came with our write, to learn their bytes (see `learn_from_own_write`).
@@ -63,19 +62,27 @@ impl Variant {
 }
 
 /// A lock file of our own for an iptables-legacy restore to take while we
-/// hold the xtables lock for it (`XTABLES_LOCKFILE`); None when it cannot be
-/// made (a read-only /run).
-fn private_lock_file() -> Option<String> {
-    let dir = std::path::Path::new("/run/apiserver-guard");
-    std::fs::create_dir_all(dir).ok()?;
-    let file = dir.join("iptables-legacy-restore.lock");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&file)
-        .ok()?;
-    file.to_str().map(str::to_string)
+/// hold the xtables lock for it (`XTABLES_LOCKFILE`): a memory file (no
+/// path anyone else can open, hold or replace, nothing on a read-only
+/// filesystem), inherited by the restore and named to it as
+/// `/proc/self/fd/N`. Closed when dropped.
+struct PrivateLock(std::os::fd::OwnedFd);
+
+impl PrivateLock {
+    fn new() -> Option<PrivateLock> {
+        // Without MFD_CLOEXEC: the restore inherits it under the same number.
+        // SAFETY: memfd_create with a NUL-terminated name; the descriptor is owned below.
+        let fd = unsafe { libc::memfd_create(c"apiserver-guard-xtables-lock".as_ptr(), 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        Some(PrivateLock(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.0))
+    }
 }
 
 /// The tool of one variant and family, e.g. `ip6tables-legacy` (`restore`: `ip6tables-legacy-restore`).
@@ -440,14 +447,15 @@ impl<'r> Iptables<'r> {
             self.take_out_stray_jumps(&lock, fam)?;
         }
         if let Some(p) = &payload {
-            match private_lock_file() {
-                Some(file) => {
+            match PrivateLock::new() {
+                Some(private) => {
                     let prog = tool(self.variant, fam, true);
+                    let file = private.path();
                     let env = [("XTABLES_LOCKFILE", file.as_str())];
                     run_ok_with_env(self.runner, &prog, &["-w", LOCK_WAIT, "--noflush"], Some(p), &env)?;
                 }
                 None => {
-                    // No private lock file (a read-only /run): the restore
+                    // No memory file (memfd_create refused): the restore
                     // takes the xtables lock itself, after we let it go.
                     drop(lock);
                     self.restore(fam, p)?;
