@@ -294,6 +294,11 @@ fn a_match_iptables_cannot_print_is_found_by_the_bytes_and_rewritten() {
 /// Replaces our jump in FORWARD with one that has a match iptables-nft-save
 /// does not print (`ip saddr 10.99.0.1` with a zero mask: never fires).
 fn hide_a_match_in_our_jump(node: &Netns) {
+    hide_matches_in_our_jump(node, 1);
+}
+
+/// As `hide_a_match_in_our_jump`, the hidden match `times` over.
+fn hide_matches_in_our_jump(node: &Netns, times: usize) {
     let listing = node.run_ok(&["nft", "-a", "list", "chain", "ip", "filter", "FORWARD"]);
     let handle = listing
         .lines()
@@ -301,8 +306,10 @@ fn hide_a_match_in_our_jump(node: &Netns) {
         .and_then(|l| l.rsplit("# handle ").next())
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|| panic!("no jump in {listing}"));
-    let rule =
-        "ip saddr 10.99.0.1 ip saddr & 0.0.0.0 == 0.0.0.0 counter jump APISERVER-GUARD comment \"apiserver-guard\"";
+    let rule = format!(
+        "{}counter jump APISERVER-GUARD comment \"apiserver-guard\"",
+        "ip saddr 10.99.0.1 ip saddr & 0.0.0.0 == 0.0.0.0 ".repeat(times)
+    );
     let mut argv = vec!["nft", "replace", "rule", "ip", "filter", "FORWARD", "handle", &handle];
     argv.extend(rule.split(' '));
     node.run_ok(&argv);
@@ -345,6 +352,38 @@ fn the_bytes_are_learnt_amid_another_agents_commits() {
     let (r, drift, _) = status(&c, node);
     r.expect_code(3, "a hidden match amid churn");
     assert!(drift.contains("our jump in FORWARD: it reads like ours"), "{drift}");
+}
+
+/// Our jump made longer than a page with hidden matches (a helper's hider
+/// piled them up): a dump on a fresh socket ended empty, so rule 1 read as
+/// absent and `status` said in sync while the pod was served. Rule 1 is read
+/// whole now, and a hook chain with rules but no rule read is never "empty".
+#[test]
+fn a_rule_1_longer_than_a_page_is_read_and_compared() {
+    if !can_run() {
+        return;
+    }
+    let (topo, c) = installed();
+    let p = policy();
+    hide_matches_in_our_jump(&topo.node, 24);
+    let listing = topo
+        .node
+        .run_ok(&["nft", "--debug=netlink", "list", "chain", "ip", "filter", "FORWARD"]);
+    assert!(
+        listing.len() > 4096,
+        "rule 1 longer than a page: {} bytes of listing",
+        listing.len()
+    );
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "the long hidden jump never fires",
+    );
+    let (r, drift, _) = status(&c, &topo.node);
+    r.expect_code(3, "status with a long hidden jump");
+    assert!(drift.contains("our jump in FORWARD: it reads like ours"), "{drift}");
+    c.guard(&topo.node, &p.args("apply")).expect_code(0, "apply");
+    status(&c, &topo.node).0.expect_code(0, "after the rewrite");
+    assert_refused_fast(&topo.pod, None, API_V4, API_PORT, "after rewriting the long jump");
 }
 
 /// A rule iptables cannot express anywhere in `ip filter` (here an nft

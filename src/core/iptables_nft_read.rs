@@ -61,6 +61,18 @@ pub fn dormant(read: &ChainRead) -> bool {
     read.table_flags.is_some_and(|f| f & TABLE_DORMANT != 0)
 }
 
+/// Whether a hook chain holds rules (its use count: a base chain's rules)
+/// while none could be read: a rule 1 too large for a dump datagram. No
+/// rule of ours is; it must never read as "no rule there".
+fn unreadable(head: &Head) -> bool {
+    head.first.is_none()
+        && head.chain.as_ref().is_some_and(|c| {
+            c.attributes
+                .iter()
+                .any(|a| matches!(a, ChainAttribute::Use(n) if *n > 0))
+        })
+}
+
 /// The hook chains that exist but are not a base chain at their hook (a
 /// regular chain of that name, or a base chain hooked elsewhere): a jump in
 /// them filters nothing. `read.heads` are `hooks`, in order.
@@ -269,6 +281,9 @@ pub fn derive(want: Option<&IptDesired>, reference: Option<&Reference>, read: &C
             uses.checked_sub(u32::try_from(rules.len()).ok()?)?
         }
     };
+    if read.heads.iter().any(unreadable) {
+        return None;
+    }
     let mut at_top = 0u32;
     for (hook, head) in want.hooks.iter().zip(&read.heads) {
         let head = &head.first;
@@ -320,7 +335,7 @@ pub fn hidden_change(want: &IptDesired, reference: &Reference, read: &ChainRead)
     want.hooks
         .iter()
         .zip(&read.heads)
-        .find(|(_, head)| head.first.as_ref().is_some_and(|r| rule_bytes(r) != reference.jump))
+        .find(|(_, head)| unreadable(head) || head.first.as_ref().is_some_and(|r| rule_bytes(r) != reference.jump))
         .map(|(hook, _)| format!("our jump in {}", hook.iptables_chain()))
 }
 

@@ -338,3 +338,29 @@ fn a_dormant_table_is_reported_and_teaches_nothing() {
         ..in_sync()
     }));
 }
+
+/// A hook chain whose use count says it holds rules while no rule 1 came
+/// back (one too large for the dump): never "no rule there".
+#[test]
+fn a_hook_chain_with_rules_but_no_rule_read_is_not_empty() {
+    let mut read = in_sync();
+    let mut chain = forward_chain(Some(2));
+    chain.attributes.push(ChainAttribute::Use(1));
+    read.heads = vec![Head {
+        chain: Some(chain.clone()),
+        first: None,
+    }];
+    assert_eq!(derive(Some(&want()), Some(&reference()), &read), None);
+    assert_eq!(
+        hidden_change(&want(), &reference(), &read).as_deref(),
+        Some("our jump in FORWARD")
+    );
+    // Truly empty (use 0): nothing there, as before.
+    chain.attributes.pop();
+    chain.attributes.push(ChainAttribute::Use(0));
+    read.heads = vec![Head {
+        chain: Some(chain),
+        first: None,
+    }];
+    assert_eq!(hidden_change(&want(), &reference(), &read), None);
+}

@@ -190,6 +190,10 @@ fn first_rule(family: u8, table: &str, chain: &str) -> Result<Option<RuleMessage
     );
     let sock = NfnlSocket::open().map_err(|e| NfnlError::io(&e, &what))?;
     let mut buf = sock.lock();
+    // The kernel sizes a dump's datagrams by the largest receive the socket
+    // has made (up to 32 KiB); on a fresh socket a rule longer than a page
+    // would not fit and the dump would end empty. One small exchange first.
+    generation(&sock, &mut buf)?;
     let seq = sock.reserve_seq(1);
     let mut bytes = Vec::with_capacity(64);
     frame::encode(
