@@ -14,6 +14,12 @@ use crate::core::drift::{describe, Drift};
 use crate::core::policy::Action;
 use crate::error::Result;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Why `/readyz` says no while our objects read as in place but their bytes
+/// could not be proven.
+pub const UNPROVEN: &str = "our rules read as in place as iptables rules, but their bytes could not be verified: \
+                            another process changed our objects around each of our writes (see the log); \
+                            the next resync writes them again";
 use std::time::Instant;
 
 /// What the reconcile step needs of the firewall.
@@ -188,6 +194,15 @@ impl Controller {
             }
         }
         let ok = match result {
+            // In place as read, but the bytes could not be proven (another
+            // process changed our objects around each write that would have
+            // taught them): not "in sync", which would rest on text that
+            // cannot show a hidden match.
+            Ok(_) if !fw.proven() => {
+                m.in_sync = false;
+                m.not_ready_reason = UNPROVEN.to_string();
+                true
+            }
             Ok(repaired) => {
                 m.in_sync = true;
                 m.last_success_unix = unix_now();

@@ -32,6 +32,10 @@ impl FakeFirewall {
         self.calls.lock().unwrap().clone()
     }
 
+    fn proven_now(&self) {
+        self.unproven.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn unproven(&self) {
         self.unproven.store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -146,6 +150,19 @@ fn a_resync_writes_again_while_in_sync_is_not_proven_byte_for_byte() {
     assert!(run(ctl.reconcile(fw.clone(), Trigger::Event, false)).0);
     assert_eq!(fw.calls(), vec!["check", "repair", "check"], "only the resync writes");
     assert!(state.lock().unwrap().repairs.is_empty(), "not counted as a repair");
+    // Never "ready" on text alone: a hidden match would read as in place.
+    {
+        let m = state.lock().unwrap();
+        assert!(
+            !m.ready() && m.not_ready_reason.contains("could not be verified"),
+            "{}",
+            m.not_ready_reason
+        );
+    }
+    // Proven at last: ready.
+    fw.proven_now();
+    assert!(run(ctl.reconcile(fw.clone(), Trigger::Event, false)).0);
+    assert!(state.lock().unwrap().ready());
 }
 
 #[test]
