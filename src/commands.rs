@@ -97,6 +97,10 @@ struct StatusReport<'a> {
     backend: &'a str,
     reason: &'a str,
     in_sync: bool,
+    /// Whether "in sync" was checked byte for byte (false: as iptables rules
+    /// only, their bytes never learnt here, so a match iptables does not
+    /// print could hide; `apply` learns them).
+    verified: bool,
     /// The policy's action (`reject`, `drop`, `audit`), compared with what is installed.
     action: &'a str,
     /// Whether the rules, when in sync, block anything (false in audit mode).
@@ -149,6 +153,7 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
         backend: backend.name(),
         reason: &why,
         in_sync: drift.is_empty(),
+        verified: backend.proven(&blocklist),
         action: policy.action.name(),
         blocks: policy.action != Action::Audit,
         owner: backend.owner(),
@@ -171,6 +176,13 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
             }
             if let Some(hint) = action_hint(policy.action, &drift) {
                 println!("note: {hint}");
+            }
+            if report.in_sync && !report.verified {
+                println!(
+                    "note: checked as iptables rules only: the bytes of our rules were never learnt in this \
+                     namespace (no reference from our own write), so a match iptables does not print could \
+                     hide; `apply` writes them again and learns them"
+                );
             }
         }
     }

@@ -205,6 +205,12 @@ fn an_inverted_match_on_no_interface_is_found_without_a_reference() {
     let Some((topo, policy)) = applied() else { return };
     let node = &topo.node;
     forget_references(node);
+    // Without a reference, `status` says what it could not check.
+    let (r, json) = policy.status(node);
+    r.expect_code(0, "status without a reference");
+    assert_eq!(json["verified"], serde_json::json!(false), "{json}");
+    let text = run_guard(node, &policy.args("status"));
+    assert!(text.stdout.contains("checked as iptables rules only"), "{text:?}");
     let before = saves(node);
     for v6 in [false, true] {
         let save = ipt_save_family(node, v6, "legacy");
@@ -221,6 +227,11 @@ fn an_inverted_match_on_no_interface_is_found_without_a_reference() {
     status_names(&policy, node, "rule 2 of our chain: it reads like ours", "`! -i +`");
     policy.apply_ok(node);
     policy.assert_in_sync(node, "after apply repaired `! -i +`");
+    assert_eq!(
+        policy.status(node).1["verified"],
+        serde_json::json!(true),
+        "learnt again"
+    );
     assert_blocked(&topo, "after apply repaired `! -i +`");
 }
 
