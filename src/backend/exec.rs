@@ -73,7 +73,7 @@ pub const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 
 impl Runner for SystemRunner {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> std::io::Result<CmdOutput> {
-        run_bounded(program, args, stdin, TOOL_TIMEOUT)
+        run_bounded(program, args, stdin, TOOL_TIMEOUT, &[])
     }
 
     fn run_with_env(
@@ -83,7 +83,7 @@ impl Runner for SystemRunner {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> std::io::Result<CmdOutput> {
-        run_bounded_env(program, args, stdin, TOOL_TIMEOUT, env)
+        run_bounded(program, args, stdin, TOOL_TIMEOUT, env)
     }
 }
 
@@ -98,18 +98,8 @@ fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::Join
     })
 }
 
-/// Runs `program` with its output captured; kills it after `timeout`.
+/// Runs `program` with `env` set and its output captured; kills it after `timeout`.
 pub fn run_bounded(
-    program: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    timeout: std::time::Duration,
-) -> std::io::Result<CmdOutput> {
-    run_bounded_env(program, args, stdin, timeout, &[])
-}
-
-/// As `run_bounded`, with `env` set for the program.
-fn run_bounded_env(
     program: &str,
     args: &[&str],
     stdin: Option<&str>,
@@ -236,18 +226,12 @@ impl CmdOutput {
 
 /// Runs a command that must start; maps "not found" to the package to install.
 pub fn start(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<CmdOutput> {
-    start_with_env(runner, program, args, stdin, &[])
+    started(program, runner.run(program, args, stdin))
 }
 
-/// As `start`, with `env` set for the program.
-pub fn start_with_env(
-    runner: &dyn Runner,
-    program: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    env: &[(&str, &str)],
-) -> Result<CmdOutput> {
-    runner.run_with_env(program, args, stdin, env).map_err(|e| {
+/// A command's launch as an operator-facing error when it did not start.
+fn started(program: &str, launched: std::io::Result<CmdOutput>) -> Result<CmdOutput> {
+    launched.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::MissingTool(format!(
                 "`{program}` not found: install the {} package (apt-get install {0} / dnf install {0})",
@@ -285,7 +269,7 @@ pub fn failure(program: &str, args: &[&str], out: &CmdOutput) -> Error {
 
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(runner: &dyn Runner, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    run_ok_with_env(runner, program, args, stdin, &[])
+    succeeded(program, args, start(runner, program, args, stdin)?)
 }
 
 /// As `run_ok`, with `env` set for the program.
@@ -296,7 +280,12 @@ pub fn run_ok_with_env(
     stdin: Option<&str>,
     env: &[(&str, &str)],
 ) -> Result<String> {
-    let out = start_with_env(runner, program, args, stdin, env)?;
+    let out = started(program, runner.run_with_env(program, args, stdin, env))?;
+    succeeded(program, args, out)
+}
+
+/// A finished command's stdout, or the error its failure means.
+fn succeeded(program: &str, args: &[&str], out: CmdOutput) -> Result<String> {
     if out.ok() {
         Ok(out.stdout)
     } else {
@@ -411,7 +400,7 @@ mod tests {
     #[test]
     fn a_tool_that_hangs_is_killed_at_the_timeout() {
         let started = std::time::Instant::now();
-        let e = run_bounded("sleep", &["30"], None, std::time::Duration::from_millis(300)).unwrap_err();
+        let e = run_bounded("sleep", &["30"], None, std::time::Duration::from_millis(300), &[]).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
         assert!(e.to_string().contains("killed"), "{e}");
         assert!(
@@ -421,7 +410,7 @@ mod tests {
         );
         // One that ignores its input and finishes is fine, whatever the input's size.
         let big = "x".repeat(1 << 20);
-        let out = run_bounded("true", &[], Some(&big), std::time::Duration::from_secs(5)).unwrap();
+        let out = run_bounded("true", &[], Some(&big), std::time::Duration::from_secs(5), &[]).unwrap();
         assert!(out.ok());
     }
 
