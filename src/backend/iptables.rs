@@ -170,6 +170,11 @@ impl<'r> Iptables<'r> {
         if !self.readable(fam)? {
             return Ok(IptObserved::default());
         }
+        self.save(fam)
+    }
+
+    /// `observe` of a family known to be readable.
+    fn save(&self, fam: Family) -> Result<IptObserved> {
         let prog = format!("{}-save", tool(self.variant, fam, false));
         let args = ["-t", "filter"];
         let out = start(self.runner, &prog, &args, None)?;
@@ -230,16 +235,18 @@ impl<'r> Iptables<'r> {
         if !self.readable(fam)? {
             return Ok(IptObserved::default());
         }
-        let raw = iptables_legacy_raw::read(fam);
+        let read = iptables_legacy_raw::read(fam).map(|t| legacy_read::read(&t));
         let reference = want.and_then(|w| iptables_reference::load(Variant::Legacy.suffix(), fam, &key(w)));
-        if let Ok(table) = &raw {
-            if let Some(seen) = legacy_read::derive(want, reference.as_ref(), &legacy_read::read(table)) {
-                return Ok(seen);
-            }
+        if let Some(seen) = read
+            .as_ref()
+            .ok()
+            .and_then(|r| legacy_read::derive(want, reference.as_ref(), r))
+        {
+            return Ok(seen);
         }
-        let mut seen = self.observe(fam)?;
-        match raw {
-            Ok(table) => legacy_read::fold(want, reference.as_ref(), &legacy_read::read(&table), &mut seen),
+        let mut seen = self.save(fam)?;
+        match read {
+            Ok(read) => legacy_read::fold(want, reference.as_ref(), &read, &mut seen),
             Err(e) => {
                 log::warn!(
                     "cannot read the {} filter table as bytes ({e}): checking its text only",
@@ -253,8 +260,8 @@ impl<'r> Iptables<'r> {
 
     /// iptables-legacy: takes out the jumps to our chain that carry our
     /// mark but are not our jump byte for byte (`-D` by spec cannot).
-    fn take_out_stray_jumps(&self, lock: &XtablesLock, fam: Family) -> Result<usize> {
-        iptables_legacy_raw::take_out_locked(lock, fam, |t| legacy_read::stray(&legacy_read::read(t))).map_err(|e| {
+    fn take_out_stray_jumps(&self, lock: &XtablesLock, fam: Family) -> Result<()> {
+        iptables_legacy_raw::take_out(lock, fam, |t| legacy_read::stray(&legacy_read::read(t))).map_err(|e| {
             let msg = format!(
                 "cannot take the changed jumps to our chain out of the {} filter table: {e}",
                 tool(self.variant, fam, false)
@@ -354,21 +361,26 @@ impl<'r> Iptables<'r> {
     /// Whether our chain exists in one family. With iptables-nft, one
     /// nf_tables GETCHAIN over netlink asks for just that chain (one round
     /// trip, no process), where iptables-nft reads the whole table (seconds
-    /// on a node with 100,000 rules).
+    /// on a node with 100,000 rules); with iptables-legacy, the table's bytes
+    /// (no save). The text when neither can tell.
     fn chain_exists(&self, fam: Family) -> Result<bool> {
         if !self.readable(fam)? {
             return Ok(false);
         }
-        if self.variant == Variant::Nft {
-            let family = nfproto(fam);
-            if let Ok(found) = NfnlSocket::open()
-                .map_err(|_| ())
-                .and_then(|sock| chain_exists(&sock, family, "filter", CHAIN).map_err(|_| ()))
-            {
-                return Ok(found);
-            }
+        let found = match self.variant {
+            Variant::Nft => NfnlSocket::open()
+                .ok()
+                .and_then(|sock| chain_exists(&sock, nfproto(fam), "filter", CHAIN).ok()),
+            // The table's bytes, as every legacy check reads them.
+            Variant::Legacy if self.kernel_reads => iptables_legacy_raw::read(fam)
+                .ok()
+                .map(|t| legacy_read::read(&t).chain.is_some()),
+            Variant::Legacy => None,
+        };
+        match found {
+            Some(found) => Ok(found),
+            None => Ok(self.save(fam)?.chain.is_some()),
         }
-        Ok(self.observe(fam)?.chain.is_some())
     }
 
     fn restore(&self, fam: Family, payload: &str) -> Result<()> {
@@ -614,10 +626,7 @@ impl Backend for Iptables<'_> {
             if !self.chain_exists(fam)? {
                 continue;
             }
-            let s = match self.variant {
-                Variant::Legacy => self.observe_for(fam, None)?,
-                Variant::Nft => self.observe(fam)?,
-            };
+            let s = self.observe_for(fam, None)?;
             if let Some(rule) = s.foreign_jumps.first() {
                 let t = tool(self.variant, fam, false);
                 return Err(crate::error::Error::runtime(format!(

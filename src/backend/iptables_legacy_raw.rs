@@ -157,32 +157,20 @@ impl XtablesLock {
 }
 
 /// Takes the entries `pick` names out of the `filter` table of `fam`, in
-/// one replace of the whole table under the xtables lock (what
-/// iptables-legacy does for every change). `pick` sees the table as read
-/// under the lock and is asked again if the table changed before the
-/// replace. Returns how many entries went.
-pub fn take_out(fam: Family, pick: impl Fn(&LegacyTable) -> Vec<usize>) -> io::Result<usize> {
-    take_out_locked(&XtablesLock::acquire()?, fam, pick)
-}
-
-/// As `take_out`, with the xtables lock already held by the caller.
-pub fn take_out_locked(
-    lock: &XtablesLock,
-    fam: Family,
-    pick: impl Fn(&LegacyTable) -> Vec<usize>,
-) -> io::Result<usize> {
-    let mut taken = 0;
+/// one replace of the whole table under the xtables lock the caller holds
+/// (what iptables-legacy does for every change). `pick` sees the table as
+/// read under the lock and is asked again if the table changed before the
+/// replace.
+pub fn take_out(lock: &XtablesLock, fam: Family, pick: impl Fn(&LegacyTable) -> Vec<usize>) -> io::Result<()> {
     rewrite_locked(lock, fam, |t| {
         let drop = pick(t);
-        taken = drop.len();
         if drop.is_empty() {
             return Ok(None);
         }
         t.without(&drop)
             .map(Some)
             .ok_or_else(|| io::Error::other("refusing to take out a chain's policy entry"))
-    })?;
-    Ok(taken)
+    })
 }
 
 /// Replaces the `filter` table of `fam` with what `edit` makes of it (None:

@@ -8,7 +8,7 @@
 
 use super::model::Family;
 use super::policy::Hook;
-use super::render_iptables::{CHAIN, COMMENT};
+use super::render_iptables::COMMENT;
 
 /// Number of netfilter hooks in `hook_entry` / `underflow`.
 pub const HOOKS: usize = 5;
@@ -409,11 +409,6 @@ pub fn our_jump(fam: Family) -> Vec<u8> {
     b[m + XT_HEADER..m + XT_HEADER + COMMENT.len()].copy_from_slice(COMMENT.as_bytes());
     b[target..target + 2].copy_from_slice(&(STANDARD_TARGET as u16).to_ne_bytes());
     b
-}
-
-/// The name of our chain, as `user_chain` takes it.
-pub fn our_chain() -> &'static str {
-    CHAIN
 }
 
 /// Tables the kernel handed out (tests/fixtures/legacy: made with

@@ -5,6 +5,7 @@
 use super::*;
 
 use super::fixture::table as fixture;
+use crate::core::render_iptables::CHAIN;
 
 fn reparse(t: &LegacyTable, e: &Edited) -> LegacyTable {
     let info = (
