@@ -433,6 +433,18 @@ pub(crate) mod fixture {
         let info = parse_info(&lines.next().unwrap()).unwrap();
         parse(fam, &info, &lines.next().unwrap()).unwrap()
     }
+
+    /// The table `e` made of `t`, as the kernel would hand it out.
+    pub fn reparse(t: &LegacyTable, e: &Edited) -> LegacyTable {
+        let info = (
+            t.valid_hooks,
+            e.hook_entry,
+            e.underflow,
+            e.kept.len() as u32,
+            e.blob.len() as u32,
+        );
+        parse(t.family, &info, &e.blob).unwrap()
+    }
 }
 
 #[cfg(test)]

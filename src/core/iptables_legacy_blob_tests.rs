@@ -4,19 +4,8 @@
 
 use super::*;
 
-use super::fixture::table as fixture;
+use super::fixture::{reparse, table as fixture};
 use crate::core::render_iptables::CHAIN;
-
-fn reparse(t: &LegacyTable, e: &Edited) -> LegacyTable {
-    let info = (
-        t.valid_hooks,
-        e.hook_entry,
-        e.underflow,
-        e.kept.len() as u32,
-        e.blob.len() as u32,
-    );
-    parse(t.family, &info, &e.blob).unwrap()
-}
 
 fn jump_target(t: &LegacyTable, i: usize) -> i32 {
     match t.target(&t.entries[i]) {

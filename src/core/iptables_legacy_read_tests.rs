@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::core::drift::diff_iptables;
-use crate::core::iptables_legacy_blob::fixture::table;
+use crate::core::iptables_legacy_blob::fixture::{reparse, table};
 use crate::core::iptables_legacy_blob::LegacyTable;
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::parse_save;
@@ -177,15 +177,7 @@ fn the_bytes_alone_decide_in_sync_flushed_and_missing() {
         assert_eq!(plan(Some(&want(fam)), &seen, false), None);
         // Our chain flushed: its rule taken out.
         let (_, ours) = t.user_chain(CHAIN).unwrap();
-        let flushed = t.without(&[ours.start]).unwrap();
-        let info = (
-            t.valid_hooks,
-            flushed.hook_entry,
-            flushed.underflow,
-            flushed.kept.len() as u32,
-            flushed.blob.len() as u32,
-        );
-        let f = crate::core::iptables_legacy_blob::parse(fam, &info, &flushed.blob).unwrap();
+        let f = reparse(&t, &t.without(&[ours.start]).unwrap());
         let seen = derive(Some(&want(fam)), Some(&reference), &read(&f)).expect("flushed, from bytes");
         assert_eq!(seen.chain, Some(vec![]));
         let p = plan(Some(&want(fam)), &seen, false).unwrap();
@@ -229,15 +221,7 @@ fn the_text_is_read_wherever_the_bytes_do_not_settle_it() {
         assert!(derive(Some(&forward_only), Some(&r), &read(&t)).is_none());
         // Rule 1 of FORWARD not ours: the text names it.
         let fwd = t.builtin_rules(Hook::Forward).unwrap();
-        let e = t.without(&[fwd.start]).unwrap();
-        let info = (
-            t.valid_hooks,
-            e.hook_entry,
-            e.underflow,
-            e.kept.len() as u32,
-            e.blob.len() as u32,
-        );
-        let m = crate::core::iptables_legacy_blob::parse(fam, &info, &e.blob).unwrap();
+        let m = reparse(&t, &t.without(&[fwd.start]).unwrap());
         assert!(derive(Some(&w), Some(&reference), &read(&m)).is_none());
     }
 }
