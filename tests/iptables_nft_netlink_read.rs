@@ -29,12 +29,16 @@ fn policy() -> GuardPolicy {
     )
 }
 
-/// A fresh topology with our policy applied (through the counter).
-fn installed() -> (Topology, SaveCounter) {
+/// A fresh topology with our policy applied (through the counter); None
+/// where the kernel tests cannot run.
+fn installed() -> Option<(Topology, SaveCounter)> {
+    if !can_run() {
+        return None;
+    }
     let topo = Topology::new();
     let c = SaveCounter::new("nft");
     c.guard(&topo.node, &policy().args("apply")).expect_code(0, "apply");
-    (topo, c)
+    Some((topo, c))
 }
 
 /// `status --output json` through the counter: the run, its findings, and how many saves it ran.
@@ -182,11 +186,8 @@ fn remove_with(c: &SaveCounter, ns: &Netns) {
 /// refuses to use it: exit 1, the message passed on).
 #[test]
 fn a_forward_chain_that_is_not_hooked_at_forward_is_named() {
-    if !can_run() {
-        return;
-    }
     for replacement in ["", "{ type filter hook input priority 0; }"] {
-        let (topo, c) = installed();
+        let Some((topo, c)) = installed() else { return };
         let p = policy();
         ipt_ok(
             &topo.node,
@@ -238,10 +239,7 @@ fn jumps_in_forward(ns: &Netns) -> usize {
 /// bytes see it; `apply` rewrites it; the pod is refused again.
 #[test]
 fn a_match_iptables_cannot_print_is_found_by_the_bytes_and_rewritten() {
-    if !can_run() {
-        return;
-    }
-    let (topo, c) = installed();
+    let Some((topo, c)) = installed() else { return };
     let p = policy();
     let listing = topo
         .node
@@ -322,10 +320,7 @@ fn hide_matches_in_our_jump(node: &Netns, times: usize) {
 /// match added while the churn goes on is found by the bytes.
 #[test]
 fn the_bytes_are_learnt_amid_another_agents_commits() {
-    if !can_run() {
-        return;
-    }
-    let (topo, c) = installed();
+    let Some((topo, c)) = installed() else { return };
     let p = policy();
     let node = &topo.node;
     for _ in 0..2 {
@@ -360,10 +355,7 @@ fn the_bytes_are_learnt_amid_another_agents_commits() {
 /// whole now, and a hook chain with rules but no rule read is never "empty".
 #[test]
 fn a_rule_1_longer_than_a_page_is_read_and_compared() {
-    if !can_run() {
-        return;
-    }
-    let (topo, c) = installed();
+    let Some((topo, c)) = installed() else { return };
     let p = policy();
     hide_matches_in_our_jump(&topo.node, 24);
     let listing = topo
@@ -394,10 +386,7 @@ fn a_rule_1_longer_than_a_page_is_read_and_compared() {
 /// added one more jump).
 #[test]
 fn a_table_iptables_cannot_print_is_an_error_and_writes_nothing() {
-    if !can_run() {
-        return;
-    }
-    let (topo, c) = installed();
+    let Some((topo, c)) = installed() else { return };
     let p = policy();
     topo.node.run_ok(&[
         "nft",
@@ -452,10 +441,7 @@ fn a_table_iptables_cannot_print_is_an_error_and_writes_nothing() {
 /// simply absent (the text read-back decides), and the next apply replaces it.
 #[test]
 fn a_fifo_in_place_of_the_reference_blocks_nothing() {
-    if !can_run() {
-        return;
-    }
-    let (topo, c) = installed();
+    let Some((topo, c)) = installed() else { return };
     let p = policy();
     let file = reference_file(&topo.node);
     std::fs::remove_file(&file).expect("remove the reference");
@@ -489,10 +475,7 @@ fn a_fifo_in_place_of_the_reference_blocks_nothing() {
 /// not switch the table back on ourselves; once its owner does, in sync.
 #[test]
 fn a_dormant_filter_table_is_named() {
-    if !can_run() {
-        return;
-    }
-    let (topo, c) = installed();
+    let Some((topo, c)) = installed() else { return };
     topo.node
         .run_ok(&["nft", "add", "table", "ip", "filter", "{ flags dormant; }"]);
     let served = curl(&topo.pod, API_V4, API_PORT, MAX_TIME);

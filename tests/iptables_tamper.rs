@@ -144,22 +144,6 @@ fn remove_with_a_changed_copy_of_our_jump(b: Backend) {
     assert!(!left.contains(IPT_CHAIN), "{variant}: nothing of ours left: {left}");
 }
 
-#[test]
-fn remove_with_a_changed_copy_of_our_jump_nft() {
-    if !can_run() {
-        return;
-    }
-    remove_with_a_changed_copy_of_our_jump(Backend::IptablesNft);
-}
-
-#[test]
-fn remove_with_a_changed_copy_of_our_jump_legacy() {
-    if !can_run() {
-        return;
-    }
-    remove_with_a_changed_copy_of_our_jump(Backend::IptablesLegacy);
-}
-
 fn tamper_matrix(b: Backend) {
     let variant = b.iptables_variant().expect("an iptables backend");
     let topo = Topology::new();
@@ -214,21 +198,11 @@ fn tamper_matrix(b: Backend) {
     }
 }
 
-#[test]
-fn iptables_nft_tamper_matrix() {
-    if !can_run() {
-        return;
-    }
-    tamper_matrix(Backend::IptablesNft);
-}
-
-#[test]
-fn iptables_legacy_tamper_matrix() {
-    if !can_run() {
-        return;
-    }
-    tamper_matrix(Backend::IptablesLegacy);
-}
+per_iptables_variant!(
+    tamper_matrix,
+    remove_with_a_changed_copy_of_our_jump,
+    remove_refused_while_another_chain_jumps_to_ours
+);
 
 /// A rule of someone else's chain that jumps to ours (IPv6 only): `remove`
 /// cannot delete our chain while it does and must not delete their rule, so
@@ -258,20 +232,4 @@ fn remove_refused_while_another_chain_jumps_to_ours(b: Backend) {
     );
     assert_same_snapshot(&before, &firewall_snapshot(node), &format!("{variant}: refused remove"));
     policy.assert_in_sync(node, &format!("{variant}: the block stays"));
-}
-
-#[test]
-fn remove_refused_while_another_chain_jumps_to_ours_nft() {
-    if !can_run() {
-        return;
-    }
-    remove_refused_while_another_chain_jumps_to_ours(Backend::IptablesNft);
-}
-
-#[test]
-fn remove_refused_while_another_chain_jumps_to_ours_legacy() {
-    if !can_run() {
-        return;
-    }
-    remove_refused_while_another_chain_jumps_to_ours(Backend::IptablesLegacy);
 }

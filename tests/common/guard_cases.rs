@@ -112,6 +112,34 @@ macro_rules! per_backend {
 #[allow(unused_imports)]
 pub(crate) use per_backend;
 
+/// As `per_backend!`, for the two iptables variants only.
+#[allow(unused_macros)]
+macro_rules! per_iptables_variant {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            use $crate::common::guard_cases::Backend;
+
+            #[test]
+            fn iptables_nft() {
+                if !$crate::common::can_run() {
+                    return;
+                }
+                super::$name(Backend::IptablesNft)
+            }
+
+            #[test]
+            fn iptables_legacy() {
+                if !$crate::common::can_run() {
+                    return;
+                }
+                super::$name(Backend::IptablesLegacy)
+            }
+        }
+    )+};
+}
+#[allow(unused_imports)]
+pub(crate) use per_iptables_variant;
+
 /// An empty TOML file (in cargo's per-target temp dir) passed as `--config`,
 /// so a stray `/etc/apiserver-guard/config.toml` cannot change the policy.
 pub fn empty_config() -> &'static str {
