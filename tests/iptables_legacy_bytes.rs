@@ -8,8 +8,8 @@
 
 mod common;
 
-use apiserver_guard::backend::iptables_legacy_raw::rewrite;
-use apiserver_guard::core::iptables_legacy_blob::LegacyTable;
+use apiserver_guard::backend::iptables_legacy_raw::{read, rewrite};
+use apiserver_guard::core::iptables_legacy_blob::{LegacyTable, Target};
 use apiserver_guard::core::model::Family;
 use apiserver_guard::core::policy::Hook;
 use common::daemon_cases::*;
@@ -40,20 +40,32 @@ fn our_block_rule(t: &LegacyTable) -> usize {
     rules.end - 1
 }
 
-/// Sets iniface_mask[1] on the entry `pick` names, in the node's `fam`
-/// table: no interface named, so the text is unchanged, but the kernel now
-/// matches only interfaces whose name is one character long.
-fn hide_byte(node: &Netns, fam: Family, pick: Pick) {
-    node.in_thread(|| {
-        rewrite(fam, |t| {
-            let i = pick(t);
-            let mut e = t.without(&[]).expect("the table as it is");
-            e.blob[t.entries[i].offset as usize + iniface_mask(fam) + 1] = 0xff;
-            Ok(Some(e))
+/// Changes both families' tables in the node through the kernel's socket
+/// option (`patch` gets the table as read and the blob to write back) and
+/// proves what `iptables-legacy-save` prints unchanged.
+fn patch_unseen(node: &Netns, what: &str, patch: impl Fn(&LegacyTable, &mut [u8]) + Sync) {
+    let before = saves(node);
+    for fam in Family::ALL {
+        node.in_thread(|| {
+            rewrite(fam, |t| {
+                let mut e = t.without(&[]).expect("the table as it is");
+                patch(t, &mut e.blob);
+                Ok(Some(e))
+            })
         })
-    })
-    .expect("enter the node namespace")
-    .expect("raw replace");
+        .expect("enter the node namespace")
+        .expect("raw replace");
+    }
+    assert_same_snapshot(&before, &saves(node), &format!("{what}: text unchanged"));
+}
+
+/// Sets iniface_mask[1] on the entry `pick` names, in both families: no
+/// interface named, so the text is unchanged, but the kernel now matches
+/// only interfaces whose name is one character long.
+fn hide_byte(node: &Netns, pick: Pick, what: &str) {
+    patch_unseen(node, what, |t, blob| {
+        blob[t.entries[pick(t)].offset as usize + iniface_mask(t.family) + 1] = 0xff;
+    });
 }
 
 fn policy() -> GuardPolicy {
@@ -80,11 +92,7 @@ fn saves(node: &Netns) -> String {
 /// Tampers both families where `pick` says and proves it is real: the text
 /// read by iptables-legacy-save is unchanged, the pod is served.
 fn tamper(topo: &Topology, pick: Pick, what: &str) {
-    let before = saves(&topo.node);
-    for fam in Family::ALL {
-        hide_byte(&topo.node, fam, pick);
-    }
-    assert_same_snapshot(&before, &saves(&topo.node), &format!("{what}: text unchanged"));
+    hide_byte(&topo.node, pick, what);
     assert_served(
         &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
         &format!("{what}: pod -> v4"),
@@ -170,11 +178,7 @@ fn the_daemon_repairs_a_change_the_text_cannot_show() {
         (forward_rule_1 as Pick, "jump tampered"),
         (our_block_rule as Pick, "block rule tampered"),
     ] {
-        let before = saves(node);
-        for fam in Family::ALL {
-            hide_byte(node, fam, pick);
-        }
-        assert_same_snapshot(&before, &saves(node), &format!("{what}: text unchanged"));
+        hide_byte(node, pick, what);
         let took = poll_refused(&topo, &daemon, what);
         eprintln!("daemon: {what}: pod refused again after {took:?}");
         policy.assert_in_sync(node, &format!("daemon repaired: {what}"));
@@ -247,22 +251,12 @@ fn the_end_of_our_chain_changed_is_found_and_repaired() {
         ipt_ok(node, v6, "legacy", &["-A", "FORWARD", "-d", other, "-j", "REJECT"]);
     }
     policy.apply_ok(node);
-    let before = saves(node);
-    for fam in Family::ALL {
-        node.in_thread(|| {
-            rewrite(fam, |t| {
-                let (_, rules) = t.user_chain(IPT_CHAIN).expect("our chain");
-                let end = t.entries[rules.end];
-                let mut e = t.without(&[]).expect("the table as it is");
-                let verdict = (end.offset + end.len) as usize - 8;
-                e.blob[verdict..verdict + 4].copy_from_slice(&(-2i32).to_ne_bytes());
-                Ok(Some(e))
-            })
-        })
-        .expect("enter the node namespace")
-        .expect("raw replace");
-    }
-    assert_same_snapshot(&before, &saves(node), "end of our chain: text unchanged");
+    patch_unseen(node, "end of our chain", |t, blob| {
+        let (_, rules) = t.user_chain(IPT_CHAIN).expect("our chain");
+        let end = t.entries[rules.end];
+        let verdict = (end.offset + end.len) as usize - 8;
+        blob[verdict..verdict + 4].copy_from_slice(&(-2i32).to_ne_bytes());
+    });
     status_names(
         &policy,
         node,
@@ -341,21 +335,15 @@ fn taking_out_a_changed_jump_leaves_everything_else_as_it_was() {
     policy.assert_in_sync(node, "after apply took the changed jump out");
     assert_blocked(&topo, "after apply took the changed jump out");
     // The foreign jump still lands in FOO: its rule still counts.
-    node.in_thread(|| {
-        for fam in Family::ALL {
-            rewrite(fam, |t| {
-                let (foo, _) = t.user_chain("FOO").expect("FOO");
-                let fwd = t.builtin_rules(Hook::Forward).unwrap();
-                assert!(
-                    fwd.clone().any(|i| t.target(&t.entries[i])
-                        == apiserver_guard::core::iptables_legacy_blob::Target::Standard(foo as i32)),
-                    "{fam:?}: -j FOO still points at FOO"
-                );
-                assert!(t.valid_hooks & (1 << Hook::Forward.number()) != 0);
-                Ok(None)
-            })
-            .unwrap();
-        }
-    })
-    .unwrap();
+    for fam in Family::ALL {
+        let t = node.in_thread(|| read(fam)).unwrap().expect("read the table");
+        let (foo, _) = t.user_chain("FOO").expect("FOO");
+        let fwd = t.builtin_rules(Hook::Forward).unwrap();
+        assert!(
+            fwd.clone()
+                .any(|i| t.target(&t.entries[i]) == Target::Standard(foo as i32)),
+            "{fam:?}: -j FOO still points at FOO"
+        );
+        assert!(t.valid_hooks & (1 << Hook::Forward.number()) != 0);
+    }
 }
