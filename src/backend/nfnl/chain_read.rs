@@ -37,8 +37,9 @@ pub fn read_chain_and_heads(
     chain: &str,
     heads: &[&str],
 ) -> Result<ChainRead, NfnlError> {
-    // Opened before the first read: it hears every commit during each one.
-    let mut watch = CommitWatch::open().ok();
+    // Opened once a read was torn, before the next: it hears every commit
+    // during the reads after it (none is opened when the first read is whole).
+    let mut watch: Option<CommitWatch> = None;
     for _ in 0..ATTEMPTS {
         match read_once(sock, family, table, chain, heads)? {
             Attempt::Whole(read) => return Ok(read),
@@ -57,6 +58,9 @@ pub fn read_chain_and_heads(
                     return Ok(read);
                 }
             }
+        }
+        if watch.is_none() {
+            watch = CommitWatch::open().ok();
         }
     }
     Err(NfnlError::new(
