@@ -11,7 +11,10 @@
 //! The parts are separate dumps, so a commit between them could give a
 //! torn picture: the ruleset generation (GETGEN) is read before and after,
 //! and a change, or a dump part flagged NLM_F_DUMP_INTR, retries the whole
-//! read (bounded; then `Busy`).
+//! read (bounded; then `Busy`). One tear the generation cannot show: the
+//! table-filtered rule dump may read a table that a running commit is
+//! replacing (see `dump_once`); chains with no rule at all are therefore
+//! read again family-wide.
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
@@ -22,6 +25,7 @@ use netlink_packet_netfilter::nftables::{
 use super::error::{NfnlError, NfnlErrorKind};
 use super::frame::{self, Reply};
 use super::socket::NfnlSocket;
+use crate::core::nft_model::SET_F_EVAL;
 
 /// How many times a read torn by a concurrent commit is retried.
 const ATTEMPTS: usize = 5;
@@ -181,7 +185,33 @@ fn dump_once(sock: &NfnlSocket, buf: &mut [u8], family: u8, table: &str) -> Resu
         let part = request(sock, buf, family, get_rules, true, &what("the rules"))?;
         torn |= part.interrupted;
         dump.rules = part.of_table(family, table);
-        for set in dump.sets.iter().filter_map(set_name) {
+        if dump.rules.is_empty() && !dump.chains.is_empty() {
+            // The kernel's rule dump filtered by table name stops at the
+            // first table of that name, active or not: inside a commit that
+            // deletes and re-creates the table (after the generation flip,
+            // before the old table is unlinked) it reads the old table, none
+            // of whose rules are active, while every other part (and GETGEN)
+            // already sees the new one. Chains without a single rule are
+            // read again by the family-wide dump, which skips inactive rules
+            // table by table (costly on a large ruleset, so only here: our
+            // table in sync always holds rules).
+            let get_family_rules = NfTablesMessage::GetRule(RuleMessage { attributes: vec![] });
+            let part = request(
+                sock,
+                buf,
+                family,
+                get_family_rules,
+                true,
+                &what("the rules (family-wide)"),
+            )?;
+            torn |= part.interrupted;
+            dump.rules = part.of_table(family, table);
+        }
+        // A dynamic set's elements are the sources the packet path learnt
+        // (the attempt meters): state, never compared, and up to 65,535 of
+        // them, which the kernel dumps in time quadratic in their number
+        // (each dump part walks the set from the start). They are not read.
+        for set in dump.sets.iter().filter(|m| !is_dynamic(m)).filter_map(set_name) {
             let get_elems = NfTablesMessage::GetSetElement(SetElementMessage {
                 attributes: vec![SetElementList::Table(table.into()), SetElementList::Set(set.into())],
             });
@@ -346,6 +376,18 @@ pub fn table_of(msg: &NfTablesMessage) -> Option<&str> {
             _ => None,
         }),
         _ => None,
+    }
+}
+
+/// Whether a set message describes a dynamic set (`flags dynamic`: the
+/// packet path adds its elements).
+fn is_dynamic(msg: &NfTablesMessage) -> bool {
+    match msg {
+        NfTablesMessage::NewSet(s) => s.attributes.iter().any(|a| match a {
+            SetAttribute::Flags(f) => f.bits() & SET_F_EVAL != 0,
+            _ => false,
+        }),
+        _ => false,
     }
 }
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A full attempt meter (the sources a spoofing pod can make the kernel learn,
+# up to the meter's 65,535) must not slow the daemon's reads: `status` time,
+# and the time from SIGHUP (config switched from audit to reject) until the
+# reject rules are in the kernel, with N elements in `attempts_v6`. Each row
+# in its own network namespace (deleted on exit); elements added with nft
+# (the same set the packet path fills). BIN= compares another build (e.g.
+# the release before the read skipped the meters' elements). The switch time
+# is an upper bound: the polling `nft list chain` reads the set's elements too.
+# Usage: benches/full-meter.sh [N...]   (as root; default: 0 2000 16000 65000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
+SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(0 2000 16000 65000)
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked -q
+  BIN="$PWD/target/release/apiserver-guard"
+fi
+NS="agbench-meter-$$"
+DIR=$(mktemp -d)
+DPID=""
+cleanup() {
+  [ -z "$DPID" ] || kill -KILL "$DPID" 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+CIDRS="10.0.0.0/16,fd00:10::/32"
+APIS="192.168.50.10:5443,[fd00:50::10]:5443"
+POLICY=(--container-cidr "$CIDRS" --apiserver "$APIS" --mode tunnel)
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+fill() { # fill N: N distinct sources in the v6 meter
+  python3 -c "
+n = $1
+for s in range(0, n, 5000):
+    els = ', '.join('fd00:10:%x:%x::1' % (i >> 16, i & 0xffff) for i in range(s, min(n, s + 5000)))
+    print('add element inet apiserver_guard attempts_v6 { %s }' % els)
+" >"$DIR/meter.nft"
+  ip netns exec "$NS" nft -f "$DIR/meter.nft"
+}
+fresh() { ip netns del "$NS" 2>/dev/null || true; ip netns add "$NS"; ip -n "$NS" link set lo up; }
+
+echo "| meter elements | \`status\` (ms) | SIGHUP audit -> reject rules in the kernel (ms) |"
+echo "|---:|---:|---:|"
+for n in "${SIZES[@]}"; do
+  fresh
+  ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --config /dev/null >/dev/null
+  fill "$n"
+  t0=$(now_ms); ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --config /dev/null >/dev/null; t1=$(now_ms)
+  status_ms=$((t1 - t0))
+  fresh
+  printf 'container_cidr = ["10.0.0.0/16", "fd00:10::/32"]\napiserver = ["192.168.50.10:5443", "[fd00:50::10]:5443"]\nmode = "tunnel"\naction = "audit"\n' >"$DIR/cfg.toml"
+  ip netns exec "$NS" "$BIN" run --config "$DIR/cfg.toml" --log-format text --table-ownership off 2>"$DIR/log" &
+  DPID=$!
+  for _ in $(seq 300); do [ -e "$DIR/log" ] && break; sleep 0.01; done
+  for _ in $(seq 300); do grep -q 'ready:' "$DIR/log" && break; sleep 0.1; done
+  fill "$n"
+  sleep 1
+  t0=$(now_ms)
+  sed -i 's/action = "audit"/action = "reject"/' "$DIR/cfg.toml"
+  kill -HUP "$DPID"
+  switch_ms="> 60000"
+  for _ in $(seq 6000); do
+    if ip netns exec "$NS" nft list chain inet apiserver_guard guard 2>/dev/null | grep -q 'block-'; then
+      switch_ms=$(($(now_ms) - t0)); break
+    fi
+    sleep 0.01
+  done
+  kill -TERM "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=""
+  echo "| $n | $status_ms | $switch_ms |"
+done
