@@ -7,6 +7,7 @@
 # (the same set the packet path fills). BIN= compares another build (e.g.
 # the release before the read skipped the meters' elements). The switch time
 # is an upper bound: the polling `nft list chain` reads the set's elements too.
+# `status` is the median of RUNS runs (default 3; benches/lib.sh).
 # Usage: benches/full-meter.sh [N...]   (as root; default: 0 2000 16000 65000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ trap cleanup EXIT
 CIDRS="10.0.0.0/16,fd00:10::/32"
 APIS="192.168.50.10:5443,[fd00:50::10]:5443"
 POLICY=(--container-cidr "$CIDRS" --apiserver "$APIS" --mode tunnel)
+RUNS=${RUNS:-3}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh   # ms_runs
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 fill() { # fill N: N distinct sources in the v6 meter
   python3 -c "
@@ -40,14 +44,13 @@ for s in range(0, n, 5000):
 }
 fresh() { ip netns del "$NS" 2>/dev/null || true; ip netns add "$NS"; ip -n "$NS" link set lo up; }
 
-echo "| meter elements | \`status\` (ms) | SIGHUP audit -> reject rules in the kernel (ms) |"
+echo "| meter elements | \`status\`, median of $RUNS (ms) | SIGHUP audit -> reject rules in the kernel (ms) |"
 echo "|---:|---:|---:|"
 for n in "${SIZES[@]}"; do
   fresh
   ip netns exec "$NS" "$BIN" apply "${POLICY[@]}" --config /dev/null >/dev/null
   fill "$n"
-  t0=$(now_ms); ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --config /dev/null >/dev/null; t1=$(now_ms)
-  status_ms=$((t1 - t0))
+  status_ms=$(ms_runs 1 : ip netns exec "$NS" "$BIN" status "${POLICY[@]}" --config /dev/null)
   fresh
   printf 'container_cidr = ["10.0.0.0/16", "fd00:10::/32"]\napiserver = ["192.168.50.10:5443", "[fd00:50::10]:5443"]\nmode = "tunnel"\naction = "audit"\n' >"$DIR/cfg.toml"
   ip netns exec "$NS" "$BIN" run --config "$DIR/cfg.toml" --log-format text --table-ownership off 2>"$DIR/log" &
