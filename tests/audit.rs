@@ -87,12 +87,7 @@ fn quiet_topology() -> Topology {
 fn ready_daemon<'a>(node: &'a Netns, policy: &GuardPolicy, extra: &[&str]) -> Daemon<'a> {
     let daemon = Daemon::spawn(node, &daemon_args(policy, extra));
     daemon.wait_ready();
-    wait_metrics(
-        node,
-        "the NFLOG group bound",
-        |s| sample(s, "apiserver_guard_attempt_log_bound", &[]) == Some(1.0),
-        READY_TIMEOUT,
-    );
+    wait_attempt_log_bound(node);
     daemon
 }
 

@@ -4,6 +4,7 @@
 //! remove our jumps in one transaction per address family.
 
 use super::attempt_log::LOG_SNAPLEN;
+use super::meter_keys::{key_prefix_of, key_prefixes, table_max, SourceKeys};
 use super::model::{Blocklist, Family, Rule, Target, Verdict, METER};
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -32,10 +33,30 @@ fn host(ip: &IpAddr) -> String {
 /// /proc/net/ipt_hashlimit/ and ip6t_hashlimit/): the per-source meter.
 pub const METER_NAME: &str = "apiserver-guard";
 
-/// What follows the match of a rule, as `iptables -S` prints it: the log
-/// rules' per-source limit, the comment, the target (none for an audit rule:
-/// it only counts).
-fn action_spec(r: &Rule) -> String {
+/// The per-source limit of a log rule whose match is `-s src`, as
+/// `iptables -S` prints it (`--hashlimit-srcmask` only when keys are blocks
+/// of addresses: `meter_keys`).
+fn meter_spec(keys: &[SourceKeys], src: &IpNet) -> String {
+    let mask = key_prefix_of(keys, src);
+    let mask = if mask == src.max_prefix_len() {
+        String::new()
+    } else {
+        format!(" --hashlimit-srcmask {mask}")
+    };
+    format!(
+        "-m hashlimit --hashlimit-upto {}/sec --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {METER_NAME} \
+         --hashlimit-htable-max {} --hashlimit-htable-expire {}{mask} ",
+        METER.rate,
+        METER.burst,
+        table_max(keys),
+        METER.timeout_secs * 1000
+    )
+}
+
+/// What follows the match of a rule from `src`, as `iptables -S` prints it:
+/// the log rules' per-source limit, the comment, the target (none for an
+/// audit rule: it only counts).
+fn action_spec(r: &Rule, keys: &[SourceKeys], src: &IpNet) -> String {
     let target = match (r.verdict, r.family) {
         (Verdict::Return, _) => " -j RETURN".to_string(),
         (Verdict::TcpReset, _) => " -j REJECT --reject-with tcp-reset".into(),
@@ -57,29 +78,46 @@ fn action_spec(r: &Rule) -> String {
         }
     };
     let meter = match r.verdict {
-        Verdict::Log { .. } => format!(
-            "-m hashlimit --hashlimit-upto {}/sec --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {METER_NAME} \
-             --hashlimit-htable-max {} --hashlimit-htable-expire {} ",
-            METER.rate,
-            METER.burst,
-            METER.size,
-            METER.timeout_secs * 1000
-        ),
+        Verdict::Log { .. } => meter_spec(keys, src),
         _ => String::new(),
     };
     format!("{meter}-m comment --comment {COMMENT}{target}")
 }
 
+fn link_local_v6() -> IpNet {
+    LINK_LOCAL_V6.parse().expect("a valid constant")
+}
+
+/// The sources the log rules of `fam` match, each once: what the
+/// hashlimit table of that family is keyed on.
+fn log_sources(b: &Blocklist, fam: Family) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for r in b.rules().iter().filter(|r| r.family == fam) {
+        if !matches!(r.verdict, Verdict::Log { .. }) {
+            continue;
+        }
+        match r.target {
+            Target::Exempt => {}
+            Target::LocalPortLinkLocal => out.push(link_local_v6()),
+            Target::ApiPort | Target::LocalPort | Target::ApiAny => {
+                out.extend(b.addrs(fam).map(|a| a.sources.clone()).unwrap_or_default())
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Expands one abstract rule over the addresses (iptables has no sets here:
 /// one line per source and destination).
-fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
-    let tail = action_spec(r);
+fn rule_lines(r: &Rule, b: &Blocklist, keys: &[SourceKeys]) -> Vec<String> {
     // Every local address on a local apiserver's port, from the given sources.
-    let tail = tail.as_str();
-    let local_port_lines = |sources: &[String]| -> Vec<String> {
+    let local_port_lines = |sources: &[IpNet]| -> Vec<String> {
         sources
             .iter()
             .flat_map(|src| {
+                let tail = action_spec(r, keys, src);
                 b.local_ports.iter().map(move |port| {
                     format!(
                         "-A {CHAIN} -s {src} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
@@ -89,18 +127,19 @@ fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
             .collect()
     };
     if r.target == Target::LocalPortLinkLocal {
-        return local_port_lines(&[LINK_LOCAL_V6.to_string()]);
+        return local_port_lines(&[link_local_v6()]);
     }
     let Some(a) = b.addrs(r.family) else { return Vec::new() };
     let mut out = Vec::new();
     match r.target {
         Target::Exempt => {
             for ex in &a.exempt {
-                out.push(format!("-A {CHAIN} -s {ex} {tail}"));
+                out.push(format!("-A {CHAIN} -s {ex} {}", action_spec(r, keys, ex)));
             }
         }
         Target::ApiPort => {
             for src in &a.sources {
+                let tail = action_spec(r, keys, src);
                 for (ip, port) in &a.api_ports {
                     out.push(format!(
                         "-A {CHAIN} -s {src} -d {} -p tcp -m tcp --dport {port} {tail}",
@@ -111,13 +150,11 @@ fn rule_lines(r: &Rule, b: &Blocklist) -> Vec<String> {
         }
         // Needs no addresses of the family: handled above.
         Target::LocalPortLinkLocal => {}
-        Target::LocalPort => {
-            let sources: Vec<String> = a.sources.iter().map(|n| n.to_string()).collect();
-            out.extend(local_port_lines(&sources));
-        }
+        Target::LocalPort => out.extend(local_port_lines(&a.sources)),
         Target::ApiAny => {
             let proto = if r.tcp_only { "-p tcp " } else { "" };
             for src in &a.sources {
+                let tail = action_spec(r, keys, src);
                 for ip in &a.api_any {
                     out.push(format!("-A {CHAIN} -s {src} -d {} {proto}{tail}", host(ip)));
                 }
@@ -136,11 +173,12 @@ pub struct IptDesired {
 
 /// The desired state of a family; None when the policy blocks nothing there.
 pub fn desired(b: &Blocklist, fam: Family) -> Option<IptDesired> {
+    let keys = key_prefixes(&log_sources(b, fam));
     let rules: Vec<String> = b
         .rules()
         .iter()
         .filter(|r| r.family == fam)
-        .flat_map(|r| rule_lines(r, b))
+        .flat_map(|r| rule_lines(r, b, &keys))
         .collect();
     if b.addrs(fam).is_none() && rules.is_empty() {
         return None;
@@ -276,7 +314,7 @@ mod tests {
             [
                 "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m hashlimit \
                  --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard \
-                 --hashlimit-htable-max 65535 --hashlimit-htable-expire 60000 -m comment --comment apiserver-guard \
+                 --hashlimit-htable-max 65536 --hashlimit-htable-expire 60000 -m comment --comment apiserver-guard \
                  -j NFLOG --nflog-prefix \"apiserver-guard:block-tcp-port-v4\" --nflog-group 1443 --nflog-size 96",
                 "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m comment \
                  --comment apiserver-guard -j REJECT --reject-with tcp-reset",
@@ -294,5 +332,30 @@ mod tests {
         );
         p.log_group = None;
         assert_eq!(desired(&Blocklist::from_policy(&p), Family::V4).unwrap().rules.len(), 1);
+    }
+
+    #[test]
+    fn log_rules_key_wide_sources_by_block_so_the_meter_cannot_fill() {
+        let mut p = policy(
+            &["10.0.0.0/8", "fd00::/48"],
+            &[],
+            &["192.168.0.10:5443", "[fd01::1]:5443"],
+            Mode::Tunnel,
+            Action::Audit,
+        );
+        p.log_group = Some(1443);
+        let b = Blocklist::from_policy(&p);
+        let v4 = &desired(&b, Family::V4).unwrap().rules[0];
+        assert!(
+            v4.contains(
+                "--hashlimit-htable-max 65536 --hashlimit-htable-expire 60000 --hashlimit-srcmask 24 -m comment"
+            ),
+            "{v4}"
+        );
+        let v6 = &desired(&b, Family::V6).unwrap().rules[0];
+        assert!(
+            v6.contains("--hashlimit-htable-expire 60000 --hashlimit-srcmask 64 -m comment"),
+            "{v6}"
+        );
     }
 }

@@ -405,6 +405,17 @@ pub fn wait_metrics(
     }
 }
 
+/// Waits until the daemon in `ns` has bound its NFLOG group (panics after READY_TIMEOUT).
+#[track_caller]
+pub fn wait_attempt_log_bound(ns: &Netns) {
+    wait_metrics(
+        ns,
+        "the NFLOG group bound",
+        |s| sample(s, "apiserver_guard_attempt_log_bound", &[]) == Some(1.0),
+        READY_TIMEOUT,
+    );
+}
+
 /// What a `Prober` saw.
 #[derive(Debug, Default, Clone)]
 pub struct ProbeStats {

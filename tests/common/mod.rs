@@ -28,6 +28,7 @@ mod preflight;
 mod process;
 pub mod save_counter;
 mod server;
+pub mod spoof;
 mod topology;
 pub mod verify_cases;
 

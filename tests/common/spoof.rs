@@ -1,0 +1,108 @@
+//! A pod that forges its source address: TCP SYNs with chosen IPv4 sources,
+//! sent from a raw socket (`IPPROTO_RAW`: the header is ours; the kernel
+//! fills in the IP checksum and length). For tests that fill the kernel's
+//! per-source log meters the way a pod with CAP_NET_RAW on a CNI without
+//! anti-spoofing can.
+
+use super::Netns;
+use std::io;
+use std::net::Ipv4Addr;
+
+/// The 16-bit ones' complement sum of `data` (RFC 1071), folded.
+fn ones_complement(mut sum: u32, data: &[u8]) -> u32 {
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// One IPv4 TCP SYN from `src` to `dst`:`port` (no options).
+pub fn syn_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16) -> [u8; 40] {
+    let mut p = [0u8; 40];
+    p[0] = 0x45; // version 4, 5 words of header
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[6] = 0x40; // don't fragment
+    p[8] = 64; // TTL
+    p[9] = libc::IPPROTO_TCP as u8;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let tcp = &mut p[20..];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&port.to_be_bytes());
+    tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    tcp[12] = 5 << 4; // 5 words of header
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
+    let sum = ones_complement(ones_complement(0, &pseudo), &p[20..]);
+    p[36..38].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p
+}
+
+/// Sends one SYN from each of `sources` to `dst`:`port`, from inside `ns`;
+/// returns how many the kernel took. Fails if none could be sent.
+pub fn send_spoofed_syns(ns: &Netns, sources: &[Ipv4Addr], dst: Ipv4Addr, port: u16) -> io::Result<usize> {
+    ns.in_thread(|| -> io::Result<usize> {
+        // SAFETY: plain socket(2); the descriptor is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut sent = 0;
+        let mut last_err = None;
+        for (i, src) in sources.iter().enumerate() {
+            let p = syn_packet(*src, dst, 20_000 + (i % 40_000) as u16, port);
+            // SAFETY: `p` and `to` outlive the call; lengths are theirs.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n == p.len() as isize {
+                sent += 1;
+            } else {
+                last_err = Some(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `fd` is ours and not used after this.
+        unsafe { libc::close(fd) };
+        match (sent, last_err) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(sent),
+        }
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tcp_checksum_verifies() {
+        let p = syn_packet(Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(192, 168, 50, 10), 40000, 5443);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        assert_eq!(ones_complement(ones_complement(0, &pseudo), &p[20..]), 0xffff);
+    }
+}

@@ -1,0 +1,122 @@
+//! A pod that forges its source addresses (CAP_NET_RAW on a CNI without
+//! anti-spoofing) against the kernel's per-source log meter, on each
+//! backend, in audit and reject mode: SYNs from every address of a /15
+//! container CIDR but the pod's own /31, then one real connect from the pod.
+//!
+//! On the iptables backends a full hashlimit table makes the kernel drop the
+//! packet of a new source before any target (break-it find of issue 13: in
+//! audit mode the pod was blocked). The keys are sized so the table cannot
+//! fill (`core::meter_keys`: a /15 gets one key per /31, 65,536 in all): the
+//! forged sources take 65,535 keys and the pod's connect the last one. So the
+//! audited pod is served, the rejected pod refused (a reset, not a drop), and
+//! the table never holds more keys than its size. On nftables a full meter
+//! stops only the log rule: audit still serves, reject still refuses.
+//!
+//! Not asserted here: that the pod's attempt is reported. Every forged source
+//! is new and within its own allowance, so the forged flood is logged in full
+//! and overflows the daemon's NFLOG socket (ENOBUFS, counted); what the
+//! kernel logs in that moment is lost, the pod's packets among them.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::daemon_cases::*;
+use common::guard_cases::*;
+use common::spoof::send_spoofed_syns;
+use common::*;
+
+/// A container CIDR twice the size of an iptables key budget of single
+/// addresses; the topology's pod (POD_V4, 10.0.1.2) is in it.
+const WIDE_CIDR_V4: &str = "10.0.0.0/15";
+/// Keys the hashlimit table holds (`core::meter_keys::KEY_BUDGET`).
+const TABLE_MAX: usize = 65_536;
+
+fn policy(backend: Backend, action: &'static str) -> GuardPolicy {
+    GuardPolicy::new(backend, "tunnel", &[WIDE_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]).with_action(action)
+}
+
+/// Every address of WIDE_CIDR_V4 except the pod's /31 (10.0.1.2 and 10.0.1.3).
+fn forged_sources() -> Vec<Ipv4Addr> {
+    let pod: Ipv4Addr = POD_V4.parse().unwrap();
+    let pod_block = u32::from(pod) >> 1;
+    (0..1u32 << 17)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+        .filter(|a| u32::from(*a) >> 1 != pod_block)
+        .collect()
+}
+
+/// Keys in our hashlimit table of the node (each line of its /proc file is one).
+fn hashlimit_keys(node: &Netns) -> usize {
+    node.run_ok(&["cat", "/proc/net/ipt_hashlimit/apiserver-guard"])
+        .lines()
+        .count()
+}
+
+/// The forged flood, then the pod's one connect, on `backend` with `action`.
+fn forged_flood_then_one_connect(backend: Backend, action: &'static str) {
+    let topo = Topology::new();
+    let node = &topo.node;
+    // The node must forward what the forged pod sends (no reverse-path filter).
+    node.sysctl(&[
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        (&format!("net.ipv4.conf.{NODE_POD_IF}.rp_filter"), "0"),
+    ]);
+    let p = policy(backend, action);
+    let daemon = Daemon::spawn(node, &daemon_args(&p, &[]));
+    daemon.wait_ready();
+    wait_attempt_log_bound(node);
+
+    let forged = forged_sources();
+    let iptables = backend.iptables_variant().is_some();
+    // Sent again if the kernel lost some (the keys are the same: nothing grows).
+    for _ in 0..3 {
+        let sent = send_spoofed_syns(&topo.pod, &forged, API_V4.parse().unwrap(), API_PORT)
+            .expect("forged SYNs sent from the pod (raw socket)");
+        assert_eq!(sent, forged.len(), "every forged SYN taken by the kernel");
+        if !iptables || hashlimit_keys(node) >= TABLE_MAX - 1 {
+            break;
+        }
+    }
+    if iptables {
+        let keys = hashlimit_keys(node);
+        assert_eq!(
+            keys,
+            TABLE_MAX - 1,
+            "{backend:?}: the forged sources take every key but the pod's"
+        );
+    }
+
+    let c = curl(&topo.pod, API_V4, API_PORT, 5);
+    match action {
+        "audit" => assert_served(
+            &c,
+            &format!("{backend:?} audit, table of forged sources: pod -> API_V4 served"),
+        ),
+        _ => assert_refused(
+            &c,
+            &format!("{backend:?} reject, table of forged sources: pod -> API_V4 refused"),
+        ),
+    }
+    if iptables {
+        let keys = hashlimit_keys(node);
+        assert!(keys <= TABLE_MAX, "{backend:?}: {keys} keys in a table of {TABLE_MAX}");
+    }
+    assert!(
+        daemon.exited().is_none(),
+        "the daemon survives the flood:\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn forged_sources_never_block_an_audited_pod_nor_turn_a_reject_into_a_drop() {
+    if !can_run() {
+        return;
+    }
+    for backend in Backend::ALL {
+        for action in ["audit", "reject"] {
+            forged_flood_then_one_connect(backend, action);
+        }
+    }
+}
