@@ -331,6 +331,10 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
         reported <= budget,
         "{reported} reported, over the kernel's budget {budget}"
     );
+    eprintln!(
+        "DEBUG {}",
+        node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"])
+    );
     assert!(reported >= PER_SOURCE_BURST, "only {reported} of the flood reported");
     assert_eq!(overflows, 0.0, "a rate-limited flood overflowed the socket");
     let lines = daemon.log().matches("blocked attempt: ").count();

@@ -33,10 +33,12 @@ fn policy() -> GuardPolicy {
 }
 
 /// The handles of our v4 block: its rule in chain guard (the match that
-/// jumps), and in its own chain `block-tcp-port-v4` the log rule and the verdict.
+/// jumps), and in its own chain `block-tcp-port-v4` the two log rules
+/// (known sources, new sources) and the verdict.
 struct Handles {
     ours: u32,
     log: u32,
+    log_new: u32,
     verdict: u32,
 }
 
@@ -61,14 +63,25 @@ fn ours_matching(matches: &str) -> String {
 }
 
 const PORT_MATCH: &str = "ip daddr . tcp dport @api_port_v4";
-/// The log rule in our block's chain (default log group).
+/// The log rule in our block's chain for sources the meter knows (default log group).
 const LOG: &str = "log-block-tcp-port-v4";
+/// The log rule for new sources.
+const LOG_NEW: &str = "log-block-tcp-port-v4-new-source";
 
 /// Our log rule, with this log group.
 fn log_rule(group: u16) -> String {
     format!(
-        "update @attempts_v4 {{ ip saddr limit rate 10/second burst 20 packets }} \
+        "ip saddr @attempts_v4 update @iif_known {{ iif limit rate 1000/second burst 2000 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group {group} snaplen 96 comment \"{LOG}\""
+    )
+}
+
+/// The log rule for new sources (default log group).
+fn log_new_rule() -> String {
+    format!(
+        "ip saddr != @attempts_v4 update @iif_new {{ iif limit rate 200/second burst 400 packets }} \
+         update @attempts_v4 {{ ip saddr limit rate 10/second burst 20 packets }} \
+         counter log prefix \"apiserver-guard:{OURS}\" group 1443 snaplen 96 comment \"{LOG_NEW}\""
     )
 }
 
@@ -124,7 +137,7 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 2 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            says: "rule 3 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
             opens: true,
         },
         Tamper {
@@ -231,11 +244,35 @@ fn tampers() -> Vec<Tamper> {
             nft: |h| {
                 format!(
                     "replace rule {T} {OURS} handle {} {}",
-                    h.log,
-                    log_rule(1443).replace("rate 10/second", "rate 10000/second")
+                    h.log_new,
+                    log_new_rule().replace("rate 10/second", "rate 10000/second")
                 )
             },
             says: "limit rate 10000/second",
+            opens: false,
+        },
+        Tamper {
+            name: "log rule's per-interface limit raised",
+            nft: |h| {
+                format!(
+                    "replace rule {T} {OURS} handle {} {}",
+                    h.log,
+                    log_rule(1443).replace("rate 1000/second", "rate 100000/second")
+                )
+            },
+            says: "limit rate 100000/second",
+            opens: false,
+        },
+        Tamper {
+            name: "log rule for new sources without its per-interface limit",
+            nft: |h| {
+                format!(
+                    "replace rule {T} {OURS} handle {} {}",
+                    h.log_new,
+                    log_new_rule().replace("update @iif_new { iif limit rate 200/second burst 400 packets } ", "")
+                )
+            },
+            says: "(log-block-tcp-port-v4-new-source)",
             opens: false,
         },
         Tamper {
@@ -245,13 +282,22 @@ fn tampers() -> Vec<Tamper> {
             opens: false,
         },
         Tamper {
+            name: "log rule for new sources deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.log_new),
+            says: "(log-block-tcp-port-v4-new-source): missing",
+            opens: false,
+        },
+        Tamper {
             name: "meter timeout changed",
             nft: |h| {
+                // Both log rules of each family use their meter: the v6 chain is left alone.
                 format!(
-                    "delete rule {T} {OURS} handle {}; delete set {T} attempts_v4; \
+                    "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} attempts_v4; \
                      add set {T} attempts_v4 {{ type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1h; }}; \
-                     insert rule {T} {OURS} {}",
+                     insert rule {T} {OURS} {}; insert rule {T} {OURS} {}",
                     h.log,
+                    h.log_new,
+                    log_new_rule(),
                     log_rule(1443)
                 )
             },
@@ -282,6 +328,7 @@ fn tamper(node: &Netns, t: &Tamper) {
     let h = Handles {
         ours: handle(node, "guard", OURS),
         log: handle(node, OURS, LOG),
+        log_new: handle(node, OURS, LOG_NEW),
         verdict: handle(node, OURS, OURS),
     };
     let script = (t.nft)(&h);
@@ -303,6 +350,8 @@ fn assert_plain(lines: &[String], what: &str) {
         // nft's own braces: `update @attempts_v4 { ip saddr limit ... }`.
         let l = &l
             .replace("@attempts_v4 { ", "@attempts_v4 ")
+            .replace("@iif_known { ", "@iif_known ")
+            .replace("@iif_new { ", "@iif_new ")
             .replace(" packets }", " packets");
         for debug in ["{", "Some(", "RuleSig", "Expr", "::"] {
             assert!(!l.contains(debug), "{what}: debug text {debug:?} in {l:?}");

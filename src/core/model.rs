@@ -107,6 +107,31 @@ pub const METER: Meter = Meter {
     size: 65535,
 };
 
+/// The per-interface limits of the nftables log rules, on top of `METER`:
+/// every logged packet also counts against the interface it came in on
+/// (`meta iif`; 0 for the node's own packets), which a pod cannot forge. A
+/// source not yet in the per-source meter is logged (and added to it) only
+/// within `METER_IIF_NEW` of its interface; a known source within
+/// `METER_IIF_KNOWN`. So a pod forging source addresses gets at most
+/// `METER_IIF_NEW` new sources a second into the meter (it cannot fill it)
+/// and at most both limits of log messages a second (it cannot flood the
+/// daemon), while a pod on another interface keeps all of its own; and a
+/// flooding pod, over its own per-source limit, never uses any of the
+/// budget for new sources. Pods that share an interface (a bridge CNI)
+/// share these budgets.
+pub const METER_IIF_NEW: Meter = Meter {
+    rate: 200,
+    burst: 400,
+    timeout_secs: 60,
+    size: 65535,
+};
+pub const METER_IIF_KNOWN: Meter = Meter {
+    rate: 1000,
+    burst: 2000,
+    timeout_secs: 60,
+    size: 65535,
+};
+
 /// One abstract rule, before any backend syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {

@@ -14,7 +14,9 @@
 //! the match does not take costs what it cost without logging.
 
 use super::attempt_log::LOG_SNAPLEN;
-use super::model::{Blocklist, Family, Rule, Target, Verdict as RuleVerdict, METER};
+use super::model::{
+    Blocklist, Family, Meter, Rule, Target, Verdict as RuleVerdict, METER, METER_IIF_KNOWN, METER_IIF_NEW,
+};
 use super::nft_model::*;
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -30,6 +32,12 @@ pub const LINK_LOCAL_SET: &str = "link_local_v6";
 /// The meter of the log rules: `attempts_v4` / `attempts_v6`, one element
 /// per source address seen, each with its own limit.
 pub const ATTEMPTS_SET: &str = "attempts";
+/// The per-interface meters of the log rules (both families): new sources
+/// and known sources logged, per input interface (`model::METER_IIF_NEW`).
+pub const IIF_NEW_SET: &str = "iif_new";
+pub const IIF_KNOWN_SET: &str = "iif_known";
+/// The name of a log rule's rule for new sources: its own name and this.
+pub const NEW_SOURCE_SUFFIX: &str = "-new-source";
 const LINK_LOCAL_V6: &str = super::render_iptables::LINK_LOCAL_V6;
 
 /// What a correctly installed table holds for `b` (table flags 0: the
@@ -63,10 +71,13 @@ pub fn desired(b: &Blocklist) -> TableModel {
             verdict: Verdict::Jump(chain.clone()),
         });
         guard.rules.push(RuleModel::new(exprs, &chain));
-        let (log, meter) = log_exprs(&r);
-        want_set(&mut t, &meter, r.family);
+        let log = log_rules(&r);
+        for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
+            want_set(&mut t, &set.to_string(), r.family);
+        }
         let mut decide = ChainModel::default();
-        decide.rules.push(RuleModel::new(log, &r.name()));
+        decide.rules.push(RuleModel::new(log.known, &r.name()));
+        decide.rules.push(RuleModel::new(log.new, &log.new_name));
         if let Some(verdict) = verdict_exprs(&decider) {
             // Here no match says TCP: nft adds `meta l4proto tcp` to a tcp reset.
             let mut e = Vec::new();
@@ -126,7 +137,15 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         ..plain(addr_key(fam), interval_elements(nets))
     };
     let kind = name.rsplit_once('_').map_or(name, |(k, _)| k);
+    let meter = |key: KeyType, m: &Meter| SetModel {
+        flags: SET_F_EVAL | SET_F_TIMEOUT,
+        timeout_ms: m.timeout_secs * 1000,
+        size: m.size,
+        ..plain(key, BTreeSet::new())
+    };
     match kind {
+        _ if name == IIF_NEW_SET => meter(KeyType::IfaceIndex, &METER_IIF_NEW),
+        _ if name == IIF_KNOWN_SET => meter(KeyType::IfaceIndex, &METER_IIF_KNOWN),
         _ if name == LOCAL_PORTS_SET => plain(
             KeyType::InetService,
             b.local_ports
@@ -137,12 +156,7 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         "sources" => interval(&a.sources),
         "link_local" => interval(&[LINK_LOCAL_V6.parse().expect("a valid constant")]),
         "exempt" => interval(&a.exempt),
-        ATTEMPTS_SET => SetModel {
-            flags: SET_F_EVAL | SET_F_TIMEOUT,
-            timeout_ms: METER.timeout_secs * 1000,
-            size: METER.size,
-            ..plain(addr_key(fam), BTreeSet::new())
-        },
+        ATTEMPTS_SET => meter(addr_key(fam), &METER),
         "api_port" => plain(
             KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
             a.api_ports
@@ -179,7 +193,8 @@ fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
 
 /// The userdata nft 1.0.6 writes on a set declared `type <key>` (read back
 /// from the kernel): key byte order big-endian (2) for a single type; byte
-/// order 0 and a nested typeof record for a concatenation. Host-order u32s.
+/// order 0 and a nested typeof record for a concatenation; host byte order
+/// (1) for an interface index. Host-order u32s.
 pub fn set_udata(key: &KeyType) -> Vec<u8> {
     let u32_tlv = |t: u8, v: u32| {
         let mut out = vec![t, 4];
@@ -195,6 +210,7 @@ pub fn set_udata(key: &KeyType) -> Vec<u8> {
             out.extend(inner);
             out
         }
+        KeyType::IfaceIndex => u32_tlv(0, 1),
         _ => u32_tlv(0, 2),
     }
 }
@@ -360,44 +376,94 @@ pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
     (e, sets)
 }
 
-/// The log rule of the chain a matched packet jumps to, as nft sends
-/// `update @attempts_v4 { ip saddr limit rate 10/second burst 20 packets }
-/// counter log prefix ... group G snaplen 96` (with the `meta nfproto`
-/// dependency of `ip saddr`), and the meter set it updates. Over its
-/// per-source limit the rule stops at the meter; the verdict rule after it
-/// does not depend on it.
-pub fn log_exprs(r: &Rule) -> (Vec<Expr>, String) {
+/// The two log rules of the chain a matched packet jumps to, as nft sends
+/// them (with the `meta nfproto` dependency of `ip saddr`), and the
+/// per-source meter they update:
+/// - a source the meter knows: `ip saddr @attempts_v4 update @iif_known {
+///   iif limit rate 1000/second burst 2000 packets } counter log prefix ...
+///   group G snaplen 96`. The lookup itself applies the source's limit: the
+///   kernel evaluates a found element's expressions and stops the rule when
+///   its limit is spent (`nft_lookup_eval`, `nft_set_elem_update_expr`). An
+///   `update` here as well would spend two tokens a packet. The element is
+///   not refreshed, so a minute after it was added the source is new again
+///   (one more burst a minute at most);
+/// - a new source: `ip saddr != @attempts_v4 update @iif_new { iif limit rate
+///   200/second burst 400 packets } update @attempts_v4 { ip saddr limit ... }
+///   counter log ...`: the interface's allowance for new sources first, so
+///   forged sources cannot fill the meter (`model::METER_IIF_NEW`).
+///
+/// Over a limit a rule stops at that meter; the verdict rule after them does
+/// not depend on either.
+pub fn log_rules(r: &Rule) -> LogRules {
     let RuleVerdict::Log { group, .. } = r.verdict else {
-        unreachable!("log_exprs is called for log rules only")
+        unreachable!("log_rules is called for log rules only")
     };
     let (saddr, _, alen, nfproto) = addr_layout(r.family);
     let meter = set_name(ATTEMPTS_SET, r.family);
-    let e = vec![
-        meta(META_NFPROTO),
-        cmp(CMP_EQ, vec![nfproto]),
-        payload(PAYLOAD_NETWORK, saddr, alen, REG_1),
-        Expr::Dynset {
-            op: DYNSET_OP_UPDATE,
-            set: meter.clone(),
-            sreg_key: REG_1,
-            timeout_ms: 0,
+    let source = || payload(PAYLOAD_NETWORK, saddr, alen, REG_1);
+    let update = |set: &str, m: &Meter| Expr::Dynset {
+        op: DYNSET_OP_UPDATE,
+        set: set.to_string(),
+        sreg_key: REG_1,
+        timeout_ms: 0,
+        flags: 0,
+        exprs: vec![Expr::Limit {
+            rate: m.rate,
+            unit_secs: 1,
+            burst: m.burst,
+            kind: LIMIT_PKTS,
             flags: 0,
-            exprs: vec![Expr::Limit {
-                rate: METER.rate,
-                unit_secs: 1,
-                burst: METER.burst,
-                kind: LIMIT_PKTS,
-                flags: 0,
-            }],
-        },
-        Expr::Counter(Tally::default()),
-        Expr::Log {
-            prefix: r.log_prefix().expect("a log rule has a prefix"),
-            group,
-            snaplen: LOG_SNAPLEN,
-        },
-    ];
-    (e, meter)
+        }],
+    };
+    let iif = || Expr::Meta {
+        key: META_IIF,
+        dreg: REG_1,
+    };
+    let in_meter = |flags| Expr::Lookup {
+        set: meter.clone(),
+        sreg: REG_1,
+        flags,
+    };
+    let tail = || {
+        vec![
+            Expr::Counter(Tally::default()),
+            Expr::Log {
+                prefix: r.log_prefix().expect("a log rule has a prefix"),
+                group,
+                snaplen: LOG_SNAPLEN,
+            },
+        ]
+    };
+    let head = || vec![meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto]), source()];
+    let mut known = head();
+    known.extend([in_meter(0), iif(), update(IIF_KNOWN_SET, &METER_IIF_KNOWN)]);
+    known.extend(tail());
+    let mut new = head();
+    new.extend([
+        in_meter(LOOKUP_F_INV),
+        iif(),
+        update(IIF_NEW_SET, &METER_IIF_NEW),
+        source(),
+        update(&meter, &METER),
+    ]);
+    new.extend(tail());
+    LogRules {
+        known,
+        new,
+        new_name: format!("{}{NEW_SOURCE_SUFFIX}", r.name()),
+        meter,
+    }
+}
+
+/// What `log_rules` returns.
+pub struct LogRules {
+    /// The rule for sources the meter knows (named after the log rule).
+    pub known: Vec<Expr>,
+    /// The rule for new sources, named `new_name`.
+    pub new: Vec<Expr>,
+    pub new_name: String,
+    /// The per-source meter both update.
+    pub meter: String,
 }
 
 /// The verdict of a rule (None: it has none, an audit rule only counts).

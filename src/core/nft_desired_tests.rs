@@ -285,34 +285,51 @@ fn golden_exprs(exprs: &[Expr], nft: &str) {
 }
 
 #[test]
-fn log_rule_v4_meters_per_source_then_counts_and_logs() {
-    // update @attempts_v4 { ip saddr limit rate 10/second burst 20 packets } counter
-    // log prefix "apiserver-guard:block-tcp-port-v4" group 1443 snaplen 96
+fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
+    // nft --debug=netlink of:
+    // ip saddr @attempts_v4 update @iif_known { meta iif limit rate 1000/second burst 2000 packets }
+    //   counter log ...
+    // ip saddr != @attempts_v4 update @iif_new { meta iif limit rate 200/second burst 400 packets }
+    //   update @attempts_v4 { ip saddr limit rate 10/second burst 20 packets } counter log ...
     let log = RuleVerdict::Log {
         group: 1443,
         audit: false,
     };
-    let (exprs, meter) = log_exprs(&rule(Family::V4, Target::ApiPort, true, log));
-    assert_eq!(meter, "attempts_v4");
+    let r = rule(Family::V4, Target::ApiPort, true, log);
+    let rules = log_rules(&r);
+    assert_eq!(rules.meter, "attempts_v4");
     golden_exprs(
-        &exprs,
+        &rules.known,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set attempts_v4 ]
+         [ meta load iif => reg 1 ]
+         [ dynset update reg_key 1 set iif_known expr [ limit rate 1000/second burst 2000 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
+    );
+    golden_exprs(
+        &rules.new,
+        "[ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ lookup reg 1 set attempts_v4 0x1 ]
+         [ meta load iif => reg 1 ]
+         [ dynset update reg_key 1 set iif_new expr [ limit rate 200/second burst 400 type packets flags 0x0 ] ]
          [ payload load 4b @ network header + 12 => reg 1 ]
          [ dynset update reg_key 1 set attempts_v4 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
          [ counter pkts 0 bytes 0 ]
          [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
     );
     // userdata = { \x00\x16log-block-tcp-port-v4\x00 }
-    assert_eq!(
-        comment_udata(&rule(Family::V4, Target::ApiPort, true, log).name()),
-        b"\x00\x16log-block-tcp-port-v4\x00"
-    );
+    assert_eq!(comment_udata(&r.name()), b"\x00\x16log-block-tcp-port-v4\x00");
+    assert_eq!(rules.new_name, "log-block-tcp-port-v4-new-source");
 }
 
 #[test]
-fn log_rule_link_local_keys_the_v6_meter_on_the_16_byte_source() {
-    let (exprs, meter) = log_exprs(&rule(
+fn log_rules_link_local_key_the_v6_meter_on_the_16_byte_source() {
+    let rules = log_rules(&rule(
         Family::V6,
         Target::LocalPortLinkLocal,
         true,
@@ -321,15 +338,18 @@ fn log_rule_link_local_keys_the_v6_meter_on_the_16_byte_source() {
             audit: false,
         },
     ));
-    assert_eq!(meter, "attempts_v6");
+    assert_eq!(rules.meter, "attempts_v6");
     golden_exprs(
-        &exprs,
+        &rules.known[..4],
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x0000000a ]
          [ payload load 16b @ network header + 8 => reg 1 ]
-         [ dynset update reg_key 1 set attempts_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
-         [ counter pkts 0 bytes 0 ]
-         [ log prefix apiserver-guard:block-local-port-link-local group 1443 snaplen 96 qthreshold 0 ]",
+         [ lookup reg 1 set attempts_v6 ]",
+    );
+    golden_exprs(
+        &rules.new[6..8],
+        "[ payload load 16b @ network header + 8 => reg 1 ]
+         [ dynset update reg_key 1 set attempts_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]",
     );
 }
 
@@ -374,17 +394,28 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     );
     let decide = &t.chains["block-tcp-port-v4"];
     assert!(decide.base.is_none());
+    // The log rules look up their own meter (known or new source), never a match set.
+    let match_lookups = |r: &RuleModel| {
+        r.exprs
+            .iter()
+            .filter(|e| matches!(e, Expr::Lookup { set, .. } if set != "attempts_v4"))
+            .count()
+    };
     assert_eq!(
-        decide.rules.iter().map(lookups).sum::<usize>(),
+        decide.rules.iter().map(match_lookups).sum::<usize>(),
         0,
         "no match repeated: {decide:?}"
     );
     assert_eq!(
         decide.rules.iter().map(|r| r.comment().unwrap()).collect::<Vec<_>>(),
-        ["log-block-tcp-port-v4", "block-tcp-port-v4"]
+        [
+            "log-block-tcp-port-v4",
+            "log-block-tcp-port-v4-new-source",
+            "block-tcp-port-v4"
+        ]
     );
     golden_exprs(
-        &decide.rules[1].exprs,
+        &decide.rules[2].exprs,
         "[ meta load l4proto => reg 1 ]
          [ cmp eq reg 1 0x00000006 ]
          [ reject type 1 code 0 ]",
@@ -401,7 +432,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             .iter()
             .map(|r| r.comment().unwrap())
             .collect::<Vec<_>>(),
-        ["log-audit-tcp-port-v4"]
+        ["log-audit-tcp-port-v4", "log-audit-tcp-port-v4-new-source"]
     );
     // No log group: no chain but guard and the hooks', the verdict in guard.
     p.log_group = None;

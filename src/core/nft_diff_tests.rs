@@ -290,8 +290,11 @@ fn the_meter_shape_and_the_log_statement_are_differences() {
         "{d:?}"
     );
     let d = logged_diff(|t| {
-        for e in &mut t.chains.get_mut("block-tcp-port-v4").unwrap().rules[0].exprs {
-            if let Expr::Dynset { exprs, .. } = e {
+        for e in &mut t.chains.get_mut("block-tcp-port-v4").unwrap().rules[1].exprs {
+            if let Expr::Dynset { exprs, set, .. } = e {
+                if set != "attempts_v4" {
+                    continue;
+                }
                 exprs[0] = Expr::Limit {
                     rate: 1000,
                     unit_secs: 1,

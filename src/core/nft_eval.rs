@@ -208,6 +208,8 @@ impl Run<'_> {
                         IpAddr::V6(_) => NFPROTO_IPV6,
                     },
                     META_L4PROTO => self.p.proto,
+                    // Only the meters key on it, and meters never decide.
+                    META_IIF => return ok(regs.store(*dreg, &0u32.to_ne_bytes())),
                     k => {
                         self.unknown.push(format!("meta key {k}"));
                         return Flow::Break;
@@ -337,6 +339,7 @@ fn key_len(k: &KeyType) -> usize {
         KeyType::Ipv4Addr => 4,
         KeyType::Ipv6Addr => 16,
         KeyType::InetService => 2,
+        KeyType::IfaceIndex => 4,
         KeyType::Concat(parts) => parts.iter().map(|p| key_len(p).div_ceil(4) * 4).sum(),
         KeyType::Other { len, .. } => *len as usize,
     }

@@ -62,6 +62,7 @@ pub const REG_2: u32 = 2;
 pub const REG32_01: u32 = 9;
 
 /// Expression attribute values.
+pub const META_IIF: u32 = 4;
 pub const META_NFPROTO: u32 = 15;
 pub const META_L4PROTO: u32 = 16;
 pub const PAYLOAD_LL: u32 = 0;
@@ -114,6 +115,8 @@ pub enum KeyType {
     Ipv4Addr,
     Ipv6Addr,
     InetService,
+    /// `iface_index`: an interface index, host byte order.
+    IfaceIndex,
     /// A concatenation, each part padded to 4 bytes in the key.
     Concat(Vec<KeyType>),
     /// Anything else, kept as read.
@@ -366,6 +369,7 @@ pub fn udata_tlvs(mut udata: &[u8]) -> Option<Vec<(u8, &[u8])>> {
 const TYPE_IPV4_ADDR: u32 = 7;
 const TYPE_IPV6_ADDR: u32 = 8;
 const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_IFINDEX: u32 = 20;
 /// Bits per part in a concatenated type number.
 const CONCAT_TYPE_BITS: u32 = 6;
 
@@ -376,6 +380,7 @@ impl KeyType {
             KeyType::Ipv4Addr => TYPE_IPV4_ADDR,
             KeyType::Ipv6Addr => TYPE_IPV6_ADDR,
             KeyType::InetService => TYPE_INET_SERVICE,
+            KeyType::IfaceIndex => TYPE_IFINDEX,
             KeyType::Concat(parts) => parts.iter().fold(0, |acc, p| (acc << CONCAT_TYPE_BITS) | p.type_id()),
             KeyType::Other { type_id, .. } => *type_id,
         }
@@ -387,6 +392,7 @@ impl KeyType {
             KeyType::Ipv4Addr => 4,
             KeyType::Ipv6Addr => 16,
             KeyType::InetService => 2,
+            KeyType::IfaceIndex => 4,
             KeyType::Concat(parts) => parts.iter().map(|p| p.key_len().div_ceil(4) * 4).sum(),
             KeyType::Other { len, .. } => *len,
         }
@@ -398,6 +404,7 @@ impl KeyType {
             TYPE_IPV4_ADDR => Some(KeyType::Ipv4Addr),
             TYPE_IPV6_ADDR => Some(KeyType::Ipv6Addr),
             TYPE_INET_SERVICE => Some(KeyType::InetService),
+            TYPE_IFINDEX => Some(KeyType::IfaceIndex),
             _ => None,
         };
         let other = KeyType::Other { type_id, len };
@@ -428,6 +435,7 @@ impl KeyType {
             KeyType::Ipv4Addr => "ipv4_addr".into(),
             KeyType::Ipv6Addr => "ipv6_addr".into(),
             KeyType::InetService => "inet_service".into(),
+            KeyType::IfaceIndex => "iface_index".into(),
             KeyType::Concat(parts) => parts.iter().map(KeyType::name).collect::<Vec<_>>().join(" . "),
             KeyType::Other { type_id, len } => format!("type {type_id} len {len}"),
         }

@@ -193,6 +193,7 @@ fn load(e: &Expr, rest: &[Expr]) -> Option<(String, ValueKind, u32)> {
             let (name, kind) = match *key {
                 META_NFPROTO => ("meta nfproto".to_string(), ValueKind::NfProto),
                 META_L4PROTO => ("meta l4proto".to_string(), ValueKind::L4Proto),
+                META_IIF => ("iif".to_string(), ValueKind::Hex),
                 k => (format!("meta key {k}"), ValueKind::Hex),
             };
             (name, kind, *dreg)
@@ -385,6 +386,7 @@ pub fn raw_text(e: &Expr) -> String {
             let k = match *key {
                 META_NFPROTO => "nfproto".to_string(),
                 META_L4PROTO => "l4proto".to_string(),
+                META_IIF => "iif".to_string(),
                 k => format!("unknown {k}"),
             };
             format!("meta load {k} => reg {dreg}")

@@ -12,6 +12,10 @@ pub const CONTAINER_CIDR_V6: &str = "fd00:10::/48";
 
 /// Pod namespace address (/24 on its veth, default route via `NODE_POD_V4`).
 pub const POD_V4: &str = "10.0.1.2";
+/// Second pod's address (`Topology::add_other_pod`), /24 on its own veth.
+pub const OTHER_POD_V4: &str = "10.0.2.2";
+/// Node namespace address facing the second pod.
+pub const NODE_OTHER_POD_V4: &str = "10.0.2.1";
 /// Node namespace address facing the pod.
 pub const NODE_POD_V4: &str = "10.0.1.1";
 /// Pod namespace address (/64, default route via `NODE_POD_V6`).

@@ -40,4 +40,4 @@ pub use guard::{guard, guard_bin, guard_spawn};
 pub use listener::Listener;
 pub use netns::Netns;
 pub use preflight::can_run;
-pub use topology::{Topology, API_IF, LISTEN_ADDRS, NODE_API_IF, NODE_POD_IF, POD_IF};
+pub use topology::{Topology, API_IF, LISTEN_ADDRS, NODE_API_IF, NODE_OTHER_POD_IF, NODE_POD_IF, POD_IF};

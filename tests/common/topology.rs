@@ -12,6 +12,8 @@ use super::netns::Netns;
 
 /// Interface in the node namespace facing the pod.
 pub const NODE_POD_IF: &str = "to-pod";
+/// Interface in the node namespace towards the second pod (`Topology::add_other_pod`).
+pub const NODE_OTHER_POD_IF: &str = "to-pod-b";
 /// Interface in the node namespace facing the apiserver namespace.
 pub const NODE_API_IF: &str = "to-api";
 /// Interface in the pod namespace (peer of `NODE_POD_IF`).
@@ -31,6 +33,13 @@ pub struct Topology {
     pub node: Netns,
     pub api: Netns,
     listeners: Vec<Listener>,
+}
+
+/// A veth pair created from `node`: `node_if` there, `peer_if` in `peer`.
+fn veth(node: &Netns, node_if: &str, peer: &Netns, peer_if: &str) {
+    node.ip_ok(&[
+        "link", "add", node_if, "type", "veth", "peer", "name", peer_if, "netns", &peer.name,
+    ]);
 }
 
 impl Topology {
@@ -70,30 +79,8 @@ impl Topology {
         ]);
 
         // Both veth ends are created directly inside our namespaces.
-        node.ip_ok(&[
-            "link",
-            "add",
-            NODE_POD_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            POD_IF,
-            "netns",
-            &pod.name,
-        ]);
-        node.ip_ok(&[
-            "link",
-            "add",
-            NODE_API_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            API_IF,
-            "netns",
-            &api.name,
-        ]);
+        veth(node, NODE_POD_IF, pod, POD_IF);
+        veth(node, NODE_API_IF, api, API_IF);
 
         node.ip_ok(&["addr", "add", &format!("{NODE_POD_V4}/24"), "dev", NODE_POD_IF]);
         node.ip_ok(&["addr", "add", &format!("{NODE_POD_V6}/64"), "dev", NODE_POD_IF, "nodad"]);
@@ -118,6 +105,26 @@ impl Topology {
         // Default routes back through the node also cover the container CIDRs.
         api.ip_ok(&["-4", "route", "add", "default", "via", NODE_API_V4]);
         api.ip_ok(&["-6", "route", "add", "default", "via", NODE_API_V6]);
+    }
+
+    /// A second pod on an interface of its own (`NODE_OTHER_POD_IF`, `OTHER_POD_V4`
+    /// in the container CIDR, default route via the node), as a CNI with one
+    /// veth per pod gives it. The caller keeps the namespace alive.
+    pub fn add_other_pod(&self) -> Netns {
+        let pod2 = Netns::new("pod-b");
+        veth(&self.node, NODE_OTHER_POD_IF, &pod2, POD_IF);
+        self.node.ip_ok(&[
+            "addr",
+            "add",
+            &format!("{NODE_OTHER_POD_V4}/24"),
+            "dev",
+            NODE_OTHER_POD_IF,
+        ]);
+        self.node.ip_ok(&["link", "set", NODE_OTHER_POD_IF, "up"]);
+        pod2.ip_ok(&["addr", "add", &format!("{OTHER_POD_V4}/24"), "dev", POD_IF]);
+        pod2.ip_ok(&["link", "set", POD_IF, "up"]);
+        pod2.ip_ok(&["-4", "route", "add", "default", "via", NODE_OTHER_POD_V4]);
+        pod2
     }
 
     /// Stop every listener: listening sockets are closed (new connections are
