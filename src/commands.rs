@@ -6,7 +6,7 @@ use crate::backend::select::{leftovers, remove_from_all, remove_others, select};
 use crate::cli::{Cli, Command, OutputFormat, PolicyArgs, StatusArgs};
 use crate::core::drift::{describe, Drift};
 use crate::core::model::Blocklist;
-use crate::core::policy::{Action, Policy};
+use crate::core::policy::{Action, Policy, AUDIT_UNLOGGED};
 use crate::error::{exit, Error, Result};
 use crate::policy_source::{checked, Cache};
 use serde::Serialize;
@@ -75,6 +75,9 @@ fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
         backend.name(),
         summary(&policy, &blocklist)
     );
+    if policy.audit_unlogged() {
+        eprintln!("apiserver-guard: warning: {AUDIT_UNLOGGED}");
+    }
     let cleaned = remove_others(backend.as_ref(), runner)?;
     for name in cleaned {
         println!("apiserver-guard: removed stale rules of ours from {name}");
@@ -111,13 +114,17 @@ struct StatusReport<'a> {
     drift: &'a [Drift],
 }
 
-/// The `status` line about the action: audit mode says plainly that nothing is blocked.
-fn action_line(action: Action) -> String {
-    match action {
-        Action::Audit => "action: audit (nothing is blocked: connections to the apiservers are counted, logged \
-                          and let through; apiserver-guard attempts shows who tried; --action reject blocks them)"
+/// The `status` line about the action: audit mode says plainly that nothing
+/// is blocked, and whether anything records who tried (`logged`).
+fn action_line(action: Action, logged: bool) -> String {
+    match (action, logged) {
+        (Action::Audit, true) => "action: audit (nothing is blocked: connections to the apiservers are counted, logged \
+                                  and let through; apiserver-guard attempts shows who tried; --action reject blocks them)"
             .into(),
-        a => format!("action: {} (pods are blocked)", a.name()),
+        (Action::Audit, false) => "action: audit (nothing is blocked: connections to the apiservers are counted and \
+                                   let through; --log-group off: nothing records who tried; --action reject blocks them)"
+            .into(),
+        (a, _) => format!("action: {} (pods are blocked)", a.name()),
     }
 }
 
@@ -166,7 +173,7 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
             println!(
                 "backend: {} ({why})\nstate: {state}\n{}",
                 report.backend,
-                action_line(policy.action)
+                action_line(policy.action, policy.log_group.is_some())
             );
             if let Some(owner) = &report.owner {
                 println!("owned by: {owner} (only it can change the table)");
@@ -259,8 +266,11 @@ mod tests {
 
     #[test]
     fn the_status_action_line_says_that_audit_blocks_nothing() {
-        assert!(action_line(Action::Audit).starts_with("action: audit (nothing is blocked:"));
-        assert_eq!(action_line(Action::Reject), "action: reject (pods are blocked)");
-        assert_eq!(action_line(Action::Drop), "action: drop (pods are blocked)");
+        assert!(action_line(Action::Audit, true).starts_with("action: audit (nothing is blocked:"));
+        assert!(action_line(Action::Audit, true).contains("apiserver-guard attempts shows who tried"));
+        let unlogged = action_line(Action::Audit, false);
+        assert!(unlogged.contains("nothing records who tried") && !unlogged.contains("attempts shows"));
+        assert_eq!(action_line(Action::Reject, true), "action: reject (pods are blocked)");
+        assert_eq!(action_line(Action::Drop, false), "action: drop (pods are blocked)");
     }
 }

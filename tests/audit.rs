@@ -353,3 +353,46 @@ fn audit_with_the_iptables_backends_is_in_sync_and_verified_reachable_by_the_cha
         r.expect_code(2, "verify (expect blocked) on an audit policy");
     }
 }
+
+#[test]
+fn audit_with_logging_off_is_accepted_but_says_that_nothing_records_who_tried() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let mut apply = policy("audit").args("apply");
+    apply.extend(["--log-group".into(), "off".into()]);
+    let r = run_guard(node, &apply);
+    r.expect_code(0, "apply --action audit --log-group off");
+    assert!(
+        r.stderr.contains("warning: audit mode with --log-group off")
+            && r.stderr.contains("nothing records who tried"),
+        "apply warns: {}",
+        r.stderr
+    );
+    assert_served(
+        &curl(&topo.pod, API_V4, API_PORT, MAX_TIME),
+        "audit, logging off: pod -> API_V4 served",
+    );
+    let mut status = policy("audit").args("status");
+    status.extend(["--log-group".into(), "off".into()]);
+    let s = run_guard(node, &status);
+    s.expect_code(0, "status --action audit --log-group off");
+    assert!(
+        s.stdout.contains("nothing records who tried") && !s.stdout.contains("apiserver-guard attempts"),
+        "status does not send operators to an empty table: {}",
+        s.stdout
+    );
+
+    let daemon = Daemon::spawn(node, &daemon_args(&policy("audit"), &["--log-group", "off"]));
+    daemon.wait_ready();
+    daemon.wait_log("nothing records who tried", 1, SHOW_DEADLINE);
+    let r = http_get(node, "/readyz").expect("/readyz answers");
+    assert_eq!(r.code, 200, "{r:?}");
+    assert!(
+        r.body.contains("nothing records who tried") && !r.body.contains("attempts are logged"),
+        "/readyz: {}",
+        r.body
+    );
+}

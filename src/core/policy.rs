@@ -153,3 +153,16 @@ pub struct Policy {
     /// Where the lists came from, for validation messages.
     pub origins: Origins,
 }
+
+/// What operators are told when audit mode has no log rules.
+pub const AUDIT_UNLOGGED: &str = "audit mode with --log-group off: connections that would be blocked are \
+     counted and let through, but nothing records who tried (apiserver-guard attempts stays empty); \
+     give a log group (--log-group N, default 1443) to see them";
+
+impl Policy {
+    /// Audit mode without log rules (`--log-group off`): connections that
+    /// would be blocked are only counted; nobody is named.
+    pub fn audit_unlogged(&self) -> bool {
+        self.action == Action::Audit && self.log_group.is_none()
+    }
+}

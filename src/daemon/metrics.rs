@@ -123,10 +123,14 @@ impl Metrics {
 
     /// What `/readyz` answers when ready: in audit mode, that nothing is blocked.
     pub fn ready_text(&self) -> &'static str {
-        match self.action {
-            Action::Audit => {
+        match (self.action, self.attempts.group.is_some()) {
+            (Action::Audit, true) => {
                 "ready: audit rules installed and in sync (audit mode: nothing is blocked; \
                  attempts are logged and let through)"
+            }
+            (Action::Audit, false) => {
+                "ready: audit rules installed and in sync (audit mode: nothing is blocked; \
+                 connections are counted and let through; --log-group off: nothing records who tried)"
             }
             _ => "ready: block installed and in sync",
         }
@@ -475,6 +479,17 @@ mod tests {
         assert!(!m.ready());
         assert!(m.why_not_ready().contains("cannot listen"));
         assert!(render(&m).contains("apiserver_guard_listener_bind_failures_total 3\n"));
+    }
+
+    #[test]
+    fn audit_readiness_says_whether_anything_records_who_tried() {
+        let mut m = Metrics::new("test");
+        m.action = Action::Audit;
+        assert!(m.ready_text().contains("nothing records who tried"), "{}", m.ready_text());
+        m.attempts.group = Some(1443);
+        assert!(m.ready_text().contains("attempts are logged"), "{}", m.ready_text());
+        m.action = Action::Reject;
+        assert_eq!(m.ready_text(), "ready: block installed and in sync");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod trigger;
 
 use crate::cli::RunArgs;
 use crate::config::{load_file, DEFAULT_CONFIG};
-use crate::core::policy::{Action, Policy};
+use crate::core::policy::{Action, Policy, AUDIT_UNLOGGED};
 use crate::daemon_settings::DaemonSettings;
 use crate::discovery::state::effective_policy;
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -284,7 +284,10 @@ impl Daemon {
         }
         self.metrics().started = true;
         notify::notify("READY=1");
-        if self.rec.policy.action == Action::Audit {
+        if self.rec.policy.audit_unlogged() {
+            log::info!(action = "audit"; "ready: the block is in place in audit mode: nothing is blocked");
+            log::warn!("{AUDIT_UNLOGGED}");
+        } else if self.rec.policy.action == Action::Audit {
             log::info!(
                 action = "audit";
                 "ready: the block is in place in audit mode: nothing is blocked, attempts are logged and let through"
