@@ -366,8 +366,7 @@ fn audit_with_logging_off_is_accepted_but_says_that_nothing_records_who_tried() 
     let r = run_guard(node, &apply);
     r.expect_code(0, "apply --action audit --log-group off");
     assert!(
-        r.stderr.contains("warning: audit mode with --log-group off")
-            && r.stderr.contains("nothing records who tried"),
+        r.stderr.contains("warning: audit mode with --log-group off") && r.stderr.contains("nothing records who tried"),
         "apply warns: {}",
         r.stderr
     );

@@ -359,3 +359,77 @@ fn valid_reload_is_not_counted_as_a_repair() {
         show_family(&s, REPAIRS)
     );
 }
+
+/// `/attempts` as JSON.
+fn attempts_page(node: &Netns) -> serde_json::Value {
+    let r = http_get(node, "/attempts").expect("/attempts answers");
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body))
+}
+
+/// Polls `/attempts` until it has a row from `src` (panics after REPAIR_DEADLINE).
+#[track_caller]
+fn wait_attempt_from(node: &Netns, daemon: &Daemon, src: &str, what: &str) {
+    let start = Instant::now();
+    loop {
+        let p = attempts_page(node);
+        if p["attempts"].as_array().unwrap().iter().any(|r| r["source"] == src) {
+            return;
+        }
+        assert!(
+            start.elapsed() < REPAIR_DEADLINE,
+            "{what}: no attempt from {src} reported: {p}\nlog:\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_log_group_change_moves_the_attempts_reader_with_the_rules() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    add_pod_alt_address(&topo);
+    let dir = TempDir::new("reload-log-group");
+    let path = dir.join("config.toml");
+    write_atomic(&path, &format!("{}log_group = 1443\n", config_text("10.0.0.0/16")));
+    let daemon = Daemon::spawn(node, &config_daemon_args(&path));
+    daemon.wait_ready();
+    wait_attempt_log_bound(node);
+    assert_eq!(attempts_page(node)["group"], 1443);
+
+    // Another group: the rules log there and the reader reads there.
+    write_atomic(&path, &format!("{}log_group = 1500\n", config_text("10.0.0.0/16")));
+    daemon.wait_log("log_group changed (1443 -> 1500)", 1, REPAIR_DEADLINE);
+    wait_attempt_log_bound(node);
+    assert_eq!(attempts_page(node)["group"], 1500);
+    assert!(
+        node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"]).contains("group 1500"),
+        "the rules log to the new group"
+    );
+    assert_refused(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod -> API, group 1500");
+    wait_attempt_from(node, &daemon, POD_V4, "after the change to group 1500");
+
+    // Off: no log rules, no reader, nothing claims to be bound.
+    write_atomic(&path, &format!("{}log_group = \"off\"\n", config_text("10.0.0.0/16")));
+    daemon.wait_log("log_group changed (1500 -> off)", 1, REPAIR_DEADLINE);
+    let s = scrape(node);
+    assert_ne!(
+        sample(&s, "apiserver_guard_attempt_log_bound", &[]),
+        Some(1.0),
+        "no reader claims to be bound with logging off"
+    );
+    assert_eq!(attempts_page(node)["group"], serde_json::Value::Null);
+
+    // And back on: a reader again, and the next attempt is reported.
+    write_atomic(&path, &format!("{}log_group = 1443\n", config_text("10.0.0.0/16")));
+    daemon.wait_log("log_group changed (off -> 1443)", 1, REPAIR_DEADLINE);
+    wait_attempt_log_bound(node);
+    assert_refused(
+        &curl_from(&topo.pod, POD_ALT_V4, API_V4, API_PORT, MAX_TIME),
+        "pod (alt address) -> API, group 1443 again",
+    );
+    wait_attempt_from(node, &daemon, POD_ALT_V4, "after logging was turned back on");
+}

@@ -485,7 +485,11 @@ mod tests {
     fn audit_readiness_says_whether_anything_records_who_tried() {
         let mut m = Metrics::new("test");
         m.action = Action::Audit;
-        assert!(m.ready_text().contains("nothing records who tried"), "{}", m.ready_text());
+        assert!(
+            m.ready_text().contains("nothing records who tried"),
+            "{}",
+            m.ready_text()
+        );
         m.attempts.group = Some(1443);
         assert!(m.ready_text().contains("attempts are logged"), "{}", m.ready_text());
         m.action = Action::Reject;

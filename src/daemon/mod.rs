@@ -317,9 +317,9 @@ impl Daemon {
             ))),
             _ => None,
         };
-        let attempt_reader = self
-            .log_group()
-            .map(|group| tokio::spawn(nflog::run(group, self.state.clone(), attribution)));
+        let mut reading = self.log_group();
+        let mut attempt_reader =
+            reading.map(|group| tokio::spawn(nflog::run(group, self.state.clone(), attribution.clone())));
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + self.settings.resync_interval,
             self.settings.resync_interval,
@@ -355,6 +355,7 @@ impl Daemon {
                     if or_stop!(stop, self.reload("SIGHUP")) {
                         monitor = self.respawn_monitor(monitor, &wake_tx);
                     }
+                    (attempt_reader, reading) = self.follow_log_group(attempt_reader, reading, &attribution);
                 }
                 Some(()) = wake_rx.recv() => {
                     if self.may_check_now() {
@@ -383,6 +384,7 @@ impl Daemon {
                         if or_stop!(stop, self.reload("config file changed")) {
                             monitor = self.respawn_monitor(monitor, &wake_tx);
                         }
+                        (attempt_reader, reading) = self.follow_log_group(attempt_reader, reading, &attribution);
                     }
                 }
                 _ = watchdog.tick(), if watchdog_every.is_some() => notify::notify("WATCHDOG=1"),
@@ -450,6 +452,48 @@ impl Daemon {
             wake.clone(),
             self.last_actor.clone(),
         )))
+    }
+
+    /// After a reload: the attempts reader reads the group the rules now log
+    /// to (a new reader when it changed, none for `off`), so it never reports
+    /// "bound" on a group nothing logs to. Pods are named as at the start (a
+    /// daemon started with `off` names them after a restart).
+    fn follow_log_group(
+        &self,
+        reader: Option<JoinHandle<()>>,
+        reading: Option<u16>,
+        attribution: &Option<nflog::Attribution>,
+    ) -> (Option<JoinHandle<()>>, Option<u16>) {
+        let want = self.log_group();
+        if want == reading {
+            return (reader, reading);
+        }
+        if let Some(h) = reader {
+            h.abort();
+        }
+        {
+            let mut m = self.metrics();
+            m.attempts.group = None;
+            m.attempts.bound = false;
+            m.attempts.problem = None;
+        }
+        let was = reading.map_or("off".to_string(), |g| g.to_string());
+        match want {
+            Some(group) => {
+                log::info!(group = group; "log_group changed ({was} -> {group}): reading attempts from the new group");
+                if attribution.is_none() && self.discovery.is_some() {
+                    log::warn!(
+                        "attempts are named after pods from the next restart (the daemon started with --log-group off)"
+                    );
+                }
+                let reader = tokio::spawn(nflog::run(group, self.state.clone(), attribution.clone()));
+                (Some(reader), want)
+            }
+            None => {
+                log::info!("log_group changed ({was} -> off): no log rules, no attempts read");
+                (None, None)
+            }
+        }
     }
 
     fn respawn_monitor(&self, old: Option<JoinHandle<()>>, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {
@@ -575,9 +619,6 @@ impl Daemon {
             _ => base.clone(),
         });
         let blocklist = checked(&policy, true)?;
-        if policy.log_group != self.rec.policy.log_group {
-            log::warn!("log_group changes reach the rules now and the attempts reader at the next restart");
-        }
         if settings.table_ownership != self.settings.table_ownership {
             log::warn!("table_ownership changes take effect at the next restart");
         }
