@@ -406,7 +406,8 @@ fn a_log_group_change_moves_the_attempts_reader_with_the_rules() {
     wait_attempt_log_bound(node);
     assert_eq!(attempts_page(node)["group"], 1500);
     assert!(
-        node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"]).contains("group 1500"),
+        node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"])
+            .contains("group 1500"),
         "the rules log to the new group"
     );
     assert_refused(&curl(&topo.pod, API_V4, API_PORT, MAX_TIME), "pod -> API, group 1500");

@@ -1,8 +1,10 @@
 //! The contract between the rules that report blocked attempts and the
 //! daemon that reads them: the NFLOG group our log rules copy packet
 //! headers to, how much of each packet they copy, and the prefix that names
-//! the rule (and so the action) an attempt hit. Pure constants and the one
-//! function that reads a prefix back.
+//! the rule (and so the action) an attempt hit. Pure constants, the function
+//! that reads a prefix back and what a rule's name says of the packet.
+
+use super::attempt_packet::{Headers, Protocol};
 
 /// NFLOG group of our log rules unless `--log-group` says otherwise. NFLOG
 /// groups are per network namespace and one reader each; ulogd and IDSes
@@ -49,9 +51,77 @@ pub fn parse_prefix(prefix: &str) -> Option<(&str, AttemptAction)> {
     Some((rule, action))
 }
 
+/// The transport protocol a rule matched, when its match names one: the
+/// TCP rules (`block-tcp-port-v4`, `audit-tcp-v6`, `block-local-port-v4`,
+/// ...) only take TCP; `...-all-...` takes any protocol (None).
+pub fn rule_protocol(rule: &str) -> Option<Protocol> {
+    let what = rule.strip_prefix("block-").or_else(|| rule.strip_prefix("audit-"))?;
+    (what.starts_with("tcp-") || what.starts_with("local-port")).then_some(Protocol::Tcp)
+}
+
+/// A logged packet's headers, corrected by what its rule matched: when the
+/// copied bytes end inside IPv6 extension headers (a pod can push the
+/// transport header past `LOG_SNAPLEN`), the header walk names the last
+/// extension header (`proto-60`); a TCP rule's attempt is TCP all the same,
+/// its ports unknown.
+pub fn with_rule_protocol(mut h: Headers, rule: &str) -> Headers {
+    if let Some(p) = rule_protocol(rule) {
+        if h.protocol != p {
+            h.protocol = p;
+            h.source_port = None;
+            h.destination_port = None;
+        }
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_rules_name_their_protocol_and_port_less_rules_none() {
+        for r in [
+            "block-tcp-port-v4",
+            "audit-tcp-port-v6",
+            "block-tcp-v4",
+            "block-local-port-v6",
+            "block-local-port-link-local",
+        ] {
+            assert_eq!(rule_protocol(r), Some(Protocol::Tcp), "{r}");
+        }
+        for r in ["block-all-v4", "audit-all-v6", "exempt-v4", "tcp-port-v4"] {
+            assert_eq!(rule_protocol(r), None, "{r}");
+        }
+    }
+
+    #[test]
+    fn headers_cut_off_in_extension_headers_take_the_rules_protocol() {
+        let cut = Headers {
+            source: "fd00:10::2".parse().unwrap(),
+            destination: "fd00:50::10".parse().unwrap(),
+            protocol: Protocol::Other(60),
+            source_port: None,
+            destination_port: None,
+        };
+        let h = with_rule_protocol(cut, "block-tcp-port-v6");
+        assert_eq!(
+            (h.protocol, h.source_port, h.destination_port),
+            (Protocol::Tcp, None, None)
+        );
+        assert_eq!(with_rule_protocol(cut, "block-all-v6").protocol, Protocol::Other(60));
+        let tcp = Headers {
+            protocol: Protocol::Tcp,
+            source_port: Some(40000),
+            destination_port: Some(5443),
+            ..cut
+        };
+        assert_eq!(
+            with_rule_protocol(tcp, "block-tcp-port-v6"),
+            tcp,
+            "read headers are kept"
+        );
+    }
 
     #[test]
     fn prefixes_name_the_rule_and_the_action() {

@@ -14,7 +14,7 @@
 use super::metrics::Metrics;
 use super::netlink::subscribe;
 use super::pod_events::EventsHandle;
-use crate::core::attempt_log::parse_prefix;
+use crate::core::attempt_log::{parse_prefix, with_rule_protocol};
 use crate::core::attempt_packet::parse_headers;
 use crate::core::attempts::{Attempt, Recorded, Repeat};
 use crate::core::nflog_wire::{bind_request, parse_datagram, Event};
@@ -223,7 +223,7 @@ fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget, attri
                 continue;
             };
             let headers = match parse_headers(&payload) {
-                Ok(h) => h,
+                Ok(h) => with_rule_protocol(h, rule),
                 Err(e) => {
                     log.ignore(e.reason());
                     continue;
