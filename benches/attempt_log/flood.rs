@@ -251,8 +251,10 @@ fn one(topo: &Topology, args: &Args, sources: usize, first_single: usize, log: &
         (0..sources).map(|i| nth([10, 0, 4, 0], i).to_string()).collect()
     };
     let reported: u64 = flood_sources.iter().filter_map(|s| table.get(s)).sum();
-    let m = apiserver_guard::core::model::METER;
-    let budget = sources as u64 * (u64::from(m.burst) + (m.rate as f64 * seconds).ceil() as u64);
+    use apiserver_guard::core::model::{Meter, METER, METER_IIF_KNOWN, METER_IIF_NEW};
+    let allows = |m: &Meter| u64::from(m.burst) + (m.rate as f64 * seconds).ceil() as u64;
+    // Per source, capped by the one interface all flooding sources come in on.
+    let budget = (sources as u64 * allows(&METER)).min(allows(&METER_IIF_NEW) + allows(&METER_IIF_KNOWN));
     let suppressed = lines
         .iter()
         .filter(|(_, l)| l.contains("not logged one by one"))

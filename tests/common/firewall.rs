@@ -15,9 +15,19 @@ pub fn our_table_listing(ns: &Netns) -> String {
             .stdout,
     )
     .lines()
-    .filter(|l| !(l.contains("elements = {") && l.contains(" limit rate ")))
+    .filter(|l| !is_meter_element_line(l))
     .map(|l| format!("{l}\n"))
     .collect()
+}
+
+/// A line of the elements the kernel adds to our meters (`attempts_v4`,
+/// `iif_new`, ...: `elements = { 10.0.1.2 limit rate 10/second burst 20
+/// packets }`, continued on more lines when long): state, like counters.
+fn is_meter_element_line(l: &str) -> bool {
+    let end = l.trim_end();
+    !l.contains("update @")
+        && l.contains(" limit rate ")
+        && (l.contains("elements = {") || end.ends_with("packets,") || end.ends_with("packets }"))
 }
 
 /// Concatenation of `nft --stateless list ruleset`, `iptables-legacy-save`
@@ -37,7 +47,7 @@ pub fn firewall_snapshot(ns: &Netns) -> String {
         snapshot.push_str(&format!("==> {} <==\n", argv.join(" ")));
         let out = ns.run(argv);
         for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if line.starts_with('#') {
+            if line.starts_with('#') || is_meter_element_line(line) {
                 continue;
             }
             snapshot.push_str(&zero_chain_counters(line));
