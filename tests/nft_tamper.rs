@@ -71,7 +71,7 @@ const LOG_NEW: &str = "log-block-tcp-port-v4-new-source";
 /// Our log rule, with this log group.
 fn log_rule(group: u16) -> String {
     format!(
-        "ip saddr @attempts_v4 update @iif_known {{ iif limit rate 1000/second burst 2000 packets }} \
+        "iif . ip saddr @attempts_v4 update @iif_known {{ iif limit rate 1000/second burst 2000 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group {group} snaplen 96 comment \"{LOG}\""
     )
 }
@@ -79,8 +79,8 @@ fn log_rule(group: u16) -> String {
 /// The log rule for new sources (default log group).
 fn log_new_rule() -> String {
     format!(
-        "ip saddr != @attempts_v4 update @iif_new {{ iif limit rate 200/second burst 400 packets }} \
-         update @attempts_v4 {{ ip saddr limit rate 10/second burst 20 packets }} \
+        "iif . ip saddr != @attempts_v4 update @iif_new {{ iif limit rate 200/second burst 400 packets }} \
+         update @attempts_v4 {{ iif . ip saddr limit rate 10/second burst 20 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group 1443 snaplen 96 comment \"{LOG_NEW}\""
     )
 }
@@ -293,7 +293,7 @@ fn tampers() -> Vec<Tamper> {
                 // Both log rules of each family use their meter: the v6 chain is left alone.
                 format!(
                     "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} attempts_v4; \
-                     add set {T} attempts_v4 {{ type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1h; }}; \
+                     add set {T} attempts_v4 {{ type iface_index . ipv4_addr; size 65535; flags dynamic,timeout; timeout 1h; }}; \
                      insert rule {T} {OURS} {}; insert rule {T} {OURS} {}",
                     h.log,
                     h.log_new,
@@ -478,7 +478,7 @@ fn sources_the_meter_learns_are_not_drift_and_the_daemon_never_repairs_them() {
         assert_refused(&curl(&topo.pod, API_V6, API_PORT, MAX_TIME), "pod v6 (logged)");
     }
     // And a source added by hand, as the kernel would.
-    node.run_ok(&["nft", &format!("add element {T} attempts_v4 {{ 10.0.77.7 }}")]);
+    node.run_ok(&["nft", &format!("add element {T} attempts_v4 {{ \"lo\" . 10.0.77.7 }}")]);
     let meter = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v4"]);
     assert!(
         meter.contains(POD_V4) && meter.contains("10.0.77.7"),

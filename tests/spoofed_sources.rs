@@ -6,17 +6,24 @@
 //! On the iptables backends a full hashlimit table makes the kernel drop the
 //! packet of a new source before any target (break-it find of issue 13: in
 //! audit mode the pod was blocked). The keys are sized so the table cannot
-//! fill (`core::meter_keys`: a /15 gets one key per /31, 65,536 in all): the
-//! forged sources take 65,535 keys and the pod's connect the last one. So the
-//! audited pod is served, the rejected pod refused (a reset, not a drop), and
-//! the table never holds more keys than its size. On nftables a full meter
-//! stops only the log rule: audit still serves, reject still refuses.
+//! fill (`core::meter_keys`). The policy has a /24 besides the /15, ahead of
+//! it in the chain: the kernel keys the one table of the family with the mask
+//! of the rule that created it, so a mask per CIDR (one key per address for
+//! the /24, the first) would key the /15 per address too and fill the table
+//! (a second review's find). One mask for both (/30: 64 + 32,768 keys) fits.
+//! So the audited pod is served, the rejected pod refused (a reset, not a
+//! drop), and the table never holds more keys than its size. On nftables a
+//! full meter stops only the log rule: audit still serves, reject still
+//! refuses.
 //!
 //! On nftables, also: a pod forging sources on its interface hides nothing
 //! of a pod on another interface (the per-interface budgets of
-//! `model::METER_IIF_NEW`): the other pod's single attempt is reported while
-//! the forged flood runs, the daemon's socket never overflows and the meter
-//! learns only a few hundred forged sources.
+//! `model::METER_IIF_NEW`, the meter keyed on `iif . ip saddr`): the other
+//! pod's single attempt is reported while the forged flood runs, a quarter of
+//! it with that pod's own address (a second review's find: keyed on the
+//! address alone, those packets spent the victim's allowance), the daemon's
+//! socket never overflows and the meter learns only a few hundred forged
+//! sources.
 //!
 //! Not asserted for iptables: that the pod's attempt is reported. Every forged source
 //! is new and within its own allowance, so the forged flood is logged in full
@@ -36,11 +43,26 @@ use common::*;
 /// A container CIDR twice the size of an iptables key budget of single
 /// addresses; the topology's pod (POD_V4, 10.0.1.2) is in it.
 const WIDE_CIDR_V4: &str = "10.0.0.0/15";
+/// A small container CIDR that sorts before WIDE_CIDR_V4 (its rules come first).
+const SMALL_CIDR_V4: &str = "9.9.9.0/24";
 /// Keys the hashlimit table holds (`core::meter_keys::KEY_BUDGET`).
 const TABLE_MAX: usize = 65_536;
+/// Keys of WIDE_CIDR_V4 at the family's mask (/30, for both CIDRs together).
+const WIDE_KEYS: usize = 1 << (30 - 15);
 
 fn policy(backend: Backend, action: &'static str) -> GuardPolicy {
     GuardPolicy::new(backend, "tunnel", &[WIDE_CIDR_V4], &[&endpoint(API_V4, Some(API_PORT))]).with_action(action)
+}
+
+/// `policy` with SMALL_CIDR_V4 too.
+fn two_cidr_policy(backend: Backend, action: &'static str) -> GuardPolicy {
+    GuardPolicy::new(
+        backend,
+        "tunnel",
+        &[SMALL_CIDR_V4, WIDE_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    )
+    .with_action(action)
 }
 
 /// Every address of WIDE_CIDR_V4 except the pod's /31 (10.0.1.2 and 10.0.1.3).
@@ -53,9 +75,9 @@ fn forged_sources() -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Keys in our hashlimit table of the node (each line of its /proc file is one).
+/// Keys in our IPv4 hashlimit tables of the node (each line of their /proc files is one).
 fn hashlimit_keys(node: &Netns) -> usize {
-    node.run_ok(&["cat", "/proc/net/ipt_hashlimit/apiserver-guard"])
+    node.run_ok(&["sh", "-c", "cat /proc/net/ipt_hashlimit/apiserver-guard*"])
         .lines()
         .count()
 }
@@ -69,7 +91,7 @@ fn forged_flood_then_one_connect(backend: Backend, action: &'static str) {
         ("net.ipv4.conf.all.rp_filter", "0"),
         (&format!("net.ipv4.conf.{NODE_POD_IF}.rp_filter"), "0"),
     ]);
-    let p = policy(backend, action);
+    let p = two_cidr_policy(backend, action);
     let daemon = Daemon::spawn(node, &daemon_args(&p, &[]));
     daemon.wait_ready();
     wait_attempt_log_bound(node);
@@ -81,16 +103,15 @@ fn forged_flood_then_one_connect(backend: Backend, action: &'static str) {
         let sent = send_spoofed_syns(&topo.pod, &forged, API_V4.parse().unwrap(), API_PORT)
             .expect("forged SYNs sent from the pod (raw socket)");
         assert_eq!(sent, forged.len(), "every forged SYN taken by the kernel");
-        if !iptables || hashlimit_keys(node) >= TABLE_MAX - 1 {
+        if !iptables || hashlimit_keys(node) >= WIDE_KEYS {
             break;
         }
     }
     if iptables {
         let keys = hashlimit_keys(node);
         assert_eq!(
-            keys,
-            TABLE_MAX - 1,
-            "{backend:?}: the forged sources take every key but the pod's"
+            keys, WIDE_KEYS,
+            "{backend:?}: the forged sources take every key of the /15"
         );
     }
 
@@ -170,14 +191,20 @@ fn forged_flood_beside_one_connect(action: &'static str) {
     daemon.wait_ready();
     wait_attempt_log_bound(node);
 
-    let forged = forged_sources();
+    // 20,000 forged sources, every fourth packet with the other pod's own
+    // address: forging it from this interface must not spend that pod's allowance.
+    let victim: Ipv4Addr = OTHER_POD_V4.parse().unwrap();
+    let forged: Vec<Ipv4Addr> = forged_sources()[..20_000]
+        .chunks(3)
+        .flat_map(|c| c.iter().copied().chain([victim]))
+        .collect();
     let api: Ipv4Addr = API_V4.parse().unwrap();
     let flood_started = Instant::now();
     let (c, flood) = std::thread::scope(|s| {
         let flood = s.spawn(|| {
             let mut sent = 0;
             while flood_started.elapsed() < Duration::from_secs(2) {
-                sent += send_spoofed_syns(&topo.pod, &forged[..20_000], api, API_PORT).expect("forged SYNs sent");
+                sent += send_spoofed_syns(&topo.pod, &forged, api, API_PORT).expect("forged SYNs sent");
             }
             sent
         });

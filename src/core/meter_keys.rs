@@ -9,14 +9,20 @@
 //! addresses fills a table of per-address keys in a second.
 //!
 //! The keys of that table are the sources our rules matched (`-s CIDR`),
-//! masked to `--hashlimit-srcmask`. Giving each CIDR a mask such that all
-//! keys together fit in `KEY_BUDGET` makes the table impossible to fill,
-//! whatever the sources: one key per address where the CIDRs are small
-//! enough (every IPv4 CIDR up to a /16 in total), one key per block of
-//! addresses where they are not (IPv6; IPv4 wider than a /16). Pods in one
-//! block then share one allowance. The native nftables backend does not
-//! depend on this (its meter is a set: a full set stops the log rule, never
-//! the packet).
+//! masked to `--hashlimit-srcmask`. The kernel keeps one table per name and
+//! family and keys it with the mask and size of the rule that created it
+//! (`hashlimit_init_dst` reads `hinfo->cfg`), whatever the other rules say:
+//! so every log rule of a family carries the same mask, the finest one at
+//! which the keys of all its CIDRs together fit in `KEY_BUDGET`, and the
+//! table's name says the mask (`apiserver-guard-m24`; the link-local rule
+//! of a local apiserver, `fe80::/10`, has a table of its own), so that a policy
+//! needing another mask gets a table of its own instead of the old one,
+//! which `iptables-restore --noflush` would otherwise keep (the new rules
+//! take it before the old ones let it go). One key per address where the
+//! CIDRs are small enough (an IPv4 /16 in total), one key per block of
+//! addresses where they are not (IPv6; wider IPv4): pods in one block share
+//! one allowance. The native nftables backend does not depend on this (its
+//! meter is a set: a full set stops the log rule, never the packet).
 
 use ipnet::IpNet;
 
@@ -24,63 +30,78 @@ use ipnet::IpNet;
 /// set to (8 MiB of kernel memory at most, about 128 bytes a key).
 pub const KEY_BUDGET: u32 = 65_536;
 
-/// One source CIDR of a log rule and the prefix length of its keys.
+/// Name of our hashlimit tables (one per family, in /proc/net/ipt_hashlimit/
+/// and ip6t_hashlimit/) when they key every address.
+pub const METER_NAME: &str = "apiserver-guard";
+/// The table of the link-local rule of a local apiserver (`fe80::/10`):
+/// its own, so that its wide CIDR does not coarsen the container CIDRs' keys.
+pub const LINK_LOCAL_METER_NAME: &str = "apiserver-guard-ll";
+
+/// How the log rules of one family key their table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceKeys {
-    pub cidr: IpNet,
-    /// `--hashlimit-srcmask`: addresses of `cidr` that agree on this many
-    /// leading bits share one key (the address length: one key per address).
+pub struct FamilyKeys {
+    /// The table's name without the mask (`METER_NAME`, `LINK_LOCAL_METER_NAME`).
+    pub base: &'static str,
+    /// `--hashlimit-srcmask`: sources that agree on this many leading bits
+    /// share one key.
     pub key_prefix: u8,
+    /// The address length (32 or 128): a key prefix this long is one key per address.
+    pub address_bits: u8,
+    /// `--hashlimit-htable-max`: at least every key the rules can produce.
+    pub table_max: u32,
 }
 
-impl SourceKeys {
-    /// log2 of the number of keys `cidr` can produce.
-    fn key_bits(&self) -> u32 {
-        u32::from(self.key_prefix - self.cidr.prefix_len())
+impl FamilyKeys {
+    /// `--hashlimit-name`: `apiserver-guard`, or with the mask (and the size
+    /// when it is not the usual one) when keys are blocks of addresses.
+    pub fn table_name(&self) -> String {
+        let mut name = self.base.to_string();
+        if self.key_prefix != self.address_bits {
+            name.push_str(&format!("-m{}", self.key_prefix));
+        }
+        if self.table_max != KEY_BUDGET {
+            name.push_str(&format!("-x{}", self.table_max));
+        }
+        name
+    }
+
+    /// Whether the rules print `--hashlimit-srcmask` (only when not one key per address).
+    pub fn masked(&self) -> bool {
+        self.key_prefix != self.address_bits
     }
 }
 
-/// The key prefix of each CIDR (one family, no overlaps), the smallest
-/// CIDRs first served: each gets one key per address if that fits its fair
-/// share of what is left of `KEY_BUDGET`, else the largest power of two that
-/// does. The sum of keys is at most `KEY_BUDGET` unless there are more
-/// CIDRs than keys (then each has one key; see `table_max`).
-pub fn key_prefixes(cidrs: &[IpNet]) -> Vec<SourceKeys> {
-    let mut by_need: Vec<IpNet> = cidrs.to_vec();
-    // Fewest addresses first; ties in address order, so the result is stable.
-    by_need.sort_by_key(|c| (c.max_prefix_len() - c.prefix_len(), *c));
-    by_need.dedup();
-    let mut left = u64::from(KEY_BUDGET);
-    let n = by_need.len() as u64;
-    let mut out = Vec::with_capacity(by_need.len());
-    for (i, cidr) in by_need.into_iter().enumerate() {
-        let share = left / (n - i as u64);
-        let need_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len());
-        let take_bits = need_bits.min(share.checked_ilog2().unwrap_or(0));
-        left = left.saturating_sub(1u64 << take_bits);
-        out.push(SourceKeys {
-            cidr,
-            key_prefix: cidr.prefix_len() + take_bits as u8,
-        });
+/// Keys the CIDRs can produce at `prefix`: each CIDR at most 2^(prefix -
+/// its length), one when the prefix is shorter than the CIDR's (an upper
+/// bound: CIDRs that share a block share its key).
+fn keys_at(cidrs: &[IpNet], prefix: u8) -> u64 {
+    cidrs
+        .iter()
+        .map(|c| {
+            let bits = u32::from(prefix.saturating_sub(c.prefix_len()));
+            1u64.checked_shl(bits).filter(|_| bits < 63).unwrap_or(u64::MAX / 2)
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// The key prefix of the log rules that share table `base` (`cidrs`: the
+/// sources they match, one family): the longest at which all keys fit in
+/// `KEY_BUDGET`; with more CIDRs than that (one key each at the least), the
+/// shortest CIDR prefix and a table as large as the keys.
+pub fn family_keys(cidrs: &[IpNet], address_bits: u8, base: &'static str) -> FamilyKeys {
+    let shortest = cidrs.iter().map(IpNet::prefix_len).min().unwrap_or(address_bits);
+    let budget = u64::from(KEY_BUDGET);
+    let key_prefix = (shortest..=address_bits)
+        .rev()
+        .find(|k| keys_at(cidrs, *k) <= budget)
+        .unwrap_or(shortest);
+    let keys = keys_at(cidrs, key_prefix);
+    FamilyKeys {
+        base,
+        key_prefix,
+        address_bits,
+        table_max: u32::try_from(keys.max(budget)).unwrap_or(u32::MAX),
     }
-    out.sort_by_key(|k| k.cidr);
-    out
-}
-
-/// `--hashlimit-htable-max` for these keys: `KEY_BUDGET`, or the number of
-/// keys when that is larger (only with more CIDRs than `KEY_BUDGET`), so the
-/// table always holds every key its rules can produce.
-pub fn table_max(keys: &[SourceKeys]) -> u32 {
-    let total: u64 = keys.iter().map(|k| 1u64 << k.key_bits()).sum();
-    u32::try_from(total.max(u64::from(KEY_BUDGET))).unwrap_or(u32::MAX)
-}
-
-/// The key prefix of `cidr` in `keys` (the address length if absent: one
-/// key per address).
-pub fn key_prefix_of(keys: &[SourceKeys], cidr: &IpNet) -> u8 {
-    keys.iter()
-        .find(|k| k.cidr == *cidr)
-        .map_or(cidr.max_prefix_len(), |k| k.key_prefix)
 }
 
 #[cfg(test)]
@@ -91,72 +112,71 @@ mod tests {
         s.iter().map(|n| n.parse().unwrap()).collect()
     }
 
-    fn total(keys: &[SourceKeys]) -> u64 {
-        keys.iter().map(|k| 1u64 << k.key_bits()).sum()
+    fn v4(s: &[&str]) -> FamilyKeys {
+        family_keys(&nets(s), 32, METER_NAME)
     }
 
-    fn prefixes(s: &[&str]) -> Vec<(String, u8)> {
-        key_prefixes(&nets(s))
-            .into_iter()
-            .map(|k| (k.cidr.to_string(), k.key_prefix))
-            .collect()
+    fn v6(s: &[&str]) -> FamilyKeys {
+        family_keys(&nets(s), 128, METER_NAME)
     }
 
     #[test]
-    fn an_ipv4_slash_16_gets_one_key_per_address() {
-        assert_eq!(prefixes(&["10.244.0.0/16"]), vec![("10.244.0.0/16".into(), 32)]);
+    fn an_ipv4_slash_16_gets_one_key_per_address_in_the_plain_table() {
+        let k = v4(&["10.244.0.0/16"]);
+        assert_eq!((k.key_prefix, k.table_max, k.masked()), (32, 65_536, false));
+        assert_eq!(k.table_name(), "apiserver-guard");
     }
 
     #[test]
-    fn a_wider_ipv4_cidr_gets_blocks_that_fit() {
-        assert_eq!(prefixes(&["10.0.0.0/8"]), vec![("10.0.0.0/8".into(), 24)]);
-        assert_eq!(prefixes(&["10.0.0.0/15"]), vec![("10.0.0.0/15".into(), 31)]);
-        assert_eq!(prefixes(&["0.0.0.0/0"]), vec![("0.0.0.0/0".into(), 16)]);
+    fn a_wider_ipv4_cidr_gets_blocks_that_fit_and_a_table_named_after_them() {
+        assert_eq!(v4(&["10.0.0.0/8"]).key_prefix, 24);
+        assert_eq!(v4(&["10.0.0.0/15"]).key_prefix, 31);
+        assert_eq!(v4(&["10.0.0.0/15"]).table_name(), "apiserver-guard-m31");
+        assert_eq!(v4(&["0.0.0.0/1"]).key_prefix, 17);
+    }
+
+    #[test]
+    fn one_mask_for_all_cidrs_of_a_family_fits_them_all() {
+        // Keyed per address the /15 alone would need 131,072 keys: the /24 cannot set the mask.
+        let k = v4(&["10.9.0.0/24", "10.0.0.0/15"]);
+        assert_eq!(k.key_prefix, 30, "{k:?}");
+        assert!(keys_at(&nets(&["10.9.0.0/24", "10.0.0.0/15"]), k.key_prefix) <= 65_536);
+        // Two /17s fill the budget exactly, one key per address.
+        assert_eq!(v4(&["10.0.0.0/17", "10.0.128.0/17"]).key_prefix, 32);
+        assert_eq!(v4(&["10.0.0.0/16", "10.1.0.0/24"]).key_prefix, 31);
     }
 
     #[test]
     fn ipv6_gets_blocks_that_fit() {
-        assert_eq!(prefixes(&["fd00:10::/64"]), vec![("fd00:10::/64".into(), 80)]);
-        assert_eq!(prefixes(&["fd00::/8"]), vec![("fd00::/8".into(), 24)]);
-        assert_eq!(prefixes(&["fd00::1/128"]), vec![("fd00::1/128".into(), 128)]);
-        assert_eq!(prefixes(&["fd00::/112"]), vec![("fd00::/112".into(), 128)]);
-    }
-
-    #[test]
-    fn small_cidrs_are_served_first_and_the_rest_goes_to_the_large_one() {
-        // 256 + 256 keys leave 65,024 for the /16: 32,768 of them (a power of two).
+        assert_eq!(v6(&["fd00:10::/64"]).key_prefix, 80);
+        assert_eq!(v6(&["fd00::/48"]).key_prefix, 64);
+        assert_eq!(v6(&["fd00::1/128"]).key_prefix, 128);
+        assert_eq!(v6(&["fd00::/112"]).key_prefix, 128);
+        // Sharing a table with fe80::/10 would key the /48 at /25 (one key for all):
+        // the link-local rule has a table of its own.
+        assert_eq!(v6(&["fd00::/48", "fe80::/10"]).key_prefix, 25);
+        let ll = family_keys(&nets(&["fe80::/10"]), 128, LINK_LOCAL_METER_NAME);
         assert_eq!(
-            prefixes(&["10.0.0.0/16", "10.1.0.0/24", "10.2.0.0/24"]),
-            vec![
-                ("10.0.0.0/16".into(), 31),
-                ("10.1.0.0/24".into(), 32),
-                ("10.2.0.0/24".into(), 32)
-            ]
-        );
-        // Two /17s fill the budget exactly, one key per address.
-        assert_eq!(
-            prefixes(&["10.0.0.0/17", "10.0.128.0/17"]),
-            vec![("10.0.0.0/17".into(), 32), ("10.0.128.0/17".into(), 32)]
+            (ll.key_prefix, ll.table_name().as_str()),
+            (26, "apiserver-guard-ll-m26")
         );
     }
 
     #[test]
     fn the_keys_never_exceed_the_table() {
-        let cases: Vec<Vec<&str>> = vec![
-            vec!["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
-            vec!["fd00::/48", "fe80::/10"],
-            vec!["10.0.0.0/16", "10.1.0.0/16", "10.2.0.0/16"],
-            vec!["0.0.0.0/0"],
-            vec!["::/0"],
-            vec!["10.0.0.1/32", "10.0.0.2/32", "10.9.0.0/9"],
+        let cases: Vec<(Vec<&str>, u8)> = vec![
+            (vec!["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"], 32),
+            (vec!["fd00::/48", "fe80::/10"], 128),
+            (vec!["10.0.0.0/16", "10.1.0.0/16", "10.2.0.0/16"], 32),
+            (vec!["0.0.0.0/1", "128.0.0.0/1"], 32),
+            (vec!["::/1"], 128),
+            (vec!["10.0.0.1/32", "10.0.0.2/32", "10.9.0.0/9"], 32),
         ];
-        for c in cases {
-            let keys = key_prefixes(&nets(&c));
-            assert!(total(&keys) <= u64::from(KEY_BUDGET), "{c:?}: {keys:?}");
-            assert!(total(&keys) <= u64::from(table_max(&keys)), "{c:?}");
-            for k in &keys {
-                assert!(k.key_prefix >= k.cidr.prefix_len() && k.key_prefix <= k.cidr.max_prefix_len());
-            }
+        for (c, bits) in cases {
+            let n = nets(&c);
+            let k = family_keys(&n, bits, METER_NAME);
+            assert!(keys_at(&n, k.key_prefix) <= u64::from(k.table_max), "{c:?}: {k:?}");
+            assert!(k.table_max == KEY_BUDGET, "{c:?}: {k:?}");
         }
     }
 
@@ -165,15 +185,13 @@ mod tests {
         let many: Vec<IpNet> = (0..70_000u32)
             .map(|i| IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))))
             .collect();
-        let keys = key_prefixes(&many);
-        assert!(keys.iter().all(|k| k.key_prefix == 32));
-        assert_eq!(table_max(&keys), 70_000);
+        let k = family_keys(&many, 32, METER_NAME);
+        assert_eq!((k.key_prefix, k.table_max), (32, 70_000));
+        assert_eq!(k.table_name(), "apiserver-guard-x70000");
     }
 
     #[test]
-    fn a_cidr_not_listed_keeps_one_key_per_address() {
-        let keys = key_prefixes(&nets(&["10.0.0.0/8"]));
-        assert_eq!(key_prefix_of(&keys, &"10.0.0.0/8".parse().unwrap()), 24);
-        assert_eq!(key_prefix_of(&keys, &"fd00::/64".parse().unwrap()), 128);
+    fn no_sources_key_every_address() {
+        assert_eq!(family_keys(&[], 32, METER_NAME).key_prefix, 32);
     }
 }

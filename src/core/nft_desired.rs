@@ -156,7 +156,7 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         "sources" => interval(&a.sources),
         "link_local" => interval(&[LINK_LOCAL_V6.parse().expect("a valid constant")]),
         "exempt" => interval(&a.exempt),
-        ATTEMPTS_SET => meter(addr_key(fam), &METER),
+        ATTEMPTS_SET => meter(KeyType::Concat(vec![KeyType::IfaceIndex, addr_key(fam)]), &METER),
         "api_port" => plain(
             KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
             a.api_ports
@@ -378,19 +378,23 @@ pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
 
 /// The two log rules of the chain a matched packet jumps to, as nft sends
 /// them (with the `meta nfproto` dependency of `ip saddr`), and the
-/// per-source meter they update:
-/// - a source the meter knows: `ip saddr @attempts_v4 update @iif_known {
-///   iif limit rate 1000/second burst 2000 packets } counter log prefix ...
-///   group G snaplen 96`. The lookup itself applies the source's limit: the
-///   kernel evaluates a found element's expressions and stops the rule when
-///   its limit is spent (`nft_lookup_eval`, `nft_set_elem_update_expr`). An
-///   `update` here as well would spend two tokens a packet. The element is
-///   not refreshed, so a minute after it was added the source is new again
-///   (one more burst a minute at most);
-/// - a new source: `ip saddr != @attempts_v4 update @iif_new { iif limit rate
-///   200/second burst 400 packets } update @attempts_v4 { ip saddr limit ... }
-///   counter log ...`: the interface's allowance for new sources first, so
-///   forged sources cannot fill the meter (`model::METER_IIF_NEW`).
+/// per-source meter they update, keyed on the input interface and the
+/// source (`iif . ip saddr`: a pod forging another pod's address from its
+/// own interface spends an allowance of its own, never that pod's):
+/// - a source the meter knows: `iif . ip saddr @attempts_v4 update
+///   @iif_known { iif limit rate 1000/second burst 2000 packets } counter log
+///   prefix ... group G snaplen 96`. The lookup itself applies the source's
+///   limit: the kernel evaluates a found element's expressions and stops the
+///   rule when its limit is spent (`nft_lookup_eval`,
+///   `nft_set_elem_update_expr`, Linux 5.7 and later). An `update` here as
+///   well would spend two tokens a packet. The element is not refreshed, so a
+///   minute after it was added the source is new again (one more burst a
+///   minute at most);
+/// - a new source: `iif . ip saddr != @attempts_v4 update @iif_new { iif
+///   limit rate 200/second burst 400 packets } update @attempts_v4 { iif . ip
+///   saddr limit ... } counter log ...`: the interface's allowance for new
+///   sources first, so forged sources cannot fill the meter
+///   (`model::METER_IIF_NEW`).
 ///
 /// Over a limit a rule stops at that meter; the verdict rule after them does
 /// not depend on either.
@@ -400,7 +404,12 @@ pub fn log_rules(r: &Rule) -> LogRules {
     };
     let (saddr, _, alen, nfproto) = addr_layout(r.family);
     let meter = set_name(ATTEMPTS_SET, r.family);
-    let source = || payload(PAYLOAD_NETWORK, saddr, alen, REG_1);
+    let iif = || Expr::Meta {
+        key: META_IIF,
+        dreg: REG_1,
+    };
+    // The meter's key: `iif . ip saddr`, in the 32-bit registers after reg 1's first.
+    let source = || [iif(), payload(PAYLOAD_NETWORK, saddr, alen, REG32_01)];
     let update = |set: &str, m: &Meter| Expr::Dynset {
         op: DYNSET_OP_UPDATE,
         set: set.to_string(),
@@ -414,10 +423,6 @@ pub fn log_rules(r: &Rule) -> LogRules {
             kind: LIMIT_PKTS,
             flags: 0,
         }],
-    };
-    let iif = || Expr::Meta {
-        key: META_IIF,
-        dreg: REG_1,
     };
     let in_meter = |flags| Expr::Lookup {
         set: meter.clone(),
@@ -434,18 +439,18 @@ pub fn log_rules(r: &Rule) -> LogRules {
             },
         ]
     };
-    let head = || vec![meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto]), source()];
+    let head = || {
+        let mut e = vec![meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])];
+        e.extend(source());
+        e
+    };
     let mut known = head();
     known.extend([in_meter(0), iif(), update(IIF_KNOWN_SET, &METER_IIF_KNOWN)]);
     known.extend(tail());
     let mut new = head();
-    new.extend([
-        in_meter(LOOKUP_F_INV),
-        iif(),
-        update(IIF_NEW_SET, &METER_IIF_NEW),
-        source(),
-        update(&meter, &METER),
-    ]);
+    new.extend([in_meter(LOOKUP_F_INV), iif(), update(IIF_NEW_SET, &METER_IIF_NEW)]);
+    new.extend(source());
+    new.push(update(&meter, &METER));
     new.extend(tail());
     LogRules {
         known,

@@ -287,10 +287,10 @@ fn golden_exprs(exprs: &[Expr], nft: &str) {
 #[test]
 fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
     // nft --debug=netlink of:
-    // ip saddr @attempts_v4 update @iif_known { meta iif limit rate 1000/second burst 2000 packets }
+    // meta iif . ip saddr @attempts_v4 update @iif_known { meta iif limit rate 1000/second burst 2000 packets }
     //   counter log ...
-    // ip saddr != @attempts_v4 update @iif_new { meta iif limit rate 200/second burst 400 packets }
-    //   update @attempts_v4 { ip saddr limit rate 10/second burst 20 packets } counter log ...
+    // meta iif . ip saddr != @attempts_v4 update @iif_new { meta iif limit rate 200/second burst 400 packets }
+    //   update @attempts_v4 { meta iif . ip saddr limit rate 10/second burst 20 packets } counter log ...
     let log = RuleVerdict::Log {
         group: 1443,
         audit: false,
@@ -302,7 +302,8 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
         &rules.known,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x00000002 ]
-         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
          [ lookup reg 1 set attempts_v4 ]
          [ meta load iif => reg 1 ]
          [ dynset update reg_key 1 set iif_known expr [ limit rate 1000/second burst 2000 type packets flags 0x0 ] ]
@@ -313,11 +314,13 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
         &rules.new,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x00000002 ]
-         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
          [ lookup reg 1 set attempts_v4 0x1 ]
          [ meta load iif => reg 1 ]
          [ dynset update reg_key 1 set iif_new expr [ limit rate 200/second burst 400 type packets flags 0x0 ] ]
-         [ payload load 4b @ network header + 12 => reg 1 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
          [ dynset update reg_key 1 set attempts_v4 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
          [ counter pkts 0 bytes 0 ]
          [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
@@ -340,15 +343,17 @@ fn log_rules_link_local_key_the_v6_meter_on_the_16_byte_source() {
     ));
     assert_eq!(rules.meter, "attempts_v6");
     golden_exprs(
-        &rules.known[..4],
+        &rules.known[..5],
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x0000000a ]
-         [ payload load 16b @ network header + 8 => reg 1 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 16b @ network header + 8 => reg 9 ]
          [ lookup reg 1 set attempts_v6 ]",
     );
     golden_exprs(
-        &rules.new[6..8],
-        "[ payload load 16b @ network header + 8 => reg 1 ]
+        &rules.new[7..10],
+        "[ meta load iif => reg 1 ]
+         [ payload load 16b @ network header + 8 => reg 9 ]
          [ dynset update reg_key 1 set attempts_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]",
     );
 }

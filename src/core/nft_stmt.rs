@@ -86,15 +86,18 @@ pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
                 timeout_ms,
                 flags: 0,
                 exprs: inner,
-            } if pending.len() == 1 && pending[0].reg == *sreg_key => {
+            } if pending.first().is_some_and(|l| l.reg == *sreg_key) => {
+                // One load, or a concatenation (`iif . ip saddr`).
+                let names: Vec<String> = pending.iter().map(|l| l.name.clone()).collect();
                 let l = pending.remove(0);
+                pending.clear();
                 let verb = match *op {
                     0 => "add".to_string(),
                     DYNSET_OP_UPDATE => "update".to_string(),
                     2 => "delete".to_string(),
                     n => format!("op{n}"),
                 };
-                let mut parts = vec![l.name.clone()];
+                let mut parts = vec![names.join(" . ")];
                 if *timeout_ms != 0 {
                     parts.push(format!("timeout {}", duration_text(*timeout_ms)));
                 }

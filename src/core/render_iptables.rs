@@ -4,7 +4,7 @@
 //! remove our jumps in one transaction per address family.
 
 use super::attempt_log::LOG_SNAPLEN;
-use super::meter_keys::{key_prefix_of, key_prefixes, table_max, SourceKeys};
+use super::meter_keys::{family_keys, FamilyKeys, LINK_LOCAL_METER_NAME, METER_NAME};
 use super::model::{Blocklist, Family, Rule, Target, Verdict, METER};
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -29,26 +29,22 @@ fn host(ip: &IpAddr) -> String {
     IpNet::from(*ip).to_string()
 }
 
-/// Name of the hashlimit table of the log rules (one per family, in
-/// /proc/net/ipt_hashlimit/ and ip6t_hashlimit/): the per-source meter.
-pub const METER_NAME: &str = "apiserver-guard";
-
-/// The per-source limit of a log rule whose match is `-s src`, as
+/// The per-source limit of a log rule whose table is keyed by `keys`, as
 /// `iptables -S` prints it (`--hashlimit-srcmask` only when keys are blocks
 /// of addresses: `meter_keys`).
-fn meter_spec(keys: &[SourceKeys], src: &IpNet) -> String {
-    let mask = key_prefix_of(keys, src);
-    let mask = if mask == src.max_prefix_len() {
-        String::new()
+fn meter_spec(keys: &FamilyKeys) -> String {
+    let mask = if keys.masked() {
+        format!(" --hashlimit-srcmask {}", keys.key_prefix)
     } else {
-        format!(" --hashlimit-srcmask {mask}")
+        String::new()
     };
     format!(
-        "-m hashlimit --hashlimit-upto {}/sec --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {METER_NAME} \
+        "-m hashlimit --hashlimit-upto {}/sec --hashlimit-burst {} --hashlimit-mode srcip --hashlimit-name {} \
          --hashlimit-htable-max {} --hashlimit-htable-expire {}{mask} ",
         METER.rate,
         METER.burst,
-        table_max(keys),
+        keys.table_name(),
+        keys.table_max,
         METER.timeout_secs * 1000
     )
 }
@@ -56,7 +52,7 @@ fn meter_spec(keys: &[SourceKeys], src: &IpNet) -> String {
 /// What follows the match of a rule from `src`, as `iptables -S` prints it:
 /// the log rules' per-source limit, the comment, the target (none for an
 /// audit rule: it only counts).
-fn action_spec(r: &Rule, keys: &[SourceKeys], src: &IpNet) -> String {
+fn action_spec(r: &Rule, keys: &FamilyKeys) -> String {
     let target = match (r.verdict, r.family) {
         (Verdict::Return, _) => " -j RETURN".to_string(),
         (Verdict::TcpReset, _) => " -j REJECT --reject-with tcp-reset".into(),
@@ -78,7 +74,7 @@ fn action_spec(r: &Rule, keys: &[SourceKeys], src: &IpNet) -> String {
         }
     };
     let meter = match r.verdict {
-        Verdict::Log { .. } => meter_spec(keys, src),
+        Verdict::Log { .. } => meter_spec(keys),
         _ => String::new(),
     };
     format!("{meter}-m comment --comment {COMMENT}{target}")
@@ -88,36 +84,36 @@ fn link_local_v6() -> IpNet {
     LINK_LOCAL_V6.parse().expect("a valid constant")
 }
 
-/// The sources the log rules of `fam` match, each once: what the
-/// hashlimit table of that family is keyed on.
-fn log_sources(b: &Blocklist, fam: Family) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    for r in b.rules().iter().filter(|r| r.family == fam) {
-        if !matches!(r.verdict, Verdict::Log { .. }) {
-            continue;
-        }
-        match r.target {
-            Target::Exempt => {}
-            Target::LocalPortLinkLocal => out.push(link_local_v6()),
-            Target::ApiPort | Target::LocalPort | Target::ApiAny => {
-                out.extend(b.addrs(fam).map(|a| a.sources.clone()).unwrap_or_default())
-            }
-        }
+/// How the log rules of `fam` key their tables: the container CIDRs' table
+/// and the link-local rule's (`meter_keys`).
+struct Meters {
+    containers: FamilyKeys,
+    link_local: FamilyKeys,
+}
+
+fn meters(b: &Blocklist, fam: Family) -> Meters {
+    let bits = match fam {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    let sources = b.addrs(fam).map(|a| a.sources.clone()).unwrap_or_default();
+    Meters {
+        containers: family_keys(&sources, bits, METER_NAME),
+        link_local: family_keys(&[link_local_v6()], 128, LINK_LOCAL_METER_NAME),
     }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// Expands one abstract rule over the addresses (iptables has no sets here:
 /// one line per source and destination).
-fn rule_lines(r: &Rule, b: &Blocklist, keys: &[SourceKeys]) -> Vec<String> {
+fn rule_lines(r: &Rule, b: &Blocklist, meters: &Meters) -> Vec<String> {
+    let keys = &meters.containers;
     // Every local address on a local apiserver's port, from the given sources.
-    let local_port_lines = |sources: &[IpNet]| -> Vec<String> {
+    let local_port_lines = |sources: &[IpNet], keys: &FamilyKeys| -> Vec<String> {
+        let tail = action_spec(r, keys);
         sources
             .iter()
             .flat_map(|src| {
-                let tail = action_spec(r, keys, src);
+                let tail = tail.clone();
                 b.local_ports.iter().map(move |port| {
                     format!(
                         "-A {CHAIN} -s {src} -p tcp -m addrtype ! --src-type LOCAL --dst-type LOCAL -m tcp --dport {port} {tail}"
@@ -127,19 +123,19 @@ fn rule_lines(r: &Rule, b: &Blocklist, keys: &[SourceKeys]) -> Vec<String> {
             .collect()
     };
     if r.target == Target::LocalPortLinkLocal {
-        return local_port_lines(&[link_local_v6()]);
+        return local_port_lines(&[link_local_v6()], &meters.link_local);
     }
     let Some(a) = b.addrs(r.family) else { return Vec::new() };
     let mut out = Vec::new();
     match r.target {
         Target::Exempt => {
             for ex in &a.exempt {
-                out.push(format!("-A {CHAIN} -s {ex} {}", action_spec(r, keys, ex)));
+                out.push(format!("-A {CHAIN} -s {ex} {}", action_spec(r, keys)));
             }
         }
         Target::ApiPort => {
             for src in &a.sources {
-                let tail = action_spec(r, keys, src);
+                let tail = action_spec(r, keys);
                 for (ip, port) in &a.api_ports {
                     out.push(format!(
                         "-A {CHAIN} -s {src} -d {} -p tcp -m tcp --dport {port} {tail}",
@@ -150,11 +146,11 @@ fn rule_lines(r: &Rule, b: &Blocklist, keys: &[SourceKeys]) -> Vec<String> {
         }
         // Needs no addresses of the family: handled above.
         Target::LocalPortLinkLocal => {}
-        Target::LocalPort => out.extend(local_port_lines(&a.sources)),
+        Target::LocalPort => out.extend(local_port_lines(&a.sources, keys)),
         Target::ApiAny => {
             let proto = if r.tcp_only { "-p tcp " } else { "" };
             for src in &a.sources {
-                let tail = action_spec(r, keys, src);
+                let tail = action_spec(r, keys);
                 for ip in &a.api_any {
                     out.push(format!("-A {CHAIN} -s {src} -d {} {proto}{tail}", host(ip)));
                 }
@@ -173,12 +169,12 @@ pub struct IptDesired {
 
 /// The desired state of a family; None when the policy blocks nothing there.
 pub fn desired(b: &Blocklist, fam: Family) -> Option<IptDesired> {
-    let keys = key_prefixes(&log_sources(b, fam));
+    let meters = meters(b, fam);
     let rules: Vec<String> = b
         .rules()
         .iter()
         .filter(|r| r.family == fam)
-        .flat_map(|r| rule_lines(r, b, &keys))
+        .flat_map(|r| rule_lines(r, b, &meters))
         .collect();
     if b.addrs(fam).is_none() && rules.is_empty() {
         return None;
@@ -357,5 +353,36 @@ mod tests {
             v6.contains("--hashlimit-htable-expire 60000 --hashlimit-srcmask 64 -m comment"),
             "{v6}"
         );
+    }
+
+    #[test]
+    fn every_log_rule_of_a_family_keys_the_shared_table_alike() {
+        // The kernel keys a hashlimit table with its creator's mask: the /24 must not
+        // set the mask of the /15 (one key per address would be 131,072 keys).
+        let mut p = policy(
+            &["10.9.0.0/24", "10.0.0.0/15"],
+            &[],
+            &["192.168.0.10:5443", "192.168.0.11"],
+            Mode::Both,
+            Action::Audit,
+        );
+        p.log_group = Some(1443);
+        p.local_apiservers = Vec::new();
+        let d = desired(&Blocklist::from_policy(&p), Family::V4).unwrap();
+        let specs: std::collections::BTreeSet<&str> = d
+            .rules
+            .iter()
+            .filter_map(|l| {
+                l.split_once("-m hashlimit ")
+                    .map(|(_, rest)| rest.split(" -m comment").next().unwrap())
+            })
+            .collect();
+        assert_eq!(specs.len(), 1, "{specs:?}");
+        let spec = specs.into_iter().next().unwrap();
+        assert!(
+            spec.contains("--hashlimit-name apiserver-guard-m30 ") && spec.ends_with("--hashlimit-srcmask 30"),
+            "{spec}"
+        );
+        assert!(d.rules.iter().filter(|l| l.contains("-m hashlimit")).count() >= 4);
     }
 }
