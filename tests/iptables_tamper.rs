@@ -27,7 +27,7 @@ fn rule(spec: &str) -> Vec<Vec<String>> {
 fn log_rule(group: u16, rate: u32) -> String {
     format!(
         "-s {CONTAINER_CIDR_V4} -d {API_V4}/32 -p tcp -m tcp --dport {API_PORT} -m hashlimit --hashlimit-upto {rate}/sec \
-         --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard --hashlimit-htable-max 65536 \
+         --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard-m32 --hashlimit-htable-max 65536 \
          --hashlimit-htable-expire 60000 -m comment --comment apiserver-guard -j NFLOG \
          --nflog-prefix apiserver-guard:block-tcp-port-v4 --nflog-group {group} --nflog-size 96"
     )

@@ -30,8 +30,8 @@ use ipnet::IpNet;
 /// set to (8 MiB of kernel memory at most, about 128 bytes a key).
 pub const KEY_BUDGET: u32 = 65_536;
 
-/// Name of our hashlimit tables (one per family, in /proc/net/ipt_hashlimit/
-/// and ip6t_hashlimit/) when they key every address.
+/// Base name of our hashlimit tables (one per family, in
+/// /proc/net/ipt_hashlimit/ and ip6t_hashlimit/; the mask follows).
 pub const METER_NAME: &str = "apiserver-guard";
 /// The table of the link-local rule of a local apiserver (`fe80::/10`):
 /// its own, so that its wide CIDR does not coarsen the container CIDRs' keys.
@@ -52,13 +52,12 @@ pub struct FamilyKeys {
 }
 
 impl FamilyKeys {
-    /// `--hashlimit-name`: `apiserver-guard`, or with the mask (and the size
-    /// when it is not the usual one) when keys are blocks of addresses.
+    /// `--hashlimit-name`: the base and the mask (`apiserver-guard-m32`),
+    /// and the size when it is not the usual one. Always the mask: a table
+    /// left by a release that keyed it otherwise (`apiserver-guard`, htable-max
+    /// 65535) is never joined, and so never keeps its old size.
     pub fn table_name(&self) -> String {
-        let mut name = self.base.to_string();
-        if self.key_prefix != self.address_bits {
-            name.push_str(&format!("-m{}", self.key_prefix));
-        }
+        let mut name = format!("{}-m{}", self.base, self.key_prefix);
         if self.table_max != KEY_BUDGET {
             name.push_str(&format!("-x{}", self.table_max));
         }
@@ -124,7 +123,7 @@ mod tests {
     fn an_ipv4_slash_16_gets_one_key_per_address_in_the_plain_table() {
         let k = v4(&["10.244.0.0/16"]);
         assert_eq!((k.key_prefix, k.table_max, k.masked()), (32, 65_536, false));
-        assert_eq!(k.table_name(), "apiserver-guard");
+        assert_eq!(k.table_name(), "apiserver-guard-m32");
     }
 
     #[test]
@@ -187,7 +186,7 @@ mod tests {
             .collect();
         let k = family_keys(&many, 32, METER_NAME);
         assert_eq!((k.key_prefix, k.table_max), (32, 70_000));
-        assert_eq!(k.table_name(), "apiserver-guard-x70000");
+        assert_eq!(k.table_name(), "apiserver-guard-m32-x70000");
     }
 
     #[test]

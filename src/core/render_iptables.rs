@@ -309,7 +309,7 @@ mod tests {
             d.rules,
             [
                 "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m hashlimit \
-                 --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard \
+                 --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip --hashlimit-name apiserver-guard-m32 \
                  --hashlimit-htable-max 65536 --hashlimit-htable-expire 60000 -m comment --comment apiserver-guard \
                  -j NFLOG --nflog-prefix \"apiserver-guard:block-tcp-port-v4\" --nflog-group 1443 --nflog-size 96",
                 "-A APISERVER-GUARD -s 10.0.0.0/16 -d 192.168.0.10/32 -p tcp -m tcp --dport 5443 -m comment \
