@@ -65,33 +65,16 @@ fn log_rule(matches: &str, prefix: &str) -> String {
     format!("{matches} log prefix \"{prefix}\" group {GROUP} snaplen 96")
 }
 
-fn page(node: &Netns) -> serde_json::Value {
-    let r = http_get(node, "/attempts").expect("/attempts answers");
-    assert_eq!(r.code, 200, "/attempts: {r:?}");
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body))
-}
-
 /// The row of `/attempts` from `src` to `api`:`port`/`proto`, polled until it shows.
 #[track_caller]
 fn wait_row(node: &Netns, daemon: &Daemon, src: &str, api: &str, port: u16, proto: &str) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let p = page(node);
-        let found = p["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["source"] == src && r["apiserver"] == api && r["port"] == port && r["protocol"] == proto);
-        if let Some(r) = found {
-            return r.clone();
-        }
-        assert!(
-            start.elapsed() < SHOW_DEADLINE,
-            "no row {src} -> {api}:{port}/{proto} in /attempts within {SHOW_DEADLINE:?}: {p}\nlog:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_attempt_row(
+        node,
+        daemon,
+        &format!("{src} -> {api}:{port}/{proto}"),
+        SHOW_DEADLINE,
+        |r| r["source"] == src && r["apiserver"] == api && r["port"] == port && r["protocol"] == proto,
+    )
 }
 
 fn ready_daemon<'a>(node: &'a Netns) -> Daemon<'a> {
@@ -166,7 +149,7 @@ fn a_blocked_attempt_shows_in_the_log_the_page_the_command_and_the_metric() {
         },
         SHOW_DEADLINE,
     );
-    let p = page(node);
+    let p = attempts_page(node);
     assert!(!p.to_string().contains(OTHER_V4), "a foreign prefix made a row: {p}");
     assert_eq!(p["attempts"].as_array().unwrap().len(), 2, "{p}");
     assert_eq!(
@@ -312,7 +295,7 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     let overflows = sample(&s, "apiserver_guard_attempt_log_overflows_total", &[]).unwrap();
     let suppressed = sample(&s, "apiserver_guard_attempt_log_lines_suppressed_total", &[]).unwrap();
     assert!(rows <= 4096.0, "rows {rows}");
-    let p = page(node);
+    let p = attempts_page(node);
     assert_eq!(p["attempts"].as_array().unwrap().len() as f64, rows);
     assert_eq!(p["capacity"], 4096);
     let reported = flooded["count"].as_u64().unwrap();
@@ -418,7 +401,7 @@ fn a_group_held_by_another_process_is_reported_and_taken_once_free() {
         &curl(&topo.pod, API_V4, API_PORT, 5),
         "the block does not depend on the log path",
     );
-    let p = page(node);
+    let p = attempts_page(node);
     assert_eq!(p["bound"], false, "{p}");
     assert!(p["problem"].as_str().unwrap().contains("already bound"), "{p}");
     let out = guard(node, &["attempts"]);

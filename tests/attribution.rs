@@ -60,9 +60,7 @@ fn uid(c: &Cluster, ns: &str, name: &str) -> String {
 }
 
 fn page(c: &Cluster) -> serde_json::Value {
-    let r = http_get(&c.topo.node, "/attempts").expect("/attempts answers");
-    assert_eq!(r.code, 200, "/attempts: {r:?}");
-    serde_json::from_str(&r.body).unwrap()
+    attempts_page(&c.topo.node)
 }
 
 /// The rows of `/attempts` from `src` (most recently seen first).
@@ -85,12 +83,7 @@ fn wait_row(
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let mut found = None;
-    wait_until(what, d, SHOW_DEADLINE, || {
-        found = rows_from(c, src).into_iter().find(|r| ok(r));
-        found.is_some()
-    });
-    found.unwrap()
+    wait_attempt_row(&c.topo.node, d, what, SHOW_DEADLINE, |r| r["source"] == src && ok(r))
 }
 
 fn pod_is(r: &serde_json::Value, ns: &str, name: &str) -> bool {
@@ -395,6 +388,15 @@ fn repeats_after_the_minute_patch_the_same_event_with_the_count_and_last_timesta
         since_post >= Duration::from_secs(55),
         "patched {since_post:?} after the post: not once a minute"
     );
+    // The fake apiserver logs a request before it applies it: read the
+    // stored Event only once the daemon has had the patch's answer.
+    let (s, _) = wait_metrics(
+        &c.topo.node,
+        "the patch counted",
+        |s| sample(s, EVENTS, &[("result", "patched")]) == Some(1.0),
+        SHOW_DEADLINE,
+    );
+    assert_eq!(sample(&s, EVENTS, &[("result", "failed")]), Some(0.0));
     let events = c.api.events();
     assert_eq!(events.len(), 1, "the same Event, not a second one: {events:?}");
     let e = &events[0];
@@ -406,13 +408,6 @@ fn repeats_after_the_minute_patch_the_same_event_with_the_count_and_last_timesta
         "lastTimestamp is the last attempt's, after the first: {e}"
     );
     assert!(e["message"].as_str().unwrap().starts_with("3 attempt(s)"), "{e}");
-    let (s, _) = wait_metrics(
-        &c.topo.node,
-        "the patch counted",
-        |s| sample(s, EVENTS, &[("result", "patched")]) == Some(1.0),
-        SHOW_DEADLINE,
-    );
-    assert_eq!(sample(&s, EVENTS, &[("result", "failed")]), Some(0.0));
     eprintln!(
         "Event posted, then patched {:.1} s later (count 3)",
         since_post.as_secs_f64()

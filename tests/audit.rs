@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon_cases::*;
 use common::guard_cases::*;
@@ -34,34 +34,16 @@ fn policy(action: &'static str) -> GuardPolicy {
     .with_action(action)
 }
 
-fn page(node: &Netns) -> serde_json::Value {
-    let r = http_get(node, "/attempts").expect("/attempts answers");
-    assert_eq!(r.code, 200, "/attempts: {r:?}");
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body))
-}
-
 /// The `/attempts` row from `src` to `api`:API_PORT/tcp, polled until it shows.
 #[track_caller]
 fn wait_row(node: &Netns, daemon: &Daemon, src: &str, api: &str) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let p = page(node);
-        let found = p["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["source"] == src && r["apiserver"] == api && r["port"] == API_PORT && r["protocol"] == "tcp")
-            .cloned();
-        if let Some(r) = found {
-            return r;
-        }
-        assert!(
-            start.elapsed() < SHOW_DEADLINE,
-            "no row {src} -> {api}:{API_PORT} in /attempts within {SHOW_DEADLINE:?}: {p}\nlog:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_attempt_row(
+        node,
+        daemon,
+        &format!("{src} -> {api}:{API_PORT}"),
+        SHOW_DEADLINE,
+        |r| r["source"] == src && r["apiserver"] == api && r["port"] == API_PORT && r["protocol"] == "tcp",
+    )
 }
 
 /// The row again once the connection's last packets had time to arrive.

@@ -360,28 +360,16 @@ fn valid_reload_is_not_counted_as_a_repair() {
     );
 }
 
-/// `/attempts` as JSON.
-fn attempts_page(node: &Netns) -> serde_json::Value {
-    let r = http_get(node, "/attempts").expect("/attempts answers");
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body))
-}
-
 /// Polls `/attempts` until it has a row from `src` (panics after REPAIR_DEADLINE).
 #[track_caller]
 fn wait_attempt_from(node: &Netns, daemon: &Daemon, src: &str, what: &str) {
-    let start = Instant::now();
-    loop {
-        let p = attempts_page(node);
-        if p["attempts"].as_array().unwrap().iter().any(|r| r["source"] == src) {
-            return;
-        }
-        assert!(
-            start.elapsed() < REPAIR_DEADLINE,
-            "{what}: no attempt from {src} reported: {p}\nlog:\n{}",
-            daemon.log()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_attempt_row(
+        node,
+        daemon,
+        &format!("{what}: an attempt from {src}"),
+        REPAIR_DEADLINE,
+        |r| r["source"] == src,
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon_cases::*;
 use common::guard_cases::*;
@@ -79,27 +79,13 @@ fn a_tcp_header_past_the_copied_bytes_is_still_a_tcp_attempt_counted_once_per_co
             "connect {i} with a 128-byte header refused"
         );
     }
-    let start = Instant::now();
-    let row = loop {
-        let page: serde_json::Value =
-            serde_json::from_str(&http_get(node, "/attempts").expect("/attempts answers").body).unwrap();
-        let row = page["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["source"] == POD_V6 && r["apiserver"] == API_V6)
-            .cloned();
-        match row {
-            Some(r) if r["count"].as_u64() >= Some(CONNECTS) => break r,
-            _ if start.elapsed() > SHOW_DEADLINE => {
-                panic!(
-                    "no row of {CONNECTS} attempts from {POD_V6}: {page}\nlog:\n{}",
-                    daemon.log()
-                )
-            }
-            _ => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let row = wait_attempt_row(
+        node,
+        &daemon,
+        &format!("a row of {CONNECTS} attempts from {POD_V6}"),
+        SHOW_DEADLINE,
+        |r| r["source"] == POD_V6 && r["apiserver"] == API_V6 && r["count"].as_u64() >= Some(CONNECTS),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(row["protocol"], "tcp", "the TCP rule's attempt is TCP: {row}");
     assert_eq!(row["rule"], "block-tcp-port-v6", "{row}");

@@ -154,22 +154,10 @@ const SHOW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether `/attempts` has a row from `src` to the apiserver with `action`, polled until SHOW_DEADLINE.
 fn row_shows(node: &Netns, src: &str, action: &str) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < SHOW_DEADLINE {
-        let page = http_get(node, "/attempts").and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok());
-        let rows = page
-            .as_ref()
-            .and_then(|p| p["attempts"].as_array().cloned())
-            .unwrap_or_default();
-        if rows
-            .iter()
-            .any(|row| row["source"] == src && row["apiserver"] == API_V4 && row["action"] == action)
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    find_attempt_row(node, SHOW_DEADLINE, |row| {
+        row["source"] == src && row["apiserver"] == API_V4 && row["action"] == action
+    })
+    .is_some()
 }
 
 /// Sources the kernel's per-source meter holds (`nft list set`: one `expires` per element).

@@ -5,6 +5,8 @@
 //! that reads a prefix back and what a rule's name says of the packet.
 
 use super::attempt_packet::{Headers, Protocol};
+use super::model::named_rule_takes_only_tcp;
+pub use super::model::LOG_PREFIX;
 
 /// NFLOG group of our log rules unless `--log-group` says otherwise. NFLOG
 /// groups are per network namespace and one reader each; ulogd and IDSes
@@ -14,10 +16,6 @@ pub const DEFAULT_LOG_GROUP: u16 = 1443;
 /// Bytes of each logged packet copied to the reader: the IP header (IPv6:
 /// 40, IPv4: 20 to 60) and the TCP/UDP ports that follow.
 pub const LOG_SNAPLEN: u32 = 96;
-
-/// Every log rule's prefix starts with this, followed by the comment of the
-/// rule whose match it shares (`apiserver-guard:block-tcp-port-v4`).
-pub const LOG_PREFIX: &str = "apiserver-guard:";
 
 /// What happened to an attempt, read from its log prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,8 +53,7 @@ pub fn parse_prefix(prefix: &str) -> Option<(&str, AttemptAction)> {
 /// TCP rules (`block-tcp-port-v4`, `audit-tcp-v6`, `block-local-port-v4`,
 /// ...) only take TCP; `...-all-...` takes any protocol (None).
 pub fn rule_protocol(rule: &str) -> Option<Protocol> {
-    let what = rule.strip_prefix("block-").or_else(|| rule.strip_prefix("audit-"))?;
-    (what.starts_with("tcp-") || what.starts_with("local-port")).then_some(Protocol::Tcp)
+    named_rule_takes_only_tcp(rule).then_some(Protocol::Tcp)
 }
 
 /// A logged packet's headers, corrected by what its rule matched: when the

@@ -4,7 +4,6 @@
 //! the renderers only translate them into nft or iptables syntax.
 
 use super::address::Endpoint;
-use super::attempt_log::LOG_PREFIX;
 use super::policy::{Action, Hook, Policy};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
@@ -142,19 +141,55 @@ pub struct Rule {
     pub verdict: Verdict,
 }
 
+/// Every log rule's prefix starts with this, followed by the comment of the
+/// rule whose match it shares (`apiserver-guard:block-tcp-port-v4`).
+pub const LOG_PREFIX: &str = "apiserver-guard:";
+
+/// What a kind of block rule matches, as its name says it (`tcp-port` in
+/// `block-tcp-port-v4`), and whether that match takes TCP only.
+fn match_name(target: Target, tcp_only: bool) -> (&'static str, bool) {
+    match (target, tcp_only) {
+        (Target::Exempt, _) => ("exempt", false),
+        (Target::ApiPort, _) => ("tcp-port", true),
+        (Target::ApiAny, true) => ("tcp", true),
+        (Target::ApiAny, false) => ("all", false),
+        (Target::LocalPort, _) => ("local-port", true),
+        (Target::LocalPortLinkLocal, _) => ("local-port-link-local", true),
+    }
+}
+
+/// Whether the rule named `name` (as [`Rule::name`] builds it, with or
+/// without its `log-` prefix) matches TCP only; false for any other name.
+pub fn named_rule_takes_only_tcp(name: &str) -> bool {
+    let name = name.strip_prefix("log-").unwrap_or(name);
+    let Some(what) = name.strip_prefix("block-").or_else(|| name.strip_prefix("audit-")) else {
+        return false;
+    };
+    let kinds = [
+        Target::ApiPort,
+        Target::ApiAny,
+        Target::LocalPort,
+        Target::LocalPortLinkLocal,
+    ];
+    kinds.iter().flat_map(|t| [(*t, true), (*t, false)]).any(|(t, tcp)| {
+        let (m, only_tcp) = match_name(t, tcp);
+        let named = match t {
+            Target::LocalPortLinkLocal => what == m,
+            _ => what.strip_prefix(m).is_some_and(|f| f == "-v4" || f == "-v6"),
+        };
+        named && only_tcp
+    })
+}
+
 impl Rule {
     /// Stable name, used as the nftables rule comment and in drift reports:
     /// `exempt-v4`, `block-tcp-port-v4`, `audit-tcp-port-v4` (`--action
     /// audit`), `log-block-tcp-port-v4` (the log rule before it).
     pub fn name(&self) -> String {
-        let what = match (self.target, self.tcp_only) {
-            (Target::Exempt, _) => return format!("exempt-{}", self.family.suffix()),
-            (Target::ApiPort, _) => "tcp-port",
-            (Target::ApiAny, true) => "tcp",
-            (Target::ApiAny, false) => "all",
-            (Target::LocalPort, _) => "local-port",
-            (Target::LocalPortLinkLocal, _) => "local-port-link-local",
-        };
+        if self.target == Target::Exempt {
+            return format!("exempt-{}", self.family.suffix());
+        }
+        let (what, _) = match_name(self.target, self.tcp_only);
         let what = match self.target {
             Target::LocalPortLinkLocal => what.to_string(),
             _ => format!("{what}-{}", self.family.suffix()),
@@ -372,6 +407,61 @@ pub(crate) mod tests {
     use super::*;
     use crate::core::address::{parse_cidr, parse_endpoint};
     use crate::core::policy::{BackendChoice, Mode};
+
+    #[test]
+    fn every_rule_name_says_whether_its_match_takes_only_tcp() {
+        let verdicts = [
+            Verdict::Return,
+            Verdict::TcpReset,
+            Verdict::Drop,
+            Verdict::Count,
+            Verdict::Log {
+                group: 1443,
+                audit: true,
+            },
+            Verdict::Log {
+                group: 1443,
+                audit: false,
+            },
+        ];
+        let targets = [
+            Target::Exempt,
+            Target::ApiPort,
+            Target::ApiAny,
+            Target::LocalPort,
+            Target::LocalPortLinkLocal,
+        ];
+        for family in [Family::V4, Family::V6] {
+            for target in targets {
+                for tcp_only in [false, true] {
+                    for verdict in verdicts {
+                        let r = Rule {
+                            family,
+                            target,
+                            tcp_only,
+                            verdict,
+                        };
+                        let tcp = match target {
+                            Target::Exempt => false,
+                            Target::ApiAny => tcp_only,
+                            _ => true,
+                        };
+                        assert_eq!(named_rule_takes_only_tcp(&r.name()), tcp, "{}", r.name());
+                    }
+                }
+            }
+        }
+        for other in [
+            "",
+            "block-",
+            "block-tcp-port",
+            "block-tcp-port-v5",
+            "tcp-port-v4",
+            "block-all-v4x",
+        ] {
+            assert!(!named_rule_takes_only_tcp(other), "{other}");
+        }
+    }
 
     pub(crate) fn policy(sources: &[&str], exempt: &[&str], apis: &[&str], mode: Mode, action: Action) -> Policy {
         Policy {

@@ -107,10 +107,10 @@ fn step(t: Option<TableModel>, op: &Op) -> Result<Option<TableModel>, String> {
         },
         Op::AddRule(c, rule) => {
             for e in &rule.exprs {
+                if let Some(s) = set_refs(e).into_iter().find(|s| !t.sets.contains_key(*s)) {
+                    return Err(format!("rule uses absent set {s} (ENOENT)"));
+                }
                 match e {
-                    Expr::Lookup { set: s, .. } if !t.sets.contains_key(s) => {
-                        return Err(format!("rule uses absent set {s} (ENOENT)"))
-                    }
                     Expr::Immediate {
                         verdict: Verdict::Jump(to) | Verdict::Goto(to),
                         ..
@@ -136,10 +136,106 @@ fn set<'t>(t: &'t mut TableModel, name: &str) -> Result<&'t mut SetModel, String
 
 fn uses_set(t: &TableModel, name: &str) -> bool {
     t.chains.values().any(|c| {
-        c.rules.iter().any(|r| {
-            r.exprs
-                .iter()
-                .any(|e| matches!(e, Expr::Lookup { set, .. } if set == name))
-        })
+        c.rules
+            .iter()
+            .any(|r| r.exprs.iter().any(|e| set_refs(e).contains(&name)))
     })
+}
+
+/// The sets an expression names: a lookup's, a dynset's (`update @set`) and
+/// those of the expressions a dynset carries.
+fn set_refs(e: &Expr) -> Vec<&str> {
+    match e {
+        Expr::Lookup { set, .. } => vec![set.as_str()],
+        Expr::Dynset { set, exprs, .. } => std::iter::once(set.as_str())
+            .chain(exprs.iter().flat_map(set_refs))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter_rule() -> RuleModel {
+        RuleModel::new(
+            vec![Expr::Dynset {
+                op: 1,
+                set: "attempts".into(),
+                sreg_key: 1,
+                timeout_ms: 0,
+                flags: 0,
+                exprs: vec![Expr::Limit {
+                    rate: 10,
+                    unit_secs: 60,
+                    burst: 5,
+                    kind: 0,
+                    flags: 0,
+                }],
+            }],
+            "meter",
+        )
+    }
+
+    fn table_with_meter() -> TableModel {
+        let ops = [
+            Op::Table {
+                flags: 0,
+                userdata: Vec::new(),
+            },
+            Op::AddSet(
+                "attempts".into(),
+                SetModel::new(KeyType::Ipv4Addr, 0, Vec::new(), Default::default()),
+            ),
+            Op::AddChain("decide".into(), ChainModel::default()),
+            Op::AddRule("decide".into(), meter_rule()),
+        ];
+        replay(None, &ops).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_rule_updating_an_absent_set_is_refused() {
+        let mut t = table_with_meter();
+        t.sets.clear();
+        t.chains.get_mut("decide").unwrap().rules.clear();
+        let err = replay(Some(t), &[Op::AddRule("decide".into(), meter_rule())]).unwrap_err();
+        assert!(err.contains("absent set attempts"), "{err}");
+    }
+
+    #[test]
+    fn a_set_a_dynset_updates_cannot_be_deleted_until_its_rule_is_gone() {
+        let t = table_with_meter();
+        let err = replay(Some(t.clone()), &[Op::DeleteSet("attempts".into())]).unwrap_err();
+        assert!(err.contains("EBUSY"), "{err}");
+        let after = replay(
+            Some(t),
+            &[Op::FlushChain("decide".into()), Op::DeleteSet("attempts".into())],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(after.sets.is_empty());
+    }
+
+    #[test]
+    fn sets_named_inside_a_dynset_count_as_used() {
+        let inner = Expr::Dynset {
+            op: 1,
+            set: "inner".into(),
+            sreg_key: 1,
+            timeout_ms: 0,
+            flags: 0,
+            exprs: Vec::new(),
+        };
+        let outer = Expr::Dynset {
+            op: 1,
+            set: "outer".into(),
+            sreg_key: 1,
+            timeout_ms: 0,
+            flags: 0,
+            exprs: vec![inner],
+        };
+        assert_eq!(set_refs(&outer), vec!["outer", "inner"]);
+        assert!(set_refs(&Expr::Counter(Default::default())).is_empty());
+    }
 }

@@ -201,6 +201,8 @@ pub fn key_text(key: &KeyType, bytes: &[u8]) -> String {
             Ipv6Addr::from(o).to_string()
         }
         (KeyType::InetService, 2) => u16::from_be_bytes([bytes[0], bytes[1]]).to_string(),
+        // Host byte order; shown as the number (nft names the interface when it can look it up).
+        (KeyType::IfaceIndex, 4) => u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string(),
         (KeyType::Concat(parts), n) if n == key.key_len() as usize => {
             let mut at = 0;
             let mut out = Vec::new();
@@ -289,5 +291,16 @@ mod tests {
         assert_eq!(priority_text(10), "filter + 10");
         assert_eq!(priority_text(-5), "filter - 5");
         assert_eq!(priority_text(1000), "1000");
+    }
+
+    #[test]
+    fn meter_keys_print_the_interface_index_and_the_address() {
+        let key = KeyType::Concat(vec![KeyType::IfaceIndex, KeyType::Ipv4Addr]);
+        let mut bytes = 7u32.to_ne_bytes().to_vec();
+        bytes.extend([10, 0, 2, 5]);
+        assert_eq!(key_text(&key, &bytes), "7 . 10.0.2.5");
+        assert_eq!(key_text(&KeyType::IfaceIndex, &300u32.to_ne_bytes()), "300");
+        // A key of the wrong length is shown as bytes, never misread.
+        assert_eq!(key_text(&KeyType::IfaceIndex, &[1, 2]), "0x0102");
     }
 }

@@ -10,6 +10,7 @@
 //! reported as Events on them.
 
 pub mod addresses;
+pub mod attempt_reader;
 pub mod attempts;
 pub mod controller;
 pub mod discovery_driver;
@@ -37,6 +38,7 @@ use crate::error::{exit, Error, Result};
 use crate::node_facts::localized;
 use crate::policy_source::checked;
 use crate::policy_source::{resolve_as, Caller};
+use attempt_reader::AttemptReader;
 use controller::{Controller, Deferral};
 use metrics::Metrics;
 use reconciler::Reconciler;
@@ -317,9 +319,7 @@ impl Daemon {
             ))),
             _ => None,
         };
-        let mut reading = self.log_group();
-        let mut attempt_reader =
-            reading.map(|group| tokio::spawn(nflog::run(group, self.state.clone(), attribution.clone())));
+        let mut attempt_reader = AttemptReader::start(self.log_group(), self.state.clone(), attribution);
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + self.settings.resync_interval,
             self.settings.resync_interval,
@@ -355,7 +355,7 @@ impl Daemon {
                     if or_stop!(stop, self.reload("SIGHUP")) {
                         monitor = self.respawn_monitor(monitor, &wake_tx);
                     }
-                    (attempt_reader, reading) = self.follow_log_group(attempt_reader, reading, &attribution);
+                    attempt_reader.follow(self.log_group(), self.discovery.is_some());
                 }
                 Some(()) = wake_rx.recv() => {
                     if self.may_check_now() {
@@ -384,7 +384,7 @@ impl Daemon {
                         if or_stop!(stop, self.reload("config file changed")) {
                             monitor = self.respawn_monitor(monitor, &wake_tx);
                         }
-                        (attempt_reader, reading) = self.follow_log_group(attempt_reader, reading, &attribution);
+                        attempt_reader.follow(self.log_group(), self.discovery.is_some());
                     }
                 }
                 _ = watchdog.tick(), if watchdog_every.is_some() => notify::notify("WATCHDOG=1"),
@@ -397,9 +397,7 @@ impl Daemon {
         if let Some(m) = monitor {
             m.abort();
         }
-        if let Some(r) = attempt_reader {
-            r.abort();
-        }
+        attempt_reader.stop();
         if let Some(w) = event_writer {
             w.abort();
         }
@@ -452,48 +450,6 @@ impl Daemon {
             wake.clone(),
             self.last_actor.clone(),
         )))
-    }
-
-    /// After a reload: the attempts reader reads the group the rules now log
-    /// to (a new reader when it changed, none for `off`), so it never reports
-    /// "bound" on a group nothing logs to. Pods are named as at the start (a
-    /// daemon started with `off` names them after a restart).
-    fn follow_log_group(
-        &self,
-        reader: Option<JoinHandle<()>>,
-        reading: Option<u16>,
-        attribution: &Option<nflog::Attribution>,
-    ) -> (Option<JoinHandle<()>>, Option<u16>) {
-        let want = self.log_group();
-        if want == reading {
-            return (reader, reading);
-        }
-        if let Some(h) = reader {
-            h.abort();
-        }
-        {
-            let mut m = self.metrics();
-            m.attempts.group = None;
-            m.attempts.bound = false;
-            m.attempts.problem = None;
-        }
-        let was = reading.map_or("off".to_string(), |g| g.to_string());
-        match want {
-            Some(group) => {
-                log::info!(group = group; "log_group changed ({was} -> {group}): reading attempts from the new group");
-                if attribution.is_none() && self.discovery.is_some() {
-                    log::warn!(
-                        "attempts are named after pods from the next restart (the daemon started with --log-group off)"
-                    );
-                }
-                let reader = tokio::spawn(nflog::run(group, self.state.clone(), attribution.clone()));
-                (Some(reader), want)
-            }
-            None => {
-                log::info!("log_group changed ({was} -> off): no log rules, no attempts read");
-                (None, None)
-            }
-        }
     }
 
     fn respawn_monitor(&self, old: Option<JoinHandle<()>>, wake: &mpsc::Sender<()>) -> Option<JoinHandle<()>> {

@@ -416,6 +416,57 @@ pub fn wait_attempt_log_bound(ns: &Netns) {
     );
 }
 
+/// The daemon's `/attempts` page in `ns` as JSON (panics unless it answers 200 with JSON).
+#[track_caller]
+pub fn attempts_page(ns: &Netns) -> serde_json::Value {
+    let r = http_get(ns, "/attempts").expect("/attempts answers");
+    assert_eq!(r.code, 200, "/attempts: {r:?}");
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body))
+}
+
+/// The first row of `/attempts` in `ns` that `ok` accepts, polled every
+/// 50 ms (a page that does not answer is polled again); None after `within`.
+pub fn find_attempt_row(
+    ns: &Netns,
+    within: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let page = http_get(ns, "/attempts").and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok());
+        let rows = page
+            .as_ref()
+            .and_then(|p| p["attempts"].as_array().cloned())
+            .unwrap_or_default();
+        if let Some(row) = rows.into_iter().find(|r| ok(r)) {
+            return Some(row);
+        }
+        if start.elapsed() >= within {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first row of `/attempts` in `ns` that `ok` accepts; panics after
+/// `within` with `what`, the last page and the daemon's log.
+#[track_caller]
+pub fn wait_attempt_row(
+    ns: &Netns,
+    daemon: &Daemon,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    find_attempt_row(ns, within, ok).unwrap_or_else(|| {
+        panic!(
+            "{what}: no such row in /attempts within {within:?}: {}\nlog:\n{}",
+            http_get(ns, "/attempts").map(|r| r.body).unwrap_or_default(),
+            daemon.log()
+        )
+    })
+}
+
 /// What a `Prober` saw.
 #[derive(Debug, Default, Clone)]
 pub struct ProbeStats {
