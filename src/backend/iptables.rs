@@ -547,6 +547,16 @@ impl Backend for Iptables<'_> {
         self.variant.name()
     }
 
+    /// Only with log rules (no hashlimit table of ours otherwise); both
+    /// families and both variants are read: the kernel shares the table
+    /// with any rule naming it.
+    fn shared_state_warnings(&self, b: &Blocklist) -> Vec<String> {
+        if b.log_group.is_none() {
+            return Vec::new();
+        }
+        super::meter_holders::warnings(&super::meter_holders::scan(self.runner, &[Family::V4, Family::V6]))
+    }
+
     /// iptables-legacy lives outside nf_tables: no change events.
     fn emits_change_events(&self) -> bool {
         self.variant == Variant::Nft

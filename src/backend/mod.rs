@@ -8,6 +8,7 @@ pub mod iptables;
 pub mod iptables_created;
 pub mod iptables_legacy_raw;
 pub mod iptables_reference;
+pub mod meter_holders;
 pub mod nfnl;
 pub mod nftables;
 pub mod select;
@@ -55,6 +56,12 @@ pub trait Backend: Send + Sync {
     /// Packets and bytes our blocking (and audit) rules have counted, where the backend can tell cheaply.
     fn packet_counters(&self) -> Result<Option<PacketCounters>> {
         Ok(None)
+    }
+    /// Rules of others that share kernel state with ours and can change
+    /// what ours do, one warning line each (the iptables log rules'
+    /// hashlimit tables, shared by name); none where nothing is shared.
+    fn shared_state_warnings(&self, _b: &Blocklist) -> Vec<String> {
+        Vec::new()
     }
     /// Keeps our objects owned by this process where the backend and the
     /// kernel can (the daemon calls it once); returns whether they will be,

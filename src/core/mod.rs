@@ -12,6 +12,7 @@ pub mod iptables_legacy_read;
 pub mod iptables_nft_read;
 pub mod iptables_plan;
 pub mod iptables_state;
+pub mod meter_holders;
 pub mod meter_keys;
 pub mod model;
 pub mod nflog_wire;

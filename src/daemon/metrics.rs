@@ -24,6 +24,9 @@ pub struct Metrics {
     pub in_sync: bool,
     /// The last read found our table owned by the daemon's own socket.
     pub table_owned: bool,
+    /// Rules of others naming our hashlimit tables, as the last look found
+    /// them (iptables backends with log rules; `Backend::shared_state_warnings`).
+    pub foreign_meter_rules: u64,
     /// Why not ready, for `/readyz`.
     pub not_ready_reason: String,
     pub repairs: BTreeMap<String, u64>,
@@ -72,6 +75,7 @@ impl Metrics {
             started: false,
             in_sync: false,
             table_owned: false,
+            foreign_meter_rules: 0,
             not_ready_reason: "starting: the block is not installed yet".into(),
             repairs: BTreeMap::new(),
             repair_conflicts: 0,
@@ -207,6 +211,13 @@ pub fn render(m: &Metrics) -> String {
         "1 when our nftables table is owned by the daemon's netlink socket (no other process can change, flush or delete it).",
     );
     let _ = writeln!(o, "apiserver_guard_table_owned {}", b(m.table_owned));
+    family(
+        &mut o,
+        "apiserver_guard_foreign_meter_rules",
+        "gauge",
+        "Rules that are not ours naming one of our iptables hashlimit tables (they share our log rules' per-source budget and may set the table's size); looked for at start and at each resync.",
+    );
+    let _ = writeln!(o, "apiserver_guard_foreign_meter_rules {}", m.foreign_meter_rules);
     family(
         &mut o,
         "apiserver_guard_ready",
@@ -406,6 +417,7 @@ mod tests {
             "apiserver_guard_backend_info{backend=\"nftables\"} 1",
             "apiserver_guard_in_sync 0",
             "apiserver_guard_table_owned 0",
+            "apiserver_guard_foreign_meter_rules 0",
             "apiserver_guard_repairs_total{cause=\"table_missing\"} 2",
             "apiserver_guard_reconciles_total{trigger=\"event\"} 5",
             "apiserver_guard_reconcile_duration_seconds_bucket{le=\"+Inf\"} 0",
