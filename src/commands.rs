@@ -78,9 +78,6 @@ fn apply(args: &PolicyArgs, runner: &dyn Runner) -> Result<i32> {
     if policy.audit_unlogged() {
         eprintln!("apiserver-guard: warning: {AUDIT_UNLOGGED}");
     }
-    for w in backend.shared_state_warnings(&blocklist) {
-        eprintln!("apiserver-guard: warning: {w}");
-    }
     let cleaned = remove_others(backend.as_ref(), runner)?;
     for name in cleaned {
         println!("apiserver-guard: removed stale rules of ours from {name}");
@@ -115,10 +112,6 @@ struct StatusReport<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
     drift: &'a [Drift],
-    /// Rules of others that share kernel state with ours (not drift: not
-    /// ours to change, and the block holds); see `Backend::shared_state_warnings`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
 }
 
 /// The `status` line about the action: audit mode says plainly that nothing
@@ -172,7 +165,6 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
         blocks: policy.action != Action::Audit,
         owner: backend.owner(),
         drift: &drift,
-        warnings: backend.shared_state_warnings(&blocklist),
     };
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("serializable")),
@@ -188,9 +180,6 @@ fn status(args: &StatusArgs, runner: &dyn Runner) -> Result<i32> {
             }
             for d in &drift {
                 println!("  - {}: {}", d.object, d.problem);
-            }
-            for w in &report.warnings {
-                println!("warning: {w}");
             }
             if let Some(hint) = action_hint(policy.action, &drift) {
                 println!("note: {hint}");

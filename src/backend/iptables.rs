@@ -690,6 +690,32 @@ mod tests {
     }
 
     #[test]
+    fn foreign_rules_naming_our_hashlimit_table_are_warned_about_only_with_log_rules() {
+        let foreign =
+            "*mangle\n-A PREROUTING -m hashlimit --hashlimit-upto 1/sec --hashlimit-name apiserver-guard-m32 \
+                       --hashlimit-htable-max 8 -j ACCEPT\nCOMMIT\n";
+        let r = FakeRunner::default()
+            .on("iptables-nft-save", 0, foreign, "")
+            .on("ip6tables-nft-save", 0, "", "")
+            .missing("iptables-legacy-save")
+            .missing("ip6tables-legacy-save");
+        let ipt = Iptables::text_only(&r, Variant::Nft);
+        let mut logged = bl();
+        logged.log_group = Some(1443);
+        let w = ipt.shared_state_warnings(&logged);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("apiserver-guard-m32") && w[0].contains("iptables-nft -t mangle -A PREROUTING"),
+            "{w:?}"
+        );
+        let calls = r.calls().len();
+        let mut unlogged = bl();
+        unlogged.log_group = None;
+        assert!(ipt.shared_state_warnings(&unlogged).is_empty());
+        assert_eq!(r.calls().len(), calls, "no log rules, no hashlimit table: nothing read");
+    }
+
+    #[test]
     fn tool_names() {
         assert_eq!(tool(Variant::Legacy, Family::V6, true), "ip6tables-legacy-restore");
         assert_eq!(tool(Variant::Nft, Family::V4, false), "iptables-nft");

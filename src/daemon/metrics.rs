@@ -215,7 +215,7 @@ pub fn render(m: &Metrics) -> String {
         &mut o,
         "apiserver_guard_foreign_meter_rules",
         "gauge",
-        "Rules that are not ours naming one of our iptables hashlimit tables (they share our log rules' per-source budget and may set the table's size); looked for at start and at each resync.",
+        "Rules that are not ours naming one of our iptables hashlimit tables (they share our log rules' per-source budget and may set the table's size); looked for at start and at most once a minute.",
     );
     let _ = writeln!(o, "apiserver_guard_foreign_meter_rules {}", m.foreign_meter_rules);
     family(

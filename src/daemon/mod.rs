@@ -25,6 +25,7 @@ pub mod notify;
 pub mod pod_events;
 pub mod reconciler;
 pub mod repair_budget;
+pub mod shared_state;
 pub mod stop;
 pub mod trigger;
 
@@ -43,6 +44,7 @@ use controller::{Controller, Deferral};
 use metrics::Metrics;
 use reconciler::Reconciler;
 use repair_budget::Gate;
+use shared_state::SharedStateWatch;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,10 +61,6 @@ pub(crate) const CONFLICT_LINE: &str = "repairs keep being undone by ";
 /// How long a stop waits for work still running on blocking threads (a
 /// firewall tool that hangs) before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
-
-/// How often the daemon looks for rules of others naming our hashlimit
-/// tables (at most; at the resync after it): it reads every iptables table.
-const SHARED_STATE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs `$work` unless a stop is requested first; then leaves the loop.
 macro_rules! or_stop {
@@ -201,9 +199,8 @@ struct Daemon {
     config_seen: Option<Vec<u8>>,
     /// Check, repair, metrics and the repair budget (`controller.rs`).
     ctl: Controller,
-    /// What the last look for rules of others sharing our kernel state found, and when.
-    shared_warnings: Vec<String>,
-    shared_checked: Option<Instant>,
+    /// The look for rules of others sharing our kernel state (`shared_state.rs`).
+    shared: Arc<SharedStateWatch>,
 }
 
 impl Daemon {
@@ -242,8 +239,7 @@ impl Daemon {
             last_actor,
             config_path,
             config_seen,
-            shared_warnings: Vec::new(),
-            shared_checked: None,
+            shared: Arc::new(SharedStateWatch::default()),
         }
     }
 
@@ -316,7 +312,7 @@ impl Daemon {
             log::warn!(table_owned = false; "table ownership is on but the table is not owned yet; retrying at each check");
         }
         self.status_line();
-        self.check_shared_state().await;
+        self.shared.look(self.rec.clone(), self.state.clone());
 
         let (addr_tx, mut addr_rx) = mpsc::channel::<()>(1);
         tokio::spawn(addresses::run(addr_tx));
@@ -386,8 +382,8 @@ impl Daemon {
                     if !or_stop!(stop, self.relocalize("resync")) {
                         or_stop!(stop, self.reconcile(Trigger::Timer, true));
                     }
-                    if self.shared_checked.is_none_or(|t| t.elapsed() >= SHARED_STATE_EVERY) {
-                        or_stop!(stop, self.check_shared_state());
+                    if self.shared.due() {
+                        self.shared.look(self.rec.clone(), self.state.clone());
                     }
                 }
                 _ = config_poll.tick() => {
@@ -486,30 +482,6 @@ impl Daemon {
     /// One check (and repair if needed) of the enforced policy, through
     /// the controller; a noteworthy result updates systemd's status line.
     /// Returns whether it ended in sync.
-    /// Looks for rules of others that share kernel state with ours (the
-    /// iptables log rules' hashlimit tables), at start and at the first
-    /// resync after each `SHARED_STATE_EVERY` (it reads every iptables table):
-    /// the count in the metrics, a warning line each time what is found
-    /// changes, a line when it is gone. Never touches them (not ours).
-    async fn check_shared_state(&mut self) {
-        let rec = self.rec.clone();
-        let found = tokio::task::spawn_blocking(move || rec.backend.shared_state_warnings(&rec.blocklist))
-            .await
-            .unwrap_or_default();
-        self.shared_checked = Some(Instant::now());
-        self.metrics().foreign_meter_rules = found.len() as u64;
-        if found == self.shared_warnings {
-            return;
-        }
-        for w in &found {
-            log::warn!("{w}");
-        }
-        if found.is_empty() {
-            log::info!("no rule of others names our hashlimit tables any more");
-        }
-        self.shared_warnings = found;
-    }
-
     async fn reconcile(&self, trigger: Trigger, thorough: bool) -> bool {
         let (ok, noteworthy) = self.ctl.reconcile(self.rec.clone(), trigger, thorough).await;
         if noteworthy {
