@@ -79,7 +79,7 @@ fn a_tcp_header_past_the_copied_bytes_is_still_a_tcp_attempt_counted_once_per_co
             "connect {i} with a 128-byte header refused"
         );
     }
-    let row = wait_attempt_row(
+    wait_attempt_row(
         node,
         &daemon,
         &format!("a row of {CONNECTS} attempts from {POD_V6}"),
@@ -87,6 +87,16 @@ fn a_tcp_header_past_the_copied_bytes_is_still_a_tcp_attempt_counted_once_per_co
         |r| r["source"] == POD_V6 && r["apiserver"] == API_V6 && r["count"].as_u64() >= Some(CONNECTS),
     );
     std::thread::sleep(Duration::from_millis(300));
+    // Once settled, one row only: no stray row (a `proto-60` one) beside it.
+    let page = attempts_page(node);
+    let rows: Vec<&serde_json::Value> = page["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == POD_V6 && r["apiserver"] == API_V6)
+        .collect();
+    assert_eq!(rows.len(), 1, "one row for the connects: {page}");
+    let row = rows[0];
     assert_eq!(row["protocol"], "tcp", "the TCP rule's attempt is TCP: {row}");
     assert_eq!(row["rule"], "block-tcp-port-v6", "{row}");
     assert_eq!(row["count"], CONNECTS, "one attempt per refused connect: {row}");

@@ -157,7 +157,7 @@ fn row_shows(node: &Netns, src: &str, action: &str) -> bool {
     find_attempt_row(node, SHOW_DEADLINE, |row| {
         row["source"] == src && row["apiserver"] == API_V4 && row["action"] == action
     })
-    .is_some()
+    .is_ok()
 }
 
 /// Sources the kernel's per-source meter holds (`nft list set`: one `expires` per element).

@@ -19,12 +19,13 @@ use super::nfnl::{
     chain_exists, delete_table_if_empty, read_chain_and_heads, table_handle, ChainRead, NfnlSocket, TableFate,
     NFPROTO_IPV4, NFPROTO_IPV6,
 };
-use super::Backend;
+use super::{Backend, SharedLook};
 use crate::core::drift::{diff_iptables, Drift};
 use crate::core::iptables_legacy_read as legacy_read;
 use crate::core::iptables_nft_read::{derive, dormant, heads, hidden_change, key, learn, unhooked};
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved, JumpState};
+use crate::core::meter_holders::hashlimit_names;
 use crate::core::model::{Blocklist, Family};
 use crate::core::nft_events::own_write_proven;
 use crate::core::policy::Hook;
@@ -547,14 +548,18 @@ impl Backend for Iptables<'_> {
         self.variant.name()
     }
 
-    /// Only with log rules (no hashlimit table of ours otherwise); both
-    /// families and both variants are read: the kernel shares the table
-    /// with any rule naming it.
-    fn shared_state_warnings(&self, b: &Blocklist) -> Vec<String> {
-        if b.log_group.is_none() {
-            return Vec::new();
-        }
-        super::meter_holders::warnings(&super::meter_holders::scan(self.runner, &[Family::V4, Family::V6]))
+    /// Only with log rules (no hashlimit table of ours otherwise): the
+    /// tables our rules of each family name, looked for in both variants.
+    fn shared_state(&self, b: &Blocklist) -> Option<SharedLook> {
+        b.log_group?;
+        let names: Vec<(Family, Vec<String>)> = [Family::V4, Family::V6]
+            .into_iter()
+            .map(|fam| {
+                let rules = desired(b, fam).map(|d| d.rules).unwrap_or_default();
+                (fam, rules.iter().flat_map(|r| hashlimit_names(r)).collect())
+            })
+            .collect();
+        Some(super::meter_holders::scan(self.runner, self.variant, &names))
     }
 
     /// iptables-legacy lives outside nf_tables: no change events.
@@ -697,22 +702,46 @@ mod tests {
         let r = FakeRunner::default()
             .on("iptables-nft-save", 0, foreign, "")
             .on("ip6tables-nft-save", 0, "", "")
-            .missing("iptables-legacy-save")
-            .missing("ip6tables-legacy-save");
+            .on("iptables-legacy-save", 1, "", "test: refused")
+            .on("ip6tables-legacy-save", 1, "", "test: refused");
         let ipt = Iptables::text_only(&r, Variant::Nft);
         let mut logged = bl();
         logged.log_group = Some(1443);
-        let w = ipt.shared_state_warnings(&logged);
-        assert_eq!(w.len(), 1, "{w:?}");
+        let look = ipt.shared_state(&logged).expect("log rules: a look");
+        assert_eq!(look.warnings.len(), 1, "{look:?}");
+        let w = &look.warnings[0];
         assert!(
-            w[0].contains("apiserver-guard-m32") && w[0].contains("iptables-nft -t mangle -A PREROUTING"),
-            "{w:?}"
+            w.contains("apiserver-guard-m32") && w.contains("iptables-nft -t mangle -A PREROUTING"),
+            "{w}"
+        );
+        // The policy has no IPv6: nothing of ours to share there, nothing read.
+        assert!(
+            !r.calls().iter().any(|(c, _)| c.starts_with("ip6tables")),
+            "{:?}",
+            r.calls()
         );
         let calls = r.calls().len();
         let mut unlogged = bl();
         unlogged.log_group = None;
-        assert!(ipt.shared_state_warnings(&unlogged).is_empty());
+        assert_eq!(ipt.shared_state(&unlogged), None);
         assert_eq!(r.calls().len(), calls, "no log rules, no hashlimit table: nothing read");
+    }
+
+    #[test]
+    fn a_save_that_fails_makes_the_look_incomplete() {
+        let r = FakeRunner::default()
+            .on("iptables-nft-save", 1, "", "iptables-nft-save: killed")
+            .on("iptables-legacy-save", 0, "", "");
+        let mut logged = bl();
+        logged.log_group = Some(1443);
+        let look = Iptables::text_only(&r, Variant::Nft).shared_state(&logged).unwrap();
+        assert!(look.warnings.is_empty());
+        assert!(
+            look.problems
+                .iter()
+                .any(|p| p.contains("iptables-nft-save") && p.contains("killed")),
+            "{look:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub struct PacketCounters {
     pub audited: (u64, u64),
 }
 
+/// What a look for rules of others sharing our kernel state found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedLook {
+    /// One line per rule found.
+    pub warnings: Vec<String>,
+    /// What could not be read: the look is incomplete.
+    pub problems: Vec<String>,
+}
+
 /// What every firewall backend offers. `status` reads back only our own
 /// objects; `apply` changes nothing when `status` finds nothing to change.
 pub trait Backend: Send + Sync {
@@ -58,10 +67,10 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
     /// Rules of others that share kernel state with ours and can change
-    /// what ours do, one warning line each (the iptables log rules'
-    /// hashlimit tables, shared by name); none where nothing is shared.
-    fn shared_state_warnings(&self, _b: &Blocklist) -> Vec<String> {
-        Vec::new()
+    /// what ours do (the iptables log rules' hashlimit tables, shared by
+    /// name); None where nothing of ours is shared (no log rules, nftables).
+    fn shared_state(&self, _b: &Blocklist) -> Option<SharedLook> {
+        None
     }
     /// Keeps our objects owned by this process where the backend and the
     /// kernel can (the daemon calls it once); returns whether they will be,

@@ -7,6 +7,7 @@
 
 use super::metrics::Metrics;
 use super::reconciler::Reconciler;
+use crate::backend::SharedLook;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,9 +18,16 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(60);
 /// What the last look found, and whether one is under way.
 #[derive(Default)]
 pub struct SharedStateWatch {
-    last: Mutex<Vec<String>>,
+    last: Mutex<Seen>,
     busy: AtomicBool,
     started: Mutex<Option<Instant>>,
+}
+
+/// The warnings of the last complete look, and the problems of the last look.
+#[derive(Default)]
+struct Seen {
+    warnings: Vec<String>,
+    problems: Vec<String>,
 }
 
 impl SharedStateWatch {
@@ -36,27 +44,60 @@ impl SharedStateWatch {
         *lock(&self.started) = Some(Instant::now());
         let watch = self.clone();
         tokio::spawn(async move {
-            let found = tokio::task::spawn_blocking(move || rec.backend.shared_state_warnings(&rec.blocklist))
+            let look = tokio::task::spawn_blocking(move || rec.backend.shared_state(&rec.blocklist))
                 .await
-                .unwrap_or_default();
-            watch.record(found, &state);
+                .unwrap_or_else(|e| {
+                    Some(SharedLook {
+                        warnings: Vec::new(),
+                        problems: vec![format!("the look failed: {e}")],
+                    })
+                });
+            watch.record(look, &state);
             watch.busy.store(false, Ordering::Release);
         });
     }
 
-    fn record(&self, found: Vec<String>, state: &Mutex<Metrics>) {
+    /// One look's outcome: None, nothing of ours shared (the count 0,
+    /// nothing said); a complete look replaces what was found (a line for
+    /// each rule when that changes); an incomplete one says why once and
+    /// only adds what it found (the last complete look stands).
+    fn record(&self, look: Option<SharedLook>, state: &Mutex<Metrics>) {
+        let mut seen = lock(&self.last);
+        let Some(look) = look else {
+            *seen = Seen::default();
+            lock(state).foreign_meter_rules = 0;
+            return;
+        };
+        if look.problems != seen.problems && !look.problems.is_empty() {
+            log::warn!(
+                "could not look at every iptables table for rules naming our hashlimit tables ({}); \
+                 what the last complete look found stands",
+                look.problems.join("; ")
+            );
+        }
+        let complete = look.problems.is_empty();
+        seen.problems = look.problems;
+        let found = if complete {
+            look.warnings
+        } else {
+            let mut kept = seen.warnings.clone();
+            kept.extend(look.warnings.into_iter().filter(|w| !seen.warnings.contains(w)));
+            kept
+        };
         lock(state).foreign_meter_rules = found.len() as u64;
-        let mut last = lock(&self.last);
-        if *last == found {
+        if found == seen.warnings {
             return;
         }
-        for w in &found {
+        for w in found.iter().filter(|w| !seen.warnings.contains(w)) {
             log::warn!("{w}");
         }
         if found.is_empty() {
-            log::info!("no rule of others names our hashlimit tables any more");
+            log::info!(
+                "no rule of others names our hashlimit tables any more; a table such a rule created keeps its \
+                 size while our log rules name it (README, Troubleshooting)"
+            );
         }
-        *last = found;
+        seen.warnings = found;
     }
 }
 
@@ -68,17 +109,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn look(warnings: &[&str], problems: &[&str]) -> Option<SharedLook> {
+        Some(SharedLook {
+            warnings: warnings.iter().map(|s| s.to_string()).collect(),
+            problems: problems.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
     #[test]
-    fn a_change_is_recorded_and_the_count_kept() {
+    fn complete_looks_replace_incomplete_ones_add_and_none_clears() {
         let w = SharedStateWatch::default();
         let state = Mutex::new(Metrics::new("test"));
+        let count = || lock(&state).foreign_meter_rules;
         assert!(w.due());
-        w.record(vec!["a".into(), "b".into()], &state);
-        assert_eq!(lock(&state).foreign_meter_rules, 2);
-        assert_eq!(*lock(&w.last), ["a", "b"]);
-        w.record(Vec::new(), &state);
-        assert_eq!(lock(&state).foreign_meter_rules, 0);
-        assert!(lock(&w.last).is_empty());
+        w.record(look(&["a", "b"], &[]), &state);
+        assert_eq!(count(), 2);
+        // An incomplete look that found nothing leaves what the complete one found.
+        w.record(look(&[], &["iptables-nft-save: killed"]), &state);
+        assert_eq!(count(), 2);
+        assert_eq!(lock(&w.last).warnings, ["a", "b"]);
+        // ... and adds what it did find.
+        w.record(look(&["c"], &["iptables-nft-save: killed"]), &state);
+        assert_eq!(count(), 3);
+        // A complete look decides.
+        w.record(look(&["c"], &[]), &state);
+        assert_eq!(count(), 1);
+        assert!(lock(&w.last).problems.is_empty());
+        w.record(None, &state);
+        assert_eq!(count(), 0);
+        assert!(lock(&w.last).warnings.is_empty());
         *lock(&w.started) = Some(Instant::now());
         assert!(!w.due(), "looked just now");
     }

@@ -425,31 +425,39 @@ pub fn attempts_page(ns: &Netns) -> serde_json::Value {
 }
 
 /// The first row of `/attempts` in `ns` that `ok` accepts, polled every
-/// 50 ms (a page that does not answer is polled again); None after `within`.
+/// 50 ms: Ok(row), or Err(the last page seen) after `within`. Only a page
+/// that does not answer at all (curl failed: a busy node) is polled again
+/// as such; an answer must be 200 with JSON holding `attempts`.
+#[track_caller]
 pub fn find_attempt_row(
     ns: &Netns,
     within: Duration,
     ok: impl Fn(&serde_json::Value) -> bool,
-) -> Option<serde_json::Value> {
+) -> Result<serde_json::Value, String> {
     let start = Instant::now();
+    let mut last = String::from("(no answer)");
     loop {
-        let page = http_get(ns, "/attempts").and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok());
-        let rows = page
-            .as_ref()
-            .and_then(|p| p["attempts"].as_array().cloned())
-            .unwrap_or_default();
-        if let Some(row) = rows.into_iter().find(|r| ok(r)) {
-            return Some(row);
+        if let Some(r) = http_get(ns, "/attempts") {
+            assert_eq!(r.code, 200, "/attempts: {r:?}");
+            let page: serde_json::Value =
+                serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body));
+            let rows = page["attempts"]
+                .as_array()
+                .unwrap_or_else(|| panic!("/attempts has no attempts array: {page}"));
+            if let Some(row) = rows.iter().find(|r| ok(r)) {
+                return Ok(row.clone());
+            }
+            last = r.body;
         }
         if start.elapsed() >= within {
-            return None;
+            return Err(last);
         }
         thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// The first row of `/attempts` in `ns` that `ok` accepts; panics after
-/// `within` with `what`, the last page and the daemon's log.
+/// `within` with `what`, the last page seen and the daemon's log.
 #[track_caller]
 pub fn wait_attempt_row(
     ns: &Netns,
@@ -458,13 +466,13 @@ pub fn wait_attempt_row(
     within: Duration,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    find_attempt_row(ns, within, ok).unwrap_or_else(|| {
-        panic!(
-            "{what}: no such row in /attempts within {within:?}: {}\nlog:\n{}",
-            http_get(ns, "/attempts").map(|r| r.body).unwrap_or_default(),
+    match find_attempt_row(ns, within, ok) {
+        Ok(row) => row,
+        Err(last) => panic!(
+            "{what}: no such row in /attempts within {within:?}: {last}\nlog:\n{}",
             daemon.log()
-        )
-    })
+        ),
+    }
 }
 
 /// What a `Prober` saw.
