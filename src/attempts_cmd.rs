@@ -227,6 +227,7 @@ mod tests {
             namespace: "team-a".into(),
             name: "web-0".into(),
             uid: "0b6c0f38-1d2e-4b7a-9f5e-3c1d2e4b7a9f".into(),
+            node: "node-a".into(),
         });
         let t = to_text(&page(vec![
             r,

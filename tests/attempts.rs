@@ -8,7 +8,8 @@
 //! rule in a table of its own (`inet test_log`, forward hook before ours),
 //! once the daemon is ready. Also: a flood
 //! from one source (10 s, a foreign `nft flush ruleset` halfway: nothing
-//! served) does not hide a single attempt from another and the table
+//! served) hides neither a single attempt from another address behind its
+//! interface nor one from a second pod on its own, and the table
 //! stays within its cap; a packet with a foreign prefix is ignored and
 //! counted; a group held by another process is reported (log, metric,
 //! `/attempts`) while the block is enforced, and taken once it is free;
@@ -133,6 +134,7 @@ fn a_blocked_attempt_shows_in_the_log_the_page_the_command_and_the_metric() {
     assert_eq!(v4["rule"], "block-tcp-port-v4");
     assert!(v4["count"].as_u64().unwrap() >= 1, "{v4}");
     assert!(v4["first_seen"].as_str().unwrap().ends_with('Z'), "{v4}");
+    assert!(v4["pod"].is_null(), "no discovery, no pod: {v4}");
     let v6 = wait_row(node, &daemon, POD_V6, API_V6, API_PORT, "tcp");
     assert_eq!(v6["rule"], "block-tcp-port-v6");
     daemon.wait_log(&format!("blocked attempt: [{POD_V6}]:"), 1, SHOW_DEADLINE);
@@ -177,6 +179,14 @@ fn a_blocked_attempt_shows_in_the_log_the_page_the_command_and_the_metric() {
         "{text}"
     );
     assert!(text.contains("SOURCE") && text.contains("LAST SEEN"), "{text}");
+    // Without discovery: addresses only, no pod column, and no error said about it.
+    assert!(text.lines().nth(1).is_some_and(|h| h.starts_with("SOURCE")), "{text}");
+    assert!(!text.contains("POD"), "{text}");
+    let log = daemon.log();
+    assert!(
+        !log.lines().any(|l| l.contains(" ERROR ")),
+        "an error logged without discovery:\n{log}"
+    );
     let row = text
         .lines()
         .find(|l| l.starts_with(POD_V4))
@@ -216,6 +226,7 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     let topo = Topology::new();
     let node = &topo.node;
     add_pod_alt_address(&topo);
+    let other_pod = topo.add_other_pod();
     let daemon = ready_daemon(node);
     add_log_rules(
         node,
@@ -251,7 +262,8 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     let rows = sample(&s, "apiserver_guard_attempts_table_rows", &[]).unwrap();
     assert_eq!(rows, 4096.0, "the table is full, not more");
 
-    // A pod floods connects from POD_V4 while POD_ALT_V4 tries once.
+    // A pod floods connects from POD_V4 while POD_ALT_V4 (another address
+    // behind the same interface) and a second pod (on its own) try once each.
     let api: SocketAddr = SocketAddr::new(API_V4.parse::<IpAddr>().unwrap(), API_PORT);
     // As fast as it can for 10 s; halfway, another process flushes the
     // ruleset: the daemon's owned table is skipped, nothing is served.
@@ -278,6 +290,7 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
             &curl_from(&topo.pod, POD_ALT_V4, API_V4, API_PORT, 5),
             "pod (src POD_ALT_V4) -> API_V4",
         );
+        assert_refused(&curl(&other_pod, API_V4, API_PORT, 5), "second pod -> API_V4");
         node.run_ok(&["nft", "flush", "ruleset"]);
         flooder.join().unwrap()
     });
@@ -288,6 +301,9 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     assert_eq!(single["count"], 1, "{single}");
     let flooded = wait_row(node, &daemon, POD_V4, API_V4, API_PORT, "tcp");
     daemon.wait_log(&format!("blocked attempt: {POD_ALT_V4}:"), 1, SHOW_DEADLINE);
+    let second = wait_row(node, &daemon, OTHER_POD_V4, API_V4, API_PORT, "tcp");
+    assert_eq!(second["count"], 1, "{second}");
+    daemon.wait_log(&format!("blocked attempt: {OTHER_POD_V4}:"), 1, SHOW_DEADLINE);
 
     let s = scrape(node);
     let rows = sample(&s, "apiserver_guard_attempts_table_rows", &[]).unwrap();
@@ -313,10 +329,6 @@ fn a_flood_from_one_source_does_not_hide_another_and_the_table_stays_capped() {
     assert!(
         reported <= budget,
         "{reported} reported, over the kernel's budget {budget}"
-    );
-    eprintln!(
-        "DEBUG {}",
-        node.run_ok(&["nft", "list", "table", "inet", "apiserver_guard"])
     );
     assert!(reported >= PER_SOURCE_BURST, "only {reported} of the flood reported");
     assert_eq!(overflows, 0.0, "a rate-limited flood overflowed the socket");

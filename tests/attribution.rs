@@ -154,17 +154,19 @@ fn two_pods_attempts_are_named_in_every_report_and_posted_as_events() {
             format!("pod_namespace=\"{ns}\""),
             format!("pod_name=\"{name}\""),
             format!("pod_uid=\"{pod_uid}\""),
+            format!("pod_node=\"{NODE}\""),
             format!("src=\"{src}\""),
         ] {
             assert!(line.contains(&field), "log line lacks {field}: {line}");
         }
     }
 
-    // /attempts: each row with its pod (namespace, name, uid).
+    // /attempts: each row with its pod (namespace, name, uid, node).
     let dns = wait_row(&c, &d, POD_V4, "coredns-1's row", |r| {
         pod_is(r, "kube-system", "coredns-1")
     });
     assert_eq!(dns["pod"]["uid"], dns_uid.as_str());
+    assert_eq!(dns["pod"]["node"], NODE, "{dns}");
     let web = wait_row(&c, &d, POD2_V4, "web-0's row", |r| pod_is(r, "team-a", "web-0"));
     assert_eq!(web["pod"]["uid"], web_uid.as_str());
     assert_eq!(web["action"], "blocked");
@@ -325,23 +327,32 @@ fn audited_attempts_are_named_and_get_an_event_of_their_own_reason() {
     }
     let c = Cluster::new("attrib-audit");
     c.api.set_endpoint_slice("kubernetes", &[API_V4], API_PORT);
+    c.api.set_pod("kube-system", "coredns-1", PodSpec::new(NODE, &[POD_V4]));
     c.api.set_pod("team-a", "web-0", PodSpec::new(NODE, &[POD2_V4]));
     let d = ready_daemon_with(&c, &["--action", "audit"]);
-    assert_served(
-        &pod_curl(&c, Some(POD2_V4), API_V4, API_PORT),
-        "audit mode lets it through",
-    );
-    let row = wait_row(&c, &d, POD2_V4, "the audited row", |r| pod_is(r, "team-a", "web-0"));
-    assert_eq!(row["action"], "audited", "{row}");
-    d.wait_log(&format!("audited (let through) attempt: {POD2_V4}:"), 1, SHOW_DEADLINE);
-    assert!(d.log().contains("(pod team-a/web-0)"), "{}", d.log());
-    let e = wait_event(&c, &d, "team-a", "web-0");
-    assert_eq!(e["reason"], "ApiserverAccessAudited", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("audited"), "{e}");
+    // Both pods' connections are served, and both are reported, each by name.
+    for (src, ns, name) in [(POD_V4, "kube-system", "coredns-1"), (POD2_V4, "team-a", "web-0")] {
+        assert_served(
+            &pod_curl(&c, Some(src), API_V4, API_PORT),
+            &format!("audit mode lets {ns}/{name} through"),
+        );
+        let row = wait_row(&c, &d, src, &format!("the audited row of {ns}/{name}"), |r| {
+            pod_is(r, ns, name)
+        });
+        assert_eq!(row["action"], "audited", "{row}");
+        d.wait_log(&format!("audited (let through) attempt: {src}:"), 1, SHOW_DEADLINE);
+        assert!(d.log().contains(&format!("(pod {ns}/{name})")), "{}", d.log());
+        let e = wait_event(&c, &d, ns, name);
+        assert_eq!(e["reason"], "ApiserverAccessAudited", "{e}");
+        assert!(e["message"].as_str().unwrap().contains("audited"), "{e}");
+    }
     let (s, _) = wait_metrics(
         &c.topo.node,
-        "the audited attempt counted",
-        |s| sample(s, ATTEMPTS, &[("namespace", "team-a"), ("action", "audited")]) >= Some(1.0),
+        "the audited attempts counted",
+        |s| {
+            sample(s, ATTEMPTS, &[("namespace", "team-a"), ("action", "audited")]) >= Some(1.0)
+                && sample(s, ATTEMPTS, &[("namespace", "kube-system"), ("action", "audited")]) >= Some(1.0)
+        },
         SHOW_DEADLINE,
     );
     assert_eq!(sample(&s, ATTEMPTS, &[("action", "blocked")]), None);

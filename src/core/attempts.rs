@@ -42,6 +42,9 @@ pub struct PodRef {
     /// `metadata.uid`: tells two pods of the same name apart.
     #[serde(default)]
     pub uid: String,
+    /// `spec.nodeName`: the node it runs on (the daemon's own: it watches the pods of its node only).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// One logged packet, read: who, to where, what happened, when.
@@ -465,11 +468,11 @@ mod tests {
         let v = serde_json::to_value(t.rows()).unwrap();
         assert_eq!(
             v[0]["pod"],
-            serde_json::json!({"namespace": "team-a", "name": "web-0", "uid": "u1"})
+            serde_json::json!({"namespace": "team-a", "name": "web-0", "uid": "u1", "node": "node-a"})
         );
-        // A page of an older daemon (no uid) still reads.
+        // A page of an older daemon (no uid, no node) still reads.
         let old: PodRef = serde_json::from_str(r#"{"namespace":"a","name":"b"}"#).unwrap();
-        assert_eq!(old.uid, "");
+        assert_eq!((old.uid.as_str(), old.node.as_str()), ("", ""));
     }
 
     fn pod(namespace: &str, name: &str, uid: &str) -> PodRef {
@@ -477,6 +480,7 @@ mod tests {
             namespace: namespace.into(),
             name: name.into(),
             uid: uid.into(),
+            node: "node-a".into(),
         }
     }
 

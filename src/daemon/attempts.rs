@@ -5,7 +5,7 @@
 //! rendered as Prometheus families and as the `/attempts` JSON page, whose
 //! types `apiserver-guard attempts` reads back. Pure.
 
-use crate::core::attempts::{Attempt, AttemptTable, Recorded, Row};
+use crate::core::attempts::{Attempt, AttemptTable, Recorded, Repeat, Row};
 use crate::logging::rfc3339_millis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +46,9 @@ pub struct AttemptLog {
     pub ignored: BTreeMap<&'static str, u64>,
     /// New-key log lines left out to keep the log bounded (summarised instead).
     pub lines_suppressed: u64,
+    /// `lines_suppressed` as of the last summary line: kept here, not in a
+    /// reader, so a new reader (a rebind, a new group) never says them again.
+    pub lines_suppressed_summarised: u64,
     /// The Event writer (None: no Kubernetes discovery, no Events).
     pub events: Option<EventStats>,
 }
@@ -68,6 +71,14 @@ impl AttemptLog {
             *self.totals.entry((ns.to_string(), action)).or_default() += 1;
         }
         recorded
+    }
+
+    /// What the summary line says: the keys repeated since the last one,
+    /// and the new-key lines left out since then.
+    pub fn take_summary(&mut self) -> (Vec<Repeat>, u64) {
+        let unlogged = self.lines_suppressed - self.lines_suppressed_summarised;
+        self.lines_suppressed_summarised = self.lines_suppressed;
+        (self.table.take_repeats(), unlogged)
     }
 
     pub fn ignore(&mut self, reason: &'static str) {
@@ -238,6 +249,20 @@ mod tests {
     }
 
     #[test]
+    fn each_summary_says_only_the_lines_left_out_since_the_last_one() {
+        let mut l = AttemptLog::default();
+        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
+        l.lines_suppressed = 5;
+        let (repeats, unlogged) = l.take_summary();
+        assert_eq!((repeats.len(), unlogged), (1, 5));
+        assert_eq!(l.take_summary(), (Vec::new(), 0), "nothing new since");
+        // The state is the log's, not a reader's: a new reader (a rebind) says nothing twice.
+        l.lines_suppressed = 8;
+        assert_eq!(l.take_summary().1, 3);
+    }
+
+    #[test]
     fn metrics_count_by_namespace_and_action() {
         let mut l = AttemptLog::default();
         let mut o = String::new();
@@ -281,6 +306,7 @@ mod tests {
                 namespace: ns.into(),
                 name: "web-0".into(),
                 uid: format!("uid-{ns}"),
+                node: "node-a".into(),
             });
             a
         };

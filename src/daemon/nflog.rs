@@ -168,6 +168,8 @@ async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>, attribution: Op
     let mut buf = vec![0u8; 256 * 1024];
     let mut lines = LineBudget::new();
     let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
+    // A stalled loop must not make up missed ticks: one summary a minute at most.
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut guard = tokio::select! {
             r = fd.readable() => match r {
@@ -175,7 +177,7 @@ async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>, attribution: Op
                 Err(e) => return format!("the NFLOG socket failed: {e}"),
             },
             _ = summary.tick() => {
-                summarise(state, &mut lines);
+                summarise(state);
                 continue;
             }
         };
@@ -275,12 +277,13 @@ fn report_new(a: &Attempt) {
         h.source_port.map(u32::from).unwrap_or(0),
         h.destination_port.map(u32::from).unwrap_or(0),
     );
-    // The pod's fields become POD_NAMESPACE, POD_NAME and POD_UID in the journal.
+    // The pod's fields become POD_NAMESPACE, POD_NAME, POD_UID and POD_NODE in the journal.
     match &a.pod {
         Some(p) => log::warn!(
             src = src.as_str(), sport = sport, dst = dst.as_str(), dport = dport,
             proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str(),
-            pod_namespace = p.namespace.as_str(), pod_name = p.name.as_str(), pod_uid = p.uid.as_str();
+            pod_namespace = p.namespace.as_str(), pod_name = p.name.as_str(), pod_uid = p.uid.as_str(),
+            pod_node = p.node.as_str();
             "{verb} attempt: {from} (pod {}/{}) -> {to} {proto} (rule {})", p.namespace, p.name, a.rule
         ),
         None => log::warn!(
@@ -292,13 +295,8 @@ fn report_new(a: &Attempt) {
 }
 
 /// One line about the keys repeated since the last summary (nothing when none).
-fn summarise(state: &Mutex<Metrics>, lines: &mut LineBudget) {
-    let (repeats, suppressed) = {
-        let mut m = lock(state);
-        (m.attempts.table.take_repeats(), m.attempts.lines_suppressed)
-    };
-    let new_suppressed = suppressed - lines.suppressed_reported;
-    lines.suppressed_reported = suppressed;
+fn summarise(state: &Mutex<Metrics>) {
+    let (repeats, new_suppressed) = lock(state).attempts.take_summary();
     if let Some(text) = summary_text(&repeats, new_suppressed) {
         let total: u64 = repeats.iter().map(|r| r.repeats).sum();
         log::info!(repeats = total, keys = repeats.len(), unlogged_new = new_suppressed; "{text}");
@@ -353,8 +351,6 @@ pub fn summary_text(repeats: &[Repeat], unlogged_new: u64) -> Option<String> {
 struct LineBudget {
     tokens: u32,
     refilled: Instant,
-    /// `lines_suppressed` as of the last summary.
-    suppressed_reported: u64,
 }
 
 impl LineBudget {
@@ -362,7 +358,6 @@ impl LineBudget {
         LineBudget {
             tokens: LINES_PER_SECOND,
             refilled: Instant::now(),
-            suppressed_reported: 0,
         }
     }
 
@@ -487,6 +482,7 @@ mod tests {
                 namespace: "team-a".into(),
                 name: "web-0".into(),
                 uid: "uid-web".into(),
+                node: "node-a".into(),
             },
             ips: vec!["10.0.1.2".parse().unwrap()],
             created: None,

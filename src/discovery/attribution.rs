@@ -125,6 +125,7 @@ mod tests {
                 namespace: ns.into(),
                 name: name.into(),
                 uid: format!("uid-{name}"),
+                node: "node-a".into(),
             },
             ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             created: created.map(|t| Time(k8s_openapi::jiff::Timestamp::from_second(t).unwrap())),

@@ -345,6 +345,7 @@ mod tests {
             namespace: ns.into(),
             name: name.into(),
             uid: format!("uid-{name}"),
+            node: "node-a".into(),
         }
     }
 

@@ -173,6 +173,7 @@ pub fn pod_identity(pod: &Pod, node: &str) -> Option<PodIdentity> {
             namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
             name: m.name.clone().unwrap_or_default(),
             uid: m.uid.clone().unwrap_or_default(),
+            node: node.to_string(),
         },
         ips: pod_ips(pod),
         created: m.creation_timestamp.clone(),
