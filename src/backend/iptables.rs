@@ -25,11 +25,10 @@ use crate::core::iptables_legacy_read as legacy_read;
 use crate::core::iptables_nft_read::{derive, dormant, heads, hidden_change, key, learn, unhooked};
 use crate::core::iptables_plan::plan;
 use crate::core::iptables_state::{parse_save, IptObserved, JumpState};
-use crate::core::meter_holders::hashlimit_names;
 use crate::core::model::{Blocklist, Family};
 use crate::core::nft_events::own_write_proven;
 use crate::core::policy::Hook;
-use crate::core::render_iptables::{desired, IptDesired, CHAIN};
+use crate::core::render_iptables::{desired, meter_names, IptDesired, CHAIN};
 use crate::error::Result;
 
 /// How many more times our iptables-nft objects are written when another
@@ -554,10 +553,7 @@ impl Backend for Iptables<'_> {
         b.log_group?;
         let names: Vec<(Family, Vec<String>)> = [Family::V4, Family::V6]
             .into_iter()
-            .map(|fam| {
-                let rules = desired(b, fam).map(|d| d.rules).unwrap_or_default();
-                (fam, rules.iter().flat_map(|r| hashlimit_names(r)).collect())
-            })
+            .map(|fam| (fam, meter_names(b, fam)))
             .collect();
         Some(super::meter_holders::scan(self.runner, self.variant, &names))
     }

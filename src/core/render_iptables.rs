@@ -91,6 +91,17 @@ struct Meters {
     link_local: FamilyKeys,
 }
 
+impl Meters {
+    /// The keys of `r`'s table: the link-local rule's own, else the container CIDRs'.
+    fn of(&self, r: &Rule) -> &FamilyKeys {
+        if r.target == Target::LocalPortLinkLocal {
+            &self.link_local
+        } else {
+            &self.containers
+        }
+    }
+}
+
 fn meters(b: &Blocklist, fam: Family) -> Meters {
     let bits = match fam {
         Family::V4 => 32,
@@ -106,7 +117,7 @@ fn meters(b: &Blocklist, fam: Family) -> Meters {
 /// Expands one abstract rule over the addresses (iptables has no sets here:
 /// one line per source and destination).
 fn rule_lines(r: &Rule, b: &Blocklist, meters: &Meters) -> Vec<String> {
-    let keys = &meters.containers;
+    let keys = meters.of(r);
     // Every local address on a local apiserver's port, from the given sources.
     let local_port_lines = |sources: &[IpNet], keys: &FamilyKeys| -> Vec<String> {
         let tail = action_spec(r, keys);
@@ -123,7 +134,7 @@ fn rule_lines(r: &Rule, b: &Blocklist, meters: &Meters) -> Vec<String> {
             .collect()
     };
     if r.target == Target::LocalPortLinkLocal {
-        return local_port_lines(&[link_local_v6()], &meters.link_local);
+        return local_port_lines(&[link_local_v6()], keys);
     }
     let Some(a) = b.addrs(r.family) else { return Vec::new() };
     let mut out = Vec::new();
@@ -165,6 +176,22 @@ fn rule_lines(r: &Rule, b: &Blocklist, meters: &Meters) -> Vec<String> {
 pub struct IptDesired {
     pub rules: Vec<String>,
     pub hooks: Vec<Hook>,
+}
+
+/// The hashlimit tables (`--hashlimit-name`) the log rules of `fam` name, each once.
+pub fn meter_names(b: &Blocklist, fam: Family) -> Vec<String> {
+    let meters = meters(b, fam);
+    let mut names: Vec<String> = b
+        .rules()
+        .iter()
+        .filter(|r| {
+            r.family == fam && matches!(r.verdict, Verdict::Log { .. }) && !rule_lines(r, b, &meters).is_empty()
+        })
+        .map(|r| meters.of(r).table_name())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The desired state of a family; None when the policy blocks nothing there.
@@ -284,6 +311,48 @@ mod tests {
         assert!(ll.rules[0].contains("-s fe80::/10"), "{:?}", ll.rules);
         assert_eq!(v6.hooks, vec![Hook::Forward, Hook::Input]);
         assert_eq!(desired(&b, Family::V4).unwrap().rules.len(), 2);
+    }
+
+    #[test]
+    fn meter_names_are_the_tables_the_rendered_log_rules_name() {
+        let mut local = policy(
+            &["10.0.0.0/16", "fd00::/48"],
+            &[],
+            &["192.168.0.1:6443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        local.local_apiservers = local.apiservers.clone();
+        let wide = policy(
+            &["10.0.0.0/15", "10.9.0.0/24"],
+            &[],
+            &["192.168.0.10"],
+            Mode::Both,
+            Action::Audit,
+        );
+        let plain = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.0.10:5443"],
+            Mode::Tunnel,
+            Action::Reject,
+        );
+        for mut p in [local, wide, plain] {
+            for group in [Some(1443), None] {
+                p.log_group = group;
+                let b = Blocklist::from_policy(&p);
+                for fam in [Family::V4, Family::V6] {
+                    let rendered = desired(&b, fam).map(|d| d.rules).unwrap_or_default();
+                    let mut named: Vec<String> = rendered
+                        .iter()
+                        .flat_map(|r| crate::core::meter_holders::hashlimit_names(r))
+                        .collect();
+                    named.sort();
+                    named.dedup();
+                    assert_eq!(meter_names(&b, fam), named, "{fam:?} {group:?} {rendered:#?}");
+                }
+            }
+        }
     }
 
     #[test]
