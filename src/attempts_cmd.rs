@@ -103,6 +103,7 @@ pub fn to_text(page: &AttemptsPage) -> String {
         return out;
     }
     let with_pods = page.attempts.iter().any(|r| r.row.pod.is_some());
+    let with_interfaces = page.attempts.iter().any(|r| r.row.interface.is_some());
     let mut rows: Vec<Vec<String>> = vec![];
     let mut header = vec![
         "SOURCE",
@@ -113,6 +114,9 @@ pub fn to_text(page: &AttemptsPage) -> String {
         "LAST SEEN",
         "ACTION",
     ];
+    if with_interfaces {
+        header.insert(1, "INTERFACE");
+    }
     if with_pods {
         header.insert(0, "POD");
     }
@@ -132,6 +136,9 @@ pub fn to_text(page: &AttemptsPage) -> String {
             last_seen.clone(),
             row.action.clone(),
         ];
+        if with_interfaces {
+            cells.insert(1, row.interface.clone().unwrap_or_else(|| "-".into()));
+        }
         if with_pods {
             let pod = row
                 .pod
@@ -168,6 +175,7 @@ mod tests {
             action: "blocked".into(),
             rule: "block-tcp-port-v4".into(),
             pod: None,
+            interface: None,
             count: 12,
             first_seen_unix_ms: 1_795_880_400_123,
             last_seen_unix_ms: 1_795_880_460_000,
@@ -236,6 +244,21 @@ mod tests {
         assert!(t.lines().nth(1).unwrap().starts_with("POD           SOURCE"), "{t}");
         assert!(t.contains("\nteam-a/web-0  10.0.1.2"), "{t}");
         assert!(t.contains("\n-             10.0.0.9"), "{t}");
+        assert!(!t.contains("INTERFACE"), "no interface, no column: {t}");
+    }
+
+    #[test]
+    fn rows_with_an_interface_get_the_column_after_the_source() {
+        let mut r = row("10.0.1.2", "192.168.50.10", Some(5443), Protocol::Tcp);
+        r.row.interface = Some("cali1a2b3c".into());
+        let t = to_text(&page(vec![
+            r,
+            row("10.0.0.9", "192.168.50.10", Some(5443), Protocol::Tcp),
+        ]));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].starts_with("SOURCE    INTERFACE   APISERVER"), "{t}");
+        assert!(lines[2].starts_with("10.0.1.2  cali1a2b3c  192.168.50.10:5443"), "{t}");
+        assert!(lines[3].starts_with("10.0.0.9  -           192.168.50.10:5443"), "{t}");
     }
 
     #[test]

@@ -3,12 +3,17 @@
 //! pick to reach each apiserver (the self-lockout guard and verify's route
 //! check; a connected UDP socket shows it without sending a packet), the
 //! addresses of its interfaces, and from them whether an apiserver address
-//! is this node's own (the INPUT hook).
+//! is this node's own (the INPUT hook); and whether it honours IPv4 source
+//! routes, which would carry a pod's packet past the block.
 
 use crate::core::address::Endpoint;
 use crate::core::model;
 use crate::core::policy::Policy;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+
+/// The kernel honours IPv4 source-route options (LSRR, SSRR) on an
+/// interface only where both this and the interface's own setting are 1.
+const ACCEPT_SOURCE_ROUTE_ALL: &str = "/proc/sys/net/ipv4/conf/all/accept_source_route";
 
 /// Port used for the route look-up when the endpoint has none (any port gives the same route).
 const ROUTE_PORT: u16 = 443;
@@ -44,6 +49,23 @@ pub fn localized(mut policy: Policy) -> Policy {
     }
     policy
 }
+
+/// Whether this node honours IPv4 source routes (None: unreadable). A pod
+/// can then send a packet to the node itself with a loose source route
+/// through an apiserver: the firewall's forward hook sees the node as its
+/// destination, and the kernel re-addresses it to the apiserver only after
+/// that hook, past the block. Interfaces default to 1, so `all` decides
+/// (the kernel's default is 0).
+pub fn accepts_source_routes() -> Option<bool> {
+    let text = std::fs::read_to_string(ACCEPT_SOURCE_ROUTE_ALL).ok()?;
+    Some(text.trim() != "0")
+}
+
+/// What to tell operators when this node honours source routes.
+pub const SOURCE_ROUTES_WARNING: &str = "this node accepts IPv4 source-routed packets \
+    (net.ipv4.conf.all.accept_source_route=1): a pod can send a packet to the node with a loose source \
+    route through an apiserver, which the kernel re-addresses after the firewall's forward hook, past \
+    the block; set it to 0 (the kernel's default): sysctl -w net.ipv4.conf.all.accept_source_route=0";
 
 /// Source addresses for every endpoint, for `validate::check_lockout`.
 pub fn routes(endpoints: &[Endpoint]) -> Vec<(Endpoint, Option<IpAddr>)> {

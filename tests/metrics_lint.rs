@@ -128,6 +128,7 @@ fn every_family() -> String {
     m.started = true;
     m.in_sync = true;
     m.table_owned = true;
+    m.accepts_source_routes = Some(true);
     m.repairs.insert("table_missing".into(), 2);
     m.repair_conflicts = 4;
     m.reconciles.insert("event".into(), 5);

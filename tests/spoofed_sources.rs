@@ -153,9 +153,11 @@ fn forged_sources_never_block_an_audited_pod_nor_turn_a_reject_into_a_drop() {
 const SHOW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether `/attempts` has a row from `src` to the apiserver with `action`, polled until SHOW_DEADLINE.
-fn row_shows(node: &Netns, src: &str, action: &str) -> bool {
+/// Whether a row from `src` that came in on `interface` shows `action`
+/// (the forged packets carrying `src` come in on the forger's interface: rows of their own).
+fn row_shows(node: &Netns, src: &str, interface: &str, action: &str) -> bool {
     find_attempt_row(node, SHOW_DEADLINE, |row| {
-        row["source"] == src && row["apiserver"] == API_V4 && row["action"] == action
+        row["source"] == src && row["apiserver"] == API_V4 && row["action"] == action && row["interface"] == interface
     })
     .is_ok()
 }
@@ -206,7 +208,7 @@ fn forged_flood_beside_one_connect(action: &'static str) {
         _ => assert_refused(&c, "reject, beside a forged flood: other pod -> API_V4 refused"),
     }
     let shown = if action == "audit" { "audited" } else { "blocked" };
-    let reported = row_shows(node, OTHER_POD_V4, shown);
+    let reported = row_shows(node, OTHER_POD_V4, NODE_OTHER_POD_IF, shown);
     let s = scrape(node);
     let overflows = sample(&s, "apiserver_guard_attempt_log_overflows_total", &[]);
     let learnt = meter_sources(node);

@@ -67,6 +67,7 @@ pub fn with_rule_protocol(mut h: Headers, rule: &str) -> Headers {
             h.protocol = p;
             h.source_port = None;
             h.destination_port = None;
+            h.tcp = None;
         }
     }
     h
@@ -100,11 +101,12 @@ mod tests {
             protocol: Protocol::Other(60),
             source_port: None,
             destination_port: None,
+            tcp: None,
         };
         let h = with_rule_protocol(cut, "block-tcp-port-v6");
         assert_eq!(
-            (h.protocol, h.source_port, h.destination_port),
-            (Protocol::Tcp, None, None)
+            (h.protocol, h.source_port, h.destination_port, h.tcp),
+            (Protocol::Tcp, None, None, None)
         );
         assert_eq!(with_rule_protocol(cut, "block-all-v6").protocol, Protocol::Other(60));
         let tcp = Headers {

@@ -82,7 +82,26 @@ pub struct Headers {
     /// None: not a protocol with ports, a later fragment, or cut off.
     pub source_port: Option<u16>,
     pub destination_port: Option<u16>,
+    /// What the TCP header says of the connection (None: not TCP, or its
+    /// flags were not copied).
+    pub tcp: Option<TcpSegment>,
 }
+
+/// A TCP segment's place in its connection, from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpSegment {
+    /// SYN without ACK: a connection being opened, with its initial sequence
+    /// number (a retransmitted SYN carries the same one, a new connect from
+    /// the same port another).
+    Open { isn: u32 },
+    /// Any other segment: part of a connection already open.
+    Within,
+}
+
+/// Bytes of the TCP header up to and including its flags.
+const TCP_FLAGS_END: usize = 14;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// Why a payload is not an IP packet we can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +144,18 @@ fn ports(protocol: Protocol, transport: Option<&[u8]>) -> (Option<u16>, Option<u
     }
 }
 
+fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>) -> Option<TcpSegment> {
+    let t = transport.filter(|t| protocol == Protocol::Tcp && t.len() >= TCP_FLAGS_END)?;
+    let flags = t[13];
+    Some(if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+        TcpSegment::Open {
+            isn: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        }
+    } else {
+        TcpSegment::Within
+    })
+}
+
 fn parse_v4(p: &[u8]) -> Result<Headers, PacketError> {
     let ihl = usize::from(p[0] & 0x0f) * 4;
     if ihl < 20 || p.len() < ihl {
@@ -140,6 +171,7 @@ fn parse_v4(p: &[u8]) -> Result<Headers, PacketError> {
         protocol,
         source_port,
         destination_port,
+        tcp: tcp_segment(protocol, transport),
     })
 }
 
@@ -200,6 +232,7 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
         protocol,
         source_port,
         destination_port,
+        tcp: tcp_segment(protocol, rest),
     })
 }
 
@@ -235,6 +268,32 @@ mod tests {
         assert_eq!(h.destination, "192.168.50.10".parse::<IpAddr>().unwrap());
         assert_eq!(h.protocol, Protocol::Tcp);
         assert_eq!((h.source_port, h.destination_port), (Some(43210), Some(5443)));
+        assert_eq!(
+            h.tcp,
+            Some(TcpSegment::Open { isn: 1 }),
+            "a SYN and its sequence number"
+        );
+    }
+
+    #[test]
+    fn tcp_flags_tell_an_opening_from_the_rest_of_a_connection() {
+        let with_flags = |flags: u8| {
+            let mut t = TCP;
+            t[13] = flags;
+            parse_headers(&v4(6, 0, 0, &t)).unwrap().tcp
+        };
+        assert_eq!(with_flags(TCP_SYN), Some(TcpSegment::Open { isn: 1 }));
+        // SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST: within a connection.
+        for flags in [0x12, 0x10, 0x18, 0x11, 0x04] {
+            assert_eq!(with_flags(flags), Some(TcpSegment::Within), "{flags:#x}");
+        }
+        // Flags cut off, a later fragment, UDP: nothing said.
+        assert_eq!(parse_headers(&v4(6, 0, 0, &TCP[..13])).unwrap().tcp, None);
+        assert_eq!(parse_headers(&v4(6, 0, 0x0010, &TCP)).unwrap().tcp, None);
+        assert_eq!(parse_headers(&v4(17, 0, 0, &TCP)).unwrap().tcp, None);
+        let mut p = v6hdr(6);
+        p.extend_from_slice(&TCP);
+        assert_eq!(parse_headers(&p).unwrap().tcp, Some(TcpSegment::Open { isn: 1 }));
     }
 
     #[test]

@@ -1,38 +1,31 @@
 //! The bounded table of attempts: one row per (source address, apiserver
-//! address, port, protocol, pod) with a count, first and last seen, the
-//! action and the rule. The pod is part of the key: it is looked up when an
-//! attempt is recorded, so an address that a new pod reuses starts a row of
-//! its own and never re-attributes the old pod's row. At most `capacity` rows: a new key beyond it evicts the least
-//! recently seen one (counted), so a flood of spoofed sources costs a fixed
-//! amount of memory. Repeats are gathered for a periodic summary. Pure: the
-//! caller gives the time.
+//! address, port, protocol, pod, input interface) with a count, first and
+//! last seen, the action and the rule. The pod is part of the key: it is
+//! looked up when an attempt is recorded, so an address that a new pod
+//! reuses starts a row of its own and never re-attributes the old pod's row.
+//! So is the interface the packet came in on (a pod's veth): a pod that
+//! forges another pod's address gets rows of its own, on its own interface.
 //!
-//! The count is of connection attempts, not of logged packets: the log rules
-//! see every packet that matches, which is one SYN for a rejected connect but
-//! each SYN retransmit of a dropped one, and every packet of a connection
-//! audit mode lets through. A packet from a source port the row saw within
-//! [`CONNECTION_WINDOW_MS`] (one of its [`RECENT_CONNECTIONS`] latest ports)
-//! belongs to a connection already counted. Decided here, not in the kernel
-//! (`ct state new` on the log rules): the kernel would then never log a
-//! connection opened before audit mode started (a client-go HTTP/2 connection
-//! lives for days), exactly the one the switch to `reject` would cut.
+//! At most `capacity` rows. A new key beyond it evicts the least recently
+//! seen row **of the interface holding the most rows** (counted): a pod that
+//! floods or cycles through forged sources only ever evicts its own rows
+//! while it holds more than any other interface, so another pod's single
+//! attempt stays listed. Repeats are gathered for a periodic summary. Pure:
+//! the caller gives the time.
+//!
+//! The count is of connections, not of logged packets (`connections`
+//! decides which packets belong to a connection already counted).
 
 use super::attempt_log::AttemptAction;
 use super::attempt_packet::{Headers, Protocol};
+use super::connections::ConnectionMemory;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// Rows kept by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
-
-/// How long a source port stays one connection: longer than Linux's SYN
-/// retransmits last (`tcp_syn_retries` 6: about 127 s).
-pub const CONNECTION_WINDOW_MS: u64 = 180_000;
-
-/// Source ports remembered per row (the latest ones); a flood cycling through
-/// more ports is counted per logged packet, never less.
-pub const RECENT_CONNECTIONS: usize = 16;
 
 /// The pod behind a source address (attribution comes with Kubernetes discovery).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -47,6 +40,15 @@ pub struct PodRef {
     pub node: String,
 }
 
+/// The interface a logged packet came in on: the bridge port when the pod
+/// network is a bridge, else the input device (a pod's veth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub index: u32,
+    /// Its name when the packet was read (`if<N>` when it was already gone).
+    pub name: String,
+}
+
 /// One logged packet, read: who, to where, what happened, when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -55,6 +57,8 @@ pub struct Attempt {
     /// The comment of the rule that logged it (`block-tcp-port-v4`).
     pub rule: String,
     pub pod: Option<PodRef>,
+    /// None: the packet has no input interface (a local process, the OUTPUT hook).
+    pub interface: Option<Interface>,
     /// UNIX time in milliseconds.
     pub at_ms: u64,
 }
@@ -67,6 +71,7 @@ impl Attempt {
             port: self.headers.destination_port,
             protocol: self.headers.protocol,
             pod_uid: self.pod.as_ref().map(|p| p.uid.clone()),
+            interface: self.interface.as_ref().map(|i| i.index),
         }
     }
 
@@ -85,6 +90,8 @@ pub struct Key {
     pub protocol: Protocol,
     /// The uid of the pod the source address belonged to (None: not attributed).
     pub pod_uid: Option<String>,
+    /// The input interface's index (None: none).
+    pub interface: Option<u32>,
 }
 
 /// One row, as `/attempts` serves it and `apiserver-guard attempts` reads it.
@@ -101,6 +108,9 @@ pub struct Row {
     pub rule: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The interface the packets came in on (a pod's veth; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Connection attempts (every packet of one connection counts once).
     pub count: u64,
     pub first_seen_unix_ms: u64,
@@ -114,30 +124,6 @@ struct Entry {
     stamp: u64,
     /// Repeats since the last summary.
     unreported: u64,
-    /// The latest source ports and when each was last seen (connections counted).
-    recent: VecDeque<(u16, u64)>,
-}
-
-impl Entry {
-    /// Whether a packet from `port` at `at_ms` belongs to a connection this
-    /// row already counted; remembers the port either way.
-    fn same_connection(&mut self, port: Option<u16>, at_ms: u64) -> bool {
-        let Some(port) = port else { return false };
-        if let Some(seen) = self.recent.iter_mut().find(|(p, _)| *p == port) {
-            let same = seen.1.abs_diff(at_ms) <= CONNECTION_WINDOW_MS;
-            seen.1 = seen.1.max(at_ms);
-            if same {
-                return true;
-            }
-            seen.1 = at_ms;
-            return false;
-        }
-        if self.recent.len() >= RECENT_CONNECTIONS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((port, at_ms));
-        false
-    }
 }
 
 /// What recording an attempt did.
@@ -159,13 +145,20 @@ pub struct Repeat {
     pub repeats: u64,
 }
 
+/// The rows of one interface, oldest first.
+type Recency = BTreeMap<u64, Key>;
+
 /// The table itself.
 #[derive(Debug, Clone)]
 pub struct AttemptTable {
     capacity: usize,
     entries: HashMap<Key, Entry>,
-    /// stamp -> key, oldest first.
-    recency: BTreeMap<u64, Key>,
+    /// Per interface: stamp -> key, oldest first.
+    by_interface: HashMap<Option<u32>, Recency>,
+    /// (rows, oldest stamp reversed, interface) of every interface with
+    /// rows: the last one is where a full table evicts from.
+    crowding: BTreeSet<(usize, Reverse<u64>, Option<u32>)>,
+    connections: ConnectionMemory,
     next_stamp: u64,
     evicted: u64,
 }
@@ -176,13 +169,21 @@ impl Default for AttemptTable {
     }
 }
 
+/// The crowding entry of an interface's rows (None when it has none).
+fn crowding_of(interface: Option<u32>, rows: &Recency) -> Option<(usize, Reverse<u64>, Option<u32>)> {
+    let (oldest, _) = rows.first_key_value()?;
+    Some((rows.len(), Reverse(*oldest), interface))
+}
+
 impl AttemptTable {
     /// A table of at most `capacity` rows (at least one).
     pub fn new(capacity: usize) -> AttemptTable {
         AttemptTable {
             capacity: capacity.max(1),
             entries: HashMap::new(),
-            recency: BTreeMap::new(),
+            by_interface: HashMap::new(),
+            crowding: BTreeSet::new(),
+            connections: ConnectionMemory::default(),
             next_stamp: 0,
             evicted: 0,
         }
@@ -205,36 +206,66 @@ impl AttemptTable {
         self.evicted
     }
 
-    /// Adds one attempt; a new key past the capacity evicts the least recently seen.
+    /// Changes one interface's recency with `f`, keeping `crowding` in step.
+    fn with_interface<T>(&mut self, interface: Option<u32>, f: impl FnOnce(&mut Recency) -> T) -> T {
+        let rows = self.by_interface.entry(interface).or_default();
+        if let Some(c) = crowding_of(interface, rows) {
+            self.crowding.remove(&c);
+        }
+        let out = f(rows);
+        match crowding_of(interface, rows) {
+            Some(c) => {
+                self.crowding.insert(c);
+            }
+            None => {
+                self.by_interface.remove(&interface);
+            }
+        }
+        out
+    }
+
+    /// Evicts the least recently seen row of the interface holding the most
+    /// rows (of two holding as many, the one with the older row).
+    fn evict_one(&mut self) -> bool {
+        let Some(&(_, _, interface)) = self.crowding.last() else {
+            return false;
+        };
+        let Some((_, key)) = self.with_interface(interface, |rows| rows.pop_first()) else {
+            return false;
+        };
+        self.entries.remove(&key);
+        self.evicted += 1;
+        true
+    }
+
+    /// Adds one attempt; a new key past the capacity evicts as above.
     pub fn record(&mut self, a: &Attempt) -> Recorded {
         let key = a.key();
         let stamp = self.next_stamp;
         self.next_stamp += 1;
+        let new_connection = self.connections.is_new(&a.headers, key.interface, a.at_ms);
         if let Some(e) = self.entries.get_mut(&key) {
-            self.recency.remove(&e.stamp);
-            self.recency.insert(stamp, key);
-            e.stamp = stamp;
-            let same = e.same_connection(a.headers.source_port, a.at_ms);
+            let old = std::mem::replace(&mut e.stamp, stamp);
             let r = &mut e.row;
             r.first_seen_unix_ms = r.first_seen_unix_ms.min(a.at_ms);
             r.last_seen_unix_ms = r.last_seen_unix_ms.max(a.at_ms);
-            if same {
-                return Recorded::SameConnection;
-            }
-            e.unreported += 1;
-            r.count += 1;
-            r.source_port = a.headers.source_port;
-            r.action = a.action.as_str().to_string();
-            r.rule.clone_from(&a.rule);
-            return Recorded::Repeat;
-        }
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.recency.pop_first() else {
-                break;
+            let recorded = if new_connection {
+                e.unreported += 1;
+                r.count += 1;
+                r.source_port = a.headers.source_port;
+                r.action = a.action.as_str().to_string();
+                r.rule.clone_from(&a.rule);
+                Recorded::Repeat
+            } else {
+                Recorded::SameConnection
             };
-            self.entries.remove(&oldest);
-            self.evicted += 1;
+            self.with_interface(key.interface, |rows| {
+                rows.remove(&old);
+                rows.insert(stamp, key);
+            });
+            return recorded;
         }
+        while self.entries.len() >= self.capacity && self.evict_one() {}
         let row = Row {
             source: key.source,
             source_port: a.headers.source_port,
@@ -244,18 +275,18 @@ impl AttemptTable {
             action: a.action.as_str().to_string(),
             rule: a.rule.clone(),
             pod: a.pod.clone(),
+            interface: a.interface.as_ref().map(|i| i.name.clone()),
             count: 1,
             first_seen_unix_ms: a.at_ms,
             last_seen_unix_ms: a.at_ms,
         };
-        self.recency.insert(stamp, key.clone());
+        self.with_interface(key.interface, |rows| rows.insert(stamp, key.clone()));
         self.entries.insert(
             key,
             Entry {
                 row,
                 stamp,
                 unreported: 0,
-                recent: a.headers.source_port.map(|p| (p, a.at_ms)).into_iter().collect(),
             },
         );
         Recorded::New
@@ -263,12 +294,9 @@ impl AttemptTable {
 
     /// Every row, most recently seen first.
     pub fn rows(&self) -> Vec<Row> {
-        self.recency
-            .values()
-            .rev()
-            .filter_map(|k| self.entries.get(k))
-            .map(|e| e.row.clone())
-            .collect()
+        let mut entries: Vec<&Entry> = self.entries.values().collect();
+        entries.sort_by_key(|e| Reverse(e.stamp));
+        entries.into_iter().map(|e| e.row.clone()).collect()
     }
 
     /// The keys repeated since the last call, most repeats first, and forgets them.
@@ -293,7 +321,10 @@ impl AttemptTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::attempt_packet::TcpSegment;
+    use crate::core::connections::CONNECTION_WINDOW_MS;
 
+    /// A connect (a SYN of its own) from `src`, on no interface.
     fn attempt(src: &str, dport: u16, at_ms: u64) -> Attempt {
         Attempt {
             headers: Headers {
@@ -302,11 +333,35 @@ mod tests {
                 protocol: Protocol::Tcp,
                 source_port: Some(40000 + (at_ms % 1000) as u16),
                 destination_port: Some(dport),
+                tcp: Some(TcpSegment::Open { isn: at_ms as u32 }),
             },
             action: AttemptAction::Blocked,
             rule: "block-tcp-port-v4".into(),
             pod: None,
+            interface: None,
             at_ms,
+        }
+    }
+
+    /// The same, in on interface `index` (`vethN`).
+    fn on(index: u32, mut a: Attempt) -> Attempt {
+        a.interface = Some(Interface {
+            index,
+            name: format!("veth{index}"),
+        });
+        a
+    }
+
+    /// `crowding` and `by_interface` agree with `entries`.
+    fn assert_in_step(t: &AttemptTable) {
+        let indexed: usize = t.by_interface.values().map(BTreeMap::len).sum();
+        assert_eq!(indexed, t.entries.len());
+        assert_eq!(t.crowding.len(), t.by_interface.len());
+        for (interface, rows) in &t.by_interface {
+            assert!(t.crowding.contains(&crowding_of(*interface, rows).unwrap()));
+            for (stamp, key) in rows {
+                assert_eq!(t.entries[key].stamp, *stamp);
+            }
         }
     }
 
@@ -323,10 +378,11 @@ mod tests {
         assert_eq!((r.count, r.first_seen_unix_ms, r.last_seen_unix_ms), (3, 1000, 3001));
         assert_eq!(r.source_port, Some(40002), "the latest attempt's source port");
         assert_eq!((r.action.as_str(), r.port), ("blocked", Some(5443)));
+        assert_eq!(r.interface, None);
     }
 
     #[test]
-    fn keys_differ_by_source_destination_port_and_protocol() {
+    fn keys_differ_by_source_destination_port_protocol_and_interface() {
         let mut t = AttemptTable::new(8);
         t.record(&attempt("10.0.1.2", 5443, 1));
         t.record(&attempt("10.0.0.5", 5443, 2));
@@ -334,12 +390,16 @@ mod tests {
         let mut udp = attempt("10.0.1.2", 5443, 4);
         udp.headers.protocol = Protocol::Udp;
         t.record(&udp);
+        // The same address forged from another pod's interface: a row of its own.
+        assert_eq!(t.record(&on(7, attempt("10.0.1.2", 5443, 5))), Recorded::New);
         // Another source port is the same key.
-        let mut other_sport = attempt("10.0.1.2", 5443, 5);
+        let mut other_sport = attempt("10.0.1.2", 5443, 6);
         other_sport.headers.source_port = Some(1);
         assert_eq!(t.record(&other_sport), Recorded::Repeat);
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.len(), 5);
         assert_eq!(t.rows()[0].source_port, Some(1), "most recently seen first");
+        assert_eq!(t.rows()[1].interface.as_deref(), Some("veth7"));
+        assert_in_step(&t);
     }
 
     #[test]
@@ -359,9 +419,86 @@ mod tests {
             t.record(&attempt(&src, 5443, 10 + u64::from(i)));
         }
         assert_eq!(t.len(), 3);
-        assert_eq!(t.recency.len(), 3, "the order index stays in step");
+        assert_in_step(&t);
         assert_eq!(t.evicted(), 10_001);
         assert_eq!(AttemptTable::new(0).capacity(), 1);
+    }
+
+    #[test]
+    fn a_pod_cycling_forged_sources_evicts_only_its_own_rows() {
+        // The break-it round's churn: one interface fills the table with
+        // forged sources and keeps cycling through more than fit; pods on
+        // other interfaces (and packets with none) keep their rows.
+        let mut t = AttemptTable::new(64);
+        assert_eq!(t.record(&on(2, attempt("10.0.2.2", 5443, 1))), Recorded::New);
+        assert_eq!(t.record(&attempt("10.0.9.9", 5443, 2)), Recorded::New);
+        let mut at = 10;
+        for round in 0..5u32 {
+            for i in 0..5_400u32 {
+                let src = format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255);
+                t.record(&on(1, attempt(&src, 5443, at)));
+                at += 1;
+            }
+            // Another pod tries once in the middle of it all.
+            if round == 2 {
+                assert_eq!(t.record(&on(3, attempt("10.0.3.3", 5443, at))), Recorded::New);
+            }
+        }
+        let rows = t.rows();
+        assert_eq!(rows.len(), 64);
+        for (source, interface) in [
+            ("10.0.2.2", Some("veth2")),
+            ("10.0.9.9", None),
+            ("10.0.3.3", Some("veth3")),
+        ] {
+            assert!(
+                rows.iter()
+                    .any(|r| r.source.to_string() == source && r.interface.as_deref() == interface),
+                "{source} was evicted"
+            );
+        }
+        assert_eq!(
+            rows.iter().filter(|r| r.interface.as_deref() == Some("veth1")).count(),
+            61
+        );
+        assert_eq!(t.evicted(), 5 * 5_400 - 61);
+        assert_in_step(&t);
+    }
+
+    #[test]
+    fn a_full_table_evicts_from_the_interface_holding_the_most_rows_then_the_oldest() {
+        let mut t = AttemptTable::new(6);
+        // Interface 1: 3 rows; interface 2: 2 rows; no interface: 1 row.
+        for (i, (iface, src)) in [
+            (Some(1), "10.0.1.1"),
+            (Some(2), "10.0.2.1"),
+            (Some(1), "10.0.1.2"),
+            (None, "10.0.0.1"),
+            (Some(2), "10.0.2.2"),
+            (Some(1), "10.0.1.3"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let a = attempt(src, 5443, i as u64);
+            t.record(&match iface {
+                Some(n) => on(n, a),
+                None => a,
+            });
+        }
+        // A seventh row, from interface 2: interface 1 holds the most, its oldest goes.
+        t.record(&on(2, attempt("10.0.2.3", 5443, 10)));
+        let gone = |t: &AttemptTable, src: &str| !t.rows().iter().any(|r| r.source.to_string() == src);
+        assert!(gone(&t, "10.0.1.1"));
+        // Now 1 and 2 hold 2 and 3: interface 2's oldest goes next.
+        t.record(&attempt("10.0.0.2", 5443, 11));
+        assert!(gone(&t, "10.0.2.1"));
+        // All three hold 2 now: the oldest row of them goes (10.0.1.2, stamp 2).
+        t.record(&attempt("10.0.0.3", 5443, 12));
+        assert!(gone(&t, "10.0.1.2"));
+        assert_eq!(t.evicted(), 3);
+        assert_eq!(t.len(), 6);
+        assert_in_step(&t);
     }
 
     #[test]
@@ -379,14 +516,20 @@ mod tests {
         assert!(t.take_repeats().is_empty(), "nothing new since");
     }
 
-    /// The packets the log rules saw from one source port, `gaps_ms` apart.
-    fn packets(t: &mut AttemptTable, sport: u16, start_ms: u64, gaps_ms: &[u64]) -> Vec<Recorded> {
+    /// The packets of one connection from `sport`: its SYN at `start_ms`,
+    /// then the other segments, `gaps_ms` apart.
+    fn connection(t: &mut AttemptTable, sport: u16, start_ms: u64, gaps_ms: &[u64]) -> Vec<Recorded> {
         let mut at = start_ms;
         let mut out = Vec::new();
-        for gap in std::iter::once(&0).chain(gaps_ms) {
+        for (i, gap) in std::iter::once(&0).chain(gaps_ms).enumerate() {
             at += gap;
             let mut a = attempt("10.0.1.2", 5443, at);
             a.headers.source_port = Some(sport);
+            a.headers.tcp = Some(if i == 0 {
+                TcpSegment::Open { isn: start_ms as u32 }
+            } else {
+                TcpSegment::Within
+            });
             out.push(t.record(&a));
         }
         out
@@ -395,52 +538,66 @@ mod tests {
     #[test]
     fn a_dropped_connect_and_its_syn_retransmits_are_one_attempt() {
         let mut t = AttemptTable::new(8);
-        // Linux retransmits an unanswered SYN after 1, 2, 4, 8, 16 and 32 s.
-        let got = packets(&mut t, 40123, 1000, &[1000, 2000, 4000, 8000, 16000, 32000]);
+        // Linux retransmits an unanswered SYN after 1, 2, 4, 8, 16 and 32 s: the same SYN.
+        let mut got = Vec::new();
+        for at in [1000u64, 2000, 4000, 8000, 16000, 32000, 64000] {
+            let mut a = attempt("10.0.1.2", 5443, at);
+            a.headers.source_port = Some(40123);
+            a.headers.tcp = Some(TcpSegment::Open { isn: 99 });
+            got.push(t.record(&a));
+        }
         assert_eq!(got[0], Recorded::New);
         assert!(got[1..].iter().all(|r| *r == Recorded::SameConnection), "{got:?}");
         let r = &t.rows()[0];
         assert_eq!((r.count, r.first_seen_unix_ms, r.last_seen_unix_ms), (1, 1000, 64000));
         assert!(t.take_repeats().is_empty(), "retransmits are no repeats");
         // The next connect (another source port) is the next attempt.
-        assert_eq!(packets(&mut t, 40125, 70000, &[]), [Recorded::Repeat]);
+        assert_eq!(connection(&mut t, 40125, 70000, &[]), [Recorded::Repeat]);
         assert_eq!(t.rows()[0].count, 2);
     }
 
     #[test]
-    fn every_packet_of_an_audited_connection_is_one_attempt_and_a_reused_port_later_another() {
+    fn every_packet_of_an_audited_connection_is_one_attempt_and_a_reused_port_another() {
         let mut t = AttemptTable::new(8);
         // A served curl: SYN, ACK, request, ACKs, FIN, ACK within milliseconds.
-        let got = packets(&mut t, 40200, 5000, &[1, 1, 2, 1, 1]);
+        let got = connection(&mut t, 40200, 5000, &[1, 1, 2, 1, 1]);
         assert_eq!(
             got.iter().filter(|r| **r != Recorded::SameConnection).count(),
             1,
             "{got:?}"
         );
         assert_eq!(t.rows()[0].count, 1);
-        // The same source port, past the window: a new connection.
-        let later = 5006 + CONNECTION_WINDOW_MS + 1;
-        assert_eq!(packets(&mut t, 40200, later, &[]), [Recorded::Repeat]);
-        assert_eq!(t.rows()[0].count, 2);
+        // The same source port, a new connect (its own SYN), even at once.
+        assert_eq!(connection(&mut t, 40200, 5007, &[]), [Recorded::Repeat]);
+        // And long after: another still.
+        assert_eq!(
+            connection(&mut t, 40200, 5008 + CONNECTION_WINDOW_MS, &[]),
+            [Recorded::Repeat]
+        );
+        assert_eq!(t.rows()[0].count, 3);
     }
 
     #[test]
-    fn interleaved_connections_count_once_each_and_the_port_memory_is_bounded() {
+    fn many_long_lived_connections_from_one_address_count_once_each() {
+        // The break-it round: 24 audited connections written to in turn were
+        // counted 67 and growing (a row remembered 16 source ports).
         let mut t = AttemptTable::new(8);
-        for round in 0..3u64 {
-            for port in 0..RECENT_CONNECTIONS as u16 {
-                packets(&mut t, 50000 + port, 1000 + round * 10 + u64::from(port), &[]);
+        for port in 0..24u16 {
+            connection(&mut t, 50000 + port, 1000 + u64::from(port), &[]);
+        }
+        for round in 1..=10u64 {
+            for port in 0..24u16 {
+                let mut a = attempt("10.0.1.2", 5443, round * 600_000);
+                a.headers.source_port = Some(50000 + port);
+                a.headers.tcp = Some(TcpSegment::Within);
+                assert_eq!(t.record(&a), Recorded::SameConnection);
             }
         }
-        assert_eq!(t.rows()[0].count, RECENT_CONNECTIONS as u64);
-        // One more port pushes the oldest out: its next packet counts again (never fewer).
-        packets(&mut t, 60000, 2000, &[]);
-        assert_eq!(packets(&mut t, 50000, 2001, &[]), [Recorded::Repeat]);
-        let e = t.entries.values().next().unwrap();
-        assert_eq!(e.recent.len(), RECENT_CONNECTIONS);
+        assert_eq!(t.rows()[0].count, 24);
         // Without a port (ICMP, another protocol), every packet is an attempt.
         let mut icmp = attempt("10.0.9.9", 5443, 1);
         icmp.headers.source_port = None;
+        icmp.headers.tcp = None;
         t.record(&icmp);
         assert_eq!(t.record(&icmp), Recorded::Repeat);
     }
@@ -458,9 +615,11 @@ mod tests {
         assert_eq!(v[0]["protocol"], "tcp");
         assert_eq!(v[0]["action"], "audited");
         assert!(v[0].get("pod").is_none(), "no pod until attribution");
+        assert!(v[0].get("interface").is_none(), "no interface, no field");
         let back: Vec<Row> = serde_json::from_value(v).unwrap();
         assert_eq!(back, t.rows());
-        let mut with_pod = a.clone();
+        let mut with_pod = on(12, a.clone());
+        with_pod.at_ms = 1001;
         with_pod.pod = Some(pod("team-a", "web-0", "u1"));
         assert_eq!(with_pod.namespace(), "team-a");
         assert_eq!(a.namespace(), "");
@@ -470,6 +629,7 @@ mod tests {
             v[0]["pod"],
             serde_json::json!({"namespace": "team-a", "name": "web-0", "uid": "u1", "node": "node-a"})
         );
+        assert_eq!(v[0]["interface"], "veth12");
         // A page of an older daemon (no uid, no node) still reads.
         let old: PodRef = serde_json::from_str(r#"{"namespace":"a","name":"b"}"#).unwrap();
         assert_eq!((old.uid.as_str(), old.node.as_str()), ("", ""));

@@ -5,6 +5,7 @@ pub mod address;
 pub mod attempt_log;
 pub mod attempt_packet;
 pub mod attempts;
+pub mod connections;
 pub mod drift;
 pub mod duration;
 pub mod iptables_legacy_blob;

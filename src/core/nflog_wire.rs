@@ -43,8 +43,14 @@ pub fn bind_request(group: u16, seq: u32) -> Vec<u8> {
 pub enum Event {
     /// The answer to a request: errno 0 = done, else the (positive) errno.
     Ack { seq: u32, errno: i32 },
-    /// A logged packet: its prefix (None when the rule set none) and the copied bytes.
-    Packet { prefix: Option<String>, payload: Vec<u8> },
+    /// A logged packet: its prefix (None when the rule set none), the copied
+    /// bytes and the interface it came in on: the bridge port when bridged
+    /// (physindev), else the input device (None: none, as in OUTPUT).
+    Packet {
+        prefix: Option<String>,
+        payload: Vec<u8>,
+        interface: Option<u32>,
+    },
     /// A message that does not decode (counted, skipped).
     Malformed,
     /// Anything else (another subsystem, NOOP).
@@ -84,14 +90,21 @@ fn parse_one(bytes: &[u8]) -> Event {
         }) => {
             let mut prefix = None;
             let mut payload = Vec::new();
+            let (mut indev, mut physindev) = (None, None);
             for nla in nlas {
                 match nla {
                     PacketNla::Prefix(p) => prefix = Some(p.to_string_lossy().into_owned()),
                     PacketNla::Payload(p) => payload = p,
+                    PacketNla::IfIndexInDev(i) => indev = Some(i),
+                    PacketNla::IfIndexPhysInDev(i) => physindev = Some(i),
                     _ => {}
                 }
             }
-            Event::Packet { prefix, payload }
+            Event::Packet {
+                prefix,
+                payload,
+                interface: physindev.or(indev),
+            }
         }
         _ => Event::Ignored,
     }
@@ -124,6 +137,8 @@ mod tests {
     const PREFIX: u16 = 10;
     const PAYLOAD: u16 = 9;
     const HWPROTO: u16 = 1;
+    const INDEV: u16 = 4;
+    const PHYSINDEV: u16 = 6;
 
     #[test]
     fn the_bind_request_names_group_mode_and_flushing() {
@@ -163,15 +178,37 @@ mod tests {
             vec![
                 Event::Packet {
                     prefix: Some("apiserver-guard:block-tcp-port-v4".into()),
-                    payload: vec![0x45, 0, 0, 20]
+                    payload: vec![0x45, 0, 0, 20],
+                    interface: None,
                 },
                 Event::Packet {
                     prefix: None,
-                    payload: vec![0x60]
+                    payload: vec![0x60],
+                    interface: None,
                 },
                 Event::Ack { seq: 3, errno: 1 },
             ]
         );
+    }
+
+    #[test]
+    fn the_interface_is_the_bridge_port_when_bridged_else_the_input_device() {
+        // The kernel sends interface indexes big-endian.
+        let routed = packet(&[nlattr(INDEV, &7u32.to_be_bytes()), nlattr(PAYLOAD, &[0x45])]);
+        let bridged = packet(&[
+            nlattr(INDEV, &3u32.to_be_bytes()),
+            nlattr(PHYSINDEV, &9u32.to_be_bytes()),
+            nlattr(PAYLOAD, &[0x45]),
+        ]);
+        let interfaces: Vec<Option<u32>> = [routed, bridged]
+            .iter()
+            .flat_map(|d| parse_datagram(d))
+            .map(|e| match e {
+                Event::Packet { interface, .. } => interface,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(interfaces, [Some(7), Some(9)]);
     }
 
     #[test]
@@ -185,7 +222,8 @@ mod tests {
                 Event::Malformed,
                 Event::Packet {
                     prefix: Some("x".into()),
-                    payload: vec![]
+                    payload: vec![],
+                    interface: None,
                 }
             ]
         );

@@ -240,10 +240,12 @@ mod tests {
                 protocol: Protocol::Tcp,
                 source_port: Some(NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
                 destination_port: Some(5443),
+                tcp: None,
             },
             action,
             rule: "block-tcp-port-v4".into(),
             pod: None,
+            interface: None,
             at_ms: 1_795_880_400_123,
         }
     }

@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Rules of others naming our hashlimit tables, as the last look found
     /// them (iptables backends with log rules; `Backend::shared_state_warnings`).
     pub foreign_meter_rules: u64,
+    /// The node honours IPv4 source routes (`node_facts::accepts_source_routes`;
+    /// None: not read yet, or unreadable).
+    pub accepts_source_routes: Option<bool>,
     /// Why not ready, for `/readyz`.
     pub not_ready_reason: String,
     pub repairs: BTreeMap<String, u64>,
@@ -76,6 +79,7 @@ impl Metrics {
             in_sync: false,
             table_owned: false,
             foreign_meter_rules: 0,
+            accepts_source_routes: None,
             not_ready_reason: "starting: the block is not installed yet".into(),
             repairs: BTreeMap::new(),
             repair_conflicts: 0,
@@ -218,6 +222,15 @@ pub fn render(m: &Metrics) -> String {
         "Rules that are not ours naming one of our iptables hashlimit tables (they share our log rules' per-source budget and may set the table's size); looked for at start and at most once a minute.",
     );
     let _ = writeln!(o, "apiserver_guard_foreign_meter_rules {}", m.foreign_meter_rules);
+    if let Some(accepts) = m.accepts_source_routes {
+        family(
+            &mut o,
+            "apiserver_guard_node_accepts_source_routes",
+            "gauge",
+            "1 when this node honours IPv4 source routes (net.ipv4.conf.all.accept_source_route=1): a pod can source-route a packet past the block; read at start and at each resync.",
+        );
+        let _ = writeln!(o, "apiserver_guard_node_accepts_source_routes {}", b(accepts));
+    }
     family(
         &mut o,
         "apiserver_guard_ready",
@@ -403,6 +416,19 @@ mod tests {
         assert_eq!(m.duration_buckets[2], 1, "<= 5ms");
         assert_eq!(m.duration_buckets[5], 2, "<= 50ms");
         assert_eq!(m.duration_count, 2);
+    }
+
+    #[test]
+    fn source_routing_is_reported_once_read() {
+        let mut m = Metrics::new("0.1.0");
+        assert!(
+            !render(&m).contains("apiserver_guard_node_accepts_source_routes"),
+            "not read yet"
+        );
+        m.accepts_source_routes = Some(true);
+        assert!(render(&m).contains("\napiserver_guard_node_accepts_source_routes 1\n"));
+        m.accepts_source_routes = Some(false);
+        assert!(render(&m).contains("\napiserver_guard_node_accepts_source_routes 0\n"));
     }
 
     #[test]

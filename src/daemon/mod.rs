@@ -18,6 +18,7 @@ pub mod discovery_status;
 pub mod footprint;
 pub mod http;
 pub mod instance;
+pub mod interface_names;
 pub mod metrics;
 pub mod netlink;
 pub mod nflog;
@@ -313,6 +314,7 @@ impl Daemon {
         }
         self.status_line();
         self.shared.look(self.rec.clone(), self.state.clone());
+        self.check_source_routes();
 
         let (addr_tx, mut addr_rx) = mpsc::channel::<()>(1);
         tokio::spawn(addresses::run(addr_tx));
@@ -385,6 +387,7 @@ impl Daemon {
                     if self.shared.due() {
                         self.shared.look(self.rec.clone(), self.state.clone());
                     }
+                    self.check_source_routes();
                 }
                 _ = config_poll.tick() => {
                     let now = read_config(&self.config_path);
@@ -466,6 +469,20 @@ impl Daemon {
             h.abort();
         }
         self.spawn_monitor(wake)
+    }
+
+    /// Reads whether the node honours IPv4 source routes into the metrics;
+    /// says so when that changes (a warning while it does).
+    fn check_source_routes(&self) {
+        let now = crate::node_facts::accepts_source_routes();
+        let before = std::mem::replace(&mut self.metrics().accepts_source_routes, now);
+        match (before, now) {
+            (b, Some(true)) if b != Some(true) => log::warn!("{}", crate::node_facts::SOURCE_ROUTES_WARNING),
+            (Some(true), Some(false)) => {
+                log::info!("this node no longer accepts IPv4 source-routed packets (accept_source_route=0)")
+            }
+            _ => {}
+        }
     }
 
     fn status_line(&self) {

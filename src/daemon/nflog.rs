@@ -1,7 +1,7 @@
 //! The NFLOG reader: binds our log group on a NETLINK_NETFILTER socket of its
 //! own (nfnetlink_log; no ulogd), reads each logged packet, keeps the ones
 //! whose prefix is ours, and reports them: a log line per new (source,
-//! apiserver, port, protocol, pod), a summary of repeats at most once a
+//! apiserver, port, protocol, pod, interface), a summary of repeats at most once a
 //! minute, the table and counters in `Metrics`. With Kubernetes discovery
 //! each attempt is given its pod when it is recorded (`Attribution`: the
 //! directory of this node's pods) and noted for an Event on that pod. A thin shell around the pure
@@ -11,14 +11,16 @@
 //! kernel that refuses, a burst that overflows the socket (ENOBUFS) are
 //! logged and counted, and the reader retries with backoff.
 
+use super::interface_names::InterfaceNames;
 use super::metrics::Metrics;
 use super::netlink::subscribe;
 use super::pod_events::EventsHandle;
 use crate::core::attempt_log::{parse_prefix, with_rule_protocol};
 use crate::core::attempt_packet::parse_headers;
-use crate::core::attempts::{Attempt, Recorded, Repeat};
+use crate::core::attempts::{Attempt, Interface, Recorded, Repeat};
 use crate::core::nflog_wire::{bind_request, parse_datagram, Event};
 use crate::discovery::attribution::SharedDirectory;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -32,8 +34,12 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// At most one summary of repeats this often.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
-/// New-key log lines allowed per second; beyond, counted and summarised.
-const LINES_PER_SECOND: u32 = 20;
+/// New-key log lines allowed per second in all; beyond, counted and summarised.
+const LINES_PER_SECOND: u32 = 50;
+/// Of those, the lines of attempts that came in on one interface (one pod's
+/// veth; local processes, without one, count as one): a pod making new keys
+/// as fast as it can leaves the rest to others.
+const LINES_PER_INTERFACE: u32 = 20;
 /// Rows named in a summary line.
 const SUMMARY_ROWS: usize = 5;
 
@@ -167,6 +173,7 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
 async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>, attribution: Option<&Attribution>) -> String {
     let mut buf = vec![0u8; 256 * 1024];
     let mut lines = LineBudget::new();
+    let mut names = InterfaceNames::default();
     let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
     // A stalled loop must not make up missed ticks: one summary a minute at most.
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,7 +190,7 @@ async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>, attribution: Op
         };
         loop {
             match recv(fd.get_ref(), &mut buf) {
-                Ok(n) => handle(&buf[..n], state, &mut lines, attribution),
+                Ok(n) => handle(&buf[..n], state, &mut lines, &mut names, attribution),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => {
                         guard.clear_ready();
@@ -200,7 +207,13 @@ async fn read(fd: AsyncFd<OwnedFd>, state: &Arc<Mutex<Metrics>>, attribution: Op
 
 /// Counts and records the packets of one datagram, each with its pod when
 /// one is known now; logs the new keys; notes attributed attempts for Events.
-fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget, attribution: Option<&Attribution>) {
+fn handle(
+    datagram: &[u8],
+    state: &Mutex<Metrics>,
+    lines: &mut LineBudget,
+    names: &mut InterfaceNames,
+    attribution: Option<&Attribution>,
+) {
     let at_ms = unix_ms();
     let mut new = Vec::new();
     let mut wake = false;
@@ -212,8 +225,12 @@ fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget, attri
         let events = attribution.and_then(|a| a.events.as_ref());
         let mut book = events.map(|e| e.book.lock().unwrap_or_else(|p| p.into_inner()));
         for event in parse_datagram(datagram) {
-            let (prefix, payload) = match event {
-                Event::Packet { prefix, payload } => (prefix, payload),
+            let (prefix, payload, interface) = match event {
+                Event::Packet {
+                    prefix,
+                    payload,
+                    interface,
+                } => (prefix, payload, interface),
                 Event::Malformed => {
                     log.ignore("malformed");
                     continue;
@@ -236,6 +253,10 @@ fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget, attri
                 action,
                 rule: rule.to_string(),
                 pod: pods.as_ref().and_then(|d| d.lookup(headers.source, at_ms).cloned()),
+                interface: interface.map(|index| Interface {
+                    index,
+                    name: names.name(index),
+                }),
                 at_ms,
             };
             if let (Some(book), Some(pod)) = (book.as_mut(), &attempt.pod) {
@@ -243,7 +264,7 @@ fn handle(datagram: &[u8], state: &Mutex<Metrics>, lines: &mut LineBudget, attri
                 wake |= book.note(pod, action, &apiserver, at_ms);
             }
             if log.record(&attempt) == Recorded::New {
-                if lines.take() {
+                if lines.take(interface) {
                     new.push(attempt);
                 } else {
                     log.lines_suppressed += 1;
@@ -273,6 +294,11 @@ fn report_new(a: &Attempt) {
         endpoint(h.source, h.source_port),
         endpoint(h.destination, h.destination_port),
     );
+    let via = a
+        .interface
+        .as_ref()
+        .map_or(String::new(), |i| format!(" via {}", i.name));
+    let iface = a.interface.as_ref().map_or("", |i| i.name.as_str());
     let (sport, dport) = (
         h.source_port.map(u32::from).unwrap_or(0),
         h.destination_port.map(u32::from).unwrap_or(0),
@@ -283,13 +309,13 @@ fn report_new(a: &Attempt) {
             src = src.as_str(), sport = sport, dst = dst.as_str(), dport = dport,
             proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str(),
             pod_namespace = p.namespace.as_str(), pod_name = p.name.as_str(), pod_uid = p.uid.as_str(),
-            pod_node = p.node.as_str();
-            "{verb} attempt: {from} (pod {}/{}) -> {to} {proto} (rule {})", p.namespace, p.name, a.rule
+            pod_node = p.node.as_str(), iface = iface;
+            "{verb} attempt: {from} (pod {}/{}) -> {to} {proto} (rule {}){via}", p.namespace, p.name, a.rule
         ),
         None => log::warn!(
             src = src.as_str(), sport = sport, dst = dst.as_str(), dport = dport,
-            proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str();
-            "{verb} attempt: {from} -> {to} {proto} (rule {})", a.rule
+            proto = proto.as_str(), action = a.action.as_str(), rule = a.rule.as_str(), iface = iface;
+            "{verb} attempt: {from} -> {to} {proto} (rule {}){via}", a.rule
         ),
     }
 }
@@ -347,9 +373,13 @@ pub fn summary_text(repeats: &[Repeat], unlogged_new: u64) -> Option<String> {
     Some(text)
 }
 
-/// A token bucket for new-key log lines.
+/// The budget of new-key log lines: `LINES_PER_SECOND` a second, of which
+/// at most `LINES_PER_INTERFACE` for the attempts of one input interface
+/// (attempts with none, from local processes, count as one).
 struct LineBudget {
     tokens: u32,
+    /// Lines taken this second per interface.
+    taken: HashMap<Option<u32>, u32>,
     refilled: Instant,
 }
 
@@ -357,18 +387,25 @@ impl LineBudget {
     fn new() -> LineBudget {
         LineBudget {
             tokens: LINES_PER_SECOND,
+            taken: HashMap::new(),
             refilled: Instant::now(),
         }
     }
 
-    fn take(&mut self) -> bool {
+    fn take(&mut self, interface: Option<u32>) -> bool {
         if self.refilled.elapsed() >= Duration::from_secs(1) {
             self.tokens = LINES_PER_SECOND;
+            self.taken.clear();
             self.refilled = Instant::now();
         }
         if self.tokens == 0 {
             return false;
         }
+        let taken = self.taken.entry(interface).or_default();
+        if *taken >= LINES_PER_INTERFACE {
+            return false;
+        }
+        *taken += 1;
         self.tokens -= 1;
         true
     }
@@ -392,10 +429,12 @@ mod tests {
                         protocol: Protocol::Tcp,
                         source_port: Some(1000 + k as u16),
                         destination_port: Some(5443),
+                        tcp: None,
                     },
                     action: AttemptAction::Blocked,
                     rule: "block-tcp-port-v6".into(),
                     pod: None,
+                    interface: None,
                     at_ms: k as u64,
                 });
             }
@@ -427,7 +466,15 @@ mod tests {
     }
 
     fn packet(prefix: &[u8], payload: &[u8]) -> Vec<u8> {
-        let body = [nlattr(10, prefix), nlattr(9, payload)].concat();
+        packet_on(prefix, payload, None)
+    }
+
+    /// A logged packet that came in on interface `indev`.
+    fn packet_on(prefix: &[u8], payload: &[u8], indev: Option<u32>) -> Vec<u8> {
+        let mut body = [nlattr(10, prefix), nlattr(9, payload)].concat();
+        if let Some(i) = indev {
+            body.extend(nlattr(4, &i.to_be_bytes()));
+        }
         let mut v = ((20 + body.len()) as u32).to_ne_bytes().to_vec();
         v.extend_from_slice(&(4u16 << 8).to_ne_bytes());
         v.extend_from_slice(&[0u8; 10]);
@@ -458,7 +505,7 @@ mod tests {
         d.extend(packet(b"apiserver-guard:audit-all-v4\0", &ip[..12]));
         let state = Mutex::new(Metrics::new("t"));
         let mut lines = LineBudget::new();
-        handle(&d, &state, &mut lines, None);
+        handle(&d, &state, &mut lines, &mut InterfaceNames::default(), None);
         let m = lock(&state);
         let rows = m.attempts.table.rows();
         assert_eq!(rows.len(), 1);
@@ -470,6 +517,34 @@ mod tests {
         assert_eq!(m.attempts.ignored.get("truncated"), Some(&1));
         assert_eq!(m.attempts.totals.get(&(String::new(), "blocked")), Some(&2));
         assert_eq!(lines.tokens, LINES_PER_SECOND - 1, "one new key, one line");
+    }
+
+    #[test]
+    fn rows_name_their_interface_and_a_flood_on_one_leaves_log_lines_to_another() {
+        let rule = b"apiserver-guard:block-tcp-port-v4\0";
+        let mut d = Vec::new();
+        // 100 new (forged) sources in on loopback (index 1), then one attempt on another interface.
+        for i in 0..100u8 {
+            let mut ip = tcp_v4();
+            ip[14] = 100;
+            ip[15] = i;
+            d.extend(packet_on(rule, &ip, Some(1)));
+        }
+        // An index no interface has (named by its number).
+        d.extend(packet_on(rule, &tcp_v4(), Some(u32::MAX)));
+        let state = Mutex::new(Metrics::new("t"));
+        let mut lines = LineBudget::new();
+        handle(&d, &state, &mut lines, &mut InterfaceNames::default(), None);
+        let m = lock(&state);
+        let rows = m.attempts.table.rows();
+        assert_eq!(rows.len(), 101);
+        assert_eq!(
+            (rows[0].source.to_string().as_str(), rows[0].interface.as_deref()),
+            ("10.0.1.2", Some("if4294967295"))
+        );
+        assert!(rows[1..].iter().all(|r| r.interface.as_deref() == Some("lo")));
+        assert_eq!(m.attempts.lines_suppressed, 100 - u64::from(LINES_PER_INTERFACE));
+        assert_eq!(lines.taken.get(&Some(u32::MAX)), Some(&1), "its line was logged");
     }
 
     #[test]
@@ -493,6 +568,7 @@ mod tests {
         };
         let state = Mutex::new(Metrics::new("t"));
         let mut lines = LineBudget::new();
+        let mut names = InterfaceNames::default();
         // Each connection from its own source port (one port is one connection).
         let conn = |port_low: u8| {
             let mut ip = tcp_v4();
@@ -500,13 +576,13 @@ mod tests {
             packet(b"apiserver-guard:block-tcp-port-v4\0", &ip)
         };
         // Before the pod is known: the address alone.
-        handle(&conn(1), &state, &mut lines, Some(&attribution));
+        handle(&conn(1), &state, &mut lines, &mut names, Some(&attribution));
         attribution.pods.lock().unwrap().sync([&web], unix_ms());
-        handle(&conn(2), &state, &mut lines, Some(&attribution));
-        handle(&conn(3), &state, &mut lines, Some(&attribution));
+        handle(&conn(2), &state, &mut lines, &mut names, Some(&attribution));
+        handle(&conn(3), &state, &mut lines, &mut names, Some(&attribution));
         // The pod is deleted: within the grace period its name stays.
         attribution.pods.lock().unwrap().sync([], unix_ms());
-        handle(&conn(4), &state, &mut lines, Some(&attribution));
+        handle(&conn(4), &state, &mut lines, &mut names, Some(&attribution));
         let m = lock(&state);
         let rows = m.attempts.table.rows();
         let got: Vec<(Option<String>, u64)> = rows
@@ -538,10 +614,24 @@ mod tests {
     }
 
     #[test]
-    fn the_line_budget_runs_out_within_a_second() {
+    fn the_line_budget_runs_out_within_a_second_and_one_interface_takes_a_share() {
         let mut b = LineBudget::new();
-        let allowed = (0..100).filter(|_| b.take()).count();
-        assert_eq!(allowed, LINES_PER_SECOND as usize);
+        // One pod's interface making new keys as fast as it can: its share only.
+        let flood = (0..1000).filter(|_| b.take(Some(7))).count();
+        assert_eq!(flood, LINES_PER_INTERFACE as usize);
+        // Another pod's single attempt still gets its line.
+        assert!(b.take(Some(8)));
+        // Local processes (no interface) count as one interface.
+        let local = (0..1000).filter(|_| b.take(None)).count();
+        assert_eq!(local, LINES_PER_INTERFACE as usize);
+        // A third interface gets what is left of the total; then nothing.
+        let rest = (0..1000).filter(|_| b.take(Some(9))).count();
+        assert_eq!(rest, (LINES_PER_SECOND - 2 * LINES_PER_INTERFACE - 1) as usize);
+        assert!(!b.take(Some(10)), "the total is bounded");
+        // Even a whole node of pods flooding at once.
+        let mut b = LineBudget::new();
+        let all: usize = (0..1000u32).map(|i| usize::from(b.take(Some(i)))).sum();
+        assert_eq!(all, LINES_PER_SECOND as usize);
     }
 
     #[test]
