@@ -6,7 +6,9 @@
 //! A connection is its flow (source and destination address and port,
 //! protocol, and the interface it came in on: a pod that forges another
 //! pod's flows cannot make that pod's next connection look like one already
-//! counted, nor push its flows out of memory faster than its own). TCP says more: a SYN without ACK opens a connection, and its
+//! counted). The memory itself is shared: a pod making new flows fast pushes
+//! every pod's flows out sooner, whose next packets then count again (a
+//! break-it find, to be made fair per interface). TCP says more: a SYN without ACK opens a connection, and its
 //! initial sequence number tells a retransmit (the same one) from a new
 //! connect that reuses the source port (another one); any other segment
 //! belongs to a connection already open, however long ago (a client-go
