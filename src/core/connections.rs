@@ -6,9 +6,7 @@
 //! A connection is its flow (source and destination address and port,
 //! protocol, and the interface it came in on: a pod that forges another
 //! pod's flows cannot make that pod's next connection look like one already
-//! counted). The memory itself is shared: a pod making new flows fast pushes
-//! every pod's flows out sooner, whose next packets then count again (a
-//! break-it find, to be made fair per interface). TCP says more: a SYN without ACK opens a connection, and its
+//! counted). TCP says more: a SYN without ACK opens a connection, and its
 //! initial sequence number tells a retransmit (the same one) from a new
 //! connect that reuses the source port (another one); any other segment
 //! belongs to a connection already open, however long ago (a client-go
@@ -21,11 +19,14 @@
 //! opened before audit mode started, exactly the one the switch to `reject`
 //! would cut.
 //!
-//! Bounded: at most `capacity` flows, in two generations (the older is
-//! dropped whole when the newer fills half: the latest `capacity / 2` are
-//! always remembered), so a flood of distinct flows costs a fixed amount of
-//! memory; a flow forgotten that way counts again on its next packet: too
-//! many, never too few. (The kernel's meters can make a count low: a packet
+//! Bounded: at most `capacity` flows in all, kept per interface in two
+//! generations. When the memory is full, the interface holding the most
+//! flows forgets its older generation and its newer one becomes the older:
+//! a pod making new flows as fast as it can only ever pushes out its own
+//! (a break-it find: one shared memory let it make other pods' next packets
+//! count again), and a flood costs a fixed amount of memory. A flow
+//! forgotten that way counts again on its next packet: too many, never too
+//! few. (The kernel's meters can make a count low: a packet
 //! over its source's limit is never logged.) Pure: the caller gives the time.
 
 use super::attempt_packet::{Headers, Protocol, TcpSegment};
@@ -58,12 +59,25 @@ struct Seen {
     at_ms: u64,
 }
 
+/// One interface's flows, newer and older.
+#[derive(Debug, Clone, Default)]
+struct Generations {
+    newer: HashMap<Flow, Seen>,
+    older: HashMap<Flow, Seen>,
+}
+
+impl Generations {
+    fn len(&self) -> usize {
+        self.newer.len() + self.older.len()
+    }
+}
+
 /// The flows seen lately.
 #[derive(Debug, Clone)]
 pub struct ConnectionMemory {
     capacity: usize,
-    newer: HashMap<Flow, Seen>,
-    older: HashMap<Flow, Seen>,
+    by_interface: HashMap<Option<u32>, Generations>,
+    total: usize,
 }
 
 impl Default for ConnectionMemory {
@@ -77,14 +91,30 @@ impl ConnectionMemory {
     pub fn new(capacity: usize) -> ConnectionMemory {
         ConnectionMemory {
             capacity: capacity.max(2),
-            newer: HashMap::new(),
-            older: HashMap::new(),
+            by_interface: HashMap::new(),
+            total: 0,
         }
     }
 
     /// Flows remembered now.
     pub fn len(&self) -> usize {
-        self.newer.len() + self.older.len()
+        self.total
+    }
+
+    /// Makes room for one more flow: the interface holding the most flows
+    /// forgets its older generation, and its newer one becomes the older.
+    fn make_room(&mut self) {
+        while self.total >= self.capacity {
+            let Some((&crowded, _)) = self.by_interface.iter().max_by_key(|(_, g)| g.len()) else {
+                return;
+            };
+            let g = self.by_interface.get_mut(&crowded).expect("just found");
+            self.total -= g.older.len();
+            g.older = std::mem::take(&mut g.newer);
+            if g.older.is_empty() {
+                self.by_interface.remove(&crowded);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,7 +135,11 @@ impl ConnectionMemory {
             protocol: h.protocol,
             interface,
         };
-        let before = self.newer.remove(&flow).or_else(|| self.older.remove(&flow));
+        let g = self.by_interface.entry(interface).or_default();
+        let before = g.newer.remove(&flow).or_else(|| g.older.remove(&flow));
+        if before.is_some() {
+            self.total -= 1;
+        }
         let within_window = |s: &Seen| s.at_ms.abs_diff(at_ms) <= CONNECTION_WINDOW_MS;
         let latest = |s: &Seen| s.at_ms.max(at_ms);
         let (new, seen) = match (h.tcp, before) {
@@ -134,10 +168,9 @@ impl ConnectionMemory {
             ),
             (None, _) => (true, Seen { isn: None, at_ms }),
         };
-        if self.newer.len() >= self.capacity / 2 {
-            self.older = std::mem::take(&mut self.newer);
-        }
-        self.newer.insert(flow, seen);
+        self.make_room();
+        self.by_interface.entry(interface).or_default().newer.insert(flow, seen);
+        self.total += 1;
         new
     }
 }
@@ -249,6 +282,7 @@ mod tests {
         assert!(m.is_new(&packet(1, WITHIN), None, 1), "forgotten: counted again");
         // The latest flows are remembered.
         assert!(!m.is_new(&packet(10_001, WITHIN), None, 1));
+        assert_eq!(m.len(), m.by_interface.values().map(Generations::len).sum::<usize>());
         assert_eq!(ConnectionMemory::new(0).capacity, 2);
         assert!(ConnectionMemory::default().is_empty());
     }
@@ -262,6 +296,34 @@ mod tests {
         assert!(m.is_new(&packet(53, None), Some(8), 1));
         assert!(!m.is_new(&packet(53, None), Some(7), 2));
         assert!(m.is_new(&packet(53, None), None, 3));
+    }
+
+    #[test]
+    fn a_pod_making_new_flows_as_fast_as_it_can_pushes_out_only_its_own() {
+        // The break-it round: random forged sources from one interface made
+        // another pod's SYN retransmit 16 s later count as a second connect.
+        let mut m = ConnectionMemory::new(1000);
+        assert!(m.is_new(&packet(40123, SYN), Some(2), 0));
+        let mut long_lived = packet(40200, SYN);
+        assert!(m.is_new(&long_lived, Some(3), 0));
+        long_lived.tcp = WITHIN;
+        for i in 0..100_000u32 {
+            let mut forged = packet((i % 60_000) as u16, SYN);
+            forged.source = std::net::Ipv4Addr::from(0x0a00_0000 + i).into();
+            m.is_new(&forged, Some(1), u64::from(i));
+            assert!(m.len() <= 1000);
+            if i % 10_000 == 0 {
+                assert!(
+                    !m.is_new(&long_lived, Some(3), u64::from(i)),
+                    "pod 3's connection stays one at {i}"
+                );
+            }
+        }
+        assert!(
+            !m.is_new(&packet(40123, SYN), Some(2), 31_000),
+            "pod 2's retransmit is no new connect"
+        );
+        assert_eq!(m.len(), m.by_interface.values().map(Generations::len).sum::<usize>());
     }
 
     #[test]
