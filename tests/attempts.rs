@@ -46,26 +46,6 @@ fn policy() -> GuardPolicy {
     )
 }
 
-/// Our own log rules, in a table of the test's, evaluated before the block.
-fn add_log_rules(node: &Netns, rules: &[String]) {
-    let mut text =
-        String::from("table inet test_log {\n chain log_forward {\n  type filter hook forward priority -10;\n");
-    for r in rules {
-        text.push_str(&format!("  {r}\n"));
-    }
-    text.push_str(" }\n}\n");
-    let out = node.run_stdin(&["nft", "-f", "-"], &text);
-    assert!(
-        out.status.success(),
-        "nft -f: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn log_rule(matches: &str, prefix: &str) -> String {
-    format!("{matches} log prefix \"{prefix}\" group {GROUP} snaplen 96")
-}
-
 /// The row of `/attempts` from `src` to `api`:`port`/`proto`, polled until it shows.
 #[track_caller]
 fn wait_row(node: &Netns, daemon: &Daemon, src: &str, api: &str, port: u16, proto: &str) -> serde_json::Value {

@@ -21,7 +21,6 @@ use common::daemon_cases::*;
 use common::guard_cases::*;
 use common::*;
 
-const GROUP: u16 = 1443;
 const SHOW_DEADLINE: Duration = Duration::from_secs(5);
 /// The table's rows (`core::attempts::DEFAULT_CAPACITY`).
 const CAPACITY: usize = apiserver_guard::core::attempts::DEFAULT_CAPACITY;
@@ -39,21 +38,6 @@ fn policy() -> GuardPolicy {
         &[CONTAINER_CIDR_V4],
         &[&endpoint(API_V4, Some(API_PORT))],
     )
-}
-
-/// A log rule of the test's own, in a table of its own before the block:
-/// every UDP packet from the pods to the apiserver, unmetered.
-fn add_udp_log_rule(node: &Netns) {
-    let text = format!(
-        "table inet test_log {{\n chain log_forward {{\n  type filter hook forward priority -10;\n  \
-         ip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4} meta l4proto udp log prefix \"apiserver-guard:block-udp-v4\" group {GROUP} snaplen 96\n }}\n}}\n"
-    );
-    let out = node.run_stdin(&["nft", "-f", "-"], &text);
-    assert!(
-        out.status.success(),
-        "nft -f: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The second pod's TCP row, if listed.
@@ -77,7 +61,14 @@ fn a_pod_churning_the_table_evicts_only_its_own_rows_and_takes_only_its_share_of
     let daemon = Daemon::spawn(node, &daemon_args(&policy(), &[]));
     daemon.wait_ready();
     wait_attempt_log_bound(node);
-    add_udp_log_rule(node);
+    // Every UDP packet from the pods to the apiserver, unmetered.
+    add_log_rules(
+        node,
+        &[log_rule(
+            &format!("ip saddr {CONTAINER_CIDR_V4} ip daddr {API_V4} meta l4proto udp"),
+            "apiserver-guard:block-udp-v4",
+        )],
+    );
 
     let started = Instant::now();
     let sent = std::thread::scope(|sc| {

@@ -704,3 +704,26 @@ impl FailSwitch {
         let _ = std::fs::remove_file(&self.marker);
     }
 }
+
+/// Our own log rules, in a table of the test's, evaluated before the block.
+pub fn add_log_rules(node: &Netns, rules: &[String]) {
+    let mut text =
+        String::from("table inet test_log {\n chain log_forward {\n  type filter hook forward priority -10;\n");
+    for r in rules {
+        text.push_str(&format!("  {r}\n"));
+    }
+    text.push_str(" }\n}\n");
+    let out = node.run_stdin(&["nft", "-f", "-"], &text);
+    assert!(
+        out.status.success(),
+        "nft -f: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn log_rule(matches: &str, prefix: &str) -> String {
+    format!(
+        "{matches} log prefix \"{prefix}\" group {} snaplen 96",
+        apiserver_guard::core::attempt_log::DEFAULT_LOG_GROUP
+    )
+}
