@@ -55,6 +55,7 @@ fn crosscheck(node: &Netns, probes: &[Probe], max_time: u32) -> usize {
             dst: p.dst.parse().unwrap(),
             proto: TCP,
             dport: p.port,
+            tcp_flags: apiserver_guard::core::nft_model::TCP_FLAG_SYN,
             hook: p.hook,
         };
         let e = evaluate(&table, &packet, &addrs);

@@ -5,6 +5,7 @@
 //! header that cannot be read is an error; ports that were cut off or that
 //! the packet does not have are `None` (the attempt still counts).
 
+use super::attempt_log::{is_tcp_answer, ICMPV6_ANSWERS, ICMP_ANSWERS};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -85,6 +86,10 @@ pub struct Headers {
     /// What the TCP header says of the connection (None: not TCP, or its
     /// flags were not copied).
     pub tcp: Option<TcpSegment>,
+    /// The packet answers one sent to its source (a TCP reset or SYN+ACK,
+    /// an ICMP error or echo reply: `attempt_log::is_tcp_answer`): never an
+    /// attempt of its own.
+    pub answer: bool,
 }
 
 /// A TCP segment's place in its connection, from its flags.
@@ -144,6 +149,17 @@ fn ports(protocol: Protocol, transport: Option<&[u8]>) -> (Option<u16>, Option<u
     }
 }
 
+/// Whether the transport header says the packet answers another (see `Headers::answer`).
+fn is_answer(protocol: Protocol, transport: Option<&[u8]>) -> bool {
+    let Some(t) = transport else { return false };
+    match protocol {
+        Protocol::Tcp => t.get(13).is_some_and(|f| is_tcp_answer(*f)),
+        Protocol::Other(1) => t.first().is_some_and(|ty| ICMP_ANSWERS.contains(ty)),
+        Protocol::Other(58) => t.first().is_some_and(|ty| ICMPV6_ANSWERS.contains(ty)),
+        _ => false,
+    }
+}
+
 fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>) -> Option<TcpSegment> {
     let t = transport.filter(|t| protocol == Protocol::Tcp && t.len() >= TCP_FLAGS_END)?;
     let flags = t[13];
@@ -172,6 +188,7 @@ fn parse_v4(p: &[u8]) -> Result<Headers, PacketError> {
         source_port,
         destination_port,
         tcp: tcp_segment(protocol, transport),
+        answer: is_answer(protocol, transport),
     })
 }
 
@@ -233,6 +250,7 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
         source_port,
         destination_port,
         tcp: tcp_segment(protocol, rest),
+        answer: is_answer(protocol, rest),
     })
 }
 
@@ -273,6 +291,26 @@ mod tests {
             Some(TcpSegment::Open { isn: 1 }),
             "a SYN and its sequence number"
         );
+    }
+
+    #[test]
+    fn resets_syn_acks_icmp_errors_and_echo_replies_are_answers() {
+        let tcp = |flags: u8| {
+            let mut t = TCP;
+            t[13] = flags;
+            parse_headers(&v4(6, 0, 0, &t)).unwrap().answer
+        };
+        assert!(tcp(0x04) && tcp(0x14) && tcp(0x12));
+        assert!(!tcp(0x02) && !tcp(0x10) && !tcp(0x18) && !tcp(0x11));
+        let icmp = |ty: u8| parse_headers(&v4(1, 0, 0, &[ty, 0, 0, 0])).unwrap().answer;
+        assert!(icmp(0) && icmp(3) && icmp(11) && icmp(12));
+        assert!(!icmp(8) && !icmp(13));
+        // Cut off before the flags, a later fragment, UDP: not known to answer.
+        assert!(!parse_headers(&v4(6, 0, 0, &TCP[..13])).unwrap().answer);
+        let mut rst = TCP;
+        rst[13] = 0x04;
+        assert!(!parse_headers(&v4(6, 0, 0x0010, &rst)).unwrap().answer);
+        assert!(!parse_headers(&v4(17, 0, 0, &rst)).unwrap().answer);
     }
 
     #[test]

@@ -334,6 +334,7 @@ mod tests {
                 source_port: Some(40000 + (at_ms % 1000) as u16),
                 destination_port: Some(dport),
                 tcp: Some(TcpSegment::Open { isn: at_ms as u32 }),
+                answer: false,
             },
             action: AttemptAction::Blocked,
             rule: "block-tcp-port-v4".into(),

@@ -187,6 +187,7 @@ mod tests {
             source_port: Some(sport),
             destination_port: Some(5443),
             tcp,
+            answer: false,
         }
     }
 

@@ -202,6 +202,11 @@ impl Rule {
         }
     }
 
+    /// Whether the rule's match takes TCP only (`tcp-port`, `tcp`, `local-port` rules).
+    pub fn takes_only_tcp(&self) -> bool {
+        self.target != Target::Exempt && match_name(self.target, self.tcp_only).1
+    }
+
     /// Whether the rule counts the packets it matches (blocked or audited; metrics).
     pub fn blocks(&self) -> bool {
         !matches!(self.verdict, Verdict::Return | Verdict::Log { .. })

@@ -12,9 +12,9 @@ use super::nft_model::*;
 use super::nft_wire::*;
 use netlink_packet_core::{DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, NLA_TYPE_MASK};
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, Immediate, ListAttribute, Lookup, Meta,
-    NfTablesMessage, Payload, RuleAttribute, SetAttribute, SetDescription, SetElementAttribute, SetElementList,
-    TableAttribute, Verdict as NlVerdict, VerdictAttribute,
+    Bitwise, ChainAttribute, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, Immediate, ListAttribute,
+    Lookup, Meta, NfTablesMessage, Payload, RuleAttribute, SetAttribute, SetDescription, SetElementAttribute,
+    SetElementList, TableAttribute, Verdict as NlVerdict, VerdictAttribute,
 };
 
 /// What the transport's `dump_table` (`backend::nfnl`) returns: the kernel's
@@ -363,6 +363,35 @@ fn typed_expr(d: &Expressions) -> Option<Expr> {
                 sreg: sreg?,
                 op: op?,
                 data: data?,
+            }
+        }
+        Expressions::Bitwise(v) => {
+            // The boolean operation only (a shift is another expression: raw),
+            // each attribute once.
+            let (mut sreg, mut dreg, mut len, mut op, mut mask, mut xor) = (None, None, None, None, None, None);
+            for a in v {
+                let fresh = match a {
+                    Bitwise::SourceRegister(r) => sreg.replace(u32::from(*r)).is_none(),
+                    Bitwise::DestinationRegister(r) => dreg.replace(u32::from(*r)).is_none(),
+                    Bitwise::Length(l) => len.replace(*l).is_none(),
+                    Bitwise::Op(o) => op.replace(*o).is_none(),
+                    Bitwise::Mask(DataAttribute::Value(b)) => mask.replace(b.clone()).is_none(),
+                    Bitwise::Xor(DataAttribute::Value(b)) => xor.replace(b.clone()).is_none(),
+                    _ => false,
+                };
+                if !fresh {
+                    return None;
+                }
+            }
+            if op.unwrap_or(BITWISE_BOOL) != BITWISE_BOOL {
+                return None;
+            }
+            Expr::Bitwise {
+                sreg: sreg?,
+                dreg: dreg?,
+                len: len?,
+                mask: mask?,
+                xor: xor?,
             }
         }
         Expressions::Lookup(v) => {

@@ -21,6 +21,8 @@ pub struct Packet {
     pub proto: u8,
     /// Destination port (TCP/UDP); 0 for protocols without one.
     pub dport: u16,
+    /// The TCP header's flags (`TCP_FLAG_*`; a connect's first packet: SYN).
+    pub tcp_flags: u8,
     /// `HOOK_LOCAL_IN`, `HOOK_FORWARD` or `HOOK_LOCAL_OUT`.
     pub hook: u32,
 }
@@ -250,6 +252,24 @@ impl Run<'_> {
                     }
                 }
             }
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                len,
+                mask,
+                xor,
+            } => {
+                let n = *len as usize;
+                let Some(v) = regs.load(*sreg, n) else {
+                    return Flow::Break;
+                };
+                if mask.len() != n || xor.len() != n {
+                    self.unknown.push(format!("{e:?}"));
+                    return Flow::Break;
+                }
+                let out: Vec<u8> = v.iter().zip(mask).zip(xor).map(|((b, m), x)| (b & m) ^ x).collect();
+                ok(regs.store(*dreg, &out))
+            }
             Expr::Lookup { set, sreg, flags } => {
                 let Some(s) = self.t.sets.get(set) else {
                     self.unknown.push(format!("lookup in a missing set {set}"));
@@ -312,10 +332,15 @@ impl Run<'_> {
         }
     }
 
+    /// Ports for TCP and UDP; a TCP header's flags too.
     fn transport_header(&self) -> Vec<u8> {
-        let mut h = vec![0u8; 8];
+        let tcp = self.p.proto == IPPROTO_TCP;
+        let mut h = vec![0u8; if tcp { 20 } else { 8 }];
         h[0..2].copy_from_slice(&40000u16.to_be_bytes());
         h[2..4].copy_from_slice(&self.p.dport.to_be_bytes());
+        if tcp {
+            h[TCP_FLAGS_OFFSET as usize] = self.p.tcp_flags;
+        }
         h
     }
 }

@@ -27,6 +27,7 @@ fn pkt(src: &str, dst: &str, proto: u8, dport: u16, hook: u32) -> Packet {
         dst: dst.parse().unwrap(),
         proto,
         dport,
+        tcp_flags: TCP_FLAG_SYN,
         hook,
     }
 }
@@ -365,4 +366,49 @@ fn a_tampered_table_is_judged_as_the_kernel_would_run_it() {
     let e = evaluate(&t, &to_api, &[]);
     assert_eq!(e.fate, Fate::Accept);
     assert!(e.unknown.iter().any(|u| u.contains("deeper")), "{e:?}");
+}
+
+#[test]
+fn answers_from_a_pod_are_blocked_but_not_logged_by_a_tcp_rule() {
+    // A reset or SYN+ACK a pod sends back to a packet forged "from the
+    // apiserver" is not its attempt: the TCP rules' log rules skip it, the
+    // block still applies; an ACK of an open connection and a connect are logged.
+    for action in [Action::Reject, Action::Audit] {
+        let mut p = policy(
+            &["10.0.0.0/16"],
+            &[],
+            &["192.168.50.10:5443", "192.168.50.11"],
+            Mode::Tunnel,
+            action,
+        );
+        p.log_group = Some(1443);
+        let t = desired(&Blocklist::from_policy(&p));
+        let blocked = if action == Action::Reject { RST } else { Fate::Accept };
+        let with = |dst: &str, flags: u8| Packet {
+            tcp_flags: flags,
+            ..pkt("10.0.1.2", dst, TCP, 5443, FWD)
+        };
+        for (flags, logged) in [
+            (TCP_FLAG_SYN, true),
+            (TCP_FLAG_ACK, true),
+            (TCP_FLAG_ACK | TCP_FLAG_FIN, true),
+            (TCP_FLAG_RST, false),
+            (TCP_FLAG_RST | TCP_FLAG_ACK, false),
+            (TCP_FLAG_SYN | TCP_FLAG_ACK, false),
+        ] {
+            let e = evaluate(&t, &with("192.168.50.10", flags), &[]);
+            assert!(e.unknown.is_empty(), "{:?}", e.unknown);
+            assert_eq!(e.fate, blocked, "{flags:#x} {action:?}");
+            assert_eq!(e.logged.len(), usize::from(logged), "{flags:#x} {action:?}: {e:?}");
+        }
+        // A port-less apiserver: refused, TCP meets its own TCP rule (reset)
+        // first, which skips answers; audited, one rule takes every protocol
+        // and cannot test TCP flags (the daemon ignores answers that reach it).
+        let e = evaluate(&t, &with("192.168.50.11", TCP_FLAG_RST), &[]);
+        let logged: Vec<String> = match action {
+            Action::Audit => vec!["apiserver-guard:audit-all-v4".into()],
+            _ => Vec::new(),
+        };
+        assert_eq!((e.fate, e.logged), (blocked, logged));
+    }
 }

@@ -77,6 +77,14 @@ pub const FIB_RESULT_ADDRTYPE: u32 = 3;
 /// `RTN_LOCAL`, compared in host byte order after `fib ... type`.
 pub const RTN_LOCAL: u32 = 2;
 pub const IPPROTO_TCP: u8 = 6;
+/// The TCP header's flags byte (`tcp flags`) and the flags our log rules test.
+pub const TCP_FLAGS_OFFSET: u32 = 13;
+pub const TCP_FLAG_FIN: u8 = 0x01;
+pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_RST: u8 = 0x04;
+pub const TCP_FLAG_ACK: u8 = 0x10;
+/// `NFT_BITWISE_BOOL`: the mask-and-xor operation (the kernel reports it).
+pub const BITWISE_BOOL: u32 = 0;
 pub const REJECT_TCP_RST: u32 = 1;
 pub const REJECT_ICMPX_UNREACH: u32 = 2;
 pub const ICMPX_ADMIN_PROHIBITED: u8 = 3;
@@ -260,6 +268,15 @@ pub enum Expr {
         sreg: u32,
         op: u32,
         data: Vec<u8>,
+    },
+    /// `reg dreg = (reg sreg & mask) ^ xor` over `len` bytes (the boolean
+    /// bitwise: `tcp flags & rst == 0` loads, masks, then compares).
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        len: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
     },
     Lookup {
         set: String,

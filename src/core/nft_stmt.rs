@@ -28,6 +28,7 @@ enum ValueKind {
     Ipv4,
     Ipv6,
     Port,
+    TcpFlags,
     Hex,
 }
 
@@ -36,6 +37,8 @@ struct Load {
     name: String,
     kind: ValueKind,
     at: usize,
+    /// The mask a boolean `bitwise` (xor 0) applied to the loaded value in place.
+    mask: Option<Vec<u8>>,
 }
 
 /// The statements of an expression list, in order.
@@ -50,11 +53,33 @@ pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
                 name,
                 kind,
                 at: i,
+                mask: None,
             });
             continue;
         }
         match e {
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                len,
+                mask,
+                xor,
+            } if sreg == dreg
+                && xor.iter().all(|b| *b == 0)
+                && mask.len() == *len as usize
+                && xor.len() == mask.len()
+                && pending.last().is_some_and(|l| l.reg == *sreg && l.mask.is_none()) =>
+            {
+                if let Some(l) = pending.last_mut() {
+                    l.mask = Some(mask.clone());
+                }
+            }
             Expr::Cmp { sreg, op, data } => match pending.iter().position(|l| l.reg == *sreg) {
+                Some(p) if pending[p].mask.is_some() => {
+                    let l = pending.remove(p);
+                    flush_raw(&mut out, exprs, &mut pending);
+                    out.push(masked(&l, *op, data, i));
+                }
                 Some(p) => {
                     let l = pending.remove(p);
                     flush_raw(&mut out, exprs, &mut pending);
@@ -167,10 +192,54 @@ fn matched(left: &str, op: u32, right: String, exprs: (usize, usize), implicit: 
     }
 }
 
-/// Loads nobody consumed are printed raw.
+/// A masked value compared, as nft 1.0 prints it: `tcp flags ! rst`
+/// (`& rst == 0`), `tcp flags != syn,ack / syn,ack`, `tcp flags syn /
+/// syn,ack`; another load `name & mask == value`.
+fn masked(l: &Load, op: u32, data: &[u8], i: usize) -> Stmt {
+    let mask = l.mask.as_deref().unwrap_or_default();
+    let op_text = match op {
+        CMP_EQ => "==",
+        CMP_NEQ => "!=",
+        _ => "?",
+    };
+    let right = value_text(l.kind, data);
+    let mask_text = value_text(l.kind, mask);
+    let zero = data.iter().all(|b| *b == 0);
+    let text = match (l.kind, op) {
+        (ValueKind::TcpFlags, CMP_EQ) if zero => format!("{} ! {mask_text}", l.name),
+        (ValueKind::TcpFlags, CMP_EQ) => format!("{} {right} / {mask_text}", l.name),
+        (ValueKind::TcpFlags, CMP_NEQ) if !zero => format!("{} != {right} / {mask_text}", l.name),
+        _ => format!("{} & {mask_text} {op_text} {right}", l.name),
+    };
+    Stmt {
+        text,
+        exprs: (l.at, i),
+        matches: Some((format!("{} & {mask_text}", l.name), op_text.to_string(), right)),
+    }
+}
+
+/// TCP flags by name, in bit order, as nft lists them (`syn,ack`).
+fn tcp_flags_text(flags: u8) -> String {
+    let names = ["fin", "syn", "rst", "psh", "ack", "urg", "ecn", "cwr"];
+    let set: Vec<&str> = (0..8).filter(|b| flags & (1 << b) != 0).map(|b| names[b]).collect();
+    if set.is_empty() {
+        "0x0".into()
+    } else {
+        set.join(",")
+    }
+}
+
+/// Loads nobody consumed are printed raw (with their mask, if any).
 fn flush_raw(out: &mut Vec<Stmt>, exprs: &[Expr], pending: &mut Vec<Load>) {
     for l in pending.drain(..) {
         out.push(single(raw_text(&exprs[l.at]), l.at));
+        if l.mask.is_some() {
+            let at = exprs[l.at..]
+                .iter()
+                .position(|e| matches!(e, Expr::Bitwise { .. }))
+                .map_or(l.at, |p| l.at + p);
+            out.push(single(raw_text(&exprs[at]), at));
+        }
     }
 }
 
@@ -214,6 +283,7 @@ fn load(e: &Expr, rest: &[Expr]) -> Option<(String, ValueKind, u32)> {
                 (PAYLOAD_NETWORK, 24, 16) => ("ip6 daddr", ValueKind::Ipv6),
                 (PAYLOAD_TRANSPORT, 0, 2) => ("tcp sport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, 2, 2) => ("tcp dport", ValueKind::Port),
+                (PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1) => ("tcp flags", ValueKind::TcpFlags),
                 _ => {
                     let b = ["@ll", "@nh", "@th"].get(*base as usize).copied().unwrap_or("@base?");
                     return Some((format!("{b},{},{}", offset * 8, len * 8), ValueKind::Hex, *dreg));
@@ -266,6 +336,7 @@ fn value_text(kind: ValueKind, data: &[u8]) -> String {
             Ipv6Addr::from(o).to_string()
         }
         (ValueKind::Port, [a, b]) => u16::from_be_bytes([*a, *b]).to_string(),
+        (ValueKind::TcpFlags, [f]) => tcp_flags_text(*f),
         _ => format!("0x{}", hex(data)),
     }
 }
@@ -401,6 +472,13 @@ pub fn raw_text(e: &Expr) -> String {
                 .unwrap_or("?");
             format!("cmp {op} reg {sreg} {}", words(data))
         }
+        Expr::Bitwise {
+            sreg,
+            dreg,
+            len: _,
+            mask,
+            xor,
+        } => format!("bitwise reg {dreg} = ( reg {sreg} & {} ) ^ {}", words(mask), words(xor)),
         Expr::Lookup { set, sreg, flags } => {
             let f = if *flags != 0 {
                 format!(" 0x{flags:x}")

@@ -10,10 +10,11 @@
 use super::nft_model::*;
 use netlink_packet_core::{DefaultNla, Nla, NLA_F_NESTED};
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, HookNumber, Immediate,
-    InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
-    RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementFlags, SetElementList, SetElementMessage,
-    SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict as NlVerdict, VerdictAttribute,
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, HookNumber,
+    Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register,
+    RuleAttribute, RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementFlags, SetElementList,
+    SetElementMessage, SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict as NlVerdict,
+    VerdictAttribute,
 };
 
 /// Counter, reject and fib attribute numbers (`NFTA_COUNTER_*`, ...).
@@ -266,6 +267,21 @@ pub fn expression(e: &Expr) -> ListAttribute<ExpressionAttribute> {
             Cmp::SourceRegister(reg(*sreg)),
             Cmp::Op(Operator::from(*op)),
             Cmp::Data(DataAttribute::Value(data.clone())),
+        ])
+        .into(),
+        Expr::Bitwise {
+            sreg,
+            dreg,
+            len,
+            mask,
+            xor,
+        } => Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(reg(*sreg)),
+            Bitwise::DestinationRegister(reg(*dreg)),
+            Bitwise::Length(*len),
+            Bitwise::Op(BITWISE_BOOL),
+            Bitwise::Mask(DataAttribute::Value(mask.clone())),
+            Bitwise::Xor(DataAttribute::Value(xor.clone())),
         ])
         .into(),
         Expr::Lookup { set, sreg, flags } => {

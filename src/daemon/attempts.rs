@@ -180,7 +180,7 @@ impl AttemptLog {
             o,
             "apiserver_guard_attempt_log_ignored_total",
             "counter",
-            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed).",
+            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed, answer: a reset, SYN+ACK, ICMP error or echo reply answering a packet sent to the pod).",
         );
         for (reason, n) in &self.ignored {
             let _ = writeln!(
@@ -241,6 +241,7 @@ mod tests {
                 source_port: Some(NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
                 destination_port: Some(5443),
                 tcp: None,
+                answer: false,
             },
             action,
             rule: "block-tcp-port-v4".into(),

@@ -248,6 +248,12 @@ fn handle(
                     continue;
                 }
             };
+            if headers.answer {
+                // A reset or SYN+ACK (ICMP error, echo reply) answering a
+                // packet sent to the pod: not its attempt (`attempt_log::ANSWER_RESET`).
+                log.ignore("answer");
+                continue;
+            }
             let attempt = Attempt {
                 headers,
                 action,
@@ -430,6 +436,7 @@ mod tests {
                         source_port: Some(1000 + k as u16),
                         destination_port: Some(5443),
                         tcp: None,
+                        answer: false,
                     },
                     action: AttemptAction::Blocked,
                     rule: "block-tcp-port-v6".into(),
@@ -517,6 +524,47 @@ mod tests {
         assert_eq!(m.attempts.ignored.get("truncated"), Some(&1));
         assert_eq!(m.attempts.totals.get(&(String::new(), "blocked")), Some(&2));
         assert_eq!(lines.tokens, LINES_PER_SECOND - 1, "one new key, one line");
+    }
+
+    #[test]
+    fn answers_reaching_the_daemon_are_ignored_and_never_open_a_row() {
+        let rule = b"apiserver-guard:block-all-v4\0";
+        let with_flags = |flags: u8| {
+            let mut ip = tcp_v4();
+            ip.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags]);
+            ip
+        };
+        let mut d = Vec::new();
+        // A reset, a reset+ACK and a SYN+ACK from the pod to the apiserver's port.
+        for flags in [0x04, 0x14, 0x12] {
+            d.extend(packet(rule, &with_flags(flags)));
+        }
+        // An ICMP port unreachable and an echo reply from the pod to the apiserver.
+        for icmp_type in [3u8, 0] {
+            let mut ip = tcp_v4()[..20].to_vec();
+            ip[9] = 1;
+            ip.extend_from_slice(&[icmp_type, 3, 0, 0, 0, 0, 0, 0]);
+            d.extend(packet(rule, &ip));
+        }
+        let state = Mutex::new(Metrics::new("t"));
+        let mut lines = LineBudget::new();
+        handle(&d, &state, &mut lines, &mut InterfaceNames::default(), None);
+        {
+            let m = lock(&state);
+            assert!(m.attempts.table.rows().is_empty(), "{:?}", m.attempts.table.rows());
+            assert_eq!(m.attempts.ignored.get("answer"), Some(&5));
+            assert!(m.attempts.totals.is_empty());
+            assert_eq!(lines.tokens, LINES_PER_SECOND, "no line");
+        }
+        // The pod's own connect (a SYN) and ping (echo request) are attempts.
+        let mut ping = tcp_v4()[..20].to_vec();
+        ping[9] = 1;
+        ping.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
+        let d = [packet(rule, &with_flags(0x02)), packet(rule, &ping)].concat();
+        handle(&d, &state, &mut lines, &mut InterfaceNames::default(), None);
+        let m = lock(&state);
+        assert_eq!(m.attempts.table.rows().len(), 2);
+        assert_eq!(m.attempts.ignored.get("answer"), Some(&5));
     }
 
     #[test]

@@ -49,6 +49,23 @@ pub fn syn_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16) -> [u8; 4
 /// Sends one SYN from each of `sources` to `dst`:`port`, from inside `ns`;
 /// returns how many the kernel took. Fails if none could be sent.
 pub fn send_spoofed_syns(ns: &Netns, sources: &[Ipv4Addr], dst: Ipv4Addr, port: u16) -> io::Result<usize> {
+    let packets = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| syn_packet(*src, dst, 20_000 + (i % 40_000) as u16, port));
+    send_packets(ns, dst, packets)
+}
+
+/// Sends one SYN from `src`:`sport` (an address that is not `ns`'s) to
+/// each of `dst`:`ports`, from inside `ns`: what a pod forging packets
+/// "from the apiserver" to another pod sends. Returns how many the kernel took.
+pub fn send_syns_from(ns: &Netns, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, ports: &[u16]) -> io::Result<usize> {
+    let packets = ports.iter().map(|p| syn_packet(src, dst, sport, *p));
+    send_packets(ns, dst, packets)
+}
+
+/// Sends `packets` (whole IPv4 packets) to `dst` from a raw socket in `ns`.
+fn send_packets(ns: &Netns, dst: Ipv4Addr, packets: impl Iterator<Item = [u8; 40]> + Send) -> io::Result<usize> {
     ns.in_thread(|| -> io::Result<usize> {
         // SAFETY: plain socket(2); the descriptor is closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
@@ -65,8 +82,7 @@ pub fn send_spoofed_syns(ns: &Netns, sources: &[Ipv4Addr], dst: Ipv4Addr, port: 
         };
         let mut sent = 0;
         let mut last_err = None;
-        for (i, src) in sources.iter().enumerate() {
-            let p = syn_packet(*src, dst, 20_000 + (i % 40_000) as u16, port);
+        for p in packets {
             // SAFETY: `p` and `to` outlive the call; lengths are theirs.
             let n = unsafe {
                 libc::sendto(

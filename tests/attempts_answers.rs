@@ -1,0 +1,187 @@
+//! A pod's answers to packets forged "from the apiserver" are not its
+//! attempts (break-it find of issue 13): one pod sent SYNs from the
+//! apiserver's address and port to another; that pod's kernel answered each
+//! with a reset (closed port) or a SYN+ACK (listening port), sent to the
+//! apiserver's port from its own interface, and every answer was logged and
+//! counted as its attempt, spent its per-source log allowance and took its
+//! log line.
+//!
+//! Now the log rules of TCP rules skip answers in the kernel: with a
+//! port-scoped apiserver, a flood of reflected answers adds no row and
+//! leaves the victim's whole allowance for its own connects (each of 15
+//! refused connects right after the flood is counted). A rule that takes
+//! every protocol (a port-less apiserver, audited) cannot test TCP flags:
+//! the kernel logs the answers and the daemon ignores them (reason
+//! `answer`), so they add no row either; the victim's own connect counts
+//! once. Both check, from the node's counters, that the answers were sent
+//! and hit our block, so neither can pass because the forging failed.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::daemon_cases::*;
+use common::guard_cases::*;
+use common::spoof::send_syns_from;
+use common::*;
+
+const SHOW_DEADLINE: Duration = Duration::from_secs(5);
+/// Closed ports of the victim pod the forged SYNs go to (each answered by a reset).
+const CLOSED_PORTS: std::ops::Range<u16> = 30_000..30_400;
+/// A port the victim listens on (each forged SYN answered by a SYN+ACK).
+const LISTENING_PORT: u16 = 7000;
+/// The victim's own connects after the flood: fewer than its meter's burst (20).
+const OWN_CONNECTS: u64 = 15;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// The node forwards packets with any source from the pods (a CNI without
+/// anti-spoofing), whatever the host's defaults.
+fn allow_forged_sources(node: &Netns) {
+    node.sysctl(&[
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        (&format!("net.ipv4.conf.{NODE_POD_IF}.rp_filter"), "0"),
+        (&format!("net.ipv4.conf.{NODE_OTHER_POD_IF}.rp_filter"), "0"),
+    ]);
+}
+
+/// The block of the pods' traffic to the apiserver's `port` (None: every port), on nftables.
+fn policy(port: Option<u16>) -> GuardPolicy {
+    GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, port)],
+    )
+}
+
+/// The daemon enforcing `policy` in `node`, ready and reading its log
+/// group, on a node that forwards forged sources.
+fn ready_daemon<'a>(node: &'a Netns, policy: &GuardPolicy) -> Daemon<'a> {
+    allow_forged_sources(node);
+    let daemon = Daemon::spawn(node, &daemon_args(policy, &[]));
+    daemon.wait_ready();
+    wait_attempt_log_bound(node);
+    daemon
+}
+
+/// Packets counted by the rule of `guard` named `comment` (our match for it).
+fn guard_counter(node: &Netns, comment: &str) -> u64 {
+    let text = node.run_ok(&["nft", "list", "chain", "inet", "apiserver_guard", "guard"]);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{comment}\"")))
+        .unwrap_or_else(|| panic!("no rule {comment} in guard:\n{text}"));
+    let after = line.split("counter packets ").nth(1).expect("a counter");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Rows of `/attempts` from the victim pod.
+fn victim_rows(node: &Netns) -> Vec<serde_json::Value> {
+    attempts_page(node)["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == OTHER_POD_V4)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn reflected_answers_neither_count_nor_spend_the_victims_allowance() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    let daemon = ready_daemon(node, &policy(Some(OTHER_PORT)));
+    let _listening = Listener::start(&victim, OTHER_POD_V4, LISTENING_PORT);
+    let before = guard_counter(node, "block-tcp-port-v4");
+
+    let mut ports: Vec<u16> = CLOSED_PORTS.collect();
+    ports.extend(std::iter::repeat_n(LISTENING_PORT, 100));
+    let sent = send_syns_from(&topo.pod, ip(API_V4), OTHER_PORT, ip(OTHER_POD_V4), &ports).unwrap();
+    assert_eq!(sent, ports.len());
+    // The answers reached our block: the reflection happened.
+    let started = std::time::Instant::now();
+    let answered = loop {
+        let got = guard_counter(node, "block-tcp-port-v4") - before >= CLOSED_PORTS.len() as u64;
+        if got || started.elapsed() > SHOW_DEADLINE {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        answered,
+        "the victim's answers did not reach the block: {} packets",
+        guard_counter(node, "block-tcp-port-v4") - before
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = victim_rows(node);
+    assert!(
+        rows.is_empty(),
+        "answers to forged packets were counted as the victim's attempts: {rows:?}\nlog:\n{}",
+        daemon.log()
+    );
+
+    // Its own connects, right after: its allowance is whole, each is counted.
+    for _ in 0..OWN_CONNECTS {
+        let r = curl(&victim, API_V4, OTHER_PORT, 2);
+        assert!(r.refused(), "{r:?}");
+    }
+    let row = wait_attempt_row(
+        node,
+        &daemon,
+        &format!("{OTHER_POD_V4} counting {OWN_CONNECTS}"),
+        SHOW_DEADLINE,
+        |r| r["source"] == OTHER_POD_V4 && r["count"].as_u64() >= Some(OWN_CONNECTS),
+    );
+    assert_eq!(row["count"], OWN_CONNECTS, "{row}");
+    assert_eq!(row["interface"], NODE_OTHER_POD_IF, "{row}");
+    daemon.wait_log(&format!("via {NODE_OTHER_POD_IF}"), 1, SHOW_DEADLINE);
+}
+
+#[test]
+fn answers_a_rule_for_every_protocol_logs_are_ignored_by_the_daemon() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    let daemon = ready_daemon(node, &policy(None).with_action("audit"));
+    let before = guard_counter(node, "audit-all-v4");
+
+    // Ten: within the victim's per-source burst, so the kernel logs each
+    // and leaves room for its own connect below.
+    let ports: Vec<u16> = CLOSED_PORTS.take(10).collect();
+    send_syns_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), &ports).unwrap();
+    wait_metrics(
+        node,
+        "the victim's ten resets ignored as answers",
+        |s| sample(s, "apiserver_guard_attempt_log_ignored_total", &[("reason", "answer")]) >= Some(10.0),
+        SHOW_DEADLINE,
+    );
+    assert!(guard_counter(node, "audit-all-v4") - before >= 10);
+    let rows = victim_rows(node);
+    assert!(rows.is_empty(), "answers counted: {rows:?}\nlog:\n{}", daemon.log());
+
+    let r = curl(&victim, API_V4, API_PORT, 5);
+    assert!(r.served(), "audit serves the pod: {r:?}");
+    let row = wait_attempt_row(node, &daemon, "the victim's own connect", SHOW_DEADLINE, |r| {
+        r["source"] == OTHER_POD_V4
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = victim_rows(node);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["count"].as_u64(), rows[0]["action"].as_str()),
+        (Some(1), Some("audited")),
+        "{row}"
+    );
+}
