@@ -56,6 +56,7 @@ fn crosscheck(node: &Netns, probes: &[Probe], max_time: u32) -> usize {
             proto: TCP,
             dport: p.port,
             tcp_flags: apiserver_guard::core::nft_model::TCP_FLAG_SYN,
+            icmp_type: 8,
             hook: p.hook,
         };
         let e = evaluate(&table, &packet, &addrs);

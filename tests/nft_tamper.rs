@@ -5,7 +5,8 @@
 //! removed, the log rule's group and limit, the log rule deleted, the
 //! meter's timeout, a foreign rule in our chain, and in the chain our
 //! logged block jumps to: its verdict changed or deleted, the jump sent
-//! elsewhere). Each must make `status` exit 3
+//! elsewhere, the answer rule for resets deleted or letting resets
+//! through). Each must make `status` exit 3
 //! with a plain-language line naming the change (no Rust debug text), then
 //! `apply` repairs it (status exit 0) and the pod is refused again (curl).
 //! The daemon repairs each one on the change event, and its log names it.
@@ -40,6 +41,8 @@ struct Handles {
     log: u32,
     log_new: u32,
     verdict: u32,
+    /// The answer rule for resets (`core::nft_answers`).
+    answer_rst: u32,
 }
 
 /// One tamper: its name, the nft commands (given our handles), what the
@@ -63,6 +66,8 @@ fn ours_matching(matches: &str) -> String {
 }
 
 const PORT_MATCH: &str = "ip daddr . tcp dport @api_port_v4";
+/// The answer rule for resets at the head of our block's chain.
+const ANSWER_RST: &str = "block-tcp-port-v4-answer-rst";
 /// The log rule in our block's chain for sources the meter knows (default log group).
 const LOG: &str = "log-block-tcp-port-v4";
 /// The log rule for new sources.
@@ -137,7 +142,7 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 3 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            says: "rule 5 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
             opens: true,
         },
         Tamper {
@@ -305,6 +310,23 @@ fn tampers() -> Vec<Tamper> {
             opens: false,
         },
         Tamper {
+            name: "answer rule deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.answer_rst),
+            says: "(block-tcp-port-v4-answer-rst): missing",
+            opens: false,
+        },
+        Tamper {
+            name: "answer rule lets resets through",
+            nft: |h| {
+                format!(
+                    "replace rule {T} {OURS} handle {} tcp flags rst accept comment \"{ANSWER_RST}\"",
+                    h.answer_rst
+                )
+            },
+            says: "\"accept\" instead of \"reject with tcp reset\"",
+            opens: false,
+        },
+        Tamper {
             name: "foreign rule in our chain",
             nft: |_| format!("insert rule {T} guard ip saddr {POD_V4} accept"),
             says: "a foreign rule: ip saddr 10.0.1.2 accept",
@@ -330,6 +352,7 @@ fn tamper(node: &Netns, t: &Tamper) {
         log: handle(node, OURS, LOG),
         log_new: handle(node, OURS, LOG_NEW),
         verdict: handle(node, OURS, OURS),
+        answer_rst: handle(node, OURS, ANSWER_RST),
     };
     let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);

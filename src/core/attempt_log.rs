@@ -17,32 +17,6 @@ pub const DEFAULT_LOG_GROUP: u16 = 1443;
 /// 40, IPv4: 20 to 60) and the TCP/UDP ports that follow.
 pub const LOG_SNAPLEN: u32 = 96;
 
-/// TCP flags (`nft_model::TCP_FLAG_*`) that make a segment an *answer*
-/// to a packet sent to its source: any reset, or a SYN+ACK (a listening
-/// socket's reply to a SYN). Never the start of a pod's own connection: a
-/// connect begins with a SYN without ACK, and Linux drops a SYN carrying a
-/// reset. A pod answers whatever reaches it, including packets forged
-/// "from the apiserver" by another pod (a break-it find: each reflected
-/// reset was logged as the victim's attempt and spent its per-source
-/// allowance). So the log rules of TCP rules skip answers in the kernel
-/// (nftables: `tcp flags ! rst tcp flags != syn,ack / syn,ack`), and the
-/// daemon ignores any answer that reaches it (reason `answer`). The block
-/// itself still applies to them.
-pub const ANSWER_RESET: u8 = super::nft_model::TCP_FLAG_RST;
-pub const ANSWER_SYN_ACK: u8 = super::nft_model::TCP_FLAG_SYN | super::nft_model::TCP_FLAG_ACK;
-
-/// Whether TCP `flags` make a segment an answer (see [`ANSWER_RESET`]).
-pub fn is_tcp_answer(flags: u8) -> bool {
-    flags & ANSWER_RESET != 0 || flags & ANSWER_SYN_ACK == ANSWER_SYN_ACK
-}
-
-/// ICMP (IPv4) types that answer a packet: echo reply, destination
-/// unreachable, time exceeded, parameter problem.
-pub const ICMP_ANSWERS: [u8; 4] = [0, 3, 11, 12];
-/// ICMPv6 types that answer a packet: destination unreachable, packet too
-/// big, time exceeded, parameter problem, echo reply.
-pub const ICMPV6_ANSWERS: [u8; 5] = [1, 2, 3, 4, 129];
-
 /// What happened to an attempt, read from its log prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AttemptAction {
@@ -148,25 +122,6 @@ mod tests {
             tcp,
             "read headers are kept"
         );
-    }
-
-    #[test]
-    fn resets_and_syn_acks_are_answers_and_a_connect_is_not() {
-        let (fin, syn, rst, psh, ack) = (0x01, 0x02, 0x04, 0x08, 0x10);
-        for f in [
-            rst,
-            rst | ack,
-            syn | ack,
-            syn | ack | psh,
-            syn | rst,
-            fin | rst | ack,
-            0xff,
-        ] {
-            assert!(is_tcp_answer(f), "{f:#x}");
-        }
-        for f in [syn, ack, psh | ack, fin | ack, fin, 0, syn | fin, syn | psh] {
-            assert!(!is_tcp_answer(f), "{f:#x}");
-        }
     }
 
     #[test]

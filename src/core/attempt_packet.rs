@@ -3,9 +3,11 @@
 //! Pure and defensive: IPv4 with options, IPv6 with extension headers,
 //! fragments, protocols without ports, truncated or garbage input. An IP
 //! header that cannot be read is an error; ports that were cut off or that
-//! the packet does not have are `None` (the attempt still counts).
+//! the packet does not have are `None` (the attempt still counts). Also
+//! what makes a packet an *answer* to one sent to its source (a TCP reset
+//! or SYN+ACK, an ICMP error or reply), never an attempt: the reader
+//! ignores answers, and `nft_answers` keeps them from the log rules.
 
-use super::attempt_log::{is_tcp_answer, ICMPV6_ANSWERS, ICMP_ANSWERS};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -74,6 +76,33 @@ impl TryFrom<String> for Protocol {
     }
 }
 
+/// TCP flags (`nft_model::TCP_FLAG_*`) that make a segment an *answer*
+/// to a packet sent to its source: any reset, or a SYN+ACK (a listening
+/// socket's reply to a SYN). Never the start of a pod's own connection: a
+/// connect begins with a SYN without ACK, and Linux drops a SYN carrying a
+/// reset. A pod answers whatever reaches it, including packets forged
+/// "from the apiserver" by another pod (a break-it find: each reflected
+/// reset was logged as the victim's attempt and spent its per-source
+/// allowance). So on nftables answers get their chain's verdict ahead of
+/// the log rules (`nft_answers`), and the daemon ignores any answer that
+/// reaches it (reason `answer`). The block itself applies to them all the
+/// same.
+pub const ANSWER_RESET: u8 = super::nft_model::TCP_FLAG_RST;
+pub const ANSWER_SYN_ACK: u8 = super::nft_model::TCP_FLAG_SYN | super::nft_model::TCP_FLAG_ACK;
+
+/// Whether TCP `flags` make a segment an answer (see [`ANSWER_RESET`]).
+pub fn is_tcp_answer(flags: u8) -> bool {
+    flags & ANSWER_RESET != 0 || flags & ANSWER_SYN_ACK == ANSWER_SYN_ACK
+}
+
+/// ICMP (IPv4) types that answer a packet: echo reply, destination
+/// unreachable, time exceeded, parameter problem, timestamp reply (Linux
+/// answers timestamp requests).
+pub const ICMP_ANSWERS: [u8; 5] = [0, 3, 11, 12, 14];
+/// ICMPv6 types that answer a packet: destination unreachable, packet too
+/// big, time exceeded, parameter problem, echo reply.
+pub const ICMPV6_ANSWERS: [u8; 5] = [1, 2, 3, 4, 129];
+
 /// What one logged packet says about the attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Headers {
@@ -87,7 +116,7 @@ pub struct Headers {
     /// flags were not copied).
     pub tcp: Option<TcpSegment>,
     /// The packet answers one sent to its source (a TCP reset or SYN+ACK,
-    /// an ICMP error or echo reply: `attempt_log::is_tcp_answer`): never an
+    /// an ICMP error or echo reply: [`is_tcp_answer`]): never an
     /// attempt of its own.
     pub answer: bool,
 }
@@ -149,13 +178,16 @@ fn ports(protocol: Protocol, transport: Option<&[u8]>) -> (Option<u16>, Option<u
     }
 }
 
-/// Whether the transport header says the packet answers another (see `Headers::answer`).
-fn is_answer(protocol: Protocol, transport: Option<&[u8]>) -> bool {
+/// Whether the transport header says the packet answers another (see
+/// `Headers::answer`); `icmp`: the family's ICMP, 1 (IPv4) or 58 (IPv6).
+fn is_answer(protocol: Protocol, transport: Option<&[u8]>, icmp: u8) -> bool {
     let Some(t) = transport else { return false };
     match protocol {
         Protocol::Tcp => t.get(13).is_some_and(|f| is_tcp_answer(*f)),
-        Protocol::Other(1) => t.first().is_some_and(|ty| ICMP_ANSWERS.contains(ty)),
-        Protocol::Other(58) => t.first().is_some_and(|ty| ICMPV6_ANSWERS.contains(ty)),
+        Protocol::Other(p) if p == icmp => {
+            let answers: &[u8] = if icmp == 1 { &ICMP_ANSWERS } else { &ICMPV6_ANSWERS };
+            t.first().is_some_and(|ty| answers.contains(ty))
+        }
         _ => false,
     }
 }
@@ -188,7 +220,7 @@ fn parse_v4(p: &[u8]) -> Result<Headers, PacketError> {
         source_port,
         destination_port,
         tcp: tcp_segment(protocol, transport),
-        answer: is_answer(protocol, transport),
+        answer: is_answer(protocol, transport, 1),
     })
 }
 
@@ -250,7 +282,7 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
         source_port,
         destination_port,
         tcp: tcp_segment(protocol, rest),
-        answer: is_answer(protocol, rest),
+        answer: is_answer(protocol, rest, 58),
     })
 }
 
@@ -294,6 +326,25 @@ mod tests {
     }
 
     #[test]
+    fn resets_and_syn_acks_are_answers_and_a_connect_is_not() {
+        let (fin, syn, rst, psh, ack) = (0x01, 0x02, 0x04, 0x08, 0x10);
+        for f in [
+            rst,
+            rst | ack,
+            syn | ack,
+            syn | ack | psh,
+            syn | rst,
+            fin | rst | ack,
+            0xff,
+        ] {
+            assert!(is_tcp_answer(f), "{f:#x}");
+        }
+        for f in [syn, ack, psh | ack, fin | ack, fin, 0, syn | fin, syn | psh] {
+            assert!(!is_tcp_answer(f), "{f:#x}");
+        }
+    }
+
+    #[test]
     fn resets_syn_acks_icmp_errors_and_echo_replies_are_answers() {
         let tcp = |flags: u8| {
             let mut t = TCP;
@@ -303,8 +354,20 @@ mod tests {
         assert!(tcp(0x04) && tcp(0x14) && tcp(0x12));
         assert!(!tcp(0x02) && !tcp(0x10) && !tcp(0x18) && !tcp(0x11));
         let icmp = |ty: u8| parse_headers(&v4(1, 0, 0, &[ty, 0, 0, 0])).unwrap().answer;
-        assert!(icmp(0) && icmp(3) && icmp(11) && icmp(12));
+        assert!(icmp(0) && icmp(3) && icmp(11) && icmp(12) && icmp(14));
         assert!(!icmp(8) && !icmp(13));
+        let icmpv6 = |ty: u8| {
+            let mut p = v6hdr(58);
+            p.extend_from_slice(&[ty, 0, 0, 0]);
+            parse_headers(&p).unwrap().answer
+        };
+        assert!(icmpv6(1) && icmpv6(2) && icmpv6(3) && icmpv6(4) && icmpv6(129));
+        assert!(!icmpv6(128) && !icmpv6(0));
+        // Each family's own ICMP only: protocol 58 in an IPv4 header, 1 in IPv6.
+        assert!(!parse_headers(&v4(58, 0, 0, &[1, 0, 0, 0])).unwrap().answer);
+        let mut p = v6hdr(1);
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(!parse_headers(&p).unwrap().answer);
         // Cut off before the flags, a later fragment, UDP: not known to answer.
         assert!(!parse_headers(&v4(6, 0, 0, &TCP[..13])).unwrap().answer);
         let mut rst = TCP;

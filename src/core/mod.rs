@@ -17,6 +17,7 @@ pub mod meter_holders;
 pub mod meter_keys;
 pub mod model;
 pub mod nflog_wire;
+pub mod nft_answers;
 pub mod nft_decode;
 pub mod nft_desired;
 pub mod nft_diff;

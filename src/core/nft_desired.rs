@@ -11,12 +11,15 @@
 //! packet and jumps to a chain named after the deciding rule
 //! (`block-tcp-port-v4`), which holds the metered log rule and then the
 //! verdict (none for an audit rule: the packet returns to `guard`). Traffic
-//! the match does not take costs what it cost without logging.
+//! the match does not take costs what it cost without logging. Ahead of the
+//! log rules, the answer rules (`nft_answers`) give a packet that answers one
+//! sent to the pod the verdict at once, unlogged.
 
-use super::attempt_log::{ANSWER_RESET, ANSWER_SYN_ACK, LOG_SNAPLEN};
+use super::attempt_log::LOG_SNAPLEN;
 use super::model::{
     Blocklist, Family, Meter, Rule, Target, Verdict as RuleVerdict, METER, METER_IIF_KNOWN, METER_IIF_NEW,
 };
+use super::nft_answers::answer_rules;
 use super::nft_model::*;
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -75,7 +78,10 @@ pub fn desired(b: &Blocklist) -> TableModel {
         for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
             want_set(&mut t, &set.to_string(), r.family);
         }
-        let mut decide = ChainModel::default();
+        let mut decide = ChainModel {
+            rules: answer_rules(&decider, verdict_exprs(&decider)),
+            ..Default::default()
+        };
         decide.rules.push(RuleModel::new(log.known, &r.name()));
         decide.rules.push(RuleModel::new(log.new, &log.new_name));
         if let Some(verdict) = verdict_exprs(&decider) {
@@ -396,10 +402,8 @@ pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
 ///   sources first, so forged sources cannot fill the meter
 ///   (`model::METER_IIF_NEW`).
 ///
-/// The log rules of a TCP rule first skip answers (`not_an_answer`: a
-/// reset or SYN+ACK is never a pod's own attempt), before any meter is
-/// touched. Over a limit a rule stops at that meter; the verdict rule after
-/// them does not depend on either.
+/// Over a limit a rule stops at that meter; the verdict rule after them does
+/// not depend on either. Answers never reach them (`nft_answers`).
 pub fn log_rules(r: &Rule) -> LogRules {
     let RuleVerdict::Log { group, .. } = r.verdict else {
         unreachable!("log_rules is called for log rules only")
@@ -442,11 +446,7 @@ pub fn log_rules(r: &Rule) -> LogRules {
         ]
     };
     let head = || {
-        let mut e = Vec::new();
-        if r.takes_only_tcp() {
-            e.extend(not_an_answer());
-        }
-        e.extend([meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])]);
+        let mut e = vec![meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])];
         e.extend(source());
         e
     };
@@ -464,25 +464,6 @@ pub fn log_rules(r: &Rule) -> LogRules {
         new_name: format!("{}{NEW_SOURCE_SUFFIX}", r.name()),
         meter,
     }
-}
-
-/// `tcp flags ! rst tcp flags != syn,ack / syn,ack`, with nft's `meta
-/// l4proto tcp` dependency: the packet is not an answer to one sent to its
-/// source (`attempt_log::ANSWER_RESET`), so a reset a pod's kernel sends
-/// back to a SYN forged "from the apiserver" spends none of its allowance.
-fn not_an_answer() -> Vec<Expr> {
-    let flags = || payload(PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1, REG_1);
-    let mask = |m: u8| Expr::Bitwise {
-        sreg: REG_1,
-        dreg: REG_1,
-        len: 1,
-        mask: vec![m],
-        xor: vec![0],
-    };
-    let mut e = l4_tcp().to_vec();
-    e.extend([flags(), mask(ANSWER_RESET), cmp(CMP_EQ, vec![0])]);
-    e.extend([flags(), mask(ANSWER_SYN_ACK), cmp(CMP_NEQ, vec![ANSWER_SYN_ACK])]);
-    e
 }
 
 /// What `log_rules` returns.

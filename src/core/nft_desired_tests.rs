@@ -284,58 +284,9 @@ fn golden_exprs(exprs: &[Expr], nft: &str) {
     assert_eq!(debug_lines(exprs), want);
 }
 
-/// nft --debug=netlink of `tcp flags ! rst tcp flags != syn,ack / syn,ack`
-/// (nft 1.0.6), the head of a TCP rule's log rules.
-const NOT_AN_ANSWER: &str = "[ meta load l4proto => reg 1 ]
-     [ cmp eq reg 1 0x00000006 ]
-     [ payload load 1b @ transport header + 13 => reg 1 ]
-     [ bitwise reg 1 = ( reg 1 & 0x00000004 ) ^ 0x00000000 ]
-     [ cmp eq reg 1 0x00000000 ]
-     [ payload load 1b @ transport header + 13 => reg 1 ]
-     [ bitwise reg 1 = ( reg 1 & 0x00000012 ) ^ 0x00000000 ]
-     [ cmp neq reg 1 0x00000012 ]";
-
-#[test]
-fn log_rules_of_tcp_rules_skip_answers_first_and_others_do_not() {
-    let log = RuleVerdict::Log {
-        group: 1443,
-        audit: false,
-    };
-    for (target, tcp_only) in [
-        (Target::ApiPort, true),
-        (Target::ApiAny, true),
-        (Target::LocalPort, true),
-        (Target::LocalPortLinkLocal, true),
-    ] {
-        let rules = log_rules(&rule(Family::V6, target, tcp_only, log));
-        golden_exprs(&rules.known[..8], NOT_AN_ANSWER);
-        golden_exprs(&rules.new[..8], NOT_AN_ANSWER);
-    }
-    // Any protocol: the match cannot say TCP (an answer that reaches the daemon is ignored there).
-    let any = log_rules(&rule(Family::V4, Target::ApiAny, false, log));
-    for e in [&any.known, &any.new] {
-        assert_eq!(
-            e[0],
-            Expr::Meta {
-                key: META_NFPROTO,
-                dreg: REG_1
-            }
-        );
-        assert!(!e.iter().any(|x| matches!(x, Expr::Bitwise { .. })));
-    }
-    // The text nft lists for it.
-    let known = RuleModel::new(log_rules(&rule(Family::V4, Target::ApiPort, true, log)).known, "x");
-    assert!(
-        crate::core::nft_stmt::rule_text(&known)
-            .starts_with("tcp flags ! rst tcp flags != syn,ack / syn,ack iif . ip saddr @attempts_v4 update"),
-        "{}",
-        crate::core::nft_stmt::rule_text(&known)
-    );
-}
-
 #[test]
 fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
-    // nft --debug=netlink of (after NOT_AN_ANSWER):
+    // nft --debug=netlink of:
     // meta iif . ip saddr @attempts_v4 update @iif_known { meta iif limit rate 1000/second burst 2000 packets }
     //   counter log ...
     // meta iif . ip saddr != @attempts_v4 update @iif_new { meta iif limit rate 200/second burst 400 packets }
@@ -347,10 +298,8 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
     let r = rule(Family::V4, Target::ApiPort, true, log);
     let rules = log_rules(&r);
     assert_eq!(rules.meter, "attempts_v4");
-    golden_exprs(&rules.known[..8], NOT_AN_ANSWER);
-    golden_exprs(&rules.new[..8], NOT_AN_ANSWER);
     golden_exprs(
-        &rules.known[8..],
+        &rules.known,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x00000002 ]
          [ meta load iif => reg 1 ]
@@ -362,7 +311,7 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
          [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
     );
     golden_exprs(
-        &rules.new[8..],
+        &rules.new,
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x00000002 ]
          [ meta load iif => reg 1 ]
@@ -394,7 +343,7 @@ fn log_rules_link_local_key_the_v6_meter_on_the_16_byte_source() {
     ));
     assert_eq!(rules.meter, "attempts_v6");
     golden_exprs(
-        &rules.known[8..13],
+        &rules.known[..5],
         "[ meta load nfproto => reg 1 ]
          [ cmp eq reg 1 0x0000000a ]
          [ meta load iif => reg 1 ]
@@ -402,7 +351,7 @@ fn log_rules_link_local_key_the_v6_meter_on_the_16_byte_source() {
          [ lookup reg 1 set attempts_v6 ]",
     );
     golden_exprs(
-        &rules.new[15..18],
+        &rules.new[7..10],
         "[ meta load iif => reg 1 ]
          [ payload load 16b @ network header + 8 => reg 9 ]
          [ dynset update reg_key 1 set attempts_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]",
@@ -465,13 +414,16 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     assert_eq!(
         decide.rules.iter().map(|r| r.comment().unwrap()).collect::<Vec<_>>(),
         [
+            "block-tcp-port-v4-answer-rst",
+            "block-tcp-port-v4-answer-syn-ack",
             "log-block-tcp-port-v4",
             "log-block-tcp-port-v4-new-source",
             "block-tcp-port-v4"
-        ]
+        ],
+        "answers first (nft_answers), then the log rules, then the verdict"
     );
     golden_exprs(
-        &decide.rules[2].exprs,
+        &decide.rules[4].exprs,
         "[ meta load l4proto => reg 1 ]
          [ cmp eq reg 1 0x00000006 ]
          [ reject type 1 code 0 ]",
@@ -488,7 +440,12 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             .iter()
             .map(|r| r.comment().unwrap())
             .collect::<Vec<_>>(),
-        ["log-audit-tcp-port-v4", "log-audit-tcp-port-v4-new-source"]
+        [
+            "audit-tcp-port-v4-answer-rst",
+            "audit-tcp-port-v4-answer-syn-ack",
+            "log-audit-tcp-port-v4",
+            "log-audit-tcp-port-v4-new-source"
+        ]
     );
     // No log group: no chain but guard and the hooks', the verdict in guard.
     p.log_group = None;

@@ -269,6 +269,16 @@ fn sources_the_kernel_adds_to_the_meter_are_no_difference() {
     );
 }
 
+/// The rule of chain block-tcp-port-v4 named `comment`.
+fn log_rule<'a>(t: &'a mut TableModel, comment: &str) -> &'a mut RuleModel {
+    let chain = t.chains.get_mut("block-tcp-port-v4").unwrap();
+    chain
+        .rules
+        .iter_mut()
+        .find(|r| r.comment().as_deref() == Some(comment))
+        .unwrap()
+}
+
 #[test]
 fn the_meter_shape_and_the_log_statement_are_differences() {
     let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().timeout_ms = 3_600_000);
@@ -278,7 +288,7 @@ fn the_meter_shape_and_the_log_statement_are_differences() {
     let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().flags = SET_F_TIMEOUT);
     assert_eq!(d, ["set attempts_v4: flags: dynamic missing"]);
     let d = logged_diff(|t| {
-        for e in &mut t.chains.get_mut("block-tcp-port-v4").unwrap().rules[0].exprs {
+        for e in &mut log_rule(t, "log-block-tcp-port-v4").exprs {
             if let Expr::Log { group, .. } = e {
                 *group = 5;
             }
@@ -290,7 +300,7 @@ fn the_meter_shape_and_the_log_statement_are_differences() {
         "{d:?}"
     );
     let d = logged_diff(|t| {
-        for e in &mut t.chains.get_mut("block-tcp-port-v4").unwrap().rules[1].exprs {
+        for e in &mut log_rule(t, "log-block-tcp-port-v4-new-source").exprs {
             if let Expr::Dynset { exprs, set, .. } = e {
                 if set != "attempts_v4" {
                     continue;

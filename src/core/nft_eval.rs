@@ -23,6 +23,8 @@ pub struct Packet {
     pub dport: u16,
     /// The TCP header's flags (`TCP_FLAG_*`; a connect's first packet: SYN).
     pub tcp_flags: u8,
+    /// The ICMP or ICMPv6 type (`proto` 1 or 58; 8 and 128: echo request).
+    pub icmp_type: u8,
     /// `HOOK_LOCAL_IN`, `HOOK_FORWARD` or `HOOK_LOCAL_OUT`.
     pub hook: u32,
 }
@@ -332,8 +334,11 @@ impl Run<'_> {
         }
     }
 
-    /// Ports for TCP and UDP; a TCP header's flags too.
+    /// Ports for TCP and UDP; a TCP header's flags too; an ICMP header's type.
     fn transport_header(&self) -> Vec<u8> {
+        if self.p.proto == 1 || self.p.proto == 58 {
+            return vec![self.p.icmp_type, 0, 0, 0, 0, 0, 0, 0];
+        }
         let tcp = self.p.proto == IPPROTO_TCP;
         let mut h = vec![0u8; if tcp { 20 } else { 8 }];
         h[0..2].copy_from_slice(&40000u16.to_be_bytes());

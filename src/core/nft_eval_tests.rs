@@ -5,6 +5,7 @@
 //! the kernel holds it is held to real packets in tests/evaluator_crosscheck.rs.
 
 use super::*;
+use crate::core::attempt_packet::{ICMPV6_ANSWERS, ICMP_ANSWERS};
 use crate::core::model::tests::policy;
 use crate::core::model::Blocklist;
 use crate::core::nft_desired::desired;
@@ -28,6 +29,7 @@ fn pkt(src: &str, dst: &str, proto: u8, dport: u16, hook: u32) -> Packet {
         proto,
         dport,
         tcp_flags: TCP_FLAG_SYN,
+        icmp_type: 8,
         hook,
     }
 }
@@ -369,46 +371,74 @@ fn a_tampered_table_is_judged_as_the_kernel_would_run_it() {
 }
 
 #[test]
-fn answers_from_a_pod_are_blocked_but_not_logged_by_a_tcp_rule() {
-    // A reset or SYN+ACK a pod sends back to a packet forged "from the
-    // apiserver" is not its attempt: the TCP rules' log rules skip it, the
-    // block still applies; an ACK of an open connection and a connect are logged.
-    for action in [Action::Reject, Action::Audit] {
+fn answers_from_a_pod_are_blocked_but_never_logged() {
+    // A reset, a SYN+ACK or an ICMP answer a pod sends back to a packet
+    // forged "from the apiserver" is not its attempt: the answer rules give
+    // it the verdict ahead of the log rules (nft_answers); an ACK of an open
+    // connection, a connect and a ping are logged.
+    for action in [Action::Reject, Action::Drop, Action::Audit] {
         let mut p = policy(
-            &["10.0.0.0/16"],
+            &["10.0.0.0/16", "fd00::/48"],
             &[],
-            &["192.168.50.10:5443", "192.168.50.11"],
+            &["192.168.50.10:5443", "192.168.50.11", "fd01::11"],
             Mode::Tunnel,
             action,
         );
         p.log_group = Some(1443);
         let t = desired(&Blocklist::from_policy(&p));
-        let blocked = if action == Action::Reject { RST } else { Fate::Accept };
-        let with = |dst: &str, flags: u8| Packet {
+        let (tcp_blocked, other_blocked) = match action {
+            Action::Reject => (RST, ICMP_PROHIBITED),
+            Action::Drop => (Fate::Drop, Fate::Drop),
+            Action::Audit => (Fate::Accept, Fate::Accept),
+        };
+        let tcp = |dst: &str, flags: u8| Packet {
             tcp_flags: flags,
             ..pkt("10.0.1.2", dst, TCP, 5443, FWD)
         };
-        for (flags, logged) in [
-            (TCP_FLAG_SYN, true),
-            (TCP_FLAG_ACK, true),
-            (TCP_FLAG_ACK | TCP_FLAG_FIN, true),
-            (TCP_FLAG_RST, false),
-            (TCP_FLAG_RST | TCP_FLAG_ACK, false),
-            (TCP_FLAG_SYN | TCP_FLAG_ACK, false),
-        ] {
-            let e = evaluate(&t, &with("192.168.50.10", flags), &[]);
-            assert!(e.unknown.is_empty(), "{:?}", e.unknown);
-            assert_eq!(e.fate, blocked, "{flags:#x} {action:?}");
-            assert_eq!(e.logged.len(), usize::from(logged), "{flags:#x} {action:?}: {e:?}");
+        for dst in ["192.168.50.10", "192.168.50.11"] {
+            for (flags, logged) in [
+                (TCP_FLAG_SYN, true),
+                (TCP_FLAG_ACK, true),
+                (TCP_FLAG_ACK | TCP_FLAG_FIN, true),
+                (TCP_FLAG_RST, false),
+                (TCP_FLAG_RST | TCP_FLAG_ACK, false),
+                (TCP_FLAG_SYN | TCP_FLAG_ACK, false),
+            ] {
+                let e = evaluate(&t, &tcp(dst, flags), &[]);
+                assert!(e.unknown.is_empty(), "{:?}", e.unknown);
+                let want = if action == Action::Reject || dst.ends_with(".10") || action == Action::Audit {
+                    tcp_blocked.clone()
+                } else {
+                    other_blocked.clone()
+                };
+                assert_eq!(e.fate, want, "{dst} {flags:#x} {action:?}");
+                assert_eq!(
+                    e.logged.len(),
+                    usize::from(logged),
+                    "{dst} {flags:#x} {action:?}: {e:?}"
+                );
+            }
         }
-        // A port-less apiserver: refused, TCP meets its own TCP rule (reset)
-        // first, which skips answers; audited, one rule takes every protocol
-        // and cannot test TCP flags (the daemon ignores answers that reach it).
-        let e = evaluate(&t, &with("192.168.50.11", TCP_FLAG_RST), &[]);
-        let logged: Vec<String> = match action {
-            Action::Audit => vec!["apiserver-guard:audit-all-v4".into()],
-            _ => Vec::new(),
-        };
-        assert_eq!((e.fate, e.logged), (blocked, logged));
+        // ICMP to the port-less apiservers: a ping is logged, answers are not.
+        for (src, dst, proto, types, request) in [
+            ("10.0.1.2", "192.168.50.11", 1, &ICMP_ANSWERS[..], 8),
+            ("fd00::2", "fd01::11", 58, &ICMPV6_ANSWERS[..], 128),
+        ] {
+            let icmp = |ty: u8| Packet {
+                icmp_type: ty,
+                ..pkt(src, dst, proto, 0, FWD)
+            };
+            let e = evaluate(&t, &icmp(request), &[]);
+            assert_eq!((&e.fate, e.logged.len()), (&other_blocked, 1), "{action:?} {e:?}");
+            for ty in types {
+                let e = evaluate(&t, &icmp(*ty), &[]);
+                assert!(e.unknown.is_empty(), "{:?}", e.unknown);
+                assert_eq!(
+                    (e.fate, e.logged),
+                    (other_blocked.clone(), vec![]),
+                    "{action:?} type {ty}"
+                );
+            }
+        }
     }
 }

@@ -29,6 +29,8 @@ enum ValueKind {
     Ipv6,
     Port,
     TcpFlags,
+    IcmpType,
+    Icmpv6Type,
     Hex,
 }
 
@@ -46,7 +48,7 @@ pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
     let mut out = Vec::new();
     let mut pending: Vec<Load> = Vec::new();
     for (i, e) in exprs.iter().enumerate() {
-        if let Some((name, kind, dreg)) = load(e, &exprs[i + 1..]) {
+        if let Some((name, kind, dreg)) = load(e, &exprs[..i]) {
             pending.retain(|l| l.reg != dreg);
             pending.push(Load {
                 reg: dreg,
@@ -92,7 +94,9 @@ pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
                     out.push(single(raw_text(e), i));
                 }
             },
-            Expr::Lookup { set, sreg, flags } if pending.first().is_some_and(|l| l.reg == *sreg) => {
+            Expr::Lookup { set, sreg, flags }
+                if pending.first().is_some_and(|l| l.reg == *sreg) && pending.iter().all(|l| l.mask.is_none()) =>
+            {
                 let left: Vec<&str> = pending.iter().map(|l| l.name.as_str()).collect();
                 let op = if flags & LOOKUP_F_INV != 0 { CMP_NEQ } else { CMP_EQ };
                 let unknown_flags = flags & !LOOKUP_F_INV != 0;
@@ -111,7 +115,7 @@ pub fn statements(exprs: &[Expr]) -> Vec<Stmt> {
                 timeout_ms,
                 flags: 0,
                 exprs: inner,
-            } if pending.first().is_some_and(|l| l.reg == *sreg_key) => {
+            } if pending.first().is_some_and(|l| l.reg == *sreg_key) && pending.iter().all(|l| l.mask.is_none()) => {
                 // One load, or a concatenation (`iif . ip saddr`).
                 let names: Vec<String> = pending.iter().map(|l| l.name.clone()).collect();
                 let l = pending.remove(0);
@@ -192,9 +196,10 @@ fn matched(left: &str, op: u32, right: String, exprs: (usize, usize), implicit: 
     }
 }
 
-/// A masked value compared, as nft 1.0 prints it: `tcp flags ! rst`
-/// (`& rst == 0`), `tcp flags != syn,ack / syn,ack`, `tcp flags syn /
-/// syn,ack`; another load `name & mask == value`.
+/// A masked value compared, as nft 1.0 prints it: `tcp flags rst` (`&
+/// rst != 0`), `tcp flags ! rst` (`& rst == 0`), `tcp flags syn,ack /
+/// syn,ack`, `tcp flags != syn,ack / syn,ack`; another load `name & mask
+/// == value`.
 fn masked(l: &Load, op: u32, data: &[u8], i: usize) -> Stmt {
     let mask = l.mask.as_deref().unwrap_or_default();
     let op_text = match op {
@@ -208,7 +213,8 @@ fn masked(l: &Load, op: u32, data: &[u8], i: usize) -> Stmt {
     let text = match (l.kind, op) {
         (ValueKind::TcpFlags, CMP_EQ) if zero => format!("{} ! {mask_text}", l.name),
         (ValueKind::TcpFlags, CMP_EQ) => format!("{} {right} / {mask_text}", l.name),
-        (ValueKind::TcpFlags, CMP_NEQ) if !zero => format!("{} != {right} / {mask_text}", l.name),
+        (ValueKind::TcpFlags, CMP_NEQ) if zero => format!("{} {mask_text}", l.name),
+        (ValueKind::TcpFlags, CMP_NEQ) => format!("{} != {right} / {mask_text}", l.name),
         _ => format!("{} & {mask_text} {op_text} {right}", l.name),
     };
     Stmt {
@@ -243,23 +249,46 @@ fn flush_raw(out: &mut Vec<Stmt>, exprs: &[Expr], pending: &mut Vec<Load>) {
     }
 }
 
-/// `meta nfproto ipv4` before an IPv4 header load, `meta l4proto tcp`
-/// before a TCP header load: nft prints neither.
+/// `meta nfproto ipv4` before an IPv4 header load or `meta l4proto icmp`,
+/// `meta l4proto tcp` (`icmp`, `icmpv6`) before a transport header load:
+/// nft prints none of them.
 fn is_dependency(name: &str, data: &[u8], rest: &[Expr]) -> bool {
     let loads = |base: u32| {
         rest.iter()
             .any(|e| matches!(e, Expr::Payload { base: b, .. } if *b == base))
     };
+    // `icmp type` depends on `meta l4proto icmp`, which depends on `meta nfproto ipv4`.
+    let icmp_follows = |p: u8| matched_l4proto(&rest[..rest.len().min(2)]) == Some(p) && loads(PAYLOAD_TRANSPORT);
     match (name, data) {
-        ("meta nfproto", [p]) if *p == NFPROTO_IPV4 || *p == NFPROTO_IPV6 => loads(PAYLOAD_NETWORK),
-        ("meta l4proto", [p]) if *p == IPPROTO_TCP => loads(PAYLOAD_TRANSPORT),
+        ("meta nfproto", [NFPROTO_IPV4]) => loads(PAYLOAD_NETWORK) || icmp_follows(1),
+        ("meta nfproto", [NFPROTO_IPV6]) => loads(PAYLOAD_NETWORK) || icmp_follows(58),
+        ("meta l4proto", [p]) if *p == IPPROTO_TCP || *p == 1 || *p == 58 => loads(PAYLOAD_TRANSPORT),
         _ => false,
     }
 }
 
-/// What a load expression loads, how its value prints, and where it goes.
-fn load(e: &Expr, rest: &[Expr]) -> Option<(String, ValueKind, u32)> {
-    let _ = rest;
+/// The transport protocol the expressions `before` a load matched last
+/// (`meta l4proto icmp`), if any.
+fn matched_l4proto(before: &[Expr]) -> Option<u8> {
+    before.windows(2).rev().find_map(|w| match w {
+        [Expr::Meta {
+            key: META_L4PROTO,
+            dreg,
+        }, Expr::Cmp { sreg, op: CMP_EQ, data }]
+            if dreg == sreg =>
+        {
+            match data.as_slice() {
+                [p] => Some(*p),
+                _ => None,
+            }
+        }
+        _ => None,
+    })
+}
+
+/// What a load expression loads, how its value prints, and where it goes
+/// (`before`: the rule's expressions ahead of it).
+fn load(e: &Expr, before: &[Expr]) -> Option<(String, ValueKind, u32)> {
     Some(match e {
         Expr::Meta { key, dreg } => {
             let (name, kind) = match *key {
@@ -284,6 +313,10 @@ fn load(e: &Expr, rest: &[Expr]) -> Option<(String, ValueKind, u32)> {
                 (PAYLOAD_TRANSPORT, 0, 2) => ("tcp sport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, 2, 2) => ("tcp dport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1) => ("tcp flags", ValueKind::TcpFlags),
+                (PAYLOAD_TRANSPORT, 0, 1) if matched_l4proto(before) == Some(1) => ("icmp type", ValueKind::IcmpType),
+                (PAYLOAD_TRANSPORT, 0, 1) if matched_l4proto(before) == Some(58) => {
+                    ("icmpv6 type", ValueKind::Icmpv6Type)
+                }
                 _ => {
                     let b = ["@ll", "@nh", "@th"].get(*base as usize).copied().unwrap_or("@base?");
                     return Some((format!("{b},{},{}", offset * 8, len * 8), ValueKind::Hex, *dreg));
@@ -337,6 +370,24 @@ fn value_text(kind: ValueKind, data: &[u8]) -> String {
         }
         (ValueKind::Port, [a, b]) => u16::from_be_bytes([*a, *b]).to_string(),
         (ValueKind::TcpFlags, [f]) => tcp_flags_text(*f),
+        (ValueKind::IcmpType, [t]) => match t {
+            0 => "echo-reply".into(),
+            3 => "destination-unreachable".into(),
+            8 => "echo-request".into(),
+            11 => "time-exceeded".into(),
+            12 => "parameter-problem".into(),
+            14 => "timestamp-reply".into(),
+            t => t.to_string(),
+        },
+        (ValueKind::Icmpv6Type, [t]) => match t {
+            1 => "destination-unreachable".into(),
+            2 => "packet-too-big".into(),
+            3 => "time-exceeded".into(),
+            4 => "parameter-problem".into(),
+            128 => "echo-request".into(),
+            129 => "echo-reply".into(),
+            t => t.to_string(),
+        },
         _ => format!("0x{}", hex(data)),
     }
 }
@@ -603,6 +654,65 @@ mod tests {
             len,
             dreg,
         }
+    }
+
+    #[test]
+    fn masked_tcp_flags_print_as_nft_lists_them_and_odd_masks_raw() {
+        let bw = |mask: u8, xor: u8| Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            len: 1,
+            mask: vec![mask],
+            xor: vec![xor],
+        };
+        let l4 = [
+            Expr::Meta {
+                key: META_L4PROTO,
+                dreg: REG_1,
+            },
+            Expr::Cmp {
+                sreg: REG_1,
+                op: CMP_EQ,
+                data: vec![6],
+            },
+        ];
+        let text = |mask: u8, xor: u8, op: u32, value: u8| {
+            let mut e = l4.to_vec();
+            e.push(p(PAYLOAD_TRANSPORT, 13, 1, REG_1));
+            e.push(bw(mask, xor));
+            e.push(Expr::Cmp {
+                sreg: REG_1,
+                op,
+                data: vec![value],
+            });
+            statements(&e)
+                .into_iter()
+                .map(|s| s.text)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_string()
+        };
+        assert_eq!(text(0x04, 0, CMP_NEQ, 0), "tcp flags rst");
+        assert_eq!(text(0x04, 0, CMP_EQ, 0), "tcp flags ! rst");
+        assert_eq!(text(0x12, 0, CMP_EQ, 0x12), "tcp flags syn,ack / syn,ack");
+        assert_eq!(text(0x12, 0, CMP_NEQ, 0x12), "tcp flags != syn,ack / syn,ack");
+        // A xor is not nft's flag test: printed raw.
+        assert!(text(0x04, 0x01, CMP_EQ, 0).contains("[ bitwise reg 1 = ( reg 1 & 0x00000004 ) ^ 0x00000001 ]"));
+        // A masked value looked up in a set: raw, never a plain lookup.
+        let mut e = l4.to_vec();
+        e.extend([
+            p(PAYLOAD_TRANSPORT, 13, 1, REG_1),
+            bw(0x12, 0),
+            Expr::Lookup {
+                set: "s".into(),
+                sreg: REG_1,
+                flags: 0,
+            },
+        ]);
+        let t: Vec<String> = statements(&e).into_iter().map(|s| s.text).collect();
+        assert!(t.iter().any(|x| x.starts_with("[ bitwise")), "{t:?}");
+        assert!(!t.iter().any(|x| x.starts_with("tcp flags @s")), "{t:?}");
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn handle(
             };
             if headers.answer {
                 // A reset or SYN+ACK (ICMP error, echo reply) answering a
-                // packet sent to the pod: not its attempt (`attempt_log::ANSWER_RESET`).
+                // packet sent to the pod: not its attempt (`attempt_packet::ANSWER_RESET`).
                 log.ignore("answer");
                 continue;
             }

@@ -64,8 +64,36 @@ pub fn send_syns_from(ns: &Netns, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, port
     send_packets(ns, dst, packets)
 }
 
+/// Sends one ICMP echo request from `src` (an address that is not `ns`'s)
+/// to `dst` for each of `ids`, from inside `ns`. Returns how many the kernel took.
+pub fn send_pings_from(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, ids: &[u16]) -> io::Result<usize> {
+    let packets = ids.iter().map(|id| echo_request(src, dst, *id).to_vec());
+    send_packets(ns, dst, packets)
+}
+
+/// One IPv4 ICMP echo request from `src` to `dst` with identifier `id`.
+pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> [u8; 28] {
+    let mut p = [0u8; 28];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&28u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = libc::IPPROTO_ICMP as u8;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20] = 8; // echo request
+    p[24..26].copy_from_slice(&id.to_be_bytes());
+    p[26..28].copy_from_slice(&1u16.to_be_bytes());
+    let sum = ones_complement(0, &p[20..]);
+    p[22..24].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p
+}
+
 /// Sends `packets` (whole IPv4 packets) to `dst` from a raw socket in `ns`.
-fn send_packets(ns: &Netns, dst: Ipv4Addr, packets: impl Iterator<Item = [u8; 40]> + Send) -> io::Result<usize> {
+fn send_packets(
+    ns: &Netns,
+    dst: Ipv4Addr,
+    packets: impl Iterator<Item = impl AsRef<[u8]>> + Send,
+) -> io::Result<usize> {
     ns.in_thread(|| -> io::Result<usize> {
         // SAFETY: plain socket(2); the descriptor is closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
@@ -83,6 +111,7 @@ fn send_packets(ns: &Netns, dst: Ipv4Addr, packets: impl Iterator<Item = [u8; 40
         let mut sent = 0;
         let mut last_err = None;
         for p in packets {
+            let p = p.as_ref();
             // SAFETY: `p` and `to` outlive the call; lengths are theirs.
             let n = unsafe {
                 libc::sendto(
@@ -112,6 +141,12 @@ fn send_packets(ns: &Netns, dst: Ipv4Addr, packets: impl Iterator<Item = [u8; 40
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_icmp_checksum_verifies() {
+        let p = echo_request(Ipv4Addr::new(192, 168, 50, 10), Ipv4Addr::new(10, 0, 2, 2), 7);
+        assert_eq!(ones_complement(0, &p[20..]), 0xffff);
+    }
 
     #[test]
     fn the_tcp_checksum_verifies() {
