@@ -93,6 +93,54 @@ fn victim_rows(node: &Netns) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until the rule of `guard` named `rule` counted `want` packets
+/// more than `before`; returns how many (panics after SHOW_DEADLINE).
+#[track_caller]
+fn wait_answers(node: &Netns, rule: &str, before: u64, want: u64) -> u64 {
+    let started = std::time::Instant::now();
+    loop {
+        let answered = guard_counter(node, rule) - before;
+        if answered >= want {
+            return answered;
+        }
+        assert!(
+            started.elapsed() < SHOW_DEADLINE,
+            "the victim's answers did not reach {rule}: {answered} of {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// No row of the victim pod, half a second after its answers reached the block.
+#[track_caller]
+fn assert_no_victim_rows(node: &Netns, daemon: &Daemon) {
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = victim_rows(node);
+    assert!(
+        rows.is_empty(),
+        "answers to forged packets were counted as the victim's attempts: {rows:?}\nlog:\n{}",
+        daemon.log()
+    );
+}
+
+/// The victim's one row once it counts `want`, and still exactly `want`
+/// half a second later (panics otherwise).
+#[track_caller]
+fn wait_victim_count(node: &Netns, daemon: &Daemon, want: u64) -> serde_json::Value {
+    wait_attempt_row(
+        node,
+        daemon,
+        &format!("{OTHER_POD_V4} counting {want}"),
+        SHOW_DEADLINE,
+        |r| r["source"] == OTHER_POD_V4 && r["count"].as_u64() >= Some(want),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = victim_rows(node);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["count"], want, "{rows:?}");
+    rows[0].clone()
+}
+
 #[test]
 fn reflected_answers_neither_count_nor_spend_the_victims_allowance() {
     if !can_run() {
@@ -109,46 +157,17 @@ fn reflected_answers_neither_count_nor_spend_the_victims_allowance() {
     ports.extend(std::iter::repeat_n(LISTENING_PORT, 100));
     let sent = send_syns_from(&topo.pod, ip(API_V4), OTHER_PORT, ip(OTHER_POD_V4), &ports).unwrap();
     assert_eq!(sent, ports.len());
-    // The answers reached our block: the reflection happened.
-    let started = std::time::Instant::now();
-    // The resets and at least half the SYN+ACKs.
-    let answered = loop {
-        let got = guard_counter(node, "block-tcp-port-v4") - before >= CLOSED_PORTS.len() as u64 + 50;
-        if got || started.elapsed() > SHOW_DEADLINE {
-            break got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        answered,
-        "the victim's answers did not reach the block: {} packets",
-        guard_counter(node, "block-tcp-port-v4") - before
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    eprintln!(
-        "answers that reached the block: {}",
-        guard_counter(node, "block-tcp-port-v4") - before
-    );
-    let rows = victim_rows(node);
-    assert!(
-        rows.is_empty(),
-        "answers to forged packets were counted as the victim's attempts: {rows:?}\nlog:\n{}",
-        daemon.log()
-    );
+    // The resets and at least half the SYN+ACKs reached our block: the reflection happened.
+    let answered = wait_answers(node, "block-tcp-port-v4", before, CLOSED_PORTS.len() as u64 + 50);
+    eprintln!("answers that reached the block: {answered}");
+    assert_no_victim_rows(node, &daemon);
 
     // Its own connects, right after: its allowance is whole, each is counted.
     for _ in 0..OWN_CONNECTS {
         let r = curl(&victim, API_V4, OTHER_PORT, 2);
         assert!(r.refused(), "{r:?}");
     }
-    let row = wait_attempt_row(
-        node,
-        &daemon,
-        &format!("{OTHER_POD_V4} counting {OWN_CONNECTS}"),
-        SHOW_DEADLINE,
-        |r| r["source"] == OTHER_POD_V4 && r["count"].as_u64() >= Some(OWN_CONNECTS),
-    );
-    assert_eq!(row["count"], OWN_CONNECTS, "{row}");
+    let row = wait_victim_count(node, &daemon, OWN_CONNECTS);
     assert_eq!(row["interface"], NODE_OTHER_POD_IF, "{row}");
     daemon.wait_log(&format!("via {NODE_OTHER_POD_IF}"), 1, SHOW_DEADLINE);
 }
@@ -170,32 +189,13 @@ fn answers_through_a_rule_for_every_protocol_spend_nothing_either() {
     send_syns_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), &ports).unwrap();
     send_pings_from(&topo.pod, ip(API_V4), ip(OTHER_POD_V4), &ids).unwrap();
     // Resets and echo replies both reached the rule.
-    let started = std::time::Instant::now();
-    while guard_counter(node, "block-all-v4") - before < 600 && started.elapsed() < SHOW_DEADLINE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let answered = guard_counter(node, "block-all-v4") - before;
-    assert!(
-        answered >= 600,
-        "the victim's answers did not reach the rule: {answered}"
-    );
-    let rows = victim_rows(node);
-    assert!(rows.is_empty(), "answers counted: {rows:?}\nlog:\n{}", daemon.log());
+    wait_answers(node, "block-all-v4", before, 600);
+    assert_no_victim_rows(node, &daemon);
 
     // Its own connects right after, all at once: its allowance is whole, each is counted.
     let sent = syn_burst(&victim, OWN_CONNECTS as usize);
     assert_eq!(sent, OWN_CONNECTS as usize);
-    let row = wait_attempt_row(
-        node,
-        &daemon,
-        &format!("{OTHER_POD_V4} counting {OWN_CONNECTS}"),
-        SHOW_DEADLINE,
-        |r| r["source"] == OTHER_POD_V4 && r["count"].as_u64() >= Some(OWN_CONNECTS),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let rows = victim_rows(node);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["count"], OWN_CONNECTS, "{row}");
+    wait_victim_count(node, &daemon, OWN_CONNECTS);
 }
 
 /// `n` connects from `pod` to the apiserver started at once (non-blocking:
@@ -246,20 +246,10 @@ fn answers_an_iptables_rule_logs_are_ignored_by_the_daemon() {
         |s| sample(s, "apiserver_guard_attempt_log_ignored_total", &[("reason", "answer")]) >= Some(10.0),
         SHOW_DEADLINE,
     );
-    let rows = victim_rows(node);
-    assert!(rows.is_empty(), "answers counted: {rows:?}\nlog:\n{}", daemon.log());
+    assert_no_victim_rows(node, &daemon);
 
     let r = curl(&victim, API_V4, API_PORT, 5);
     assert!(r.served(), "audit serves the pod: {r:?}");
-    let row = wait_attempt_row(node, &daemon, "the victim's own connect", SHOW_DEADLINE, |r| {
-        r["source"] == OTHER_POD_V4
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let rows = victim_rows(node);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(
-        (rows[0]["count"].as_u64(), rows[0]["action"].as_str()),
-        (Some(1), Some("audited")),
-        "{row}"
-    );
+    let row = wait_victim_count(node, &daemon, 1);
+    assert_eq!(row["action"], "audited", "{row}");
 }
