@@ -104,6 +104,7 @@ mod tests {
             destination_port: None,
             tcp: None,
             answer: false,
+            later_fragment: false,
         };
         let h = with_rule_protocol(cut, "block-tcp-port-v6");
         assert_eq!(

@@ -119,6 +119,9 @@ pub struct Headers {
     /// an ICMP error or echo reply: [`is_tcp_answer`]): never an
     /// attempt of its own.
     pub answer: bool,
+    /// A fragment after the first (its first carries the headers and is
+    /// the attempt, if any): never an attempt of its own.
+    pub later_fragment: bool,
 }
 
 /// A TCP segment's place in its connection, from its flags.
@@ -128,8 +131,10 @@ pub enum TcpSegment {
     /// number (a retransmitted SYN carries the same one, a new connect from
     /// the same port another).
     Open { isn: u32 },
-    /// Any other segment: part of a connection already open.
-    Within,
+    /// Any other segment: part of a connection already open; `data`: it
+    /// carries payload (a bare ACK does not: it may be an answer, see
+    /// `core::connections`).
+    Within { data: bool },
 }
 
 /// Bytes of the TCP header up to and including its flags.
@@ -192,15 +197,20 @@ fn is_answer(protocol: Protocol, transport: Option<&[u8]>, icmp: u8) -> bool {
     }
 }
 
-fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>) -> Option<TcpSegment> {
+/// `transport_len`: the bytes of the packet from the transport header on,
+/// by its IP header's length field.
+fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>, transport_len: usize) -> Option<TcpSegment> {
     let t = transport.filter(|t| protocol == Protocol::Tcp && t.len() >= TCP_FLAGS_END)?;
     let flags = t[13];
+    let header_len = usize::from(t[12] >> 4) * 4;
     Some(if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
         TcpSegment::Open {
             isn: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         }
     } else {
-        TcpSegment::Within
+        TcpSegment::Within {
+            data: transport_len > header_len,
+        }
     })
 }
 
@@ -213,14 +223,16 @@ fn parse_v4(p: &[u8]) -> Result<Headers, PacketError> {
     let fragment_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
     let transport = (fragment_offset == 0).then(|| &p[ihl..]);
     let (source_port, destination_port) = ports(protocol, transport);
+    let transport_len = usize::from(u16::from_be_bytes([p[2], p[3]])).saturating_sub(ihl);
     Ok(Headers {
         source: IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15])),
         destination: IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19])),
         protocol,
         source_port,
         destination_port,
-        tcp: tcp_segment(protocol, transport),
+        tcp: tcp_segment(protocol, transport, transport_len),
         answer: is_answer(protocol, transport, 1),
+        later_fragment: fragment_offset != 0,
     })
 }
 
@@ -246,6 +258,7 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
     let (source, destination) = (v6(&p[8..24]), v6(&p[24..40]));
     let mut next = p[6];
     let mut rest = Some(&p[40..]);
+    let mut later_fragment = false;
     for _ in 0..MAX_EXTENSIONS {
         let Some(r) = rest else { break };
         let len = match next {
@@ -254,6 +267,7 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
             FRAGMENT => {
                 // A later fragment carries no transport header.
                 let later = r.len() >= 4 && u16::from_be_bytes([r[2], r[3]]) & 0xfff8 != 0;
+                later_fragment |= later;
                 (!later).then_some(8)
             }
             _ => break,
@@ -275,14 +289,20 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
     }
     let protocol = Protocol::from_number(next);
     let (source_port, destination_port) = ports(protocol, rest);
+    // The transport header's offset in `p`, and the packet's length by its payload length field.
+    let transport_len = rest.map_or(0, |r| {
+        let total = 40 + usize::from(u16::from_be_bytes([p[4], p[5]]));
+        total.saturating_sub(p.len() - r.len())
+    });
     Ok(Headers {
         source,
         destination,
         protocol,
         source_port,
         destination_port,
-        tcp: tcp_segment(protocol, rest),
+        tcp: tcp_segment(protocol, rest, transport_len),
         answer: is_answer(protocol, rest, 58),
+        later_fragment,
     })
 }
 
@@ -386,7 +406,34 @@ mod tests {
         assert_eq!(with_flags(TCP_SYN), Some(TcpSegment::Open { isn: 1 }));
         // SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST: within a connection.
         for flags in [0x12, 0x10, 0x18, 0x11, 0x04] {
-            assert_eq!(with_flags(flags), Some(TcpSegment::Within), "{flags:#x}");
+            assert_eq!(
+                with_flags(flags),
+                Some(TcpSegment::Within { data: false }),
+                "{flags:#x}"
+            );
+        }
+        // The IP header's length says whether the segment carries data.
+        let mut p = v4(6, 0, 0, &TCP);
+        p[9] = 6;
+        p[20 + 13] = 0x18;
+        for (total, data) in [(40u16, false), (41, true), (1500, true), (0, false)] {
+            p[2..4].copy_from_slice(&total.to_be_bytes());
+            assert_eq!(
+                parse_headers(&p).unwrap().tcp,
+                Some(TcpSegment::Within { data }),
+                "{total}"
+            );
+        }
+        let mut p = v6hdr(6);
+        p.extend_from_slice(&TCP);
+        p[40 + 13] = 0x10;
+        for (payload, data) in [(20u16, false), (21, true)] {
+            p[4..6].copy_from_slice(&payload.to_be_bytes());
+            assert_eq!(
+                parse_headers(&p).unwrap().tcp,
+                Some(TcpSegment::Within { data }),
+                "{payload}"
+            );
         }
         // Flags cut off, a later fragment, UDP: nothing said.
         assert_eq!(parse_headers(&v4(6, 0, 0, &TCP[..13])).unwrap().tcp, None);

@@ -335,6 +335,7 @@ mod tests {
                 destination_port: Some(dport),
                 tcp: Some(TcpSegment::Open { isn: at_ms as u32 }),
                 answer: false,
+                later_fragment: false,
             },
             action: AttemptAction::Blocked,
             rule: "block-tcp-port-v4".into(),
@@ -529,7 +530,7 @@ mod tests {
             a.headers.tcp = Some(if i == 0 {
                 TcpSegment::Open { isn: start_ms as u32 }
             } else {
-                TcpSegment::Within
+                TcpSegment::Within { data: true }
             });
             out.push(t.record(&a));
         }
@@ -590,7 +591,7 @@ mod tests {
             for port in 0..24u16 {
                 let mut a = attempt("10.0.1.2", 5443, round * 600_000);
                 a.headers.source_port = Some(50000 + port);
-                a.headers.tcp = Some(TcpSegment::Within);
+                a.headers.tcp = Some(TcpSegment::Within { data: true });
                 assert_eq!(t.record(&a), Recorded::SameConnection);
             }
         }

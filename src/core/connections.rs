@@ -11,7 +11,10 @@
 //! connect that reuses the source port (another one); any other segment
 //! belongs to a connection already open, however long ago (a client-go
 //! HTTP/2 connection lives for days), and is counted once if its opening
-//! was never seen (opened before audit began, or forgotten). Without TCP
+//! was never seen (opened before audit began, or forgotten) and it carries
+//! data: a bare ACK of an unseen flow counts for nothing, since a pod's
+//! kernel sends one to answer a SYN forged "from the apiserver" to its
+//! half-open socket (a break-it find). Without TCP
 //! flags (UDP, SCTP, flags not copied), packets of one flow within
 //! [`CONNECTION_WINDOW_MS`] of each other are one connection; without ports,
 //! every packet is an attempt. Decided here, not in the kernel (`ct state
@@ -151,14 +154,19 @@ impl ConnectionMemory {
                 },
             ),
             (Some(TcpSegment::Open { isn }), _) => (true, Seen { isn: Some(isn), at_ms }),
-            (Some(TcpSegment::Within), Some(s)) => (
+            (Some(TcpSegment::Within { .. }), Some(s)) => (
                 false,
                 Seen {
                     isn: s.isn,
                     at_ms: latest(&s),
                 },
             ),
-            (Some(TcpSegment::Within), None) => (true, Seen { isn: None, at_ms }),
+            (Some(TcpSegment::Within { data: true }), None) => (true, Seen { isn: None, at_ms }),
+            // A bare ACK of a flow never seen opens nothing: a pod's kernel
+            // sends one to answer a SYN forged "from the apiserver" to its
+            // half-open socket (a break-it find). A connection opened before
+            // audit began is counted by its next segment with data.
+            (Some(TcpSegment::Within { data: false }), None) => return false,
             (None, Some(s)) if within_window(&s) => (
                 false,
                 Seen {
@@ -188,11 +196,30 @@ mod tests {
             destination_port: Some(5443),
             tcp,
             answer: false,
+            later_fragment: false,
         }
     }
 
     const SYN: Option<TcpSegment> = Some(TcpSegment::Open { isn: 7 });
-    const WITHIN: Option<TcpSegment> = Some(TcpSegment::Within);
+
+    #[test]
+    fn a_bare_ack_of_an_unseen_flow_opens_nothing_and_data_does() {
+        let mut m = ConnectionMemory::default();
+        let bare = Some(TcpSegment::Within { data: false });
+        // Answers to forged SYNs, many times over: nothing counted, nothing remembered.
+        for at in 0..100 {
+            assert!(!m.is_new(&packet(41000, bare), Some(3), at));
+        }
+        assert!(m.is_empty());
+        // The same flow's data (a connection opened before audit began): one.
+        assert!(m.is_new(&packet(41000, WITHIN), Some(3), 200));
+        assert!(!m.is_new(&packet(41000, bare), Some(3), 300));
+        assert!(!m.is_new(&packet(41000, WITHIN), Some(3), 400));
+        // An opened connection's bare ACKs stay in it.
+        assert!(m.is_new(&packet(42000, SYN), Some(3), 500));
+        assert!(!m.is_new(&packet(42000, bare), Some(3), 600));
+    }
+    const WITHIN: Option<TcpSegment> = Some(TcpSegment::Within { data: true });
 
     #[test]
     fn a_dropped_connect_and_its_syn_retransmits_are_one_connection() {

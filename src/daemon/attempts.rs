@@ -180,7 +180,7 @@ impl AttemptLog {
             o,
             "apiserver_guard_attempt_log_ignored_total",
             "counter",
-            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed, answer: a reset, SYN+ACK, ICMP error or echo reply answering a packet sent to the pod).",
+            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed, answer: a reset, SYN+ACK, ICMP error or echo reply answering a packet sent to the pod, fragment: a fragment after the first).",
         );
         for (reason, n) in &self.ignored {
             let _ = writeln!(
@@ -242,6 +242,7 @@ mod tests {
                 destination_port: Some(5443),
                 tcp: None,
                 answer: false,
+                later_fragment: false,
             },
             action,
             rule: "block-tcp-port-v4".into(),

@@ -254,6 +254,11 @@ fn handle(
                 log.ignore("answer");
                 continue;
             }
+            if headers.later_fragment {
+                // Its first fragment carries the headers: that one is the attempt.
+                log.ignore("fragment");
+                continue;
+            }
             let attempt = Attempt {
                 headers,
                 action,
@@ -437,6 +442,7 @@ mod tests {
                         destination_port: Some(5443),
                         tcp: None,
                         answer: false,
+                        later_fragment: false,
                     },
                     action: AttemptAction::Blocked,
                     rule: "block-tcp-port-v6".into(),
@@ -546,12 +552,18 @@ mod tests {
             ip.extend_from_slice(&[icmp_type, 3, 0, 0, 0, 0, 0, 0]);
             d.extend(packet(rule, &ip));
         }
+        // A fragment after the first (offset 1480): its first is the attempt.
+        let mut later = tcp_v4()[..20].to_vec();
+        later[6..8].copy_from_slice(&185u16.to_be_bytes());
+        later.extend_from_slice(&[0; 8]);
+        d.extend(packet(rule, &later));
         let state = Mutex::new(Metrics::new("t"));
         let mut lines = LineBudget::new();
         handle(&d, &state, &mut lines, &mut InterfaceNames::default(), None);
         {
             let m = lock(&state);
             assert!(m.attempts.table.rows().is_empty(), "{:?}", m.attempts.table.rows());
+            assert_eq!(m.attempts.ignored.get("fragment"), Some(&1));
             assert_eq!(m.attempts.ignored.get("answer"), Some(&5));
             assert!(m.attempts.totals.is_empty());
             assert_eq!(lines.tokens, LINES_PER_SECOND, "no line");
