@@ -16,6 +16,12 @@
 //! daemon ignores them (reason `answer`): no row, its own connect counts
 //! once. Each checks from the node's counters that the answers were sent and
 //! hit our rule, so none can pass because the forging failed.
+//!
+//! Answers the answer rules cannot recognise (the later fragments of an echo
+//! reply; a bare ACK of a half-open socket: a second round's finds) reach the
+//! log rules, but a pod's connects (SYN without ACK) have a meter of their
+//! own (`nft_desired::connect_rules`): after 200 forged big pings drew
+//! fragmented replies, the pod's 15 connects at once are each counted.
 
 mod common;
 
@@ -187,12 +193,60 @@ fn answers_through_a_rule_for_every_protocol_spend_nothing_either() {
     let ports: Vec<u16> = CLOSED_PORTS.take(300).collect();
     let ids: Vec<u16> = (1..=300).collect();
     send_syns_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), &ports).unwrap();
-    send_pings_from(&topo.pod, ip(API_V4), ip(OTHER_POD_V4), &ids).unwrap();
+    send_pings_from(&topo.pod, ip(API_V4), ip(OTHER_POD_V4), &ids, 28).unwrap();
     // Resets and echo replies both reached the rule.
     wait_answers(node, "block-all-v4", before, 600);
     assert_no_victim_rows(node, &daemon);
 
     // Its own connects right after, all at once: its allowance is whole, each is counted.
+    let sent = syn_burst(&victim, OWN_CONNECTS as usize);
+    assert_eq!(sent, OWN_CONNECTS as usize);
+    wait_victim_count(node, &daemon, OWN_CONNECTS);
+}
+
+#[test]
+fn answers_that_reach_the_log_rules_spend_nothing_of_a_pods_connects() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    let daemon = ready_daemon(node, &policy(None).with_action("drop"));
+    // The victim's path to the apiserver is narrow: its echo replies leave in
+    // fragments, and only the first says it is an echo reply (a break-it
+    // find: the later ones reach the log rules).
+    victim.ip_ok(&[
+        "route",
+        "add",
+        &format!("{API_V4}/32"),
+        "via",
+        NODE_OTHER_POD_V4,
+        "mtu",
+        "576",
+    ]);
+    let ids: Vec<u16> = (1..=200).collect();
+    let before = guard_counter(node, "block-all-v4");
+    send_pings_from(&topo.pod, ip(API_V4), ip(OTHER_POD_V4), &ids, 1400).unwrap();
+    // Three fragments each.
+    wait_answers(node, "block-all-v4", before, 3 * ids.len() as u64);
+    // The later fragments were logged (the victim's allowance for other
+    // packets spent) and ignored by the reader.
+    wait_metrics(
+        node,
+        "the victim's later fragments logged and ignored",
+        |s| {
+            sample(
+                s,
+                "apiserver_guard_attempt_log_ignored_total",
+                &[("reason", "fragment")],
+            ) >= Some(20.0)
+        },
+        SHOW_DEADLINE,
+    );
+    assert_no_victim_rows(node, &daemon);
+
+    // Its connects have an allowance of their own: each of them is counted.
     let sent = syn_burst(&victim, OWN_CONNECTS as usize);
     assert_eq!(sent, OWN_CONNECTS as usize);
     wait_victim_count(node, &daemon, OWN_CONNECTS);

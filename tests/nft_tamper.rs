@@ -6,7 +6,7 @@
 //! meter's timeout, a foreign rule in our chain, and in the chain our
 //! logged block jumps to: its verdict changed or deleted, the jump sent
 //! elsewhere, the answer rule for resets deleted or letting resets
-//! through). Each must make `status` exit 3
+//! through, the connect log rule deleted). Each must make `status` exit 3
 //! with a plain-language line naming the change (no Rust debug text), then
 //! `apply` repairs it (status exit 0) and the pod is refused again (curl).
 //! The daemon repairs each one on the change event, and its log names it.
@@ -43,6 +43,8 @@ struct Handles {
     verdict: u32,
     /// The answer rule for resets (`core::nft_answers`).
     answer_rst: u32,
+    /// The log rule of connects from known sources (`nft_desired::connect_rules`).
+    connect: u32,
 }
 
 /// One tamper: its name, the nft commands (given our handles), what the
@@ -142,8 +144,9 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 5 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
-            opens: true,
+            says: "rule 7 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            // The connect log rules refuse a connect within its limit too.
+            opens: false,
         },
         Tamper {
             name: "jump sent to another chain",
@@ -310,6 +313,12 @@ fn tampers() -> Vec<Tamper> {
             opens: false,
         },
         Tamper {
+            name: "connect log rule deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.connect),
+            says: "(log-block-tcp-port-v4-connect): missing",
+            opens: false,
+        },
+        Tamper {
             name: "answer rule deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.answer_rst),
             says: "(block-tcp-port-v4-answer-rst): missing",
@@ -353,6 +362,7 @@ fn tamper(node: &Netns, t: &Tamper) {
         log_new: handle(node, OURS, LOG_NEW),
         verdict: handle(node, OURS, OURS),
         answer_rst: handle(node, OURS, ANSWER_RST),
+        connect: handle(node, OURS, "log-block-tcp-port-v4-connect"),
     };
     let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);
@@ -515,10 +525,13 @@ fn sources_the_meter_learns_are_not_drift_and_the_daemon_never_repairs_them() {
     node.run_ok(&["nft", &format!("add element {T} attempts_v4 {{ \"lo\" . 10.0.77.7 }}")]);
     let meter = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v4"]);
     assert!(
-        meter.contains(POD_V4) && meter.contains("10.0.77.7"),
-        "the meter learned the pod:\n{meter}"
+        meter.contains("10.0.77.7"),
+        "the meter holds the source added:\n{meter}"
     );
-    let meter6 = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v6"]);
+    // The pod's connects are metered in the meters of connects.
+    let connects = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "connects_v4"]);
+    assert!(connects.contains(POD_V4), "the meter learned the pod:\n{connects}");
+    let meter6 = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "connects_v6"]);
     assert!(meter6.contains(POD_V6), "the v6 meter learned the pod:\n{meter6}");
     let r = run_guard(node, &p.args("status"));
     r.expect_code(0, "status with learned sources in the meters");

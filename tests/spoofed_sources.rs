@@ -162,11 +162,18 @@ fn row_shows(node: &Netns, src: &str, interface: &str, action: &str) -> bool {
     .is_ok()
 }
 
-/// Sources the kernel's per-source meter holds (`nft list set`: one `expires` per element).
+/// Sources the kernel's per-source meters hold, of connects and of other
+/// packets (`nft list set`: one `expires` per element). Both learn new
+/// sources within the one per-interface allowance (`iif_new`).
 fn meter_sources(node: &Netns) -> usize {
-    node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v4"])
-        .matches("expires")
-        .count()
+    ["connects_v4", "attempts_v4"]
+        .iter()
+        .map(|set| {
+            node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", set])
+                .matches("expires")
+                .count()
+        })
+        .sum()
 }
 
 fn forged_flood_beside_one_connect(action: &'static str) {

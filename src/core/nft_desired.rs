@@ -41,6 +41,11 @@ pub const IIF_NEW_SET: &str = "iif_new";
 pub const IIF_KNOWN_SET: &str = "iif_known";
 /// The name of a log rule's rule for new sources: its own name and this.
 pub const NEW_SOURCE_SUFFIX: &str = "-new-source";
+/// The meter of the connect log rules (`connect_rules`): `connects_v4` /
+/// `connects_v6`, shaped as `attempts_v4`.
+pub const CONNECTS_SET: &str = "connects";
+/// The name of a connect log rule: the log rule's name and this.
+pub const CONNECT_SUFFIX: &str = "-connect";
 const LINK_LOCAL_V6: &str = super::render_iptables::LINK_LOCAL_V6;
 
 /// What a correctly installed table holds for `b` (table flags 0: the
@@ -74,16 +79,17 @@ pub fn desired(b: &Blocklist) -> TableModel {
             verdict: Verdict::Jump(chain.clone()),
         });
         guard.rules.push(RuleModel::new(exprs, &chain));
-        let log = log_rules(&r);
-        for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
-            want_set(&mut t, &set.to_string(), r.family);
-        }
         let mut decide = ChainModel {
             rules: answer_rules(&decider, verdict_exprs(&decider)),
             ..Default::default()
         };
-        decide.rules.push(RuleModel::new(log.known, &r.name()));
-        decide.rules.push(RuleModel::new(log.new, &log.new_name));
+        for log in [connect_rules(&r, verdict_exprs(&decider)), log_rules(&r)] {
+            for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
+                want_set(&mut t, &set.to_string(), r.family);
+            }
+            decide.rules.push(RuleModel::new(log.known, &log.name));
+            decide.rules.push(RuleModel::new(log.new, &log.new_name));
+        }
         if let Some(verdict) = verdict_exprs(&decider) {
             // Here no match says TCP: nft adds `meta l4proto tcp` to a tcp reset.
             let mut e = Vec::new();
@@ -162,7 +168,7 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         "sources" => interval(&a.sources),
         "link_local" => interval(&[LINK_LOCAL_V6.parse().expect("a valid constant")]),
         "exempt" => interval(&a.exempt),
-        ATTEMPTS_SET => meter(KeyType::Concat(vec![KeyType::IfaceIndex, addr_key(fam)]), &METER),
+        ATTEMPTS_SET | CONNECTS_SET => meter(KeyType::Concat(vec![KeyType::IfaceIndex, addr_key(fam)]), &METER),
         "api_port" => plain(
             KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
             a.api_ports
@@ -405,11 +411,50 @@ pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
 /// Over a limit a rule stops at that meter; the verdict rule after them does
 /// not depend on either. Answers never reach them (`nft_answers`).
 pub fn log_rules(r: &Rule) -> LogRules {
+    metered_log_rules(r, ATTEMPTS_SET, Vec::new(), Vec::new(), "")
+}
+
+/// The two log rules of a connect, ahead of `log_rules` in the same chain:
+/// `tcp flags syn / syn,ack` (a SYN without ACK: how every TCP connect
+/// begins), metered per source in a set of their own (`connects_v4`), and
+/// ending in the chain's `verdict` (None, an audit rule: `return`) so a
+/// logged connect is not logged again by the rules after. Nothing a pod
+/// sends to answer another's packet is a SYN without ACK, so however many
+/// answers forged packets draw from a pod (bare ACKs, later fragments: a
+/// break-it find), they spend nothing of its allowance for connects. Over
+/// its limit a connect goes on to `log_rules`, then the verdict rule.
+pub fn connect_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
+    let syn = vec![
+        meta(META_L4PROTO),
+        cmp(CMP_EQ, vec![IPPROTO_TCP]),
+        payload(PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1, REG_1),
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            len: 1,
+            mask: vec![TCP_FLAG_SYN | TCP_FLAG_ACK],
+            xor: vec![0],
+        },
+        cmp(CMP_EQ, vec![TCP_FLAG_SYN]),
+    ];
+    let ending = verdict.unwrap_or_else(|| {
+        vec![Expr::Immediate {
+            dreg: REG_VERDICT,
+            verdict: Verdict::Return,
+        }]
+    });
+    metered_log_rules(r, CONNECTS_SET, syn, ending, CONNECT_SUFFIX)
+}
+
+/// `log_rules` and `connect_rules`: the meter `kind`, a match ahead of the
+/// source's (`first`), expressions after the log statement (`ending`), and
+/// what follows the log rule's name in theirs (`suffix`).
+fn metered_log_rules(r: &Rule, kind: &str, first: Vec<Expr>, ending: Vec<Expr>, suffix: &str) -> LogRules {
     let RuleVerdict::Log { group, .. } = r.verdict else {
-        unreachable!("log_rules is called for log rules only")
+        unreachable!("log rules are built for log rules only")
     };
     let (saddr, _, alen, nfproto) = addr_layout(r.family);
-    let meter = set_name(ATTEMPTS_SET, r.family);
+    let meter = set_name(kind, r.family);
     let iif = || Expr::Meta {
         key: META_IIF,
         dreg: REG_1,
@@ -436,17 +481,20 @@ pub fn log_rules(r: &Rule) -> LogRules {
         flags,
     };
     let tail = || {
-        vec![
+        let mut e = vec![
             Expr::Counter(Tally::default()),
             Expr::Log {
                 prefix: r.log_prefix().expect("a log rule has a prefix"),
                 group,
                 snaplen: LOG_SNAPLEN,
             },
-        ]
+        ];
+        e.extend(ending.iter().cloned());
+        e
     };
     let head = || {
-        let mut e = vec![meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])];
+        let mut e = first.clone();
+        e.extend([meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])]);
         e.extend(source());
         e
     };
@@ -461,7 +509,8 @@ pub fn log_rules(r: &Rule) -> LogRules {
     LogRules {
         known,
         new,
-        new_name: format!("{}{NEW_SOURCE_SUFFIX}", r.name()),
+        name: format!("{}{suffix}", r.name()),
+        new_name: format!("{}{suffix}{NEW_SOURCE_SUFFIX}", r.name()),
         meter,
     }
 }
@@ -472,6 +521,8 @@ pub struct LogRules {
     pub known: Vec<Expr>,
     /// The rule for new sources, named `new_name`.
     pub new: Vec<Expr>,
+    /// The name of the rule for known sources.
+    pub name: String,
     pub new_name: String,
     /// The per-source meter both update.
     pub meter: String,

@@ -331,6 +331,60 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
 }
 
 #[test]
+fn connect_rules_meter_syns_apart_and_end_in_the_verdict() {
+    // nft --debug=netlink (1.0.6) of `tcp flags syn / syn,ack iif . ip saddr
+    // @connects_v4 update @iif_known { ... } counter log ... reject with tcp reset`.
+    let log = RuleVerdict::Log {
+        group: 1443,
+        audit: false,
+    };
+    let r = rule(Family::V4, Target::ApiPort, true, log);
+    let decider = rule(Family::V4, Target::ApiPort, true, RuleVerdict::TcpReset);
+    let c = connect_rules(&r, verdict_exprs(&decider));
+    assert_eq!(c.meter, "connects_v4");
+    assert_eq!(
+        (c.name.as_str(), c.new_name.as_str()),
+        (
+            "log-block-tcp-port-v4-connect",
+            "log-block-tcp-port-v4-connect-new-source"
+        )
+    );
+    golden_exprs(
+        &c.known[..10],
+        "[ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 1b @ transport header + 13 => reg 1 ]
+         [ bitwise reg 1 = ( reg 1 & 0x00000012 ) ^ 0x00000000 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
+         [ lookup reg 1 set connects_v4 ]",
+    );
+    for e in [&c.known, &c.new] {
+        assert_eq!(
+            e.last(),
+            Some(&Expr::Reject {
+                kind: REJECT_TCP_RST,
+                icmp_code: 0
+            })
+        );
+    }
+    // Audited: a logged connect leaves the chain (`return`), not logged twice.
+    let audit = connect_rules(&r, None);
+    assert_eq!(
+        audit.known.last(),
+        Some(&Expr::Immediate {
+            dreg: REG_VERDICT,
+            verdict: Verdict::Return
+        })
+    );
+    assert!(rule_text(&RuleModel::new(c.known.clone(), "x"))
+        .starts_with("tcp flags syn / syn,ack iif . ip saddr @connects_v4 update @iif_known"));
+}
+
+#[test]
 fn log_rules_link_local_key_the_v6_meter_on_the_16_byte_source() {
     let rules = log_rules(&rule(
         Family::V6,
@@ -403,7 +457,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     let match_lookups = |r: &RuleModel| {
         r.exprs
             .iter()
-            .filter(|e| matches!(e, Expr::Lookup { set, .. } if set != "attempts_v4"))
+            .filter(|e| matches!(e, Expr::Lookup { set, .. } if set != "attempts_v4" && set != "connects_v4"))
             .count()
     };
     assert_eq!(
@@ -416,14 +470,16 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
         [
             "block-tcp-port-v4-answer-rst",
             "block-tcp-port-v4-answer-syn-ack",
+            "log-block-tcp-port-v4-connect",
+            "log-block-tcp-port-v4-connect-new-source",
             "log-block-tcp-port-v4",
             "log-block-tcp-port-v4-new-source",
             "block-tcp-port-v4"
         ],
-        "answers first (nft_answers), then the log rules, then the verdict"
+        "answers first (nft_answers), then connects, then the other log rules, then the verdict"
     );
     golden_exprs(
-        &decide.rules[4].exprs,
+        &decide.rules[6].exprs,
         "[ meta load l4proto => reg 1 ]
          [ cmp eq reg 1 0x00000006 ]
          [ reject type 1 code 0 ]",
@@ -443,6 +499,8 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
         [
             "audit-tcp-port-v4-answer-rst",
             "audit-tcp-port-v4-answer-syn-ack",
+            "log-audit-tcp-port-v4-connect",
+            "log-audit-tcp-port-v4-connect-new-source",
             "log-audit-tcp-port-v4",
             "log-audit-tcp-port-v4-new-source"
         ]

@@ -65,17 +65,23 @@ pub fn send_syns_from(ns: &Netns, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, port
 }
 
 /// Sends one ICMP echo request from `src` (an address that is not `ns`'s)
-/// to `dst` for each of `ids`, from inside `ns`. Returns how many the kernel took.
-pub fn send_pings_from(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, ids: &[u16]) -> io::Result<usize> {
-    let packets = ids.iter().map(|id| echo_request(src, dst, *id).to_vec());
+/// to `dst` for each of `ids`, each `size` bytes long (at least 28), from
+/// inside `ns`. Returns how many the kernel took.
+pub fn send_pings_from(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, ids: &[u16], size: u16) -> io::Result<usize> {
+    let packets = ids.iter().map(|id| echo_request(src, dst, *id, size));
     send_packets(ns, dst, packets)
 }
 
-/// One IPv4 ICMP echo request from `src` to `dst` with identifier `id`.
-pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> [u8; 28] {
-    let mut p = [0u8; 28];
+/// One IPv4 ICMP echo request from `src` to `dst` with identifier `id`,
+/// `size` bytes long in all (0x5a after the ICMP header: the kernel's fast
+/// payload path reads a later fragment's data as a transport header, and
+/// zeros would read as an echo reply).
+pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, size: u16) -> Vec<u8> {
+    let size = size.max(28);
+    let mut p = vec![0x5au8; usize::from(size)];
+    p[..28].fill(0);
     p[0] = 0x45;
-    p[2..4].copy_from_slice(&28u16.to_be_bytes());
+    p[2..4].copy_from_slice(&size.to_be_bytes());
     p[8] = 64;
     p[9] = libc::IPPROTO_ICMP as u8;
     p[12..16].copy_from_slice(&src.octets());
@@ -144,8 +150,10 @@ mod tests {
 
     #[test]
     fn the_icmp_checksum_verifies() {
-        let p = echo_request(Ipv4Addr::new(192, 168, 50, 10), Ipv4Addr::new(10, 0, 2, 2), 7);
-        assert_eq!(ones_complement(0, &p[20..]), 0xffff);
+        for size in [28, 1401] {
+            let p = echo_request(Ipv4Addr::new(192, 168, 50, 10), Ipv4Addr::new(10, 0, 2, 2), 7, size);
+            assert_eq!(ones_complement(0, &p[20..]), 0xffff);
+        }
     }
 
     #[test]
