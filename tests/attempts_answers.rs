@@ -199,9 +199,7 @@ fn answers_through_a_rule_for_every_protocol_spend_nothing_either() {
     assert_no_victim_rows(node, &daemon);
 
     // Its own connects right after, all at once: its allowance is whole, each is counted.
-    let sent = syn_burst(&victim, OWN_CONNECTS as usize);
-    assert_eq!(sent, OWN_CONNECTS as usize);
-    wait_victim_count(node, &daemon, OWN_CONNECTS);
+    connect_at_once_and_be_counted(&victim, node, &daemon);
 }
 
 #[test]
@@ -247,9 +245,15 @@ fn answers_that_reach_the_log_rules_spend_nothing_of_a_pods_connects() {
     assert_no_victim_rows(node, &daemon);
 
     // Its connects have an allowance of their own: each of them is counted.
-    let sent = syn_burst(&victim, OWN_CONNECTS as usize);
+    connect_at_once_and_be_counted(&victim, node, &daemon);
+}
+
+/// OWN_CONNECTS connects from the victim at once, each counted.
+#[track_caller]
+fn connect_at_once_and_be_counted(victim: &Netns, node: &Netns, daemon: &Daemon) {
+    let sent = syn_burst(victim, OWN_CONNECTS as usize);
     assert_eq!(sent, OWN_CONNECTS as usize);
-    wait_victim_count(node, &daemon, OWN_CONNECTS);
+    wait_victim_count(node, daemon, OWN_CONNECTS);
 }
 
 /// `n` connects from `pod` to the apiserver started at once (non-blocking:
