@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use common::daemon_cases::*;
 use common::guard_cases::*;
-use common::spoof::{send_pings_from, send_syns_from};
+use common::spoof::{send_pings_from, send_syns_from, send_tcp_later_fragments};
 use common::*;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
@@ -246,6 +246,28 @@ fn answers_that_reach_the_log_rules_spend_nothing_of_a_pods_connects() {
 
     // Its connects have an allowance of their own: each of them is counted.
     connect_at_once_and_be_counted(&victim, node, &daemon);
+}
+
+/// A pod that crafts TCP fragments after the first (no TCP stack sends
+/// them) is reported for them (a review's find: the reader ignored them as
+/// fragments, while in the kernel they could spend the pod's own allowance,
+/// hiding its connects).
+#[test]
+fn crafted_tcp_fragments_are_the_pods_own_attempts() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _other = topo.add_other_pod();
+    let daemon = ready_daemon(node, &policy(Some(OTHER_PORT)));
+    let before = guard_counter(node, "block-tcp-port-v4");
+    send_tcp_later_fragments(&topo.pod, ip(POD_V4), ip(API_V4), OTHER_PORT, 50).unwrap();
+    wait_answers(node, "block-tcp-port-v4", before, 50);
+    let row = wait_attempt_row(node, &daemon, "the crafted fragments", SHOW_DEADLINE, |r| {
+        r["source"] == POD_V4 && r["protocol"] == "tcp" && r["port"].is_null() && r["count"].as_u64() >= Some(10)
+    });
+    assert_eq!(row["action"], "blocked", "{row}");
 }
 
 /// OWN_CONNECTS connects from the victim at once, each counted.

@@ -120,7 +120,8 @@ pub struct Headers {
     /// attempt of its own.
     pub answer: bool,
     /// A fragment after the first (its first carries the headers and is
-    /// the attempt, if any): never an attempt of its own.
+    /// the attempt, if any); the reader ignores it unless it is TCP (a TCP
+    /// stack never fragments: the pod crafted it).
     pub later_fragment: bool,
 }
 
@@ -208,8 +209,9 @@ fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>, transport_len: usiz
             isn: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         }
     } else {
+        // A length field of 0 (IPv6 jumbograms, BIG TCP): a large segment.
         TcpSegment::Within {
-            data: transport_len > header_len,
+            data: transport_len == 0 || transport_len > header_len,
         }
     })
 }
@@ -404,19 +406,16 @@ mod tests {
             parse_headers(&v4(6, 0, 0, &t)).unwrap().tcp
         };
         assert_eq!(with_flags(TCP_SYN), Some(TcpSegment::Open { isn: 1 }));
-        // SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST: within a connection.
+        // SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST: within a connection (the
+        // helper leaves the length field 0: taken as a large segment).
         for flags in [0x12, 0x10, 0x18, 0x11, 0x04] {
-            assert_eq!(
-                with_flags(flags),
-                Some(TcpSegment::Within { data: false }),
-                "{flags:#x}"
-            );
+            assert_eq!(with_flags(flags), Some(TcpSegment::Within { data: true }), "{flags:#x}");
         }
         // The IP header's length says whether the segment carries data.
         let mut p = v4(6, 0, 0, &TCP);
         p[9] = 6;
         p[20 + 13] = 0x18;
-        for (total, data) in [(40u16, false), (41, true), (1500, true), (0, false)] {
+        for (total, data) in [(40u16, false), (41, true), (1500, true), (0, true)] {
             p[2..4].copy_from_slice(&total.to_be_bytes());
             assert_eq!(
                 parse_headers(&p).unwrap().tcp,

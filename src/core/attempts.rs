@@ -243,7 +243,10 @@ impl AttemptTable {
         let key = a.key();
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        let new_connection = self.connections.is_new(&a.headers, key.interface, a.at_ms);
+        let new_connection = match a.action {
+            AttemptAction::Audited => self.connections.is_new_audited(&a.headers, key.interface, a.at_ms),
+            AttemptAction::Blocked => self.connections.is_new(&a.headers, key.interface, a.at_ms),
+        };
         if let Some(e) = self.entries.get_mut(&key) {
             let old = std::mem::replace(&mut e.stamp, stamp);
             let r = &mut e.row;

@@ -17,9 +17,10 @@
 //! (The kernel's fast payload path reads a later fragment's data as if it
 //! were a transport header, so a later fragment may meet an answer rule: it
 //! gets the verdict unlogged, and the reader ignores later fragments anyway.)
-//! Answers these rules cannot recognise (a bare ACK, a later fragment)
-//! reach the log rules, but never the connect log rules, whose meter is a
-//! pod's allowance for connects (`nft_desired::connect_rules`).
+//! Answers these rules cannot recognise (a bare ACK, the later fragments
+//! of an ICMP reply) reach the log rules, but never the connect log rules
+//! (a SYN without ACK, which nothing a pod's stack sends to answer is),
+//! whose meter is a pod's allowance for connects (`nft_desired::connect_rules`).
 
 use super::attempt_packet::{ANSWER_RESET, ANSWER_SYN_ACK, ICMPV6_ANSWERS, ICMP_ANSWERS};
 use super::model::{Family, Rule};

@@ -16,7 +16,7 @@ use super::metrics::Metrics;
 use super::netlink::subscribe;
 use super::pod_events::EventsHandle;
 use crate::core::attempt_log::{parse_prefix, with_rule_protocol};
-use crate::core::attempt_packet::parse_headers;
+use crate::core::attempt_packet::{parse_headers, Protocol};
 use crate::core::attempts::{Attempt, Interface, Recorded, Repeat};
 use crate::core::nflog_wire::{bind_request, parse_datagram, Event};
 use crate::discovery::attribution::SharedDirectory;
@@ -254,8 +254,13 @@ fn handle(
                 log.ignore("answer");
                 continue;
             }
-            if headers.later_fragment {
-                // Its first fragment carries the headers: that one is the attempt.
+            if headers.later_fragment && headers.protocol != Protocol::Tcp {
+                // Its first fragment carries the headers: that one is the
+                // attempt (a pod's echo reply to a forged big ping leaves in
+                // fragments). A TCP stack never fragments (it sizes segments
+                // to the path): a later TCP fragment was crafted by the pod
+                // that sent it, and is counted (a review's find: ignored, such
+                // fragments could spend a pod's own allowance unseen).
                 log.ignore("fragment");
                 continue;
             }
@@ -555,6 +560,7 @@ mod tests {
         // A fragment after the first (offset 1480): its first is the attempt.
         let mut later = tcp_v4()[..20].to_vec();
         later[6..8].copy_from_slice(&185u16.to_be_bytes());
+        later[9] = 1;
         later.extend_from_slice(&[0; 8]);
         d.extend(packet(rule, &later));
         let state = Mutex::new(Metrics::new("t"));
@@ -572,11 +578,24 @@ mod tests {
         let mut ping = tcp_v4()[..20].to_vec();
         ping[9] = 1;
         ping.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
-        let d = [packet(rule, &with_flags(0x02)), packet(rule, &ping)].concat();
+        // And a later TCP fragment (a TCP stack never sends one: the pod crafted it).
+        let mut tcp_later = tcp_v4()[..20].to_vec();
+        tcp_later[6..8].copy_from_slice(&185u16.to_be_bytes());
+        tcp_later.extend_from_slice(&[0; 8]);
+        let d = [
+            packet(rule, &with_flags(0x02)),
+            packet(rule, &ping),
+            packet(rule, &tcp_later),
+        ]
+        .concat();
         handle(&d, &state, &mut lines, &mut InterfaceNames::default(), None);
         let m = lock(&state);
-        assert_eq!(m.attempts.table.rows().len(), 2);
-        assert_eq!(m.attempts.ignored.get("answer"), Some(&5));
+        // The connect, the ping, and the fragment (its port unknown: a row of its own).
+        let rows = m.attempts.table.rows();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(m.attempts.ignored.get("fragment"), Some(&1));
+        let fragment_row = rows.iter().find(|r| r.port.is_none() && r.protocol.name() == "tcp");
+        assert_eq!(fragment_row.map(|r| r.count), Some(1), "{rows:?}");
     }
 
     #[test]

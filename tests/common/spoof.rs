@@ -94,6 +94,30 @@ pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, size: u16) -> Vec<u8>
     p
 }
 
+/// Sends `n` crafted IPv4 TCP fragments after the first (offset 1480) from
+/// `src` to `dst`, from inside `ns`, whose data reads as a TCP header to
+/// `port` with SYN set where a first fragment's would be. Returns how many
+/// the kernel took.
+pub fn send_tcp_later_fragments(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, port: u16, n: u16) -> io::Result<usize> {
+    let packets = (0..n).map(|i| {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[4..6].copy_from_slice(&i.to_be_bytes()); // a datagram each
+        p[6..8].copy_from_slice(&185u16.to_be_bytes()); // offset 185 x 8 bytes, last fragment
+        p[8] = 64;
+        p[9] = libc::IPPROTO_TCP as u8;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&port.to_be_bytes());
+        p[32] = 5 << 4;
+        p[33] = 0x02;
+        p
+    });
+    send_packets(ns, dst, packets)
+}
+
 /// Sends `packets` (whole IPv4 packets) to `dst` from a raw socket in `ns`.
 fn send_packets(
     ns: &Netns,
