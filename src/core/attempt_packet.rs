@@ -8,6 +8,7 @@
 //! or SYN+ACK, an ICMP error or reply), never an attempt: the reader
 //! ignores answers, and `nft_answers` keeps them from the log rules.
 
+use super::nft_model::{IPPROTO_ICMP, IPPROTO_ICMPV6, TCP_FLAGS_OFFSET, TCP_FLAG_ACK, TCP_FLAG_RST, TCP_FLAG_SYN};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -87,8 +88,8 @@ impl TryFrom<String> for Protocol {
 /// the log rules (`nft_answers`), and the daemon ignores any answer that
 /// reaches it (reason `answer`). The block itself applies to them all the
 /// same.
-pub const ANSWER_RESET: u8 = super::nft_model::TCP_FLAG_RST;
-pub const ANSWER_SYN_ACK: u8 = super::nft_model::TCP_FLAG_SYN | super::nft_model::TCP_FLAG_ACK;
+pub const ANSWER_RESET: u8 = TCP_FLAG_RST;
+pub const ANSWER_SYN_ACK: u8 = TCP_FLAG_SYN | TCP_FLAG_ACK;
 
 /// Whether TCP `flags` make a segment an answer (see [`ANSWER_RESET`]).
 pub fn is_tcp_answer(flags: u8) -> bool {
@@ -140,8 +141,6 @@ pub enum TcpSegment {
 
 /// Bytes of the TCP header up to and including its flags.
 const TCP_FLAGS_END: usize = 14;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
 
 /// Why a payload is not an IP packet we can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,9 +188,13 @@ fn ports(protocol: Protocol, transport: Option<&[u8]>) -> (Option<u16>, Option<u
 fn is_answer(protocol: Protocol, transport: Option<&[u8]>, icmp: u8) -> bool {
     let Some(t) = transport else { return false };
     match protocol {
-        Protocol::Tcp => t.get(13).is_some_and(|f| is_tcp_answer(*f)),
+        Protocol::Tcp => t.get(TCP_FLAGS_OFFSET as usize).is_some_and(|f| is_tcp_answer(*f)),
         Protocol::Other(p) if p == icmp => {
-            let answers: &[u8] = if icmp == 1 { &ICMP_ANSWERS } else { &ICMPV6_ANSWERS };
+            let answers: &[u8] = if icmp == IPPROTO_ICMP {
+                &ICMP_ANSWERS
+            } else {
+                &ICMPV6_ANSWERS
+            };
             t.first().is_some_and(|ty| answers.contains(ty))
         }
         _ => false,
@@ -202,9 +205,9 @@ fn is_answer(protocol: Protocol, transport: Option<&[u8]>, icmp: u8) -> bool {
 /// by its IP header's length field.
 fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>, transport_len: usize) -> Option<TcpSegment> {
     let t = transport.filter(|t| protocol == Protocol::Tcp && t.len() >= TCP_FLAGS_END)?;
-    let flags = t[13];
+    let flags = t[TCP_FLAGS_OFFSET as usize];
     let header_len = usize::from(t[12] >> 4) * 4;
-    Some(if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+    Some(if flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0 {
         TcpSegment::Open {
             isn: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         }
@@ -233,7 +236,7 @@ fn parse_v4(p: &[u8]) -> Result<Headers, PacketError> {
         source_port,
         destination_port,
         tcp: tcp_segment(protocol, transport, transport_len),
-        answer: is_answer(protocol, transport, 1),
+        answer: is_answer(protocol, transport, IPPROTO_ICMP),
         later_fragment: fragment_offset != 0,
     })
 }
@@ -303,7 +306,7 @@ fn parse_v6(p: &[u8]) -> Result<Headers, PacketError> {
         source_port,
         destination_port,
         tcp: tcp_segment(protocol, rest, transport_len),
-        answer: is_answer(protocol, rest, 58),
+        answer: is_answer(protocol, rest, IPPROTO_ICMPV6),
         later_fragment,
     })
 }
@@ -405,7 +408,7 @@ mod tests {
             t[13] = flags;
             parse_headers(&v4(6, 0, 0, &t)).unwrap().tcp
         };
-        assert_eq!(with_flags(TCP_SYN), Some(TcpSegment::Open { isn: 1 }));
+        assert_eq!(with_flags(TCP_FLAG_SYN), Some(TcpSegment::Open { isn: 1 }));
         // SYN-ACK, ACK, PSH-ACK, FIN-ACK, RST: within a connection (the
         // helper leaves the length field 0: taken as a large segment).
         for flags in [0x12, 0x10, 0x18, 0x11, 0x04] {

@@ -23,6 +23,7 @@ pub mod nft_desired;
 pub mod nft_diff;
 pub mod nft_eval;
 pub mod nft_events;
+pub mod nft_exprs;
 #[cfg(test)]
 mod nft_golden_tests;
 pub mod nft_model;

@@ -24,26 +24,18 @@
 
 use super::attempt_packet::{ANSWER_RESET, ANSWER_SYN_ACK, ICMPV6_ANSWERS, ICMP_ANSWERS};
 use super::model::{Family, Rule};
+use super::nft_exprs::{cmp, meta, payload, tcp_flags, verdict_or_return};
 use super::nft_model::*;
 
 /// What follows a deciding rule's name in its answer rules' names
 /// (`block-tcp-port-v4-answer-rst`).
 pub const ANSWER_SUFFIX: &str = "-answer";
 
-/// ICMP and ICMPv6 protocol numbers.
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-
 /// The answer rules of the chain of `decider` (see the module doc), each
 /// ending in `verdict`, the decider's verdict expressions (None, an audit
 /// rule: `return`).
 pub fn answer_rules(decider: &Rule, verdict: Option<Vec<Expr>>) -> Vec<RuleModel> {
-    let ending = verdict.unwrap_or_else(|| {
-        vec![Expr::Immediate {
-            dreg: REG_VERDICT,
-            verdict: Verdict::Return,
-        }]
-    });
+    let ending = verdict_or_return(verdict);
     let name = format!("{}{ANSWER_SUFFIX}", decider.name());
     let rule = |mut e: Vec<Expr>, what: &str| {
         e.extend(ending.iter().cloned());
@@ -67,48 +59,13 @@ pub fn answer_rules(decider: &Rule, verdict: Option<Vec<Expr>>) -> Vec<RuleModel
                 cmp(CMP_EQ, vec![nfproto]),
                 meta(META_L4PROTO),
                 cmp(CMP_EQ, vec![l4]),
-                transport(0, 1),
+                payload(PAYLOAD_TRANSPORT, 0, 1, REG_1),
                 cmp(CMP_EQ, vec![*t]),
             ];
             out.push(rule(e, &format!("{word}-{t}")));
         }
     }
     out
-}
-
-/// `meta <key>` into register 1.
-fn meta(key: u32) -> Expr {
-    Expr::Meta { key, dreg: REG_1 }
-}
-
-/// Register 1 compared with `data`.
-fn cmp(op: u32, data: Vec<u8>) -> Expr {
-    Expr::Cmp { sreg: REG_1, op, data }
-}
-
-/// `len` bytes of the transport header at `offset` into register 1.
-fn transport(offset: u32, len: u32) -> Expr {
-    Expr::Payload {
-        base: PAYLOAD_TRANSPORT,
-        offset,
-        len,
-        dreg: REG_1,
-    }
-}
-
-/// `tcp flags & mask <op> value` with its `meta l4proto tcp` dependency.
-fn tcp_flags(mask: u8, op: u32, value: u8) -> Vec<Expr> {
-    let mut e = vec![meta(META_L4PROTO), cmp(CMP_EQ, vec![IPPROTO_TCP])];
-    e.push(transport(TCP_FLAGS_OFFSET, 1));
-    e.push(Expr::Bitwise {
-        sreg: REG_1,
-        dreg: REG_1,
-        len: 1,
-        mask: vec![mask],
-        xor: vec![0],
-    });
-    e.push(cmp(op, vec![value]));
-    e
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use super::model::{
     Blocklist, Family, Meter, Rule, Target, Verdict as RuleVerdict, METER, METER_IIF_KNOWN, METER_IIF_NEW,
 };
 use super::nft_answers::answer_rules;
+use super::nft_exprs::{cmp, l4_tcp, meta, payload, tcp_flags, verdict_or_return};
 use super::nft_model::*;
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -79,18 +80,19 @@ pub fn desired(b: &Blocklist) -> TableModel {
             verdict: Verdict::Jump(chain.clone()),
         });
         guard.rules.push(RuleModel::new(exprs, &chain));
+        let verdict = verdict_exprs(&decider);
         let mut decide = ChainModel {
-            rules: answer_rules(&decider, verdict_exprs(&decider)),
+            rules: answer_rules(&decider, verdict.clone()),
             ..Default::default()
         };
-        for log in [connect_rules(&r, verdict_exprs(&decider)), log_rules(&r)] {
+        for log in [connect_rules(&r, verdict.clone()), log_rules(&r)] {
             for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
                 want_set(&mut t, &set.to_string(), r.family);
             }
             decide.rules.push(RuleModel::new(log.known, &log.name));
             decide.rules.push(RuleModel::new(log.new, &log.new_name));
         }
-        if let Some(verdict) = verdict_exprs(&decider) {
+        if let Some(verdict) = verdict {
             // Here no match says TCP: nft adds `meta l4proto tcp` to a tcp reset.
             let mut e = Vec::new();
             if decider.verdict == RuleVerdict::TcpReset {
@@ -277,14 +279,6 @@ fn addr_layout(fam: Family) -> (u32, u32, u32, u8) {
     }
 }
 
-fn meta(key: u32) -> Expr {
-    Expr::Meta { key, dreg: REG_1 }
-}
-
-fn cmp(op: u32, data: Vec<u8>) -> Expr {
-    Expr::Cmp { sreg: REG_1, op, data }
-}
-
 fn lookup(set: &str) -> Expr {
     Expr::Lookup {
         set: set.to_string(),
@@ -293,22 +287,9 @@ fn lookup(set: &str) -> Expr {
     }
 }
 
-fn payload(base: u32, offset: u32, len: u32, dreg: u32) -> Expr {
-    Expr::Payload {
-        base,
-        offset,
-        len,
-        dreg,
-    }
-}
-
 /// `tcp dport` into `dreg`, after its `meta l4proto tcp` dependency.
 fn tcp_dport(dreg: u32) -> Expr {
     payload(PAYLOAD_TRANSPORT, 2, 2, dreg)
-}
-
-fn l4_tcp() -> [Expr; 2] {
-    [meta(META_L4PROTO), cmp(CMP_EQ, vec![IPPROTO_TCP])]
 }
 
 fn fib_type(flags: u32, op: u32) -> [Expr; 2] {
@@ -424,25 +405,8 @@ pub fn log_rules(r: &Rule) -> LogRules {
 /// break-it find), they spend nothing of its allowance for connects. Over
 /// its limit a connect goes on to `log_rules`, then the verdict rule.
 pub fn connect_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
-    let syn = vec![
-        meta(META_L4PROTO),
-        cmp(CMP_EQ, vec![IPPROTO_TCP]),
-        payload(PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1, REG_1),
-        Expr::Bitwise {
-            sreg: REG_1,
-            dreg: REG_1,
-            len: 1,
-            mask: vec![TCP_FLAG_SYN | TCP_FLAG_ACK],
-            xor: vec![0],
-        },
-        cmp(CMP_EQ, vec![TCP_FLAG_SYN]),
-    ];
-    let ending = verdict.unwrap_or_else(|| {
-        vec![Expr::Immediate {
-            dreg: REG_VERDICT,
-            verdict: Verdict::Return,
-        }]
-    });
+    let syn = tcp_flags(TCP_FLAG_SYN | TCP_FLAG_ACK, CMP_EQ, TCP_FLAG_SYN);
+    let ending = verdict_or_return(verdict);
     metered_log_rules(r, CONNECTS_SET, syn, ending, CONNECT_SUFFIX)
 }
 

@@ -336,7 +336,7 @@ impl Run<'_> {
 
     /// Ports for TCP and UDP; a TCP header's flags too; an ICMP header's type.
     fn transport_header(&self) -> Vec<u8> {
-        if self.p.proto == 1 || self.p.proto == 58 {
+        if self.p.proto == IPPROTO_ICMP || self.p.proto == IPPROTO_ICMPV6 {
             return vec![self.p.icmp_type, 0, 0, 0, 0, 0, 0, 0];
         }
         let tcp = self.p.proto == IPPROTO_TCP;

@@ -77,6 +77,8 @@ pub const FIB_RESULT_ADDRTYPE: u32 = 3;
 /// `RTN_LOCAL`, compared in host byte order after `fib ... type`.
 pub const RTN_LOCAL: u32 = 2;
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// The TCP header's flags byte (`tcp flags`) and the flags our log rules test.
 pub const TCP_FLAGS_OFFSET: u32 = 13;
 pub const TCP_FLAG_FIN: u8 = 0x01;

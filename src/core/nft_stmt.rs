@@ -260,9 +260,9 @@ fn is_dependency(name: &str, data: &[u8], rest: &[Expr]) -> bool {
     // `icmp type` depends on `meta l4proto icmp`, which depends on `meta nfproto ipv4`.
     let icmp_follows = |p: u8| matched_l4proto(&rest[..rest.len().min(2)]) == Some(p) && loads(PAYLOAD_TRANSPORT);
     match (name, data) {
-        ("meta nfproto", [NFPROTO_IPV4]) => loads(PAYLOAD_NETWORK) || icmp_follows(1),
-        ("meta nfproto", [NFPROTO_IPV6]) => loads(PAYLOAD_NETWORK) || icmp_follows(58),
-        ("meta l4proto", [p]) if *p == IPPROTO_TCP || *p == 1 || *p == 58 => loads(PAYLOAD_TRANSPORT),
+        ("meta nfproto", [NFPROTO_IPV4]) => loads(PAYLOAD_NETWORK) || icmp_follows(IPPROTO_ICMP),
+        ("meta nfproto", [NFPROTO_IPV6]) => loads(PAYLOAD_NETWORK) || icmp_follows(IPPROTO_ICMPV6),
+        ("meta l4proto", [p]) if [IPPROTO_TCP, IPPROTO_ICMP, IPPROTO_ICMPV6].contains(p) => loads(PAYLOAD_TRANSPORT),
         _ => false,
     }
 }
@@ -313,8 +313,10 @@ fn load(e: &Expr, before: &[Expr]) -> Option<(String, ValueKind, u32)> {
                 (PAYLOAD_TRANSPORT, 0, 2) => ("tcp sport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, 2, 2) => ("tcp dport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1) => ("tcp flags", ValueKind::TcpFlags),
-                (PAYLOAD_TRANSPORT, 0, 1) if matched_l4proto(before) == Some(1) => ("icmp type", ValueKind::IcmpType),
-                (PAYLOAD_TRANSPORT, 0, 1) if matched_l4proto(before) == Some(58) => {
+                (PAYLOAD_TRANSPORT, 0, 1) if matched_l4proto(before) == Some(IPPROTO_ICMP) => {
+                    ("icmp type", ValueKind::IcmpType)
+                }
+                (PAYLOAD_TRANSPORT, 0, 1) if matched_l4proto(before) == Some(IPPROTO_ICMPV6) => {
                     ("icmpv6 type", ValueKind::Icmpv6Type)
                 }
                 _ => {
