@@ -2,7 +2,8 @@
 # A full attempt meter (the sources a spoofing pod can make the kernel learn,
 # up to the meter's 65,535) must not slow the daemon's reads: `status` time,
 # and the time from SIGHUP (config switched from audit to reject) until the
-# reject rules are in the kernel, with N elements in `attempts_v6`. Each row
+# reject rules are in the kernel, with N elements in each of `connects_v6` and
+# `flows_v6` (the meters of a port-scoped apiserver's rules). Each row
 # in its own network namespace (deleted on exit); elements added with nft
 # (the same set the packet path fills). BIN= compares another build (e.g.
 # the release before the read skipped the meters' elements). The switch time
@@ -33,12 +34,13 @@ RUNS=${RUNS:-3}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh   # ms_runs
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-fill() { # fill N: N distinct sources in the v6 meter
+fill() { # fill N: N distinct keys in each v6 meter (connects: iif . source; flows: iif . source . port)
   python3 -c "
 n = $1
 for s in range(0, n, 5000):
-    els = ', '.join('fd00:10:%x:%x::1' % (i >> 16, i & 0xffff) for i in range(s, min(n, s + 5000)))
-    print('add element inet apiserver_guard attempts_v6 { %s }' % els)
+    srcs = ['fd00:10:%x:%x::1' % (i >> 16, i & 0xffff) for i in range(s, min(n, s + 5000))]
+    print('add element inet apiserver_guard connects_v6 { %s }' % ', '.join('\"lo\" . ' + a for a in srcs))
+    print('add element inet apiserver_guard flows_v6 { %s }' % ', '.join('\"lo\" . ' + a + ' . 40000' for a in srcs))
 " >"$DIR/meter.nft"
   ip netns exec "$NS" nft -f "$DIR/meter.nft"
 }

@@ -46,17 +46,6 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-/// The node forwards packets with any source from the pods (a CNI without
-/// anti-spoofing), whatever the host's defaults.
-fn allow_forged_sources(node: &Netns) {
-    node.sysctl(&[
-        ("net.ipv4.conf.all.rp_filter", "0"),
-        ("net.ipv4.conf.default.rp_filter", "0"),
-        (&format!("net.ipv4.conf.{NODE_POD_IF}.rp_filter"), "0"),
-        (&format!("net.ipv4.conf.{NODE_OTHER_POD_IF}.rp_filter"), "0"),
-    ]);
-}
-
 /// The block of the pods' traffic to the apiserver's `port` (None: every port), on nftables.
 fn policy(port: Option<u16>) -> GuardPolicy {
     GuardPolicy::new(
@@ -77,26 +66,9 @@ fn ready_daemon<'a>(node: &'a Netns, policy: &GuardPolicy) -> Daemon<'a> {
     daemon
 }
 
-/// Packets counted by the rule of `guard` named `comment` (our match for it).
-fn guard_counter(node: &Netns, comment: &str) -> u64 {
-    let text = node.run_ok(&["nft", "list", "chain", "inet", "apiserver_guard", "guard"]);
-    let line = text
-        .lines()
-        .find(|l| l.contains(&format!("comment \"{comment}\"")))
-        .unwrap_or_else(|| panic!("no rule {comment} in guard:\n{text}"));
-    let after = line.split("counter packets ").nth(1).expect("a counter");
-    after.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 /// Rows of `/attempts` from the victim pod.
 fn victim_rows(node: &Netns) -> Vec<serde_json::Value> {
-    attempts_page(node)["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["source"] == OTHER_POD_V4)
-        .cloned()
-        .collect()
+    attempt_rows_from(node, OTHER_POD_V4)
 }
 
 /// Waits until the rule of `guard` named `rule` counted `want` packets

@@ -47,21 +47,27 @@ fn policy() -> GuardPolicy {
 /// From `pod`, until `flood_for` after `started`: UDP datagrams to every
 /// port of the apiserver (1 to `PORTS`) from each of `sockets` source ports,
 /// about 8,000 a second in all: far more keys than the table holds, far
-/// fewer packets than overflow the daemon's socket. Returns how many were sent.
-fn flood_udp(pod: &Netns, sockets: usize, started: Instant, flood_for: Duration) -> u64 {
+/// fewer packets than overflow the daemon's socket. `fresh`: new source
+/// ports for each pass over the ports, so every datagram is a new flow (a
+/// datagram of a flow already counted makes no row). Returns how many were sent.
+fn flood_udp(pod: &Netns, sockets: usize, fresh: bool, started: Instant, flood_for: Duration) -> u64 {
     let pause_every = 500 / sockets as u64;
     pod.in_thread(|| {
-        let sockets: Vec<UdpSocket> = (0..sockets).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+        let bind = || -> Vec<UdpSocket> { (0..sockets).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect() };
+        let mut socks = bind();
         let mut sent = 0u64;
         while started.elapsed() < flood_for {
             for port in 1..=PORTS {
-                for s in &sockets {
+                for s in &socks {
                     let _ = s.send_to(b"x", (API_V4, port));
                     sent += 1;
                 }
                 if u64::from(port) % pause_every == 0 {
                     std::thread::sleep(Duration::from_millis(60));
                 }
+            }
+            if fresh {
+                socks = bind();
             }
         }
         sent
@@ -107,7 +113,7 @@ fn a_pod_churning_the_table_evicts_only_its_own_rows_and_takes_only_its_share_of
 
     let started = Instant::now();
     let sent = std::thread::scope(|sc| {
-        let flooder = sc.spawn(|| flood_udp(&topo.pod, 1, started, FLOOD));
+        let flooder = sc.spawn(|| flood_udp(&topo.pod, 1, true, started, FLOOD));
         std::thread::sleep(FLOOD / 3);
         assert_refused(&curl(&other_pod, API_V4, API_PORT, 5), "second pod -> API_V4");
         let at_attempt = sample(&scrape(node), "apiserver_guard_attempts_evicted_total", &[]).unwrap();
@@ -203,7 +209,7 @@ fn a_pod_making_new_flows_cannot_make_another_pods_retransmits_count_again() {
     let flood_for = RETRANSMITTING + Duration::from_secs(2);
     let started = Instant::now();
     let (sent, connect) = std::thread::scope(|sc| {
-        let flooder = sc.spawn(|| flood_udp(&topo.pod, 4, started, flood_for));
+        let flooder = sc.spawn(|| flood_udp(&topo.pod, 4, false, started, flood_for));
         std::thread::sleep(Duration::from_secs(1));
         let connect = other_pod
             .in_thread(|| {

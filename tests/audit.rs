@@ -88,9 +88,14 @@ fn one_served_curl_in_audit_mode_is_one_audited_attempt_whatever_the_packets_log
         SHOW_DEADLINE,
     );
 
-    // Either log rule: known sources, or new ones (the first packet of a source).
-    let logged_packets =
-        || nft_rule_packets(node, "log-audit-tcp-port-v4") + nft_rule_packets(node, "log-audit-tcp-port-v4-new-source");
+    // Any log rule: the connect's (the SYN), the flow's (the rest), each for
+    // known sources or new ones.
+    let logged_packets = || {
+        ["-connect", "-connect-new-source", "-flow", "-flow-new-source"]
+            .iter()
+            .map(|r| nft_rule_packets(node, &format!("log-audit-tcp-port-v4{r}")))
+            .sum::<u64>()
+    };
     let logged_before = logged_packets();
     let counted_before = nft_rule_packets(node, "audit-tcp-port-v4");
     assert_served(

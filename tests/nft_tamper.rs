@@ -70,15 +70,15 @@ fn ours_matching(matches: &str) -> String {
 const PORT_MATCH: &str = "ip daddr . tcp dport @api_port_v4";
 /// The answer rule for resets at the head of our block's chain.
 const ANSWER_RST: &str = "block-tcp-port-v4-answer-rst";
-/// The log rule in our block's chain for sources the meter knows (default log group).
-const LOG: &str = "log-block-tcp-port-v4";
-/// The log rule for new sources.
-const LOG_NEW: &str = "log-block-tcp-port-v4-new-source";
+/// The flow log rule in our block's chain for flows the meter knows (default log group).
+const LOG: &str = "log-block-tcp-port-v4-flow";
+/// The flow log rule for new flows.
+const LOG_NEW: &str = "log-block-tcp-port-v4-flow-new-source";
 
 /// Our log rule, with this log group.
 fn log_rule(group: u16) -> String {
     format!(
-        "iif . ip saddr @attempts_v4 update @iif_known {{ iif limit rate 1000/second burst 2000 packets }} \
+        "tcp flags != syn / syn,ack iif . ip saddr . tcp sport @flows_v4 update @iif_known {{ iif limit rate 1000/second burst 2000 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group {group} snaplen 96 comment \"{LOG}\""
     )
 }
@@ -86,8 +86,8 @@ fn log_rule(group: u16) -> String {
 /// The log rule for new sources (default log group).
 fn log_new_rule() -> String {
     format!(
-        "iif . ip saddr != @attempts_v4 update @iif_new {{ iif limit rate 200/second burst 400 packets }} \
-         update @attempts_v4 {{ iif . ip saddr limit rate 10/second burst 20 packets }} \
+        "tcp flags != syn / syn,ack iif . ip saddr . tcp sport != @flows_v4 update @iif_new {{ iif limit rate 200/second burst 400 packets }} \
+         update @flows_v4 {{ iif . ip saddr . tcp sport limit rate 10/second burst 20 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group 1443 snaplen 96 comment \"{LOG_NEW}\""
     )
 }
@@ -283,19 +283,33 @@ fn tampers() -> Vec<Tamper> {
                     log_new_rule().replace("update @iif_new { iif limit rate 200/second burst 400 packets } ", "")
                 )
             },
-            says: "(log-block-tcp-port-v4-new-source)",
+            says: "(log-block-tcp-port-v4-flow-new-source)",
+            opens: false,
+        },
+        Tamper {
+            // The same set, keyed on the apiserver's port: every connection of
+            // a pod shares one allowance again (round 3's find).
+            name: "flow log rule keyed on the destination port",
+            nft: |h| {
+                format!(
+                    "replace rule {T} {OURS} handle {} {}",
+                    h.log_new,
+                    log_new_rule().replace("tcp sport", "tcp dport")
+                )
+            },
+            says: "tcp dport",
             opens: false,
         },
         Tamper {
             name: "log rule deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.log),
-            says: "(log-block-tcp-port-v4): missing",
+            says: "(log-block-tcp-port-v4-flow): missing",
             opens: false,
         },
         Tamper {
             name: "log rule for new sources deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.log_new),
-            says: "(log-block-tcp-port-v4-new-source): missing",
+            says: "(log-block-tcp-port-v4-flow-new-source): missing",
             opens: false,
         },
         Tamper {
@@ -303,8 +317,8 @@ fn tampers() -> Vec<Tamper> {
             nft: |h| {
                 // Both log rules of each family use their meter: the v6 chain is left alone.
                 format!(
-                    "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} attempts_v4; \
-                     add set {T} attempts_v4 {{ type iface_index . ipv4_addr; size 65535; flags dynamic,timeout; timeout 1h; }}; \
+                    "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} flows_v4; \
+                     add set {T} flows_v4 {{ type iface_index . ipv4_addr . inet_service; size 65535; flags dynamic,timeout; timeout 1h; }}; \
                      insert rule {T} {OURS} {}; insert rule {T} {OURS} {}",
                     h.log,
                     h.log_new,
@@ -312,7 +326,7 @@ fn tampers() -> Vec<Tamper> {
                     log_rule(1443)
                 )
             },
-            says: "set attempts_v4: timeout 1h instead of 1m",
+            says: "set flows_v4: timeout 1h instead of 1m",
             opens: false,
         },
         Tamper {
@@ -385,7 +399,7 @@ fn assert_plain(lines: &[String], what: &str) {
     for l in lines {
         // nft's own braces: `update @attempts_v4 { ip saddr limit ... }`.
         let l = &l
-            .replace("@attempts_v4 { ", "@attempts_v4 ")
+            .replace("@flows_v4 { ", "@flows_v4 ")
             .replace("@iif_known { ", "@iif_known ")
             .replace("@iif_new { ", "@iif_new ")
             .replace(" packets }", " packets");
@@ -525,8 +539,11 @@ fn sources_the_meter_learns_are_not_drift_and_the_daemon_never_repairs_them() {
         assert_refused(&curl(&topo.pod, API_V6, API_PORT, MAX_TIME), "pod v6 (logged)");
     }
     // And a source added by hand, as the kernel would.
-    node.run_ok(&["nft", &format!("add element {T} attempts_v4 {{ \"lo\" . 10.0.77.7 }}")]);
-    let meter = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "attempts_v4"]);
+    node.run_ok(&[
+        "nft",
+        &format!("add element {T} flows_v4 {{ \"lo\" . 10.0.77.7 . 40000 }}"),
+    ]);
+    let meter = node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", "flows_v4"]);
     assert!(
         meter.contains("10.0.77.7"),
         "the meter holds the source added:\n{meter}"

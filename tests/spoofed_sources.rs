@@ -162,11 +162,12 @@ fn row_shows(node: &Netns, src: &str, interface: &str, action: &str) -> bool {
     .is_ok()
 }
 
-/// Sources the kernel's per-source meters hold, of connects and of other
-/// packets (`nft list set`: one `expires` per element). Both learn new
-/// sources within the one per-interface allowance (`iif_new`).
+/// Elements the kernel's meters hold, of connects (per source) and of
+/// TCP's other packets (per source port) (`nft list set`: one `expires` per
+/// element). Both learn new elements within the one per-interface
+/// allowance (`iif_new`).
 fn meter_sources(node: &Netns) -> usize {
-    ["connects_v4", "attempts_v4"]
+    ["connects_v4", "flows_v4"]
         .iter()
         .map(|set| {
             node.run_ok(&["nft", "list", "set", "inet", "apiserver_guard", set])

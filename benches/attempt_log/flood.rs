@@ -253,10 +253,10 @@ fn one(topo: &Topology, args: &Args, sources: usize, first_single: usize, log: &
     let reported: u64 = flood_sources.iter().filter_map(|s| table.get(s)).sum();
     use apiserver_guard::core::model::{Meter, METER, METER_IIF_KNOWN, METER_IIF_NEW};
     let allows = |m: &Meter| u64::from(m.burst) + (m.rate as f64 * seconds).ceil() as u64;
-    // Per source twice (connects have a meter of their own; a connect over
-    // it goes on to the meter of other packets), capped by the one
-    // interface all flooding sources come in on.
-    let budget = (sources as u64 * 2 * allows(&METER)).min(allows(&METER_IIF_NEW) + allows(&METER_IIF_KNOWN));
+    // Per source, in the meter of connects (a connect over it is logged by
+    // no other rule), capped by the one interface all flooding sources come
+    // in on.
+    let budget = (sources as u64 * allows(&METER)).min(allows(&METER_IIF_NEW) + allows(&METER_IIF_KNOWN));
     let suppressed = lines
         .iter()
         .filter(|(_, l)| l.contains("not logged one by one"))

@@ -8,7 +8,9 @@
 //! or SYN+ACK, an ICMP error or reply), never an attempt: the reader
 //! ignores answers, and `nft_answers` keeps them from the log rules.
 
-use super::nft_model::{IPPROTO_ICMP, IPPROTO_ICMPV6, TCP_FLAGS_OFFSET, TCP_FLAG_ACK, TCP_FLAG_RST, TCP_FLAG_SYN};
+use super::nft_model::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, TCP_FLAGS_OFFSET, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN,
+};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -134,8 +136,9 @@ pub enum TcpSegment {
     /// the same port another).
     Open { isn: u32 },
     /// Any other segment: part of a connection already open; `data`: it
-    /// carries payload (a bare ACK does not: it may be an answer, see
-    /// `core::connections`).
+    /// carries payload or a FIN (both take sequence space: only a
+    /// connection the pod opened sends them; a bare ACK may be an answer,
+    /// see `core::connections`).
     Within { data: bool },
 }
 
@@ -214,7 +217,7 @@ fn tcp_segment(protocol: Protocol, transport: Option<&[u8]>, transport_len: usiz
     } else {
         // A length field of 0 (IPv6 jumbograms, BIG TCP): a large segment.
         TcpSegment::Within {
-            data: transport_len == 0 || transport_len > header_len,
+            data: transport_len == 0 || transport_len > header_len || flags & TCP_FLAG_FIN != 0,
         }
     })
 }
@@ -437,6 +440,11 @@ mod tests {
                 "{payload}"
             );
         }
+        // A FIN takes sequence space as data does: only an open connection
+        // sends one, never an answer to a forged packet.
+        p[4..6].copy_from_slice(&20u16.to_be_bytes());
+        p[40 + 13] = TCP_FLAG_FIN | TCP_FLAG_ACK;
+        assert_eq!(parse_headers(&p).unwrap().tcp, Some(TcpSegment::Within { data: true }));
         // Flags cut off, a later fragment, UDP: nothing said.
         assert_eq!(parse_headers(&v4(6, 0, 0, &TCP[..13])).unwrap().tcp, None);
         assert_eq!(parse_headers(&v4(6, 0, 0x0010, &TCP)).unwrap().tcp, None);

@@ -133,9 +133,11 @@ pub enum Recorded {
     New,
     /// One more of a known key (goes into the summary).
     Repeat,
-    /// Another packet of a connection already counted (a SYN retransmit, the
-    /// rest of an audited connection): seen, not counted.
-    SameConnection,
+    /// Not a connection of its own: another packet of one already counted
+    /// (a SYN retransmit, the rest of an audited connection), or a bare ACK
+    /// of a flow never seen (what a pod sends to answer a forged SYN:
+    /// `core::connections`). Seen, not counted, and no row made for it.
+    NotCounted,
 }
 
 /// A key repeated since the last summary.
@@ -243,10 +245,7 @@ impl AttemptTable {
         let key = a.key();
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        let new_connection = match a.action {
-            AttemptAction::Audited => self.connections.is_new_audited(&a.headers, key.interface, a.at_ms),
-            AttemptAction::Blocked => self.connections.is_new(&a.headers, key.interface, a.at_ms),
-        };
+        let new_connection = self.connections.is_new(&a.headers, key.interface, a.at_ms);
         if let Some(e) = self.entries.get_mut(&key) {
             let old = std::mem::replace(&mut e.stamp, stamp);
             let r = &mut e.row;
@@ -260,13 +259,18 @@ impl AttemptTable {
                 r.rule.clone_from(&a.rule);
                 Recorded::Repeat
             } else {
-                Recorded::SameConnection
+                Recorded::NotCounted
             };
             self.with_interface(key.interface, |rows| {
                 rows.remove(&old);
                 rows.insert(stamp, key);
             });
             return recorded;
+        }
+        if !new_connection {
+            // A bare ACK of a flow never seen, from a source with no row: it
+            // makes none (a break-it find: answers to forged SYNs made rows).
+            return Recorded::NotCounted;
         }
         while self.entries.len() >= self.capacity && self.evict_one() {}
         let row = Row {
@@ -355,6 +359,28 @@ mod tests {
             name: format!("veth{index}"),
         });
         a
+    }
+
+    #[test]
+    fn a_bare_ack_of_a_flow_never_seen_makes_no_row_blocked_or_audited() {
+        // A round 3 find on a real kernel: the pod's answers to forged SYNs
+        // (bare ACKs from its listening port) made a row with count 1.
+        let mut t = AttemptTable::new(16);
+        for action in [AttemptAction::Blocked, AttemptAction::Audited] {
+            let mut a = attempt("10.0.2.2", 5443, 1);
+            a.headers.source_port = Some(8080);
+            a.headers.tcp = Some(TcpSegment::Within { data: false });
+            a.action = action;
+            assert_eq!(t.record(&a), Recorded::NotCounted);
+        }
+        assert!(t.rows().is_empty());
+        // Its data (or FIN) is a connection's: one row, counted once.
+        let mut data = attempt("10.0.2.2", 5443, 2);
+        data.headers.tcp = Some(TcpSegment::Within { data: true });
+        assert_eq!(t.record(&data), Recorded::New);
+        assert_eq!(t.record(&data), Recorded::NotCounted);
+        assert_eq!(t.rows()[0].count, 1);
+        assert_in_step(&t);
     }
 
     /// `crowding` and `by_interface` agree with `entries`.
@@ -552,7 +578,7 @@ mod tests {
             got.push(t.record(&a));
         }
         assert_eq!(got[0], Recorded::New);
-        assert!(got[1..].iter().all(|r| *r == Recorded::SameConnection), "{got:?}");
+        assert!(got[1..].iter().all(|r| *r == Recorded::NotCounted), "{got:?}");
         let r = &t.rows()[0];
         assert_eq!((r.count, r.first_seen_unix_ms, r.last_seen_unix_ms), (1, 1000, 64000));
         assert!(t.take_repeats().is_empty(), "retransmits are no repeats");
@@ -566,11 +592,7 @@ mod tests {
         let mut t = AttemptTable::new(8);
         // A served curl: SYN, ACK, request, ACKs, FIN, ACK within milliseconds.
         let got = connection(&mut t, 40200, 5000, &[1, 1, 2, 1, 1]);
-        assert_eq!(
-            got.iter().filter(|r| **r != Recorded::SameConnection).count(),
-            1,
-            "{got:?}"
-        );
+        assert_eq!(got.iter().filter(|r| **r != Recorded::NotCounted).count(), 1, "{got:?}");
         assert_eq!(t.rows()[0].count, 1);
         // The same source port, a new connect (its own SYN), even at once.
         assert_eq!(connection(&mut t, 40200, 5007, &[]), [Recorded::Repeat]);
@@ -595,7 +617,7 @@ mod tests {
                 let mut a = attempt("10.0.1.2", 5443, round * 600_000);
                 a.headers.source_port = Some(50000 + port);
                 a.headers.tcp = Some(TcpSegment::Within { data: true });
-                assert_eq!(t.record(&a), Recorded::SameConnection);
+                assert_eq!(t.record(&a), Recorded::NotCounted);
             }
         }
         assert_eq!(t.rows()[0].count, 24);

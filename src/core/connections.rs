@@ -11,14 +11,18 @@
 //! connect that reuses the source port (another one); any other segment
 //! belongs to a connection already open, however long ago (a client-go
 //! HTTP/2 connection lives for days), and is counted once if its opening
-//! was never seen (opened before audit began, or forgotten). Blocked, it
-//! must carry data: a blocked bare ACK of an unseen flow counts for
-//! nothing, since a pod's kernel sends one to answer a SYN forged "from the
-//! apiserver" to its half-open socket (a break-it find); audited, a bare ACK
-//! counts too (a watch opened before audit began only acknowledges). Without TCP
-//! flags (UDP, SCTP, flags not copied), packets of one flow within
-//! [`CONNECTION_WINDOW_MS`] of each other are one connection; without ports,
-//! every packet is an attempt. Decided here, not in the kernel (`ct state
+//! was never seen (opened before audit began, or forgotten) and it carries
+//! data or a FIN. A bare ACK of an unseen flow counts for nothing, blocked
+//! or audited: a pod's kernel sends one to answer a SYN forged "from the
+//! apiserver" to its half-open socket, and several senders forging at once
+//! make it send millions (break-it finds: rows the pod never made), while
+//! nothing forged can make it send data or a FIN, which only a connection
+//! it opened carries. A connection opened before audit began is counted at
+//! its first data segment or FIN: a client-go connection sends each request
+//! as data, returns HTTP/2 flow-control credit as it reads, and sends a
+//! PING after 30 s without a frame received. Without TCP flags (UDP, SCTP,
+//! flags not copied), packets of one flow within [`CONNECTION_WINDOW_MS`] of
+//! each other are one connection; without ports, every packet is an attempt. Decided here, not in the kernel (`ct state
 //! new` on the log rules): the kernel would then never log a connection
 //! opened before audit mode started, exactly the one the switch to `reject`
 //! would cut.
@@ -126,22 +130,9 @@ impl ConnectionMemory {
     }
 
     /// Whether a packet with headers `h` that came in on `interface`, seen
-    /// at `at_ms` and blocked, is a connection not counted yet; remembers it
-    /// either way (a bare ACK of a flow never seen: neither).
+    /// at `at_ms`, is a connection not counted yet; remembers it either way
+    /// (a bare ACK of a flow never seen: neither).
     pub fn is_new(&mut self, h: &Headers, interface: Option<u32>, at_ms: u64) -> bool {
-        self.judge(h, interface, at_ms, false)
-    }
-
-    /// The same for a packet let through in audit mode, where a bare ACK of
-    /// a flow never seen does open a count: a connection opened before audit
-    /// began whose client only acknowledges (a watch) is reported, and an
-    /// answer to forged SYNs does not last there (the apiserver resets the
-    /// half-open socket it comes from: measured, 0 rows of 200 forged pairs).
-    pub fn is_new_audited(&mut self, h: &Headers, interface: Option<u32>, at_ms: u64) -> bool {
-        self.judge(h, interface, at_ms, true)
-    }
-
-    fn judge(&mut self, h: &Headers, interface: Option<u32>, at_ms: u64, bare_ack_opens: bool) -> bool {
         let (Some(source_port), Some(destination_port)) = (h.source_port, h.destination_port) else {
             return true;
         };
@@ -176,11 +167,12 @@ impl ConnectionMemory {
                     at_ms: latest(&s),
                 },
             ),
-            (Some(TcpSegment::Within { data }), None) if data || bare_ack_opens => (true, Seen { isn: None, at_ms }),
-            // A blocked bare ACK of a flow never seen opens nothing: a pod's
-            // kernel sends one to answer a SYN forged "from the apiserver"
-            // to its half-open socket (a break-it find). A connection cut by
-            // the block is counted by its reconnect's SYN, or its next data.
+            (Some(TcpSegment::Within { data: true }), None) => (true, Seen { isn: None, at_ms }),
+            // A bare ACK of a flow never seen opens nothing: a pod's kernel
+            // sends one to answer a SYN forged "from the apiserver" to its
+            // half-open socket (break-it finds). A connection cut by the
+            // block is counted by its reconnect's SYN, an audited one opened
+            // before audit began by its next data or FIN.
             (Some(TcpSegment::Within { .. }), None) => return false,
             (None, Some(s)) if within_window(&s) => (
                 false,
@@ -233,11 +225,11 @@ mod tests {
         // An opened connection's bare ACKs stay in it.
         assert!(m.is_new(&packet(42000, SYN), Some(3), 500));
         assert!(!m.is_new(&packet(42000, bare), Some(3), 600));
-        // Audited, a bare ACK of a flow never seen is a connection (opened
-        // before audit began), once.
-        assert!(m.is_new_audited(&packet(43000, bare), Some(3), 700));
-        assert!(!m.is_new_audited(&packet(43000, bare), Some(3), 800));
-        assert!(!m.is_new_audited(&packet(43000, WITHIN), Some(3), 900));
+        // Audited or not, the same: a connection opened before audit began
+        // counts at its first data (or FIN), once.
+        assert!(!m.is_new(&packet(43000, bare), Some(3), 700));
+        assert!(m.is_new(&packet(43000, WITHIN), Some(3), 800));
+        assert!(!m.is_new(&packet(43000, bare), Some(3), 900));
     }
     const WITHIN: Option<TcpSegment> = Some(TcpSegment::Within { data: true });
 

@@ -17,7 +17,7 @@
 
 use super::attempt_log::LOG_SNAPLEN;
 use super::model::{
-    Blocklist, Family, Meter, Rule, Target, Verdict as RuleVerdict, METER, METER_IIF_KNOWN, METER_IIF_NEW,
+    self, Blocklist, Family, Rule, Target, Verdict as RuleVerdict, METER, METER_IIF_KNOWN, METER_IIF_NEW,
 };
 use super::nft_answers::answer_rules;
 use super::nft_exprs::{cmp, l4_tcp, meta, payload, tcp_flags, verdict_or_return};
@@ -47,6 +47,14 @@ pub const NEW_SOURCE_SUFFIX: &str = "-new-source";
 pub const CONNECTS_SET: &str = "connects";
 /// The name of a connect log rule: the log rule's name and this.
 pub const CONNECT_SUFFIX: &str = "-connect";
+/// The meter of the flow log rules (`flow_rules`): `flows_v4` / `flows_v6`,
+/// one element per interface, source and source port.
+pub const FLOWS_SET: &str = "flows";
+/// The name of a flow log rule: the log rule's name and this.
+pub const FLOW_SUFFIX: &str = "-flow";
+/// The name of the rule of a chain taking every protocol that gives TCP
+/// past the connect and flow log rules its verdict: the chain's name and this.
+pub const TCP_PAST_METERS_SUFFIX: &str = "-tcp-unlogged";
 const LINK_LOCAL_V6: &str = super::render_iptables::LINK_LOCAL_V6;
 
 /// What a correctly installed table holds for `b` (table flags 0: the
@@ -85,7 +93,20 @@ pub fn desired(b: &Blocklist) -> TableModel {
             rules: answer_rules(&decider, verdict.clone()),
             ..Default::default()
         };
-        for log in [connect_rules(&r, verdict.clone()), log_rules(&r)] {
+        let mut logs = vec![connect_rules(&r, verdict.clone()), flow_rules(&r)];
+        if !decider.takes_only_tcp() {
+            logs.push(log_rules(&r));
+        }
+        for log in logs {
+            if log.meter.starts_with(ATTEMPTS_SET) {
+                // TCP past the connect and flow log rules gets the verdict
+                // unlogged: `log_rules` are the other protocols' allowance.
+                let mut e = l4_tcp().to_vec();
+                e.extend(verdict_or_return(verdict.clone()));
+                decide
+                    .rules
+                    .push(RuleModel::new(e, &format!("{chain}{TCP_PAST_METERS_SUFFIX}")));
+            }
             for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
                 want_set(&mut t, &set.to_string(), r.family);
             }
@@ -151,7 +172,7 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         ..plain(addr_key(fam), interval_elements(nets))
     };
     let kind = name.rsplit_once('_').map_or(name, |(k, _)| k);
-    let meter = |key: KeyType, m: &Meter| SetModel {
+    let meter = |key: KeyType, m: &model::Meter| SetModel {
         flags: SET_F_EVAL | SET_F_TIMEOUT,
         timeout_ms: m.timeout_secs * 1000,
         size: m.size,
@@ -171,6 +192,10 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         "link_local" => interval(&[LINK_LOCAL_V6.parse().expect("a valid constant")]),
         "exempt" => interval(&a.exempt),
         ATTEMPTS_SET | CONNECTS_SET => meter(KeyType::Concat(vec![KeyType::IfaceIndex, addr_key(fam)]), &METER),
+        FLOWS_SET => meter(
+            KeyType::Concat(vec![KeyType::IfaceIndex, addr_key(fam), KeyType::InetService]),
+            &METER,
+        ),
         "api_port" => plain(
             KeyType::Concat(vec![addr_key(fam), KeyType::InetService]),
             a.api_ports
@@ -369,11 +394,14 @@ pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
     (e, sets)
 }
 
-/// The two log rules of the chain a matched packet jumps to, as nft sends
-/// them (with the `meta nfproto` dependency of `ip saddr`), and the
-/// per-source meter they update, keyed on the input interface and the
-/// source (`iif . ip saddr`: a pod forging another pod's address from its
-/// own interface spends an allowance of its own, never that pod's):
+/// The two log rules of a chain taking every protocol (a port-less
+/// apiserver) for packets other than TCP, after the connect and flow log
+/// rules (TCP never reaches them: past those, a rule gives it the verdict
+/// unlogged), as nft sends them (with the `meta nfproto` dependency of `ip
+/// saddr`), and the per-source meter they update, keyed on the input
+/// interface and the source (`iif . ip saddr`: a pod forging another pod's
+/// address from its own interface spends an allowance of its own, never
+/// that pod's):
 /// - a source the meter knows: `iif . ip saddr @attempts_v4 update
 ///   @iif_known { iif limit rate 1000/second burst 2000 packets } counter log
 ///   prefix ... group G snaplen 96`. The lookup itself applies the source's
@@ -392,10 +420,10 @@ pub fn match_exprs(r: &Rule) -> (Vec<Expr>, Vec<String>) {
 /// Over a limit a rule stops at that meter; the verdict rule after them does
 /// not depend on either. Answers never reach them (`nft_answers`).
 pub fn log_rules(r: &Rule) -> LogRules {
-    metered_log_rules(r, ATTEMPTS_SET, Vec::new(), Vec::new(), "")
+    metered_log_rules(r, Meter::Attempts, Vec::new())
 }
 
-/// The two log rules of a connect, ahead of `log_rules` in the same chain:
+/// The two log rules of a connect, first after the answer rules:
 /// `tcp flags syn / syn,ack` (a SYN without ACK: how every TCP connect
 /// begins), metered per source in a set of their own (`connects_v4`), and
 /// ending in the chain's `verdict` (None, an audit rule: `return`) so a
@@ -403,29 +431,62 @@ pub fn log_rules(r: &Rule) -> LogRules {
 /// sends to answer another's packet is a SYN without ACK, so however many
 /// answers forged packets draw from a pod (bare ACKs, later fragments: a
 /// break-it find), they spend nothing of its allowance for connects. Over
-/// its limit a connect goes on to `log_rules`, then the verdict rule.
+/// its limit a connect goes past every log rule to the verdict, unlogged.
 pub fn connect_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
-    let syn = tcp_flags(TCP_FLAG_SYN | TCP_FLAG_ACK, CMP_EQ, TCP_FLAG_SYN);
-    let ending = verdict_or_return(verdict);
-    metered_log_rules(r, CONNECTS_SET, syn, ending, CONNECT_SUFFIX)
+    metered_log_rules(r, Meter::Connects, verdict_or_return(verdict))
 }
 
-/// `log_rules` and `connect_rules`: the meter `kind`, a match ahead of the
-/// source's (`first`), expressions after the log statement (`ending`), and
-/// what follows the log rule's name in theirs (`suffix`).
-fn metered_log_rules(r: &Rule, kind: &str, first: Vec<Expr>, ending: Vec<Expr>, suffix: &str) -> LogRules {
+/// The two log rules of TCP's other packets, after `connect_rules`: shaped
+/// as those, with `tcp flags != syn / syn,ack` (anything but a connect: one
+/// over its own allowance goes past them) and a meter keyed per flow on the
+/// pod's side (`iif . ip saddr . tcp sport @flows_v4`), no verdict. So the
+/// packets of one connection spend only that connection's allowance: the
+/// bare ACKs a pod's listening port sends by the million to answer SYN
+/// pairs forged "from the apiserver" by several senders at once (a third
+/// break-it round's find) no longer keep its allowance spent and hide a
+/// connection it opened before audit began. A pod making new flows spends
+/// its interface's allowance for new elements (`model::METER_IIF_NEW`),
+/// never another pod's.
+pub fn flow_rules(r: &Rule) -> LogRules {
+    metered_log_rules(r, Meter::Flows, Vec::new())
+}
+
+/// The meter of a pair of log rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Meter {
+    Connects,
+    Flows,
+    Attempts,
+}
+
+/// `log_rules`, `connect_rules` and `flow_rules`: the `meter` and
+/// expressions after the log statement (`ending`).
+fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     let RuleVerdict::Log { group, .. } = r.verdict else {
         unreachable!("log rules are built for log rules only")
     };
+    let (kind, suffix) = match meter {
+        Meter::Connects => (CONNECTS_SET, CONNECT_SUFFIX),
+        Meter::Flows => (FLOWS_SET, FLOW_SUFFIX),
+        Meter::Attempts => (ATTEMPTS_SET, ""),
+    };
     let (saddr, _, alen, nfproto) = addr_layout(r.family);
-    let meter = set_name(kind, r.family);
+    let meter_set = set_name(kind, r.family);
     let iif = || Expr::Meta {
         key: META_IIF,
         dreg: REG_1,
     };
-    // The meter's key: `iif . ip saddr`, in the 32-bit registers after reg 1's first.
-    let source = || [iif(), payload(PAYLOAD_NETWORK, saddr, alen, REG32_01)];
-    let update = |set: &str, m: &Meter| Expr::Dynset {
+    // The meter's key: `iif . ip saddr` (`. tcp sport` for flows), in the
+    // 32-bit registers after reg 1's first.
+    let sport_reg = REG32_01 + alen / 4;
+    let key = || {
+        let mut e = vec![iif(), payload(PAYLOAD_NETWORK, saddr, alen, REG32_01)];
+        if meter == Meter::Flows {
+            e.push(payload(PAYLOAD_TRANSPORT, 0, 2, sport_reg));
+        }
+        e
+    };
+    let update = |set: &str, m: &model::Meter| Expr::Dynset {
         op: DYNSET_OP_UPDATE,
         set: set.to_string(),
         sreg_key: REG_1,
@@ -440,7 +501,7 @@ fn metered_log_rules(r: &Rule, kind: &str, first: Vec<Expr>, ending: Vec<Expr>, 
         }],
     };
     let in_meter = |flags| Expr::Lookup {
-        set: meter.clone(),
+        set: meter_set.clone(),
         sreg: REG_1,
         flags,
     };
@@ -456,10 +517,17 @@ fn metered_log_rules(r: &Rule, kind: &str, first: Vec<Expr>, ending: Vec<Expr>, 
         e.extend(ending.iter().cloned());
         e
     };
+    // nft's order: the flags test (with its `meta l4proto tcp`) first, then
+    // `meta nfproto`, then the key.
     let head = || {
-        let mut e = first.clone();
+        let syn = TCP_FLAG_SYN | TCP_FLAG_ACK;
+        let mut e = match meter {
+            Meter::Connects => tcp_flags(syn, CMP_EQ, TCP_FLAG_SYN),
+            Meter::Flows => tcp_flags(syn, CMP_NEQ, TCP_FLAG_SYN),
+            Meter::Attempts => Vec::new(),
+        };
         e.extend([meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])]);
-        e.extend(source());
+        e.extend(key());
         e
     };
     let mut known = head();
@@ -467,15 +535,15 @@ fn metered_log_rules(r: &Rule, kind: &str, first: Vec<Expr>, ending: Vec<Expr>, 
     known.extend(tail());
     let mut new = head();
     new.extend([in_meter(LOOKUP_F_INV), iif(), update(IIF_NEW_SET, &METER_IIF_NEW)]);
-    new.extend(source());
-    new.push(update(&meter, &METER));
+    new.extend(key());
+    new.push(update(&meter_set, &METER));
     new.extend(tail());
     LogRules {
         known,
         new,
         name: format!("{}{suffix}", r.name()),
         new_name: format!("{}{suffix}{NEW_SOURCE_SUFFIX}", r.name()),
-        meter,
+        meter: meter_set,
     }
 }
 

@@ -331,6 +331,103 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
 }
 
 #[test]
+fn flow_rules_meter_tcp_per_source_port_without_a_verdict() {
+    // nft --debug=netlink (1.0.6) of `tcp flags != syn / syn,ack iif . ip
+    // saddr . tcp sport @flows_v4 update @iif_known { ... } counter log ...`
+    // and the IPv6 new-source rule.
+    let log = RuleVerdict::Log {
+        group: 1443,
+        audit: false,
+    };
+    let r = rule(Family::V4, Target::ApiAny, false, log);
+    let f = flow_rules(&r);
+    assert_eq!(f.meter, "flows_v4");
+    assert_eq!(
+        (f.name.as_str(), f.new_name.as_str()),
+        ("log-block-all-v4-flow", "log-block-all-v4-flow-new-source")
+    );
+    golden_exprs(
+        &f.known,
+        "[ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 1b @ transport header + 13 => reg 1 ]
+         [ bitwise reg 1 = ( reg 1 & 0x00000012 ) ^ 0x00000000 ]
+         [ cmp neq reg 1 0x00000002 ]
+         [ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
+         [ payload load 2b @ transport header + 0 => reg 10 ]
+         [ lookup reg 1 set flows_v4 ]
+         [ meta load iif => reg 1 ]
+         [ dynset update reg_key 1 set iif_known expr [ limit rate 1000/second burst 2000 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-all-v4 group 1443 snaplen 96 qthreshold 0 ]",
+    );
+    let r6 = rule(Family::V6, Target::ApiPort, true, log);
+    golden_exprs(
+        &flow_rules(&r6).new,
+        "[ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 1b @ transport header + 13 => reg 1 ]
+         [ bitwise reg 1 = ( reg 1 & 0x00000012 ) ^ 0x00000000 ]
+         [ cmp neq reg 1 0x00000002 ]
+         [ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x0000000a ]
+         [ meta load iif => reg 1 ]
+         [ payload load 16b @ network header + 8 => reg 9 ]
+         [ payload load 2b @ transport header + 0 => reg 13 ]
+         [ lookup reg 1 set flows_v6 0x1 ]
+         [ meta load iif => reg 1 ]
+         [ dynset update reg_key 1 set iif_new expr [ limit rate 200/second burst 400 type packets flags 0x0 ] ]
+         [ meta load iif => reg 1 ]
+         [ payload load 16b @ network header + 8 => reg 9 ]
+         [ payload load 2b @ transport header + 0 => reg 13 ]
+         [ dynset update reg_key 1 set flows_v6 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-tcp-port-v6 group 1443 snaplen 96 qthreshold 0 ]",
+    );
+}
+
+#[test]
+fn a_chain_taking_every_protocol_gives_tcp_past_its_meters_the_verdict_before_the_other_protocols_meter() {
+    let mut p = policy(&["10.0.0.0/16"], &[], &["192.168.0.11"], Mode::Both, Action::Drop);
+    p.log_group = Some(7);
+    for (action, chain, ending) in [
+        (Action::Drop, "block-all-v4", "[ immediate reg 0 drop ]"),
+        (Action::Audit, "audit-all-v4", "[ immediate reg 0 return ]"),
+    ] {
+        p.action = action;
+        let t = desired(&Blocklist::from_policy(&p));
+        let rules = &t
+            .chains
+            .get(chain)
+            .unwrap_or_else(|| panic!("{chain} in {:?}", t.chains.keys()))
+            .rules;
+        let names: Vec<String> = rules.iter().map(|r| r.comment().unwrap()).collect();
+        let at = |n: &str| {
+            names
+                .iter()
+                .position(|x| x == n)
+                .unwrap_or_else(|| panic!("{n} in {names:?}"))
+        };
+        let unlogged = at(&format!("{chain}-tcp-unlogged"));
+        assert!(at(&format!("log-{chain}-connect-new-source")) < at(&format!("log-{chain}-flow")));
+        assert_eq!(unlogged, at(&format!("log-{chain}-flow-new-source")) + 1);
+        assert_eq!(unlogged + 1, at(&format!("log-{chain}")), "{names:?}");
+        golden_exprs(
+            &rules[unlogged].exprs,
+            &format!(
+                "[ meta load l4proto => reg 1 ]
+                 [ cmp eq reg 1 0x00000006 ]
+                 {ending}"
+            ),
+        );
+        assert!(t.sets.contains_key("attempts_v4") && t.sets.contains_key("flows_v4"));
+    }
+}
+
+#[test]
 fn connect_rules_meter_syns_apart_and_end_in_the_verdict() {
     // nft --debug=netlink (1.0.6) of `tcp flags syn / syn,ack iif . ip saddr
     // @connects_v4 update @iif_known { ... } counter log ... reject with tcp reset`.
@@ -457,7 +554,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     let match_lookups = |r: &RuleModel| {
         r.exprs
             .iter()
-            .filter(|e| matches!(e, Expr::Lookup { set, .. } if set != "attempts_v4" && set != "connects_v4"))
+            .filter(|e| matches!(e, Expr::Lookup { set, .. } if !["attempts_v4", "connects_v4", "flows_v4"].contains(&set.as_str())))
             .count()
     };
     assert_eq!(
@@ -472,11 +569,11 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             "block-tcp-port-v4-answer-syn-ack",
             "log-block-tcp-port-v4-connect",
             "log-block-tcp-port-v4-connect-new-source",
-            "log-block-tcp-port-v4",
-            "log-block-tcp-port-v4-new-source",
+            "log-block-tcp-port-v4-flow",
+            "log-block-tcp-port-v4-flow-new-source",
             "block-tcp-port-v4"
         ],
-        "answers first (nft_answers), then connects, then the other log rules, then the verdict"
+        "answers first (nft_answers), then connects, then the flow log rules, then the verdict"
     );
     golden_exprs(
         &decide.rules[6].exprs,
@@ -501,8 +598,8 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             "audit-tcp-port-v4-answer-syn-ack",
             "log-audit-tcp-port-v4-connect",
             "log-audit-tcp-port-v4-connect-new-source",
-            "log-audit-tcp-port-v4",
-            "log-audit-tcp-port-v4-new-source"
+            "log-audit-tcp-port-v4-flow",
+            "log-audit-tcp-port-v4-flow-new-source"
         ]
     );
     // No log group: no chain but guard and the hooks', the verdict in guard.
@@ -533,14 +630,25 @@ fn audit_rule_counts_without_a_verdict() {
 #[test]
 fn the_meter_is_a_dynamic_timeout_set_per_logged_family_and_absent_without_logging() {
     let mut p = policy(&["10.0.0.0/16"], &[], &["192.168.0.1:443"], Mode::Both, Action::Reject);
-    assert!(!desired(&Blocklist::from_policy(&p)).sets.contains_key("attempts_v4"));
+    assert!(!desired(&Blocklist::from_policy(&p)).sets.contains_key("flows_v4"));
     p.log_group = Some(7);
     let t = desired(&Blocklist::from_policy(&p));
-    let m = &t.sets["attempts_v4"];
-    assert_eq!(m.flags, SET_F_EVAL | SET_F_TIMEOUT);
-    assert_eq!((m.timeout_ms, m.size), (60_000, 65535));
-    assert!(m.elements.is_empty());
-    assert!(!t.sets.contains_key("attempts_v6"), "no v6 rules, no v6 meter");
+    for name in ["connects_v4", "flows_v4"] {
+        let m = &t.sets[name];
+        assert_eq!(m.flags, SET_F_EVAL | SET_F_TIMEOUT);
+        assert_eq!((m.timeout_ms, m.size), (60_000, 65535));
+        assert!(m.elements.is_empty());
+    }
+    assert_eq!(
+        t.sets["flows_v4"].key,
+        KeyType::Concat(vec![KeyType::IfaceIndex, KeyType::Ipv4Addr, KeyType::InetService]),
+        "iif . ip saddr . tcp sport"
+    );
+    assert!(!t.sets.contains_key("flows_v6"), "no v6 rules, no v6 meter");
+    assert!(
+        !t.sets.contains_key("attempts_v4"),
+        "a port-scoped apiserver's rules take TCP only: no meter for other protocols"
+    );
     let text = crate::core::nft_text::render(&t);
     assert!(
         text.contains("\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 1m\n"),

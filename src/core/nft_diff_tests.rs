@@ -245,9 +245,9 @@ fn logged_diff(tamper: impl FnOnce(&mut TableModel)) -> Vec<String> {
 #[test]
 fn sources_the_kernel_adds_to_the_meter_are_no_difference() {
     let d = logged_diff(|t| {
-        let m = t.sets.get_mut("attempts_v4").unwrap();
+        let m = t.sets.get_mut("flows_v4").unwrap();
         m.learned.0.insert(Element {
-            key: vec![10, 0, 1, 2],
+            key: vec![3, 0, 0, 0, 10, 0, 1, 2, 0x9c, 0x40, 0, 0],
             flags: 0,
             unknown: vec![RawAttr {
                 kind: 4,
@@ -258,8 +258,8 @@ fn sources_the_kernel_adds_to_the_meter_are_no_difference() {
     assert!(d.is_empty(), "{d:?}");
     let w = logged();
     let mut g = w.clone();
-    g.sets.get_mut("attempts_v4").unwrap().learned.0.insert(Element {
-        key: vec![10, 0, 1, 3],
+    g.sets.get_mut("flows_v4").unwrap().learned.0.insert(Element {
+        key: vec![3, 0, 0, 0, 10, 0, 1, 3, 0x9c, 0x41, 0, 0],
         flags: 0,
         unknown: vec![],
     });
@@ -281,14 +281,14 @@ fn log_rule<'a>(t: &'a mut TableModel, comment: &str) -> &'a mut RuleModel {
 
 #[test]
 fn the_meter_shape_and_the_log_statement_are_differences() {
-    let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().timeout_ms = 3_600_000);
-    assert_eq!(d, ["set attempts_v4: timeout 1h instead of 1m"]);
-    let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().size = 10);
-    assert_eq!(d, ["set attempts_v4: size 10 instead of 65535"]);
-    let d = logged_diff(|t| t.sets.get_mut("attempts_v4").unwrap().flags = SET_F_TIMEOUT);
-    assert_eq!(d, ["set attempts_v4: flags: dynamic missing"]);
+    let d = logged_diff(|t| t.sets.get_mut("flows_v4").unwrap().timeout_ms = 3_600_000);
+    assert_eq!(d, ["set flows_v4: timeout 1h instead of 1m"]);
+    let d = logged_diff(|t| t.sets.get_mut("flows_v4").unwrap().size = 10);
+    assert_eq!(d, ["set flows_v4: size 10 instead of 65535"]);
+    let d = logged_diff(|t| t.sets.get_mut("flows_v4").unwrap().flags = SET_F_TIMEOUT);
+    assert_eq!(d, ["set flows_v4: flags: dynamic missing"]);
     let d = logged_diff(|t| {
-        for e in &mut log_rule(t, "log-block-tcp-port-v4").exprs {
+        for e in &mut log_rule(t, "log-block-tcp-port-v4-flow").exprs {
             if let Expr::Log { group, .. } = e {
                 *group = 5;
             }
@@ -296,13 +296,13 @@ fn the_meter_shape_and_the_log_statement_are_differences() {
     });
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(
-        d[0].contains("log-block-tcp-port-v4") && d[0].contains("group 5") && d[0].contains("group 1443"),
+        d[0].contains("log-block-tcp-port-v4-flow") && d[0].contains("group 5") && d[0].contains("group 1443"),
         "{d:?}"
     );
     let d = logged_diff(|t| {
-        for e in &mut log_rule(t, "log-block-tcp-port-v4-new-source").exprs {
+        for e in &mut log_rule(t, "log-block-tcp-port-v4-flow-new-source").exprs {
             if let Expr::Dynset { exprs, set, .. } = e {
-                if set != "attempts_v4" {
+                if set != "flows_v4" {
                     continue;
                 }
                 exprs[0] = Expr::Limit {

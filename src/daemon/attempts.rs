@@ -58,7 +58,7 @@ impl AttemptLog {
     /// to a connection already counted.
     pub fn record(&mut self, a: &Attempt) -> Recorded {
         let recorded = self.table.record(a);
-        if recorded != Recorded::SameConnection {
+        if recorded != Recorded::NotCounted {
             let action = a.action.as_str();
             let mut ns = a.namespace();
             if !self.totals.contains_key(&(ns.to_string(), action)) {

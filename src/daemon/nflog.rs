@@ -275,11 +275,16 @@ fn handle(
                 }),
                 at_ms,
             };
+            let recorded = log.record(&attempt);
+            if recorded == Recorded::NotCounted {
+                continue;
+            }
+            // The Event counts what the table counts: connections, not packets.
             if let (Some(book), Some(pod)) = (book.as_mut(), &attempt.pod) {
                 let apiserver = endpoint(headers.destination, headers.destination_port);
                 wake |= book.note(pod, action, &apiserver, at_ms);
             }
-            if log.record(&attempt) == Recorded::New {
+            if recorded == Recorded::New {
                 if lines.take(interface) {
                     new.push(attempt);
                 } else {
@@ -659,6 +664,15 @@ mod tests {
         attribution.pods.lock().unwrap().sync([&web], unix_ms());
         handle(&conn(2), &state, &mut lines, &mut names, Some(&attribution));
         handle(&conn(3), &state, &mut lines, &mut names, Some(&attribution));
+        // A packet of a connection counted, and a bare ACK of a flow never
+        // seen (how a pod answers a forged SYN): neither counts, in the table
+        // or in the Event (which counted every packet logged).
+        handle(&conn(2), &state, &mut lines, &mut names, Some(&attribution));
+        let mut bare = tcp_v4();
+        bare[21] = 9;
+        bare.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10]);
+        let bare = packet(b"apiserver-guard:audit-tcp-port-v4\0", &bare);
+        handle(&bare, &state, &mut lines, &mut names, Some(&attribution));
         // The pod is deleted: within the grace period its name stays.
         attribution.pods.lock().unwrap().sync([], unix_ms());
         handle(&conn(4), &state, &mut lines, &mut names, Some(&attribution));

@@ -424,6 +424,43 @@ pub fn attempts_page(ns: &Netns) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/attempts is not JSON ({e}): {}", r.body))
 }
 
+/// Rows of the daemon's `/attempts` page in `ns` from `source`.
+#[track_caller]
+pub fn attempt_rows_from(ns: &Netns, source: &str) -> Vec<serde_json::Value> {
+    attempts_page(ns)["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == source)
+        .cloned()
+        .collect()
+}
+
+/// Packets counted by the rule of our chain `guard` named `comment` (the
+/// match of one of our rules), read with nft in `ns`.
+#[track_caller]
+pub fn guard_counter(ns: &Netns, comment: &str) -> u64 {
+    let text = ns.run_ok(&["nft", "list", "chain", "inet", "apiserver_guard", "guard"]);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{comment}\"")))
+        .unwrap_or_else(|| panic!("no rule {comment} in guard:\n{text}"));
+    let after = line.split("counter packets ").nth(1).expect("a counter");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The node in `node` forwards packets with any source from both pods (a
+/// CNI without anti-spoofing), whatever the host's defaults (call after
+/// `Topology::add_other_pod`).
+pub fn allow_forged_sources(node: &Netns) {
+    node.sysctl(&[
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        (&format!("net.ipv4.conf.{}.rp_filter", super::NODE_POD_IF), "0"),
+        (&format!("net.ipv4.conf.{}.rp_filter", super::NODE_OTHER_POD_IF), "0"),
+    ]);
+}
+
 /// The first row of `/attempts` in `ns` that `ok` accepts, polled every
 /// 50 ms: Ok(row), or Err(the last page seen) after `within`. Only a page
 /// that does not answer at all (curl failed: a busy node) is polled again

@@ -22,6 +22,11 @@ fn ones_complement(mut sum: u32, data: &[u8]) -> u32 {
 
 /// One IPv4 TCP SYN from `src` to `dst`:`port` (no options).
 pub fn syn_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16) -> [u8; 40] {
+    syn_packet_with_seq(src, dst, sport, port, 0x1234_5678)
+}
+
+/// `syn_packet` with the sequence number `seq`.
+pub fn syn_packet_with_seq(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16, seq: u32) -> [u8; 40] {
     let mut p = [0u8; 40];
     p[0] = 0x45; // version 4, 5 words of header
     p[2..4].copy_from_slice(&40u16.to_be_bytes());
@@ -33,7 +38,7 @@ pub fn syn_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16) -> [u8; 4
     let tcp = &mut p[20..];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&port.to_be_bytes());
-    tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
     tcp[12] = 5 << 4; // 5 words of header
     tcp[13] = 0x02; // SYN
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
@@ -61,6 +66,26 @@ pub fn send_spoofed_syns(ns: &Netns, sources: &[Ipv4Addr], dst: Ipv4Addr, port: 
 /// "from the apiserver" to another pod sends. Returns how many the kernel took.
 pub fn send_syns_from(ns: &Netns, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, ports: &[u16]) -> io::Result<usize> {
     let packets = ports.iter().map(|p| syn_packet(src, dst, sport, *p));
+    send_packets(ns, dst, packets)
+}
+
+/// Sends SYNs from `src`:`sport` to `dst`:`port`, each with another
+/// sequence number, from inside `ns` until `until`: a SYN flood on one
+/// flow, forged "from the apiserver" to another pod's listening port. Its
+/// half-open socket answers each SYN after the first (out of its window)
+/// with a bare ACK (unless `net.ipv4.tcp_invalid_ratelimit` holds them back).
+/// Returns how many the kernel took.
+pub fn send_syn_flood_from(
+    ns: &Netns,
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    port: u16,
+    until: std::time::Instant,
+) -> io::Result<usize> {
+    let packets = (0u32..)
+        .take_while(|i| i % 256 != 0 || std::time::Instant::now() < until)
+        .map(|i| syn_packet_with_seq(src, dst, sport, port, i.wrapping_mul(0x9e37_79b9)));
     send_packets(ns, dst, packets)
 }
 

@@ -1,0 +1,126 @@
+//! Bare ACKs a pod sends to answer SYNs forged "from the apiserver" (a third
+//! break-it round's finds of issue 13, in audit mode). Several senders
+//! forging SYN pairs to a pod's listening port sometimes beat the
+//! apiserver's reset of its half-open socket, which then answers each
+//! further SYN with a bare ACK, sent from its listening port to the
+//! apiserver's: a million in 12 s. Those ACKs (1) were counted as the pod's
+//! audited attempt (a row it never made) and (2) kept its per-source log
+//! allowance spent, so a connection it opened before audit began went
+//! unreported while they lasted.
+//!
+//! Here the race is made certain: the apiserver's namespace drops what the
+//! pod's listening port sends (no reset ever comes) and the pod answers
+//! every out-of-window SYN at once (`net.ipv4.tcp_invalid_ratelimit` 0), so
+//! one sender draws the flood. Fixed by a bare ACK of a flow never seen
+//! opening no count (`core::connections`) and by TCP's packets other than
+//! connects being metered per flow on the pod's side (`iif . ip saddr .
+//! tcp sport @flows_v4`: `nft_desired::flow_rules`).
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::daemon_cases::*;
+use common::guard_cases::*;
+use common::spoof::send_syn_flood_from;
+use common::*;
+
+const SHOW_DEADLINE: Duration = Duration::from_secs(5);
+/// The port the victim pod listens on, where the forged SYNs go.
+const LISTENING_PORT: u16 = 8080;
+/// How long the forged flood lasts.
+const FLOOD: Duration = Duration::from_secs(4);
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_before_audit() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    allow_forged_sources(node);
+    victim.sysctl(&[("net.ipv4.tcp_invalid_ratelimit", "0")]);
+    topo.api.run_ok(&[
+        "nft",
+        &format!(
+            "add table inet race; add chain inet race in {{ type filter hook input priority 0; }}; \
+             add rule inet race in ip saddr {OTHER_POD_V4} tcp sport {LISTENING_PORT} counter drop"
+        ),
+    ]);
+    // The victim's bare ACKs from its listening port, counted where it sends them.
+    victim.run_ok(&[
+        "nft",
+        &format!(
+            "add table inet acks; add chain inet acks out {{ type filter hook output priority 0; }}; \
+             add rule inet acks out tcp sport {LISTENING_PORT} tcp flags & (fin|syn|rst|ack) == ack counter"
+        ),
+    ]);
+    let _listening = Listener::start(&victim, OTHER_POD_V4, LISTENING_PORT);
+    // A connection the victim opened before audit began (a watch).
+    let mut held = HeldConnection::open(&victim, API_V4, API_PORT).expect("the victim's connection");
+    let held_port = held.stream().local_addr().unwrap().port();
+
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[CONTAINER_CIDR_V4],
+        &[&endpoint(API_V4, Some(API_PORT))],
+    )
+    .with_action("audit");
+    let daemon = Daemon::spawn(node, &daemon_args(&policy, &[]));
+    daemon.wait_ready();
+    wait_attempt_log_bound(node);
+    let before = guard_counter(node, "audit-tcp-port-v4");
+
+    let until = Instant::now() + FLOOD;
+    let forged = std::thread::scope(|s| {
+        let flood =
+            s.spawn(|| send_syn_flood_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), LISTENING_PORT, until));
+        // Mid-flood, the held connection is used: its data is its own.
+        std::thread::sleep(Duration::from_secs(1));
+        while Instant::now() + Duration::from_millis(500) < until {
+            held.roundtrip(b"still watching", Duration::from_secs(2))
+                .expect("audit blocks nothing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        flood.join().unwrap().expect("the forged flood")
+    });
+    let answered = guard_counter(node, "audit-tcp-port-v4") - before;
+    let acks = victim.run_ok(&["nft", "list", "chain", "inet", "acks", "out"]);
+    let acks: u64 = acks
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the victim's counter");
+    eprintln!("forged SYNs: {forged}; the victim's bare ACKs: {acks}; its packets that reached the block: {answered}");
+    assert!(
+        acks >= 10_000 && answered >= acks,
+        "the victim's bare ACKs did not come, or not to the block: {acks} sent, {answered} reached it, for {forged} forged SYNs"
+    );
+
+    // The held connection is reported, once, and nothing else of the victim is.
+    let row = wait_attempt_row(
+        node,
+        &daemon,
+        &format!("{OTHER_POD_V4}:{held_port}, the connection opened before audit began"),
+        SHOW_DEADLINE,
+        |r| r["source"] == OTHER_POD_V4 && r["source_port"] == held_port,
+    );
+    assert_eq!(row["action"], "audited", "{row}");
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = attempt_rows_from(node, OTHER_POD_V4);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["count"].as_u64(), rows[0]["source_port"].as_u64()),
+        (Some(1), Some(u64::from(held_port))),
+        "the victim's answers from its listening port were counted as its attempts: {rows:?}\nlog:\n{}",
+        daemon.log()
+    );
+}
