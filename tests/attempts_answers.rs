@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use common::daemon_cases::*;
 use common::guard_cases::*;
-use common::spoof::{send_pings_from, send_syns_from, send_tcp_later_fragments};
+use common::spoof::{send_pings_from, send_syns_from, send_tcp_later_fragments, send_tcp_tiny_first_fragments};
 use common::*;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
@@ -240,6 +240,35 @@ fn crafted_tcp_fragments_are_the_pods_own_attempts() {
         r["source"] == POD_V4 && r["protocol"] == "tcp" && r["port"].is_null() && r["count"].as_u64() >= Some(10)
     });
     assert_eq!(row["action"], "blocked", "{row}");
+}
+
+/// First fragments cut before the TCP flags (8 bytes of TCP header: ports
+/// and sequence number) pass every rule that reads the flags; on a node that
+/// does not reassemble before the filter (no conntrack here), a pod could
+/// carry a whole conversation that way. A review's find: they reached the
+/// verdict unlogged. Every IPv4 fragment is now logged first, per source.
+#[test]
+fn tcp_first_fragments_without_flags_are_the_pods_own_attempts() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let _other = topo.add_other_pod();
+    let daemon = ready_daemon(node, &policy(Some(API_PORT)));
+    let before = guard_counter(node, "block-tcp-port-v4");
+    send_tcp_tiny_first_fragments(&topo.pod, ip(POD_V4), ip(API_V4), API_PORT, 5).unwrap();
+    wait_answers(node, "block-tcp-port-v4", before, 5);
+    let row = wait_attempt_row(node, &daemon, "the cut fragments", SHOW_DEADLINE, |r| {
+        r["source"] == POD_V4 && r["protocol"] == "tcp" && r["port"] == API_PORT
+    });
+    assert_eq!(row["action"], "blocked", "{row}");
+    assert_eq!(
+        rule_counter(node, "block-tcp-port-v4", "log-block-tcp-port-v4-fragment-new-source")
+            + rule_counter(node, "block-tcp-port-v4", "log-block-tcp-port-v4-fragment"),
+        5,
+        "each fragment logged by the fragment rules"
+    );
 }
 
 /// OWN_CONNECTS connects from the victim at once, each counted.

@@ -19,10 +19,9 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon_cases::*;
-use common::guard_cases::*;
 use common::spoof::send_syn_flood_from;
 use common::*;
 
@@ -66,16 +65,7 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
     let mut held = HeldConnection::open(&victim, API_V4, API_PORT).expect("the victim's connection");
     let held_port = held.stream().local_addr().unwrap().port();
 
-    let policy = GuardPolicy::new(
-        Backend::Nftables,
-        "tunnel",
-        &[CONTAINER_CIDR_V4],
-        &[&endpoint(API_V4, Some(API_PORT))],
-    )
-    .with_action("audit");
-    let daemon = Daemon::spawn(node, &daemon_args(&policy, &[]));
-    daemon.wait_ready();
-    wait_attempt_log_bound(node);
+    let daemon = audit_daemon_v4(node, &[]);
     let before = guard_counter(node, "audit-tcp-port-v4");
 
     let until = Instant::now() + FLOOD;
@@ -84,13 +74,17 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
             s.spawn(|| send_syn_flood_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), LISTENING_PORT, until));
         // Mid-flood, the held connection is used: its data is its own.
         std::thread::sleep(Duration::from_secs(1));
-        while Instant::now() + Duration::from_millis(500) < until {
+        let mut last_own = SystemTime::now();
+        while Instant::now() + Duration::from_millis(800) < until {
             held.roundtrip(b"still watching", Duration::from_secs(2))
                 .expect("audit blocks nothing");
+            last_own = SystemTime::now();
             std::thread::sleep(Duration::from_millis(100));
         }
-        flood.join().unwrap().expect("the forged flood")
+        (flood.join().unwrap().expect("the forged flood"), last_own)
     });
+    let (forged, last_own) = forged;
+    let last_own_ms = last_own.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let answered = guard_counter(node, "audit-tcp-port-v4") - before;
     let acks = victim.run_ok(&["nft", "list", "chain", "inet", "acks", "out"]);
     let acks: u64 = acks
@@ -122,5 +116,27 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
         (Some(1), Some(u64::from(held_port))),
         "the victim's answers from its listening port were counted as its attempts: {rows:?}\nlog:\n{}",
         daemon.log()
+    );
+    // The answers went on for over half a second after the held
+    // connection's last packet, at the flow's allowance (10/s): they did not
+    // move its row's last seen (a review's find).
+    let last_seen = rows[0]["last_seen_unix_ms"].as_u64().expect("last seen");
+    assert!(
+        last_seen <= last_own_ms + 300,
+        "the answers moved the row's last seen: {last_seen} > {last_own_ms} + 300 ms: {rows:?}"
+    );
+    // They were logged (by the flow rules, at the flow's allowance) and
+    // turned down by the reader as bare ACKs of a flow never seen.
+    wait_metrics(
+        node,
+        "the victim's answers ignored as bare ACKs",
+        |s| {
+            sample(
+                s,
+                "apiserver_guard_attempt_log_ignored_total",
+                &[("reason", "bare_ack")],
+            ) >= Some(20.0)
+        },
+        SHOW_DEADLINE,
     );
 }

@@ -45,6 +45,11 @@ struct Handles {
     answer_rst: u32,
     /// The log rule of connects from known sources (`nft_desired::connect_rules`).
     connect: u32,
+    /// The log rule of TCP fragments from new sources (`nft_desired::fragment_rules`).
+    fragment_new: u32,
+    /// The log rules of flowless packets (`nft_desired::flowless_rules`).
+    flowless: u32,
+    flowless_new: u32,
 }
 
 /// One tamper: its name, the nft commands (given our handles), what the
@@ -89,6 +94,26 @@ fn log_new_rule() -> String {
         "tcp flags != syn / syn,ack iif . ip saddr . tcp sport != @flows_v4 update @iif_new {{ iif limit rate 200/second burst 400 packets }} \
          update @flows_v4 {{ iif . ip saddr . tcp sport limit rate 10/second burst 20 packets }} \
          counter log prefix \"apiserver-guard:{OURS}\" group 1443 snaplen 96 comment \"{LOG_NEW}\""
+    )
+}
+
+/// A flowless log rule (known sources, or `new` ones; default log group).
+fn flowless_rule(new: bool) -> String {
+    let (meter, suffix) = if new {
+        (
+            "iif . ip saddr != @attempts_v4 update @iif_new { iif limit rate 200/second burst 400 packets } \
+             update @attempts_v4 { iif . ip saddr limit rate 10/second burst 20 packets }",
+            "-new-source",
+        )
+    } else {
+        (
+            "iif . ip saddr @attempts_v4 update @iif_known { iif limit rate 1000/second burst 2000 packets }",
+            "",
+        )
+    };
+    format!(
+        "tcp flags != syn / syn,ack iif . ip saddr . tcp sport != @flows_v4 {meter} \
+         counter log prefix \"apiserver-guard:{OURS}\" group 1443 snaplen 96 comment \"log-{OURS}-flowless{suffix}\""
     )
 }
 
@@ -147,7 +172,7 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 7 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            says: "rule 11 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
             // As above: the connect log rules refuse a connect within its limit.
             opens: false,
         },
@@ -297,13 +322,27 @@ fn tampers() -> Vec<Tamper> {
                     log_new_rule().replace("tcp sport", "tcp dport")
                 )
             },
-            says: "tcp dport",
+            says: "(log-block-tcp-port-v4-flow-new-source): match on iif . ip saddr . tcp dport instead of iif . ip saddr . tcp sport",
             opens: false,
         },
         Tamper {
             name: "log rule deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.log),
             says: "(log-block-tcp-port-v4-flow): missing",
+            opens: false,
+        },
+        Tamper {
+            // A review's find: TCP fragments cut before the flags went unlogged.
+            name: "fragment log rule deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.fragment_new),
+            says: "(log-block-tcp-port-v4-fragment-new-source): missing",
+            opens: false,
+        },
+        Tamper {
+            // A review's find: a full flow meter hid connections opened before audit.
+            name: "flowless log rule deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.flowless_new),
+            says: "(log-block-tcp-port-v4-flowless-new-source): missing",
             opens: false,
         },
         Tamper {
@@ -316,12 +355,18 @@ fn tampers() -> Vec<Tamper> {
             name: "meter timeout changed",
             nft: |h| {
                 // Both log rules of each family use their meter: the v6 chain is left alone.
+                // The flowless rules look it up too: out and back in as well.
                 format!(
-                    "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} flows_v4; \
+                    "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; \
+                     delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} flows_v4; \
                      add set {T} flows_v4 {{ type iface_index . ipv4_addr . inet_service; size 65535; flags dynamic,timeout; timeout 1h; }}; \
-                     insert rule {T} {OURS} {}; insert rule {T} {OURS} {}",
+                     insert rule {T} {OURS} {}; insert rule {T} {OURS} {}; insert rule {T} {OURS} {}; insert rule {T} {OURS} {}",
                     h.log,
                     h.log_new,
+                    h.flowless,
+                    h.flowless_new,
+                    flowless_rule(false),
+                    flowless_rule(true),
                     log_new_rule(),
                     log_rule(1443)
                 )
@@ -380,6 +425,9 @@ fn tamper(node: &Netns, t: &Tamper) {
         verdict: handle(node, OURS, OURS),
         answer_rst: handle(node, OURS, ANSWER_RST),
         connect: handle(node, OURS, "log-block-tcp-port-v4-connect"),
+        fragment_new: handle(node, OURS, "log-block-tcp-port-v4-fragment-new-source"),
+        flowless: handle(node, OURS, "log-block-tcp-port-v4-flowless"),
+        flowless_new: handle(node, OURS, "log-block-tcp-port-v4-flowless-new-source"),
     };
     let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);
@@ -400,6 +448,7 @@ fn assert_plain(lines: &[String], what: &str) {
         // nft's own braces: `update @attempts_v4 { ip saddr limit ... }`.
         let l = &l
             .replace("@flows_v4 { ", "@flows_v4 ")
+            .replace("@attempts_v4 { ", "@attempts_v4 ")
             .replace("@iif_known { ", "@iif_known ")
             .replace("@iif_new { ", "@iif_new ")
             .replace(" packets }", " packets");

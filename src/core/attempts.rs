@@ -18,7 +18,7 @@
 
 use super::attempt_log::AttemptAction;
 use super::attempt_packet::{Headers, Protocol};
-use super::connections::ConnectionMemory;
+use super::connections::{Belongs, ConnectionMemory};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -134,10 +134,13 @@ pub enum Recorded {
     /// One more of a known key (goes into the summary).
     Repeat,
     /// Not a connection of its own: another packet of one already counted
-    /// (a SYN retransmit, the rest of an audited connection), or a bare ACK
-    /// of a flow never seen (what a pod sends to answer a forged SYN:
-    /// `core::connections`). Seen, not counted, and no row made for it.
+    /// (a SYN retransmit, the rest of an audited connection). Its row's
+    /// last seen moves; nothing is counted.
     NotCounted,
+    /// A bare ACK of a flow never seen (what a pod sends to answer a SYN
+    /// forged "from the apiserver", or an idle connection's keepalive: that
+    /// one is counted at its data): ignored, no row made or touched.
+    BareAck,
 }
 
 /// A key repeated since the last summary.
@@ -245,7 +248,14 @@ impl AttemptTable {
         let key = a.key();
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        let new_connection = self.connections.is_new(&a.headers, key.interface, a.at_ms);
+        let new_connection = match self.connections.classify(&a.headers, key.interface, a.at_ms) {
+            // A bare ACK of a flow never seen: it touches no row, not even
+            // its last seen (a review's find: answers to forged SYNs kept
+            // another connection's row looking current).
+            Belongs::Nothing => return Recorded::BareAck,
+            Belongs::NewConnection => true,
+            Belongs::CountedConnection => false,
+        };
         if let Some(e) = self.entries.get_mut(&key) {
             let old = std::mem::replace(&mut e.stamp, stamp);
             let r = &mut e.row;
@@ -267,11 +277,8 @@ impl AttemptTable {
             });
             return recorded;
         }
-        if !new_connection {
-            // A bare ACK of a flow never seen, from a source with no row: it
-            // makes none (a break-it find: answers to forged SYNs made rows).
-            return Recorded::NotCounted;
-        }
+        // A new key: a new connection, or one counted before whose row was
+        // evicted since (listed again, counted again: too many, never too few).
         while self.entries.len() >= self.capacity && self.evict_one() {}
         let row = Row {
             source: key.source,
@@ -371,7 +378,7 @@ mod tests {
             a.headers.source_port = Some(8080);
             a.headers.tcp = Some(TcpSegment::Within { data: false });
             a.action = action;
-            assert_eq!(t.record(&a), Recorded::NotCounted);
+            assert_eq!(t.record(&a), Recorded::BareAck);
         }
         assert!(t.rows().is_empty());
         // Its data (or FIN) is a connection's: one row, counted once.
@@ -380,6 +387,49 @@ mod tests {
         assert_eq!(t.record(&data), Recorded::New);
         assert_eq!(t.record(&data), Recorded::NotCounted);
         assert_eq!(t.rows()[0].count, 1);
+        assert_in_step(&t);
+    }
+
+    #[test]
+    fn a_bare_ack_of_a_flow_never_seen_leaves_an_existing_row_as_it_was() {
+        // A review's find: the pod's answers to SYNs forged "from the
+        // apiserver" share the row of its real attempt there and kept its
+        // last seen moving (and the row from ever being evicted).
+        let mut t = AttemptTable::new(16);
+        let syn = attempt("10.0.2.2", 5443, 1000);
+        assert_eq!(t.record(&syn), Recorded::New);
+        let mut answer = attempt("10.0.2.2", 5443, 9000);
+        answer.headers.source_port = Some(8080);
+        answer.headers.tcp = Some(TcpSegment::Within { data: false });
+        assert_eq!(t.record(&answer), Recorded::BareAck);
+        let r = &t.rows()[0];
+        assert_eq!(
+            (r.count, r.last_seen_unix_ms, r.source_port),
+            (1, 1000, syn.headers.source_port)
+        );
+        // The counted connection's own packets still do.
+        let mut own = syn.clone();
+        own.at_ms = 9500;
+        own.headers.tcp = Some(TcpSegment::Within { data: false });
+        assert_eq!(t.record(&own), Recorded::NotCounted);
+        assert_eq!(t.rows()[0].last_seen_unix_ms, 9500);
+    }
+
+    #[test]
+    fn a_counted_connection_whose_row_was_evicted_is_listed_again() {
+        // A review's find: its flow still remembered, its next packets made
+        // no row, so a long-lived audited connection vanished from the table.
+        let mut t = AttemptTable::new(1);
+        let held = attempt("10.0.2.2", 5443, 1000);
+        assert_eq!(t.record(&held), Recorded::New);
+        assert_eq!(t.record(&attempt("10.0.2.3", 5443, 2000)), Recorded::New);
+        assert_eq!(t.rows()[0].source.to_string(), "10.0.2.3");
+        let mut data = held.clone();
+        data.at_ms = 3000;
+        data.headers.tcp = Some(TcpSegment::Within { data: true });
+        assert_eq!(t.record(&data), Recorded::New);
+        let r = &t.rows()[0];
+        assert_eq!((r.source.to_string().as_str(), r.count), ("10.0.2.2", 1));
         assert_in_step(&t);
     }
 

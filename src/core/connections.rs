@@ -130,11 +130,17 @@ impl ConnectionMemory {
     }
 
     /// Whether a packet with headers `h` that came in on `interface`, seen
-    /// at `at_ms`, is a connection not counted yet; remembers it either way
-    /// (a bare ACK of a flow never seen: neither).
+    /// at `at_ms`, is a connection not counted yet (`classify`).
     pub fn is_new(&mut self, h: &Headers, interface: Option<u32>, at_ms: u64) -> bool {
+        self.classify(h, interface, at_ms) == Belongs::NewConnection
+    }
+
+    /// Which connection a packet with headers `h` that came in on
+    /// `interface`, seen at `at_ms`, belongs to; remembers its flow unless
+    /// it is a bare ACK of a flow never seen.
+    pub fn classify(&mut self, h: &Headers, interface: Option<u32>, at_ms: u64) -> Belongs {
         let (Some(source_port), Some(destination_port)) = (h.source_port, h.destination_port) else {
-            return true;
+            return Belongs::NewConnection;
         };
         let flow = Flow {
             source: h.source,
@@ -173,7 +179,7 @@ impl ConnectionMemory {
             // half-open socket (break-it finds). A connection cut by the
             // block is counted by its reconnect's SYN, an audited one opened
             // before audit began by its next data or FIN.
-            (Some(TcpSegment::Within { .. }), None) => return false,
+            (Some(TcpSegment::Within { .. }), None) => return Belongs::Nothing,
             (None, Some(s)) if within_window(&s) => (
                 false,
                 Seen {
@@ -186,8 +192,24 @@ impl ConnectionMemory {
         self.make_room();
         self.by_interface.entry(interface).or_default().newer.insert(flow, seen);
         self.total += 1;
-        new
+        if new {
+            Belongs::NewConnection
+        } else {
+            Belongs::CountedConnection
+        }
     }
+}
+
+/// What `ConnectionMemory::classify` says of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Belongs {
+    /// A connection not counted yet (or forgotten since).
+    NewConnection,
+    /// A connection counted before, remembered.
+    CountedConnection,
+    /// Nothing: a bare ACK of a flow never seen (an answer to a forged
+    /// packet, or an idle connection's keepalive: counted at its data).
+    Nothing,
 }
 
 #[cfg(test)]
@@ -232,6 +254,20 @@ mod tests {
         assert!(!m.is_new(&packet(43000, bare), Some(3), 900));
     }
     const WITHIN: Option<TcpSegment> = Some(TcpSegment::Within { data: true });
+
+    #[test]
+    fn classify_tells_a_counted_connection_from_a_bare_ack_of_nothing() {
+        let mut m = ConnectionMemory::default();
+        let bare = Some(TcpSegment::Within { data: false });
+        assert_eq!(m.classify(&packet(41000, bare), Some(3), 0), Belongs::Nothing);
+        assert_eq!(m.classify(&packet(41000, SYN), Some(3), 1), Belongs::NewConnection);
+        assert_eq!(m.classify(&packet(41000, bare), Some(3), 2), Belongs::CountedConnection);
+        assert_eq!(
+            m.classify(&packet(41000, WITHIN), Some(3), 3),
+            Belongs::CountedConnection
+        );
+        assert_eq!(m.classify(&packet(41000, bare), Some(4), 4), Belongs::Nothing);
+    }
 
     #[test]
     fn a_dropped_connect_and_its_syn_retransmits_are_one_connection() {

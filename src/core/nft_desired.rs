@@ -33,8 +33,11 @@ pub const TABLE_COMMENT: &str = "managed by apiserver-guard; edits are reverted"
 pub const LOCAL_PORTS_SET: &str = "local_ports";
 /// IPv6 link-local sources (`fe80::/10`), for the link-local rule of a local apiserver.
 pub const LINK_LOCAL_SET: &str = "link_local_v6";
-/// The meter of the log rules: `attempts_v4` / `attempts_v6`, one element
-/// per source address seen, each with its own limit.
+/// The per-source meter (`attempts_v4` / `attempts_v6`, keyed `iif . ip
+/// saddr`) of what no finer meter takes: IPv4 fragments
+/// (`fragment_rules`), TCP the flow meter holds no element for
+/// (`flowless_rules`) and, in a chain taking every protocol, the other
+/// protocols (`log_rules`).
 pub const ATTEMPTS_SET: &str = "attempts";
 /// The per-interface meters of the log rules (both families): new sources
 /// and known sources logged, per input interface (`model::METER_IIF_NEW`).
@@ -89,29 +92,30 @@ pub fn desired(b: &Blocklist) -> TableModel {
         });
         guard.rules.push(RuleModel::new(exprs, &chain));
         let verdict = verdict_exprs(&decider);
-        let mut decide = ChainModel {
-            rules: answer_rules(&decider, verdict.clone()),
-            ..Default::default()
-        };
-        let mut logs = vec![connect_rules(&r, verdict.clone()), flow_rules(&r)];
-        if !decider.takes_only_tcp() {
-            logs.push(log_rules(&r));
-        }
-        for log in logs {
-            if log.meter.starts_with(ATTEMPTS_SET) {
-                // TCP past the connect and flow log rules gets the verdict
-                // unlogged: `log_rules` are the other protocols' allowance.
-                let mut e = l4_tcp().to_vec();
-                e.extend(verdict_or_return(verdict.clone()));
-                decide
-                    .rules
-                    .push(RuleModel::new(e, &format!("{chain}{TCP_PAST_METERS_SUFFIX}")));
-            }
+        let mut decide = ChainModel::default();
+        let push_logs = |t: &mut TableModel, decide: &mut ChainModel, log: LogRules| {
             for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
-                want_set(&mut t, &set.to_string(), r.family);
+                want_set(t, &set.to_string(), r.family);
             }
             decide.rules.push(RuleModel::new(log.known, &log.name));
             decide.rules.push(RuleModel::new(log.new, &log.new_name));
+        };
+        if r.family == Family::V4 {
+            push_logs(&mut t, &mut decide, fragment_rules(&r, verdict.clone()));
+        }
+        decide.rules.extend(answer_rules(&decider, verdict.clone()));
+        push_logs(&mut t, &mut decide, connect_rules(&r, verdict.clone()));
+        push_logs(&mut t, &mut decide, flow_rules(&r));
+        push_logs(&mut t, &mut decide, flowless_rules(&r));
+        if !decider.takes_only_tcp() {
+            // TCP past the log rules above gets the verdict unlogged:
+            // `log_rules` are the other protocols' allowance.
+            let mut e = l4_tcp().to_vec();
+            e.extend(verdict_or_return(verdict.clone()));
+            decide
+                .rules
+                .push(RuleModel::new(e, &format!("{chain}{TCP_PAST_METERS_SUFFIX}")));
+            push_logs(&mut t, &mut decide, log_rules(&r));
         }
         if let Some(verdict) = verdict {
             // Here no match says TCP: nft adds `meta l4proto tcp` to a tcp reset.
@@ -451,11 +455,53 @@ pub fn flow_rules(r: &Rule) -> LogRules {
     metered_log_rules(r, Meter::Flows, Vec::new())
 }
 
+/// The two log rules of TCP's other packets that `flow_rules` could not
+/// meter, after them: a packet of a flow the flow meter holds no element
+/// for (`iif . ip saddr . tcp sport != @flows_v4`: the meter is full, or
+/// the interface's allowance for new elements is spent), metered per source
+/// (`iif . ip saddr @attempts_v4`), no verdict. A pod needs no privilege to
+/// fill the flow meter in audit mode, where each of its connects makes an
+/// element (a review's find: six pods making 200 connects a second kept it
+/// full); this keeps another pod's connection opened before audit began
+/// reported then, from its own per-source allowance. A packet over its
+/// flow's own limit has an element and never comes here, so the answers
+/// forged packets draw from a pod's listening port spend nothing here.
+pub fn flowless_rules(r: &Rule) -> LogRules {
+    metered_log_rules(r, Meter::Flowless, Vec::new())
+}
+
+/// The two log rules of an IPv4 TCP fragment, first in the chain (before
+/// the answer rules: `meta l4proto tcp ip frag-off & 0x3fff != 0`, a first
+/// fragment or a later one), metered per source (`iif . ip saddr
+/// @attempts_v4`) and ending in the chain's verdict (`return` in audit
+/// mode). No TCP stack fragments a segment, so a TCP fragment is crafted
+/// by the pod that sends it (other protocols' fragments, an echo reply to
+/// a forged big ping among them, keep the answer rules); a first
+/// fragment cut before the TCP flags would otherwise pass every flags test
+/// unlogged (a review's find: a raw-socket pod could hold an audited
+/// conversation unlogged where the node does not reassemble before the
+/// filter). IPv6 needs none: a receiver drops a first fragment without the
+/// whole TCP header (RFC 8200, and Linux drops a fragment other than the
+/// last shorter than 1280 bytes), so the first fragment's flags are read.
+pub fn fragment_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
+    metered_log_rules(r, Meter::Fragments, verdict_or_return(verdict))
+}
+
+/// The IPv4 header's flags and fragment offset: more fragments or an
+/// offset, `ip frag-off & 0x3fff` (nft lists the mask as 16383).
+pub const FRAGMENT_MASK: u16 = 0x3fff;
+/// The name of a fragment log rule: the log rule's name and this.
+pub const FRAGMENT_SUFFIX: &str = "-fragment";
+/// The name of a flowless log rule: the log rule's name and this.
+pub const FLOWLESS_SUFFIX: &str = "-flowless";
+
 /// The meter of a pair of log rules.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Meter {
     Connects,
     Flows,
+    Flowless,
+    Fragments,
     Attempts,
 }
 
@@ -468,6 +514,8 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     let (kind, suffix) = match meter {
         Meter::Connects => (CONNECTS_SET, CONNECT_SUFFIX),
         Meter::Flows => (FLOWS_SET, FLOW_SUFFIX),
+        Meter::Flowless => (ATTEMPTS_SET, FLOWLESS_SUFFIX),
+        Meter::Fragments => (ATTEMPTS_SET, FRAGMENT_SUFFIX),
         Meter::Attempts => (ATTEMPTS_SET, ""),
     };
     let (saddr, _, alen, nfproto) = addr_layout(r.family);
@@ -479,13 +527,14 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     // The meter's key: `iif . ip saddr` (`. tcp sport` for flows), in the
     // 32-bit registers after reg 1's first.
     let sport_reg = REG32_01 + alen / 4;
-    let key = || {
+    let key_of = |per_flow: bool| {
         let mut e = vec![iif(), payload(PAYLOAD_NETWORK, saddr, alen, REG32_01)];
-        if meter == Meter::Flows {
+        if per_flow {
             e.push(payload(PAYLOAD_TRANSPORT, 0, 2, sport_reg));
         }
         e
     };
+    let key = || key_of(meter == Meter::Flows);
     let update = |set: &str, m: &model::Meter| Expr::Dynset {
         op: DYNSET_OP_UPDATE,
         set: set.to_string(),
@@ -521,12 +570,38 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     // `meta nfproto`, then the key.
     let head = || {
         let syn = TCP_FLAG_SYN | TCP_FLAG_ACK;
+        let nfproto = [meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])];
         let mut e = match meter {
             Meter::Connects => tcp_flags(syn, CMP_EQ, TCP_FLAG_SYN),
-            Meter::Flows => tcp_flags(syn, CMP_NEQ, TCP_FLAG_SYN),
+            Meter::Flows | Meter::Flowless => tcp_flags(syn, CMP_NEQ, TCP_FLAG_SYN),
+            // TCP only: other protocols' fragments keep their own rules.
+            Meter::Fragments => l4_tcp().to_vec(),
             Meter::Attempts => Vec::new(),
         };
-        e.extend([meta(META_NFPROTO), cmp(CMP_EQ, vec![nfproto])]);
+        e.extend(nfproto);
+        match meter {
+            Meter::Flowless => {
+                // No element in the flow meter.
+                e.extend(key_of(true));
+                e.push(Expr::Lookup {
+                    set: set_name(FLOWS_SET, r.family),
+                    sreg: REG_1,
+                    flags: LOOKUP_F_INV,
+                });
+            }
+            Meter::Fragments => e.extend([
+                payload(PAYLOAD_NETWORK, 6, 2, REG_1),
+                Expr::Bitwise {
+                    sreg: REG_1,
+                    dreg: REG_1,
+                    len: 2,
+                    mask: FRAGMENT_MASK.to_be_bytes().to_vec(),
+                    xor: vec![0, 0],
+                },
+                cmp(CMP_NEQ, vec![0, 0]),
+            ]),
+            _ => {}
+        }
         e.extend(key());
         e
     };

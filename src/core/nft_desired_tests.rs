@@ -8,6 +8,18 @@ use crate::core::model::tests::policy;
 use crate::core::nft_stmt::{debug_lines, rule_text};
 use crate::core::policy::{Action, Mode};
 
+/// A logged v4 apiserver-port rule (group 1443) and its reset verdict.
+fn logged_tcp_port_v4() -> (Rule, Rule) {
+    let log = RuleVerdict::Log {
+        group: 1443,
+        audit: false,
+    };
+    (
+        rule(Family::V4, Target::ApiPort, true, log),
+        rule(Family::V4, Target::ApiPort, true, RuleVerdict::TcpReset),
+    )
+}
+
 fn rule(family: Family, target: Target, tcp_only: bool, verdict: RuleVerdict) -> Rule {
     Rule {
         family,
@@ -295,7 +307,8 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
         group: 1443,
         audit: false,
     };
-    let r = rule(Family::V4, Target::ApiPort, true, log);
+    // The other protocols' rules exist only in a port-less apiserver's chain.
+    let r = rule(Family::V4, Target::ApiAny, false, log);
     let rules = log_rules(&r);
     assert_eq!(rules.meter, "attempts_v4");
     golden_exprs(
@@ -308,7 +321,7 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
          [ meta load iif => reg 1 ]
          [ dynset update reg_key 1 set iif_known expr [ limit rate 1000/second burst 2000 type packets flags 0x0 ] ]
          [ counter pkts 0 bytes 0 ]
-         [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
+         [ log prefix apiserver-guard:block-all-v4 group 1443 snaplen 96 qthreshold 0 ]",
     );
     golden_exprs(
         &rules.new,
@@ -323,11 +336,93 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
          [ payload load 4b @ network header + 12 => reg 9 ]
          [ dynset update reg_key 1 set attempts_v4 expr [ limit rate 10/second burst 20 type packets flags 0x0 ] ]
          [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-all-v4 group 1443 snaplen 96 qthreshold 0 ]",
+    );
+    // userdata = { \x00\x11log-block-all-v4\x00 }
+    assert_eq!(comment_udata(&r.name()), b"\x00\x11log-block-all-v4\x00");
+    assert_eq!(rules.new_name, "log-block-all-v4-new-source");
+}
+
+#[test]
+fn fragment_rules_meter_ipv4_fragments_per_source_first_and_end_in_the_verdict() {
+    // nft --debug=netlink (1.0.6) of `ip frag-off & 0x3fff != 0 iif . ip
+    // saddr @attempts_v4 update @iif_known { ... } counter log ... reject
+    // with tcp reset` (with `meta l4proto tcp` first, as nft puts it).
+    let (r, decider) = logged_tcp_port_v4();
+    let f = fragment_rules(&r, verdict_exprs(&decider));
+    assert_eq!(f.meter, "attempts_v4");
+    assert_eq!(
+        (f.name.as_str(), f.new_name.as_str()),
+        (
+            "log-block-tcp-port-v4-fragment",
+            "log-block-tcp-port-v4-fragment-new-source"
+        )
+    );
+    golden_exprs(
+        &f.known,
+        "[ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ payload load 2b @ network header + 6 => reg 1 ]
+         [ bitwise reg 1 = ( reg 1 & 0x0000ff3f ) ^ 0x00000000 ]
+         [ cmp neq reg 1 0x00000000 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
+         [ lookup reg 1 set attempts_v4 ]
+         [ meta load iif => reg 1 ]
+         [ dynset update reg_key 1 set iif_known expr [ limit rate 1000/second burst 2000 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
+         [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]
+         [ reject type 1 code 0 ]",
+    );
+    // Audit: TCP still (other protocols' fragments keep their rules);
+    // `return` after the log.
+    let audited = fragment_rules(&r, None);
+    assert_eq!(audited.known[..5], f.known[..5]);
+    assert!(matches!(
+        audited.known.last(),
+        Some(Expr::Immediate {
+            verdict: Verdict::Return,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn flowless_rules_meter_per_source_what_the_flow_meter_holds_no_element_for() {
+    // nft --debug=netlink (1.0.6) of `tcp flags != syn / syn,ack iif . ip
+    // saddr . tcp sport != @flows_v4 iif . ip saddr @attempts_v4 update
+    // @iif_known { ... } counter log ...`.
+    let log = RuleVerdict::Log {
+        group: 1443,
+        audit: false,
+    };
+    let r = rule(Family::V4, Target::ApiPort, true, log);
+    let f = flowless_rules(&r);
+    assert_eq!(f.meter, "attempts_v4");
+    assert_eq!(f.new_name, "log-block-tcp-port-v4-flowless-new-source");
+    golden_exprs(
+        &f.known,
+        "[ meta load l4proto => reg 1 ]
+         [ cmp eq reg 1 0x00000006 ]
+         [ payload load 1b @ transport header + 13 => reg 1 ]
+         [ bitwise reg 1 = ( reg 1 & 0x00000012 ) ^ 0x00000000 ]
+         [ cmp neq reg 1 0x00000002 ]
+         [ meta load nfproto => reg 1 ]
+         [ cmp eq reg 1 0x00000002 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
+         [ payload load 2b @ transport header + 0 => reg 10 ]
+         [ lookup reg 1 set flows_v4 0x1 ]
+         [ meta load iif => reg 1 ]
+         [ payload load 4b @ network header + 12 => reg 9 ]
+         [ lookup reg 1 set attempts_v4 ]
+         [ meta load iif => reg 1 ]
+         [ dynset update reg_key 1 set iif_known expr [ limit rate 1000/second burst 2000 type packets flags 0x0 ] ]
+         [ counter pkts 0 bytes 0 ]
          [ log prefix apiserver-guard:block-tcp-port-v4 group 1443 snaplen 96 qthreshold 0 ]",
     );
-    // userdata = { \x00\x16log-block-tcp-port-v4\x00 }
-    assert_eq!(comment_udata(&r.name()), b"\x00\x16log-block-tcp-port-v4\x00");
-    assert_eq!(rules.new_name, "log-block-tcp-port-v4-new-source");
 }
 
 #[test]
@@ -412,8 +507,17 @@ fn a_chain_taking_every_protocol_gives_tcp_past_its_meters_the_verdict_before_th
                 .unwrap_or_else(|| panic!("{n} in {names:?}"))
         };
         let unlogged = at(&format!("{chain}-tcp-unlogged"));
+        assert_eq!(
+            at(&format!("log-{chain}-fragment-new-source")),
+            1,
+            "fragments first: {names:?}"
+        );
         assert!(at(&format!("log-{chain}-connect-new-source")) < at(&format!("log-{chain}-flow")));
-        assert_eq!(unlogged, at(&format!("log-{chain}-flow-new-source")) + 1);
+        assert_eq!(
+            at(&format!("log-{chain}-flowless")),
+            at(&format!("log-{chain}-flow-new-source")) + 1
+        );
+        assert_eq!(unlogged, at(&format!("log-{chain}-flowless-new-source")) + 1);
         assert_eq!(unlogged + 1, at(&format!("log-{chain}")), "{names:?}");
         golden_exprs(
             &rules[unlogged].exprs,
@@ -431,12 +535,7 @@ fn a_chain_taking_every_protocol_gives_tcp_past_its_meters_the_verdict_before_th
 fn connect_rules_meter_syns_apart_and_end_in_the_verdict() {
     // nft --debug=netlink (1.0.6) of `tcp flags syn / syn,ack iif . ip saddr
     // @connects_v4 update @iif_known { ... } counter log ... reject with tcp reset`.
-    let log = RuleVerdict::Log {
-        group: 1443,
-        audit: false,
-    };
-    let r = rule(Family::V4, Target::ApiPort, true, log);
-    let decider = rule(Family::V4, Target::ApiPort, true, RuleVerdict::TcpReset);
+    let (r, decider) = logged_tcp_port_v4();
     let c = connect_rules(&r, verdict_exprs(&decider));
     assert_eq!(c.meter, "connects_v4");
     assert_eq!(
@@ -565,18 +664,22 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     assert_eq!(
         decide.rules.iter().map(|r| r.comment().unwrap()).collect::<Vec<_>>(),
         [
+            "log-block-tcp-port-v4-fragment",
+            "log-block-tcp-port-v4-fragment-new-source",
             "block-tcp-port-v4-answer-rst",
             "block-tcp-port-v4-answer-syn-ack",
             "log-block-tcp-port-v4-connect",
             "log-block-tcp-port-v4-connect-new-source",
             "log-block-tcp-port-v4-flow",
             "log-block-tcp-port-v4-flow-new-source",
+            "log-block-tcp-port-v4-flowless",
+            "log-block-tcp-port-v4-flowless-new-source",
             "block-tcp-port-v4"
         ],
-        "answers first (nft_answers), then connects, then the flow log rules, then the verdict"
+        "fragments first, then answers (nft_answers), connects, the flow log rules, the flowless ones, the verdict"
     );
     golden_exprs(
-        &decide.rules[6].exprs,
+        &decide.rules[10].exprs,
         "[ meta load l4proto => reg 1 ]
          [ cmp eq reg 1 0x00000006 ]
          [ reject type 1 code 0 ]",
@@ -594,12 +697,16 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             .map(|r| r.comment().unwrap())
             .collect::<Vec<_>>(),
         [
+            "log-audit-tcp-port-v4-fragment",
+            "log-audit-tcp-port-v4-fragment-new-source",
             "audit-tcp-port-v4-answer-rst",
             "audit-tcp-port-v4-answer-syn-ack",
             "log-audit-tcp-port-v4-connect",
             "log-audit-tcp-port-v4-connect-new-source",
             "log-audit-tcp-port-v4-flow",
-            "log-audit-tcp-port-v4-flow-new-source"
+            "log-audit-tcp-port-v4-flow-new-source",
+            "log-audit-tcp-port-v4-flowless",
+            "log-audit-tcp-port-v4-flowless-new-source"
         ]
     );
     // No log group: no chain but guard and the hooks', the verdict in guard.
@@ -645,9 +752,10 @@ fn the_meter_is_a_dynamic_timeout_set_per_logged_family_and_absent_without_loggi
         "iif . ip saddr . tcp sport"
     );
     assert!(!t.sets.contains_key("flows_v6"), "no v6 rules, no v6 meter");
-    assert!(
-        !t.sets.contains_key("attempts_v4"),
-        "a port-scoped apiserver's rules take TCP only: no meter for other protocols"
+    assert_eq!(
+        t.sets["attempts_v4"].key,
+        KeyType::Concat(vec![KeyType::IfaceIndex, KeyType::Ipv4Addr]),
+        "the per-source meter of fragments and flowless packets: iif . ip saddr"
     );
     let text = crate::core::nft_text::render(&t);
     assert!(

@@ -6,7 +6,8 @@
 //! the kernel runs them. It lets the blocking matrix run in plain `cargo
 //! test`; tests/evaluator_crosscheck.rs holds it to real packets on a real
 //! kernel so the two cannot drift apart. A per-source meter is taken to be
-//! under its limit (the log rule goes on); an expression it does not know
+//! under its limit (the log rule goes on) and holds the keys the packet's
+//! own rules added; an expression it does not know
 //! ends the rule as a failed match would, and says so.
 
 use super::nft_model::*;
@@ -67,6 +68,7 @@ pub fn evaluate(t: &TableModel, p: &Packet, node_addrs: &[IpAddr]) -> Evaluation
         node_addrs,
         logged: Vec::new(),
         unknown: Vec::new(),
+        added: Vec::new(),
     };
     let mut bases: Vec<(&String, &ChainModel, &BaseChain)> = t
         .chains
@@ -106,6 +108,9 @@ struct Run<'a> {
     node_addrs: &'a [IpAddr],
     logged: Vec<String>,
     unknown: Vec<String>,
+    /// Keys the packet's own meter updates added to dynamic sets (a later
+    /// rule's lookup finds them, as in the kernel).
+    added: Vec<(String, Vec<u8>)>,
 }
 
 /// nf_tables' register file: verdict register, then four 16-byte registers
@@ -280,7 +285,7 @@ impl Run<'_> {
                 let Some(key) = regs.load(*sreg, key_len(&s.key)) else {
                     return Flow::Break;
                 };
-                let found = contains(s, key);
+                let found = contains(s, key) || self.added.iter().any(|(n, k)| n == set && k == key);
                 ok(found != (flags & LOOKUP_F_INV != 0))
             }
             Expr::Fib { flags, result, dreg } if *result == FIB_RESULT_ADDRTYPE => {
@@ -297,8 +302,18 @@ impl Run<'_> {
                 ok(regs.store(*dreg, &kind.to_ne_bytes()))
             }
             Expr::Counter(_) | Expr::Limit { .. } => Flow::Go,
-            // The meter: taken to be under its limit.
-            Expr::Dynset { .. } => Flow::Go,
+            // The meter: taken to be under its limit; the key is in the set after.
+            Expr::Dynset { set, sreg_key, .. } => {
+                let Some(s) = self.t.sets.get(set) else {
+                    self.unknown.push(format!("update of a missing set {set}"));
+                    return Flow::Break;
+                };
+                let Some(key) = regs.load(*sreg_key, key_len(&s.key)) else {
+                    return Flow::Break;
+                };
+                self.added.push((set.clone(), key.to_vec()));
+                Flow::Go
+            }
             Expr::Log { prefix, .. } => {
                 self.logged.push(prefix.clone());
                 Flow::Go

@@ -29,6 +29,8 @@ enum ValueKind {
     Ipv6,
     Port,
     TcpFlags,
+    /// Printed in decimal, mask too (`ip frag-off & 16383 != 0`).
+    Decimal,
     IcmpType,
     Icmpv6Type,
     Hex,
@@ -270,13 +272,18 @@ fn is_dependency(name: &str, data: &[u8], rest: &[Expr]) -> bool {
 /// The transport protocol the expressions `before` a load matched last
 /// (`meta l4proto icmp`), if any.
 fn matched_l4proto(before: &[Expr]) -> Option<u8> {
+    matched_meta(before, META_L4PROTO)
+}
+
+/// The network protocol the expressions `before` a load matched last.
+fn matched_nfproto(before: &[Expr]) -> Option<u8> {
+    matched_meta(before, META_NFPROTO)
+}
+
+/// The one-byte value `meta <key>` was last matched equal to in `before`.
+fn matched_meta(before: &[Expr], key: u32) -> Option<u8> {
     before.windows(2).rev().find_map(|w| match w {
-        [Expr::Meta {
-            key: META_L4PROTO,
-            dreg,
-        }, Expr::Cmp { sreg, op: CMP_EQ, data }]
-            if dreg == sreg =>
-        {
+        [Expr::Meta { key: k, dreg }, Expr::Cmp { sreg, op: CMP_EQ, data }] if *k == key && dreg == sreg => {
             match data.as_slice() {
                 [p] => Some(*p),
                 _ => None,
@@ -310,6 +317,9 @@ fn load(e: &Expr, before: &[Expr]) -> Option<(String, ValueKind, u32)> {
                 (PAYLOAD_NETWORK, 16, 4) => ("ip daddr", ValueKind::Ipv4),
                 (PAYLOAD_NETWORK, 8, 16) => ("ip6 saddr", ValueKind::Ipv6),
                 (PAYLOAD_NETWORK, 24, 16) => ("ip6 daddr", ValueKind::Ipv6),
+                (PAYLOAD_NETWORK, 6, 2) if matched_nfproto(before) == Some(NFPROTO_IPV4) => {
+                    ("ip frag-off", ValueKind::Decimal)
+                }
                 (PAYLOAD_TRANSPORT, 0, 2) => ("tcp sport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, 2, 2) => ("tcp dport", ValueKind::Port),
                 (PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1) => ("tcp flags", ValueKind::TcpFlags),
@@ -372,6 +382,9 @@ fn value_text(kind: ValueKind, data: &[u8]) -> String {
         }
         (ValueKind::Port, [a, b]) => u16::from_be_bytes([*a, *b]).to_string(),
         (ValueKind::TcpFlags, [f]) => tcp_flags_text(*f),
+        (ValueKind::Decimal, d) if !d.is_empty() && d.len() <= 8 => {
+            d.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)).to_string()
+        }
         (ValueKind::IcmpType, [t]) => match t {
             0 => "echo-reply".into(),
             3 => "destination-unreachable".into(),

@@ -55,10 +55,11 @@ pub struct AttemptLog {
 
 impl AttemptLog {
     /// Puts one logged packet in the table and counts it, unless it belongs
-    /// to a connection already counted.
+    /// to a connection already counted or to none (a bare ACK of a flow
+    /// never seen).
     pub fn record(&mut self, a: &Attempt) -> Recorded {
         let recorded = self.table.record(a);
-        if recorded != Recorded::NotCounted {
+        if matches!(recorded, Recorded::New | Recorded::Repeat) {
             let action = a.action.as_str();
             let mut ns = a.namespace();
             if !self.totals.contains_key(&(ns.to_string(), action)) {
@@ -180,7 +181,7 @@ impl AttemptLog {
             o,
             "apiserver_guard_attempt_log_ignored_total",
             "counter",
-            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed, answer: a reset, SYN+ACK, ICMP error or echo reply answering a packet sent to the pod, fragment: a fragment after the first).",
+            "Packets in our NFLOG group not counted as attempts, by reason (foreign_prefix, truncated, not_ip, no_payload, malformed, answer: a reset, SYN+ACK, ICMP error or echo reply answering a packet sent to the pod, fragment: a fragment after the first, bare_ack: a bare TCP ACK of a connection never seen, what a pod sends to answer a SYN forged to it).",
         );
         for (reason, n) in &self.ignored {
             let _ = writeln!(
@@ -275,8 +276,8 @@ mod tests {
         l.group = Some(1443);
         l.bound = true;
         l.record(&attempt("10.0.1.2", AttemptAction::Blocked));
-        let mut next = attempt("10.0.1.2", AttemptAction::Blocked);
-        next.headers.source_port = Some(40001);
+        // Another connection (another source port: `attempt` gives each its own).
+        let next = attempt("10.0.1.2", AttemptAction::Blocked);
         l.record(&next);
         // A retransmit of that connection: not another attempt.
         l.record(&next);

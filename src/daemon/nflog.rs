@@ -276,6 +276,12 @@ fn handle(
                 at_ms,
             };
             let recorded = log.record(&attempt);
+            if recorded == Recorded::BareAck {
+                // A bare ACK of a flow never seen: an answer to a forged
+                // SYN, or an idle connection's keepalive (counted at its data).
+                log.ignore("bare_ack");
+                continue;
+            }
             if recorded == Recorded::NotCounted {
                 continue;
             }

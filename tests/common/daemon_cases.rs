@@ -69,6 +69,22 @@ pub fn daemon_args(policy: &GuardPolicy, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// A daemon in `node` auditing pods' TCP to the v4 apiserver's port
+/// (nftables, defaults plus `extra`), ready and reading its log group.
+pub fn audit_daemon_v4<'a>(node: &'a Netns, extra: &[&str]) -> Daemon<'a> {
+    let policy = GuardPolicy::new(
+        Backend::Nftables,
+        "tunnel",
+        &[super::CONTAINER_CIDR_V4],
+        &[&super::guard_cases::endpoint(super::API_V4, Some(super::API_PORT))],
+    )
+    .with_action("audit");
+    let daemon = Daemon::spawn(node, &daemon_args(&policy, extra));
+    daemon.wait_ready();
+    wait_attempt_log_bound(node);
+    daemon
+}
+
 /// Flags for a daemon whose objects the test edits from another process:
 /// `resync_flags`, and for nftables an ordinary table (`--table-ownership
 /// off`; an owned one refuses such edits, as `tests/table_ownership.rs` shows).
@@ -440,11 +456,18 @@ pub fn attempt_rows_from(ns: &Netns, source: &str) -> Vec<serde_json::Value> {
 /// match of one of our rules), read with nft in `ns`.
 #[track_caller]
 pub fn guard_counter(ns: &Netns, comment: &str) -> u64 {
-    let text = ns.run_ok(&["nft", "list", "chain", "inet", "apiserver_guard", "guard"]);
+    rule_counter(ns, "guard", comment)
+}
+
+/// The packet counter of the rule commented `comment` in our table's chain
+/// `chain` in `ns`.
+#[track_caller]
+pub fn rule_counter(ns: &Netns, chain: &str, comment: &str) -> u64 {
+    let text = ns.run_ok(&["nft", "list", "chain", "inet", "apiserver_guard", chain]);
     let line = text
         .lines()
         .find(|l| l.contains(&format!("comment \"{comment}\"")))
-        .unwrap_or_else(|| panic!("no rule {comment} in guard:\n{text}"));
+        .unwrap_or_else(|| panic!("no rule {comment} in {chain}:\n{text}"));
     let after = line.split("counter packets ").nth(1).expect("a counter");
     after.split_whitespace().next().unwrap().parse().unwrap()
 }

@@ -119,6 +119,30 @@ pub fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, size: u16) -> Vec<u8>
     p
 }
 
+/// Sends `n` crafted IPv4 first fragments (more fragments set, offset 0)
+/// from `src` to `dst`:`port`, each carrying only the first 8 bytes of a
+/// TCP header (ports and sequence number; the flags would be in the next
+/// fragment), from inside `ns`: how a pod could hide a conversation from
+/// every rule that reads the TCP flags. Returns how many the kernel took.
+pub fn send_tcp_tiny_first_fragments(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, port: u16, n: u16) -> io::Result<usize> {
+    let packets = (0..n).map(|i| {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[4..6].copy_from_slice(&i.to_be_bytes()); // a datagram each
+        p[6] = 0x20; // more fragments, offset 0
+        p[8] = 64;
+        p[9] = libc::IPPROTO_TCP as u8;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        p[20..22].copy_from_slice(&(41_000 + i).to_be_bytes());
+        p[22..24].copy_from_slice(&port.to_be_bytes());
+        p[24..28].copy_from_slice(&u32::from(i).wrapping_mul(0x9e37_79b9).to_be_bytes());
+        p
+    });
+    send_packets(ns, dst, packets)
+}
+
 /// Sends `n` crafted IPv4 TCP fragments after the first (offset 1480) from
 /// `src` to `dst`, from inside `ns`, whose data reads as a TCP header to
 /// `port` with SYN set where a first fragment's would be. Returns how many
