@@ -25,7 +25,7 @@ pub fn flood_report(rows: &[FloodRow], args: &Args) -> String {
          source address, then round robin from 250; meanwhile another tries once from a fresh source address every \
          {} ms (starting 1.5 s in). Each flood runs against a fresh daemon with its defaults. \"Reported\" is the \
          sum of the `count` of the flooding sources' rows in `apiserver-guard attempts`; the kernel's budget is \
-         sources x 2 x (burst 20 + 10/s x seconds) (the meter of connects, then the meter of other packets), capped by what the flooding pod's interface may log (new sources: \
+         sources x (burst 20 + 10/s x seconds) (the meter of connects: a connect over its allowance is refused unlogged and reaches no other meter), capped by what the flooding pod's interface may log (new sources: \
          burst 400 + 200/s; known sources: burst 2000 + 1000/s). Connect -> log line: from just before the single attempt's \
          connect to the moment the bench read the daemon's `blocked attempt: SRC:...` line on its stderr.\n\n",
         args.flood_seconds, args.single_every_ms
