@@ -84,10 +84,12 @@ pub enum Verdict {
     },
 }
 
-/// The per-source limit of the log rules, kept by the kernel: a dynamic set
-/// of source addresses per family (nft `update @attempts_v4 { ip saddr limit
-/// ... }`, iptables `-m hashlimit --hashlimit-mode srcip`), so one flooding
-/// pod uses up its own allowance and never another pod's.
+/// The per-source limit of the log rules, kept by the kernel: dynamic sets
+/// per family (nft `update @connects_v4 { iif . ip saddr limit ... }` for
+/// connects, `@flows_v4` keyed on the source port too for TCP's other
+/// packets, `@attempts_v4` for the rest: `nft_desired`; iptables `-m
+/// hashlimit --hashlimit-mode srcip`), so one flooding pod uses up its own
+/// allowance and never another pod's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meter {
     /// Logged packets per second per source.
@@ -184,7 +186,8 @@ pub fn named_rule_takes_only_tcp(name: &str) -> bool {
 impl Rule {
     /// Stable name, used as the nftables rule comment and in drift reports:
     /// `exempt-v4`, `block-tcp-port-v4`, `audit-tcp-port-v4` (`--action
-    /// audit`), `log-block-tcp-port-v4` (the log rule before it).
+    /// audit`), `log-block-tcp-port-v4` (the log rule before it: on
+    /// nftables the stem of its log rules' names, `...-connect`, `...-flow`).
     pub fn name(&self) -> String {
         if self.target == Target::Exempt {
             return format!("exempt-{}", self.family.suffix());
