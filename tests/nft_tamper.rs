@@ -50,6 +50,9 @@ struct Handles {
     /// The log rules of flowless packets (`nft_desired::flowless_rules`).
     flowless: u32,
     flowless_new: u32,
+    flowless_full: u32,
+    /// The log rule of connects a full meter could not take (`nft_desired::METER_FULL_SUFFIX`).
+    connect_full: u32,
 }
 
 /// One tamper: its name, the nft commands (given our handles), what the
@@ -97,19 +100,29 @@ fn log_new_rule() -> String {
     )
 }
 
-/// A flowless log rule (known sources, or `new` ones; default log group).
-fn flowless_rule(new: bool) -> String {
-    let (meter, suffix) = if new {
-        (
-            "iif . ip saddr != @attempts_v4 update @iif_new { iif limit rate 200/second burst 400 packets } \
-             update @attempts_v4 { iif . ip saddr limit rate 10/second burst 20 packets }",
-            "-new-source",
-        )
-    } else {
-        (
-            "iif . ip saddr @attempts_v4 update @iif_known { iif limit rate 1000/second burst 2000 packets }",
+/// Which of a meter's log rules: known sources, new ones, or new ones a
+/// full meter could not take.
+#[derive(Clone, Copy)]
+enum Source {
+    Known,
+    New,
+    MeterFull,
+}
+
+/// A flowless log rule (default log group).
+fn flowless_rule(source: Source) -> String {
+    let new = "iif . ip saddr != @attempts_v4 update @iif_new { iif limit rate 200/second burst 400 packets }";
+    let (meter, suffix) = match source {
+        Source::Known => (
+            "iif . ip saddr @attempts_v4 update @iif_known { iif limit rate 1000/second burst 2000 packets }"
+                .to_string(),
             "",
-        )
+        ),
+        Source::New => (
+            format!("{new} update @attempts_v4 {{ iif . ip saddr limit rate 10/second burst 20 packets }}"),
+            "-new-source",
+        ),
+        Source::MeterFull => (new.to_string(), "-meter-full"),
     };
     format!(
         "tcp flags != syn / syn,ack iif . ip saddr . tcp sport != @flows_v4 {meter} \
@@ -172,7 +185,7 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 11 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            says: "rule 14 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
             // As above: the connect log rules refuse a connect within its limit.
             opens: false,
         },
@@ -346,6 +359,13 @@ fn tampers() -> Vec<Tamper> {
             opens: false,
         },
         Tamper {
+            // Break-it round 4: with connects_v4 full, a new source's connect went unlogged.
+            name: "meter-full log rule of connects deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.connect_full),
+            says: "(log-block-tcp-port-v4-connect-meter-full): missing",
+            opens: false,
+        },
+        Tamper {
             name: "log rule for new sources deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.log_new),
             says: "(log-block-tcp-port-v4-flow-new-source): missing",
@@ -356,19 +376,22 @@ fn tampers() -> Vec<Tamper> {
             nft: |h| {
                 // Both log rules of each family use their meter: the v6 chain is left alone.
                 // The flowless rules look it up too: out and back in as well.
-                format!(
-                    "delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; \
-                     delete rule {T} {OURS} handle {}; delete rule {T} {OURS} handle {}; delete set {T} flows_v4; \
-                     add set {T} flows_v4 {{ type iface_index . ipv4_addr . inet_service; size 65535; flags dynamic,timeout; timeout 1h; }}; \
-                     insert rule {T} {OURS} {}; insert rule {T} {OURS} {}; insert rule {T} {OURS} {}; insert rule {T} {OURS} {}",
-                    h.log,
-                    h.log_new,
-                    h.flowless,
-                    h.flowless_new,
-                    flowless_rule(false),
-                    flowless_rule(true),
+                let deleted = [h.log, h.log_new, h.flowless, h.flowless_new, h.flowless_full]
+                    .map(|handle| format!("delete rule {T} {OURS} handle {handle}; "))
+                    .concat();
+                let inserted = [
+                    flowless_rule(Source::MeterFull),
+                    flowless_rule(Source::New),
+                    flowless_rule(Source::Known),
                     log_new_rule(),
-                    log_rule(1443)
+                    log_rule(1443),
+                ]
+                .map(|rule| format!("; insert rule {T} {OURS} {rule}"))
+                .concat();
+                format!(
+                    "{deleted}delete set {T} flows_v4; \
+                     add set {T} flows_v4 {{ type iface_index . ipv4_addr . inet_service; size 65535; flags dynamic,timeout; timeout 1h; }}\
+                     {inserted}"
                 )
             },
             says: "set flows_v4: timeout 1h instead of 1m",
@@ -428,6 +451,8 @@ fn tamper(node: &Netns, t: &Tamper) {
         fragment_new: handle(node, OURS, "log-block-tcp-port-v4-fragment-new-source"),
         flowless: handle(node, OURS, "log-block-tcp-port-v4-flowless"),
         flowless_new: handle(node, OURS, "log-block-tcp-port-v4-flowless-new-source"),
+        connect_full: handle(node, OURS, "log-block-tcp-port-v4-connect-meter-full"),
+        flowless_full: handle(node, OURS, "log-block-tcp-port-v4-flowless-meter-full"),
     };
     let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);

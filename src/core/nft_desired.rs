@@ -45,6 +45,12 @@ pub const IIF_NEW_SET: &str = "iif_new";
 pub const IIF_KNOWN_SET: &str = "iif_known";
 /// The name of a log rule's rule for new sources: its own name and this.
 pub const NEW_SOURCE_SUFFIX: &str = "-new-source";
+/// The name of a log rule's rule for a new source its full meter could not
+/// take (a break-it find: six pods forging sources keep a meter's 65,535
+/// elements taken, and a pod's first connect in a minute then went
+/// unlogged): logged within its interface's allowance for new sources alone,
+/// which a pod on another interface cannot spend.
+pub const METER_FULL_SUFFIX: &str = "-meter-full";
 /// The meter of the connect log rules (`connect_rules`): `connects_v4` /
 /// `connects_v6`, shaped as `attempts_v4`.
 pub const CONNECTS_SET: &str = "connects";
@@ -99,6 +105,9 @@ pub fn desired(b: &Blocklist) -> TableModel {
             }
             decide.rules.push(RuleModel::new(log.known, &log.name));
             decide.rules.push(RuleModel::new(log.new, &log.new_name));
+            if let Some((full, name)) = log.full {
+                decide.rules.push(RuleModel::new(full, &name));
+            }
         };
         if r.family == Family::V4 {
             push_logs(&mut t, &mut decide, fragment_rules(&r, verdict.clone()));
@@ -613,12 +622,22 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     new.extend(key());
     new.push(update(&meter_set, &METER));
     new.extend(tail());
+    // A new source the meter could not take (full): its interface's
+    // allowance for new sources alone. Not for flows: the flowless rules
+    // after them are theirs.
+    let full = (meter != Meter::Flows).then(|| {
+        let mut e = head();
+        e.extend([in_meter(LOOKUP_F_INV), iif(), update(IIF_NEW_SET, &METER_IIF_NEW)]);
+        e.extend(tail());
+        (e, format!("{}{suffix}{METER_FULL_SUFFIX}", r.name()))
+    });
     LogRules {
         known,
         new,
         name: format!("{}{suffix}", r.name()),
         new_name: format!("{}{suffix}{NEW_SOURCE_SUFFIX}", r.name()),
         meter: meter_set,
+        full,
     }
 }
 
@@ -633,6 +652,9 @@ pub struct LogRules {
     pub new_name: String,
     /// The per-source meter both update.
     pub meter: String,
+    /// The rule for a new source when the meter is full, and its name
+    /// (`...-meter-full`; none for the flow rules).
+    pub full: Option<(Vec<Expr>, String)>,
 }
 
 /// The verdict of a rule (None: it has none, an audit rule only counts).

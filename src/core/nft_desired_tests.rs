@@ -517,8 +517,9 @@ fn a_chain_taking_every_protocol_gives_tcp_past_its_meters_the_verdict_before_th
             at(&format!("log-{chain}-flowless")),
             at(&format!("log-{chain}-flow-new-source")) + 1
         );
-        assert_eq!(unlogged, at(&format!("log-{chain}-flowless-new-source")) + 1);
+        assert_eq!(unlogged, at(&format!("log-{chain}-flowless-meter-full")) + 1);
         assert_eq!(unlogged + 1, at(&format!("log-{chain}")), "{names:?}");
+        assert_eq!(at(&format!("log-{chain}-meter-full")), unlogged + 3, "{names:?}");
         golden_exprs(
             &rules[unlogged].exprs,
             &format!(
@@ -538,6 +539,24 @@ fn connect_rules_meter_syns_apart_and_end_in_the_verdict() {
     let (r, decider) = logged_tcp_port_v4();
     let c = connect_rules(&r, verdict_exprs(&decider));
     assert_eq!(c.meter, "connects_v4");
+    // A new source the full meter could not take: the new-source rule
+    // without the meter's update (a break-it find), its interface's
+    // allowance for new sources alone, then the log and the verdict.
+    let (full, full_name) = c.full.clone().expect("a rule for a full meter");
+    assert_eq!(full_name, "log-block-tcp-port-v4-connect-meter-full");
+    let meter_update = |e: &Expr| matches!(e, Expr::Dynset { set, .. } if set == "connects_v4");
+    let mut without_update = c.new.clone();
+    let at = without_update
+        .iter()
+        .position(meter_update)
+        .expect("the meter's update");
+    // The update and its key's two loads before it.
+    without_update.drain(at - 2..=at);
+    assert_eq!(full, without_update);
+    assert!(
+        flow_rules(&r).full.is_none(),
+        "the flowless rules are the flows' fallback"
+    );
     assert_eq!(
         (c.name.as_str(), c.new_name.as_str()),
         (
@@ -666,20 +685,23 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
         [
             "log-block-tcp-port-v4-fragment",
             "log-block-tcp-port-v4-fragment-new-source",
+            "log-block-tcp-port-v4-fragment-meter-full",
             "block-tcp-port-v4-answer-rst",
             "block-tcp-port-v4-answer-syn-ack",
             "log-block-tcp-port-v4-connect",
             "log-block-tcp-port-v4-connect-new-source",
+            "log-block-tcp-port-v4-connect-meter-full",
             "log-block-tcp-port-v4-flow",
             "log-block-tcp-port-v4-flow-new-source",
             "log-block-tcp-port-v4-flowless",
             "log-block-tcp-port-v4-flowless-new-source",
+            "log-block-tcp-port-v4-flowless-meter-full",
             "block-tcp-port-v4"
         ],
         "fragments first, then answers (nft_answers), connects, the flow log rules, the flowless ones, the verdict"
     );
     golden_exprs(
-        &decide.rules[10].exprs,
+        &decide.rules[13].exprs,
         "[ meta load l4proto => reg 1 ]
          [ cmp eq reg 1 0x00000006 ]
          [ reject type 1 code 0 ]",
@@ -699,14 +721,17 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
         [
             "log-audit-tcp-port-v4-fragment",
             "log-audit-tcp-port-v4-fragment-new-source",
+            "log-audit-tcp-port-v4-fragment-meter-full",
             "audit-tcp-port-v4-answer-rst",
             "audit-tcp-port-v4-answer-syn-ack",
             "log-audit-tcp-port-v4-connect",
             "log-audit-tcp-port-v4-connect-new-source",
+            "log-audit-tcp-port-v4-connect-meter-full",
             "log-audit-tcp-port-v4-flow",
             "log-audit-tcp-port-v4-flow-new-source",
             "log-audit-tcp-port-v4-flowless",
-            "log-audit-tcp-port-v4-flowless-new-source"
+            "log-audit-tcp-port-v4-flowless-new-source",
+            "log-audit-tcp-port-v4-flowless-meter-full"
         ]
     );
     // No log group: no chain but guard and the hooks', the verdict in guard.

@@ -1,7 +1,7 @@
 //! The health and metrics endpoint: `GET /healthz`, `/readyz`, `/metrics`,
 //! `/attempts` (JSON of the attempts table). A deliberately small HTTP/1.0
-//! responder (GET only, bounded request size and read time, one response per
-//! connection): it serves four read-only pages on loopback by default, which does not justify an HTTP framework.
+//! responder (GET only, bounded request size, read and write time, at most
+//! `MAX_CONNECTIONS` at once, one response per connection): it serves four read-only pages on loopback by default, which does not justify an HTTP framework.
 //! It starts after the block is in place and never holds it up: a port that
 //! cannot be bound is retried in the background (`serve_with_retry`).
 
@@ -11,9 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 const MAX_REQUEST: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing a response may take (a client that never reads).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the kernel's accept queue,
+/// holding no descriptor of ours (a break-it find: a pod holding a thousand
+/// connections open used up the daemon's open files, and the iptables
+/// backends could no longer start their tools to repair the block).
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// Status, content type and body for a request line's method and path.
 pub fn respond(method: &str, path: &str, m: &Metrics, stale_after: Duration) -> (u16, &'static str, String) {
@@ -92,15 +100,31 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<Metrics>>, stale_after: D
         reason(code),
         body.len()
     );
-    let _ = stream.write_all(msg.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let _ = stream.write_all(msg.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the task is dropped, at most
+/// `MAX_CONNECTIONS` served at once.
 pub async fn run(listener: TcpListener, state: Arc<Mutex<Metrics>>, stale_after: Duration) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        if let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, state.clone(), stale_after));
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    serve(stream, state, stale_after).await;
+                    drop(slot);
+                });
+            }
+            // Out of descriptors or memory: let them come back, never spin.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

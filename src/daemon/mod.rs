@@ -15,6 +15,7 @@ pub mod attempts;
 pub mod controller;
 pub mod discovery_driver;
 pub mod discovery_status;
+pub mod fd_limit;
 pub mod footprint;
 pub mod http;
 pub mod instance;
@@ -112,6 +113,11 @@ fn start(args: &RunArgs) -> Result<i32> {
     crate::backend::iptables_reference::trust_own_writes_only();
     let loaded = load(args)?;
     crate::logging::init(loaded.settings.log_format);
+    if let Some(r) = fd_limit::raise_nofile() {
+        if r.after > r.before {
+            log::debug!("open files limit raised from {} to {}", r.before, r.after);
+        }
+    }
     // Before anything is changed: one daemon per network namespace.
     let instance = instance::acquire()?;
     let rt = tokio::runtime::Builder::new_current_thread()
