@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon_cases::*;
-use common::spoof::send_syn_flood_from;
+use common::spoof::{send_out_of_window_data_from, send_syn_flood_from};
 use common::*;
 
 const SHOW_DEADLINE: Duration = Duration::from_secs(5);
@@ -33,6 +33,29 @@ const FLOOD: Duration = Duration::from_secs(4);
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
+}
+
+/// Counts, in `victim`, the bare ACKs it sends that `rule` matches (an nft
+/// match, e.g. on their port).
+fn count_acks(victim: &Netns, rule: &str) {
+    victim.run_ok(&[
+        "nft",
+        &format!(
+            "add table inet acks; add chain inet acks out {{ type filter hook output priority 0; }}; \
+             add rule inet acks out {rule} tcp flags & (fin|syn|rst|psh|ack) == ack counter"
+        ),
+    ]);
+}
+
+/// What `count_acks` counted so far.
+fn counted_acks(victim: &Netns) -> u64 {
+    victim
+        .run_ok(&["nft", "list", "chain", "inet", "acks", "out"])
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the victim's counter")
 }
 
 #[test]
@@ -53,13 +76,7 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
         ),
     ]);
     // The victim's bare ACKs from its listening port, counted where it sends them.
-    victim.run_ok(&[
-        "nft",
-        &format!(
-            "add table inet acks; add chain inet acks out {{ type filter hook output priority 0; }}; \
-             add rule inet acks out tcp sport {LISTENING_PORT} tcp flags & (fin|syn|rst|ack) == ack counter"
-        ),
-    ]);
+    count_acks(&victim, &format!("tcp sport {LISTENING_PORT}"));
     let _listening = Listener::start(&victim, OTHER_POD_V4, LISTENING_PORT);
     // A connection the victim opened before audit began (a watch).
     let mut held = HeldConnection::open(&victim, API_V4, API_PORT).expect("the victim's connection");
@@ -86,13 +103,7 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
     let (forged, last_own) = forged;
     let last_own_ms = last_own.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let answered = guard_counter(node, "audit-tcp-port-v4") - before;
-    let acks = victim.run_ok(&["nft", "list", "chain", "inet", "acks", "out"]);
-    let acks: u64 = acks
-        .split("counter packets ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("the victim's counter");
+    let acks = counted_acks(&victim);
     eprintln!("forged SYNs: {forged}; the victim's bare ACKs: {acks}; its packets that reached the block: {answered}");
     assert!(
         acks >= 10_000 && answered >= acks,
@@ -138,5 +149,61 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
             ) >= Some(20.0)
         },
         SHOW_DEADLINE,
+    );
+}
+
+/// A fifth break-it round's find: data forged "from the apiserver" onto a
+/// connection a pod opened before audit began, out of its window, draws a
+/// bare ACK on that connection's own flow for each segment (Linux does not
+/// rate-limit those), which kept the flow's allowance spent: the pod's own
+/// data went unlogged and the connection unreported while the forgery
+/// lasted. Fixed by the push rules (`nft_desired::push_rules`): segments
+/// carrying PSH, FIN or URG, which nothing forged can draw from a pod, have
+/// an allowance of their own.
+#[test]
+fn forged_data_drawing_acks_on_a_held_connection_does_not_hide_it() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    allow_forged_sources(node);
+    // The victim's bare ACKs to the apiserver's port, counted where it sends them.
+    count_acks(&victim, &format!("tcp dport {API_PORT}"));
+    let mut held = HeldConnection::open(&victim, API_V4, API_PORT).expect("the victim's connection");
+    let held_port = held.stream().local_addr().unwrap().port();
+    let daemon = audit_daemon_v4(node, &[]);
+
+    let until = Instant::now() + FLOOD;
+    let forged = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            send_out_of_window_data_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), held_port, until)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        while Instant::now() + Duration::from_millis(800) < until {
+            held.roundtrip(b"still watching", Duration::from_secs(2))
+                .expect("audit blocks nothing");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        flood.join().unwrap().expect("the forged data")
+    });
+    let acks = counted_acks(&victim);
+    eprintln!("forged data segments: {forged}; the victim's bare ACKs on its connection: {acks}");
+    assert!(
+        acks >= 1_000,
+        "the forged data drew too few ACKs: {acks} for {forged} segments"
+    );
+    let row = wait_attempt_row(
+        node,
+        &daemon,
+        &format!("{OTHER_POD_V4}:{held_port}, the connection opened before audit began"),
+        SHOW_DEADLINE,
+        |r| r["source"] == OTHER_POD_V4 && r["source_port"] == held_port,
+    );
+    assert_eq!(
+        (row["action"].as_str(), row["count"].as_u64()),
+        (Some("audited"), Some(1)),
+        "{row}"
     );
 }

@@ -94,12 +94,17 @@ fn one_served_curl_in_audit_mode_is_one_audited_attempt_whatever_the_packets_log
         [
             "-fragment",
             "-fragment-new-source",
+            "-fragment-meter-full",
             "-connect",
             "-connect-new-source",
+            "-connect-meter-full",
+            "-push",
+            "-push-new-source",
             "-flow",
             "-flow-new-source",
             "-flowless",
             "-flowless-new-source",
+            "-flowless-meter-full",
         ]
         .iter()
         .map(|r| nft_rule_packets(node, &format!("log-audit-tcp-port-v4{r}")))

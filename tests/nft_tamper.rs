@@ -51,6 +51,8 @@ struct Handles {
     flowless: u32,
     flowless_new: u32,
     flowless_full: u32,
+    /// The log rule of pushes from new sources (`nft_desired::push_rules`).
+    push_new: u32,
     /// The log rule of connects a full meter could not take (`nft_desired::METER_FULL_SUFFIX`).
     connect_full: u32,
 }
@@ -185,7 +187,7 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 14 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            says: "rule 16 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
             // As above: the connect log rules refuse a connect within its limit.
             opens: false,
         },
@@ -366,6 +368,13 @@ fn tampers() -> Vec<Tamper> {
             opens: false,
         },
         Tamper {
+            // Break-it round 5: forged data drew ACKs that spent a held connection's flow.
+            name: "push log rule deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.push_new),
+            says: "(log-block-tcp-port-v4-push-new-source): missing",
+            opens: false,
+        },
+        Tamper {
             name: "log rule for new sources deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.log_new),
             says: "(log-block-tcp-port-v4-flow-new-source): missing",
@@ -453,6 +462,7 @@ fn tamper(node: &Netns, t: &Tamper) {
         flowless_new: handle(node, OURS, "log-block-tcp-port-v4-flowless-new-source"),
         connect_full: handle(node, OURS, "log-block-tcp-port-v4-connect-meter-full"),
         flowless_full: handle(node, OURS, "log-block-tcp-port-v4-flowless-meter-full"),
+        push_new: handle(node, OURS, "log-block-tcp-port-v4-push-new-source"),
     };
     let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);
@@ -474,6 +484,7 @@ fn assert_plain(lines: &[String], what: &str) {
         let l = &l
             .replace("@flows_v4 { ", "@flows_v4 ")
             .replace("@attempts_v4 { ", "@attempts_v4 ")
+            .replace("@pushes_v4 { ", "@pushes_v4 ")
             .replace("@iif_known { ", "@iif_known ")
             .replace("@iif_new { ", "@iif_new ")
             .replace(" packets }", " packets");

@@ -672,7 +672,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     let match_lookups = |r: &RuleModel| {
         r.exprs
             .iter()
-            .filter(|e| matches!(e, Expr::Lookup { set, .. } if !["attempts_v4", "connects_v4", "flows_v4"].contains(&set.as_str())))
+            .filter(|e| matches!(e, Expr::Lookup { set, .. } if !["attempts_v4", "connects_v4", "pushes_v4", "flows_v4"].contains(&set.as_str())))
             .count()
     };
     assert_eq!(
@@ -691,6 +691,8 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             "log-block-tcp-port-v4-connect",
             "log-block-tcp-port-v4-connect-new-source",
             "log-block-tcp-port-v4-connect-meter-full",
+            "log-block-tcp-port-v4-push",
+            "log-block-tcp-port-v4-push-new-source",
             "log-block-tcp-port-v4-flow",
             "log-block-tcp-port-v4-flow-new-source",
             "log-block-tcp-port-v4-flowless",
@@ -701,7 +703,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
         "fragments first, then answers (nft_answers), connects, the flow log rules, the flowless ones, the verdict"
     );
     golden_exprs(
-        &decide.rules[13].exprs,
+        &decide.rules[15].exprs,
         "[ meta load l4proto => reg 1 ]
          [ cmp eq reg 1 0x00000006 ]
          [ reject type 1 code 0 ]",
@@ -727,6 +729,8 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
             "log-audit-tcp-port-v4-connect",
             "log-audit-tcp-port-v4-connect-new-source",
             "log-audit-tcp-port-v4-connect-meter-full",
+            "log-audit-tcp-port-v4-push",
+            "log-audit-tcp-port-v4-push-new-source",
             "log-audit-tcp-port-v4-flow",
             "log-audit-tcp-port-v4-flow-new-source",
             "log-audit-tcp-port-v4-flowless",

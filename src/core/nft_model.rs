@@ -84,7 +84,9 @@ pub const TCP_FLAGS_OFFSET: u32 = 13;
 pub const TCP_FLAG_FIN: u8 = 0x01;
 pub const TCP_FLAG_SYN: u8 = 0x02;
 pub const TCP_FLAG_RST: u8 = 0x04;
+pub const TCP_FLAG_PSH: u8 = 0x08;
 pub const TCP_FLAG_ACK: u8 = 0x10;
+pub const TCP_FLAG_URG: u8 = 0x20;
 /// `NFT_BITWISE_BOOL`: the mask-and-xor operation (the kernel reports it).
 pub const BITWISE_BOOL: u32 = 0;
 pub const REJECT_TCP_RST: u32 = 1;

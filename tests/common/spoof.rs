@@ -27,9 +27,29 @@ pub fn syn_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16) -> [u8; 4
 
 /// `syn_packet` with the sequence number `seq`.
 pub fn syn_packet_with_seq(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16, seq: u32) -> [u8; 40] {
-    let mut p = [0u8; 40];
+    tcp_packet(src, dst, sport, port, 0x02, seq, 0, &[])
+        .try_into()
+        .expect("40 bytes: no payload")
+}
+
+/// One IPv4 TCP segment (no options) from `src`:`sport` to `dst`:`port`
+/// with `flags`, sequence number `seq`, acknowledging `ack`, carrying
+/// `payload`, with its checksums.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    port: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let total = 40 + payload.len();
+    let mut p = vec![0u8; total];
     p[0] = 0x45; // version 4, 5 words of header
-    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     p[6] = 0x40; // don't fragment
     p[8] = 64; // TTL
     p[9] = libc::IPPROTO_TCP as u8;
@@ -39,13 +59,16 @@ pub fn syn_packet_with_seq(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, port: u16, 
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&port.to_be_bytes());
     tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
     tcp[12] = 5 << 4; // 5 words of header
-    tcp[13] = 0x02; // SYN
+    tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    tcp[20..].copy_from_slice(payload);
     let mut pseudo = Vec::with_capacity(12);
     pseudo.extend_from_slice(&src.octets());
     pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8]);
+    pseudo.extend_from_slice(&((total - 20) as u16).to_be_bytes());
     let sum = ones_complement(ones_complement(0, &pseudo), &p[20..]);
     p[36..38].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     p
@@ -86,6 +109,26 @@ pub fn send_syn_flood_from(
     let packets = (0u32..)
         .take_while(|i| i % 256 != 0 || std::time::Instant::now() < until)
         .map(|i| syn_packet_with_seq(src, dst, sport, port, i.wrapping_mul(0x9e37_79b9)));
+    send_packets(ns, dst, packets)
+}
+
+/// Sends one-byte PSH+ACK segments from `src`:`sport` to `dst`:`port`,
+/// each at another (out-of-window) sequence number, from inside `ns` until
+/// `until`: data forged "from the apiserver" onto another pod's connection,
+/// which answers each with a bare ACK on that connection's own flow (Linux
+/// does not rate-limit those for segments carrying data). Returns how many
+/// the kernel took.
+pub fn send_out_of_window_data_from(
+    ns: &Netns,
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    port: u16,
+    until: std::time::Instant,
+) -> io::Result<usize> {
+    let packets = (0u32..)
+        .take_while(|i| i % 256 != 0 || std::time::Instant::now() < until)
+        .map(|i| tcp_packet(src, dst, sport, port, 0x18, i.wrapping_mul(0x9e37_79b9), i, b"x"));
     send_packets(ns, dst, packets)
 }
 
