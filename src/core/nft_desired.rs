@@ -20,7 +20,7 @@ use super::model::{
     self, Blocklist, Family, Rule, Target, Verdict as RuleVerdict, METER, METER_IIF_KNOWN, METER_IIF_NEW,
 };
 use super::nft_answers::answer_rules;
-use super::nft_exprs::{cmp, l4_tcp, meta, payload, tcp_flags, verdict_or_return};
+use super::nft_exprs::{cmp, l4_tcp, masked_payload, meta, payload, tcp_flags, verdict_or_return};
 use super::nft_model::*;
 use super::policy::Hook;
 use ipnet::IpNet;
@@ -623,17 +623,13 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
                     flags: LOOKUP_F_INV,
                 });
             }
-            Meter::Fragments => e.extend([
-                payload(PAYLOAD_NETWORK, 6, 2, REG_1),
-                Expr::Bitwise {
-                    sreg: REG_1,
-                    dreg: REG_1,
-                    len: 2,
-                    mask: FRAGMENT_MASK.to_be_bytes().to_vec(),
-                    xor: vec![0, 0],
-                },
-                cmp(CMP_NEQ, vec![0, 0]),
-            ]),
+            Meter::Fragments => e.extend(masked_payload(
+                PAYLOAD_NETWORK,
+                6,
+                &FRAGMENT_MASK.to_be_bytes(),
+                CMP_NEQ,
+                &[0, 0],
+            )),
             _ => {}
         }
         e.extend(key());

@@ -33,16 +33,31 @@ pub fn l4_tcp() -> [Expr; 2] {
 /// (`tcp flags rst`: `& rst != 0`; `tcp flags syn / syn,ack`: `& (syn|ack) == syn`).
 pub fn tcp_flags(mask: u8, op: u32, value: u8) -> Vec<Expr> {
     let mut e = l4_tcp().to_vec();
-    e.push(payload(PAYLOAD_TRANSPORT, TCP_FLAGS_OFFSET, 1, REG_1));
-    e.push(Expr::Bitwise {
-        sreg: REG_1,
-        dreg: REG_1,
-        len: 1,
-        mask: vec![mask],
-        xor: vec![0],
-    });
-    e.push(cmp(op, vec![value]));
+    e.extend(masked_payload(
+        PAYLOAD_TRANSPORT,
+        TCP_FLAGS_OFFSET,
+        &[mask],
+        op,
+        &[value],
+    ));
     e
+}
+
+/// The bytes at `offset` of the header `base` (as many as `mask` has),
+/// masked, compared with `value` (`ip frag-off & 0x3fff != 0`).
+pub fn masked_payload(base: u32, offset: u32, mask: &[u8], op: u32, value: &[u8]) -> [Expr; 3] {
+    let len = mask.len() as u32;
+    [
+        payload(base, offset, len, REG_1),
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            len,
+            mask: mask.to_vec(),
+            xor: vec![0; mask.len()],
+        },
+        cmp(op, value.to_vec()),
+    ]
 }
 
 /// A rule's verdict expressions, or `return` for a rule without a verdict

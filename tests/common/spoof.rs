@@ -106,9 +106,7 @@ pub fn send_syn_flood_from(
     port: u16,
     until: std::time::Instant,
 ) -> io::Result<usize> {
-    let packets = (0u32..)
-        .take_while(|i| i % 256 != 0 || std::time::Instant::now() < until)
-        .map(|i| syn_packet_with_seq(src, dst, sport, port, i.wrapping_mul(0x9e37_79b9)));
+    let packets = until_deadline(until).map(|i| syn_packet_with_seq(src, dst, sport, port, scatter(i)));
     send_packets(ns, dst, packets)
 }
 
@@ -126,10 +124,18 @@ pub fn send_out_of_window_data_from(
     port: u16,
     until: std::time::Instant,
 ) -> io::Result<usize> {
-    let packets = (0u32..)
-        .take_while(|i| i % 256 != 0 || std::time::Instant::now() < until)
-        .map(|i| tcp_packet(src, dst, sport, port, 0x18, i.wrapping_mul(0x9e37_79b9), i, b"x"));
+    let packets = until_deadline(until).map(|i| tcp_packet(src, dst, sport, port, 0x18, scatter(i), i, b"x"));
     send_packets(ns, dst, packets)
+}
+
+/// 0, 1, 2, ... until `until` (the clock read every 256).
+fn until_deadline(until: std::time::Instant) -> impl Iterator<Item = u32> {
+    (0u32..).take_while(move |i| i % 256 != 0 || std::time::Instant::now() < until)
+}
+
+/// `i` spread over the sequence space (a new sequence number each time).
+fn scatter(i: u32) -> u32 {
+    i.wrapping_mul(0x9e37_79b9)
 }
 
 /// Sends one ICMP echo request from `src` (an address that is not `ns`'s)
@@ -180,7 +186,7 @@ pub fn send_tcp_tiny_first_fragments(ns: &Netns, src: Ipv4Addr, dst: Ipv4Addr, p
         p[16..20].copy_from_slice(&dst.octets());
         p[20..22].copy_from_slice(&(41_000 + i).to_be_bytes());
         p[22..24].copy_from_slice(&port.to_be_bytes());
-        p[24..28].copy_from_slice(&u32::from(i).wrapping_mul(0x9e37_79b9).to_be_bytes());
+        p[24..28].copy_from_slice(&scatter(u32::from(i)).to_be_bytes());
         p
     });
     send_packets(ns, dst, packets)
