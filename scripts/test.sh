@@ -15,10 +15,17 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 scripts/install-deps.sh
+if [ "${CI:-}" = true ]; then
+  # A clean checkout gains nothing from incremental compilation's caches
+  # (gigabytes of disk); say how much disk the run starts with.
+  export CARGO_INCREMENTAL=0
+  df -h . >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 scripts/check-alerts.sh
 cargo test --locked --all-targets
+if [ "${CI:-}" = true ]; then du -sh target >&2; fi
 scripts/check-packaging.sh
 scripts/check-manifests.sh
 if [ "${APISERVER_GUARD_VM_TEST:-0}" = 1 ]; then
