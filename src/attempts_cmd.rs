@@ -42,16 +42,28 @@ fn unreachable(addr: SocketAddr, why: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// Connected, but no answer came: the listener is there, so the daemon
+/// runs; it serves `http::MAX_CONNECTIONS` at once and the rest wait in
+/// the kernel's queue (a break-it find: with every slot held the old hint
+/// said the daemon might not be running).
+fn no_answer(addr: SocketAddr, why: impl std::fmt::Display) -> Error {
+    Error::runtime(format!(
+        "the daemon's listener at {addr} took the connection but sent no answer ({why}): it serves {} connections \
+         at once and may be busy (see `ss -tn state established '( sport = :{} )'` for who holds them), or the \
+         daemon is stuck (see its log)",
+        crate::daemon::http::MAX_CONNECTIONS,
+        addr.port()
+    ))
+}
+
 fn fetch(addr: SocketAddr) -> Result<AttemptsPage> {
     let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| unreachable(addr, e))?;
     let _ = s.set_read_timeout(Some(READ_TIMEOUT));
     let _ = s.set_write_timeout(Some(READ_TIMEOUT));
     s.write_all(format!("GET /attempts HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .map_err(|e| unreachable(addr, e))?;
+        .map_err(|e| no_answer(addr, e))?;
     let mut raw = Vec::new();
-    s.take(MAX_BODY)
-        .read_to_end(&mut raw)
-        .map_err(|e| unreachable(addr, e))?;
+    s.take(MAX_BODY).read_to_end(&mut raw).map_err(|e| no_answer(addr, e))?;
     parse_response(&raw)
         .map_err(|why| Error::runtime(format!("the daemon at {addr} answered /attempts unexpectedly: {why}")))
 }

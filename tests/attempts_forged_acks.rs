@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon_cases::*;
 use common::spoof::{send_out_of_window_data_from, send_syn_flood_from};
+use common::victim_acks::{answer_every_forged_syn, count_acks, counted_acks};
 use common::*;
 
 const SHOW_DEADLINE: Duration = Duration::from_secs(5);
@@ -35,29 +36,6 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-/// Counts, in `victim`, the bare ACKs it sends that `rule` matches (an nft
-/// match, e.g. on their port).
-fn count_acks(victim: &Netns, rule: &str) {
-    victim.run_ok(&[
-        "nft",
-        &format!(
-            "add table inet acks; add chain inet acks out {{ type filter hook output priority 0; }}; \
-             add rule inet acks out {rule} tcp flags & (fin|syn|rst|psh|ack) == ack counter"
-        ),
-    ]);
-}
-
-/// What `count_acks` counted so far.
-fn counted_acks(victim: &Netns) -> u64 {
-    victim
-        .run_ok(&["nft", "list", "chain", "inet", "acks", "out"])
-        .split("counter packets ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("the victim's counter")
-}
-
 #[test]
 fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_before_audit() {
     if !can_run() {
@@ -67,17 +45,8 @@ fn bare_acks_answering_forged_syns_neither_count_nor_hide_a_connection_opened_be
     let node = &topo.node;
     let victim = topo.add_other_pod();
     allow_forged_sources(node);
-    victim.sysctl(&[("net.ipv4.tcp_invalid_ratelimit", "0")]);
-    topo.api.run_ok(&[
-        "nft",
-        &format!(
-            "add table inet race; add chain inet race in {{ type filter hook input priority 0; }}; \
-             add rule inet race in ip saddr {OTHER_POD_V4} tcp sport {LISTENING_PORT} counter drop"
-        ),
-    ]);
     // The victim's bare ACKs from its listening port, counted where it sends them.
-    count_acks(&victim, &format!("tcp sport {LISTENING_PORT}"));
-    let _listening = Listener::start(&victim, OTHER_POD_V4, LISTENING_PORT);
+    let _listening = answer_every_forged_syn(&topo, &victim, LISTENING_PORT);
     // A connection the victim opened before audit began (a watch).
     let mut held = HeldConnection::open(&victim, API_V4, API_PORT).expect("the victim's connection");
     let held_port = held.stream().local_addr().unwrap().port();

@@ -15,51 +15,30 @@
 //!   a new source the meter could not take is logged within its interface's
 //!   allowance for new sources alone.
 //!
+//! - Full flow and per-source meters in audit mode (break-it round 5): the
+//!   bare ACKs forged SYNs draw from a pod's listening port then found no
+//!   element to add anywhere, and each spent its interface's allowance for
+//!   new sources on the way (up to three tokens), which the pod's own new
+//!   connects needed: 5 of 20 went unreported. Fixed by the connect and
+//!   push rules' own interface allowances (`nft_desired::IIF_NEW_INITIATED_SET`).
+//!
 //! Here the meters are filled with nft (the daemon's table not owned, so
 //! another process may add elements): the state the pods make.
 
 mod common;
 
-use std::time::Duration;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use common::daemon_cases::*;
 use common::daemon_checks::tunnel_v4_policy;
 use common::guard_cases::*;
+use common::meter_fill::{fill, source_key};
+use common::spoof::send_syn_flood_from;
+use common::victim_acks::{answer_every_forged_syn, counted_acks};
 use common::*;
 
 const SHOW_DEADLINE: Duration = Duration::from_secs(5);
-/// A meter's size (`model::METER`).
-const METER_SIZE: u32 = 65_535;
-
-/// Fills our table's set `set` in `node` until the kernel refuses more,
-/// with the keys `key(i)` (on `lo`, from sources outside every pod's
-/// address); checks that it is full. Returns how many were added.
-fn fill(node: &Netns, set: &str, key: impl Fn(u32) -> String) -> u32 {
-    let add = |from: u32, to: u32| -> bool {
-        let keys: Vec<String> = (from..to).map(&key).collect();
-        let script = format!("add element inet apiserver_guard {set} {{ {} }}\n", keys.join(", "));
-        node.run_stdin(&["nft", "-f", "-"], &script).status.success()
-    };
-    let mut added = 0;
-    for step in [5000, 100, 1] {
-        while added + step <= METER_SIZE && add(added, added + step) {
-            added += step;
-        }
-    }
-    assert!(added > METER_SIZE - 100, "{set} not filled: {added} added");
-    // Full: a new key gets no element.
-    assert!(
-        !add(METER_SIZE + 1, METER_SIZE + 2),
-        "{set} took one more element: not full"
-    );
-    added
-}
-
-/// `"lo" . 10.99.x.y`, the `i`th (from 65,536 on: 10.98.x.y).
-fn source_key(i: u32) -> String {
-    format!("\"lo\" . 10.{}.{}.{}", 99 - (i >> 16), (i >> 8) & 0xff, i & 0xff)
-}
-
 #[test]
 fn a_full_flow_meter_does_not_hide_a_connection_opened_before_audit() {
     if !can_run() {
@@ -121,5 +100,68 @@ fn a_full_connects_meter_does_not_hide_a_new_sources_connect() {
         rows[0]["count"].as_u64(),
         Some(logged),
         "each connect reported: {rows:?}"
+    );
+}
+
+/// The port the victim pod listens on, where the forged SYNs go.
+const LISTENING_PORT: u16 = 8080;
+/// How many connects the victim makes during the forged flood.
+const CONNECTS: u64 = 10;
+
+#[test]
+fn bare_acks_drawn_from_a_pod_with_the_meters_full_do_not_hide_its_new_connects() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    allow_forged_sources(node);
+    let _listening = answer_every_forged_syn(&topo, &victim, LISTENING_PORT);
+    let daemon = audit_daemon_v4(node, &["--table-ownership", "off"]);
+    fill(node, "flows_v4", |i| format!("{} . 40000", source_key(i)));
+    fill(node, "attempts_v4", source_key);
+
+    let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+    let until = Instant::now() + Duration::from_secs(4);
+    let forged = std::thread::scope(|s| {
+        let flood =
+            s.spawn(|| send_syn_flood_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), LISTENING_PORT, until));
+        // Mid-flood, the victim's own new connects (its first in the minute).
+        std::thread::sleep(Duration::from_secs(1));
+        for _ in 0..CONNECTS {
+            HeldConnection::open(&victim, API_V4, API_PORT).expect("audit blocks nothing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        flood.join().unwrap().expect("the forged flood")
+    });
+    let acks = counted_acks(&victim);
+    let spent_by_acks = rule_counter(node, "audit-tcp-port-v4", "log-audit-tcp-port-v4-flowless-meter-full");
+    eprintln!("forged SYNs: {forged}; the victim's bare ACKs: {acks}; logged within its allowance for new sources: {spent_by_acks}");
+    assert!(acks >= 10_000, "the forged SYNs drew too few ACKs: {acks} for {forged}");
+    assert!(
+        spent_by_acks >= 1,
+        "the ACKs did not reach the meter-full rules: the meters were not full"
+    );
+
+    // Every connect reported, and nothing else of the victim.
+    let reported = || -> u64 {
+        attempt_rows_from(node, OTHER_POD_V4)
+            .iter()
+            .filter(|r| r["port"] == API_PORT)
+            .filter_map(|r| r["count"].as_u64())
+            .sum()
+    };
+    let deadline = Instant::now() + SHOW_DEADLINE;
+    while reported() < CONNECTS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        reported(),
+        CONNECTS,
+        "the victim's connects reported: {:?}\nlog:\n{}",
+        attempt_rows_from(node, OTHER_POD_V4),
+        daemon.log()
     );
 }

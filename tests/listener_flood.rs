@@ -8,6 +8,8 @@
 //! serves at most `http::MAX_CONNECTIONS` at once (the rest wait in the
 //! kernel's accept queue, holding no descriptor of ours) and the daemon
 //! raises its soft limit on open files to the hard one at start.
+//! `apiserver-guard attempts` then says the listener may be busy, not that
+//! the daemon may not be running (break-it round 5).
 
 mod common;
 
@@ -77,7 +79,16 @@ fn a_pod_holding_connections_to_the_listener_never_stops_a_repair() {
         node.run_ok(&["iptables-nft", "-w", "10", "-F", IPT_CHAIN]);
         let refused_in = poll_refused(&topo, &daemon, "after a foreign flush, under the connection flood");
         eprintln!("daemon: {fds} open descriptors (limit {NOFILE}); pod refused again {refused_in:?} after the flush");
+        // `attempts` while every slot is held: the listener is busy, and
+        // the hint says so (it said the daemon might not be running).
+        let out = guard(node, &["attempts", "--listen", &listen]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
         stop.send(()).unwrap();
+        assert_eq!(out.status.code(), Some(1), "attempts: {out:?}");
+        assert!(
+            stderr.contains("may be busy") && !stderr.contains("is `apiserver-guard run` running"),
+            "attempts' hint with the listener's slots held: {stderr}"
+        );
         assert!(
             fds < NOFILE,
             "the listener used up the daemon's descriptors: {fds} of {NOFILE}"

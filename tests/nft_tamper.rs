@@ -485,8 +485,11 @@ fn assert_plain(lines: &[String], what: &str) {
             .replace("@flows_v4 { ", "@flows_v4 ")
             .replace("@attempts_v4 { ", "@attempts_v4 ")
             .replace("@pushes_v4 { ", "@pushes_v4 ")
+            .replace("@connects_v4 { ", "@connects_v4 ")
             .replace("@iif_known { ", "@iif_known ")
             .replace("@iif_new { ", "@iif_new ")
+            .replace("@iif_known_initiated { ", "@iif_known_initiated ")
+            .replace("@iif_new_initiated { ", "@iif_new_initiated ")
             .replace(" packets }", " packets");
         for debug in ["{", "Some(", "RuleSig", "Expr", "::"] {
             assert!(!l.contains(debug), "{what}: debug text {debug:?} in {l:?}");

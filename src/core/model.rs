@@ -119,7 +119,10 @@ pub const METER: Meter = Meter {
 /// daemon), while a pod on another interface keeps all of its own; and a
 /// flooding pod, over its own per-source limit, never uses any of the
 /// budget for new sources. Pods that share an interface (a bridge CNI)
-/// share these budgets.
+/// share these budgets. The connect and push log rules have a second pair
+/// of these allowances of their own (`nft_desired::IIF_NEW_INITIATED_SET`),
+/// which the answers forged packets draw from a pod cannot spend: an
+/// interface logs at most twice both limits a second.
 pub const METER_IIF_NEW: Meter = Meter {
     rate: 200,
     burst: 400,

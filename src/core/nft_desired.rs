@@ -43,6 +43,15 @@ pub const ATTEMPTS_SET: &str = "attempts";
 /// and known sources logged, per input interface (`model::METER_IIF_NEW`).
 pub const IIF_NEW_SET: &str = "iif_new";
 pub const IIF_KNOWN_SET: &str = "iif_known";
+/// The same two allowances again, for the connect and push log rules
+/// alone: packets a pod sends only of its own accord (a SYN, a segment
+/// with PSH, FIN or URG), which nothing forged to it can draw. The bare
+/// ACKs forged packets draw from a pod spend `iif_new`, and with the flow
+/// and per-source meters kept full they spent it before a full meter
+/// refused them, hiding some of that pod's new connects (a fifth break-it
+/// round's find); they cannot spend these.
+pub const IIF_NEW_INITIATED_SET: &str = "iif_new_initiated";
+pub const IIF_KNOWN_INITIATED_SET: &str = "iif_known_initiated";
 /// The name of a log rule's rule for new sources: its own name and this.
 pub const NEW_SOURCE_SUFFIX: &str = "-new-source";
 /// The name of a log rule's rule for a new source its full meter could not
@@ -105,7 +114,7 @@ pub fn desired(b: &Blocklist) -> TableModel {
         let verdict = verdict_exprs(&decider);
         let mut decide = ChainModel::default();
         let push_logs = |t: &mut TableModel, decide: &mut ChainModel, log: LogRules| {
-            for set in [&log.meter, IIF_KNOWN_SET, IIF_NEW_SET] {
+            for set in [&log.meter, log.iif_known, log.iif_new] {
                 want_set(t, &set.to_string(), r.family);
             }
             decide.rules.push(RuleModel::new(log.known, &log.name));
@@ -198,8 +207,8 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         ..plain(key, BTreeSet::new())
     };
     match kind {
-        _ if name == IIF_NEW_SET => meter(KeyType::IfaceIndex, &METER_IIF_NEW),
-        _ if name == IIF_KNOWN_SET => meter(KeyType::IfaceIndex, &METER_IIF_KNOWN),
+        _ if name == IIF_NEW_SET || name == IIF_NEW_INITIATED_SET => meter(KeyType::IfaceIndex, &METER_IIF_NEW),
+        _ if name == IIF_KNOWN_SET || name == IIF_KNOWN_INITIATED_SET => meter(KeyType::IfaceIndex, &METER_IIF_KNOWN),
         _ if name == LOCAL_PORTS_SET => plain(
             KeyType::InetService,
             b.local_ports
@@ -449,8 +458,10 @@ pub fn log_rules(r: &Rule) -> LogRules {
 /// logged connect is not logged again by the rules after. Nothing a pod
 /// sends to answer another's packet is a SYN without ACK, so however many
 /// answers forged packets draw from a pod (bare ACKs, later fragments: a
-/// break-it find), they spend nothing of its allowance for connects. Over
-/// its limit a connect goes past every log rule to the verdict, unlogged.
+/// break-it find), they spend nothing of its allowance for connects: not
+/// its per-source meter, not its interface's (`IIF_NEW_INITIATED_SET`,
+/// shared with `push_rules` only). Over its limit a connect goes past
+/// every log rule to the verdict, unlogged.
 pub fn connect_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
     metered_log_rules(r, Meter::Connects, verdict_or_return(verdict))
 }
@@ -480,7 +491,9 @@ pub fn flow_rules(r: &Rule) -> LogRules {
 /// draws a bare ACK on that connection's own flow each time, unlimited by
 /// Linux (a fifth break-it round's find: those ACKs kept the flow's
 /// allowance spent, and a connection opened before audit began went
-/// unreported). Over its limit a push goes on to the flow rules.
+/// unreported). Its interface's allowances are the connects'
+/// (`IIF_NEW_INITIATED_SET`), which those ACKs cannot spend. Over its limit
+/// a push goes on to the flow rules.
 pub fn push_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
     metered_log_rules(r, Meter::Pushes, verdict_or_return(verdict))
 }
@@ -567,6 +580,10 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
         e
     };
     let per_flow = matches!(meter, Meter::Flows | Meter::Pushes);
+    let (iif_new_set, iif_known_set) = match meter {
+        Meter::Connects | Meter::Pushes => (IIF_NEW_INITIATED_SET, IIF_KNOWN_INITIATED_SET),
+        _ => (IIF_NEW_SET, IIF_KNOWN_SET),
+    };
     let key = || key_of(per_flow);
     let update = |set: &str, m: &model::Meter| Expr::Dynset {
         op: DYNSET_OP_UPDATE,
@@ -636,10 +653,10 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
         e
     };
     let mut known = head();
-    known.extend([in_meter(0), iif(), update(IIF_KNOWN_SET, &METER_IIF_KNOWN)]);
+    known.extend([in_meter(0), iif(), update(iif_known_set, &METER_IIF_KNOWN)]);
     known.extend(tail());
     let mut new = head();
-    new.extend([in_meter(LOOKUP_F_INV), iif(), update(IIF_NEW_SET, &METER_IIF_NEW)]);
+    new.extend([in_meter(LOOKUP_F_INV), iif(), update(iif_new_set, &METER_IIF_NEW)]);
     new.extend(key());
     new.push(update(&meter_set, &METER));
     new.extend(tail());
@@ -648,7 +665,7 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     // after them are theirs.
     let full = (!per_flow).then(|| {
         let mut e = head();
-        e.extend([in_meter(LOOKUP_F_INV), iif(), update(IIF_NEW_SET, &METER_IIF_NEW)]);
+        e.extend([in_meter(LOOKUP_F_INV), iif(), update(iif_new_set, &METER_IIF_NEW)]);
         e.extend(tail());
         (e, format!("{}{suffix}{METER_FULL_SUFFIX}", r.name()))
     });
@@ -658,6 +675,8 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
         name: format!("{}{suffix}", r.name()),
         new_name: format!("{}{suffix}{NEW_SOURCE_SUFFIX}", r.name()),
         meter: meter_set,
+        iif_new: iif_new_set,
+        iif_known: iif_known_set,
         full,
     }
 }
@@ -673,6 +692,10 @@ pub struct LogRules {
     pub new_name: String,
     /// The per-source meter both update.
     pub meter: String,
+    /// The interface's allowances they spend: `IIF_NEW_SET` and
+    /// `IIF_KNOWN_SET`, or the `..._INITIATED_SET` pair for connects and pushes.
+    pub iif_new: &'static str,
+    pub iif_known: &'static str,
     /// The rule for a new source when the meter is full, and its name
     /// (`...-meter-full`; none for the flow rules).
     pub full: Option<(Vec<Expr>, String)>,

@@ -596,7 +596,57 @@ fn connect_rules_meter_syns_apart_and_end_in_the_verdict() {
         })
     );
     assert!(rule_text(&RuleModel::new(c.known.clone(), "x"))
-        .starts_with("tcp flags syn / syn,ack iif . ip saddr @connects_v4 update @iif_known"));
+        .starts_with("tcp flags syn / syn,ack iif . ip saddr @connects_v4 update @iif_known_initiated { "));
+}
+
+/// The interface allowances each rule of a logged chain spends, by name.
+fn allowances_spent(t: &TableModel, chain: &str) -> Vec<(String, Vec<String>)> {
+    t.chains[chain]
+        .rules
+        .iter()
+        .map(|r| {
+            let spent = r
+                .exprs
+                .iter()
+                .filter_map(|e| match e {
+                    Expr::Dynset { set, .. } if set.starts_with("iif_") => Some(set.clone()),
+                    _ => None,
+                })
+                .collect();
+            (r.comment().unwrap_or_default(), spent)
+        })
+        .collect()
+}
+
+#[test]
+fn only_connects_and_pushes_spend_the_interface_allowances_forged_packets_cannot_draw() {
+    // A break-it find: with the flow and per-source meters full, the bare
+    // ACKs forged SYNs drew from a pod spent its interface's allowance for
+    // new sources and hid some of its new connects.
+    let mut p = policy(
+        &["10.0.0.0/16"],
+        &[],
+        &["192.168.0.10:5443"],
+        Mode::Tunnel,
+        Action::Audit,
+    );
+    p.log_group = Some(1443);
+    let t = desired(&Blocklist::from_policy(&p));
+    let rules = allowances_spent(&t, "audit-tcp-port-v4");
+    let initiated = [IIF_NEW_INITIATED_SET, IIF_KNOWN_INITIATED_SET];
+    let mut seen = 0;
+    for (name, spent) in &rules {
+        let is_initiated = name.contains(CONNECT_SUFFIX) || name.contains(PUSH_SUFFIX);
+        for set in spent {
+            assert_eq!(initiated.contains(&set.as_str()), is_initiated, "{name} spends {set}");
+            seen += 1;
+        }
+    }
+    // connect: 3 rules, push: 2, fragment: 3, flow: 2, flowless: 3.
+    assert_eq!(seen, 13, "{rules:?}");
+    for set in initiated {
+        assert!(t.sets.contains_key(set), "{set} declared");
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod firewall;
 mod guard;
 pub mod guard_cases;
 mod listener;
+pub mod meter_fill;
 mod netns;
 pub mod nflog_probe;
 mod preflight;
@@ -31,6 +32,7 @@ mod server;
 pub mod spoof;
 mod topology;
 pub mod verify_cases;
+pub mod victim_acks;
 
 pub use addresses::*;
 pub use connection::HeldConnection;
