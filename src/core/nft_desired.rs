@@ -52,6 +52,24 @@ pub const IIF_KNOWN_SET: &str = "iif_known";
 /// round's find); they cannot spend these.
 pub const IIF_NEW_INITIATED_SET: &str = "iif_new_initiated";
 pub const IIF_KNOWN_INITIATED_SET: &str = "iif_known_initiated";
+
+/// The pair of per-interface allowances a log rule spends: new sources
+/// (`model::METER_IIF_NEW`) and known ones (`model::METER_IIF_KNOWN`).
+#[derive(Clone, Copy)]
+pub struct IifAllowances {
+    pub new: &'static str,
+    pub known: &'static str,
+}
+/// What every log rule but the connect and push rules spends.
+pub const IIF_SHARED: IifAllowances = IifAllowances {
+    new: IIF_NEW_SET,
+    known: IIF_KNOWN_SET,
+};
+/// What the connect and push rules spend.
+pub const IIF_INITIATED: IifAllowances = IifAllowances {
+    new: IIF_NEW_INITIATED_SET,
+    known: IIF_KNOWN_INITIATED_SET,
+};
 /// The name of a log rule's rule for new sources: its own name and this.
 pub const NEW_SOURCE_SUFFIX: &str = "-new-source";
 /// The name of a log rule's rule for a new source its full meter could not
@@ -114,7 +132,7 @@ pub fn desired(b: &Blocklist) -> TableModel {
         let verdict = verdict_exprs(&decider);
         let mut decide = ChainModel::default();
         let push_logs = |t: &mut TableModel, decide: &mut ChainModel, log: LogRules| {
-            for set in [&log.meter, log.iif_known, log.iif_new] {
+            for set in [&log.meter, log.iif.known, log.iif.new] {
                 want_set(t, &set.to_string(), r.family);
             }
             decide.rules.push(RuleModel::new(log.known, &log.name));
@@ -207,8 +225,8 @@ fn set_for(name: &str, fam: Family, b: &Blocklist) -> SetModel {
         ..plain(key, BTreeSet::new())
     };
     match kind {
-        _ if name == IIF_NEW_SET || name == IIF_NEW_INITIATED_SET => meter(KeyType::IfaceIndex, &METER_IIF_NEW),
-        _ if name == IIF_KNOWN_SET || name == IIF_KNOWN_INITIATED_SET => meter(KeyType::IfaceIndex, &METER_IIF_KNOWN),
+        _ if [IIF_SHARED.new, IIF_INITIATED.new].contains(&name) => meter(KeyType::IfaceIndex, &METER_IIF_NEW),
+        _ if [IIF_SHARED.known, IIF_INITIATED.known].contains(&name) => meter(KeyType::IfaceIndex, &METER_IIF_KNOWN),
         _ if name == LOCAL_PORTS_SET => plain(
             KeyType::InetService,
             b.local_ports
@@ -580,9 +598,9 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
         e
     };
     let per_flow = matches!(meter, Meter::Flows | Meter::Pushes);
-    let (iif_new_set, iif_known_set) = match meter {
-        Meter::Connects | Meter::Pushes => (IIF_NEW_INITIATED_SET, IIF_KNOWN_INITIATED_SET),
-        _ => (IIF_NEW_SET, IIF_KNOWN_SET),
+    let allowances = match meter {
+        Meter::Connects | Meter::Pushes => IIF_INITIATED,
+        _ => IIF_SHARED,
     };
     let key = || key_of(per_flow);
     let update = |set: &str, m: &model::Meter| Expr::Dynset {
@@ -653,10 +671,10 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
         e
     };
     let mut known = head();
-    known.extend([in_meter(0), iif(), update(iif_known_set, &METER_IIF_KNOWN)]);
+    known.extend([in_meter(0), iif(), update(allowances.known, &METER_IIF_KNOWN)]);
     known.extend(tail());
     let mut new = head();
-    new.extend([in_meter(LOOKUP_F_INV), iif(), update(iif_new_set, &METER_IIF_NEW)]);
+    new.extend([in_meter(LOOKUP_F_INV), iif(), update(allowances.new, &METER_IIF_NEW)]);
     new.extend(key());
     new.push(update(&meter_set, &METER));
     new.extend(tail());
@@ -665,7 +683,7 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     // after them are theirs.
     let full = (!per_flow).then(|| {
         let mut e = head();
-        e.extend([in_meter(LOOKUP_F_INV), iif(), update(iif_new_set, &METER_IIF_NEW)]);
+        e.extend([in_meter(LOOKUP_F_INV), iif(), update(allowances.new, &METER_IIF_NEW)]);
         e.extend(tail());
         (e, format!("{}{suffix}{METER_FULL_SUFFIX}", r.name()))
     });
@@ -675,8 +693,7 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
         name: format!("{}{suffix}", r.name()),
         new_name: format!("{}{suffix}{NEW_SOURCE_SUFFIX}", r.name()),
         meter: meter_set,
-        iif_new: iif_new_set,
-        iif_known: iif_known_set,
+        iif: allowances,
         full,
     }
 }
@@ -692,10 +709,9 @@ pub struct LogRules {
     pub new_name: String,
     /// The per-source meter both update.
     pub meter: String,
-    /// The interface's allowances they spend: `IIF_NEW_SET` and
-    /// `IIF_KNOWN_SET`, or the `..._INITIATED_SET` pair for connects and pushes.
-    pub iif_new: &'static str,
-    pub iif_known: &'static str,
+    /// The interface's allowances they spend: `IIF_SHARED`, or
+    /// `IIF_INITIATED` for connects and pushes.
+    pub iif: IifAllowances,
     /// The rule for a new source when the meter is full, and its name
     /// (`...-meter-full`; none for the flow rules).
     pub full: Option<(Vec<Expr>, String)>,

@@ -5,8 +5,8 @@
 
 use super::Netns;
 
-/// A meter's size (`model::METER`).
-pub const METER_SIZE: u32 = 65_535;
+/// A meter's size.
+pub const METER_SIZE: u32 = apiserver_guard::core::model::METER.size;
 
 /// Fills our table's set `set` in `node` until the kernel refuses more,
 /// with the keys `key(i)` (on `lo`, from sources outside every pod's
