@@ -8,7 +8,8 @@
 # creates its own network namespaces (deleted on exit) and prints markdown tables to stdout
 # (progress on stderr).
 # Usage: benches/attempt-log.sh [--flood-seconds 10] [--single-every-ms 100] [--rate-seconds 3]
-#          [--rounds 5]
+#          [--rounds 5] [--datapath-only]
+#        (--datapath-only: skip the floods, only the data-path rows)
 #        (as root; ~2 minutes on 2 idle cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."

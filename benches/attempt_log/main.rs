@@ -20,7 +20,7 @@
 //!
 //! Run as root: `benches/attempt-log.sh` (builds the release binary, then
 //! `cargo bench --bench attempt_log -- [--flood-seconds 10] [--single-every-ms 100]
-//! [--rate-seconds 3] [--rounds 5]`). `APISERVER_GUARD_BIN` overrides the binary under test;
+//! [--rate-seconds 3] [--rounds 5] [--datapath-only]`). `APISERVER_GUARD_BIN` overrides the binary under test;
 //! daemon logs go to `target/bench-logs/`. Under `cargo test` (no `--bench` argument) it does
 //! nothing.
 
@@ -66,6 +66,8 @@ pub struct Args {
     pub single_every_ms: u64,
     pub rate_seconds: f64,
     pub rounds: usize,
+    /// Skip the floods: only the data-path rows (to compare builds quickly).
+    pub datapath_only: bool,
 }
 
 fn parse_args() -> R<Option<Args>> {
@@ -74,6 +76,7 @@ fn parse_args() -> R<Option<Args>> {
         single_every_ms: 100,
         rate_seconds: 3.0,
         rounds: 5,
+        datapath_only: false,
     };
     let Some(argv) = bench_argv() else {
         return Ok(None);
@@ -91,6 +94,7 @@ fn parse_args() -> R<Option<Args>> {
             "--single-every-ms" => a.single_every_ms = (num(k)? as u64).max(60),
             "--rate-seconds" => a.rate_seconds = num(k)?.max(0.5),
             "--rounds" => a.rounds = (num(k)? as usize).max(1),
+            "--datapath-only" => a.datapath_only = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -153,8 +157,10 @@ fn bench(args: &Args) -> R<()> {
     let _listener = Listener::serve(socks)?;
     eprintln!("namespaces: {}", topo.netns_names().join(", "));
     let mut out = vec![facts];
-    let floods = flood::run(&topo, args, &log_dir)?;
-    out.push(report::flood_report(&floods, args));
+    if !args.datapath_only {
+        let floods = flood::run(&topo, args, &log_dir)?;
+        out.push(report::flood_report(&floods, args));
+    }
     let rates = datapath::run(&topo, args, &log_dir)?;
     out.push(report::datapath_report(&rates, args));
     println!("{}", out.join("\n\n"));
