@@ -8,14 +8,16 @@ use crate::core::model::tests::policy;
 use crate::core::nft_stmt::{debug_lines, rule_text};
 use crate::core::policy::{Action, Mode};
 
+/// The log verdict of a blocking policy logging to group 1443.
+const LOG_1443: RuleVerdict = RuleVerdict::Log {
+    group: 1443,
+    audit: false,
+};
+
 /// A logged v4 apiserver-port rule (group 1443) and its reset verdict.
 fn logged_tcp_port_v4() -> (Rule, Rule) {
-    let log = RuleVerdict::Log {
-        group: 1443,
-        audit: false,
-    };
     (
-        rule(Family::V4, Target::ApiPort, true, log),
+        rule(Family::V4, Target::ApiPort, true, LOG_1443),
         rule(Family::V4, Target::ApiPort, true, RuleVerdict::TcpReset),
     )
 }
@@ -27,6 +29,14 @@ fn rule(family: Family, target: Target, tcp_only: bool, verdict: RuleVerdict) ->
         tcp_only,
         verdict,
     }
+}
+
+/// The table `desired` builds for pods in 10.0.0.0/16 and one apiserver
+/// (tunnel mode), logging to group 1443.
+fn logged_table(api: &str, action: Action) -> TableModel {
+    let mut p = policy(&["10.0.0.0/16"], &[], &[api], Mode::Tunnel, action);
+    p.log_group = Some(1443);
+    desired(&Blocklist::from_policy(&p))
 }
 
 fn golden(r: Rule, nft: &str) {
@@ -303,10 +313,7 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
     //   counter log ...
     // meta iif . ip saddr != @attempts_v4 update @iif_new { meta iif limit rate 200/second burst 400 packets }
     //   update @attempts_v4 { meta iif . ip saddr limit rate 10/second burst 20 packets } counter log ...
-    let log = RuleVerdict::Log {
-        group: 1443,
-        audit: false,
-    };
+    let log = LOG_1443;
     // The other protocols' rules exist only in a port-less apiserver's chain.
     let r = rule(Family::V4, Target::ApiAny, false, log);
     let rules = log_rules(&r);
@@ -394,10 +401,7 @@ fn flowless_rules_meter_per_source_what_the_flow_meter_holds_no_element_for() {
     // nft --debug=netlink (1.0.6) of `tcp flags != syn / syn,ack iif . ip
     // saddr . tcp sport != @flows_v4 iif . ip saddr @attempts_v4 update
     // @iif_known { ... } counter log ...`.
-    let log = RuleVerdict::Log {
-        group: 1443,
-        audit: false,
-    };
+    let log = LOG_1443;
     let r = rule(Family::V4, Target::ApiPort, true, log);
     let f = flowless_rules(&r);
     assert_eq!(f.meter, "attempts_v4");
@@ -430,10 +434,7 @@ fn flow_rules_meter_tcp_per_source_port_without_a_verdict() {
     // nft --debug=netlink (1.0.6) of `tcp flags != syn / syn,ack iif . ip
     // saddr . tcp sport @flows_v4 update @iif_known { ... } counter log ...`
     // and the IPv6 new-source rule.
-    let log = RuleVerdict::Log {
-        group: 1443,
-        audit: false,
-    };
+    let log = LOG_1443;
     let r = rule(Family::V4, Target::ApiAny, false, log);
     let f = flow_rules(&r);
     assert_eq!(f.meter, "flows_v4");
@@ -623,15 +624,7 @@ fn only_connects_and_pushes_spend_the_interface_allowances_forged_packets_cannot
     // A break-it find: with the flow and per-source meters full, the bare
     // ACKs forged SYNs drew from a pod spent its interface's allowance for
     // new sources and hid some of its new connects.
-    let mut p = policy(
-        &["10.0.0.0/16"],
-        &[],
-        &["192.168.0.10:5443"],
-        Mode::Tunnel,
-        Action::Audit,
-    );
-    p.log_group = Some(1443);
-    let t = desired(&Blocklist::from_policy(&p));
+    let t = logged_table("192.168.0.10:5443", Action::Audit);
     let rules = allowances_spent(&t, "audit-tcp-port-v4");
     let initiated = [IIF_NEW_INITIATED_SET, IIF_KNOWN_INITIATED_SET];
     let mut seen = 0;
@@ -651,15 +644,7 @@ fn only_connects_and_pushes_spend_the_interface_allowances_forged_packets_cannot
 
 #[test]
 fn log_rules_link_local_key_the_v6_meter_on_the_16_byte_source() {
-    let rules = log_rules(&rule(
-        Family::V6,
-        Target::LocalPortLinkLocal,
-        true,
-        RuleVerdict::Log {
-            group: 1443,
-            audit: false,
-        },
-    ));
+    let rules = log_rules(&rule(Family::V6, Target::LocalPortLinkLocal, true, LOG_1443));
     assert_eq!(rules.meter, "attempts_v6");
     golden_exprs(
         &rules.known[..5],
@@ -682,15 +667,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     // nft --debug=netlink of the v4_logged fixture:
     // guard: ip saddr @sources_v4 ip daddr . tcp dport @api_port_v4 counter jump block-tcp-port-v4
     // block-tcp-port-v4: the log rule, then meta l4proto tcp reject with tcp reset
-    let mut p = policy(
-        &["10.0.0.0/16"],
-        &[],
-        &["192.168.0.10:5443"],
-        Mode::Tunnel,
-        Action::Reject,
-    );
-    p.log_group = Some(1443);
-    let t = desired(&Blocklist::from_policy(&p));
+    let t = logged_table("192.168.0.10:5443", Action::Reject);
     let guard = &t.chains[GUARD_CHAIN].rules;
     let jump = guard
         .iter()
@@ -762,8 +739,7 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
     let counters = crate::core::nft_model::counters(&t);
     assert_eq!(counters.iter().filter(|c| c.comment == "block-tcp-port-v4").count(), 1);
     // Audit: the chain only logs; the packet returns to guard and goes on.
-    p.action = Action::Audit;
-    let t = desired(&Blocklist::from_policy(&p));
+    let t = logged_table("192.168.0.10:5443", Action::Audit);
     assert_eq!(
         t.chains["audit-tcp-port-v4"]
             .rules
@@ -789,8 +765,13 @@ fn a_logged_match_is_paid_once_guard_jumps_to_a_chain_that_logs_then_decides() {
         ]
     );
     // No log group: no chain but guard and the hooks', the verdict in guard.
-    p.log_group = None;
-    p.action = Action::Reject;
+    let p = policy(
+        &["10.0.0.0/16"],
+        &[],
+        &["192.168.0.10:5443"],
+        Mode::Tunnel,
+        Action::Reject,
+    );
     let t = desired(&Blocklist::from_policy(&p));
     assert_eq!(t.chains.keys().collect::<Vec<_>>(), ["forward", "guard"]);
 }
