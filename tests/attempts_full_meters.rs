@@ -21,6 +21,14 @@
 //!   new sources on the way (up to three tokens), which the pod's own new
 //!   connects needed: 5 of 20 went unreported. Fixed by the connect and
 //!   push rules' own interface allowances (`nft_desired::IIF_NEW_INITIATED_SET`).
+//! - Full push and flow meters in audit mode (break-it round 6): pods making
+//!   plain connects fill `pushes_v4` as they fill `flows_v4`; a pod's data
+//!   on a connection opened before audit began then fell to the flowless
+//!   rules and its source's allowance there, which the bare ACKs forged
+//!   SYNs drew from its listening port kept spent: the connection went
+//!   unreported. Fixed by a meter-full rule for pushes too: a push the full
+//!   meter cannot take is logged within its interface's allowance for new
+//!   connections and pushes alone.
 //!
 //! Here the meters are filled with nft (the daemon's table not owned, so
 //! another process may add elements): the state the pods make.
@@ -163,5 +171,65 @@ fn bare_acks_drawn_from_a_pod_with_the_meters_full_do_not_hide_its_new_connects(
         "the victim's connects reported: {:?}\nlog:\n{}",
         attempt_rows_from(node, OTHER_POD_V4),
         daemon.log()
+    );
+}
+
+#[test]
+fn a_full_push_meter_does_not_hide_a_held_connections_data_under_forged_syns() {
+    if !can_run() {
+        return;
+    }
+    let topo = Topology::new();
+    let node = &topo.node;
+    let victim = topo.add_other_pod();
+    allow_forged_sources(node);
+    let _listening = answer_every_forged_syn(&topo, &victim, LISTENING_PORT);
+    // A connection the victim opened before audit began (a watch).
+    let mut held = HeldConnection::open(&victim, API_V4, API_PORT).expect("the victim's connection");
+    let held_port = held.stream().local_addr().unwrap().port();
+    let daemon = audit_daemon_v4(node, &["--table-ownership", "off"]);
+    fill(node, "pushes_v4", |i| format!("{} . 40000", source_key(i)));
+    fill(node, "flows_v4", |i| format!("{} . 40000", source_key(i)));
+
+    let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+    let until = Instant::now() + Duration::from_secs(4);
+    let forged = std::thread::scope(|s| {
+        let flood =
+            s.spawn(|| send_syn_flood_from(&topo.pod, ip(API_V4), API_PORT, ip(OTHER_POD_V4), LISTENING_PORT, until));
+        // Mid-flood, the victim uses its connection.
+        std::thread::sleep(Duration::from_secs(1));
+        for _ in 0..5 {
+            held.roundtrip(b"still watching", Duration::from_secs(2))
+                .expect("audit blocks nothing");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        flood.join().unwrap().expect("the forged flood")
+    });
+    let acks = counted_acks(&victim);
+    let spent_by_acks = rule_counter(node, "audit-tcp-port-v4", "log-audit-tcp-port-v4-flowless");
+    eprintln!(
+        "forged SYNs: {forged}; the victim's bare ACKs: {acks}; logged on its source's allowance: {spent_by_acks}"
+    );
+    assert!(acks >= 10_000, "the forged SYNs drew too few ACKs: {acks} for {forged}");
+    assert!(
+        spent_by_acks >= 1,
+        "the ACKs did not reach the flowless rules: the flow meter was not full"
+    );
+
+    let row = wait_attempt_row(
+        node,
+        &daemon,
+        &format!("{OTHER_POD_V4}:{held_port}, the connection opened before audit began"),
+        SHOW_DEADLINE,
+        |r| r["source"] == OTHER_POD_V4 && r["source_port"] == held_port,
+    );
+    assert_eq!(
+        (row["action"].as_str(), row["count"].as_u64()),
+        (Some("audited"), Some(1)),
+        "{row}"
+    );
+    assert!(
+        rule_counter(node, "audit-tcp-port-v4", "log-audit-tcp-port-v4-push-meter-full") >= 1,
+        "logged by the push meter-full rule"
     );
 }

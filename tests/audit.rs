@@ -100,6 +100,7 @@ fn one_served_curl_in_audit_mode_is_one_audited_attempt_whatever_the_packets_log
             "-connect-meter-full",
             "-push",
             "-push-new-source",
+            "-push-meter-full",
             "-flow",
             "-flow-new-source",
             "-flowless",

@@ -53,6 +53,7 @@ struct Handles {
     flowless_full: u32,
     /// The log rule of pushes from new sources (`nft_desired::push_rules`).
     push_new: u32,
+    push_full: u32,
     /// The log rule of connects a full meter could not take (`nft_desired::METER_FULL_SUFFIX`).
     connect_full: u32,
 }
@@ -187,7 +188,7 @@ fn tampers() -> Vec<Tamper> {
         Tamper {
             name: "verdict deleted from the block's own chain",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.verdict),
-            says: "rule 16 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
+            says: "rule 17 of chain block-tcp-port-v4 (block-tcp-port-v4): missing",
             // As above: the connect log rules refuse a connect within its limit.
             opens: false,
         },
@@ -375,6 +376,14 @@ fn tampers() -> Vec<Tamper> {
             opens: false,
         },
         Tamper {
+            // Break-it round 6: with pushes_v4 full, a push fell to the flowless rules and the
+            // ACKs forged SYNs drew from the pod's listening port kept its source's allowance spent.
+            name: "meter-full log rule of pushes deleted",
+            nft: |h| format!("delete rule {T} {OURS} handle {}", h.push_full),
+            says: "(log-block-tcp-port-v4-push-meter-full): missing",
+            opens: false,
+        },
+        Tamper {
             name: "log rule for new sources deleted",
             nft: |h| format!("delete rule {T} {OURS} handle {}", h.log_new),
             says: "(log-block-tcp-port-v4-flow-new-source): missing",
@@ -463,6 +472,7 @@ fn tamper(node: &Netns, t: &Tamper) {
         connect_full: handle(node, OURS, "log-block-tcp-port-v4-connect-meter-full"),
         flowless_full: handle(node, OURS, "log-block-tcp-port-v4-flowless-meter-full"),
         push_new: handle(node, OURS, "log-block-tcp-port-v4-push-new-source"),
+        push_full: handle(node, OURS, "log-block-tcp-port-v4-push-meter-full"),
     };
     let script = (t.nft)(&h);
     node.run_ok(&["nft", &script]);

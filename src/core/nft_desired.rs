@@ -510,8 +510,9 @@ pub fn flow_rules(r: &Rule) -> LogRules {
 /// Linux (a fifth break-it round's find: those ACKs kept the flow's
 /// allowance spent, and a connection opened before audit began went
 /// unreported). Its interface's allowances are the connects'
-/// (`IIF_NEW_INITIATED_SET`), which those ACKs cannot spend. Over its limit
-/// a push goes on to the flow rules.
+/// (`IIF_NEW_INITIATED_SET`), which those ACKs cannot spend; a push the
+/// full meter cannot take is logged on that allowance alone (the meter-full
+/// rule). Over its limit a push goes on to the flow rules.
 pub fn push_rules(r: &Rule, verdict: Option<Vec<Expr>>) -> LogRules {
     metered_log_rules(r, Meter::Pushes, verdict_or_return(verdict))
 }
@@ -680,8 +681,12 @@ fn metered_log_rules(r: &Rule, meter: Meter, ending: Vec<Expr>) -> LogRules {
     new.extend(tail());
     // A new source the meter could not take (full): its interface's
     // allowance for new sources alone. Not for flows: the flowless rules
-    // after them are theirs.
-    let full = (!per_flow).then(|| {
+    // after them are theirs. For pushes too (a sixth break-it round's
+    // find): pods making plain connects fill `pushes_v4` in audit mode,
+    // and a push falling to the flowless rules spent its source's allowance
+    // there, which the bare ACKs SYNs forged to the pod's listening port
+    // drew keep spent.
+    let full = (meter != Meter::Flows).then(|| {
         let mut e = head();
         e.extend([in_meter(LOOKUP_F_INV), iif(), update(allowances.new, &METER_IIF_NEW)]);
         e.extend(tail());
