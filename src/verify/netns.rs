@@ -4,10 +4,10 @@
 //! thread), runs a closure and ends. Sockets created there keep that
 //! namespace for their whole life and can be used from any thread.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 
@@ -25,7 +25,14 @@ impl Namespace {
     /// Opens `path` and checks that it is a network namespace. Errors name the path
     /// and what to do.
     pub fn open(path: &Path) -> Result<Namespace, String> {
-        let file = File::open(path).map_err(|e| match e.kind() {
+        // O_NONBLOCK: a FIFO given as the path would block the open until a
+        // writer came (a break-it find: `verify --netns FIFO` and the
+        // daemon's probe hung); so it opens at once and setns refuses it.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => format!(
                 "network namespace {}: no such namespace (list them with `ip netns list`, or give /proc/PID/ns/net of a process inside the pod)",
                 path.display()
@@ -107,6 +114,28 @@ mod tests {
         let e = Namespace::open(Path::new("/run/netns/apiserver-guard-no-such-ns")).unwrap_err();
         assert!(
             e.contains("no such namespace") && e.contains("apiserver-guard-no-such-ns"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_not_waited_on() {
+        let dir = std::env::temp_dir().join(format!("apiserver-guard-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("net");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates the file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        thread::spawn(move || {
+            let _ = tx.send(Namespace::open(&path).map(|_| ()));
+        });
+        let r = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = r.expect("the open returned at once").unwrap_err();
+        assert!(
+            e.contains("not a network namespace") || e.contains("not permitted"),
             "{e}"
         );
     }
