@@ -62,18 +62,7 @@ fn a_full_flow_meter_does_not_hide_a_connection_opened_before_audit() {
 
     held.roundtrip(b"still watching", Duration::from_secs(2))
         .expect("audit blocks nothing");
-    let row = wait_attempt_row(
-        node,
-        &daemon,
-        &format!("{POD_V4}:{held_port}, the connection opened before audit began"),
-        SHOW_DEADLINE,
-        |r| r["source"] == POD_V4 && r["source_port"] == held_port,
-    );
-    assert_eq!(
-        (row["action"].as_str(), row["count"].as_u64()),
-        (Some("audited"), Some(1)),
-        "{row}"
-    );
+    assert_held_connection_reported_once(node, &daemon, POD_V4, held_port, SHOW_DEADLINE);
     assert!(
         rule_counter(node, "audit-tcp-port-v4", "log-audit-tcp-port-v4-flowless-new-source") >= 1,
         "logged by the flowless rules"
@@ -216,18 +205,7 @@ fn a_full_push_meter_does_not_hide_a_held_connections_data_under_forged_syns() {
         "the ACKs did not reach the flowless rules: the flow meter was not full"
     );
 
-    let row = wait_attempt_row(
-        node,
-        &daemon,
-        &format!("{OTHER_POD_V4}:{held_port}, the connection opened before audit began"),
-        SHOW_DEADLINE,
-        |r| r["source"] == OTHER_POD_V4 && r["source_port"] == held_port,
-    );
-    assert_eq!(
-        (row["action"].as_str(), row["count"].as_u64()),
-        (Some("audited"), Some(1)),
-        "{row}"
-    );
+    assert_held_connection_reported_once(node, &daemon, OTHER_POD_V4, held_port, SHOW_DEADLINE);
     assert!(
         rule_counter(node, "audit-tcp-port-v4", "log-audit-tcp-port-v4-push-meter-full") >= 1,
         "logged by the push meter-full rule"

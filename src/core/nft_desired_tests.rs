@@ -313,9 +313,8 @@ fn log_rules_v4_meter_per_source_and_per_interface_then_count_and_log() {
     //   counter log ...
     // meta iif . ip saddr != @attempts_v4 update @iif_new { meta iif limit rate 200/second burst 400 packets }
     //   update @attempts_v4 { meta iif . ip saddr limit rate 10/second burst 20 packets } counter log ...
-    let log = LOG_1443;
     // The other protocols' rules exist only in a port-less apiserver's chain.
-    let r = rule(Family::V4, Target::ApiAny, false, log);
+    let r = rule(Family::V4, Target::ApiAny, false, LOG_1443);
     let rules = log_rules(&r);
     assert_eq!(rules.meter, "attempts_v4");
     golden_exprs(
@@ -401,8 +400,7 @@ fn flowless_rules_meter_per_source_what_the_flow_meter_holds_no_element_for() {
     // nft --debug=netlink (1.0.6) of `tcp flags != syn / syn,ack iif . ip
     // saddr . tcp sport != @flows_v4 iif . ip saddr @attempts_v4 update
     // @iif_known { ... } counter log ...`.
-    let log = LOG_1443;
-    let r = rule(Family::V4, Target::ApiPort, true, log);
+    let r = rule(Family::V4, Target::ApiPort, true, LOG_1443);
     let f = flowless_rules(&r);
     assert_eq!(f.meter, "attempts_v4");
     assert_eq!(f.new_name, "log-block-tcp-port-v4-flowless-new-source");
@@ -434,8 +432,7 @@ fn flow_rules_meter_tcp_per_source_port_without_a_verdict() {
     // nft --debug=netlink (1.0.6) of `tcp flags != syn / syn,ack iif . ip
     // saddr . tcp sport @flows_v4 update @iif_known { ... } counter log ...`
     // and the IPv6 new-source rule.
-    let log = LOG_1443;
-    let r = rule(Family::V4, Target::ApiAny, false, log);
+    let r = rule(Family::V4, Target::ApiAny, false, LOG_1443);
     let f = flow_rules(&r);
     assert_eq!(f.meter, "flows_v4");
     assert_eq!(
@@ -460,7 +457,7 @@ fn flow_rules_meter_tcp_per_source_port_without_a_verdict() {
          [ counter pkts 0 bytes 0 ]
          [ log prefix apiserver-guard:block-all-v4 group 1443 snaplen 96 qthreshold 0 ]",
     );
-    let r6 = rule(Family::V6, Target::ApiPort, true, log);
+    let r6 = rule(Family::V6, Target::ApiPort, true, LOG_1443);
     golden_exprs(
         &flow_rules(&r6).new,
         "[ meta load l4proto => reg 1 ]

@@ -516,6 +516,30 @@ pub fn find_attempt_row(
     }
 }
 
+/// Waits for the row of the connection `source` opened from `port` before
+/// audit began and checks it: audited, counted once. Returns the row.
+pub fn assert_held_connection_reported_once(
+    ns: &Netns,
+    daemon: &Daemon,
+    source: &str,
+    port: u16,
+    within: Duration,
+) -> serde_json::Value {
+    let row = wait_attempt_row(
+        ns,
+        daemon,
+        &format!("{source}:{port}, the connection opened before audit began"),
+        within,
+        |r| r["source"] == source && r["source_port"] == port,
+    );
+    assert_eq!(
+        (row["action"].as_str(), row["count"].as_u64()),
+        (Some("audited"), Some(1)),
+        "{row}"
+    );
+    row
+}
+
 /// The first row of `/attempts` in `ns` that `ok` accepts; panics after
 /// `within` with `what`, the last page seen and the daemon's log.
 #[track_caller]
